@@ -1,0 +1,132 @@
+"""Build parameters of the controller RTL: the one structure every hdl block is built from.
+
+All widths are in bits and all times in clock cycles. Every field is validated at
+construction with an exact message; derived widths are properties so that blocks never
+recompute them differently.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.utils import bits_for, ceil_log2
+
+__all__ = ["BuildParams"]
+
+
+# (field, lowest accepted, highest accepted, what it is). The upper bounds keep the derived
+# vectors (row_en, cell addresses, accumulators) at sizes a small FPGA can hold.
+_INT_FIELDS: tuple[tuple[str, int, int], ...] = (
+    ("rows", 1, 1024),
+    ("cols", 1, 64),
+    ("spare", 0, 16),
+    ("dac_bits", 1, 24),
+    ("adc_bits", 1, 24),
+    ("avg_max_log2", 0, 16),
+    ("timer_bits", 2, 32),
+    ("prog_amp_bits", 1, 16),
+    ("prog_width_bits", 1, 16),
+    ("pulse_budget_bits", 1, 16),
+    ("cal_ref_bits", 1, 8),
+)
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    """Build-time parameters shared by all hdl blocks.
+
+    rows, cols, spare
+        Crossbar rows (one DAC each), solution columns, and spare columns for repair.
+        The AFE has ``cols + spare`` physical columns (``total_cols``).
+    dac_bits, adc_bits
+        Converter resolutions (straight binary codes).
+    avg_max_log2
+        Largest ADC averaging exponent: up to ``2**avg_max_log2`` samples per result.
+    timer_bits
+        Width of every cycle-count input (settle times, read settle, watchdog limit).
+    prog_amp_bits, prog_width_bits
+        Width of the programming pulse amplitude code and pulse width.
+    pulse_budget_bits
+        Width of the per-cell pulse budget of the write-verify programmer.
+    cal_ref_bits
+        Width of the calibration reference selector.
+    """
+
+    rows: int = 64
+    cols: int = 8
+    spare: int = 2
+    dac_bits: int = 10
+    adc_bits: int = 10
+    avg_max_log2: int = 8
+    timer_bits: int = 16
+    prog_amp_bits: int = 8
+    prog_width_bits: int = 8
+    pulse_budget_bits: int = 8
+    cal_ref_bits: int = 3
+
+    def __post_init__(self) -> None:
+        for name, low, high in _INT_FIELDS:
+            value = getattr(self, name)
+            if type(value) is not int or not low <= value <= high:
+                raise ValueError(
+                    f"{name} must be an integer from {low} to {high}, got {value!r}")
+
+    # -- derived sizes -------------------------------------------------------------------
+
+    @property
+    def total_cols(self) -> int:
+        """Physical AFE columns: solution columns plus spares."""
+        return self.cols + self.spare
+
+    @property
+    def row_addr_bits(self) -> int:
+        """Width of a row index (dac_addr, cell_row); at least 1."""
+        return max(1, ceil_log2(self.rows))
+
+    @property
+    def col_addr_bits(self) -> int:
+        """Width of a physical column index (adc_mux, cell_col); at least 1."""
+        return max(1, ceil_log2(self.total_cols))
+
+    @property
+    def cell_count(self) -> int:
+        """Cells of the array: rows x total_cols."""
+        return self.rows * self.total_cols
+
+    @property
+    def cell_addr_bits(self) -> int:
+        """Width of a cell address ``row * total_cols + col`` (target buffer, fault map)."""
+        return max(1, ceil_log2(self.cell_count))
+
+    @property
+    def avg_log2_bits(self) -> int:
+        """Width of the averaging exponent input; values above avg_max_log2 are rejected."""
+        return bits_for(self.avg_max_log2)
+
+    @property
+    def sum_bits(self) -> int:
+        """Width of the sample accumulator: 2**avg_max_log2 full-scale samples fit."""
+        return self.adc_bits + self.avg_max_log2
+
+    @property
+    def result_bits(self) -> int:
+        """Width of a stored result word: the ADC code plus the over-range flag."""
+        return self.adc_bits + 1
+
+    @property
+    def tolerance_bits(self) -> int:
+        """Width of the write-verify tolerance input: one bit wider than a code, so that a
+        tolerance of a full code range or more arrives intact and can be rejected."""
+        return self.adc_bits + 1
+
+    @property
+    def max_timer(self) -> int:
+        """Largest value of a cycle-count input."""
+        return 2 ** self.timer_bits - 1
+
+    def cell_address(self, row: int, col: int) -> int:
+        """Row-major cell address used by the target buffer and the fault map."""
+        if not 0 <= row < self.rows:
+            raise ValueError(f"row must be from 0 to {self.rows - 1}, got {row!r}")
+        if not 0 <= col < self.total_cols:
+            raise ValueError(f"col must be from 0 to {self.total_cols - 1}, got {col!r}")
+        return row * self.total_cols + col
