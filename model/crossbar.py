@@ -1,11 +1,13 @@
-"""RRAM crossbar: ROWS x (COLS + SPARE) cells of a DeviceArray plus first-order wire IR drop.
+"""RRAM crossbar: ROWS x (COLS + SPARE) cells of a DeviceArray, with wire IR drop.
 
 Geometry (docs/model-device.md): each row line is driven from its column-0 end, each column
-line ends in a virtual-ground sense node at its row-0 end. Cell (i, j) reaches its driver
-through j + 1 row-wire segments and its sense node through i + 1 column-wire segments, so
-its series wire resistance is R_path(i, j) = r_wire (i + j + 2) and the conductance the
-periphery sees is G_eff = G / (1 + G R_path). This first-order model neglects the current
-that neighbouring cells add to the shared wires (see the doc for when that matters).
+line ends in a virtual-ground sense node at its row-0 end, and every wire segment between
+neighbouring cells, or to the driver or the sense node, has resistance r_wire. With IR drop
+on, the array is solved as the linear resistive network it is (nodal analysis, sparse LU).
+The result is the exact port transfer matrix, so it includes the currents that neighbouring
+cells add to the shared wires. A per-cell series-resistance correction
+G / (1 + G R_path) leaves those out, and they dominate when many rows conduct. By
+superposition the matrix does not depend on the input: column currents = G_eff^T v for any v.
 """
 from __future__ import annotations
 
@@ -14,12 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sparse
+import scipy.sparse.linalg as sparse_linalg
 from numpy.typing import ArrayLike, NDArray
 
 from .device import (DeviceArray, DeviceConfig, FloatArray, _boolean, _integer, _non_negative,
                      _positive)
 
-__all__ = ["CrossbarConfig", "Crossbar"]
+__all__ = ["CrossbarConfig", "Crossbar", "port_conductance_s", "series_conductance_s"]
+
+#: Leakage to ground on every wire node (S). It keeps the nodal matrix regular when a
+#: floating line sits behind zero-conductance cells; at 1e-12 S no current changes measurably.
+NODE_LEAKAGE_S = 1e-12
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,7 @@ class CrossbarConfig:
     #: Resistance of one wire segment between neighbouring cells (ohm). Assumption for a
     #: 40 nm 1T1R array on lower metal: about 1-2 ohm per cell pitch.
     wire_resistance_ohm: float = 1.5
-    #: Apply the first-order IR-drop correction to reads and MVMs.
+    #: Model the wire resistance (exact nodal solve) in reads and MVMs.
     ir_drop: bool = True
     #: Row bias of a cell read (V); read current = read_voltage_v * G.
     read_voltage_v: float = 0.2
@@ -55,7 +63,7 @@ class CrossbarConfig:
 
     @classmethod
     def pessimistic(cls) -> "CrossbarConfig":
-        """Thin, resistive wires (several times the assumed realistic value)."""
+        """Thin, resistive wires (about three times the assumed realistic value)."""
         return cls(wire_resistance_ohm=5.0, ir_drop=True)
 
     def replace(self, **changes: Any) -> "CrossbarConfig":
@@ -67,11 +75,69 @@ class CrossbarConfig:
         return self.cols + self.spare
 
 
+def port_conductance_s(g_s: FloatArray, wire_resistance_ohm: float,
+                       row_enable: NDArray[np.bool_], col_enable: NDArray[np.bool_]) -> FloatArray:
+    """Exact effective conductance matrix (S) of a crossbar with resistive wires.
+
+    Entry (i, j) is the current into column j's virtual ground per volt on row i's driver,
+    with every other enabled row driver at 0 V. Column currents are therefore result^T v for
+    any drive v (superposition). Disabled rows float (no driver), and disabled columns float
+    (no sense node) and read 0. Node numbering: row-line node (i, j) is i*C + j, column-line
+    node (i, j) is R*C + i*C + j. Row drivers attach at j = 0, sense nodes at i = 0, each
+    through one wire segment.
+    """
+    rows, cols = g_s.shape
+    out = np.zeros((rows, cols))
+    if not row_enable.any() or not col_enable.any():
+        return out
+    if wire_resistance_ohm == 0.0:
+        return np.where(row_enable[:, None] & col_enable[None, :], g_s, 0.0)
+    g_wire = 1.0 / wire_resistance_ohm
+    n = rows * cols
+    row_node = np.arange(n).reshape(rows, cols)
+    col_node = n + row_node
+    # Two-terminal branches (a, b, conductance): cells, row-wire and column-wire segments.
+    a = np.concatenate([row_node.ravel(), row_node[:, 1:].ravel(), col_node[1:, :].ravel()])
+    b = np.concatenate([col_node.ravel(), row_node[:, :-1].ravel(), col_node[:-1, :].ravel()])
+    g = np.concatenate([g_s.ravel(), np.full(rows * (cols - 1), g_wire),
+                        np.full((rows - 1) * cols, g_wire)])
+    diagonal = np.full(2 * n, NODE_LEAKAGE_S)
+    np.add.at(diagonal, a, g)
+    np.add.at(diagonal, b, g)
+    # Enabled drivers and sense nodes are ideal voltage sources behind one wire segment.
+    diagonal[row_node[row_enable, 0]] += g_wire
+    diagonal[col_node[0, col_enable]] += g_wire
+    index = np.arange(2 * n)
+    matrix = sparse.csc_matrix(
+        (np.concatenate([diagonal, -g, -g]),
+         (np.concatenate([index, a, b]), np.concatenate([index, b, a]))),
+        shape=(2 * n, 2 * n))
+    driven = np.nonzero(row_enable)[0]
+    excitation = np.zeros((2 * n, driven.size))
+    excitation[row_node[driven, 0], np.arange(driven.size)] = g_wire  # 1 V behind g_wire
+    voltages = sparse_linalg.splu(matrix).solve(excitation)
+    sensed = np.nonzero(col_enable)[0]
+    out[np.ix_(driven, sensed)] = (g_wire * voltages[col_node[0, sensed], :]).T
+    return out
+
+
+def series_conductance_s(g_s: FloatArray, wire_resistance_ohm: float) -> FloatArray:
+    """Per-cell first-order estimate G / (1 + G R_path), R_path(i, j) = r_wire (i + j + 2).
+
+    This is each cell's wire path to its driver and sense node taken alone, as if no other
+    cell conducted. It is a lower bound on the loss. ``port_conductance_s`` is exact; the
+    doc compares the two.
+    """
+    rows, cols = g_s.shape
+    path = wire_resistance_ohm * (np.arange(rows)[:, None] + np.arange(cols)[None, :] + 2.0)
+    return g_s / (1.0 + g_s * path)
+
+
 class Crossbar:
     """The RRAM crossbar the analog front end computes with.
 
-    ``rng`` seeds the DeviceArray (variation, faults, pulse and read noise): same seed, same
-    crossbar and same history.
+    ``rng`` seeds the DeviceArray (variation, faults, pulse and read noise): the same seed
+    gives the same crossbar and the same history.
     """
 
     def __init__(self, config: CrossbarConfig, device: DeviceConfig, rng: np.random.Generator):
@@ -89,9 +155,9 @@ class Crossbar:
         self._config = config
         self._device_config = device
         self.devices = DeviceArray((config.rows, config.total_cols), device, rng)
-        rows = np.arange(config.rows)[:, None]
-        cols = np.arange(config.total_cols)[None, :]
-        self._path_resistance = config.wire_resistance_ohm * (rows + cols + 2.0)
+        # The nodal solve is redone only when the conductances or the enables change.
+        self._cached_key: tuple[NDArray[Any], ...] | None = None
+        self._cached_port_g: FloatArray | None = None
 
     # ---- state -----------------------------------------------------------------------
 
@@ -117,39 +183,48 @@ class Crossbar:
     def stuck_mask(self) -> NDArray[np.bool_]:
         return self.devices.stuck_mask
 
-    @property
-    def path_resistance_ohm(self) -> FloatArray:
-        """Series wire resistance between each cell and its driver + sense node (ohm)."""
-        view = self._path_resistance.view()
-        view.flags.writeable = False
-        return view
+    def effective_conductance_s(self, row_enable: ArrayLike | None = None,
+                                col_enable: ArrayLike | None = None) -> FloatArray:
+        """The conductance matrix the periphery sees (S, rows x (cols + spare)).
 
-    def _ir_factor(self, g: FloatArray, path: FloatArray) -> FloatArray:
-        """G_eff / G for conductances g behind wire resistances path."""
+        With IR drop this is the exact port transfer matrix of the resistive network
+        (``port_conductance_s``) for the given connected rows and columns (default: all):
+        an MVM's column currents are result^T v for any v. Without IR drop it is G, zeroed
+        on disabled rows and columns.
+        """
+        rows, total_cols = self.shape
+        row_on = self._enable_mask(row_enable, rows, "row_enable")
+        col_on = self._enable_mask(col_enable, total_cols, "col_enable")
+        g = np.asarray(self.devices.conductance_s)
         if not self._config.ir_drop:
-            return np.ones_like(g)
-        return 1.0 / (1.0 + g * path)
-
-    def effective_conductance_s(self) -> FloatArray:
-        """Conductance (S) the periphery sees: G / (1 + G R_path) with IR drop, else G."""
-        g = np.array(self.devices.conductance_s, copy=True)
-        return g * self._ir_factor(g, self._path_resistance)
+            return np.where(row_on[:, None] & col_on[None, :], g, 0.0)
+        key = self._cached_key
+        if (key is None or not np.array_equal(key[0], g) or not np.array_equal(key[1], row_on)
+                or not np.array_equal(key[2], col_on)):
+            self._cached_port_g = port_conductance_s(g, self._config.wire_resistance_ohm,
+                                                     row_on, col_on)
+            self._cached_key = (g.copy(), row_on.copy(), col_on.copy())
+        assert self._cached_port_g is not None
+        return self._cached_port_g.copy()
 
     # ---- operations ------------------------------------------------------------------
 
     def pulse(self, row: ArrayLike, col: ArrayLike, polarity: ArrayLike, amplitude_v: ArrayLike,
               width_s: ArrayLike) -> None:
         """One programming pulse per addressed cell (scalars or broadcast index arrays);
-        polarity +1 SET, -1 RESET. The wire drop on a pulse (< 1 %) is neglected."""
+        polarity +1 SET, -1 RESET. The wire drop on a pulse is neglected (programming
+        currents flow through one cell only)."""
         self.devices.pulse(row, col, polarity, amplitude_v, width_s)
 
     def read(self, rows: ArrayLike, cols: ArrayLike) -> FloatArray:
-        """Measured conductances (S) of the addressed cells: the read current at
-        read_voltage_v divided by read_voltage_v, so IR drop and read noise included."""
-        measured = self.devices.read(rows, cols)
-        r, c = np.broadcast_arrays(np.asarray(rows), np.asarray(cols))
-        g_true = np.asarray(self.devices.conductance_s)[r, c]
-        return measured * self._ir_factor(g_true, self._path_resistance[r, c])
+        """Measured conductances (S) of the addressed cells, one read each.
+
+        A read drives one row at read_voltage_v, with the other rows at 0 V and every
+        column at virtual ground, and divides the column current by read_voltage_v. So it
+        returns the effective conductance times (1 + read noise).
+        """
+        r, c = self.devices.check_cells(rows, cols)
+        return self.effective_conductance_s()[r, c] * self.devices.read_noise_factors(r.shape)
 
     def read_cell(self, row: int, col: int) -> float:
         """Measured conductance (S) of one cell (see ``read``)."""
@@ -161,11 +236,11 @@ class Crossbar:
 
     def mvm(self, v_rows: ArrayLike, row_enable: ArrayLike | None = None,
             col_enable: ArrayLike | None = None) -> FloatArray:
-        """Open-loop product: column currents (A) into virtual-ground columns,
-        I_j = col_en_j * sum_i G_eff,ij (1 + read noise) row_en_i v_i.
+        """Open-loop product: the column currents (A) into the virtual-ground columns.
 
-        Disabled rows are disconnected (drive nothing); disabled columns read 0. Each call
-        draws fresh read noise. Row voltages must stay below the switching thresholds.
+        I_j = sum_i G_eff,ij (1 + read noise_ij) v_i over the enabled rows. Disabled rows
+        are disconnected (they drive nothing), disabled columns read 0. Each call draws
+        fresh read noise. Row voltages must stay below the switching thresholds.
         """
         rows, total_cols = self.shape
         v = np.asarray(v_rows, dtype=float)
@@ -180,10 +255,9 @@ class Crossbar:
                              f"max {np.abs(v).max()} V")
         row_on = self._enable_mask(row_enable, rows, "row_enable")
         col_on = self._enable_mask(col_enable, total_cols, "col_enable")
-        g_true = np.asarray(self.devices.conductance_s)
-        g_seen = self.devices.read_all() * self._ir_factor(g_true, self._path_resistance)
-        currents = g_seen.T @ np.where(row_on, v, 0.0)
-        return np.where(col_on, currents, 0.0)
+        seen = self.effective_conductance_s(row_on, col_on)
+        seen = seen * self.devices.read_noise_factors(seen.shape)
+        return seen.T @ np.where(row_on, v, 0.0)
 
     @staticmethod
     def _enable_mask(mask: ArrayLike | None, size: int, name: str) -> NDArray[np.bool_]:

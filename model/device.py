@@ -313,8 +313,9 @@ class DeviceArray:
 
     # ---- operations ------------------------------------------------------------------
 
-    def _flat_cells(self, rows: ArrayLike, cols: ArrayLike) -> tuple[NDArray[np.intp], tuple[int, ...]]:
-        """Flat indices of the cells addressed by broadcast rows/cols, range-checked."""
+    def check_cells(self, rows: ArrayLike, cols: ArrayLike) -> tuple[NDArray[np.intp],
+                                                                      NDArray[np.intp]]:
+        """rows and cols broadcast together as index arrays, range-checked (ValueError)."""
         r, c = np.broadcast_arrays(np.asarray(rows), np.asarray(cols))
         for name, idx, limit in (("rows", r, self._shape[0]), ("cols", c, self._shape[1])):
             if idx.size and not np.issubdtype(idx.dtype, np.integer):
@@ -322,8 +323,12 @@ class DeviceArray:
             if idx.size and (idx.min() < 0 or idx.max() >= limit):
                 raise ValueError(f"{name} must be in [0, {limit - 1}]; got values from "
                                  f"{idx.min()} to {idx.max()}")
-        flat = np.ravel_multi_index((r.astype(np.intp), c.astype(np.intp)), self._shape)
-        return flat.ravel(), r.shape
+        return r.astype(np.intp), c.astype(np.intp)
+
+    def _flat_cells(self, rows: ArrayLike, cols: ArrayLike) -> tuple[NDArray[np.intp], tuple[int, ...]]:
+        """Flat indices of the addressed cells, and the broadcast shape."""
+        r, c = self.check_cells(rows, cols)
+        return np.ravel_multi_index((r, c), self._shape).ravel(), r.shape
 
     def pulse(self, rows: ArrayLike, cols: ArrayLike, polarity: ArrayLike, amplitude_v: ArrayLike,
               width_s: ArrayLike) -> None:
@@ -380,11 +385,18 @@ class DeviceArray:
         """Measured conductance (S) of every cell (one read each)."""
         return self._with_read_noise(self._g.copy())
 
-    def _with_read_noise(self, g: FloatArray) -> FloatArray:
+    def read_noise_factors(self, shape: tuple[int, ...]) -> FloatArray:
+        """Independent multiplicative read-noise factors max(1 + read_noise_rel N(0, 1), 0):
+        what one read does to a conductance (exactly 1 with no read noise)."""
         rel = self._config.read_noise_rel
         if rel == 0:
+            return np.ones(shape)
+        return np.maximum(1.0 + rel * self._rng.standard_normal(shape), 0.0)
+
+    def _with_read_noise(self, g: FloatArray) -> FloatArray:
+        if self._config.read_noise_rel == 0:
             return g
-        return np.maximum(g * (1.0 + rel * self._rng.standard_normal(g.shape)), 0.0)
+        return g * self.read_noise_factors(g.shape)
 
     def advance_time(self, seconds: float) -> None:
         """Let ``seconds`` pass: every healthy cell drifts as G = G0 (age / t0)^-nu."""

@@ -6,7 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from anmf.model.crossbar import Crossbar, CrossbarConfig
+from anmf.model.crossbar import (Crossbar, CrossbarConfig, port_conductance_s,
+                                 series_conductance_s)
 from anmf.model.device import RESET, SET, DeviceConfig, write_verify
 
 
@@ -127,13 +128,80 @@ def test_noisy_mvm_averages_to_the_effective_conductance_product():
 
 # ---- IR drop -----------------------------------------------------------------------------
 
-def test_effective_conductance_follows_the_first_order_formula():
-    crossbar = ideal_crossbar(ir_drop=True, wire_resistance_ohm=2.0)
-    crossbar.set_conductance(30e-6)
-    path = crossbar.path_resistance_ohm
-    assert path[0, 0] == 4.0 and path[63, 9] == 2.0 * (63 + 9 + 2)
-    assert np.allclose(crossbar.effective_conductance_s(), 30e-6 / (1 + 30e-6 * path), rtol=1e-14)
-    assert crossbar.read_cell(63, 9) == pytest.approx(30e-6 / (1 + 30e-6 * 148.0), rel=1e-14)
+def reference_port_conductance(g, r, row_on, col_on):
+    """Straightforward dense nodal analysis, written independently of the model: unknowns
+    are every row-line and column-line node voltage; one solve per driven row."""
+    rows, cols = g.shape
+    size = 2 * rows * cols
+    out = np.zeros((rows, cols))
+
+    def row_node(i, j):
+        return i * cols + j
+
+    def col_node(i, j):
+        return rows * cols + i * cols + j
+
+    laplacian = np.zeros((size, size))
+
+    def connect(a, b, conductance):
+        laplacian[a, a] += conductance
+        laplacian[b, b] += conductance
+        laplacian[a, b] -= conductance
+        laplacian[b, a] -= conductance
+
+    for i in range(rows):
+        for j in range(cols):
+            connect(row_node(i, j), col_node(i, j), g[i, j])
+            if j > 0:
+                connect(row_node(i, j - 1), row_node(i, j), 1 / r)
+            if i > 0:
+                connect(col_node(i - 1, j), col_node(i, j), 1 / r)
+    for i in range(rows):
+        if row_on[i]:
+            laplacian[row_node(i, 0), row_node(i, 0)] += 1 / r
+    for j in range(cols):
+        if col_on[j]:
+            laplacian[col_node(0, j), col_node(0, j)] += 1 / r
+    for i in np.nonzero(row_on)[0]:
+        rhs = np.zeros(size)
+        rhs[row_node(i, 0)] = 1 / r
+        voltages = np.linalg.solve(laplacian, rhs)
+        for j in np.nonzero(col_on)[0]:
+            out[i, j] = voltages[col_node(0, j)] / r
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_port_conductance_matches_an_independent_dense_nodal_solve(seed):
+    draw = rng(seed)
+    g = draw.uniform(0.5e-6, 50e-6, (5, 4))
+    row_on = np.array([True, False, True, True, True])
+    col_on = np.array([True, True, False, True])
+    model = port_conductance_s(g, 200.0, row_on, col_on)  # big r: a large, visible effect
+    reference = reference_port_conductance(g, 200.0, row_on, col_on)
+    assert np.allclose(model, reference, rtol=1e-6, atol=0)
+    assert np.all(model[1] == 0) and np.all(model[:, 2] == 0)
+    # With every line connected there is no sneak path through a floating line, and every
+    # cell loses current to the wires.
+    all_on = port_conductance_s(g, 200.0, np.ones(5, dtype=bool), np.ones(4, dtype=bool))
+    assert np.all(all_on < g)
+
+
+def test_a_lone_cell_sees_exactly_its_series_wire_path():
+    g = np.array([[30e-6]])
+    on = np.array([True])
+    exact_value = port_conductance_s(g, 2.0, on, on)
+    assert exact_value[0, 0] == pytest.approx(30e-6 / (1 + 30e-6 * 4.0), rel=1e-9)
+    assert series_conductance_s(g, 2.0)[0, 0] == pytest.approx(exact_value[0, 0], rel=1e-9)
+
+
+def test_series_estimate_understates_the_loss_of_a_full_array():
+    crossbar = ideal_crossbar(ir_drop=True, wire_resistance_ohm=1.5)
+    crossbar.set_conductance(35e-6)
+    exact_g = crossbar.effective_conductance_s()
+    series_g = series_conductance_s(np.full(crossbar.shape, 35e-6), 1.5)
+    assert np.all(exact_g <= series_g * (1 + 1e-12))
+    assert 1 - exact_g[63, 9] / 35e-6 > 10 * (1 - series_g[63, 9] / 35e-6)
 
 
 def test_ir_drop_lowers_mvm_currents_and_grows_with_distance():
@@ -147,12 +215,36 @@ def test_ir_drop_lowers_mvm_currents_and_grows_with_distance():
     assert np.all(lowered < full)
     loss = 1 - lowered / full
     assert np.all(np.diff(loss) > 0), "columns farther from the row drivers lose more"
+    assert 0.05 < loss.mean() < 0.09, "64 rows at 35 uS with 1.5 ohm segments lose ~7 %"
     # One row driven at a time: rows farther from the sense nodes give less current.
     single = [with_drop.mvm(np.where(np.arange(64) == i, 0.2, 0.0))[0] for i in (0, 31, 63)]
     assert single[0] > single[1] > single[2]
-    # Far corner with realistic wiring: a fraction of a percent, not more.
-    ratio = with_drop.effective_conductance_s()[63, 9] / 35e-6
-    assert 0.99 < ratio < 0.998
+    # Superposition: the MVM is the effective matrix applied to the drive.
+    assert np.allclose(lowered, with_drop.effective_conductance_s().T @ v, rtol=1e-12)
+
+
+def test_ir_drop_aware_read_equals_the_effective_conductance():
+    crossbar = ideal_crossbar(ir_drop=True, wire_resistance_ohm=1.5)
+    crossbar.set_conductance(rng(2).uniform(1e-6, 35e-6, crossbar.shape))
+    effective = crossbar.effective_conductance_s()
+    assert crossbar.read_cell(63, 9) == effective[63, 9] < crossbar.conductance_s[63, 9]
+    rows, cols = np.indices(crossbar.shape)
+    assert np.array_equal(crossbar.read(rows, cols), effective)
+
+
+def test_disabled_rows_and_columns_change_the_network_not_just_the_sum():
+    crossbar = ideal_crossbar(ir_drop=True, wire_resistance_ohm=1.5)
+    crossbar.set_conductance(35e-6)
+    row_on = np.arange(64) < 32
+    col_on = np.arange(10) != 4
+    part = crossbar.effective_conductance_s(row_on, col_on)
+    assert np.all(part[32:] == 0) and np.all(part[:, 4] == 0)
+    # Fewer conducting rows share the column wires: the enabled cells lose less.
+    whole = crossbar.effective_conductance_s()
+    assert np.all(part[:32][:, col_on] > whole[:32][:, col_on])
+    currents = crossbar.mvm(np.full(64, 0.1), row_enable=row_on, col_enable=col_on)
+    assert currents[4] == 0.0
+    assert np.allclose(currents, part.T @ np.where(row_on, 0.1, 0.0), rtol=1e-12)
 
 
 # ---- programming and time ----------------------------------------------------------------
@@ -170,13 +262,18 @@ def test_pulse_moves_the_addressed_cell_only():
 
 
 def test_write_verify_through_the_crossbar_targets_the_conductance_the_periphery_sees():
-    crossbar = Crossbar(CrossbarConfig(wire_resistance_ohm=5.0), DeviceConfig.ideal(), rng())
+    crossbar = Crossbar(CrossbarConfig(), DeviceConfig.ideal(), rng())
     target = np.tile(DeviceConfig().level_targets_s()[[1, 3, 5, 7, 7, 5, 3, 1, 7, 7]], (64, 1))
-    result = write_verify(crossbar, target, tolerance_s=0.3e-6)
-    assert not result.failed.any()
-    assert np.all(np.abs(crossbar.effective_conductance_s() - target) <= 0.3e-6 + 1e-15)
-    # The true conductance sits above the target to make up for the wire drop.
-    assert np.all(crossbar.conductance_s[63, 8:] > target[63, 8:])
+    first = write_verify(crossbar, target, tolerance_s=0.3e-6)
+    assert not first.failed.any()
+    # Programming one cell shifts the wire currents its neighbours see, so cells accepted
+    # early can leave the band; a second sweep touches only those.
+    second = write_verify(crossbar, target, tolerance_s=0.3e-6)
+    assert 0 < np.count_nonzero(second.pulses) < 0.2 * target.size
+    error = np.abs(crossbar.effective_conductance_s() - target)
+    assert np.mean(error <= 0.3e-6 + 1e-15) > 0.99
+    # The true conductance sits above the target to make up for the wire loss.
+    assert crossbar.conductance_s[63, 9] > target[63, 9] + 2e-6
 
 
 def test_advance_time_drifts_the_crossbar():
