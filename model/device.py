@@ -27,6 +27,8 @@ __all__ = [
     "WriteVerifyConfig",
     "WriteVerifyResult",
     "write_verify",
+    "WriteVerifyStatistics",
+    "write_verify_statistics",
     "SET",
     "RESET",
 ]
@@ -122,10 +124,11 @@ class DeviceConfig:
     reset_threshold_v: float = 1.0
     #: Voltage scale of the exponential overdrive dependence (V). Assumption.
     overdrive_scale_v: float = 0.25
-    #: SET rate at one overdrive_scale_v above threshold for one reference-width pulse, per
-    #: (e - 1); the fraction of the distance to the ceiling moved is 1 - exp(-rate ...).
+    #: SET strength k: a pulse of amplitude V and width w moves the fraction
+    #: 1 - exp(-k (w / reference_width_s) (exp((V - set_threshold_v) / overdrive_scale_v) - 1))
+    #: of the distance to the ceiling. Assumption (fitted to ~10-25 pulse write-verify).
     set_rate: float = 0.03
-    #: RESET rate, same definition toward the floor.
+    #: RESET strength, same law toward the floor with reset_threshold_v.
     reset_rate: float = 0.03
     #: Pulse width the rates refer to (s).
     reference_width_s: float = 100e-9
@@ -325,7 +328,8 @@ class DeviceArray:
                                  f"{idx.min()} to {idx.max()}")
         return r.astype(np.intp), c.astype(np.intp)
 
-    def _flat_cells(self, rows: ArrayLike, cols: ArrayLike) -> tuple[NDArray[np.intp], tuple[int, ...]]:
+    def _flat_cells(self, rows: ArrayLike,
+                    cols: ArrayLike) -> tuple[NDArray[np.intp], tuple[int, ...]]:
         """Flat indices of the addressed cells, and the broadcast shape."""
         r, c = self.check_cells(rows, cols)
         return np.ravel_multi_index((r, c), self._shape).ravel(), r.shape
@@ -578,3 +582,90 @@ def write_verify(array: ProgrammableArray, target_s: ArrayLike, *,
     failed[rows, cols] = active
     return WriteVerifyResult(conductance_s=np.array(array.conductance_s, copy=True), read_s=read_s,
                              pulses=pulse_map, failed=failed, enabled=enabled.copy())
+
+
+# --------------------------------------------------------------------------------------
+# Figures for the docs and the RTL budget: python -m anmf.model.device
+
+
+@dataclass(frozen=True)
+class WriteVerifyStatistics:
+    """How write_verify does on an array whose column k is programmed to level k."""
+
+    #: Healthy cells programmed.
+    healthy_cells: int
+    #: Healthy cells whose last verify read was within tolerance.
+    verified_fraction: float
+    #: Healthy cells whose true conductance is within tolerance (read noise can fool a verify).
+    true_within_tolerance_fraction: float
+    #: Pulse counts of the healthy cells whose target is not the starting level g_min_s.
+    pulses_mean: float
+    pulses_p50: float
+    pulses_p90: float
+    pulses_p99: float
+    pulses_max: int
+    #: Mean pulses and rms true error (S) per level.
+    level_mean_pulses: tuple[float, ...]
+    level_rms_error_s: tuple[float, ...]
+    #: Stuck cells whose stuck value is out of tolerance of their target, and the fraction of
+    #: those flagged failed (must be 1).
+    stuck_out_of_tolerance: int
+    stuck_out_of_tolerance_failed_fraction: float
+
+
+def write_verify_statistics(config: DeviceConfig, params: WriteVerifyConfig = _WV_DEFAULTS,
+                            cells_per_level: int = 2048, seed: int = 0) -> WriteVerifyStatistics:
+    """Program cells_per_level cells to each level of ``config`` and summarize the result."""
+    if isinstance(cells_per_level, bool) or not isinstance(cells_per_level, int) \
+            or cells_per_level < 1:
+        raise ValueError(f"cells_per_level must be an integer >= 1; got {cells_per_level!r}")
+    levels = config.level_targets_s()
+    array = DeviceArray((cells_per_level, levels.size), config, np.random.default_rng(seed))
+    target = np.broadcast_to(levels, array.shape)
+    result = write_verify(array, target, **dataclasses.asdict(params))
+    healthy = ~np.asarray(array.stuck_mask)
+    error = np.abs(result.conductance_s - target)
+    moved = healthy & (target > levels[0])
+    pulses = result.pulses[moved] if moved.any() else np.zeros(1, dtype=np.int64)
+    far = np.asarray(array.stuck_mask) & (np.abs(array.stuck_value - target) > params.tolerance_s)
+    return WriteVerifyStatistics(
+        healthy_cells=int(healthy.sum()),
+        verified_fraction=float(np.mean(~result.failed[healthy])),
+        true_within_tolerance_fraction=float(np.mean(error[healthy] <= params.tolerance_s)),
+        pulses_mean=float(pulses.mean()),
+        pulses_p50=float(np.percentile(pulses, 50)),
+        pulses_p90=float(np.percentile(pulses, 90)),
+        pulses_p99=float(np.percentile(pulses, 99)),
+        pulses_max=int(pulses.max()),
+        level_mean_pulses=tuple(float(result.pulses[healthy[:, k], k].mean())
+                                for k in range(levels.size)),
+        level_rms_error_s=tuple(float(np.sqrt(np.mean(error[healthy[:, k], k] ** 2)))
+                                for k in range(levels.size)),
+        stuck_out_of_tolerance=int(far.sum()),
+        stuck_out_of_tolerance_failed_fraction=float(result.failed[far].mean()) if far.any()
+        else 1.0,
+    )
+
+
+def main() -> None:
+    presets = {"ideal": DeviceConfig.ideal(), "rram-3bit": DeviceConfig(),
+               "pessimistic": DeviceConfig.pessimistic()}
+    params = WriteVerifyConfig()
+    print(f"write_verify defaults: {params}")
+    for name, config in presets.items():
+        stats = write_verify_statistics(config, params)
+        print(f"\n{name}: {stats.healthy_cells} healthy cells, verified "
+              f"{stats.verified_fraction:.4f}, true |G - target| <= tolerance "
+              f"{stats.true_within_tolerance_fraction:.4f}")
+        print(f"  pulses (targets above g_min): mean {stats.pulses_mean:.1f}, median "
+              f"{stats.pulses_p50:.0f}, p90 {stats.pulses_p90:.0f}, p99 {stats.pulses_p99:.0f}, "
+              f"max {stats.pulses_max}")
+        print("  level uS    " + " ".join(f"{g * 1e6:6.2f}" for g in config.level_targets_s()))
+        print("  pulses      " + " ".join(f"{p:6.1f}" for p in stats.level_mean_pulses))
+        print("  rms err uS  " + " ".join(f"{e * 1e6:6.3f}" for e in stats.level_rms_error_s))
+        print(f"  stuck cells out of tolerance: {stats.stuck_out_of_tolerance}, failed "
+              f"{stats.stuck_out_of_tolerance_failed_fraction:.3f}")
+
+
+if __name__ == "__main__":
+    main()

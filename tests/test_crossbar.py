@@ -54,7 +54,8 @@ def test_crossbar_rejects_a_read_voltage_that_would_program_cells():
         Crossbar(CrossbarConfig(read_voltage_v=0.95), DeviceConfig(), rng())
     with pytest.raises(ValueError, match=exact("device must be a DeviceConfig; got NoneType")):
         Crossbar(CrossbarConfig(), None, rng())  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=exact("config must be a CrossbarConfig; got DeviceConfig")):
+    with pytest.raises(ValueError,
+                       match=exact("config must be a CrossbarConfig; got DeviceConfig")):
         Crossbar(DeviceConfig(), DeviceConfig(), rng())  # type: ignore[arg-type]
 
 

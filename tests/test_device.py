@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from anmf.model.device import (RESET, SET, DeviceArray, DeviceConfig, WriteVerifyConfig,
-                               write_verify)
+                               write_verify, write_verify_statistics)
 
 
 def exact(message: str) -> str:
@@ -290,7 +290,8 @@ def test_advance_time_and_set_conductance_validate_their_arguments():
     array = DeviceArray((2, 2), DeviceConfig(), rng())
     with pytest.raises(ValueError, match=exact("seconds must be a finite number >= 0; got -1.0")):
         array.advance_time(-1.0)
-    with pytest.raises(ValueError, match=exact("set_conductance values must be finite and >= 0 (S)")):
+    with pytest.raises(ValueError,
+                       match=exact("set_conductance values must be finite and >= 0 (S)")):
         array.set_conductance(-1e-6)
 
 
@@ -441,3 +442,15 @@ def test_write_verify_averaging_reduces_the_true_error():
         write_verify(array, target, reads_per_verify=reads)
         errors.append(np.sqrt(np.mean((array.conductance_s - target) ** 2)))
     assert errors[1] < 0.8 * errors[0]
+
+
+def test_write_verify_statistics_summarize_a_run_per_level():
+    stats = write_verify_statistics(DeviceConfig.ideal(), cells_per_level=16, seed=1)
+    assert stats.healthy_cells == 16 * 8
+    assert stats.verified_fraction == 1.0 == stats.true_within_tolerance_fraction
+    assert stats.level_mean_pulses[0] == 0.0, "cells start at the lowest level"
+    assert all(p > 0 for p in stats.level_mean_pulses[1:])
+    assert stats.pulses_p50 <= stats.pulses_p90 <= stats.pulses_p99 <= stats.pulses_max
+    assert max(stats.level_rms_error_s) <= WriteVerifyConfig().tolerance_s
+    with pytest.raises(ValueError, match=exact("cells_per_level must be an integer >= 1; got 0")):
+        write_verify_statistics(DeviceConfig(), cells_per_level=0)
