@@ -443,9 +443,9 @@ class ProgrammableArray(Protocol):
     def conductance_s(self) -> FloatArray: ...
 
     def pulse(self, rows: ArrayLike, cols: ArrayLike, polarity: ArrayLike,
-              amplitude_v: ArrayLike, width_s: ArrayLike) -> None: ...
+              amplitude_v: ArrayLike, width_s: ArrayLike, /) -> None: ...
 
-    def read(self, rows: ArrayLike, cols: ArrayLike) -> FloatArray: ...
+    def read(self, rows: ArrayLike, cols: ArrayLike, /) -> FloatArray: ...
 
 
 @dataclass(frozen=True)
@@ -454,7 +454,7 @@ class WriteVerifyConfig:
 
     #: Accept a cell when |read - target| <= tolerance_s (S). About 1/10 of a level step.
     tolerance_s: float = 0.5e-6
-    #: Pulse budget per cell; a cell still out of tolerance after it is failed.
+    #: Pulse budget per cell; a cell still out of tolerance after that many pulses fails.
     max_pulses: int = 100
     #: First amplitude of a ramp (V); every ramp (and every polarity flip) starts here.
     amplitude_start_v: float = 1.0
