@@ -13,13 +13,16 @@ stops reducing the number of violations. Columns whose passive sets coincide sha
 Cholesky factorization (the column-grouping trick); when most columns have distinct
 passive sets, the small systems are solved as one stacked LAPACK call instead.
 
-Rank-deficient Q (duplicate or zero columns of A, fewer rows than unknowns): a tiny
-ridge ``_RIDGE_RCOND * lambda_max(Q)`` is added to the diagonal, and only when
+Rank-deficient Q. A variable with a zero diagonal entry (a zero column of A, e.g. a
+dead NMF component or an unobserved column) cannot affect the objective: it gets a
+decoupled positive diagonal, so it stays at zero and costs the rest nothing. If Q is
+still singular (duplicate columns, fewer rows than unknowns) a tiny ridge
+``_RIDGE_RCOND * lambda_max(Q)`` is added to the diagonal, only when
 ``lambda_min(Q) < _RIDGE_RCOND * lambda_max(Q)``. It changes the objective by at most
-``_RIDGE_RCOND * lambda_max * ||x||^2 / 2`` (relative ~1e-10) and selects, among the
-many minimizers, one close to the minimum-norm one. P must lie in the range of Q
-(always true for P = A^T B); a zero diagonal entry of Q with a positive entry in that
-row of P means an unbounded problem and is rejected.
+``_RIDGE_RCOND * lambda_max * ||x||^2 / 2`` (relative ~1e-10) and picks, among the many
+minimizers, one close to the minimum-norm one. P must lie in the range of Q (always
+true for P = A^T B); a zero diagonal entry with a positive entry of P in that row
+means an unbounded problem and is rejected.
 
 The pivoting ends after ``max_iter`` rounds at the latest; columns still violating
 the KKT conditions then (none seen in practice) are finished one by one with
@@ -80,8 +83,7 @@ def nnls_gram(
     if k == 0 or n == 0:
         return _shape_like(np.zeros((k, n)), one_rhs)
     Q = _checked_symmetric(Q, "Q")
-    _reject_unbounded(np.diagonal(Q)[:, None], P)
-    Q = Q + _ridge_for(np.linalg.eigvalsh(Q)[None, :], "Q")[0] * np.eye(k)
+    Q = _positive_definite_stand_in(Q[None], P, "Q")[0]
 
     def solve(passive_cols: np.ndarray, cols: np.ndarray) -> np.ndarray:
         return _solve_passive_shared(Q, P[:, cols], passive_cols)
@@ -119,9 +121,9 @@ def nnls_gram_batched(
     Qs = _as_finite_float(Qs, "Qs")
     if Qs.ndim != 3 or Qs.shape[1] != Qs.shape[2]:
         raise ValueError(f"Qs must be a 3-D stack (n, k, k) of square matrices; got shape {Qs.shape}")
-    P, one_rhs = _as_rhs(P, Qs.shape[1], "Qs")
-    if one_rhs:
-        raise ValueError(f"P must be a 2-D array (k, n) with one column per matrix in Qs; got shape {P.shape}")
+    if np.ndim(P) != 2:
+        raise ValueError(f"P must be a 2-D array (k, n) with one column per matrix in Qs; got shape {np.shape(P)}")
+    P, _ = _as_rhs(P, Qs.shape[1], "Qs")
     k, n = P.shape
     if Qs.shape[0] != n:
         raise ValueError(
@@ -132,9 +134,7 @@ def nnls_gram_batched(
     if k == 0 or n == 0:
         return np.zeros((k, n))
     Qs = _checked_symmetric(Qs, "Qs")
-    _reject_unbounded(np.diagonal(Qs, axis1=1, axis2=2).T, P)
-    ridge = _ridge_for(np.linalg.eigvalsh(Qs), "Qs")
-    Qs = Qs + ridge[:, None, None] * np.eye(k)
+    Qs = _positive_definite_stand_in(Qs, P, "Qs")
 
     def solve(passive_cols: np.ndarray, cols: np.ndarray) -> np.ndarray:
         return _solve_passive_stacked(Qs[cols], P[:, cols], passive_cols)
@@ -313,28 +313,43 @@ def _finish_with_scipy(Qs, P_cols):
     return X
 
 
-def _ridge_for(eigenvalues: np.ndarray, name: str) -> np.ndarray:
-    """Ridge per matrix from its ascending eigenvalues (rows): 0 unless singular."""
+def _positive_definite_stand_in(Qs: np.ndarray, P: np.ndarray, name: str) -> np.ndarray:
+    """Positive definite matrices (n, k, k) with the same NNLS minimizers as Qs (n, k, k),
+    up to the tiny ridge: see the module docstring. Checks semi-definiteness on the way."""
+    k = Qs.shape[1]
+    diagonal = np.diagonal(Qs, axis1=1, axis2=2)
+    unused = diagonal == 0  # (n, k): a zero column of A, the variable only needs x = 0
+    if unused.any():
+        if np.any(unused & (np.abs(Qs).max(axis=2) > 0)):
+            raise ValueError(
+                f"{name} must be positive semi-definite (a Gram matrix A^T A); "
+                "got a zero diagonal entry in a row with non-zero entries"
+            )
+        bad = unused.T & (P > 0)
+        if bad.any():
+            i, j = (int(v[0]) for v in np.nonzero(bad))
+            raise ValueError(
+                f"unbounded problem: {name} has a zero diagonal entry for variable {i} but P[{i}, {j}] > 0; "
+                "P must be A^T B for the Gram matrix A^T A"
+            )
+        # Give those variables a decoupled unit-scale diagonal: x = 0 stays their
+        # minimizer (p <= 0) and the rest of the matrix needs no ridge on their account.
+        Qs = Qs.copy()
+        owner, index = np.nonzero(unused)
+        largest_diagonal = diagonal.max(axis=1)
+        Qs[owner, index, index] = np.where(largest_diagonal > 0, largest_diagonal, 1.0)[owner]
+    eigenvalues = np.linalg.eigvalsh(Qs)
     smallest, largest = eigenvalues[:, 0], eigenvalues[:, -1]
-    if np.any(smallest < -_PSD_RTOL * np.maximum(largest, 0.0)):
-        worst = float(np.min(smallest / np.where(largest > 0, largest, 1.0)))
+    if np.any(smallest < -_PSD_RTOL * largest):
+        worst = float(np.min(smallest / largest))
         raise ValueError(
             f"{name} must be positive semi-definite (a Gram matrix A^T A); "
             f"got an eigenvalue of {worst:.3g} x the largest"
         )
     ridge = np.where(smallest < _RIDGE_RCOND * largest, _RIDGE_RCOND * largest, 0.0)
-    # Q = 0: any positive definite stand-in gives x = 0 since P <= 0 was checked.
-    return np.where(largest > 0, ridge, 1.0)
-
-
-def _reject_unbounded(diagonal: np.ndarray, P: np.ndarray) -> None:
-    bad = (diagonal == 0) & (P > 0)
-    if bad.any():
-        i, j = (int(v[0]) for v in np.nonzero(bad))
-        raise ValueError(
-            f"unbounded problem: Q[{i}, {i}] = 0 but P[{i}, {j}] > 0; "
-            "P must be A^T B for the Gram matrix Q = A^T A"
-        )
+    if ridge.any():
+        Qs = Qs + ridge[:, None, None] * np.eye(k)
+    return Qs
 
 
 def _checked_symmetric(Q: np.ndarray, name: str) -> np.ndarray:
