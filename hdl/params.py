@@ -13,11 +13,12 @@ from amaranth.utils import bits_for, ceil_log2
 __all__ = ["BuildParams"]
 
 
-# (field, lowest accepted, highest accepted, what it is). The upper bounds keep the derived
+# (field, lowest accepted, highest accepted). At least 2 rows and 2 columns keep every index
+# at least one bit wide (and a 1-row NNLS is no use); the upper bounds keep the derived
 # vectors (row_en, cell addresses, accumulators) at sizes a small FPGA can hold.
 _INT_FIELDS: tuple[tuple[str, int, int], ...] = (
-    ("rows", 1, 1024),
-    ("cols", 1, 64),
+    ("rows", 2, 1024),
+    ("cols", 2, 64),
     ("spare", 0, 16),
     ("dac_bits", 1, 24),
     ("adc_bits", 1, 24),
@@ -79,13 +80,13 @@ class BuildParams:
 
     @property
     def row_addr_bits(self) -> int:
-        """Width of a row index (dac_addr, cell_row); at least 1."""
-        return max(1, ceil_log2(self.rows))
+        """Width of a row index (dac_addr, cell_row); also the rhs buffer's address width."""
+        return ceil_log2(self.rows)
 
     @property
     def col_addr_bits(self) -> int:
-        """Width of a physical column index (adc_mux, cell_col); at least 1."""
-        return max(1, ceil_log2(self.total_cols))
+        """Width of a physical column index (adc_mux, cell_col, result buffer address)."""
+        return ceil_log2(self.total_cols)
 
     @property
     def cell_count(self) -> int:
@@ -95,7 +96,7 @@ class BuildParams:
     @property
     def cell_addr_bits(self) -> int:
         """Width of a cell address ``row * total_cols + col`` (target buffer, fault map)."""
-        return max(1, ceil_log2(self.cell_count))
+        return ceil_log2(self.cell_count)
 
     @property
     def avg_log2_bits(self) -> int:

@@ -1,0 +1,354 @@
+"""Solve sequencer: one analog solve (SOLVE, SOLVE_FREE) or product (MVM) from the
+right-hand side buffer to the result buffer.
+
+Sequence (docs/solve-timing.md has the cycle formula, docs/afe-interface.md the signals):
+
+1. Load-DAC: the enabled rows' right-hand side codes go from the rhs buffer into the row
+   DACs, one write per cycle, pipelined with the buffer's 1-cycle read latency. Disabled
+   rows are skipped (their DACs keep 0, which every block leaves behind, and their row
+   switches stay open).
+2. Load-LDAC: ``dac_ldac`` applies all DAC outputs at once.
+3. Settle-DAC: ``dac_settle`` cycles with the analog core still idle.
+4. Settle-Analog: mode, loop and switches set; ``analog_settle`` cycles.
+5. Convert: every enabled column, lowest first, through the ADC mux, ``2**avg_log2`` samples
+   each; result = (sum + 2**(avg_log2-1)) >> avg_log2 (round half up; the sum itself when
+   avg_log2 = 0); over-range flag = OR over the samples. A conversion starts the cycle
+   after the previous one ended; each result is written the cycle after its last sample.
+6. Zero-DAC: loop opened, mode IDLE, switches open (first cycle); 0 written into the DACs
+   of the enabled rows; Zero-LDAC applies them. The DAC bus stays quiet during the
+   conversions on purpose (digital activity next to the ADC), which costs these N+1 cycles.
+7. Done: ``done`` for one cycle with ``error``.
+
+Every ADC wait is bounded by the watchdog (``watchdog_limit`` cycles from adc_start to the
+end of the conversion): on expiry, or on ``abort`` in any busy state, the safe exit writes
+0 to every DAC, applies them, and reports ADC_TIMEOUT or ABORTED.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Signal, unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .afe import SAFE_EXIT_STATE, AFEMode, AFESignature, emit_safe_exit, lowest_set_index
+from .codes import ErrorCode
+from .params import BuildParams
+from .watchdog import Watchdog
+
+__all__ = ["SolveSequencer", "result_layout", "solve_cycles", "SOLVE_MODES"]
+
+#: AFE modes the sequencer runs; any other ``mode`` is rejected with UNKNOWN_OPCODE.
+SOLVE_MODES: tuple[AFEMode, ...] = (AFEMode.SOLVE, AFEMode.SOLVE_FREE, AFEMode.MVM)
+
+
+def result_layout(params: BuildParams) -> data.StructLayout:
+    """A stored result word: ``code`` in bits [adc_bits-1:0], ``over_range`` in bit adc_bits."""
+    return data.StructLayout({"code": unsigned(params.adc_bits), "over_range": unsigned(1)})
+
+
+def solve_cycles(*, rows: int, cols: int, avg_log2: int, dac_settle: int,
+                 analog_settle: int, adc_cycles: int) -> int:
+    """Cycles from the ``start`` cycle to the ``done`` cycle of a successful solve.
+
+    ``rows``/``cols``: enabled rows and columns; ``adc_cycles``: cycles from an adc_start
+    strobe to the first cycle with adc_busy low again (the AFE's latency plus busy time).
+    docs/solve-timing.md derives it phase by phase.
+    """
+    for name, value, low in (("rows", rows, 1), ("cols", cols, 1), ("avg_log2", avg_log2, 0),
+                             ("dac_settle", dac_settle, 0), ("analog_settle", analog_settle, 0),
+                             ("adc_cycles", adc_cycles, 2)):
+        if type(value) is not int or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    conversions = cols * 2 ** avg_log2
+    return 2 * rows + 4 + dac_settle + analog_settle + conversions * (adc_cycles + 1)
+
+
+def rounded_average(total, avg_log2, width: int):
+    """(total + 2**(avg_log2-1)) >> avg_log2 with 0 added when avg_log2 = 0 (RTL expression)."""
+    half = (Const(1, width + 1) << avg_log2) >> 1
+    return (total + half) >> avg_log2
+
+
+class SolveSequencer(wiring.Component):
+    """One solve or MVM. Parameters are sampled in the ``start`` cycle.
+
+    Ports (besides start/abort/busy/done/error, see docs/solve-timing.md):
+    ``mode`` (SOLVE, SOLVE_FREE or MVM), ``row_mask``, ``col_mask`` (physical columns),
+    ``avg_log2`` (2**avg_log2 samples per result), ``dac_settle``, ``analog_settle``,
+    ``watchdog_limit`` (cycles), ``over_range_count`` (over-range samples of the last solve),
+    ``rhs`` (read port, address = row, DAC codes), ``result`` (write port,
+    address = physical column, :func:`result_layout`), ``afe``.
+
+    Errors, checked in this order at start (nothing else happens then): mode not a solve
+    mode -> UNKNOWN_OPCODE; no enabled row or column -> BAD_DIMENSION; avg_log2 above
+    avg_max_log2 -> BAD_AVERAGING; watchdog_limit 0 -> BAD_TIMING.
+    """
+
+    def __init__(self, params: BuildParams):
+        if not isinstance(params, BuildParams):
+            raise TypeError(f"params must be a BuildParams, got {params!r}")
+        self._params = params
+        p = params
+        super().__init__({
+            "start": In(1),
+            "abort": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(ErrorCode),
+            "mode": In(AFEMode),
+            "row_mask": In(p.rows),
+            "col_mask": In(p.total_cols),
+            "avg_log2": In(p.avg_log2_bits),
+            "dac_settle": In(p.timer_bits),
+            "analog_settle": In(p.timer_bits),
+            "watchdog_limit": In(p.timer_bits),
+            "over_range_count": Out(range(p.total_cols * 2 ** p.avg_max_log2 + 1)),
+            "rhs": In(memory.ReadPort.Signature(addr_width=p.row_addr_bits, shape=p.dac_bits)),
+            "result": In(memory.WritePort.Signature(addr_width=p.col_addr_bits,
+                                                    shape=result_layout(p))),
+            "afe": Out(AFESignature(p)),
+        })
+
+    @property
+    def params(self) -> BuildParams:
+        return self._params
+
+    def elaborate(self, platform) -> Module:
+        p = self._params
+        m = Module()
+        afe = self.afe
+
+        # The accumulator must hold 2**avg_max_log2 full-scale samples without wrapping.
+        assert 2 ** p.avg_max_log2 * (2 ** p.adc_bits - 1) < 2 ** p.sum_bits, \
+            "sample accumulator too narrow for the largest averaging count"
+
+        m.submodules.watchdog = watchdog = Watchdog(p.timer_bits)
+
+        # Parameters sampled at start.
+        solve_mode = Signal(AFEMode)
+        row_mask = Signal(p.rows)
+        col_mask = Signal(p.total_cols)
+        avg_log2 = Signal(p.avg_log2_bits)
+        analog_settle = Signal(p.timer_bits)
+        dac_settle = Signal(p.timer_bits)
+        watchdog_limit = Signal(p.timer_bits)
+        m.d.comb += watchdog.limit.eq(watchdog_limit)
+
+        # Row walk (load and zeroing) and DAC write pipeline.
+        rows_left = Signal(p.rows)
+        next_row = lowest_set_index(rows_left)
+        write_pending = Signal()
+        write_row = Signal(p.row_addr_bits)
+
+        # Column walk and averaging.
+        current_col = Signal(p.col_addr_bits)
+        cols_left = Signal(p.total_cols)   # enabled columns after current_col
+        samples_left = Signal(max(1, p.avg_max_log2))
+        sample_sum = Signal(p.sum_bits)
+        sample_over_range = Signal()
+        saw_busy = Signal()
+        wait_timer = Signal(p.timer_bits)
+
+        # Result store, one cycle after a column's last sample.
+        store_pending = Signal()
+        store_col = Signal(p.col_addr_bits)
+        store_sum = Signal(p.sum_bits)
+        store_over_range = Signal()
+
+        error = Signal(ErrorCode)
+        over_range_count = Signal.like(self.over_range_count)
+        m.d.comb += [self.error.eq(error), self.over_range_count.eq(over_range_count)]
+
+        m.d.sync += store_pending.eq(0)
+        with m.If(store_pending):
+            m.d.comb += [
+                self.result.en.eq(1),
+                self.result.addr.eq(store_col),
+                self.result.data.code.eq(rounded_average(store_sum, avg_log2, p.sum_bits)),
+                self.result.data.over_range.eq(store_over_range),
+            ]
+
+        # Validation of the start parameters, in the documented priority order.
+        start_error = Signal(ErrorCode)
+        mode_ok = (self.mode == AFEMode.SOLVE) | (self.mode == AFEMode.SOLVE_FREE) | \
+                  (self.mode == AFEMode.MVM)
+        with m.If(~mode_ok):
+            m.d.comb += start_error.eq(ErrorCode.UNKNOWN_OPCODE)
+        with m.Elif((self.row_mask == 0) | (self.col_mask == 0)):
+            m.d.comb += start_error.eq(ErrorCode.BAD_DIMENSION)
+        with m.Elif(self.avg_log2 > p.avg_max_log2):
+            m.d.comb += start_error.eq(ErrorCode.BAD_AVERAGING)
+        with m.Elif(self.watchdog_limit == 0):
+            m.d.comb += start_error.eq(ErrorCode.BAD_TIMING)
+        with m.Else():
+            m.d.comb += start_error.eq(ErrorCode.NONE)
+
+        def abortable():
+            # Last in a state so that it overrides that state's own next-state choice.
+            with m.If(self.abort):
+                m.d.sync += error.eq(ErrorCode.ABORTED)
+                m.next = SAFE_EXIT_STATE
+
+        def enter_analog_settle():
+            # Settle-Analog lasts analog_settle cycles; 0 skips it.
+            m.d.sync += wait_timer.eq(analog_settle)
+            with m.If(analog_settle == 0):
+                m.next = "Convert-Start"
+            with m.Else():
+                m.next = "Settle-Analog"
+
+        def count_down(then):
+            m.d.sync += wait_timer.eq(wait_timer - 1)
+            with m.If(wait_timer == 1):
+                then()
+
+        def last_sample_index(exponent):
+            return (Const(1, p.avg_max_log2 + 1) << exponent) - 1
+
+        def go_convert():
+            m.next = "Convert-Start"
+
+        with m.FSM(init="Idle") as fsm:
+            with m.State("Idle"):
+                with m.If(self.start):
+                    m.d.sync += error.eq(start_error)
+                    with m.If(start_error != ErrorCode.NONE):
+                        m.next = "Done"
+                    with m.Else():
+                        first_col = lowest_set_index(self.col_mask)
+                        m.d.sync += [
+                            solve_mode.eq(self.mode),
+                            row_mask.eq(self.row_mask),
+                            col_mask.eq(self.col_mask),
+                            avg_log2.eq(self.avg_log2),
+                            dac_settle.eq(self.dac_settle),
+                            analog_settle.eq(self.analog_settle),
+                            watchdog_limit.eq(self.watchdog_limit),
+                            rows_left.eq(self.row_mask),
+                            write_pending.eq(0),
+                            current_col.eq(first_col),
+                            cols_left.eq(self.col_mask & (self.col_mask - 1)),
+                            samples_left.eq(last_sample_index(self.avg_log2)),
+                            sample_sum.eq(0),
+                            sample_over_range.eq(0),
+                            over_range_count.eq(0),
+                        ]
+                        m.next = "Load-DAC"
+
+            with m.State("Load-DAC"):
+                # Read row r in cycle k, write its DAC in cycle k+1 (buffer read latency).
+                m.d.comb += [self.rhs.en.eq(1), self.rhs.addr.eq(next_row)]
+                with m.If(rows_left != 0):
+                    m.d.sync += [
+                        write_row.eq(next_row),
+                        write_pending.eq(1),
+                        rows_left.eq(rows_left & (rows_left - 1)),
+                    ]
+                with m.Else():
+                    m.d.sync += write_pending.eq(0)
+                    m.next = "Load-LDAC"
+                with m.If(write_pending):
+                    m.d.comb += [
+                        afe.dac_we.eq(1),
+                        afe.dac_addr.eq(write_row),
+                        afe.dac_data.eq(self.rhs.data),
+                    ]
+                abortable()
+
+            with m.State("Load-LDAC"):
+                m.d.comb += afe.dac_ldac.eq(1)
+                m.d.sync += wait_timer.eq(dac_settle)
+                with m.If(dac_settle == 0):
+                    enter_analog_settle()
+                with m.Else():
+                    m.next = "Settle-DAC"
+                abortable()
+
+            with m.State("Settle-DAC"):
+                count_down(enter_analog_settle)
+                abortable()
+
+            with m.State("Settle-Analog"):
+                count_down(go_convert)
+                abortable()
+
+            with m.State("Convert-Start"):
+                m.d.comb += [afe.adc_start.eq(~self.abort), watchdog.restart.eq(1)]
+                m.d.sync += saw_busy.eq(0)
+                m.next = "Convert-Wait"
+                abortable()
+
+            with m.State("Convert-Wait"):
+                with m.If(~saw_busy):
+                    m.d.sync += saw_busy.eq(afe.adc_busy)
+                    with m.If(watchdog.expired):
+                        m.d.sync += error.eq(ErrorCode.ADC_TIMEOUT)
+                        m.next = SAFE_EXIT_STATE
+                with m.Elif(afe.adc_busy):
+                    with m.If(watchdog.expired):
+                        m.d.sync += error.eq(ErrorCode.ADC_TIMEOUT)
+                        m.next = SAFE_EXIT_STATE
+                with m.Else():
+                    # Conversion ended: adc_data and adc_ovr are valid in this cycle.
+                    total = sample_sum + afe.adc_data
+                    over_range = sample_over_range | afe.adc_ovr
+                    with m.If(afe.adc_ovr):
+                        m.d.sync += over_range_count.eq(over_range_count + 1)
+                    with m.If(samples_left != 0):
+                        m.d.sync += [
+                            sample_sum.eq(total),
+                            sample_over_range.eq(over_range),
+                            samples_left.eq(samples_left - 1),
+                        ]
+                        m.next = "Convert-Start"
+                    with m.Else():
+                        m.d.sync += [
+                            store_pending.eq(1),
+                            store_col.eq(current_col),
+                            store_sum.eq(total),
+                            store_over_range.eq(over_range),
+                            sample_sum.eq(0),
+                            sample_over_range.eq(0),
+                            samples_left.eq(last_sample_index(avg_log2)),
+                        ]
+                        with m.If(cols_left != 0):
+                            m.d.sync += [
+                                current_col.eq(lowest_set_index(cols_left)),
+                                cols_left.eq(cols_left & (cols_left - 1)),
+                            ]
+                            m.next = "Convert-Start"
+                        with m.Else():
+                            m.d.sync += rows_left.eq(row_mask)
+                            m.next = "Zero-DAC"
+                abortable()
+
+            with m.State("Zero-DAC"):
+                # First cycle is the release: mode, loop and switches are back to 0.
+                m.d.comb += [afe.dac_we.eq(1), afe.dac_addr.eq(next_row), afe.dac_data.eq(0)]
+                m.d.sync += rows_left.eq(rows_left & (rows_left - 1))
+                with m.If((rows_left & (rows_left - 1)) == 0):
+                    m.next = "Zero-LDAC"
+                abortable()
+
+            with m.State("Zero-LDAC"):
+                m.d.comb += afe.dac_ldac.eq(1)
+                m.next = "Done"
+                abortable()
+
+            emit_safe_exit(m, afe, p, then="Done")
+
+            with m.State("Done"):
+                m.d.comb += self.done.eq(1)
+                m.next = "Idle"
+
+        analog_active = (fsm.ongoing("Settle-Analog") | fsm.ongoing("Convert-Start") |
+                         fsm.ongoing("Convert-Wait"))
+        with m.If(analog_active):
+            m.d.comb += [
+                afe.mode.eq(solve_mode),
+                afe.loop.eq(1),
+                afe.row_en.eq(row_mask),
+                afe.col_en.eq(col_mask),
+                afe.adc_mux.eq(current_col),
+            ]
+        m.d.comb += self.busy.eq(~fsm.ongoing("Idle"))
+        return m
