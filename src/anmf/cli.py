@@ -110,6 +110,26 @@ def _cmd_factorize(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- regmap ------------------------------------------------------------------------------
+
+def _cmd_regmap(args: argparse.Namespace) -> int:
+    from anmf.hdl.registers import BuildParams, build_register_map
+    from anmf.hdl.regmap_export import render
+
+    try:
+        params = BuildParams(rows=args.rows, cols=args.cols, spare=args.spare, dac_bits=args.dac_bits,
+                             adc_bits=args.adc_bits, avg_max_log2=args.avg_max_log2)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    text = render(build_register_map(params), args.format)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="anmf", description="Hybrid analog/digital NMF: model, controller RTL, co-simulation.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -126,6 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out", help="folder for W.npy and H.npy (default out/)")
     p.add_argument("--json", help="write a JSON summary to this file")
     p.set_defaults(func=_cmd_factorize)
+
+    p = sub.add_parser("regmap", help="register map as markdown, JSON or a C header")
+    p.add_argument("--format", choices=("md", "json", "c"), default="md", help="output format (default md)")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--rows", type=_positive_int, default=64, help="ROWS build parameter (default 64)")
+    p.add_argument("--cols", type=_positive_int, default=8, help="COLS build parameter (default 8)")
+    p.add_argument("--spare", type=_non_negative_int, default=2, help="SPARE build parameter (default 2)")
+    p.add_argument("--dac-bits", type=_positive_int, default=10, help="DAC_BITS build parameter (default 10)")
+    p.add_argument("--adc-bits", type=_positive_int, default=10, help="ADC_BITS build parameter (default 10)")
+    p.add_argument("--avg-max-log2", type=_non_negative_int, default=8,
+                   help="AVG_MAX_LOG2: most ADC samples averaged is 2**this (default 8)")
+    p.set_defaults(func=_cmd_regmap)
 
     return parser
 

@@ -1,0 +1,311 @@
+"""The anmf controller's register map: one declaration for the RTL, the docs and the host.
+
+``docs/registers.md`` is generated from here (``anmf regmap --format md``); so are the JSON
+description and the C header. Offsets are fixed for every build: each window reserves the
+address space of the largest build (ROWS <= 1024, COLS + SPARE <= 32); indices past the
+build's depth answer SLVERR.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from amaranth.hdl import Cat, Module
+from amaranth.lib.wiring import Out
+
+from .codes import ErrorCode, Opcode
+from .regmap import (Access, ConstField, CoreAccess, CounterField, Field, MemoryWindow, Register, RegisterFile,
+                     RegisterMap, VectorWindow, _check_int)
+
+__all__ = ["MAGIC", "VERSION", "MAX_ROWS", "MAX_COLUMNS", "BuildParams", "build_register_map",
+           "ControllerRegisters"]
+
+MAGIC = 0x414E4D46  #: "ANMF" in ASCII: the ID register, so a host knows it talks to this design
+VERSION = (1, 0)    #: (major, minor) of the register map; major changes break host drivers
+MAX_ROWS = 1024     #: rows the fixed window spans leave room for
+MAX_COLUMNS = 32    #: COLS + SPARE: one fault-map word, one COL_ENABLE word
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    """Build parameters of the controller (array size and converter widths)."""
+
+    rows: int = 64          #: crossbar rows (one DAC each)
+    cols: int = 8           #: solution columns (one op-amp and ADC channel each)
+    spare: int = 2          #: spare columns for repair, after the COLS columns
+    dac_bits: int = 10      #: DAC code width
+    adc_bits: int = 10      #: ADC code width
+    avg_max_log2: int = 8   #: largest ADC averaging is 2**avg_max_log2 samples
+
+    def __post_init__(self) -> None:
+        _check_int(self.rows, "rows", 1, MAX_ROWS)
+        _check_int(self.cols, "cols", 1, MAX_COLUMNS)
+        _check_int(self.spare, "spare", 0, MAX_COLUMNS - 1)
+        if self.cols + self.spare > MAX_COLUMNS:
+            raise ValueError(f"cols + spare must be at most {MAX_COLUMNS} (one fault-map word per row), "
+                             f"not {self.cols} + {self.spare} = {self.cols + self.spare}")
+        _check_int(self.dac_bits, "dac_bits", 1, 16)
+        _check_int(self.adc_bits, "adc_bits", 1, 16)
+        _check_int(self.avg_max_log2, "avg_max_log2", 0, 15)
+
+    @property
+    def columns(self) -> int:
+        """COLS + SPARE: every physical solution column."""
+        return self.cols + self.spare
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+# --- identity ------------------------------------------------------------------------------
+
+class Identity(Register):
+    """Identifies the design: reads 0x414E4D46 ("ANMF")."""
+
+    magic = ConstField(32, MAGIC, "Always 0x414E4D46.")
+
+
+class Version(Register):
+    """Register-map version: a host driver refuses a major version it does not know."""
+
+    minor = ConstField(8, VERSION[1], "Additions that keep older drivers working.")
+    major = ConstField(8, VERSION[0], "Changes that break older drivers.")
+
+
+class ArrayParams(Register):
+    """Array build parameters: the sizes every window and index check uses."""
+
+    def __init__(self, params: BuildParams) -> None:
+        super().__init__({
+            "rows": ConstField(16, params.rows, "ROWS: crossbar rows (DACs, RHS entries, ROW_MASK bits)."),
+            "cols": ConstField(8, params.cols, "COLS: solution columns in normal use."),
+            "spare": ConstField(8, params.spare, "SPARE: spare columns for repair, numbered after the COLS columns."),
+        })
+
+
+class ConverterParams(Register):
+    """Converter build parameters."""
+
+    def __init__(self, params: BuildParams) -> None:
+        super().__init__({
+            "dac_bits": ConstField(8, params.dac_bits, "DAC_BITS: width of an RHS DAC code."),
+            "adc_bits": ConstField(8, params.adc_bits, "ADC_BITS: width of a RESULTS / TARGET ADC code."),
+            "avg_max_log2": ConstField(8, params.avg_max_log2,
+                                       "AVG_MAX_LOG2: TIMING.adc_samples may be at most 2**AVG_MAX_LOG2."),
+        })
+
+
+# --- commands ------------------------------------------------------------------------------
+
+class Control(Register):
+    """Starts, aborts and resets. Write 1 to act; the bits read as 0."""
+
+    start = Field(Access.W1S, 1, "Execute COMMAND. While STATUS.busy the start is refused with "
+                                 "STATUS.error = BUSY and the running command goes on.")
+    abort = Field(Access.W1S, 1, "Stop the running command at its next safe point (a pulse is never cut "
+                                 "short); it ends with STATUS.error = ABORTED.")
+    soft_reset = Field(Access.W1S, 1, "Return the controller to idle (aborting any command), clear STATUS and "
+                                      "the counters. Configuration registers and buffers keep their contents.")
+
+
+class Command(Register):
+    """The command CONTROL.start executes, with its operands."""
+
+    opcode = Field(Access.RW, 8, "What to do (Opcode). Unknown values end with STATUS.error = UNKNOWN_OPCODE.",
+                   values=Opcode)
+    row = Field(Access.RW, 12, "Cell row for READ_CELL and PROGRAM_CELL. Wider than the array so that a row "
+                               ">= ROWS is refused (BAD_DIMENSION) instead of wrapping.", at=8)
+    col = Field(Access.RW, 12, "Cell column (0 to COLS + SPARE - 1) for READ_CELL and PROGRAM_CELL; "
+                               "a column >= COLS + SPARE is refused (BAD_DIMENSION).", at=20)
+
+
+class Status(Register):
+    """State of the controller, driven by the controller."""
+
+    busy = Field(Access.R, 1, "A command runs.")
+    done = Field(Access.R, 1, "The last command has finished (with or without error); cleared by the next start.")
+    error = Field(Access.R, 8, "Outcome of the last command (ErrorCode); NONE on success.", at=8, values=ErrorCode)
+    error_detail = Field(Access.R, 16, "What the error concerns: the offending index or value, or the column / "
+                                       "cell involved; 0 when nothing more is known.", at=16)
+
+
+class ColumnEnable(Register):
+    """Solution columns in use: SOLVE, SOLVE_FREE, MVM and PROGRAM_MATRIX use only enabled columns."""
+
+    def __init__(self, params: BuildParams) -> None:
+        super().__init__({
+            "enable": Field(Access.RW, params.columns,
+                            "Bit c enables column c (COLS columns, then SPARE spares). A disabled column's "
+                            "switch is open: unused rank, or a column replaced by a spare. Reset: the COLS "
+                            "columns on, the spares off.",
+                            reset=(1 << params.cols) - 1),
+        })
+
+
+class IrqEnable(Register):
+    """Which IRQ_STATUS bits raise the interrupt line."""
+
+    done = Field(Access.RW, 1, "Interrupt when IRQ_STATUS.done is set.")
+    error = Field(Access.RW, 1, "Interrupt when IRQ_STATUS.error is set.")
+    over_range = Field(Access.RW, 1, "Interrupt when IRQ_STATUS.over_range is set.")
+
+
+class IrqStatus(Register):
+    """Interrupt causes: set by the controller, cleared by writing 1. The line is high while
+    any set bit is enabled in IRQ_ENABLE."""
+
+    done = Field(Access.RW1C, 1, "A command has finished.")
+    error = Field(Access.RW1C, 1, "A command has finished with STATUS.error other than NONE.")
+    over_range = Field(Access.RW1C, 1, "An ADC reading was over range (see RESULTS.over_range, OVER_RANGE_COUNT).")
+
+
+# --- timing --------------------------------------------------------------------------------
+
+class Timing(Register):
+    """DAC settling and ADC averaging. All times in clock cycles."""
+
+    def __init__(self, params: BuildParams) -> None:
+        most = 1 << params.avg_max_log2
+        super().__init__({
+            "dac_settle": Field(Access.RW, 16, "Cycles from LDAC to a settled DAC output; 0 is refused "
+                                               "(BAD_TIMING).", reset=16),
+            "adc_samples": Field(Access.RW, 16,
+                                 f"ADC conversions averaged per reading: a sample count, a power of two from 1 to "
+                                 f"2**AVG_MAX_LOG2 = {most}. The controller hands the exponent to the solve "
+                                 f"sequencer; 0 or a count that is not a power of two (or above {most}) is refused "
+                                 f"with STATUS.error = BAD_AVERAGING.", reset=1),
+        })
+
+
+class AnalogSettle(Register):
+    """Settling time of the closed loop before the first conversion."""
+
+    cycles = Field(Access.RW, 32, "Cycles from closing the loop to the first ADC start; 0 is refused "
+                                  "(BAD_TIMING). Long enough for the slowest eigenvalue of the active set.",
+                   reset=200)
+
+
+class Watchdog(Register):
+    """Bound on every wait for the analog side (the controller never trusts it to answer)."""
+
+    cycles = Field(Access.RW, 32, "Cycles an ADC conversion or a programming pulse may take before the command "
+                                  "ends with ADC_TIMEOUT or PROGRAM_TIMEOUT; 0 is refused (BAD_TIMING).",
+                   reset=16384)
+
+
+# --- programming ---------------------------------------------------------------------------
+
+class ProgramVerify(Register):
+    """Write-verify acceptance: how close is close enough, and how hard to try."""
+
+    tolerance = Field(Access.RW, 16, "A cell is programmed when |READ_CELL reading - TARGET code| <= tolerance "
+                                     "(ADC codes); 0 or beyond the ADC range is refused (BAD_TOLERANCE).",
+                      reset=16)
+    max_pulses = Field(Access.RW, 16, "Pulses per cell before it is marked failed in FAULT_MAP; 0 is refused "
+                                      "(BAD_TIMING).", reset=32)
+
+
+class ProgramAmplitude(Register):
+    """Programming pulse amplitude ramp (AFE amplitude codes): start, step after each miss, ceiling."""
+
+    def __init__(self) -> None:
+        super().__init__({
+            "start": Field(Access.RW, 8, "Amplitude of a cell's first pulse.", reset=32),
+            "step": Field(Access.RW, 8, "Added to the amplitude after each pulse that misses the target.", reset=8),
+            "max": Field(Access.RW, 8, "The amplitude never exceeds this value.", reset=255),
+        })
+
+
+class ProgramPulse(Register):
+    """Programming pulse shape."""
+
+    width = Field(Access.RW, 16, "Pulse width in cycles; 0 is refused (BAD_TIMING).", reset=10)
+
+
+# --- counters ------------------------------------------------------------------------------
+
+def _counter(doc: str) -> Register:
+    return Register({"count": CounterField(32, "Events since reset or CONTROL.soft_reset; saturates at "
+                                               "0xFFFFFFFF.", cleared_by="CONTROL.soft_reset")}, doc=doc)
+
+
+# --- the map -------------------------------------------------------------------------------
+
+def build_register_map(params: BuildParams | None = None) -> RegisterMap:
+    """The anmf register map for ``params`` (default build if None)."""
+    params = params if params is not None else BuildParams()
+    if not isinstance(params, BuildParams):
+        raise ValueError(f"params must be a BuildParams, not {params!r}")
+    regs = RegisterMap("ANMF", params.as_dict())
+    regs.add("ID", Identity(), offset=0x000)
+    regs.add("VERSION", Version(), offset=0x004)
+    regs.add("PARAMS_ARRAY", ArrayParams(params), offset=0x008)
+    regs.add("PARAMS_CONVERTERS", ConverterParams(params), offset=0x00C)
+    regs.add("CONTROL", Control(), offset=0x010)
+    regs.add("COMMAND", Command(), offset=0x014)
+    regs.add("STATUS", Status(), offset=0x018)
+    regs.add("COL_ENABLE", ColumnEnable(params), offset=0x01C)
+    regs.add("IRQ_ENABLE", IrqEnable(), offset=0x020)
+    regs.add("IRQ_STATUS", IrqStatus(), offset=0x024)
+    regs.add("TIMING", Timing(params), offset=0x030)
+    regs.add("ANALOG_SETTLE", AnalogSettle(), offset=0x034)
+    regs.add("WATCHDOG", Watchdog(), offset=0x038)
+    regs.add("PROGRAM_VERIFY", ProgramVerify(), offset=0x040)
+    regs.add("PROGRAM_AMPLITUDE", ProgramAmplitude(), offset=0x044)
+    regs.add("PROGRAM_PULSE", ProgramPulse(), offset=0x048)
+    regs.add("SOLVE_COUNT", _counter("SOLVE, SOLVE_FREE and MVM commands completed."), offset=0x050)
+    regs.add("PULSE_COUNT", _counter("Programming pulses fired."), offset=0x054)
+    regs.add("OVER_RANGE_COUNT", _counter("ADC readings flagged over range."), offset=0x058)
+    regs.add("FAILED_CELL_COUNT", _counter("Cells write-verify left out of tolerance (also set in FAULT_MAP)."),
+             offset=0x05C)
+
+    regs.add("RESULTS", MemoryWindow(
+        depth=params.columns, span=MAX_COLUMNS, access=Access.R, core=CoreAccess.WRITE,
+        fields={"code": (params.adc_bits, "Averaged ADC code."),
+                "over_range": (1, "A conversion behind this reading was over range: the code is clipped.")},
+        doc="Readings of the last SOLVE, SOLVE_FREE or MVM (column c at index c, COLS + SPARE entries) or "
+            "READ_CELL (at index COMMAND.col)."), offset=0x100)
+    regs.add("ROW_MASK", VectorWindow(
+        bits=params.rows, span=MAX_ROWS // 32, reset=(1 << params.rows) - 1,
+        doc="Rows in use: bit r of the vector (word r // 32, bit r % 32) connects row r. 0 leaves the row "
+            "open: a missing entry of R, or an unused row. PROGRAM_MATRIX skips masked rows. Reset: all rows."),
+        offset=0x200)
+    regs.add("RHS", MemoryWindow(
+        depth=params.rows, span=MAX_ROWS, access=Access.RW, core=CoreAccess.READ,
+        fields={"code": (params.dac_bits, "Unsigned DAC code.")},
+        doc="Right-hand side: row r's DAC code at index r; loaded into the row DACs by the next solve."),
+        offset=0x1000)
+    regs.add("FAULT_MAP", MemoryWindow(
+        depth=params.rows, span=MAX_ROWS, access=Access.RW, core=CoreAccess.READ_WRITE,
+        core_write_granularity=1,
+        fields={"cells": (params.columns, "Bit c set: cell (row, c) is faulty.")},
+        doc="One word per row: bit c marks cell (row, c) as failed or known bad. Write-verify sets bits; the "
+            "host may write to preload known faults or clear the map (a write waits while the controller "
+            "writes the same map)."), offset=0x2000)
+    regs.add("TARGET", MemoryWindow(
+        depth=params.rows * params.columns, span=MAX_ROWS * MAX_COLUMNS, access=Access.RW, core=CoreAccess.READ,
+        fields={"code": (params.adc_bits, "READ_CELL reading (ADC code) the cell should give.")},
+        doc="Write-verify targets: cell (row, col) at index row * (COLS + SPARE) + col."), offset=0x20000)
+    return regs
+
+
+class ControllerRegisters(RegisterFile):
+    """The anmf register file: the generic register bus in front, and on the core side one port per
+    field, the buffers' memory ports, and ``irq`` (any IRQ_STATUS bit enabled in IRQ_ENABLE).
+
+    Parameters are the build parameters (see :class:`BuildParams`), validated with exact messages.
+    """
+
+    def __init__(self, *, rows: int = 64, cols: int = 8, spare: int = 2, dac_bits: int = 10, adc_bits: int = 10,
+                 avg_max_log2: int = 8) -> None:
+        self.params = BuildParams(rows=rows, cols=cols, spare=spare, dac_bits=dac_bits, adc_bits=adc_bits,
+                                  avg_max_log2=avg_max_log2)
+        super().__init__(build_register_map(self.params), extra_members={"irq": Out(1)})
+
+    def elaborate(self, platform: Any) -> Module:
+        m = super().elaborate(platform)
+        causes = ("done", "error", "over_range")
+        pending = Cat(getattr(self.irq_status, c) for c in causes)
+        enabled = Cat(getattr(self.irq_enable, c) for c in causes)
+        m.d.comb += self.irq.eq((pending & enabled).any())
+        return m
