@@ -85,6 +85,7 @@ class SolveSequencer(wiring.Component):
 
     def __init__(self, params: BuildParams):
         if not isinstance(params, BuildParams):
+            self._MustUse__silence = True  # a rejected object is no unused design to warn of
             raise TypeError(f"params must be a BuildParams, got {params!r}")
         self._params = params
         p = params

@@ -26,6 +26,7 @@ class Watchdog(wiring.Component):
 
     def __init__(self, width: int):
         if type(width) is not int or not 1 <= width <= 64:
+            self._MustUse__silence = True  # a rejected object is no unused design to warn of
             raise ValueError(f"width must be an integer from 1 to 64, got {width!r}")
         self._width = width
         super().__init__({

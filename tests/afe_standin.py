@@ -110,6 +110,7 @@ class AFEStandIn:
     dac_writes: list[tuple[int, int, int]] = field(default_factory=list)  # (cycle, row, code)
     ldac_cycles: list[int] = field(default_factory=list)
     loop_rise_cycles: list[int] = field(default_factory=list)
+    mode_changes: list[tuple[int, int]] = field(default_factory=list)  # (cycle, new mode)
     conversions: list[Conversion] = field(default_factory=list)
     pulses: list[Pulse] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
@@ -138,6 +139,7 @@ class AFEStandIn:
         self._pending: tuple[int, bool] = (0, False)
         self._prog_count = 0         # edges until prog_done; 0 = no pulse in flight
         self._loop_cycles = 0
+        self._mode = AFEMode.IDLE.value
 
     @property
     def full_scale(self) -> int:
@@ -198,6 +200,10 @@ class AFEStandIn:
             s = dict(zip(_OUTPUTS, values))
             cycle = self.cycle          # the cycle whose values were sampled at this edge
             self.cycle += 1
+
+            if s["mode"] != self._mode:
+                self._mode = s["mode"]
+                self.mode_changes.append((cycle, s["mode"]))
 
             # DACs
             if s["dac_we"] and s["dac_ldac"]:

@@ -386,7 +386,6 @@ def test_abort_in_the_start_cycle_is_ignored():
     assert seen[0].error == ErrorCode.NONE
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")  # the rejected object
 def test_constructor_rejects_anything_but_build_params():
     with pytest.raises(TypeError, match=r"^params must be a BuildParams, got 64$"):
         SolveSequencer(64)

@@ -1,0 +1,371 @@
+"""Write-verify programmer: reads one cell, or programs one cell or a whole matrix of cells
+to their target codes with SET/RESET pulses of increasing amplitude.
+
+Per cell (the algorithm of ``model.device.write_verify``, in ADC codes):
+
+1. read: mode READ_CELL on (cell_row, cell_col), ``read_settle`` cycles, then
+   ``2**avg_log2`` conversions; code = (sum + 2**(avg_log2-1)) >> avg_log2 (as the solve
+   sequencer); if |code - target| <= tolerance: the cell passes.
+2. if the cell has had ``pulse_budget`` pulses: the cell fails.
+3. polarity = SET if code < target else RESET. The first pulse, and every pulse whose
+   polarity differs from the previous one (an overshoot), uses ``amp_start``; otherwise
+   the amplitude grows by ``amp_step``. Amplitudes are capped at ``amp_max``.
+4. mode PROGRAM, one ``prog_fire`` with the polarity, amplitude and ``pulse_width``; wait
+   for ``prog_done``; count the pulse; go to 1.
+
+A programmed cell's pass (0) or fail (1) goes into the fault map (one bit per cell,
+address ``row * total_cols + col``, the same as the target buffer), so the map shows
+the outcome of the last programming of each cell. PROGRAM_MATRIX visits every enabled
+row x enabled column, row by row, lowest first. A program command ends with
+CELLS_FAILED when any cell failed (``failed_count``), else NONE.
+
+Every ADC wait and every pulse is bounded by ``watchdog_limit`` cycles; timeout
+(ADC_TIMEOUT, PROGRAM_TIMEOUT) or ``abort`` (ABORTED) takes the safe exit: mode IDLE,
+loop open, every DAC written 0 and applied, then done.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.lib import enum, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .afe import SAFE_EXIT_STATE, AFEMode, AFESignature, ProgPolarity, emit_safe_exit, \
+    lowest_set_index
+from .codes import ErrorCode
+from .params import BuildParams
+from .solve_sequencer import rounded_average
+from .watchdog import Watchdog
+
+__all__ = ["ProgrammerCommand", "WriteVerifyProgrammer"]
+
+
+class ProgrammerCommand(enum.Enum, shape=2):
+    """What the programmer does on start; the value 3 is rejected with UNKNOWN_OPCODE."""
+
+    READ_CELL = 0       #: averaged read of (cell_row, cell_col) into read_code
+    PROGRAM_CELL = 1    #: write-verify (cell_row, cell_col)
+    PROGRAM_MATRIX = 2  #: write-verify every enabled row x enabled column
+
+
+class WriteVerifyProgrammer(wiring.Component):
+    """Write-verify of RRAM cells through the AFE. Parameters are sampled at ``start``.
+
+    Ports (besides start/abort/busy/done/error): ``command``, ``cell_row``, ``cell_col``,
+    ``row_mask``, ``col_mask``, ``tolerance`` (codes), ``amp_start``, ``amp_step``,
+    ``amp_max`` (amplitude codes), ``pulse_width``, ``pulse_budget`` (pulses per cell),
+    ``avg_log2``, ``read_settle``, ``watchdog_limit`` (cycles); ``target`` (read port, cell
+    address, target codes), ``fault_map`` (write port, cell address, 1 bit);
+    ``read_code``/``read_over_range`` (last averaged read), ``pulse_count`` (pulses of the
+    last command), ``failed_count`` (cells failed by the last command); ``afe``.
+
+    Errors, checked in this order at start (nothing else happens then): command 3 ->
+    UNKNOWN_OPCODE; READ_CELL/PROGRAM_CELL with cell_row >= rows or cell_col >= total_cols,
+    or PROGRAM_MATRIX with an empty row or column mask -> BAD_DIMENSION; avg_log2 above
+    avg_max_log2 -> BAD_AVERAGING; a program command with tolerance 0 or >= 2**adc_bits ->
+    BAD_TOLERANCE; watchdog_limit 0, or a program command with pulse_width 0 -> BAD_TIMING.
+    A pulse budget of 0 is legal (verify only: out-of-tolerance cells fail at once).
+    """
+
+    def __init__(self, params: BuildParams):
+        if not isinstance(params, BuildParams):
+            self._MustUse__silence = True  # a rejected object is no unused design to warn of
+            raise TypeError(f"params must be a BuildParams, got {params!r}")
+        self._params = params
+        p = params
+        super().__init__({
+            "start": In(1),
+            "abort": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(ErrorCode),
+            "command": In(ProgrammerCommand),
+            "cell_row": In(p.row_addr_bits),
+            "cell_col": In(p.col_addr_bits),
+            "row_mask": In(p.rows),
+            "col_mask": In(p.total_cols),
+            "tolerance": In(p.tolerance_bits),
+            "amp_start": In(p.prog_amp_bits),
+            "amp_step": In(p.prog_amp_bits),
+            "amp_max": In(p.prog_amp_bits),
+            "pulse_width": In(p.prog_width_bits),
+            "pulse_budget": In(p.pulse_budget_bits),
+            "avg_log2": In(p.avg_log2_bits),
+            "read_settle": In(p.timer_bits),
+            "watchdog_limit": In(p.timer_bits),
+            "target": In(memory.ReadPort.Signature(addr_width=p.cell_addr_bits,
+                                                   shape=p.adc_bits)),
+            "fault_map": In(memory.WritePort.Signature(addr_width=p.cell_addr_bits, shape=1)),
+            "read_code": Out(p.adc_bits),
+            "read_over_range": Out(1),
+            "pulse_count": Out(range(p.cell_count * (2 ** p.pulse_budget_bits - 1) + 1)),
+            "failed_count": Out(range(p.cell_count + 1)),
+            "afe": Out(AFESignature(p)),
+        })
+
+    @property
+    def params(self) -> BuildParams:
+        return self._params
+
+    def elaborate(self, platform) -> Module:
+        p = self._params
+        m = Module()
+        afe = self.afe
+
+        assert 2 ** p.avg_max_log2 * (2 ** p.adc_bits - 1) < 2 ** p.sum_bits, \
+            "sample accumulator too narrow for the largest averaging count"
+
+        m.submodules.watchdog = watchdog = Watchdog(p.timer_bits)
+
+        # Parameters sampled at start.
+        command = Signal(ProgrammerCommand)
+        col_mask = Signal(p.total_cols)
+        tolerance = Signal(p.tolerance_bits)
+        amp_start = Signal(p.prog_amp_bits)
+        amp_step = Signal(p.prog_amp_bits)
+        amp_max = Signal(p.prog_amp_bits)
+        pulse_width = Signal(p.prog_width_bits)
+        pulse_budget = Signal(p.pulse_budget_bits)
+        avg_log2 = Signal(p.avg_log2_bits)
+        read_settle = Signal(p.timer_bits)
+        watchdog_limit = Signal(p.timer_bits)
+        m.d.comb += watchdog.limit.eq(watchdog_limit)
+
+        # Cell walk: rows_left holds the current row as its lowest bit.
+        rows_left = Signal(p.rows)
+        cols_left = Signal(p.total_cols)
+        row = Signal(p.row_addr_bits)
+        col = Signal(p.col_addr_bits)
+        cell_address = Signal(p.cell_addr_bits)
+        m.d.comb += cell_address.eq(row * p.total_cols + col)
+        target_code = Signal(p.adc_bits)
+        target_pending = Signal()
+
+        # Read (averaging) and pulse state of the current cell.
+        wait_timer = Signal(p.timer_bits)
+        samples_left = Signal(max(1, p.avg_max_log2))
+        sample_sum = Signal(p.sum_bits)
+        sample_over_range = Signal()
+        saw_busy = Signal()
+        cell_pulses = Signal(p.pulse_budget_bits)
+        polarity = Signal(ProgPolarity)
+        pulsed = Signal()          # the cell has had a pulse (the polarity above is valid)
+        amplitude = Signal(p.prog_amp_bits)
+        cell_failed = Signal()
+
+        error = Signal(ErrorCode)
+        read_code = Signal(p.adc_bits)
+        read_over_range = Signal()
+        pulse_count = Signal.like(self.pulse_count)
+        failed_count = Signal.like(self.failed_count)
+        m.d.comb += [
+            self.error.eq(error), self.read_code.eq(read_code),
+            self.read_over_range.eq(read_over_range), self.pulse_count.eq(pulse_count),
+            self.failed_count.eq(failed_count),
+        ]
+
+        # The target is latched the cycle after Fetch-Target drove its address.
+        m.d.sync += target_pending.eq(0)
+        with m.If(target_pending):
+            m.d.sync += target_code.eq(self.target.data)
+
+        # Validation of the start parameters, in the documented priority order.
+        start_error = Signal(ErrorCode)
+        single_cell = (self.command == ProgrammerCommand.READ_CELL) | \
+                      (self.command == ProgrammerCommand.PROGRAM_CELL)
+        programs = (self.command == ProgrammerCommand.PROGRAM_CELL) | \
+                   (self.command == ProgrammerCommand.PROGRAM_MATRIX)
+        bad_cell = (self.cell_row >= p.rows) | (self.cell_col >= p.total_cols)
+        no_cells = (self.row_mask == 0) | (self.col_mask == 0)
+        with m.If(~single_cell & ~programs):
+            m.d.comb += start_error.eq(ErrorCode.UNKNOWN_OPCODE)
+        with m.Elif(Mux(single_cell, bad_cell, no_cells)):
+            m.d.comb += start_error.eq(ErrorCode.BAD_DIMENSION)
+        with m.Elif(self.avg_log2 > p.avg_max_log2):
+            m.d.comb += start_error.eq(ErrorCode.BAD_AVERAGING)
+        with m.Elif(programs & ((self.tolerance == 0) | (self.tolerance >= 2 ** p.adc_bits))):
+            m.d.comb += start_error.eq(ErrorCode.BAD_TOLERANCE)
+        with m.Elif((self.watchdog_limit == 0) | (programs & (self.pulse_width == 0))):
+            m.d.comb += start_error.eq(ErrorCode.BAD_TIMING)
+        with m.Else():
+            m.d.comb += start_error.eq(ErrorCode.NONE)
+
+        def abortable():
+            with m.If(self.abort):
+                m.d.sync += error.eq(ErrorCode.ABORTED)
+                m.next = SAFE_EXIT_STATE
+
+        def last_sample_index(exponent):
+            return (Const(1, p.avg_max_log2 + 1) << exponent) - 1
+
+        def begin_read():
+            m.d.sync += [
+                wait_timer.eq(read_settle),
+                samples_left.eq(last_sample_index(avg_log2)),
+                sample_sum.eq(0),
+                sample_over_range.eq(0),
+            ]
+            with m.If(read_settle == 0):
+                m.next = "Read-Start"
+            with m.Else():
+                m.next = "Read-Settle"
+
+        # Compare: the averaged code against the target.
+        average = Signal(p.adc_bits)
+        m.d.comb += average.eq(rounded_average(sample_sum, avg_log2, p.sum_bits))
+        distance = Mux(average >= target_code, average - target_code, target_code - average)
+        within = distance <= tolerance
+        wanted = Signal(ProgPolarity)
+        m.d.comb += wanted.eq(Mux(average < target_code, ProgPolarity.SET, ProgPolarity.RESET))
+        grown = amplitude + amp_step                         # one bit wider: no wrap
+        next_amplitude = Mux(pulsed & (wanted == polarity),
+                             Mux(grown > amp_max, amp_max, grown),
+                             Mux(amp_start > amp_max, amp_max, amp_start))
+
+        with m.FSM(init="Idle") as fsm:
+            with m.State("Idle"):
+                with m.If(self.start):
+                    m.d.sync += error.eq(start_error)
+                    with m.If(start_error != ErrorCode.NONE):
+                        m.next = "Done"
+                    with m.Else():
+                        one_row = Const(1, p.rows) << self.cell_row
+                        one_col = Const(1, p.total_cols) << self.cell_col
+                        m.d.sync += [
+                            command.eq(self.command),
+                            rows_left.eq(Mux(single_cell, one_row, self.row_mask)),
+                            cols_left.eq(Mux(single_cell, one_col, self.col_mask)),
+                            col_mask.eq(Mux(single_cell, one_col, self.col_mask)),
+                            tolerance.eq(self.tolerance),
+                            amp_start.eq(self.amp_start),
+                            amp_step.eq(self.amp_step),
+                            amp_max.eq(self.amp_max),
+                            pulse_width.eq(self.pulse_width),
+                            pulse_budget.eq(self.pulse_budget),
+                            avg_log2.eq(self.avg_log2),
+                            read_settle.eq(self.read_settle),
+                            watchdog_limit.eq(self.watchdog_limit),
+                            pulse_count.eq(0),
+                            failed_count.eq(0),
+                        ]
+                        m.next = "Next-Cell"
+
+            with m.State("Next-Cell"):
+                with m.If(cols_left != 0):
+                    m.d.sync += [
+                        row.eq(lowest_set_index(rows_left)),
+                        col.eq(lowest_set_index(cols_left)),
+                        cols_left.eq(cols_left & (cols_left - 1)),
+                    ]
+                    m.next = "Fetch-Target"
+                with m.Else():
+                    # Row finished: the next row starts over with every enabled column.
+                    m.d.sync += [rows_left.eq(rows_left & (rows_left - 1)),
+                                 cols_left.eq(col_mask)]
+                    with m.If((rows_left & (rows_left - 1)) == 0):
+                        m.d.sync += error.eq(Mux(failed_count != 0, ErrorCode.CELLS_FAILED,
+                                                 ErrorCode.NONE))
+                        m.next = "Done"
+                abortable()
+
+            with m.State("Fetch-Target"):
+                m.d.comb += [self.target.en.eq(1), self.target.addr.eq(cell_address)]
+                m.d.sync += [target_pending.eq(1), cell_pulses.eq(0), pulsed.eq(0)]
+                begin_read()
+                abortable()
+
+            with m.State("Read-Settle"):
+                m.d.sync += wait_timer.eq(wait_timer - 1)
+                with m.If(wait_timer == 1):
+                    m.next = "Read-Start"
+                abortable()
+
+            with m.State("Read-Start"):
+                m.d.comb += [afe.adc_start.eq(~self.abort), watchdog.restart.eq(1)]
+                m.d.sync += saw_busy.eq(0)
+                m.next = "Read-Wait"
+                abortable()
+
+            with m.State("Read-Wait"):
+                with m.If(~saw_busy | afe.adc_busy):
+                    m.d.sync += saw_busy.eq(saw_busy | afe.adc_busy)
+                    with m.If(watchdog.expired):
+                        m.d.sync += error.eq(ErrorCode.ADC_TIMEOUT)
+                        m.next = SAFE_EXIT_STATE
+                with m.Else():
+                    m.d.sync += [
+                        sample_sum.eq(sample_sum + afe.adc_data),
+                        sample_over_range.eq(sample_over_range | afe.adc_ovr),
+                        samples_left.eq(samples_left - 1),
+                    ]
+                    with m.If(samples_left == 0):
+                        m.next = "Compare"
+                    with m.Else():
+                        m.next = "Read-Start"
+                abortable()
+
+            with m.State("Compare"):
+                m.d.sync += [read_code.eq(average), read_over_range.eq(sample_over_range)]
+                with m.If(command == ProgrammerCommand.READ_CELL):
+                    m.d.sync += error.eq(ErrorCode.NONE)
+                    m.next = "Done"
+                with m.Elif(within):
+                    m.d.sync += cell_failed.eq(0)
+                    m.next = "Record"
+                with m.Elif(cell_pulses == pulse_budget):
+                    m.d.sync += cell_failed.eq(1)
+                    m.next = "Record"
+                with m.Else():
+                    m.d.sync += [polarity.eq(wanted), amplitude.eq(next_amplitude),
+                                 pulsed.eq(1)]
+                    m.next = "Fire"
+                abortable()
+
+            with m.State("Fire"):
+                m.d.comb += [afe.prog_fire.eq(~self.abort), watchdog.restart.eq(1)]
+                with m.If(~self.abort):
+                    m.d.sync += [cell_pulses.eq(cell_pulses + 1),
+                                 pulse_count.eq(pulse_count + 1)]
+                m.next = "Pulse-Wait"
+                abortable()
+
+            with m.State("Pulse-Wait"):
+                with m.If(afe.prog_done):
+                    begin_read()
+                with m.Elif(watchdog.expired):
+                    m.d.sync += error.eq(ErrorCode.PROGRAM_TIMEOUT)
+                    m.next = SAFE_EXIT_STATE
+                abortable()
+
+            with m.State("Record"):
+                m.d.comb += [
+                    self.fault_map.en.eq(1),
+                    self.fault_map.addr.eq(cell_address),
+                    self.fault_map.data.eq(cell_failed),
+                ]
+                m.d.sync += failed_count.eq(failed_count + cell_failed)
+                m.next = "Next-Cell"
+                abortable()
+
+            emit_safe_exit(m, afe, p, then="Done")
+
+            with m.State("Done"):
+                m.d.comb += self.done.eq(1)
+                m.next = "Idle"
+
+        reading = fsm.ongoing("Read-Settle") | fsm.ongoing("Read-Start") | \
+            fsm.ongoing("Read-Wait")
+        pulsing = fsm.ongoing("Fire") | fsm.ongoing("Pulse-Wait")
+        with m.If(reading | pulsing):
+            m.d.comb += [afe.cell_row.eq(row), afe.cell_col.eq(col)]
+        with m.If(reading):
+            # The AFE routes cell_col to the ADC in READ_CELL; adc_mux follows for clarity.
+            m.d.comb += [afe.mode.eq(AFEMode.READ_CELL), afe.adc_mux.eq(col)]
+        with m.If(pulsing):
+            m.d.comb += [
+                afe.mode.eq(AFEMode.PROGRAM),
+                afe.prog_polarity.eq(polarity),
+                afe.prog_amplitude.eq(amplitude),
+                afe.prog_width.eq(pulse_width),
+            ]
+        m.d.comb += self.busy.eq(~fsm.ongoing("Idle"))
+        return m

@@ -1,0 +1,404 @@
+"""Write-verify programmer against the AFE stand-in: reads, convergence, ramp, stuck cells,
+matrix walk, validation, watchdog and abort."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.hdl import Module, Value
+from amaranth.lib import memory, wiring
+from amaranth.sim import Simulator
+
+from afe_standin import AFEStandIn, driven_afe_members
+from anmf.hdl.afe import AFEMode, ProgPolarity
+from anmf.hdl.codes import ErrorCode
+from anmf.hdl.params import BuildParams
+from anmf.hdl.programmer import ProgrammerCommand, WriteVerifyProgrammer
+
+SMALL = BuildParams(rows=16, cols=4)     # 6 physical columns, 96 cells
+SET, RESET = ProgPolarity.SET, ProgPolarity.RESET
+COMMAND_DEFAULTS = dict(command=ProgrammerCommand.PROGRAM_CELL, cell_row=0, cell_col=0,
+                        row_mask=0, col_mask=0, tolerance=4, amp_start=8, amp_step=4,
+                        amp_max=40, pulse_width=5, pulse_budget=20, avg_log2=0,
+                        read_settle=2, watchdog_limit=60)
+
+
+@dataclass
+class Outcome:
+    cycles: int
+    error: ErrorCode
+    read_code: int
+    read_over_range: int
+    pulse_count: int
+    failed_count: int
+
+
+class Bench:
+    """Programmer + target/fault-map memories + AFE stand-in in one simulation."""
+
+    def __init__(self, params: BuildParams, targets, fault_init: int = 1, **standin):
+        self.params = params
+        self.dut = WriteVerifyProgrammer(params)
+        self.targets = memory.Memory(shape=params.adc_bits, depth=params.cell_count,
+                                     init=[int(t) for t in np.ravel(targets)])
+        self.faults = memory.Memory(shape=1, depth=params.cell_count,
+                                    init=[fault_init] * params.cell_count)
+        m = Module()
+        m.submodules.dut = self.dut
+        m.submodules.targets = self.targets
+        m.submodules.faults = self.faults
+        wiring.connect(m, self.dut.target, self.targets.read_port())
+        wiring.connect(m, self.dut.fault_map, self.faults.write_port())
+        self.afe = AFEStandIn(self.dut.afe, params, **standin)
+        self.sim = Simulator(m)
+        self.sim.add_clock(1e-8)
+        self.sim.add_process(self.afe.process)
+
+    def run(self, testbench) -> None:
+        self.sim.add_testbench(testbench)
+        self.sim.run()
+
+    async def command(self, ctx, *, abort_at: int | None = None, max_cycles: int = 50_000,
+                      **changes) -> Outcome:
+        dut = self.dut
+        for port, value in (COMMAND_DEFAULTS | changes).items():
+            signal = getattr(dut, port)
+            # a raw int may be outside an enum port's members (the unknown command)
+            ctx.set(Value.cast(signal) if isinstance(value, int) else signal, value)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        cycles = 1
+        while not ctx.get(dut.done):
+            if abort_at == cycles:
+                ctx.set(dut.abort, 1)
+            await ctx.tick()
+            ctx.set(dut.abort, 0)
+            cycles += 1
+            assert cycles < max_cycles, "no done: the programmer hangs"
+        outcome = Outcome(cycles, ctx.get(dut.error), ctx.get(dut.read_code),
+                          ctx.get(dut.read_over_range), ctx.get(dut.pulse_count),
+                          ctx.get(dut.failed_count))
+        await ctx.tick()
+        assert not ctx.get(dut.busy)
+        return outcome
+
+    def fault_map(self, ctx) -> np.ndarray:
+        bits = [ctx.get(self.faults.data[i]) for i in range(self.params.cell_count)]
+        return np.array(bits).reshape(self.params.rows, self.params.total_cols)
+
+    def assert_safe(self, ctx) -> None:
+        assert driven_afe_members(ctx, self.dut.afe, self.params) == {}, \
+            "AFE outputs not at their idle value after done"
+        assert not self.afe.dac_output.any() and not self.afe.dac_input.any()
+
+
+def reference_pulses(cell: int, target: int, *, tolerance, amp_start, amp_step, amp_max,
+                     pulse_budget, divisor, stuck=False, full_scale=1023):
+    """The write-verify algorithm on the stand-in's noise-free cell (an independent
+    reference): returns the (polarity, amplitude) sequence and whether the cell failed."""
+    pulses, last = [], None
+    amplitude = 0
+    while abs(cell - target) > tolerance:
+        if len(pulses) == pulse_budget:
+            return pulses, True
+        polarity = SET if cell < target else RESET
+        amplitude = min(amplitude + amp_step if polarity == last else amp_start, amp_max)
+        pulses.append((polarity, amplitude))
+        last = polarity
+        if not stuck:
+            step = amplitude // divisor
+            cell = min(max(cell + (step if polarity == SET else -step), 0), full_scale)
+    return pulses, False
+
+
+def test_read_cell_averages_like_the_sequencer_and_touches_nothing():
+    cells = np.random.default_rng(1).integers(100, 900, (SMALL.rows, SMALL.total_cols))
+    bench = Bench(SMALL, np.zeros(SMALL.cell_count), cells=cells.copy(), noise_amplitude=6,
+                  rng=np.random.default_rng(2))
+    seen = []
+
+    async def testbench(ctx):
+        seen.append(await bench.command(ctx, command=ProgrammerCommand.READ_CELL,
+                                        cell_row=9, cell_col=4, avg_log2=2, read_settle=5,
+                                        tolerance=0))
+        seen.append(bench.fault_map(ctx))
+        bench.assert_safe(ctx)
+
+    bench.run(testbench)
+    outcome, faults = seen
+    afe = bench.afe
+    codes = [c.code for c in afe.conversions]
+    assert len(codes) == 4 and {c.cell for c in afe.conversions} == {(9, 4)}
+    assert {c.mode for c in afe.conversions} == {AFEMode.READ_CELL.value}
+    assert outcome.read_code == (sum(codes) + 2) >> 2
+    assert abs(outcome.read_code - cells[9, 4]) <= 6
+    assert (outcome.error, outcome.pulse_count, outcome.read_over_range) == \
+        (ErrorCode.NONE, 0, 0)
+    assert afe.pulses == [] and faults.all(), "a read changed the fault map or pulsed"
+    # the first conversion comes read_settle cycles after mode READ_CELL was set
+    (enter, _), (leave, idle) = afe.mode_changes
+    assert afe.conversions[0].cycle - enter == 5 and idle == AFEMode.IDLE.value
+    assert afe.violations == []
+
+
+def test_program_cell_converges_with_the_reference_pulse_sequence():
+    cells = np.full((SMALL.rows, SMALL.total_cols), 500)
+    cells[3, 2] = 100
+    targets = np.zeros((SMALL.rows, SMALL.total_cols), dtype=int)
+    targets[3, 2] = 200
+    bench = Bench(SMALL, targets, cells=cells, pulse_divisor=4)
+    seen = []
+
+    async def testbench(ctx):
+        seen.append(await bench.command(ctx, cell_row=3, cell_col=2))
+        seen.append(bench.fault_map(ctx))
+        bench.assert_safe(ctx)
+
+    bench.run(testbench)
+    outcome, faults = seen
+    afe = bench.afe
+    expected, failed = reference_pulses(100, 200, tolerance=4, amp_start=8, amp_step=4,
+                                        amp_max=40, pulse_budget=20, divisor=4)
+    assert not failed and len(expected) > 5
+    assert [(p.polarity, p.amplitude) for p in afe.pulses] == expected
+    assert {(p.row, p.col, p.width, p.mode) for p in afe.pulses} == \
+        {(3, 2, 5, AFEMode.PROGRAM.value)}
+    assert abs(int(afe.cells[3, 2]) - 200) <= 4
+    assert outcome.error == ErrorCode.NONE
+    assert (outcome.pulse_count, outcome.failed_count) == (len(expected), 0)
+    assert outcome.read_code == afe.cells[3, 2]
+    assert faults[3, 2] == 0 and faults.sum() == faults.size - 1
+    # one verify read after every pulse, plus the first
+    assert len(afe.conversions) == len(expected) + 1
+    assert afe.violations == []
+
+
+@pytest.mark.parametrize("cell, target, ramp, divisor, expected", [
+    # overshoot: SET 40 (+20), SET 60 (+30) passes the target, RESET restarts at 40 (-20)
+    (100, 130, (40, 20, 100), 2, [(SET, 40), (SET, 60), (RESET, 40)]),
+    # the ramp stops at amp_max: +1, +4, then +5 five times
+    (100, 130, (10, 30, 50), 10, [(SET, 10), (SET, 40)] + [(SET, 50)] * 5),
+    # amp_start above amp_max is capped too
+    (300, 290, (90, 5, 60), 6, [(RESET, 60)]),
+])
+def test_amplitude_ramp_seen_on_the_afe_port(cell, target, ramp, divisor, expected):
+    cells = np.zeros((SMALL.rows, SMALL.total_cols), dtype=int)
+    cells[0, 5] = cell
+    targets = np.zeros_like(cells)
+    targets[0, 5] = target
+    bench = Bench(SMALL, targets, cells=cells, pulse_divisor=divisor)
+    seen = []
+
+    async def testbench(ctx):
+        amp_start, amp_step, amp_max = ramp
+        seen.append(await bench.command(ctx, cell_row=0, cell_col=5, tolerance=3,
+                                        amp_start=amp_start, amp_step=amp_step,
+                                        amp_max=amp_max))
+
+    bench.run(testbench)
+    assert [(p.polarity, p.amplitude) for p in bench.afe.pulses] == expected
+    assert seen[0].error == ErrorCode.NONE
+
+
+def test_stuck_cell_fails_after_the_pulse_budget():
+    cells = np.full((SMALL.rows, SMALL.total_cols), 100)
+    targets = np.full_like(cells, 600)
+    bench = Bench(SMALL, targets, fault_init=0, cells=cells, stuck=frozenset({(7, 1)}))
+    seen = []
+
+    async def testbench(ctx):
+        seen.append(await bench.command(ctx, cell_row=7, cell_col=1, pulse_budget=6))
+        seen.append(bench.fault_map(ctx))
+
+    bench.run(testbench)
+    outcome, faults = seen
+    assert [(p.polarity, p.amplitude) for p in bench.afe.pulses] == \
+        [(SET, a) for a in (8, 12, 16, 20, 24, 28)]
+    assert (outcome.error, outcome.pulse_count, outcome.failed_count) == \
+        (ErrorCode.CELLS_FAILED, 6, 1)
+    assert faults[7, 1] == 1 and faults.sum() == 1
+    assert len(bench.afe.conversions) == 7
+
+
+def test_program_matrix_walks_enabled_cells_row_by_row():
+    rng = np.random.default_rng(4)
+    cells = rng.integers(0, 1024, (SMALL.rows, SMALL.total_cols))
+    targets = rng.integers(100, 900, (SMALL.rows, SMALL.total_cols))
+    rows, cols = [2, 5, 14], [0, 3]
+    stuck = (5, 3)
+    cells[stuck] = 0          # far from its target
+    bench = Bench(SMALL, targets, cells=cells.copy(), stuck=frozenset({stuck}),
+                  pulse_divisor=2)
+    seen = []
+
+    async def testbench(ctx):
+        seen.append(await bench.command(
+            ctx, command=ProgrammerCommand.PROGRAM_MATRIX, row_mask=sum(1 << r for r in rows),
+            col_mask=sum(1 << c for c in cols), tolerance=5, amp_start=10, amp_step=10,
+            amp_max=120, pulse_budget=30, avg_log2=1, read_settle=1))
+        seen.append(bench.fault_map(ctx))
+        bench.assert_safe(ctx)
+
+    bench.run(testbench)
+    outcome, faults = seen
+    afe = bench.afe
+    visited = list(dict.fromkeys(c.cell for c in afe.conversions))
+    assert visited == [(r, c) for r in rows for c in cols]
+    pulses_expected = 0
+    for r in rows:
+        for c in cols:
+            pulses, failed = reference_pulses(
+                int(cells[r, c]), int(targets[r, c]), tolerance=5, amp_start=10, amp_step=10,
+                amp_max=120, pulse_budget=30, divisor=2, stuck=(r, c) == stuck)
+            got = [(p.polarity, p.amplitude) for p in afe.pulses if (p.row, p.col) == (r, c)]
+            assert got == pulses, f"cell {(r, c)}"
+            assert faults[r, c] == int(failed) == int((r, c) == stuck)
+            if (r, c) != stuck:
+                assert abs(int(afe.cells[r, c]) - int(targets[r, c])) <= 5
+            pulses_expected += len(pulses)
+    enabled = np.zeros(faults.shape, dtype=bool)
+    enabled[np.ix_(rows, cols)] = True
+    assert faults[~enabled].all(), "a cell outside the masks was written"
+    assert (outcome.error, outcome.pulse_count, outcome.failed_count) == \
+        (ErrorCode.CELLS_FAILED, pulses_expected, 1)
+    assert afe.violations == []
+
+
+@pytest.mark.parametrize("cell, failed", [(200, False), (221, True)])
+def test_zero_pulse_budget_only_verifies(cell, failed):
+    cells = np.full((SMALL.rows, SMALL.total_cols), cell)
+    bench = Bench(SMALL, np.full(cells.shape, 210), fault_init=0, cells=cells)
+    seen = []
+
+    async def testbench(ctx):
+        seen.append(await bench.command(ctx, cell_row=1, cell_col=1, pulse_budget=0,
+                                        tolerance=10))
+        seen.append(bench.fault_map(ctx)[1, 1])
+
+    bench.run(testbench)
+    outcome, fault = seen
+    assert bench.afe.pulses == []
+    assert fault == int(failed)
+    assert outcome.error == (ErrorCode.CELLS_FAILED if failed else ErrorCode.NONE)
+
+
+BAD_COMMANDS = {
+    "unknown-command": (dict(command=3), ErrorCode.UNKNOWN_OPCODE),
+    "col-beyond-array": (dict(cell_col=6), ErrorCode.BAD_DIMENSION),
+    "read-col-beyond-array": (dict(command=ProgrammerCommand.READ_CELL, cell_col=7),
+                              ErrorCode.BAD_DIMENSION),
+    "matrix-no-rows": (dict(command=ProgrammerCommand.PROGRAM_MATRIX, col_mask=1),
+                       ErrorCode.BAD_DIMENSION),
+    "matrix-no-cols": (dict(command=ProgrammerCommand.PROGRAM_MATRIX, row_mask=1),
+                       ErrorCode.BAD_DIMENSION),
+    "avg-too-large": (dict(avg_log2=9), ErrorCode.BAD_AVERAGING),
+    "zero-tolerance": (dict(tolerance=0), ErrorCode.BAD_TOLERANCE),
+    "tolerance-full-range": (dict(tolerance=1024), ErrorCode.BAD_TOLERANCE),
+    "zero-watchdog": (dict(watchdog_limit=0), ErrorCode.BAD_TIMING),
+    "zero-pulse-width": (dict(pulse_width=0), ErrorCode.BAD_TIMING),
+    "priority": (dict(cell_col=6, tolerance=0, watchdog_limit=0), ErrorCode.BAD_DIMENSION),
+}
+
+
+@pytest.mark.parametrize("name", BAD_COMMANDS)
+def test_bad_parameters_report_the_error_and_change_nothing(name):
+    changes, error = BAD_COMMANDS[name]
+    cells = np.full((SMALL.rows, SMALL.total_cols), 50)
+    bench = Bench(SMALL, np.full(cells.shape, 80), cells=cells)
+    seen = []
+
+    async def testbench(ctx):
+        first = await bench.command(ctx, cell_row=2, cell_col=2)
+        before = (bench.fault_map(ctx), len(bench.afe.pulses), len(bench.afe.conversions),
+                  len(bench.afe.dac_writes))
+        outcome = await bench.command(ctx, **(dict(cell_row=2, cell_col=2) | changes))
+        after = (bench.fault_map(ctx), len(bench.afe.pulses), len(bench.afe.conversions),
+                 len(bench.afe.dac_writes))
+        seen.extend([first, outcome, before, after])
+
+    bench.run(testbench)
+    first, outcome, before, after = seen
+    assert first.error == ErrorCode.NONE and first.pulse_count > 0
+    assert outcome.cycles == 1 and outcome.error == error
+    assert (outcome.pulse_count, outcome.failed_count, outcome.read_code) == \
+        (first.pulse_count, first.failed_count, first.read_code), "counters changed"
+    assert np.array_equal(after[0], before[0]) and after[1:] == before[1:]
+
+
+def test_read_cell_ignores_the_program_only_checks():
+    bench = Bench(SMALL, np.zeros(SMALL.cell_count), cells=np.full((16, 6), 77))
+    seen = []
+
+    async def testbench(ctx):
+        seen.append(await bench.command(ctx, command=ProgrammerCommand.READ_CELL, tolerance=0,
+                                        pulse_width=0, cell_row=15, cell_col=5))
+
+    bench.run(testbench)
+    assert (seen[0].error, seen[0].read_code) == (ErrorCode.NONE, 77)
+
+
+@pytest.mark.parametrize("faults, error", [
+    (dict(prog_fault="never_done"), ErrorCode.PROGRAM_TIMEOUT),
+    (dict(adc_fault="never_busy"), ErrorCode.ADC_TIMEOUT),
+    (dict(adc_fault="stuck_busy"), ErrorCode.ADC_TIMEOUT),
+])
+def test_watchdog_timeouts_recover_to_a_safe_state(faults, error):
+    cells = np.full((SMALL.rows, SMALL.total_cols), 10)
+    bench = Bench(SMALL, np.full(cells.shape, 400), cells=cells, **faults)
+    seen = []
+
+    async def testbench(ctx):
+        seen.append(await bench.command(ctx, cell_row=4, cell_col=4, watchdog_limit=25))
+        bench.assert_safe(ctx)
+        seen.append(bench.fault_map(ctx)[4, 4])
+
+    bench.run(testbench)
+    outcome, fault = seen
+    assert outcome.error == error
+    assert fault == 1, "a timed-out cell must not be recorded as programmed"
+    # the safe exit zeroes every DAC, then applies them
+    assert [row for _, row, _ in bench.afe.dac_writes] == list(range(SMALL.rows))
+    assert bench.afe.ldac_cycles == [bench.afe.dac_writes[-1][0] + 1]
+
+
+def test_abort_from_every_cycle_exits_safely_then_programs_again():
+    cells = np.full((SMALL.rows, SMALL.total_cols), 100)
+    bench = Bench(SMALL, np.full(cells.shape, 700), fault_init=0, cells=cells,
+                  stuck=frozenset({(6, 3)}), prog_latency=2)
+    command = dict(cell_row=6, cell_col=3, pulse_budget=2, read_settle=1)
+    seen = []
+
+    async def testbench(ctx):
+        full = await bench.command(ctx, **command)
+        seen.append(full)
+        for abort_at in range(1, full.cycles):
+            outcome = await bench.command(ctx, abort_at=abort_at, **command)
+            seen.append((abort_at, outcome))
+            bench.assert_safe(ctx)
+        seen.append(await bench.command(ctx, **command))
+
+    bench.run(testbench)
+    full, *aborted, final = seen
+    assert full.error == ErrorCode.CELLS_FAILED and full.cycles > 20
+    for abort_at, outcome in aborted:
+        assert outcome.error == ErrorCode.ABORTED, f"abort at cycle {abort_at}"
+        assert outcome.cycles == abort_at + SMALL.rows + 2, f"abort at cycle {abort_at}"
+    assert final == full
+    assert bench.afe.violations == []
+
+
+def test_constructor_rejects_anything_but_build_params():
+    with pytest.raises(TypeError, match=r"^params must be a BuildParams, got None$"):
+        WriteVerifyProgrammer(None)
+
+
+@pytest.mark.parametrize("params", [BuildParams(), BuildParams(rows=16, cols=4)],
+                         ids=["default", "small"])
+def test_converts_to_verilog(params):
+    text = verilog.convert(WriteVerifyProgrammer(params), name="programmer")
+    assert "module programmer" in text
+    assert f"output [{params.prog_amp_bits - 1}:0] afe__prog_amplitude" in text
+    assert "input afe__prog_done" in text
