@@ -256,10 +256,10 @@ def _pattern_groups(columns: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _grouping_pays(n_groups: int, c: int, k: int) -> bool:
     """Whether one Cholesky per passive-set group beats one stacked solve of all c
-    columns. Cost model in microseconds, fitted to measurements on a 2-core x86 box:
-    a group costs ~15 + 1e-4 k^3 (call overhead dominates), a stacked column
-    ~0.1 + 0.008 k^2 + 1.5e-4 k^3."""
-    return n_groups * (15.0 + 1e-4 * k**3) < c * (0.1 + 0.008 * k**2 + 1.5e-4 * k**3)
+    columns. Cost model in microseconds, fitted to measurements (2-core x86, k = 5 to
+    64, 70% passive): a group costs ~5 + 0.4 k (Python and call overhead dominate),
+    a stacked column ~0.4 + 0.0045 k^2."""
+    return n_groups * (5.0 + 0.4 * k) < c * (0.4 + 0.0045 * k * k)
 
 
 def _solve_passive_stacked(Q, P_cols, passive_cols):

@@ -11,6 +11,7 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import NMF
 from sklearn.decomposition._nmf import _initialize_nmf
 
+from anmf.model import bench
 from anmf.model.metrics import mae, psnr_db, relative_error, rmse
 from anmf.model.nmf import NMFResult, anls, factorize, hals, initialize, mu
 
@@ -297,6 +298,33 @@ def test_validation_messages(kwargs: dict, message: str) -> None:
 def test_initialize_rejects_unknown_method() -> None:
     with pytest.raises(ValueError, match=r"^unknown init 'pca'; accepted: nndsvda, nndsvd, random, or a \(W0, H0\) pair$"):
         initialize(np.ones((3, 3)), 2, "pca")
+
+
+# --- bench-model ---------------------------------------------------------------------------
+
+
+def test_bench_rows_accept_an_extra_solver_and_judge_the_reference(digits: np.ndarray, monkeypatch) -> None:
+    case = bench.BenchCase(R=digits[:300] / 16.0, rank=5, iters=10, repeats=1)
+
+    def extra_row(case: bench.BenchCase) -> dict:
+        result = factorize(case.R, case.rank, method="anls", iters=1)
+        return {"name": "one-iteration ANLS", "seconds": result.seconds, "rel_error": result.error, "psnr_db": 0.0}
+
+    monkeypatch.setattr(bench, "ROW_FUNCTIONS", [*bench.ROW_FUNCTIONS, extra_row])
+    rows = bench.bench_rows(case)
+    names = [row["name"] for row in rows]
+    assert names == [bench.SKLEARN_ROW, bench.REFERENCE_ROW, "reference HALS", "reference MU", "one-iteration ANLS"]
+    assert all(row["seconds"] > 0 and 0 < row["rel_error"] < 1 for row in rows)
+    passed, text = bench.verdict(rows)
+    assert passed and text.startswith("PASS: reference ANLS error") and "time ratio" in text
+    assert "one-iteration ANLS" in bench.format_table(rows)
+    iterations, seconds, reached = bench.anls_to_reach(case, rows[0]["rel_error"])
+    assert reached and 1 <= iterations <= case.iters and seconds > 0
+
+    monkeypatch.setattr(bench, "ROW_FUNCTIONS", [lambda case: {"name": "incomplete"}])
+    with pytest.raises(ValueError, match=r"^bench row from <lambda> lacks seconds, rel_error, psnr_db; "
+                                         r"accepted: a dict with name, seconds, rel_error, psnr_db$"):
+        bench.bench_rows(case)
 
 
 # --- metrics ------------------------------------------------------------------------------
