@@ -142,7 +142,8 @@ def lowest_set_index(vector: ValueLike) -> Value:
         high_any, high_index = lowest(bits[half:])
         return low_any | high_any, Mux(low_any, low_index, high_index + half)
 
-    return lowest(vector)[1]
+    any_set, index = lowest(vector)
+    return Mux(any_set, index, 0)
 
 
 SAFE_EXIT_STATE = "Safe-Zero-DAC"
