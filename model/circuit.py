@@ -250,8 +250,9 @@ class _Phase:
         """Outputs (k, len(tau)) at times tau after the phase start."""
         tau = np.atleast_1d(np.asarray(tau, dtype=np.float64))
         out = np.repeat(self.x_start[:, None], tau.size, axis=1)
-        if self.free.any():
-            out[self.free] = self.basis @ self.z(tau)
+        moving = tau > 0.0     # exactly x_start at the phase start, without rounding
+        if self.free.any() and moving.any():
+            out[np.ix_(self.free, moving)] = self.basis @ self.z(tau[moving])
         return out
 
 
