@@ -114,6 +114,16 @@ def reference_pulses(cell: int, target: int, *, tolerance, amp_start, amp_step, 
     return pulses, False
 
 
+def read_cycles(read_settle: int, avg_log2: int, adc_cycles: int) -> int:
+    """One verify read: settle, the conversions back to back, Compare (docs/solve-timing.md)."""
+    return read_settle + 2 ** avg_log2 * (adc_cycles + 1) + 1
+
+
+def cell_cycles(pulses: int, read: int, prog_latency: int) -> int:
+    """Next-Cell, Fetch-Target, the reads and pulses, Record."""
+    return 3 + (pulses + 1) * read + pulses * (1 + prog_latency)
+
+
 def test_read_cell_averages_like_the_sequencer_and_touches_nothing():
     cells = np.random.default_rng(1).integers(100, 900, (SMALL.rows, SMALL.total_cols))
     bench = Bench(SMALL, np.zeros(SMALL.cell_count), cells=cells.copy(), noise_amplitude=6,
@@ -135,6 +145,7 @@ def test_read_cell_averages_like_the_sequencer_and_touches_nothing():
     assert {c.mode for c in afe.conversions} == {AFEMode.READ_CELL.value}
     assert outcome.read_code == (sum(codes) + 2) >> 2
     assert abs(outcome.read_code - cells[9, 4]) <= 6
+    assert outcome.cycles == 3 + read_cycles(5, 2, adc_cycles=1 + 3)
     assert (outcome.error, outcome.pulse_count, outcome.read_over_range) == \
         (ErrorCode.NONE, 0, 0)
     assert afe.pulses == [] and faults.all(), "a read changed the fault map or pulsed"
@@ -169,6 +180,8 @@ def test_program_cell_converges_with_the_reference_pulse_sequence():
     assert abs(int(afe.cells[3, 2]) - 200) <= 4
     assert outcome.error == ErrorCode.NONE
     assert (outcome.pulse_count, outcome.failed_count) == (len(expected), 0)
+    # start cycle, the cell, the final Next-Cell; defaults: read_settle 2, 1 sample
+    assert outcome.cycles == 1 + cell_cycles(len(expected), read_cycles(2, 0, 1 + 3), 3) + 1
     assert outcome.read_code == afe.cells[3, 2]
     assert faults[3, 2] == 0 and faults.sum() == faults.size - 1
     # one verify read after every pulse, plus the first
@@ -264,6 +277,10 @@ def test_program_matrix_walks_enabled_cells_row_by_row():
     assert faults[~enabled].all(), "a cell outside the masks was written"
     assert (outcome.error, outcome.pulse_count, outcome.failed_count) == \
         (ErrorCode.CELLS_FAILED, pulses_expected, 1)
+    read = read_cycles(1, 1, 1 + 3)
+    per_cell = [cell_cycles(sum(1 for p in afe.pulses if (p.row, p.col) == cell), read, 3)
+                for cell in visited]
+    assert outcome.cycles == 1 + sum(per_cell) + len(rows)   # one row-advance cycle per row
     assert afe.violations == []
 
 
