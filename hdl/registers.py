@@ -7,18 +7,19 @@ build's depth answer SLVERR.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from amaranth.hdl import Cat, Module
 from amaranth.lib.wiring import Out
+from amaranth.utils import bits_for
 
 from .codes import ErrorCode, Opcode
+from .params import BuildParams
 from .regmap import (Access, ConstField, CoreAccess, CounterField, Field, MemoryWindow, Register, RegisterFile,
-                     RegisterMap, VectorWindow, _check_int)
+                     RegisterMap, VectorWindow)
 
-__all__ = ["MAGIC", "VERSION", "MAX_ROWS", "MAX_COLUMNS", "BuildParams", "build_register_map",
-           "ControllerRegisters"]
+__all__ = ["MAGIC", "VERSION", "MAX_ROWS", "MAX_COLUMNS", "build_register_map", "ControllerRegisters"]
 
 MAGIC = 0x414E4D46  #: "ANMF" in ASCII: the ID register, so a host knows it talks to this design
 VERSION = (1, 0)    #: (major, minor) of the register map; major changes break host drivers
@@ -26,35 +27,18 @@ MAX_ROWS = 1024     #: rows the fixed window spans leave room for
 MAX_COLUMNS = 32    #: COLS + SPARE: one fault-map word, one COL_ENABLE word
 
 
-@dataclass(frozen=True)
-class BuildParams:
-    """Build parameters of the controller (array size and converter widths)."""
+def _check_params(params: BuildParams) -> None:
+    """What the register map needs beyond BuildParams' own checks."""
+    if params.rows > MAX_ROWS:
+        raise ValueError(f"rows must be at most {MAX_ROWS} for the register map's fixed windows, not {params.rows}")
+    if params.total_cols > MAX_COLUMNS:
+        raise ValueError(f"cols + spare must be at most {MAX_COLUMNS} for the register map (one COL_ENABLE word, "
+                         f"one FAULT_MAP word per row), not {params.cols} + {params.spare} = {params.total_cols}")
 
-    rows: int = 64          #: crossbar rows (one DAC each)
-    cols: int = 8           #: solution columns (one op-amp and ADC channel each)
-    spare: int = 2          #: spare columns for repair, after the COLS columns
-    dac_bits: int = 10      #: DAC code width
-    adc_bits: int = 10      #: ADC code width
-    avg_max_log2: int = 8   #: largest ADC averaging is 2**avg_max_log2 samples
 
-    def __post_init__(self) -> None:
-        _check_int(self.rows, "rows", 1, MAX_ROWS)
-        _check_int(self.cols, "cols", 1, MAX_COLUMNS)
-        _check_int(self.spare, "spare", 0, MAX_COLUMNS - 1)
-        if self.cols + self.spare > MAX_COLUMNS:
-            raise ValueError(f"cols + spare must be at most {MAX_COLUMNS} (one fault-map word per row), "
-                             f"not {self.cols} + {self.spare} = {self.cols + self.spare}")
-        _check_int(self.dac_bits, "dac_bits", 1, 16)
-        _check_int(self.adc_bits, "adc_bits", 1, 16)
-        _check_int(self.avg_max_log2, "avg_max_log2", 0, 15)
-
-    @property
-    def columns(self) -> int:
-        """COLS + SPARE: every physical solution column."""
-        return self.cols + self.spare
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+def _fit(value: int, width: int) -> int:
+    """A reset value clipped to a field's width (narrow builds get the largest value they hold)."""
+    return min(value, (1 << width) - 1)
 
 
 # --- identity ------------------------------------------------------------------------------
@@ -92,6 +76,8 @@ class ConverterParams(Register):
             "adc_bits": ConstField(8, params.adc_bits, "ADC_BITS: width of a RESULTS / TARGET ADC code."),
             "avg_max_log2": ConstField(8, params.avg_max_log2,
                                        "AVG_MAX_LOG2: TIMING.adc_samples may be at most 2**AVG_MAX_LOG2."),
+            "timer_bits": ConstField(8, params.timer_bits,
+                                     "TIMER_BITS: width of the cycle counts DAC_SETTLE, ANALOG_SETTLE, WATCHDOG."),
         })
 
 
@@ -134,7 +120,7 @@ class ColumnEnable(Register):
 
     def __init__(self, params: BuildParams) -> None:
         super().__init__({
-            "enable": Field(Access.RW, params.columns,
+            "enable": Field(Access.RW, params.total_cols,
                             "Bit c enables column c (COLS columns, then SPARE spares). A disabled column's "
                             "switch is open: unused rank, or a column replaced by a spare. Reset: the COLS "
                             "columns on, the spares off.",
@@ -162,81 +148,99 @@ class IrqStatus(Register):
 # --- timing --------------------------------------------------------------------------------
 
 class Timing(Register):
-    """DAC settling and ADC averaging. All times in clock cycles."""
+    """ADC averaging per reading."""
 
     def __init__(self, params: BuildParams) -> None:
         most = 1 << params.avg_max_log2
         super().__init__({
-            "dac_settle": Field(Access.RW, 16, "Cycles from LDAC to a settled DAC output; 0 is refused "
-                                               "(BAD_TIMING).", reset=16),
-            "adc_samples": Field(Access.RW, 16,
-                                 f"ADC conversions averaged per reading: a sample count, a power of two from 1 to "
-                                 f"2**AVG_MAX_LOG2 = {most}. The controller hands the exponent to the solve "
-                                 f"sequencer; 0 or a count that is not a power of two (or above {most}) is refused "
-                                 f"with STATUS.error = BAD_AVERAGING.", reset=1),
+            "adc_samples": Field(
+                Access.RW, 32,
+                f"ADC conversions averaged per reading: a sample count, a power of two from 1 to "
+                f"2**AVG_MAX_LOG2 = {most}. The controller hands the exponent to the solve sequencer; 0, a count "
+                f"that is not a power of two, or a count above {most} is refused with STATUS.error = BAD_AVERAGING. "
+                f"All 32 bits are kept so that no value wraps into an accepted one.", reset=1),
         })
 
 
-class AnalogSettle(Register):
-    """Settling time of the closed loop before the first conversion."""
+class Cycles(Register):
+    """A cycle count of TIMER_BITS bits (the docstring comes from ``doc``)."""
 
-    cycles = Field(Access.RW, 32, "Cycles from closing the loop to the first ADC start; 0 is refused "
-                                  "(BAD_TIMING). Long enough for the slowest eigenvalue of the active set.",
-                   reset=200)
-
-
-class Watchdog(Register):
-    """Bound on every wait for the analog side (the controller never trusts it to answer)."""
-
-    cycles = Field(Access.RW, 32, "Cycles an ADC conversion or a programming pulse may take before the command "
-                                  "ends with ADC_TIMEOUT or PROGRAM_TIMEOUT; 0 is refused (BAD_TIMING).",
-                   reset=16384)
+    def __init__(self, params: BuildParams, *, doc: str, field_doc: str, reset: int) -> None:
+        width = params.timer_bits
+        super().__init__({"cycles": Field(Access.RW, width, f"{field_doc} {width} bits (TIMER_BITS); 0 is refused "
+                                                            f"(BAD_TIMING).", reset=_fit(reset, width))}, doc=doc)
 
 
 # --- programming ---------------------------------------------------------------------------
 
-class ProgramVerify(Register):
-    """Write-verify acceptance: how close is close enough, and how hard to try."""
+class ProgramTolerance(Register):
+    """Write-verify acceptance window."""
 
-    tolerance = Field(Access.RW, 16, "A cell is programmed when |READ_CELL reading - TARGET code| <= tolerance "
-                                     "(ADC codes); 0 or beyond the ADC range is refused (BAD_TOLERANCE).",
-                      reset=16)
-    max_pulses = Field(Access.RW, 16, "Pulses per cell before it is marked failed in FAULT_MAP; 0 is refused "
-                                      "(BAD_TIMING).", reset=32)
+    def __init__(self, params: BuildParams) -> None:
+        super().__init__({"codes": Field(
+            Access.RW, params.tolerance_bits,
+            "A cell is programmed when |READ_CELL reading - TARGET code| <= codes (ADC codes). One bit wider than "
+            "a code so that a tolerance beyond the code range arrives intact; 0 or beyond the range is refused "
+            "(BAD_TOLERANCE).", reset=_fit(16, params.adc_bits))})
+
+
+class ProgramPulses(Register):
+    """Write-verify effort per cell."""
+
+    def __init__(self, params: BuildParams) -> None:
+        super().__init__({"max_pulses": Field(
+            Access.RW, params.pulse_budget_bits,
+            "Pulses per cell before it is marked failed in FAULT_MAP; 0 is refused (BAD_TIMING).",
+            reset=_fit(32, params.pulse_budget_bits))})
 
 
 class ProgramAmplitude(Register):
-    """Programming pulse amplitude ramp (AFE amplitude codes): start, step after each miss, ceiling."""
+    """Programming pulse amplitude ramp, in AFE amplitude codes: first pulse, then a step after each miss."""
 
-    def __init__(self) -> None:
+    def __init__(self, params: BuildParams) -> None:
+        width = params.prog_amp_bits
         super().__init__({
-            "start": Field(Access.RW, 8, "Amplitude of a cell's first pulse.", reset=32),
-            "step": Field(Access.RW, 8, "Added to the amplitude after each pulse that misses the target.", reset=8),
-            "max": Field(Access.RW, 8, "The amplitude never exceeds this value.", reset=255),
+            "start": Field(Access.RW, width, "Amplitude of a cell's first pulse.", reset=_fit(32, width)),
+            "step": Field(Access.RW, width, "Added to the amplitude after each pulse that misses the target.",
+                          reset=_fit(8, width), at=16),
         })
+
+
+class ProgramAmplitudeMax(Register):
+    """Ceiling of the programming pulse amplitude ramp."""
+
+    def __init__(self, params: BuildParams) -> None:
+        width = params.prog_amp_bits
+        super().__init__({"max": Field(Access.RW, width, "The amplitude never exceeds this code.",
+                                       reset=(1 << width) - 1)})
 
 
 class ProgramPulse(Register):
     """Programming pulse shape."""
 
-    width = Field(Access.RW, 16, "Pulse width in cycles; 0 is refused (BAD_TIMING).", reset=10)
+    def __init__(self, params: BuildParams) -> None:
+        width = params.prog_width_bits
+        super().__init__({"width": Field(Access.RW, width, "Pulse width in cycles; 0 is refused (BAD_TIMING).",
+                                         reset=_fit(10, width))})
 
 
 # --- counters ------------------------------------------------------------------------------
 
-def _counter(doc: str) -> Register:
-    return Register({"count": CounterField(32, "Events since reset or CONTROL.soft_reset; saturates at "
-                                               "0xFFFFFFFF.", cleared_by="CONTROL.soft_reset")}, doc=doc)
+def _counter(doc: str, increment_width: int = 1) -> Register:
+    return Register({"count": CounterField(32, "Events since reset or CONTROL.soft_reset; saturates at 0xFFFFFFFF.",
+                                           cleared_by="CONTROL.soft_reset", increment_width=increment_width)},
+                    doc=doc)
 
 
 # --- the map -------------------------------------------------------------------------------
 
 def build_register_map(params: BuildParams | None = None) -> RegisterMap:
-    """The anmf register map for ``params`` (default build if None)."""
+    """The anmf register map for ``params`` (the default build if None)."""
     params = params if params is not None else BuildParams()
     if not isinstance(params, BuildParams):
         raise ValueError(f"params must be a BuildParams, not {params!r}")
-    regs = RegisterMap("ANMF", params.as_dict())
+    _check_params(params)
+    regs = RegisterMap("ANMF", asdict(params))
     regs.add("ID", Identity(), offset=0x000)
     regs.add("VERSION", Version(), offset=0x004)
     regs.add("PARAMS_ARRAY", ArrayParams(params), offset=0x008)
@@ -248,19 +252,31 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
     regs.add("IRQ_ENABLE", IrqEnable(), offset=0x020)
     regs.add("IRQ_STATUS", IrqStatus(), offset=0x024)
     regs.add("TIMING", Timing(params), offset=0x030)
-    regs.add("ANALOG_SETTLE", AnalogSettle(), offset=0x034)
-    regs.add("WATCHDOG", Watchdog(), offset=0x038)
-    regs.add("PROGRAM_VERIFY", ProgramVerify(), offset=0x040)
-    regs.add("PROGRAM_AMPLITUDE", ProgramAmplitude(), offset=0x044)
-    regs.add("PROGRAM_PULSE", ProgramPulse(), offset=0x048)
-    regs.add("SOLVE_COUNT", _counter("SOLVE, SOLVE_FREE and MVM commands completed."), offset=0x050)
-    regs.add("PULSE_COUNT", _counter("Programming pulses fired."), offset=0x054)
-    regs.add("OVER_RANGE_COUNT", _counter("ADC readings flagged over range."), offset=0x058)
+    regs.add("DAC_SETTLE", Cycles(params, doc="DAC settling time.", reset=16,
+                                  field_doc="Cycles from LDAC to a settled DAC output."), offset=0x034)
+    regs.add("ANALOG_SETTLE", Cycles(params, doc="Closed-loop settling time before the first conversion.", reset=200,
+                                     field_doc="Cycles from closing the loop to the first ADC start: long enough "
+                                               "for the slowest eigenvalue of the active set."), offset=0x038)
+    regs.add("WATCHDOG", Cycles(params, doc="Bound on every wait for the analog side (it is never trusted to answer).",
+                                reset=16384,
+                                field_doc="Cycles an ADC conversion or a programming pulse may take before the "
+                                          "command ends with ADC_TIMEOUT or PROGRAM_TIMEOUT."), offset=0x03C)
+    regs.add("PROGRAM_TOLERANCE", ProgramTolerance(params), offset=0x040)
+    regs.add("PROGRAM_PULSES", ProgramPulses(params), offset=0x044)
+    regs.add("PROGRAM_AMPLITUDE", ProgramAmplitude(params), offset=0x048)
+    regs.add("PROGRAM_AMPLITUDE_MAX", ProgramAmplitudeMax(params), offset=0x04C)
+    regs.add("PROGRAM_PULSE", ProgramPulse(params), offset=0x050)
+    regs.add("SOLVE_COUNT", _counter("SOLVE, SOLVE_FREE and MVM commands completed."), offset=0x060)
+    regs.add("PULSE_COUNT", _counter("Programming pulses fired."), offset=0x064)
+    regs.add("OVER_RANGE_COUNT", _counter("ADC samples flagged over range; the controller may add a whole solve's "
+                                          "count at once.",
+                                          increment_width=bits_for(params.total_cols << params.avg_max_log2)),
+             offset=0x068)
     regs.add("FAILED_CELL_COUNT", _counter("Cells write-verify left out of tolerance (also set in FAULT_MAP)."),
-             offset=0x05C)
+             offset=0x06C)
 
     regs.add("RESULTS", MemoryWindow(
-        depth=params.columns, span=MAX_COLUMNS, access=Access.R, core=CoreAccess.WRITE,
+        depth=params.total_cols, span=MAX_COLUMNS, access=Access.R, core=CoreAccess.WRITE,
         fields={"code": (params.adc_bits, "Averaged ADC code."),
                 "over_range": (1, "A conversion behind this reading was over range: the code is clipped.")},
         doc="Readings of the last SOLVE, SOLVE_FREE or MVM (column c at index c, COLS + SPARE entries) or "
@@ -278,12 +294,12 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
     regs.add("FAULT_MAP", MemoryWindow(
         depth=params.rows, span=MAX_ROWS, access=Access.RW, core=CoreAccess.READ_WRITE,
         core_write_granularity=1,
-        fields={"cells": (params.columns, "Bit c set: cell (row, c) is faulty.")},
+        fields={"cells": (params.total_cols, "Bit c set: cell (row, c) is faulty.")},
         doc="One word per row: bit c marks cell (row, c) as failed or known bad. Write-verify sets bits; the "
             "host may write to preload known faults or clear the map (a write waits while the controller "
             "writes the same map)."), offset=0x2000)
     regs.add("TARGET", MemoryWindow(
-        depth=params.rows * params.columns, span=MAX_ROWS * MAX_COLUMNS, access=Access.RW, core=CoreAccess.READ,
+        depth=params.rows * params.total_cols, span=MAX_ROWS * MAX_COLUMNS, access=Access.RW, core=CoreAccess.READ,
         fields={"code": (params.adc_bits, "READ_CELL reading (ADC code) the cell should give.")},
         doc="Write-verify targets: cell (row, col) at index row * (COLS + SPARE) + col."), offset=0x20000)
     return regs
@@ -293,13 +309,13 @@ class ControllerRegisters(RegisterFile):
     """The anmf register file: the generic register bus in front, and on the core side one port per
     field, the buffers' memory ports, and ``irq`` (any IRQ_STATUS bit enabled in IRQ_ENABLE).
 
-    Parameters are the build parameters (see :class:`BuildParams`), validated with exact messages.
+    ``params`` are the shared build parameters (:class:`~.params.BuildParams`, defaults ROWS=64,
+    COLS=8, SPARE=2, DAC_BITS=10, ADC_BITS=10); the register map also needs ROWS <= 1024 and
+    COLS + SPARE <= 32.
     """
 
-    def __init__(self, *, rows: int = 64, cols: int = 8, spare: int = 2, dac_bits: int = 10, adc_bits: int = 10,
-                 avg_max_log2: int = 8) -> None:
-        self.params = BuildParams(rows=rows, cols=cols, spare=spare, dac_bits=dac_bits, adc_bits=adc_bits,
-                                  avg_max_log2=avg_max_log2)
+    def __init__(self, params: BuildParams | None = None) -> None:
+        self.params = params if params is not None else BuildParams()
         super().__init__(build_register_map(self.params), extra_members={"irq": Out(1)})
 
     def elaborate(self, platform: Any) -> Module:

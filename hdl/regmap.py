@@ -160,16 +160,20 @@ class ConstField(Field):
 class CounterField(Field):
     """A read-only event counter kept inside the register file.
 
-    The core pulses ``<field>_inc`` once per event; the count saturates at its maximum (a wrapped
-    counter would look small exactly when something went badly wrong) and is cleared by the W1S
-    field named in ``cleared_by`` (``"REGISTER.field"``).
+    The core adds ``<field>_inc`` (``increment_width`` bits; a 1-bit strobe by default) every
+    cycle; the count saturates at its maximum (a wrapped counter would look small exactly when
+    something went badly wrong) and is cleared by the W1S field named in ``cleared_by``
+    (``"REGISTER.field"``); a clear wins over an increment in the same cycle.
     """
 
-    def __init__(self, width: int, doc: str, *, cleared_by: str, at: int | None = None) -> None:
+    def __init__(self, width: int, doc: str, *, cleared_by: str, increment_width: int = 1,
+                 at: int | None = None) -> None:
         super().__init__(Access.R, width, doc, at=at)
         if not isinstance(cleared_by, str) or not re.fullmatch(r"[A-Z][A-Z0-9_]*\.[a-z][a-z0-9_]*", cleared_by):
             raise ValueError(f"counter cleared_by must name a strobe as 'REGISTER.field', not {cleared_by!r}")
+        _check_int(increment_width, "counter increment_width", 1, width)
         self.cleared_by = cleared_by
+        self.increment_width = increment_width
 
     @property
     def kind(self) -> str:
@@ -286,7 +290,7 @@ class Register:
             if field.kind == "constant":
                 continue
             if field.kind == "counter":
-                members[f"{name}_inc"] = In(1)
+                members[f"{name}_inc"] = In(field.increment_width)  # type: ignore[attr-defined]
             elif field.access is Access.R:
                 members[name] = In(field.shape)
             elif field.access in (Access.W, Access.RW):
@@ -368,12 +372,15 @@ class MemoryWindow:
         return ceil_log2(self.depth)
 
     @property
-    def shape(self) -> Shape | data.Layout:
-        """The element: plain bits for one field, a layout (``.code``, ``.over_range``...) for several."""
+    def shape(self) -> int | data.Layout:
+        """The element: an int width for one field, a layout (``.code``, ``.over_range``...) for several.
+
+        Fields packed from bit 0 give a ``StructLayout``, so the ports compare equal to the blocks'
+        own ``ReadPort``/``WritePort`` signatures and connect without glue.
+        """
         if len(self.fields) == 1:
-            return Shape(self.width)
-        return data.FlexibleLayout(self.width, {name: data.Field(Shape(f.width), f.shift)
-                                                for name, f in self.fields.items()})
+            return self.width
+        return data.StructLayout({name: f.width for name, f in self.fields.items()})
 
     @property
     def core_reads(self) -> bool:
@@ -619,29 +626,37 @@ class RegisterFile(wiring.Component):
         read_from = Signal(range(len(self.register_map.windows) + 1))  # 0: read_latch, k: k-th memory
         ack = Signal()
         err = Signal()
+        counters = {(e.name, name): Signal(f.width, name=f"{e.port_name}_{name}")
+                    for e in self.register_map.registers
+                    for name, f in e.item.fields.items() if f.field.kind == "counter"}  # type: ignore[union-attr]
+
+        # Address decode only; everything else is built outside the switch so that core-side
+        # connections do not depend on the bus address.
+        selected = {e.name: Signal(name=f"{e.port_name}_selected") for e in self.register_map}
+        with m.Switch(bus.addr):
+            for entry in self.register_map:
+                with m.Case(_pattern(entry.offset // WORD_BYTES, entry.span_words, addr_width)):
+                    m.d.comb += selected[entry.name].eq(1)
+
+        with m.If(bus.r_stb):
+            # Registers answer from read_latch; a memory window below points read_from at its port.
+            m.d.sync += [read_latch.eq(Mux(hit, read_word, 0)), read_from.eq(0)]
 
         memory_reads: list[tuple[int, Value]] = []
         pending_writes: list[tuple[Signal, Value]] = []  # (pending flag, core busy)
-
-        with m.If(bus.r_stb):
-            # Registers answer from read_latch; a memory window's case below points read_from at its port.
-            m.d.sync += [read_latch.eq(Mux(hit, read_word, 0)), read_from.eq(0)]
-
-        with m.Switch(bus.addr):
-            for entry in self.register_map:
-                word = entry.offset // WORD_BYTES
-                with m.Case(_pattern(word, entry.span_words, addr_width)):
-                    if entry.is_register:
-                        self._elaborate_register(m, entry, read_word, hit, refused_write)
-                    elif isinstance(entry.item, VectorWindow):
-                        self._elaborate_vector(m, entry, read_word, hit, written, lane_mask)
-                    else:
-                        source = len(memory_reads) + 1
-                        data_out, pending = self._elaborate_memory(m, entry, source, read_from, hit,
-                                                                   refused_write, stall)
-                        memory_reads.append((source, data_out))
-                        if pending is not None:
-                            pending_writes.append(pending)
+        for entry in self.register_map:
+            sel = selected[entry.name]
+            if entry.is_register:
+                self._elaborate_register(m, entry, sel, read_word, hit, refused_write, counters)
+            elif isinstance(entry.item, VectorWindow):
+                self._elaborate_vector(m, entry, sel, read_word, hit, written, lane_mask)
+            else:
+                source = len(memory_reads) + 1
+                data_out, pending = self._elaborate_memory(m, entry, sel, source, read_from, hit,
+                                                           refused_write, stall)
+                memory_reads.append((source, data_out))
+                if pending is not None:
+                    pending_writes.append(pending)
 
         m.d.sync += [ack.eq(0), err.eq(0)]
         with m.If((bus.r_stb | bus.w_stb) & ~stall):
@@ -655,87 +670,74 @@ class RegisterFile(wiring.Component):
         for source, data_out in memory_reads:
             with m.If(read_from == source):
                 m.d.comb += bus.r_data.eq(data_out)
-
-        self._elaborate_field_logic(m, written, lane_mask)
         return m
 
     # --- registers ---------------------------------------------------------------------------
 
-    def _elaborate_register(self, m: Module, entry: MapEntry, read_word: Signal, hit: Signal,
-                            refused_write: Signal) -> None:
+    def _elaborate_register(self, m: Module, entry: MapEntry, sel: Signal, read_word: Signal, hit: Signal,
+                            refused_write: Signal, counters: dict[tuple[str, str], Signal]) -> None:
+        """Read mux, and what a bus write and the core do to each field."""
         register: Register = entry.item  # type: ignore[assignment]
-        m.d.comb += [hit.eq(1), refused_write.eq(0 if register.writable else 1)]
-        for name, placed in register.fields.items():
-            value = self._read_value(entry, name, placed)
-            if value is not None:
-                m.d.comb += read_word[placed.shift:placed.msb + 1].eq(value)
-
-    def _read_value(self, entry: MapEntry, name: str, placed: PlacedField) -> Value | None:
-        field = placed.field
-        if not field.access.readable:
-            return None
-        if field.kind == "constant":
-            return Const(field.reset, field.width)
-        if field.kind == "counter":
-            return self._counter(entry, name)
-        return Value.cast(getattr(getattr(self, entry.port_name), name))
-
-    def _counter(self, entry: MapEntry, name: str) -> Signal:
-        counters = self.__dict__.setdefault("_counters", {})
-        key = (entry.name, name)
-        if key not in counters:
-            width = entry.item.fields[name].width  # type: ignore[union-attr]
-            counters[key] = Signal(width, name=f"{entry.port_name}_{name}")
-        return counters[key]
-
-    def _elaborate_field_logic(self, m: Module, written: Value, lane_mask: Value) -> None:
-        """Register storage, strobes and counters: what a bus write does, and what the core does."""
         bus = self.bus
-        for entry in self.register_map.registers:
-            register: Register = entry.item  # type: ignore[assignment]
-            selected = Signal(name=f"{entry.port_name}_written")
-            m.d.comb += selected.eq(bus.w_stb & (bus.addr == entry.offset // WORD_BYTES))
-            ports = getattr(self, entry.port_name, None)
-            for name, placed in register.fields.items():
-                field = placed.field
-                bits = slice(placed.shift, placed.msb + 1)
-                if field.kind == "counter":
-                    count = self._counter(entry, name)
-                    with m.If(self._strobe(field.cleared_by)):  # type: ignore[attr-defined]
-                        m.d.sync += count.eq(0)
-                    with m.Elif(getattr(ports, f"{name}_inc") & (count != (1 << field.width) - 1)):
-                        m.d.sync += count.eq(count + 1)
-                elif field.access in (Access.W, Access.RW):
-                    storage = Value.cast(getattr(ports, name))
-                    with m.If(selected):
-                        m.d.sync += storage.eq((storage & ~lane_mask[bits]) | written[bits])
-                elif field.access is Access.W1S:
-                    m.d.sync += getattr(ports, name).eq(Mux(selected, written[bits], 0))
-                elif field.access is Access.RW1C:
-                    storage = getattr(ports, name)
-                    clear = Mux(selected, written[bits], 0)
-                    m.d.sync += storage.eq((storage & ~clear) | getattr(ports, f"{name}_set"))
+        lane_mask = Cat(bus.w_strb[lane].replicate(8) for lane in range(WORD_BYTES))
+        written = bus.w_data & lane_mask
+        write = Signal(name=f"{entry.port_name}_written")
+        m.d.comb += write.eq(bus.w_stb & sel)
+        with m.If(sel):
+            m.d.comb += [hit.eq(1), refused_write.eq(0 if register.writable else 1)]
+        ports = getattr(self, entry.port_name, None)
+        for name, placed in register.fields.items():
+            field = placed.field
+            bits = slice(placed.shift, placed.msb + 1)
+            if field.kind == "constant":
+                value: Value | None = Const(field.reset, field.width)
+            elif field.kind == "counter":
+                value = count = counters[(entry.name, name)]
+                total = count + getattr(ports, f"{name}_inc")  # one bit wider: overflow shows
+                with m.If(self._strobe(field.cleared_by)):  # type: ignore[attr-defined]
+                    m.d.sync += count.eq(0)
+                with m.Else():
+                    m.d.sync += count.eq(Mux(total[field.width], (1 << field.width) - 1, total))
+            elif field.access in (Access.W, Access.RW):
+                storage = Value.cast(getattr(ports, name))
+                value = storage if field.access.readable else None
+                with m.If(write):
+                    m.d.sync += storage.eq((storage & ~lane_mask[bits]) | written[bits])
+            elif field.access is Access.W1S:
+                value = None
+                m.d.sync += getattr(ports, name).eq(Mux(write, written[bits], 0))
+            elif field.access is Access.RW1C:
+                value = storage = getattr(ports, name)
+                clear = Mux(write, written[bits], 0)
+                m.d.sync += storage.eq((storage & ~clear) | getattr(ports, f"{name}_set"))
+            else:  # R, driven by the core
+                value = Value.cast(getattr(ports, name))
+            if value is not None:
+                with m.If(sel):
+                    m.d.comb += read_word[bits].eq(value)
 
     # --- vector windows ----------------------------------------------------------------------
 
-    def _elaborate_vector(self, m: Module, entry: MapEntry, read_word: Signal, hit: Signal,
+    def _elaborate_vector(self, m: Module, entry: MapEntry, sel: Signal, read_word: Signal, hit: Signal,
                           written: Value, lane_mask: Value) -> None:
         vector: VectorWindow = entry.item  # type: ignore[assignment]
         bus = self.bus
         storage = getattr(self, entry.port_name)
         index = bus.addr[:ceil_log2(vector.span)] if vector.span > 1 else Const(0, 1)
-        with m.Switch(index):
-            for word in range(vector.depth):
-                low, high = word * DATA_WIDTH, min((word + 1) * DATA_WIDTH, vector.bits)
-                with m.Case(word):
-                    m.d.comb += [hit.eq(1), read_word.eq(storage[low:high])]
-                    with m.If(bus.w_stb):
-                        width = high - low
-                        m.d.sync += storage[low:high].eq((storage[low:high] & ~lane_mask[:width]) | written[:width])
+        with m.If(sel):
+            with m.Switch(index):
+                for word in range(vector.depth):
+                    low, high = word * DATA_WIDTH, min((word + 1) * DATA_WIDTH, vector.bits)
+                    with m.Case(word):
+                        m.d.comb += [hit.eq(1), read_word.eq(storage[low:high])]
+                        with m.If(bus.w_stb):
+                            width = high - low
+                            m.d.sync += storage[low:high].eq((storage[low:high] & ~lane_mask[:width])
+                                                             | written[:width])
 
     # --- memory windows ----------------------------------------------------------------------
 
-    def _elaborate_memory(self, m: Module, entry: MapEntry, source: int, read_from: Signal, hit: Signal,
+    def _elaborate_memory(self, m: Module, entry: MapEntry, sel: Signal, source: int, read_from: Signal, hit: Signal,
                           refused_write: Signal, stall: Signal) -> tuple[Value, tuple[Signal, Value] | None]:
         window: MemoryWindow = entry.item  # type: ignore[assignment]
         bus = self.bus
@@ -744,24 +746,23 @@ class RegisterFile(wiring.Component):
         m.submodules[f"{name}_memory"] = memory
         ports = getattr(self, name)
         index = bus.addr[:ceil_log2(window.span)] if window.span > 1 else Const(0, 1)
-        in_range = Signal(name=f"{name}_in_range")
-        m.d.comb += in_range.eq(index < window.depth)
+        mapped = Signal(name=f"{name}_mapped")
+        m.d.comb += mapped.eq(sel & (index < window.depth))
         # A partial write would need a read-modify-write of the element: refuse it instead.
         lanes_ok = bus.w_strb[:-(-window.width // 8)].all()
+        bus_writable = window.access is Access.RW
 
         bus_read = memory.read_port()
-        m.d.comb += [bus_read.addr.eq(index), bus_read.en.eq(0)]
-        with m.If(in_range):
-            m.d.comb += hit.eq(1)
+        m.d.comb += [bus_read.addr.eq(index), bus_read.en.eq(bus.r_stb & mapped)]
+        with m.If(mapped):
+            m.d.comb += [hit.eq(1), refused_write.eq(~lanes_ok if bus_writable else 1)]
             with m.If(bus.r_stb):
-                m.d.comb += bus_read.en.eq(1)
                 m.d.sync += read_from.eq(source)
-        m.d.comb += refused_write.eq(~lanes_ok if window.access is Access.RW else 1)
 
         pending_info: tuple[Signal, Value] | None = None
         bus_write_now = Signal(name=f"{name}_bus_write")
-        m.d.comb += bus_write_now.eq(bus.w_stb & in_range & lanes_ok & (window.access is Access.RW))
-        if window.access is Access.RW and window.core_writes:
+        m.d.comb += bus_write_now.eq(bus.w_stb & mapped & lanes_ok if bus_writable else 0)
+        if bus_writable and window.core_writes:
             # One write port shared by bus and core: the core wins, the bus write waits (held by the master).
             port = memory.write_port(granularity=window.core_write_granularity)
             core_busy = ports.write.en.any()
@@ -777,14 +778,13 @@ class RegisterFile(wiring.Component):
             ]
             pending_info = (pending, core_busy)
         else:
-            if window.access is Access.RW:
+            if bus_writable:
                 port = memory.write_port()
                 m.d.comb += [port.addr.eq(index), Value.cast(port.data).eq(bus.w_data[:window.width]),
                              port.en.eq(bus_write_now)]
             if window.core_writes:
-                core_port = memory.write_port(granularity=window.core_write_granularity)
-                wiring.connect(m, wiring.flipped(ports.write), core_port)
+                wiring.connect(m, wiring.flipped(ports.write), memory.write_port(
+                    granularity=window.core_write_granularity))
         if window.core_reads:
-            core_read = memory.read_port()
-            wiring.connect(m, wiring.flipped(ports.read), core_read)
+            wiring.connect(m, wiring.flipped(ports.read), memory.read_port())
         return Value.cast(bus_read.data), pending_info

@@ -113,15 +113,17 @@ def _cmd_factorize(args: argparse.Namespace) -> int:
 # --- regmap ------------------------------------------------------------------------------
 
 def _cmd_regmap(args: argparse.Namespace) -> int:
-    from anmf.hdl.registers import BuildParams, build_register_map
+    from anmf.hdl.params import BuildParams
+    from anmf.hdl.registers import build_register_map
     from anmf.hdl.regmap_export import render
 
     try:
-        params = BuildParams(rows=args.rows, cols=args.cols, spare=args.spare, dac_bits=args.dac_bits,
-                             adc_bits=args.adc_bits, avg_max_log2=args.avg_max_log2)
+        register_map = build_register_map(BuildParams(rows=args.rows, cols=args.cols, spare=args.spare,
+                                                      dac_bits=args.dac_bits, adc_bits=args.adc_bits,
+                                                      avg_max_log2=args.avg_max_log2))
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    text = render(build_register_map(params), args.format)
+    text = render(register_map, args.format)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(text)
