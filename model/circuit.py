@@ -35,7 +35,7 @@ import numpy as np
 import scipy.optimize
 from numpy.typing import ArrayLike, NDArray
 
-from .converters import _below_one, _non_negative, _positive, _real
+from .converters import _below_one, _non_negative, _positive
 from .nnls import nnls_gram
 
 __all__ = ["CircuitConfig", "NNLSCircuit", "Solution", "Transient", "MODES"]
@@ -323,9 +323,10 @@ class Transient:
             if math.isinf(phase.t_end):
                 slowest = phase.lam[phase.lam > 0].min(initial=math.inf)
                 if math.isinf(slowest):
-                    return math.inf
-                span = (math.log(np.abs(self._x0 - final).max() / band) + 10.0) / slowest
-                span = max(span, phase.horizon)
+                    span = 0.0      # nothing moves any more: only the phase start counts
+                else:
+                    span = (math.log(np.abs(self._x0 - final).max() / band) + 10.0) / slowest
+                    span = max(span, phase.horizon)
             else:
                 span = phase.t_end - phase.t_start
             tau = _time_grid(span, phase.lam)

@@ -344,6 +344,20 @@ def test_initial_state_is_honoured():
                                atol=1e-10)
 
 
+def test_outputs_that_end_clamped_settle_when_they_reach_the_clamp():
+    A = np.array([[1.0, 0.3], [0.2, 1.0], [0.5, 0.5]])
+    solution = make(IDEAL, 3, 2).solve(program(A), -np.ones(3), x0_v=np.array([0.3, 0.2]))
+    transient = solution.transient()
+    np.testing.assert_array_equal(solution.steady_state, 0.0)
+    assert solution.clamped.all() and transient.phases == 3
+    settle = solution.settle_time(1e-3)
+    # Inside the band (1e-3 of the 0.3 V initial error) just before the last clamp event.
+    assert 0.9 * transient.event_times_s[-1] < settle <= transient.event_times_s[-1]
+    assert np.abs(solution.state_at(settle)).max() == pytest.approx(0.3e-3, rel=1e-6)
+    assert solution.settle_time_estimate(1e-3) == 0.0
+    assert solution.state_at(0.5 * settle).max() > 0.0
+
+
 def test_batch_transients_have_a_trailing_time_axis():
     A, b = random_problem(8, 3, 17, rhs=2)
     solution = make(IDEAL, 8, 3).solve(program(A), b)
