@@ -25,7 +25,7 @@ end of the conversion): on expiry, or on ``abort`` in any busy state, the safe e
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Signal, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -170,8 +170,7 @@ class SolveSequencer(wiring.Component):
 
         # Validation of the start parameters, in the documented priority order.
         start_error = Signal(ErrorCode)
-        mode_ok = (self.mode == AFEMode.SOLVE) | (self.mode == AFEMode.SOLVE_FREE) | \
-                  (self.mode == AFEMode.MVM)
+        mode_ok = Cat(self.mode == mode for mode in SOLVE_MODES).any()
         with m.If(~mode_ok):
             m.d.comb += start_error.eq(ErrorCode.UNKNOWN_OPCODE)
         with m.Elif((self.row_mask == 0) | (self.col_mask == 0)):

@@ -183,7 +183,8 @@ def test_cycle_formula_by_hand_and_argument_checks():
         solve_cycles(rows=1, cols=2, avg_log2=1, dac_settle=2, analog_settle=3, adc_cycles=1)
 
 
-def run_script(avg_log2: int, cols, script) -> tuple[list, AFEStandIn, Outcome]:
+def run_script(avg_log2: int, cols, script) -> tuple[list[tuple[int, int]], int]:
+    """One solve whose ADC answers come from ``script``: (stored results, over-range count)."""
     bench = Bench(SMALL, [0] * SMALL.rows, script=script)
     results = []
 
