@@ -249,3 +249,9 @@ def test_safe_exit_zeroes_every_dac_then_loads_them():
     assert [(row, code) for _, row, code in afe.dac_writes] == [(r, 0) for r in range(16)]
     assert afe.ldac_cycles == [SMALL.rows + 1]
     assert not afe.dac_output.any()
+
+
+@pytest.mark.parametrize("width", [BuildParams().timer_bits, SMALL.timer_bits, 4])
+def test_watchdog_converts_to_verilog(width):
+    text = verilog.convert(Watchdog(width), name="watchdog")
+    assert f"input [{width - 1}:0] limit;" in text and "output expired;" in text
