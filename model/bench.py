@@ -1,7 +1,8 @@
 """`make bench-model`: NMF of scikit-image's `camera` by the reference solvers next to
 scikit-learn's NMF (coordinate descent, NNDSVDa), same rank and iteration count.
 
-Run as ``python -m anmf.model.bench [--rank K] [--iters T] [--repeats N] [--movielens FILE]``. Prints one
+Run as ``python -m anmf.model.bench [--rank K] [--iters T] [--repeats N] [--blas-threads N]
+[--movielens FILE]``. Prints one
 table row per entry of :func:`bench_rows`, then PASS/FAIL for "reference ANLS error <=
 scikit-learn error" and the time ratio; the exit status is 1 on FAIL.
 
@@ -186,13 +187,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--movielens", metavar="RATINGS",
                         help="also run masked ANLS (k=3, ridge 1) on this MovieLens ratings file "
                              "(u.data or ml-100k.inter) with a 20%% hold-out")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="BLAS threads for every solver (default 1: stable timings on a shared machine)")
     args = parser.parse_args(argv)
-    if args.rank < 1 or args.iters < 1 or args.repeats < 1:
-        parser.error("--rank, --iters and --repeats must be >= 1")
+    if min(args.rank, args.iters, args.repeats, args.blas_threads) < 1:
+        parser.error("--rank, --iters, --repeats and --blas-threads must be >= 1")
+    # threadpoolctl comes with scikit-learn, which this bench needs anyway.
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=args.blas_threads, user_api="blas"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     R = camera()
     case = BenchCase(R=R, rank=args.rank, iters=args.iters, repeats=args.repeats)
     print(f"camera {R.shape[0]}x{R.shape[1]} /255, rank {case.rank}, {case.iters} iterations, "
-          f"best of {case.repeats} runs, init nndsvda")
+          f"best of {case.repeats} runs, init nndsvda, {args.blas_threads} BLAS thread(s)")
     rows = bench_rows(case)
     print(format_table(rows))
     passed, text = verdict(rows)

@@ -327,6 +327,14 @@ def test_bench_rows_accept_an_extra_solver_and_judge_the_reference(digits: np.nd
         bench.bench_rows(case)
 
 
+def test_bench_main_prints_the_table_and_the_verdict(capsys) -> None:
+    assert bench.main(["--rank", "4", "--iters", "3", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "camera 512x512 /255, rank 4, 3 iterations" in out and "1 BLAS thread(s)" in out
+    assert bench.REFERENCE_ROW in out and bench.SKLEARN_ROW in out
+    assert "PASS: reference ANLS error" in out
+
+
 @pytest.mark.parametrize("header", ["", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"])
 def test_movielens_figures_from_a_ratings_file(tmp_path, header: str) -> None:
     """Both MovieLens layouts (u.data, RecBole's .inter with a header) on a small
