@@ -26,7 +26,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
 
-from .regmap import DATA_WIDTH, WORD_BYTES, RegisterBusSignature, RegisterFile, _check_int
+from .regmap import DATA_WIDTH, WORD_BYTES, RegisterBusSignature, RegisterFile, _check_int, discard_unbuilt
 
 __all__ = ["Response", "AXI4LiteSignature", "AXI4LiteSlave", "AXI4LiteRegisterFile"]
 
@@ -78,14 +78,18 @@ class AXI4LiteSlave(wiring.Component):
     """
 
     def __init__(self, *, bus_addr_width: int, addr_width: int | None = None) -> None:
-        _check_int(bus_addr_width, "bus_addr_width", 1, 30)
         word_bits = WORD_BYTES.bit_length() - 1
-        if addr_width is None:
-            addr_width = bus_addr_width + word_bits
-        if isinstance(addr_width, bool) or not isinstance(addr_width, int) or \
-                not bus_addr_width + word_bits <= addr_width <= 64:
-            raise ValueError(f"addr_width must be an integer from {bus_addr_width + word_bits} (the register bus "
-                             f"plus {word_bits} byte bits) to 64, not {addr_width!r}")
+        try:
+            _check_int(bus_addr_width, "bus_addr_width", 1, 30)
+            if addr_width is None:
+                addr_width = bus_addr_width + word_bits
+            if isinstance(addr_width, bool) or not isinstance(addr_width, int) or \
+                    not bus_addr_width + word_bits <= addr_width <= 64:
+                raise ValueError(f"addr_width must be an integer from {bus_addr_width + word_bits} (the register "
+                                 f"bus plus {word_bits} byte bits) to 64, not {addr_width!r}")
+        except ValueError:
+            discard_unbuilt(self)
+            raise
         self._word_bits = word_bits
         super().__init__({
             "axil": In(AXI4LiteSignature(addr_width=addr_width)),
@@ -173,6 +177,7 @@ class AXI4LiteRegisterFile(wiring.Component):
 
     def __init__(self, register_file: RegisterFile, *, addr_width: int | None = None) -> None:
         if not isinstance(register_file, RegisterFile):
+            discard_unbuilt(self)
             raise ValueError(f"register_file must be a RegisterFile, not {register_file!r}")
         self.register_file = register_file
         self._slave = AXI4LiteSlave(bus_addr_width=register_file.register_map.addr_width, addr_width=addr_width)

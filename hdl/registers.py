@@ -17,7 +17,7 @@ from amaranth.utils import bits_for
 from .codes import ErrorCode, Opcode
 from .params import BuildParams
 from .regmap import (Access, ConstField, CoreAccess, CounterField, Field, MemoryWindow, Register, RegisterFile,
-                     RegisterMap, VectorWindow)
+                     RegisterMap, VectorWindow, discard_unbuilt)
 
 __all__ = ["MAGIC", "VERSION", "MAX_ROWS", "MAX_COLUMNS", "build_register_map", "ControllerRegisters"]
 
@@ -316,7 +316,12 @@ class ControllerRegisters(RegisterFile):
 
     def __init__(self, params: BuildParams | None = None) -> None:
         self.params = params if params is not None else BuildParams()
-        super().__init__(build_register_map(self.params), extra_members={"irq": Out(1)})
+        try:
+            register_map = build_register_map(self.params)
+        except ValueError:
+            discard_unbuilt(self)
+            raise
+        super().__init__(register_map, extra_members={"irq": Out(1)})
 
     def elaborate(self, platform: Any) -> Module:
         m = super().elaborate(platform)

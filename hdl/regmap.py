@@ -42,7 +42,7 @@ from amaranth.utils import ceil_log2
 __all__ = [
     "DATA_WIDTH", "WORD_BYTES", "Access", "Field", "ConstField", "CounterField", "PlacedField",
     "Register", "MemoryWindow", "VectorWindow", "CoreAccess", "RegisterMap", "MapEntry",
-    "RegisterBusSignature", "RegisterFile",
+    "RegisterBusSignature", "RegisterFile", "discard_unbuilt",
 ]
 
 DATA_WIDTH = 32
@@ -537,6 +537,12 @@ class RegisterMap:
         return self.addr_width + ceil_log2(WORD_BYTES)
 
 
+def discard_unbuilt(component: object) -> None:
+    """Mark a component whose constructor is about to raise, so Amaranth does not warn that it was
+    never elaborated (the same flag Amaranth sets on its own discarded objects)."""
+    component._MustUse__silence = True  # type: ignore[attr-defined]
+
+
 class RegisterBusSignature(wiring.Signature):
     """The internal register bus, from the master's side (see the module doc for the handshake)."""
 
@@ -590,6 +596,7 @@ class RegisterFile(wiring.Component):
 
     def __init__(self, register_map: RegisterMap, *, extra_members: Mapping[str, wiring.Member] | None = None) -> None:
         if not isinstance(register_map, RegisterMap):
+            discard_unbuilt(self)
             raise ValueError(f"register_map must be a RegisterMap, not {register_map!r}")
         self.register_map = register_map
         members: dict[str, wiring.Member] = {"bus": In(RegisterBusSignature(addr_width=register_map.addr_width))}
@@ -603,6 +610,7 @@ class RegisterFile(wiring.Component):
                 members[entry.port_name] = Out(wiring.Signature(core))
         for name, member in (extra_members or {}).items():
             if name in members:
+                discard_unbuilt(self)
                 raise ValueError(f"extra member {name!r} collides with a register or window port")
             members[name] = member
         super().__init__(members)
