@@ -690,7 +690,8 @@ class RegisterFile(wiring.Component):
         lane_mask = Cat(bus.w_strb[lane].replicate(8) for lane in range(WORD_BYTES))
         written = bus.w_data & lane_mask
         write = Signal(name=f"{entry.port_name}_written")
-        m.d.comb += write.eq(bus.w_stb & sel)
+        if register.writable:  # a refused write must not reach the fields
+            m.d.comb += write.eq(bus.w_stb & sel)
         with m.If(sel):
             m.d.comb += [hit.eq(1), refused_write.eq(0 if register.writable else 1)]
         ports = getattr(self, entry.port_name, None)
