@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from anmf.model.metrics import relative_error
 from anmf.model.nnls import nnls_gram, nnls_gram_batched
 
 __all__ = ["NMFResult", "METHODS", "INITS", "factorize", "anls", "hals", "mu", "initialize"]

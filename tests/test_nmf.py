@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 import scipy.optimize
 from sklearn.datasets import load_digits
 from sklearn.decomposition import NMF
@@ -14,6 +15,14 @@ from sklearn.decomposition._nmf import _initialize_nmf
 from anmf.model import bench
 from anmf.model.metrics import mae, psnr_db, relative_error, rmse
 from anmf.model.nmf import NMFResult, anls, factorize, hals, initialize, mu
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_blas_thread():
+    """On the shared 2-core machine a multi-threaded BLAS waiting for a busy core makes
+    small products 100x slower; one thread keeps these tests fast and steady."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 import scipy.optimize
 
 from anmf.model.nnls import nnls, nnls_gram, nnls_gram_batched
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_blas_thread():
+    """On the shared 2-core machine a multi-threaded BLAS waiting for a busy core makes
+    small products 100x slower; one thread keeps these tests fast and steady."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _scipy_columns(A: np.ndarray, B: np.ndarray) -> np.ndarray:
