@@ -87,6 +87,12 @@ class CircuitConfig:
     g_unit_s: float = (35.0e-6 - 0.5e-6) / 7
     #: Conductance that stands for A = 0 (S), subtracted by the compensation (HRS level).
     g_offset_s: float = 0.5e-6
+    #: Input branch conductance as a multiple of g_unit_s (the DAC drives each row through
+    #: input_gain * g_unit_s): the closed-loop gain from v to x, so x [V] solves
+    #: A x ~ input_gain * v. A gain above 1 lets small solutions use the ADC range.
+    #: Assumption: 16 puts typical NMF solutions of a 64-row array in the ADC range
+    #: (measured: docs/model-circuit.md); the controller halves inputs on over-range.
+    input_gain: float = 16.0
     #: Row transimpedance amplifiers' feedback conductance (S). Equal to g_unit_s, the row
     #: outputs carry the residual in volts.
     row_feedback_s: float = (35.0e-6 - 0.5e-6) / 7
@@ -99,6 +105,7 @@ class CircuitConfig:
         _non_negative(self, "clamp_v")
         _below_one(self, "compensation_mismatch")
         _positive(self, "g_unit_s")
+        _positive(self, "input_gain")
         _non_negative(self, "g_offset_s")
         _positive(self, "row_feedback_s")
         if not self.clamp_v < self.rail_v:
@@ -111,7 +118,7 @@ class CircuitConfig:
         """Infinite gain, no offsets, no mismatch, no rails, exact clamp (the GBW is kept,
         so transients keep their realistic time scale)."""
         return cls(opamp_gain=math.inf, offset_std_v=0.0, rail_v=math.inf, clamp_v=0.0,
-                   compensation_mismatch=0.0)
+                   compensation_mismatch=0.0, input_gain=1.0)
 
     @classmethod
     def pessimistic(cls) -> "CircuitConfig":
@@ -652,13 +659,14 @@ class NNLSCircuit:
         X0 = self._initial_state(x0_v, V.shape[1], cols_on, lower, upper, one_rhs)
 
         g, g_f = c.g_unit_s, c.row_feedback_s
+        g_in = c.input_gain * g
         G_on = G[np.ix_(rows_on, cols_on)]
         T = G_on.sum(axis=0)
         if np.any(T <= 0.0):
             raise ValueError("every enabled column needs a non-zero conductance on an enabled "
                              "row (its summing node would float)")
         M = G_on - self.reference_conductance_s[cols_on][None, :]
-        noise_gain = 1.0 + (G_on.sum(axis=1) + g) / g_f
+        noise_gain = 1.0 + (G_on.sum(axis=1) + g_in) / g_f
         row_offset_out = noise_gain * self.row_offset_v[rows_on]
         V_on = V[rows_on]
 
@@ -666,11 +674,11 @@ class NNLSCircuit:
         gram = (M.T @ M + np.diag(g_f * T / c.opamp_gain)) / g**2
         gram = 0.5 * (gram + gram.T)
         offset_drive = g_f * (M.T @ row_offset_out - T * self.column_offset_v[cols_on])
-        drive = (g * (M.T @ V_on) + offset_drive[:, None]) / g**2
+        drive = (g_in * (M.T @ V_on) + offset_drive[:, None]) / g**2
         rates = 2.0 * math.pi * c.gbw_hz * g**2 / (g_f * T)
 
         steady = _solve_box_qp(gram, drive, lower, upper)
-        row_out = -(M @ steady - g * V_on) / g_f + row_offset_out[:, None]
+        row_out = -(M @ steady - g_in * V_on) / g_f + row_offset_out[:, None]
         return Solution(mode=mode, cols=self.cols, col_index=cols_on, rows=self.rows,
                         row_index=rows_on, gram=gram, drive=drive, rates_per_s=rates,
                         lower_v=lower, upper_v=upper, x0_v=X0, steady=steady,

@@ -24,7 +24,7 @@ from typing import Any
 from .circuit import CircuitConfig
 from .converters import ADCConfig, DACConfig
 from .crossbar import CrossbarConfig
-from .device import DeviceConfig
+from .device import DeviceConfig, WriteVerifyConfig
 
 __all__ = ["AFEConfig", "PRESETS", "ConfigError", "preset", "load_config", "resolve_afe"]
 
@@ -44,6 +44,11 @@ class AFEConfig:
     circuit: CircuitConfig = field(default_factory=CircuitConfig)
     dac: DACConfig = field(default_factory=DACConfig)
     adc: ADCConfig = field(default_factory=ADCConfig)
+    #: Write-verify parameters the controller uses to program the crossbar.
+    programming: WriteVerifyConfig = field(default_factory=WriteVerifyConfig)
+    #: True: cells are set to their targets exactly (an oracle programmer, for the ``ideal``
+    #: preset); False: write-verify through the device model.
+    exact_programming: bool = False
 
     def replace(self, **changes: Any) -> "AFEConfig":
         return dataclasses.replace(self, **changes)
@@ -58,14 +63,16 @@ _SECTIONS: dict[str, type] = {
     "circuit": CircuitConfig,
     "dac": DACConfig,
     "adc": ADCConfig,
+    "programming": WriteVerifyConfig,
 }
 
 
 def _build(name: str, variant: str) -> AFEConfig:
     parts = {}
     for section, cls in _SECTIONS.items():
-        parts[section] = cls() if variant == "default" else getattr(cls, variant)()
-    return AFEConfig(name=name, **parts)
+        make = getattr(cls, variant, None) if variant != "default" else None
+        parts[section] = make() if make is not None else cls()
+    return AFEConfig(name=name, exact_programming=(variant == "ideal"), **parts)
 
 
 #: Preset name -> which constructor of every block's config it uses.
@@ -105,6 +112,11 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> AFEConf
     if not isinstance(base, str):
         raise ConfigError(f"{source}: 'preset' must be a string naming one of {', '.join(PRESETS)}")
     config = preset(base).replace(name=Path(source).stem if source != "<dict>" else base)
+    if "exact_programming" in data:
+        exact = data.pop("exact_programming")
+        if not isinstance(exact, bool):
+            raise ConfigError(f"{source}: 'exact_programming' must be true or false, got {exact!r}")
+        config = config.replace(exact_programming=exact)
     if "seed" in data:
         seed = data.pop("seed")
         if not isinstance(seed, int) or seed < 0:
@@ -114,7 +126,7 @@ def config_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> AFEConf
     for section, values in data.items():
         if section not in _SECTIONS:
             raise ConfigError(
-                f"{source}: unknown section [{section}]; accepted: preset, seed, "
+                f"{source}: unknown section [{section}]; accepted: preset, seed, exact_programming, "
                 + ", ".join(f"[{s}]" for s in _SECTIONS)
             )
         if not isinstance(values, dict):

@@ -50,7 +50,7 @@ def row_outputs(circuit, G, v, x):
     sum_j G_ij (x_j - u) - sum_j gref_j x_j + g (-v - u) + g_f (v_r - u) = 0."""
     c, M, S, T = _nodes(circuit, G)
     u = circuit.row_offset_v
-    return (u * (S + c.g_unit_s + c.row_feedback_s) + c.g_unit_s * v - M @ x) / c.row_feedback_s
+    return (u * (S + c.input_gain * c.g_unit_s + c.row_feedback_s) + c.input_gain * c.g_unit_s * v - M @ x) / c.row_feedback_s
 
 
 def netlist_derivative(circuit, G, v, x):
@@ -70,7 +70,7 @@ def netlist_steady_state(circuit, G, v):
     u, w = circuit.row_offset_v, circuit.column_offset_v
     system = np.block([[M, c.row_feedback_s * np.eye(m)],
                        [-np.diag(T / c.opamp_gain), M.T]])
-    rhs = np.concatenate([u * (S + c.g_unit_s + c.row_feedback_s) + c.g_unit_s * v, T * w])
+    rhs = np.concatenate([u * (S + c.input_gain * c.g_unit_s + c.row_feedback_s) + c.input_gain * c.g_unit_s * v, T * w])
     return np.linalg.solve(system, rhs)[:k]
 
 
@@ -398,7 +398,7 @@ def test_settle_time_is_of_the_published_order_with_the_realistic_preset():
     """64 x 8 array, random 3-bit levels, 10 MHz op-amps: a few hundred ns at most."""
     config = CircuitConfig()
     A = rng(18).integers(0, 8, (64, 8)).astype(float)
-    b = A @ rng(19).uniform(0, 0.1, 8)
+    b = A @ rng(19).uniform(0, 0.1, 8) / config.input_gain
     solution = make(config, 64, 8).solve(program(A, config), b)
     settle = solution.settle_time(2.0 ** -10)
     assert 10e-9 < settle < 1e-6
@@ -453,10 +453,18 @@ def test_compensation_mismatch_solves_the_miscompensated_matrix():
 
 
 def test_same_seed_same_result():
-    config = CircuitConfig.pessimistic()
+    config = CircuitConfig.pessimistic().replace(input_gain=1.0)
     A, b = random_problem(10, 3, 23)
     first = make(config, 10, 3, seed=5).solve(program(A, config), b).steady_state
     again = make(config, 10, 3, seed=5).solve(program(A, config), b).steady_state
     other = make(config, 10, 3, seed=6).solve(program(A, config), b).steady_state
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).max() > 1e-6
+
+
+def test_input_gain_scales_the_solution():
+    """The input branch conductance input_gain * g_unit multiplies x: A x ~ input_gain * v."""
+    A, b = random_problem(20, 4, 31)
+    unity = make(IDEAL, 20, 4).solve(program(A), b, mode="free").steady_state
+    gained = make(IDEAL.replace(input_gain=8.0), 20, 4).solve(program(A), b, mode="free").steady_state
+    np.testing.assert_allclose(gained, 8.0 * unity, rtol=1e-9)

@@ -1,0 +1,211 @@
+"""The functional chip model: ANLS where every NNLS goes through the DACs, the closed-loop
+circuit and the ADCs of a configured analog front end.
+
+One H-step (the W-step is the same with H^T and R^T):
+
+1. Block floating point for the stored factor: ``A_s = A * 2**-e_A`` with the smallest
+   power-of-two exponent that fits ``max(A_s) <= a_max = (g_max - g_offset) / g_unit``;
+   the cells are programmed to ``G = g_offset + A_s * g_unit`` (write-verify through the
+   device model, or exactly with ``exact_programming``).
+2. Each right-hand side ``b_j`` gets its own exponent ``e_j`` so that ``b_j * 2**-e_j``
+   fits the DAC's positive full scale; the DAC turns it into row voltages with its
+   offsets, gain errors and INL.
+3. The circuit settles (its steady state, with finite gain, offsets, clamp, rails and
+   compensation mismatch) on the crossbar's effective conductances (IR drop included).
+4. The ADC converts every output. A column with an over-range sample is solved again
+   with its input halved (``e_j + 1``), at most ``max_range_retries`` times (the
+   controller's over-range auto-scaling). ``x_j * 2**(e_j - e_A)`` is the solution.
+
+The array is sized to the problem (one crossbar of m x k cells): tiling onto a fixed
+ROWS x COLS array is the host driver's job, not this model's.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .circuit import NNLSCircuit
+from .config import AFEConfig, resolve_afe
+from .converters import ADC, DAC
+from .crossbar import Crossbar
+from .device import write_verify
+from .metrics import relative_error
+from .nmf import NMFResult, initialize
+
+__all__ = ["ChipModel", "SolveStats", "ChipNMFResult"]
+
+#: Fraction of the DAC's positive full scale a right-hand side is scaled to.
+INPUT_HEADROOM = 0.9
+
+
+@dataclass
+class SolveStats:
+    """Counters over the solves of one model instance (what the controller's counters count)."""
+
+    solves: int = 0
+    over_range_retries: int = 0
+    unresolved_over_range: int = 0
+    programmed_cells: int = 0
+    pulses: int = 0
+    failed_cells: int = 0
+    analog_settle_s: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ChipNMFResult(NMFResult):
+    """NMFResult plus the analog counters of the run."""
+
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def column_exponents(A: np.ndarray, limit: float) -> np.ndarray:
+    """Per column, the smallest integer e with max(A[:, c]) * 2**-e <= limit (0 for a zero
+    column): block floating point with one power-of-two exponent per column."""
+    peaks = A.max(axis=0, initial=0.0)
+    exponent = np.zeros(A.shape[1], dtype=np.int64)
+    nonzero = peaks > 0
+    exponent[nonzero] = np.ceil(np.log2(peaks[nonzero] / limit)).astype(np.int64)
+    return exponent
+
+
+class ChipModel:
+    """ANLS through the analog front end ``afe`` (a preset name, TOML path or AFEConfig)."""
+
+    def __init__(self, afe: AFEConfig | str = "rram-3bit", *, max_range_retries: int = 8):
+        self.afe = resolve_afe(afe)
+        if not isinstance(max_range_retries, int) or max_range_retries < 0:
+            raise ValueError(f"max_range_retries must be an integer >= 0; got {max_range_retries!r}")
+        self.max_range_retries = max_range_retries
+        self.rng = np.random.default_rng(self.afe.seed)
+        self.stats = SolveStats()
+        circuit = self.afe.circuit
+        self.a_max = (self.afe.device.g_max_s - circuit.g_offset_s) / circuit.g_unit_s
+        if self.a_max <= 0:
+            raise ValueError("the device's g_max_s must exceed the circuit's g_offset_s")
+        # One set of converters per chip: channels are drawn once, like silicon.
+        self._dac: DAC | None = None
+        self._adc: ADC | None = None
+
+    # -- converters sized on first use (per-channel errors are drawn once) ----------------
+    def _converters(self, rows: int, cols: int) -> tuple[DAC, ADC]:
+        if self._dac is None or self._dac.channels < rows:
+            self._dac = DAC(rows, self.afe.dac, self.rng)
+        if self._adc is None or self._adc.channels < cols:
+            self._adc = ADC(cols, self.afe.adc, self.rng)
+        return self._dac, self._adc
+
+    def program(self, A: np.ndarray) -> tuple[Crossbar, np.ndarray]:
+        """Program A (m x k, >= 0) into a fresh crossbar; returns it and the per-column
+        exponents e_c (A_s[:, c] = A[:, c] * 2**-e_c, max(A_s[:, c]) <= a_max)."""
+        A = np.asarray(A, dtype=np.float64)
+        m, k = A.shape
+        exponent = column_exponents(A, self.a_max)
+        scaled = np.clip(A * np.exp2(-exponent), 0.0, self.a_max)
+        circuit = self.afe.circuit
+        target = circuit.g_offset_s + scaled * circuit.g_unit_s
+        physical = self.afe.crossbar
+        # The exact nodal IR-drop solve is done for arrays that fit the configured crossbar;
+        # a larger (unphysical, untiled) array is modelled without wire resistance.
+        fits = m <= physical.rows and k <= physical.cols + physical.spare
+        self.ir_drop_modelled = bool(physical.ir_drop and fits)
+        crossbar = Crossbar(physical.replace(rows=m, cols=k, spare=0, ir_drop=self.ir_drop_modelled),
+                            self.afe.device, self.rng)
+        if self.afe.exact_programming:
+            crossbar.set_conductance(target)
+        else:
+            p = self.afe.programming
+            result = write_verify(crossbar, target, tolerance_s=p.tolerance_s, max_pulses=p.max_pulses,
+                                  amplitude_start_v=p.amplitude_start_v, amplitude_step_v=p.amplitude_step_v,
+                                  amplitude_max_v=p.amplitude_max_v, width_s=p.width_s,
+                                  reads_per_verify=p.reads_per_verify)
+            self.stats.pulses += int(result.pulses.sum())
+            self.stats.failed_cells += int(result.failed.sum())
+        self.stats.programmed_cells += m * k
+        return crossbar, exponent
+
+    def solve(self, A: np.ndarray, B: np.ndarray, *, mode: str = "clamped") -> np.ndarray:
+        """X (k x n) with each column the analog solution of min ||A x - b_j||, x >= 0."""
+        A = np.asarray(A, dtype=np.float64)
+        B = np.asarray(B, dtype=np.float64)
+        if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[0]:
+            raise ValueError(f"A (m, k) and B (m, n) must share m; got {A.shape} and {B.shape}")
+        crossbar, exp_a = self.program(A)
+        return self._solve_programmed(crossbar, exp_a, B, mode, live_columns=A.max(axis=0) > 0)
+
+    def _solve_programmed(self, crossbar: Crossbar, exp_a: np.ndarray, B: np.ndarray, mode: str,
+                          live_columns: np.ndarray) -> np.ndarray:
+        m, k = crossbar.shape
+        n = B.shape[1]
+        dac, adc = self._converters(m, k)
+        circuit = self._circuit(m, k)
+        # A factor column that is all zero stands for a dead component: its op-amp is switched
+        # off (col_enable 0) and its output is 0, instead of amplifying the compensation error.
+        col_on = live_columns
+        G = crossbar.effective_conductance_s()
+        full_scale = INPUT_HEADROOM * max(dac.config.v_max_v, 0.0)
+        if full_scale <= 0:
+            raise ValueError("the DAC range must include positive voltages to drive non-negative inputs")
+        exp_b = column_exponents(np.abs(B), full_scale)
+        row_channels = np.arange(m)[:, None]
+        col_channels = np.arange(k)[:, None]
+        settle_tol = 2.0 ** -(adc.bits or 24)
+        X = np.zeros((k, n))
+        todo = np.arange(n)
+        # Clamped outputs may sit a diode drop below 0 V; the digital side floors them at 0.
+        floor = 0.0 if mode == "clamped" else -np.inf
+        for attempt in range(self.max_range_retries + 1):
+            codes = dac.code_for(B[:, todo] * np.exp2(-exp_b[todo]))
+            solution = circuit.solve(G, dac.voltage(codes, channels=row_channels), col_enable=col_on, mode=mode)
+            self.stats.solves += todo.size
+            settle = np.asarray(solution.settle_time_estimate(settle_tol))
+            self.stats.analog_settle_s += float(settle[np.isfinite(settle)].sum())
+            x_codes, over = adc.convert(solution.steady_state, channels=col_channels)
+            x_volts = np.maximum(adc.voltage_of(x_codes), floor)
+            bad = over.any(axis=0)
+            good = ~bad
+            X[:, todo[good]] = x_volts[:, good] * self._unscale(exp_b[todo[good]], exp_a)
+            if not bad.any():
+                return X
+            if attempt == self.max_range_retries:
+                self.stats.unresolved_over_range += int(bad.sum())
+                X[:, todo[bad]] = x_volts[:, bad] * self._unscale(exp_b[todo[bad]], exp_a)
+                return X
+            self.stats.over_range_retries += int(bad.sum())
+            todo = todo[bad]
+            exp_b[todo] += 1
+        return X
+
+    def _unscale(self, exp_b: np.ndarray, exp_a: np.ndarray) -> np.ndarray:
+        # A_s x = gain * v with A_s = A diag(2^-e_c), v = b 2^-e_b  =>  h_c = x_c 2^(e_b - e_c) / gain
+        return np.exp2(exp_b[None, :] - exp_a[:, None]) / self.afe.circuit.input_gain
+
+    def _circuit(self, m: int, k: int) -> NNLSCircuit:
+        # Op-amp offsets and compensation references are drawn once per array size, like silicon.
+        cache = self.__dict__.setdefault("_circuit_cache", {})
+        if (m, k) not in cache:
+            cache[(m, k)] = NNLSCircuit(self.afe.circuit, m, k, self.rng)
+        return cache[(m, k)]
+
+    def factorize(self, R: np.ndarray, k: int, *, iters: int, seed: int = 0,
+                  init: str | tuple[np.ndarray, np.ndarray] = "nndsvda") -> ChipNMFResult:
+        """ANLS on the chip: H-step then W-step per iteration, every NNLS analog."""
+        start = time.perf_counter()
+        R = np.asarray(R, dtype=np.float64)
+        if isinstance(init, tuple):
+            W, H = (np.array(a, dtype=np.float64) for a in init)
+        else:
+            W, H = initialize(R, k, init, seed)
+        initial_error = relative_error(R, W, H)
+        errors = []
+        for _ in range(iters):
+            H = self.solve(W, R)
+            W = self.solve(H.T, R.T).T
+            errors.append(relative_error(R, W, H))
+        return ChipNMFResult(W=W, H=H, errors=np.array(errors), initial_error=initial_error,
+                             iterations=iters, seconds=time.perf_counter() - start, method="anls",
+                             stats=self.stats.as_dict())
