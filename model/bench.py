@@ -86,12 +86,27 @@ def _reference_row(method: str, name: str) -> Callable[[BenchCase], dict]:
     return row
 
 
+def _chip_row(afe: str) -> Callable[[BenchCase], dict]:
+    def row(case: BenchCase) -> dict:
+        from anmf.model.chip import ChipModel
+
+        # One run: the model is slow enough that the spread of repeats does not matter.
+        result = ChipModel(afe).factorize(case.R, case.rank, iters=case.iters)
+        return _row(case, f"chip model ({afe})", result.W, result.H, result.seconds)
+
+    row.__name__ = f"chip_row_{afe}"
+    row.__doc__ = f"anmf.model.chip.ChipModel({afe!r}).factorize, init nndsvda (one run)."
+    return row
+
+
 #: The table, in order. Append a function ``BenchCase -> row dict`` to add a solver.
 ROW_FUNCTIONS: list[Callable[[BenchCase], dict]] = [
     sklearn_row,
     _reference_row("anls", REFERENCE_ROW),
     _reference_row("hals", "reference HALS"),
     _reference_row("mu", "reference MU"),
+    _chip_row("ideal"),
+    _chip_row("rram-3bit"),
 ]
 
 

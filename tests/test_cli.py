@@ -111,3 +111,14 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
     proc = subprocess.run([exe, "factorize", str(bad), "--rank", "1"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("anmf: error:") and "Traceback" not in proc.stderr
+
+
+def test_demo_writes_summary(tmp_path: Path, capsys) -> None:
+    code, stdout, _ = run(["demo", "--out", str(tmp_path)], capsys)
+    assert code == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("rel_error_chip", "rel_error_reference", "rel_error_chip_ideal", "seconds", "shape"):
+        assert key in summary, f"summary.json lacks {key!r}"
+    assert summary["shape"] == [64, 64]
+    assert abs(summary["rel_error_chip_ideal"] - summary["rel_error_reference"]) <= 1e-6 * summary["rel_error_reference"]
+    assert "chip model (rram-3bit)" in stdout

@@ -110,6 +110,15 @@ def _cmd_factorize(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- demo --------------------------------------------------------------------------------
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, seed=args.seed)
+    return 0
+
+
 # --- regmap ------------------------------------------------------------------------------
 
 def _cmd_regmap(args: argparse.Namespace) -> int:
@@ -148,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out", help="folder for W.npy and H.npy (default out/)")
     p.add_argument("--json", help="write a JSON summary to this file")
     p.set_defaults(func=_cmd_factorize)
+
+    p = sub.add_parser("demo", help="run the bundled default (camera crop) on the reference and the chip model")
+    p.add_argument("--out", default="out", help="folder for summary.json (default out/)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("regmap", help="register map as markdown, JSON or a C header")
     p.add_argument("--format", choices=("md", "json", "c"), default="md", help="output format (default md)")
