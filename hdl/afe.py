@@ -7,7 +7,9 @@ with widths and directions. docs/afe-interface.md gives the semantics and timing
 
 Idle convention: every controller-driven member is 0 while a block is idle (mode IDLE,
 loop open, strobes low, switches open, DAC bus quiet), so the controller may combine the
-blocks' AFE outputs by OR-ing them (or muxing on ``busy``) without extra gating.
+blocks' AFE outputs by OR-ing them (or muxing on ``busy``) without extra gating. (The DACs
+themselves are left at the zero-volt code ``BuildParams.dac_zero_code``, not at code 0: the
+codes are offset binary.)
 """
 from __future__ import annotations
 
@@ -153,14 +155,16 @@ def emit_safe_exit(m: Module, afe: wiring.PureInterface, params: BuildParams, *,
                    then: str) -> None:
     """Add the safe-exit states to the FSM being built in ``m`` (call inside ``m.FSM()``).
 
-    Entering :data:`SAFE_EXIT_STATE` writes 0 into every row DAC (all of them: an abort may
-    come after a partial load), then pulses ``dac_ldac``, then goes to ``then``. Mode,
+    Entering :data:`SAFE_EXIT_STATE` writes the zero-volt code ``params.dac_zero_code`` into
+    every row DAC (all of them: an abort may come after a partial load), then pulses
+    ``dac_ldac``, then goes to ``then``. Mode,
     loop, switches and strobes stay at their idle value 0 throughout, so the loop is open
     and the AFE idle from the first safe-exit cycle. Lasts ``rows + 1`` cycles.
     """
     zero_row = Signal(range(params.rows), name="safe_exit_row")
     with m.State(SAFE_EXIT_STATE):
-        m.d.comb += [afe.dac_we.eq(1), afe.dac_addr.eq(zero_row), afe.dac_data.eq(0)]
+        m.d.comb += [afe.dac_we.eq(1), afe.dac_addr.eq(zero_row),
+                     afe.dac_data.eq(params.dac_zero_code)]
         m.d.sync += zero_row.eq(zero_row + 1)
         with m.If(zero_row == params.rows - 1):
             m.d.sync += zero_row.eq(0)

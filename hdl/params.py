@@ -39,7 +39,10 @@ class BuildParams:
         Crossbar rows (one DAC each), solution columns, and spare columns for repair.
         The AFE has ``cols + spare`` physical columns (``total_cols``).
     dac_bits, adc_bits
-        Converter resolutions (straight binary codes).
+        Converter resolutions. Codes are offset binary over a bipolar range: code
+        ``2**(bits-1)`` is 0 V (``dac_zero_code``), 0 the most negative and ``2**bits - 1``
+        the most positive voltage (the analog model's converters: -1 V to +1 V,
+        lsb = 2 V / 2**bits).
     avg_max_log2
         Largest ADC averaging exponent: up to ``2**avg_max_log2`` samples per result.
     timer_bits
@@ -77,6 +80,11 @@ class BuildParams:
     def total_cols(self) -> int:
         """Physical AFE columns: solution columns plus spares."""
         return self.cols + self.spare
+
+    @property
+    def dac_zero_code(self) -> int:
+        """DAC code of 0 V (offset binary): what every block leaves in the DACs, the safe state."""
+        return 1 << (self.dac_bits - 1)
 
     @property
     def row_addr_bits(self) -> int:

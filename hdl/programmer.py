@@ -13,15 +13,17 @@ Per cell (the algorithm of ``model.device.write_verify``, in ADC codes):
 4. mode PROGRAM, one ``prog_fire`` with the polarity, amplitude and ``pulse_width``; wait
    for ``prog_done``; count the pulse; go to 1.
 
-A programmed cell's pass (0) or fail (1) goes into the fault map (one bit per cell,
-address ``row * total_cols + col``, the same as the target buffer), so the map shows
-the outcome of the last programming of each cell. PROGRAM_MATRIX visits every enabled
+A programmed cell's pass (0) or fail (1) goes into the fault map, so the map shows the
+outcome of the last programming of each cell. The fault map has the host's layout (the
+FAULT_MAP register window): one ``total_cols``-bit word per row, bit c = column c, written
+with one write enable per bit, so the programmer sets or clears a single cell's bit without
+a read-modify-write. PROGRAM_MATRIX visits every enabled
 row x enabled column, row by row, lowest first. A program command ends with
 CELLS_FAILED when any cell failed (``failed_count``), else NONE.
 
 Every ADC wait and every pulse is bounded by ``watchdog_limit`` cycles; timeout
 (ADC_TIMEOUT, PROGRAM_TIMEOUT) or ``abort`` (ABORTED) takes the safe exit: mode IDLE,
-loop open, every DAC written 0 and applied, then done.
+loop open, every DAC written the zero-volt code and applied, then done.
 """
 from __future__ import annotations
 
@@ -54,9 +56,11 @@ class WriteVerifyProgrammer(wiring.Component):
     ``row_mask``, ``col_mask``, ``tolerance`` (codes), ``amp_start``, ``amp_step``,
     ``amp_max`` (amplitude codes), ``pulse_width``, ``pulse_budget`` (pulses per cell),
     ``avg_log2``, ``read_settle``, ``watchdog_limit`` (cycles); ``target`` (read port, cell
-    address, target codes), ``fault_map`` (write port, cell address, 1 bit);
-    ``read_code``/``read_over_range`` (last averaged read), ``pulse_count`` (pulses of the
-    last command), ``failed_count`` (cells failed by the last command); ``afe``.
+    address ``row * total_cols + col``, target codes), ``fault_map`` (write port, address =
+    row, ``total_cols`` bits with a write enable per bit); ``read_code``/``read_over_range``
+    (last averaged read), ``pulse_count`` (pulses of the last command), ``failed_count``
+    (cells failed by the last command), ``over_range_sample`` (high in each cycle a sample
+    flagged ``adc_ovr`` is accumulated, for the controller's counter); ``afe``.
 
     Errors, checked in this order at start (nothing else happens then): command 3 ->
     UNKNOWN_OPCODE; READ_CELL/PROGRAM_CELL with cell_row >= rows or cell_col >= total_cols,
@@ -94,11 +98,13 @@ class WriteVerifyProgrammer(wiring.Component):
             "watchdog_limit": In(p.timer_bits),
             "target": In(memory.ReadPort.Signature(addr_width=p.cell_addr_bits,
                                                    shape=p.adc_bits)),
-            "fault_map": In(memory.WritePort.Signature(addr_width=p.cell_addr_bits, shape=1)),
+            "fault_map": In(memory.WritePort.Signature(addr_width=p.row_addr_bits,
+                                                      shape=p.total_cols, granularity=1)),
             "read_code": Out(p.adc_bits),
             "read_over_range": Out(1),
             "pulse_count": Out(range(p.cell_count * (2 ** p.pulse_budget_bits - 1) + 1)),
             "failed_count": Out(range(p.cell_count + 1)),
+            "over_range_sample": Out(1),
             "afe": Out(AFESignature(p)),
         })
 
@@ -292,6 +298,7 @@ class WriteVerifyProgrammer(wiring.Component):
                         m.d.sync += error.eq(ErrorCode.ADC_TIMEOUT)
                         m.next = SAFE_EXIT_STATE
                 with m.Else():
+                    m.d.comb += self.over_range_sample.eq(afe.adc_ovr)
                     m.d.sync += [
                         sample_sum.eq(sample_sum + afe.adc_data),
                         sample_over_range.eq(sample_over_range | afe.adc_ovr),
@@ -338,9 +345,9 @@ class WriteVerifyProgrammer(wiring.Component):
 
             with m.State("Record"):
                 m.d.comb += [
-                    self.fault_map.en.eq(1),
-                    self.fault_map.addr.eq(cell_address),
-                    self.fault_map.data.eq(cell_failed),
+                    self.fault_map.en.eq(Const(1, p.total_cols) << col),
+                    self.fault_map.addr.eq(row),
+                    self.fault_map.data.eq(cell_failed.replicate(p.total_cols)),
                 ]
                 m.d.sync += failed_count.eq(failed_count + cell_failed)
                 m.next = "Next-Cell"

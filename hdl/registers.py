@@ -22,7 +22,7 @@ from .regmap import (Access, ConstField, CoreAccess, CounterField, Field, Memory
 __all__ = ["MAGIC", "VERSION", "MAX_ROWS", "MAX_COLUMNS", "build_register_map", "ControllerRegisters"]
 
 MAGIC = 0x414E4D46  #: "ANMF" in ASCII: the ID register, so a host knows it talks to this design
-VERSION = (1, 0)    #: (major, minor) of the register map; major changes break host drivers
+VERSION = (1, 1)    #: (major, minor) of the register map; major changes break host drivers
 MAX_ROWS = 1024     #: rows the fixed window spans leave room for
 MAX_COLUMNS = 32    #: COLS + SPARE: one fault-map word, one COL_ENABLE word
 
@@ -90,8 +90,11 @@ class Control(Register):
                                  "STATUS.error = BUSY and the running command goes on.")
     abort = Field(Access.W1S, 1, "Stop the running command at its next safe point (a pulse is never cut "
                                  "short); it ends with STATUS.error = ABORTED.")
-    soft_reset = Field(Access.W1S, 1, "Return the controller to idle (aborting any command), clear STATUS and "
-                                      "the counters. Configuration registers and buffers keep their contents.")
+    soft_reset = Field(Access.W1S, 1, "Return the controller to idle, clear STATUS and the counters. A running "
+                                      "command is aborted and forgotten: its safe exit still runs (STATUS.busy "
+                                      "stays high until the DACs are back at 0 V), then nothing is reported. A "
+                                      "start in the same write is ignored. IRQ_STATUS, configuration registers "
+                                      "and buffers keep their contents.")
 
 
 class Command(Register):
@@ -111,8 +114,12 @@ class Status(Register):
     busy = Field(Access.R, 1, "A command runs.")
     done = Field(Access.R, 1, "The last command has finished (with or without error); cleared by the next start.")
     error = Field(Access.R, 8, "Outcome of the last command (ErrorCode); NONE on success.", at=8, values=ErrorCode)
-    error_detail = Field(Access.R, 16, "What the error concerns: the offending index or value, or the column / "
-                                       "cell involved; 0 when nothing more is known.", at=16)
+    error_detail = Field(Access.R, 16, "What the error concerns. UNKNOWN_OPCODE, BUSY: the refused opcode. "
+                                       "BAD_DIMENSION, BAD_AVERAGING, BAD_TOLERANCE, BAD_TIMING: the byte offset "
+                                       "of the register (or window) holding the refused value. ADC_TIMEOUT: the "
+                                       "column converted (solves) or the cell index row * (COLS + SPARE) + col "
+                                       "(cell reads); PROGRAM_TIMEOUT: that cell index. CELLS_FAILED: cells "
+                                       "failed by the command (saturates at 0xFFFF). Otherwise 0.", at=16)
 
 
 class ColumnEnable(Register):
@@ -141,7 +148,8 @@ class IrqStatus(Register):
     any set bit is enabled in IRQ_ENABLE."""
 
     done = Field(Access.RW1C, 1, "A command has finished.")
-    error = Field(Access.RW1C, 1, "A command has finished with STATUS.error other than NONE.")
+    error = Field(Access.RW1C, 1, "A command has finished with STATUS.error other than NONE, or a start was "
+                                  "refused with BUSY.")
     over_range = Field(Access.RW1C, 1, "An ADC reading was over range (see RESULTS.over_range, OVER_RANGE_COUNT).")
 
 
@@ -190,7 +198,8 @@ class ProgramPulses(Register):
     def __init__(self, params: BuildParams) -> None:
         super().__init__({"max_pulses": Field(
             Access.RW, params.pulse_budget_bits,
-            "Pulses per cell before it is marked failed in FAULT_MAP; 0 is refused (BAD_TIMING).",
+            "Pulses per cell before it is marked failed in FAULT_MAP; 0 only verifies (a cell out of "
+            "tolerance fails at once).",
             reset=_fit(32, params.pulse_budget_bits))})
 
 
@@ -261,15 +270,18 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
                                 reset=16384,
                                 field_doc="Cycles an ADC conversion or a programming pulse may take before the "
                                           "command ends with ADC_TIMEOUT or PROGRAM_TIMEOUT."), offset=0x03C)
+    regs.add("READ_SETTLE", Cycles(params, doc="Cell read settling time (READ_CELL and write-verify reads).",
+                                   reset=16, field_doc="Cycles from connecting a cell to the ADC to its first "
+                                                       "conversion."), offset=0x054)
     regs.add("PROGRAM_TOLERANCE", ProgramTolerance(params), offset=0x040)
     regs.add("PROGRAM_PULSES", ProgramPulses(params), offset=0x044)
     regs.add("PROGRAM_AMPLITUDE", ProgramAmplitude(params), offset=0x048)
     regs.add("PROGRAM_AMPLITUDE_MAX", ProgramAmplitudeMax(params), offset=0x04C)
     regs.add("PROGRAM_PULSE", ProgramPulse(params), offset=0x050)
-    regs.add("SOLVE_COUNT", _counter("SOLVE, SOLVE_FREE and MVM commands completed."), offset=0x060)
+    regs.add("SOLVE_COUNT", _counter("SOLVE, SOLVE_FREE and MVM commands completed without error."), offset=0x060)
     regs.add("PULSE_COUNT", _counter("Programming pulses fired."), offset=0x064)
-    regs.add("OVER_RANGE_COUNT", _counter("ADC samples flagged over range; the controller may add a whole solve's "
-                                          "count at once.",
+    regs.add("OVER_RANGE_COUNT", _counter("ADC samples flagged over range (solves and cell reads); a solve's samples "
+                                          "are added at once when it ends.",
                                           increment_width=bits_for(params.total_cols << params.avg_max_log2)),
              offset=0x068)
     regs.add("FAILED_CELL_COUNT", _counter("Cells write-verify left out of tolerance (also set in FAULT_MAP)."),
@@ -277,7 +289,8 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
 
     regs.add("RESULTS", MemoryWindow(
         depth=params.total_cols, span=MAX_COLUMNS, access=Access.R, core=CoreAccess.WRITE,
-        fields={"code": (params.adc_bits, "Averaged ADC code."),
+        fields={"code": (params.adc_bits, f"Averaged ADC code, offset binary: {1 << (params.adc_bits - 1)} "
+                                          f"(2**(ADC_BITS-1)) is 0 V."),
                 "over_range": (1, "A conversion behind this reading was over range: the code is clipped.")},
         doc="Readings of the last SOLVE, SOLVE_FREE or MVM (column c at index c, COLS + SPARE entries) or "
             "READ_CELL (at index COMMAND.col)."), offset=0x100)
@@ -288,16 +301,18 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
         offset=0x200)
     regs.add("RHS", MemoryWindow(
         depth=params.rows, span=MAX_ROWS, access=Access.RW, core=CoreAccess.READ,
-        fields={"code": (params.dac_bits, "Unsigned DAC code.")},
+        fields={"code": (params.dac_bits, f"DAC code, offset binary: {params.dac_zero_code} (2**(DAC_BITS-1)) is "
+                                          f"0 V, 0 the most negative voltage.")},
         doc="Right-hand side: row r's DAC code at index r; loaded into the row DACs by the next solve."),
         offset=0x1000)
     regs.add("FAULT_MAP", MemoryWindow(
         depth=params.rows, span=MAX_ROWS, access=Access.RW, core=CoreAccess.READ_WRITE,
         core_write_granularity=1,
         fields={"cells": (params.total_cols, "Bit c set: cell (row, c) is faulty.")},
-        doc="One word per row: bit c marks cell (row, c) as failed or known bad. Write-verify sets bits; the "
-            "host may write to preload known faults or clear the map (a write waits while the controller "
-            "writes the same map)."), offset=0x2000)
+        doc="One word per row: bit c marks cell (row, c) as failed or known bad. Write-verify writes the bit of "
+            "each cell it programs (1 failed, 0 within tolerance) and leaves the others; the host may write to "
+            "preload known faults or clear the map (a write waits while the controller writes the same map)."),
+        offset=0x2000)
     regs.add("TARGET", MemoryWindow(
         depth=params.rows * params.total_cols, span=MAX_ROWS * MAX_COLUMNS, access=Access.RW, core=CoreAccess.READ,
         fields={"code": (params.adc_bits, "READ_CELL reading (ADC code) the cell should give.")},

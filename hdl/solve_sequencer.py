@@ -5,8 +5,8 @@ Sequence (docs/solve-timing.md has the cycle formula, docs/afe-interface.md the 
 
 1. Load-DAC: the enabled rows' right-hand side codes go from the rhs buffer into the row
    DACs, one write per cycle, pipelined with the buffer's 1-cycle read latency. Disabled
-   rows are skipped (their DACs keep 0, which every block leaves behind, and their row
-   switches stay open).
+   rows are skipped (their DACs keep the zero-volt code ``dac_zero_code``, which every
+   block leaves behind, and their row switches stay open).
 2. Load-LDAC: ``dac_ldac`` applies all DAC outputs at once.
 3. Settle-DAC: ``dac_settle`` cycles with the analog core still idle.
 4. Settle-Analog: mode, loop and switches set; ``analog_settle`` cycles.
@@ -14,14 +14,15 @@ Sequence (docs/solve-timing.md has the cycle formula, docs/afe-interface.md the 
    each; result = (sum + 2**(avg_log2-1)) >> avg_log2 (round half up; the sum itself when
    avg_log2 = 0); over-range flag = OR over the samples. A conversion starts the cycle
    after the previous one ended; each result is written the cycle after its last sample.
-6. Zero-DAC: loop opened, mode IDLE, switches open (first cycle); 0 written into the DACs
-   of the enabled rows; Zero-LDAC applies them. The DAC bus stays quiet during the
+6. Zero-DAC: loop opened, mode IDLE, switches open (first cycle); the zero-volt code
+   ``dac_zero_code`` (offset binary: 2**(DAC_BITS-1)) written into the DACs of the enabled
+   rows; Zero-LDAC applies them. The DAC bus stays quiet during the
    conversions on purpose (digital activity next to the ADC), which costs these N+1 cycles.
 7. Done: ``done`` for one cycle with ``error``.
 
 Every ADC wait is bounded by the watchdog (``watchdog_limit`` cycles from adc_start to the
 end of the conversion): on expiry, or on ``abort`` in any busy state, the safe exit writes
-0 to every DAC, applies them, and reports ADC_TIMEOUT or ABORTED.
+the zero-volt code to every DAC, applies them, and reports ADC_TIMEOUT or ABORTED.
 """
 from __future__ import annotations
 
@@ -323,7 +324,8 @@ class SolveSequencer(wiring.Component):
 
             with m.State("Zero-DAC"):
                 # First cycle is the release: mode, loop and switches are back to 0.
-                m.d.comb += [afe.dac_we.eq(1), afe.dac_addr.eq(next_row), afe.dac_data.eq(0)]
+                m.d.comb += [afe.dac_we.eq(1), afe.dac_addr.eq(next_row),
+                             afe.dac_data.eq(p.dac_zero_code)]
                 m.d.sync += rows_left.eq(rows_left & (rows_left - 1))
                 with m.If((rows_left & (rows_left - 1)) == 0):
                     m.next = "Zero-LDAC"

@@ -3,7 +3,8 @@
 A ``sim.add_process`` coroutine that behaves like the AFE at the interface of
 docs/afe-interface.md, with deterministic, checkable answers:
 
-- DACs: input registers latched on ``dac_we``, outputs updated on ``dac_ldac``;
+- DACs: input registers latched on ``dac_we``, outputs updated on ``dac_ldac``; both start
+  at the zero-volt code ``params.dac_zero_code`` (offset binary), as a real AFE's DACs do;
 - ADC in SOLVE/SOLVE_FREE/MVM: column c reads
   ``offset[c] + (sum_r row_en[r] * gain[r, c] * dac_out[r]) >> gain_shift`` (+ optional
   seeded noise), clipped to the code range with ``adc_ovr`` set when clipped;
@@ -131,8 +132,8 @@ class AFEStandIn:
             self.cells = np.zeros((p.rows, p.total_cols), dtype=np.int64)
         if self.noise_amplitude and self.rng is None:
             raise ValueError("noise_amplitude needs a seeded rng")
-        self.dac_input = np.zeros(p.rows, dtype=np.int64)
-        self.dac_output = np.zeros(p.rows, dtype=np.int64)
+        self.dac_input = np.full(p.rows, p.dac_zero_code, dtype=np.int64)
+        self.dac_output = np.full(p.rows, p.dac_zero_code, dtype=np.int64)
         self._script_pos = 0
         self._adc_phase = "idle"     # idle, latency, busy, hung
         self._adc_count = 0
@@ -140,6 +141,11 @@ class AFEStandIn:
         self._prog_count = 0         # edges until prog_done; 0 = no pulse in flight
         self._loop_cycles = 0
         self._mode = AFEMode.IDLE.value
+
+    def dacs_at_zero_volts(self) -> bool:
+        """Every DAC input register and output holds the zero-volt code (the safe state)."""
+        zero = self.params.dac_zero_code
+        return bool((self.dac_input == zero).all() and (self.dac_output == zero).all())
 
     @property
     def full_scale(self) -> int:

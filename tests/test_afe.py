@@ -27,6 +27,8 @@ def test_build_parameter_defaults_and_derived_widths():
     assert (p.avg_log2_bits, p.sum_bits, p.result_bits, p.tolerance_bits) == (4, 18, 11, 11)
     assert p.max_timer == 65535
     assert p.cell_address(3, 7) == 37
+    # offset binary converters: 0 V is the mid code
+    assert (p.dac_zero_code, BuildParams(dac_bits=1).dac_zero_code) == (512, 1)
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -246,9 +248,11 @@ def test_safe_exit_zeroes_every_dac_then_loads_them():
     sim.add_testbench(testbench)
     sim.run()
     assert cycles == [SMALL.rows + 2]
-    assert [(row, code) for _, row, code in afe.dac_writes] == [(r, 0) for r in range(16)]
+    zero = SMALL.dac_zero_code
+    assert zero == 512, "offset binary: 0 V is code 2**(DAC_BITS-1)"
+    assert [(row, code) for _, row, code in afe.dac_writes] == [(r, zero) for r in range(16)]
     assert afe.ldac_cycles == [SMALL.rows + 1]
-    assert not afe.dac_output.any()
+    assert afe.dacs_at_zero_volts()
 
 
 @pytest.mark.parametrize("width", [BuildParams().timer_bits, SMALL.timer_bits, 4])

@@ -43,14 +43,15 @@ class Bench:
         self.dut = WriteVerifyProgrammer(params)
         self.targets = memory.Memory(shape=params.adc_bits, depth=params.cell_count,
                                      init=[int(t) for t in np.ravel(targets)])
-        self.faults = memory.Memory(shape=1, depth=params.cell_count,
-                                    init=[fault_init] * params.cell_count)
+        # The host's FAULT_MAP layout: one word per row, bit c = column c.
+        self.faults = memory.Memory(shape=params.total_cols, depth=params.rows,
+                                    init=[(2 ** params.total_cols - 1) * fault_init] * params.rows)
         m = Module()
         m.submodules.dut = self.dut
         m.submodules.targets = self.targets
         m.submodules.faults = self.faults
         wiring.connect(m, self.dut.target, self.targets.read_port())
-        wiring.connect(m, self.dut.fault_map, self.faults.write_port())
+        wiring.connect(m, self.dut.fault_map, self.faults.write_port(granularity=1))
         self.afe = AFEStandIn(self.dut.afe, params, **standin)
         self.sim = Simulator(m)
         self.sim.add_clock(1e-8)
@@ -86,13 +87,14 @@ class Bench:
         return outcome
 
     def fault_map(self, ctx) -> np.ndarray:
-        bits = [ctx.get(self.faults.data[i]) for i in range(self.params.cell_count)]
-        return np.array(bits).reshape(self.params.rows, self.params.total_cols)
+        words = [ctx.get(self.faults.data[row]) for row in range(self.params.rows)]
+        return np.array([[(word >> col) & 1 for col in range(self.params.total_cols)]
+                         for word in words])
 
     def assert_safe(self, ctx) -> None:
         assert driven_afe_members(ctx, self.dut.afe, self.params) == {}, \
             "AFE outputs not at their idle value after done"
-        assert not self.afe.dac_output.any() and not self.afe.dac_input.any()
+        assert self.afe.dacs_at_zero_volts()
 
 
 def reference_pulses(cell: int, target: int, *, tolerance, amp_start, amp_step, amp_max,
@@ -343,6 +345,26 @@ def test_bad_parameters_report_the_error_and_change_nothing(name):
     assert (outcome.pulse_count, outcome.failed_count, outcome.read_code) == \
         (first.pulse_count, first.failed_count, first.read_code), "counters changed"
     assert np.array_equal(after[0], before[0]) and after[1:] == before[1:]
+
+
+def test_over_range_samples_are_strobed_one_per_flagged_sample():
+    script = [(1023, True), (500, False), (1023, True), (7, False)]
+    bench = Bench(SMALL, np.zeros(SMALL.cell_count), script=script)
+    strobes, seen = [], []
+
+    async def count_strobes(ctx):
+        async for _clk, _rst, strobe in ctx.tick().sample(bench.dut.over_range_sample):
+            strobes.append(strobe)
+
+    async def testbench(ctx):
+        seen.append(await bench.command(ctx, command=ProgrammerCommand.READ_CELL,
+                                        cell_row=1, cell_col=1, avg_log2=2))
+
+    bench.sim.add_process(count_strobes)
+    bench.run(testbench)
+    (outcome,) = seen
+    assert sum(strobes) == 2, "one strobe per sample flagged adc_ovr"
+    assert (outcome.read_over_range, outcome.read_code) == (1, (1023 + 500 + 1023 + 7 + 2) >> 2)
 
 
 def test_read_cell_ignores_the_program_only_checks():

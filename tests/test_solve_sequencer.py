@@ -93,8 +93,8 @@ class Bench:
     def assert_safe(self, ctx) -> None:
         assert driven_afe_members(ctx, self.dut.afe, self.params) == {}, \
             "AFE outputs not at their idle value after done"
-        assert not self.afe.dac_input.any() and not self.afe.dac_output.any(), \
-            f"DACs not zeroed: outputs {self.afe.dac_output}"
+        assert self.afe.dacs_at_zero_volts(), \
+            f"DACs not at the zero-volt code: outputs {self.afe.dac_output}"
 
 
 def expected_codes(params, rhs, gain, gain_shift, offset, row_mask, cols) -> list[tuple[int, int]]:
@@ -150,11 +150,12 @@ def test_solve_results_sequencing_and_exact_cycle_count(name):
     untouched = [c for c in range(params.total_cols) if c not in cols]
     assert all(stored[c] == (SENTINEL["code"], 1) for c in untouched)
 
-    # DAC load: enabled rows only, ascending, one per cycle, their rhs codes; then zeros.
+    # DAC load: enabled rows only, ascending, one per cycle, their rhs codes; then 0 V.
     load = afe.dac_writes[:len(rows)]
     assert [(r, code) for _, r, code in load] == [(r, int(rhs[r])) for r in rows]
     assert [cycle for cycle, _, _ in load] == list(range(load[0][0], load[0][0] + len(rows)))
-    assert [(r, code) for _, r, code in afe.dac_writes[len(rows):]] == [(r, 0) for r in rows]
+    assert [(r, code) for _, r, code in afe.dac_writes[len(rows):]] == \
+        [(r, params.dac_zero_code) for r in rows]
     load_ldac, zero_ldac = afe.ldac_cycles
     assert load_ldac == load[-1][0] + 1
 
