@@ -209,3 +209,37 @@ class ChipModel:
         return ChipNMFResult(W=W, H=H, errors=np.array(errors), initial_error=initial_error,
                              iterations=iters, seconds=time.perf_counter() - start, method="anls",
                              stats=self.stats.as_dict())
+
+
+def gain_sweep(gains: tuple[float, ...] = (1.0, 4.0, 16.0, 64.0), *, iters: int = 10, rank: int = 4,
+               afe: str = "rram-3bit") -> list[dict[str, float]]:
+    """Relative error of the chip model against the circuit's input gain on the camera crop
+    (rows/cols 200-263, /255): the figures behind CircuitConfig.input_gain's default."""
+    from skimage import data
+
+    from .config import preset
+    from .nmf import anls
+
+    R = data.camera()[200:264, 200:264].astype(np.float64) / 255.0
+    reference = anls(R, rank, iters=iters).error
+    rows = []
+    for gain in gains:
+        config = preset(afe)
+        config = config.replace(circuit=config.circuit.replace(input_gain=gain))
+        chip = ChipModel(config)
+        # The last H-step's outputs in volts before any over-range halving: how much of the
+        # ADC range a first attempt uses (the median over right-hand sides of max |x|).
+        result = chip.factorize(R, rank, iters=iters)
+        exponent = column_exponents(result.W, chip.a_max)
+        volts = (result.H * np.exp2(exponent)[:, None]) * gain * np.exp2(-column_exponents(R, INPUT_HEADROOM))
+        rows.append({"input_gain": gain, "rel_error": result.error, "reference": reference,
+                     "adc_range_used": float(np.percentile(np.abs(volts).max(axis=0), 50) / chip.afe.adc.v_max_v),
+                     "over_range_retries": result.stats["over_range_retries"]})
+    return rows
+
+
+if __name__ == "__main__":
+    print("input_gain  rel_error  reference  first-attempt |x|max / ADC full scale  over-range retries")
+    for row in gain_sweep():
+        print(f"{row['input_gain']:>10.0f}  {row['rel_error']:>9.4f}  {row['reference']:>9.4f}  "
+              f"{row['adc_range_used']:>38.3f}  {row['over_range_retries']:>18.0f}")

@@ -322,7 +322,8 @@ def test_bench_rows_accept_an_extra_solver_and_judge_the_reference(digits: np.nd
     monkeypatch.setattr(bench, "ROW_FUNCTIONS", [*bench.ROW_FUNCTIONS, extra_row])
     rows = bench.bench_rows(case)
     names = [row["name"] for row in rows]
-    assert names == [bench.SKLEARN_ROW, bench.REFERENCE_ROW, "reference HALS", "reference MU", "one-iteration ANLS"]
+    assert names == [bench.SKLEARN_ROW, bench.REFERENCE_ROW, "reference HALS", "reference MU",
+                     "chip model (ideal)", "chip model (rram-3bit)", "one-iteration ANLS"]
     assert all(row["seconds"] > 0 and 0 < row["rel_error"] < 1 for row in rows)
     passed, text = bench.verdict(rows)
     assert passed and text.startswith("PASS: reference ANLS error") and "time ratio" in text
