@@ -17,12 +17,17 @@ conversion input-referred noise. Sources of the defaults: docs/model-circuit.md.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from ._fields import below_one as _below_one
+from ._fields import integer as _integer
+from ._fields import non_negative as _non_negative
+from ._fields import positive as _positive
+from ._fields import real as _real
 
 __all__ = ["DACConfig", "ADCConfig", "DAC", "ADC"]
 
@@ -31,55 +36,6 @@ IntArray = NDArray[np.int64]
 
 #: Widest converter the model accepts (the ADC keeps a 2**bits table per channel).
 MAX_BITS = 16
-
-
-# --------------------------------------------------------------------------------------
-# Field validation for the config dataclasses here and in model/circuit.py. Each check
-# raises ValueError("<Class>.<field> must be <what is accepted>; got <value>").
-
-
-def _real(obj: Any, name: str, *, allow_inf: bool = False) -> float:
-    """The field as a float (TOML gives ints for round numbers); bools and NaN refused."""
-    value = getattr(obj, name)
-    where = f"{type(obj).__name__}.{name}"
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{where} must be a number; got {value!r}")
-    value = float(value)
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        accepted = "a number or inf" if allow_inf else "finite"
-        raise ValueError(f"{where} must be {accepted}; got {getattr(obj, name)!r}")
-    object.__setattr__(obj, name, value)
-    return value
-
-
-def _positive(obj: Any, name: str, *, allow_inf: bool = False) -> float:
-    value = _real(obj, name, allow_inf=allow_inf)
-    if value <= 0.0:
-        raise ValueError(f"{type(obj).__name__}.{name} must be > 0; got {value!r}")
-    return value
-
-
-def _non_negative(obj: Any, name: str) -> float:
-    value = _real(obj, name)
-    if value < 0.0:
-        raise ValueError(f"{type(obj).__name__}.{name} must be >= 0; got {value!r}")
-    return value
-
-
-def _below_one(obj: Any, name: str) -> float:
-    value = _real(obj, name)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{type(obj).__name__}.{name} must be in [0, 1); got {value!r}")
-    return value
-
-
-def _integer(obj: Any, name: str, minimum: int) -> int:
-    value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(
-            f"{type(obj).__name__}.{name} must be an integer >= {minimum}; got {value!r}")
-    object.__setattr__(obj, name, int(value))
-    return int(value)
 
 
 def _bits(obj: Any) -> int | None:

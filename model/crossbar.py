@@ -20,8 +20,11 @@ import scipy.sparse as sparse
 import scipy.sparse.linalg as sparse_linalg
 from numpy.typing import ArrayLike, NDArray
 
-from .device import (DeviceArray, DeviceConfig, FloatArray, _boolean, _integer, _non_negative,
-                     _positive)
+from ._fields import boolean as _boolean
+from ._fields import integer as _integer
+from ._fields import non_negative as _non_negative
+from ._fields import positive as _positive
+from .device import DeviceArray, DeviceConfig, FloatArray
 
 __all__ = ["CrossbarConfig", "Crossbar", "port_conductance_s", "series_conductance_s"]
 

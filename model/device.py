@@ -20,6 +20,11 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._fields import integer as _integer
+from ._fields import non_negative as _non_negative
+from ._fields import positive as _positive
+from ._fields import probability as _probability
+
 __all__ = [
     "DeviceConfig",
     "DeviceArray",
@@ -39,65 +44,6 @@ SET = 1
 RESET = -1
 
 FloatArray = NDArray[np.float64]
-
-
-# --------------------------------------------------------------------------------------
-# Field validation shared by the config dataclasses of this module and model/crossbar.py.
-# Each check raises ValueError("<Class>.<field> must be <what is accepted>; got <value>").
-
-
-def _number(obj: Any, name: str) -> float:
-    """The field as a finite float (TOML gives ints for round numbers); bools are refused."""
-    value = getattr(obj, name)
-    where = f"{type(obj).__name__}.{name}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where} must be a number; got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{where} must be finite; got {value!r}")
-    object.__setattr__(obj, name, float(value))
-    return float(value)
-
-
-def _positive(obj: Any, name: str) -> float:
-    value = _number(obj, name)
-    if value <= 0.0:
-        raise ValueError(f"{type(obj).__name__}.{name} must be > 0; got {value!r}")
-    return value
-
-
-def _non_negative(obj: Any, name: str) -> float:
-    value = _number(obj, name)
-    if value < 0.0:
-        raise ValueError(f"{type(obj).__name__}.{name} must be >= 0; got {value!r}")
-    return value
-
-
-def _probability(obj: Any, name: str) -> float:
-    value = _number(obj, name)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{type(obj).__name__}.{name} must be in [0, 1]; got {value!r}")
-    return value
-
-
-def _integer(obj: Any, name: str, minimum: int) -> int:
-    value = getattr(obj, name)
-    where = f"{type(obj).__name__}.{name}"
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{where} must be an integer >= {minimum}; got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{where} must be an integer >= {minimum}; got {value!r}")
-    object.__setattr__(obj, name, int(value))
-    return int(value)
-
-
-def _boolean(obj: Any, name: str) -> bool:
-    value = getattr(obj, name)
-    if not isinstance(value, bool):
-        raise ValueError(f"{type(obj).__name__}.{name} must be true or false; got {value!r}")
-    return value
-
-
-# --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
