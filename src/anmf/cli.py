@@ -141,6 +141,26 @@ def _cmd_regmap(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- verilog -----------------------------------------------------------------------------
+
+def _cmd_verilog(args: argparse.Namespace) -> int:
+    from anmf.hdl.controller import verilog_text
+    from anmf.hdl.params import BuildParams
+
+    try:
+        params = BuildParams(rows=args.rows, cols=args.cols, spare=args.spare, dac_bits=args.dac_bits,
+                             adc_bits=args.adc_bits)
+        text = verilog_text(params)
+    except (TypeError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="anmf", description="Hybrid analog/digital NMF: model, controller RTL, co-simulation.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -174,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--avg-max-log2", type=_non_negative_int, default=8,
                    help="AVG_MAX_LOG2: most ADC samples averaged is 2**this (default 8)")
     p.set_defaults(func=_cmd_regmap)
+
+    p = sub.add_parser("verilog", help="the controller's top-level Verilog (module anmf_controller)")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--rows", type=_positive_int, default=64, help="ROWS build parameter (default 64)")
+    p.add_argument("--cols", type=_positive_int, default=8, help="COLS build parameter (default 8)")
+    p.add_argument("--spare", type=_non_negative_int, default=2, help="SPARE build parameter (default 2)")
+    p.add_argument("--dac-bits", type=_positive_int, default=10, help="DAC_BITS build parameter (default 10)")
+    p.add_argument("--adc-bits", type=_positive_int, default=10, help="ADC_BITS build parameter (default 10)")
+    p.set_defaults(func=_cmd_verilog)
 
     return parser
 

@@ -1,0 +1,335 @@
+"""The controller's top level: AXI4-Lite register file, command decode, solve sequencer and
+write-verify programmer behind one AFE port.
+
+docs/controller.md describes the behaviour (command decode and validation order, STATUS and
+error_detail, interrupts, counters, abort and soft reset, the cycle overhead); in short:
+
+* CONTROL.start validates COMMAND and the registers it uses in the cycle the strobe arrives and,
+  if they pass, starts the block in that same cycle: SOLVE/SOLVE_FREE/MVM go to the solve
+  sequencer, READ_CELL/PROGRAM_CELL/PROGRAM_MATRIX to the programmer, NOP completes at once.
+  A refused command sets STATUS.error and error_detail and changes nothing else.
+* STATUS.done/error/error_detail are registered: they change the cycle after the block's done
+  cycle (or after the start strobe, for a refused command or NOP); STATUS.busy is the blocks'
+  busy.
+* The blocks drive all-zero AFE outputs while idle and only one runs at a time, so their AFE
+  outputs are ORed; the AFE's answers go to both.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, ValueLike
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .afe import AFEMode, AFESignature, lowest_set_index
+from .axi4lite import AXI4LiteRegisterFile
+from .codes import ErrorCode, Opcode
+from .params import BuildParams
+from .programmer import ProgrammerCommand, WriteVerifyProgrammer
+from .regmap import discard_unbuilt
+from .registers import ControllerRegisters
+from .solve_sequencer import SolveSequencer
+
+__all__ = ["Controller", "saturate", "verilog_text", "TOP_MODULE", "STATUS_DELAY", "SOLVE_OPCODES",
+           "PROGRAMMER_OPCODES"]
+
+TOP_MODULE = "anmf_controller"  #: name of the generated Verilog module
+
+#: Opcodes the solve sequencer runs, with the AFE mode each one uses.
+SOLVE_OPCODES: dict[Opcode, AFEMode] = {
+    Opcode.SOLVE: AFEMode.SOLVE, Opcode.SOLVE_FREE: AFEMode.SOLVE_FREE, Opcode.MVM: AFEMode.MVM}
+#: Opcodes the write-verify programmer runs, with its command for each.
+PROGRAMMER_OPCODES: dict[Opcode, ProgrammerCommand] = {
+    Opcode.READ_CELL: ProgrammerCommand.READ_CELL,
+    Opcode.PROGRAM_CELL: ProgrammerCommand.PROGRAM_CELL,
+    Opcode.PROGRAM_MATRIX: ProgrammerCommand.PROGRAM_MATRIX,
+}
+
+DETAIL_BITS = 16  #: width of STATUS.error_detail
+#: Cycles from a block's ``done`` cycle to the first cycle STATUS shows the outcome (STATUS is
+#: registered). A command whose CONTROL.start strobe is in cycle 0 and whose block takes T
+#: cycles (docs/solve-timing.md) reads STATUS.done = 1 from cycle T + STATUS_DELAY; a refused
+#: command or NOP from cycle STATUS_DELAY.
+STATUS_DELAY = 1
+
+
+def saturate(value: ValueLike, width: int) -> Value:
+    """``value`` narrowed to ``width`` bits, clamped at the largest ``width``-bit value instead of
+    wrapping: an out-of-range register value can then never turn into an accepted small one."""
+    value = Value.cast(value)
+    if len(value) <= width:
+        return value
+    largest = (1 << width) - 1
+    return Mux(value > largest, largest, value[:width])
+
+
+class Controller(wiring.Component):
+    """The anmf controller: ``axil`` (AXI4-Lite slave, ports ``axil__<signal>``), ``irq`` and
+    ``afe`` (:class:`~.afe.AFESignature`).
+
+    ``registers``, ``sequencer`` and ``programmer`` give the sub-blocks (for simulation probes).
+    ``params`` must also fit the register map: ROWS <= 1024, COLS + SPARE <= 32.
+    """
+
+    def __init__(self, params: BuildParams) -> None:
+        if not isinstance(params, BuildParams):
+            discard_unbuilt(self)
+            raise TypeError(f"params must be a BuildParams, got {params!r}")
+        try:
+            registers = AXI4LiteRegisterFile(ControllerRegisters(params))
+        except ValueError:
+            discard_unbuilt(self)
+            raise
+        self._params = params
+        self._registers = registers
+        self._sequencer = SolveSequencer(params)
+        self._programmer = WriteVerifyProgrammer(params)
+        super().__init__({
+            "axil": registers.signature.members["axil"],
+            "irq": Out(1),
+            "afe": Out(AFESignature(params)),
+        })
+
+    @property
+    def params(self) -> BuildParams:
+        return self._params
+
+    @property
+    def registers(self) -> AXI4LiteRegisterFile:
+        return self._registers
+
+    @property
+    def sequencer(self) -> SolveSequencer:
+        return self._sequencer
+
+    @property
+    def programmer(self) -> WriteVerifyProgrammer:
+        return self._programmer
+
+    def register_offset(self, name: str) -> int:
+        """Byte offset of register or window ``name`` (what error_detail reports)."""
+        return self._registers.register_file.register_map[name].offset
+
+    def elaborate(self, platform: Any) -> Module:
+        p = self._params
+        m = Module()
+        m.submodules.registers = regs = self._registers
+        m.submodules.sequencer = seq = self._sequencer
+        m.submodules.programmer = prog = self._programmer
+
+        wiring.connect(m, wiring.flipped(self.axil), regs.axil)
+        m.d.comb += self.irq.eq(regs.irq)
+
+        # --- AFE: idle blocks drive 0, so OR the outputs; the AFE's answers go to both -----------
+        for port in AFESignature(p).ports():
+            outer = Value.cast(getattr(self.afe, port.name))
+            seq_member = Value.cast(getattr(seq.afe, port.name))
+            prog_member = Value.cast(getattr(prog.afe, port.name))
+            if port.flow == wiring.Out:
+                m.d.comb += outer.eq(seq_member | prog_member)
+            else:
+                m.d.comb += [seq_member.eq(outer), prog_member.eq(outer)]
+
+        # --- buffers ------------------------------------------------------------------------------
+        wiring.connect(m, seq.rhs, regs.rhs.read)
+        wiring.connect(m, prog.target, regs.target.read)
+        wiring.connect(m, prog.fault_map, regs.fault_map.write)
+        m.d.comb += regs.fault_map.read.en.eq(0)  # the core only writes the fault map (so far)
+
+        # --- command decode -----------------------------------------------------------------------
+        opcode = Value.cast(regs.command.opcode)
+        row, col = regs.command.row, regs.command.col
+        row_mask, col_mask = regs.row_mask, regs.col_enable.enable
+        adc_samples = regs.timing.adc_samples
+        tolerance = regs.program_tolerance.codes
+
+        def opcode_in(opcodes) -> Value:
+            return Cat(opcode == op.value for op in opcodes).any()
+
+        is_nop = opcode == Opcode.NOP.value
+        is_solve = opcode_in(SOLVE_OPCODES)
+        is_cell = opcode_in((Opcode.READ_CELL, Opcode.PROGRAM_CELL))
+        is_matrix = opcode == Opcode.PROGRAM_MATRIX.value
+        is_program = opcode_in((Opcode.PROGRAM_CELL, Opcode.PROGRAM_MATRIX))
+        is_read = opcode == Opcode.READ_CELL.value
+        uses_masks = is_solve | is_matrix
+        uses_adc = is_solve | is_cell | is_matrix
+
+        # The averaging count must be a power of two from 1 to 2**avg_max_log2; the blocks get
+        # the exponent, the position of its single set bit.
+        count_ok = (adc_samples != 0) & ((adc_samples & (adc_samples - 1)) == 0) & \
+            (adc_samples <= (1 << p.avg_max_log2))
+        avg_log2 = Signal(p.avg_log2_bits)
+        m.d.comb += avg_log2.eq(lowest_set_index(adc_samples[:p.avg_max_log2 + 1]))
+
+        running = Signal()
+        m.d.comb += running.eq(seq.busy | prog.busy)
+        forgetting = Signal()  # a soft reset aborted the running command: report nothing of it
+
+        # Validation, in the documented order (docs/controller.md); the first failing check wins.
+        refusal = Signal(ErrorCode)
+        refusal_detail = Signal(DETAIL_BITS)
+        offset = self.register_offset
+        checks = [
+            (running, ErrorCode.BUSY, opcode),
+            (~(is_nop | uses_adc), ErrorCode.UNKNOWN_OPCODE, opcode),
+            (is_cell & ((row >= p.rows) | (col >= p.total_cols)), ErrorCode.BAD_DIMENSION,
+             offset("COMMAND")),
+            (uses_masks & (row_mask == 0), ErrorCode.BAD_DIMENSION, offset("ROW_MASK")),
+            (uses_masks & (col_mask == 0), ErrorCode.BAD_DIMENSION, offset("COL_ENABLE")),
+            (uses_adc & ~count_ok, ErrorCode.BAD_AVERAGING, offset("TIMING")),
+            (is_program & ((tolerance == 0) | (tolerance >= 1 << p.adc_bits)),
+             ErrorCode.BAD_TOLERANCE, offset("PROGRAM_TOLERANCE")),
+            (uses_adc & (regs.watchdog.cycles == 0), ErrorCode.BAD_TIMING, offset("WATCHDOG")),
+            (is_solve & (regs.dac_settle.cycles == 0), ErrorCode.BAD_TIMING, offset("DAC_SETTLE")),
+            (is_solve & (regs.analog_settle.cycles == 0), ErrorCode.BAD_TIMING,
+             offset("ANALOG_SETTLE")),
+            ((is_cell | is_matrix) & (regs.read_settle.cycles == 0), ErrorCode.BAD_TIMING,
+             offset("READ_SETTLE")),
+            (is_program & (regs.program_pulse.width == 0), ErrorCode.BAD_TIMING,
+             offset("PROGRAM_PULSE")),
+        ]
+        for index, (failed, error, detail) in enumerate(checks):
+            with (m.If if index == 0 else m.Elif)(failed):
+                m.d.comb += [refusal.eq(error), refusal_detail.eq(saturate(detail, DETAIL_BITS))]
+
+        soft_reset = regs.control.soft_reset
+        start = Signal()
+        m.d.comb += start.eq(regs.control.start & ~soft_reset)
+        accepted = start & (refusal == ErrorCode.NONE)
+
+        # --- block operands: straight from the registers, saturated to the block ports ----------
+        solve_mode = Signal(AFEMode)
+        for op, mode in SOLVE_OPCODES.items():
+            with m.If(opcode == op.value):
+                m.d.comb += solve_mode.eq(mode)
+        prog_command = Signal(ProgrammerCommand)
+        for op, command in PROGRAMMER_OPCODES.items():
+            with m.If(opcode == op.value):
+                m.d.comb += prog_command.eq(command)
+        abort = regs.control.abort | soft_reset
+        m.d.comb += [
+            seq.start.eq(accepted & is_solve),
+            seq.abort.eq(abort),
+            seq.mode.eq(solve_mode),
+            seq.row_mask.eq(row_mask),
+            seq.col_mask.eq(saturate(col_mask, p.total_cols)),
+            seq.avg_log2.eq(avg_log2),
+            seq.dac_settle.eq(saturate(regs.dac_settle.cycles, p.timer_bits)),
+            seq.analog_settle.eq(saturate(regs.analog_settle.cycles, p.timer_bits)),
+            seq.watchdog_limit.eq(saturate(regs.watchdog.cycles, p.timer_bits)),
+
+            prog.start.eq(accepted & (is_cell | is_matrix)),
+            prog.abort.eq(abort),
+            prog.command.eq(prog_command),
+            prog.cell_row.eq(saturate(row, p.row_addr_bits)),
+            prog.cell_col.eq(saturate(col, p.col_addr_bits)),
+            prog.row_mask.eq(row_mask),
+            prog.col_mask.eq(saturate(col_mask, p.total_cols)),
+            prog.tolerance.eq(saturate(tolerance, p.tolerance_bits)),
+            prog.amp_start.eq(saturate(regs.program_amplitude.start, p.prog_amp_bits)),
+            prog.amp_step.eq(saturate(regs.program_amplitude.step, p.prog_amp_bits)),
+            prog.amp_max.eq(saturate(regs.program_amplitude_max.max, p.prog_amp_bits)),
+            prog.pulse_width.eq(saturate(regs.program_pulse.width, p.prog_width_bits)),
+            prog.pulse_budget.eq(saturate(regs.program_pulses.max_pulses, p.pulse_budget_bits)),
+            prog.avg_log2.eq(avg_log2),
+            prog.read_settle.eq(saturate(regs.read_settle.cycles, p.timer_bits)),
+            prog.watchdog_limit.eq(saturate(regs.watchdog.cycles, p.timer_bits)),
+        ]
+
+        # The cell of a READ_CELL, kept for storing its reading into RESULTS at the end.
+        reading_cell = Signal()
+        read_col = Signal(p.col_addr_bits)
+        with m.If(accepted):
+            m.d.sync += [reading_cell.eq(is_read), read_col.eq(saturate(col, p.col_addr_bits))]
+
+        # The column or cell of the last conversion: what a timeout concerns. (A pulse always
+        # follows a read of its own cell, so this names the cell of a PROGRAM_TIMEOUT too.)
+        afe = self.afe
+        last_target = Signal(DETAIL_BITS)
+        cell_index = afe.cell_row * p.total_cols + afe.cell_col
+        with m.If(afe.adc_start):
+            m.d.sync += last_target.eq(Mux(afe.mode == AFEMode.READ_CELL, cell_index, afe.adc_mux))
+
+        # --- results: the sequencer's columns, or a READ_CELL reading at COMMAND.col ------------
+        finished = seq.done | prog.done
+        finished_error = Signal(ErrorCode)
+        m.d.comb += finished_error.eq(Mux(seq.done, seq.error, prog.error))
+        store_reading = prog.done & reading_cell & (prog.error == ErrorCode.NONE)
+        results = regs.results.write
+        with m.If(seq.result.en):
+            m.d.comb += [results.en.eq(1), results.addr.eq(seq.result.addr),
+                         Value.cast(results.data).eq(Value.cast(seq.result.data))]
+        with m.Elif(store_reading):
+            m.d.comb += [results.en.eq(1), results.addr.eq(read_col),
+                         results.data.code.eq(prog.read_code),
+                         results.data.over_range.eq(prog.read_over_range)]
+
+        # --- counters (a soft reset's clear wins in its own cycle; then the command is forgotten)
+        reporting = ~forgetting
+        over_range_samples = Mux(seq.done, seq.over_range_count, 0) | prog.over_range_sample
+        m.d.comb += [
+            regs.solve_count.count_inc.eq(seq.done & (seq.error == ErrorCode.NONE) & reporting),
+            regs.pulse_count.count_inc.eq(prog.afe.prog_fire & reporting),
+            regs.failed_cell_count.count_inc.eq(
+                (prog.fault_map.en & prog.fault_map.data).any() & reporting),
+            regs.over_range_count.count_inc.eq(Mux(reporting, over_range_samples, 0)),
+            regs.irq_status.over_range_set.eq((over_range_samples != 0) & reporting),
+        ]
+
+        # --- STATUS and interrupts ----------------------------------------------------------------
+        done = Signal()
+        error = Signal(ErrorCode)
+        error_detail = Signal(DETAIL_BITS)
+        m.d.comb += [
+            regs.status.busy.eq(running),
+            regs.status.done.eq(done),
+            regs.status.error.eq(error),
+            regs.status.error_detail.eq(error_detail),
+        ]
+        finished_detail = Signal(DETAIL_BITS)
+        with m.Switch(finished_error):
+            with m.Case(ErrorCode.ADC_TIMEOUT, ErrorCode.PROGRAM_TIMEOUT):
+                m.d.comb += finished_detail.eq(last_target)
+            with m.Case(ErrorCode.CELLS_FAILED):
+                m.d.comb += finished_detail.eq(saturate(prog.failed_count, DETAIL_BITS))
+
+        def report(outcome: ValueLike, detail: ValueLike) -> None:
+            m.d.sync += [done.eq(1), error.eq(outcome), error_detail.eq(detail)]
+            m.d.comb += [regs.irq_status.done_set.eq(1),
+                         regs.irq_status.error_set.eq(outcome != ErrorCode.NONE)]
+
+        with m.If(soft_reset):
+            m.d.sync += [done.eq(0), error.eq(ErrorCode.NONE), error_detail.eq(0),
+                         forgetting.eq(running & ~finished)]
+        with m.Elif(finished):
+            m.d.sync += forgetting.eq(0)
+            with m.If(reporting):
+                report(finished_error, finished_detail)
+            # A start in the block's done cycle is refused (BUSY); STATUS keeps the outcome of
+            # the command that just finished, IRQ_STATUS.error flags the refusal.
+            with m.If(start):
+                m.d.comb += regs.irq_status.error_set.eq(1)
+        with m.Elif(start):
+            with m.If(refusal == ErrorCode.BUSY):
+                # The running command goes on: only the error fields change.
+                m.d.sync += [error.eq(ErrorCode.BUSY), error_detail.eq(refusal_detail)]
+                m.d.comb += regs.irq_status.error_set.eq(1)
+            with m.Elif((refusal != ErrorCode.NONE) | is_nop):
+                report(refusal, refusal_detail)
+            with m.Else():
+                m.d.sync += [done.eq(0), error.eq(ErrorCode.NONE), error_detail.eq(0)]
+        return m
+
+
+def verilog_text(params: BuildParams | None = None) -> str:
+    """The controller's Verilog, top module ``anmf_controller`` (what ``anmf verilog`` writes).
+
+    No source locations are emitted (``emit_src=False``): the text holds no absolute paths
+    and does not change with the checkout's location.
+    """
+    from amaranth.back import verilog
+
+    params = params if params is not None else BuildParams()
+    return verilog.convert(Controller(params), name=TOP_MODULE, emit_src=False)
