@@ -1,0 +1,469 @@
+"""Golden model of the controller's digital arithmetic, at transaction level.
+
+For each command, :class:`GoldenController` takes the digital steps the RTL takes
+(hdl/solve_sequencer.py, hdl/programmer.py) and calls the code-level AFE model
+(model/afe.py) at the simulated times the RTL would, derived from the cycle formulas of
+docs/solve-timing.md. With a deterministic AFE (noise off; offsets, gain errors,
+quantization and finite gain on) it gives the RTL's result words, fault map and counters
+bit for bit: tests/test_afe_binding.py compares them on Icarus and Verilator.
+
+The buffers mirror the controller's: ``rhs`` (DAC codes by row), ``targets`` (READ_CELL
+codes by cell), ``results`` (result words by physical column), ``fault_map`` (one
+``total_cols``-bit word per row). The host fills ``rhs`` and ``targets`` and reads the
+others, as it does over the register map.
+
+Times: cycle k of a command started at ``start_s`` is ``start_s + k / clock_hz`` (cycle 0
+is the ``start`` cycle). Without ``start_s`` a command starts in the first cycle the RTL
+would accept it, right after the previous one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Iterator
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .afe import AnalogFrontEnd, BuildParamsLike, Mode, Polarity
+from .formats import (PICOSECONDS_PER_SECOND, ProgramSettings, pack_result, rounded_average,
+                      to_picoseconds, zero_code)
+
+__all__ = ["GoldenController", "Error", "SolveOutcome", "CellOutcome", "ProgramOutcome",
+           "ReadOutcome", "SOLVE_MODES"]
+
+#: AFE modes the solve sequencer runs (SOLVE, SOLVE_FREE, MVM).
+SOLVE_MODES: tuple[Mode, ...] = (Mode.SOLVE, Mode.SOLVE_FREE, Mode.MVM)
+
+
+class Error(IntEnum):
+    """The controller's error codes (``anmf.hdl.codes.ErrorCode``; tests/test_golden.py
+    checks the two agree)."""
+
+    NONE = 0
+    UNKNOWN_OPCODE = 1
+    BUSY = 2
+    BAD_DIMENSION = 3
+    BAD_AVERAGING = 4
+    BAD_TOLERANCE = 5
+    BAD_TIMING = 6
+    ADC_TIMEOUT = 7
+    PROGRAM_TIMEOUT = 8
+    ABORTED = 9
+    CELLS_FAILED = 10
+
+
+@dataclass(frozen=True)
+class SolveOutcome:
+    """One SOLVE / SOLVE_FREE / MVM."""
+
+    error: Error
+    #: Result words this command wrote, by physical column (``results`` holds all).
+    words: dict[int, int]
+    #: Samples flagged ``adc_ovr``.
+    over_range_count: int
+    #: Cycle of ``done``, counted from the ``start`` cycle.
+    done_cycle: int
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """What write-verify did to one cell."""
+
+    row: int
+    col: int
+    target: int
+    pulses: int
+    read_code: int   #: the last verify read (averaged code)
+    failed: bool
+
+
+@dataclass(frozen=True)
+class ProgramOutcome:
+    """One PROGRAM_CELL / PROGRAM_MATRIX."""
+
+    error: Error
+    cells: tuple[CellOutcome, ...]
+    pulse_count: int
+    failed_count: int
+    over_range_samples: int
+    done_cycle: int
+
+
+@dataclass(frozen=True)
+class ReadOutcome:
+    """One READ_CELL."""
+
+    error: Error
+    code: int
+    over_range: bool
+    over_range_samples: int
+    done_cycle: int
+
+
+class _Timeout(Exception):
+    """The watchdog expired in cycle ``cycle`` (internal control flow)."""
+
+    def __init__(self, error: Error, cycle: int):
+        super().__init__(error.name)
+        self.error = error
+        self.cycle = cycle
+
+
+def _param(params: Any, name: str) -> int:
+    value = getattr(params, name, None)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"params.{name} must be a non-negative integer (a BuildParams); got "
+                         f"{value!r}")
+    return value
+
+
+class GoldenController:
+    """Transaction-level model of the controller (solve sequencer and write-verify
+    programmer) driving ``afe``.
+
+    Args:
+        params: build parameters (``anmf.hdl.params.BuildParams`` or alike); ``afe`` must
+            have the same array size and converter widths.
+        afe: the AFE model it drives (a twin of the one bound to the RTL).
+        clock_hz: controller clock (default: the AFE's, which must agree).
+    """
+
+    def __init__(self, params: BuildParamsLike, afe: AnalogFrontEnd,
+                 clock_hz: float | None = None):
+        if not isinstance(afe, AnalogFrontEnd):
+            raise ValueError(f"afe must be an AnalogFrontEnd; got {type(afe).__name__}")
+        names = ("rows", "cols", "spare", "dac_bits", "adc_bits", "avg_max_log2", "timer_bits",
+                 "prog_amp_bits", "prog_width_bits", "pulse_budget_bits")
+        self.p = {name: _param(params, name) for name in names}
+        for name, mine in (("rows", afe.rows), ("cols", afe.cols), ("spare", afe.spare),
+                           ("dac_bits", afe.dac_bits), ("adc_bits", afe.adc_bits),
+                           ("prog_amp_bits", afe.amp_bits), ("prog_width_bits", afe.width_bits)):
+            if self.p[name] != mine:
+                raise ValueError(f"params.{name} = {self.p[name]} but the AFE has {mine}; build "
+                                 f"the AFE with AnalogFrontEnd.from_build_params")
+        if clock_hz is not None and clock_hz != afe.clock_hz:
+            raise ValueError(f"clock_hz = {clock_hz!r} differs from the AFE's clock_hz = "
+                             f"{afe.clock_hz!r}")
+        self.params = params
+        self.afe = afe
+        self.rows = self.p["rows"]
+        self.total_cols = self.p["cols"] + self.p["spare"]
+        self.period_ps = afe.period_ps
+        self.zero_code = zero_code(self.p["dac_bits"])
+        #: RHS buffer: DAC code by row.
+        self.rhs = np.full(self.rows, self.zero_code, dtype=np.int64)
+        #: TARGET buffer: READ_CELL code by (row, physical column).
+        self.targets = np.zeros((self.rows, self.total_cols), dtype=np.int64)
+        #: RESULTS buffer: result word by physical column.
+        self.results = np.zeros(self.total_cols, dtype=np.int64)
+        #: FAULT_MAP buffer: one word per row, bit c = column c failed.
+        self.fault_map = np.zeros(self.rows, dtype=np.int64)
+        #: The programmer's last averaged read (every Compare updates it).
+        self.read_code = 0
+        self.read_over_range = False
+        self._next_start_ps = 0
+
+    # ---- time --------------------------------------------------------------------------
+
+    def _begin(self, start_s: float | None) -> int:
+        start_ps = self._next_start_ps if start_s is None else to_picoseconds(start_s, "start_s")
+        return start_ps
+
+    def _end(self, start_ps: int, done_cycle: int) -> None:
+        # The next start is accepted in the cycle after done.
+        self._next_start_ps = start_ps + (done_cycle + 1) * self.period_ps
+
+    def _clock(self, start_ps: int):
+        period = self.period_ps
+
+        def at(cycle: int) -> float:
+            return (start_ps + cycle * period) / PICOSECONDS_PER_SECOND
+        return at
+
+    # ---- operand checks (port widths) --------------------------------------------------
+
+    @staticmethod
+    def _operand(name: str, value: Any, bits: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                or not 0 <= value < 2 ** bits:
+            raise ValueError(f"{name} must be an integer from 0 to {2 ** bits - 1} (a "
+                             f"{bits}-bit port); got {value!r}")
+        return int(value)
+
+    @staticmethod
+    def _set_bits(mask: int) -> Iterator[int]:
+        index = 0
+        while mask:
+            if mask & 1:
+                yield index
+            mask >>= 1
+            index += 1
+
+    def _safe_exit(self, at, cycle: int) -> int:
+        """The safe exit from ``cycle`` on: AFE idle, the zero code written to every DAC,
+        then ldac; returns the done cycle."""
+        self.afe.apply_controls(at(cycle), mode=Mode.IDLE, loop=0, row_en=0, col_en=0)
+        for row in range(self.rows):
+            self.afe.write_dac(row, self.zero_code)
+        self.afe.load_dacs(at(cycle + self.rows))
+        return cycle + self.rows + 1
+
+    # ---- SOLVE / SOLVE_FREE / MVM ------------------------------------------------------
+
+    def solve(self, mode: Mode | int, *, row_mask: int, col_mask: int, avg_log2: int,
+              dac_settle: int, analog_settle: int, watchdog_limit: int | None = None,
+              start_s: float | None = None) -> SolveOutcome:
+        """One solve from the ``rhs`` buffer into ``results``, as the solve sequencer runs
+        it (docs/solve-timing.md); ``watchdog_limit`` defaults to the largest timer value."""
+        p = self.p
+        timer_bits = p["timer_bits"]
+        mode = self._operand("mode", int(mode), 3)
+        row_mask = self._operand("row_mask", row_mask, self.rows)
+        col_mask = self._operand("col_mask", col_mask, self.total_cols)
+        avg_log2 = self._operand("avg_log2", avg_log2, max(1, p["avg_max_log2"].bit_length()))
+        dac_settle = self._operand("dac_settle", dac_settle, timer_bits)
+        analog_settle = self._operand("analog_settle", analog_settle, timer_bits)
+        watchdog = self._operand("watchdog_limit", 2 ** timer_bits - 1
+                                 if watchdog_limit is None else watchdog_limit, timer_bits)
+        start_ps = self._begin(start_s)
+        at = self._clock(start_ps)
+
+        if mode not in SOLVE_MODES:
+            error = Error.UNKNOWN_OPCODE
+        elif row_mask == 0 or col_mask == 0:
+            error = Error.BAD_DIMENSION
+        elif avg_log2 > p["avg_max_log2"]:
+            error = Error.BAD_AVERAGING
+        elif watchdog == 0:
+            error = Error.BAD_TIMING
+        else:
+            error = Error.NONE
+        if error != Error.NONE:
+            self._end(start_ps, 1)
+            return SolveOutcome(error, {}, 0, 1)
+
+        afe = self.afe
+        rows = list(self._set_bits(row_mask))
+        cols = list(self._set_bits(col_mask))
+        n = len(rows)
+        # Load-DAC: the write of the k-th enabled row is in cycle k + 2; Load-LDAC in N + 2.
+        for row in rows:
+            afe.write_dac(row, int(self.rhs[row]))
+        afe.load_dacs(at(n + 2))
+        # Settle-DAC; the loop closes in the first Settle-Analog (or Convert-Start) cycle.
+        cycle = n + 3 + dac_settle
+        afe.apply_controls(at(cycle), mode=mode, loop=1, row_en=row_mask, col_en=col_mask)
+        cycle += analog_settle
+        t_adc = afe.adc_cycles
+        words: dict[int, int] = {}
+        over_range_count = 0
+        try:
+            for col in cols:
+                total, over_range = 0, False
+                for _ in range(2 ** avg_log2):
+                    code, over = afe.convert(col, at(cycle))
+                    if t_adc > watchdog:
+                        raise _Timeout(Error.ADC_TIMEOUT, cycle + watchdog)
+                    total += code
+                    over_range |= over
+                    over_range_count += over
+                    cycle += t_adc + 1
+                word = pack_result(rounded_average(total, avg_log2), over_range, p["adc_bits"])
+                words[col] = word
+                self.results[col] = word
+        except _Timeout as timeout:
+            done = self._safe_exit(at, timeout.cycle + 1)
+            self._end(start_ps, done)
+            return SolveOutcome(timeout.error, words, over_range_count, done)
+        # Zero-DAC: the release cycle, then the zero code to each enabled row; Zero-LDAC.
+        afe.apply_controls(at(cycle), mode=Mode.IDLE, loop=0, row_en=0, col_en=0)
+        for row in rows:
+            afe.write_dac(row, self.zero_code)
+        afe.load_dacs(at(cycle + n))
+        done = cycle + n + 1
+        self._end(start_ps, done)
+        return SolveOutcome(Error.NONE, words, over_range_count, done)
+
+    # ---- READ_CELL / PROGRAM_CELL / PROGRAM_MATRIX -------------------------------------
+
+    def read_cell(self, row: int, col: int, *, avg_log2: int, read_settle: int,
+                  watchdog_limit: int | None = None, start_s: float | None = None) -> ReadOutcome:
+        """READ_CELL of (row, col): the averaged conductance code."""
+        settings = ProgramSettings(tolerance=1, amp_start=0, amp_step=0, amp_max=0,
+                                   pulse_width=1, pulse_budget=0, avg_log2=avg_log2,
+                                   read_settle=read_settle)
+        outcome, over_range_samples = self._program("read", row, col, None, None, settings,
+                                                    watchdog_limit, start_s)
+        return ReadOutcome(outcome.error, self.read_code, self.read_over_range,
+                           over_range_samples, outcome.done_cycle)
+
+    def program_cell(self, row: int, col: int, settings: ProgramSettings, *,
+                     watchdog_limit: int | None = None,
+                     start_s: float | None = None) -> ProgramOutcome:
+        """PROGRAM_CELL: write-verify (row, col) to ``targets[row, col]``."""
+        return self._program("cell", row, col, None, None, settings, watchdog_limit, start_s)[0]
+
+    def program_matrix(self, settings: ProgramSettings, *, row_mask: int, col_mask: int,
+                       watchdog_limit: int | None = None,
+                       start_s: float | None = None) -> ProgramOutcome:
+        """PROGRAM_MATRIX: write-verify every enabled row x enabled column, row by row."""
+        return self._program("matrix", 0, 0, row_mask, col_mask, settings, watchdog_limit,
+                             start_s)[0]
+
+    def _program(self, command: str, row: int, col: int, row_mask: int | None,
+                 col_mask: int | None, settings: ProgramSettings, watchdog_limit: int | None,
+                 start_s: float | None) -> tuple[ProgramOutcome, int]:
+        p = self.p
+        if not isinstance(settings, ProgramSettings):
+            raise ValueError(f"settings must be a ProgramSettings; got {type(settings).__name__}")
+        timer_bits = p["timer_bits"]
+        s = settings
+        self._operand("tolerance", s.tolerance, p["adc_bits"] + 1)
+        for name, bits in (("amp_start", p["prog_amp_bits"]), ("amp_step", p["prog_amp_bits"]),
+                           ("amp_max", p["prog_amp_bits"]),
+                           ("pulse_width", p["prog_width_bits"]),
+                           ("pulse_budget", p["pulse_budget_bits"]),
+                           ("avg_log2", max(1, p["avg_max_log2"].bit_length())),
+                           ("read_settle", timer_bits)):
+            self._operand(name, getattr(s, name), bits)
+        watchdog = self._operand("watchdog_limit", 2 ** timer_bits - 1
+                                 if watchdog_limit is None else watchdog_limit, timer_bits)
+        single = command in ("read", "cell")
+        if single:
+            # cell_row / cell_col ports are exactly wide enough for the array's indices.
+            self._operand("row", row, max(1, (self.rows - 1).bit_length()))
+            self._operand("col", col, max(1, (self.total_cols - 1).bit_length()))
+            bad_dimension = row >= self.rows or col >= self.total_cols
+            rows, cols = [row], [col]
+        else:
+            row_mask = self._operand("row_mask", row_mask, self.rows)
+            col_mask = self._operand("col_mask", col_mask, self.total_cols)
+            bad_dimension = row_mask == 0 or col_mask == 0
+            rows, cols = list(self._set_bits(row_mask)), list(self._set_bits(col_mask))
+        programs = command != "read"
+        start_ps = self._begin(start_s)
+        at = self._clock(start_ps)
+
+        if bad_dimension:
+            error = Error.BAD_DIMENSION
+        elif s.avg_log2 > p["avg_max_log2"]:
+            error = Error.BAD_AVERAGING
+        elif programs and not 0 < s.tolerance < 2 ** p["adc_bits"]:
+            error = Error.BAD_TOLERANCE
+        elif watchdog == 0 or (programs and s.pulse_width == 0):
+            error = Error.BAD_TIMING
+        else:
+            error = Error.NONE
+        if error != Error.NONE:
+            self._end(start_ps, 1)
+            return ProgramOutcome(error, (), 0, 0, 0, 1), 0
+
+        afe = self.afe
+        t_adc = afe.adc_cycles
+        samples = 2 ** s.avg_log2
+        state = {"over_range_samples": 0, "pulse_count": 0, "failed_count": 0}
+        cells: list[CellOutcome] = []
+
+        def verify_read(r: int, c: int, cycle: int) -> tuple[int, int]:
+            """Read-Settle, Read-Start/Read-Wait per sample; returns (average, Compare cycle)."""
+            afe.apply_controls(at(cycle), mode=Mode.READ_CELL, loop=0, row_en=0, col_en=0,
+                               cell_row=r, cell_col=c)
+            cycle += s.read_settle
+            total, over_range = 0, False
+            for _ in range(samples):
+                code, over = afe.convert(c, at(cycle))
+                if t_adc > watchdog:
+                    raise _Timeout(Error.ADC_TIMEOUT, cycle + watchdog)
+                total += code
+                over_range |= over
+                state["over_range_samples"] += over
+                cycle += t_adc + 1
+            average = rounded_average(total, s.avg_log2)
+            # Compare: mode back to IDLE; read_code updated.
+            afe.apply_controls(at(cycle), mode=Mode.IDLE, loop=0, row_en=0, col_en=0)
+            self.read_code, self.read_over_range = average, over_range
+            return average, cycle
+
+        cycle = 1  # Next-Cell
+        try:
+            for r in rows:
+                for c in cols:
+                    cycle += 2  # Next-Cell, Fetch-Target
+                    target = int(self.targets[r, c]) if programs else 0
+                    pulses, pulsed, polarity, amplitude = 0, False, Polarity.SET, 0
+                    while True:
+                        average, cycle = verify_read(r, c, cycle)
+                        if not programs:
+                            done = cycle + 1
+                            self._end(start_ps, done)
+                            return ProgramOutcome(Error.NONE, (), 0, 0,
+                                                  state["over_range_samples"], done), \
+                                state["over_range_samples"]
+                        if abs(average - target) <= s.tolerance:
+                            failed = False
+                            break
+                        if pulses == s.pulse_budget:
+                            failed = True
+                            break
+                        wanted = Polarity.SET if average < target else Polarity.RESET
+                        if pulsed and wanted == polarity:
+                            amplitude = min(amplitude + s.amp_step, s.amp_max)
+                        else:
+                            amplitude = min(s.amp_start, s.amp_max)
+                        polarity, pulsed = wanted, True
+                        cycle += 1  # Compare; Fire follows
+                        afe.apply_controls(at(cycle), mode=Mode.PROGRAM, loop=0, row_en=0,
+                                           col_en=0, cell_row=r, cell_col=c)
+                        afe.pulse(r, c, polarity, amplitude, s.pulse_width, at(cycle))
+                        pulses += 1
+                        state["pulse_count"] += 1
+                        pulse_cycles = afe.pulse_cycles(s.pulse_width)
+                        if pulse_cycles > watchdog:
+                            raise _Timeout(Error.PROGRAM_TIMEOUT, cycle + watchdog)
+                        cycle += 1 + pulse_cycles  # Fire, Pulse-Wait; prog_done in the last
+                    cycle += 1  # Compare; Record follows
+                    bit = 1 << c
+                    self.fault_map[r] = (int(self.fault_map[r]) & ~bit) | (bit if failed else 0)
+                    state["failed_count"] += failed
+                    cells.append(CellOutcome(r, c, target, pulses, average, failed))
+                    cycle += 1  # Record
+                cycle += 1  # Next-Cell: the row is finished
+        except _Timeout as timeout:
+            done = self._safe_exit(at, timeout.cycle + 1)
+            self._end(start_ps, done)
+            return ProgramOutcome(timeout.error, tuple(cells), state["pulse_count"],
+                                  state["failed_count"], state["over_range_samples"], done), \
+                state["over_range_samples"]
+        done = cycle
+        self._end(start_ps, done)
+        error = Error.CELLS_FAILED if state["failed_count"] else Error.NONE
+        return ProgramOutcome(error, tuple(cells), state["pulse_count"], state["failed_count"],
+                              state["over_range_samples"], done), state["over_range_samples"]
+
+    # ---- host helpers ------------------------------------------------------------------
+
+    def load_rhs(self, codes: ArrayLike) -> None:
+        """Fill the RHS buffer (DAC codes, one per row)."""
+        array = np.asarray(codes)
+        top = 2 ** self.p["dac_bits"] - 1
+        if array.shape != (self.rows,) or array.dtype.kind not in "iu" or \
+                (array.size and (array.min() < 0 or array.max() > top)):
+            raise ValueError(f"rhs must be {self.rows} integer codes from 0 to {top}; got "
+                             f"{array.dtype} array of shape {array.shape}")
+        self.rhs[:] = array
+
+    def load_targets(self, codes: ArrayLike) -> None:
+        """Fill the TARGET buffer (READ_CELL codes, rows x total_cols)."""
+        array = np.asarray(codes)
+        top = 2 ** self.p["adc_bits"] - 1
+        shape = (self.rows, self.total_cols)
+        if array.shape != shape or array.dtype.kind not in "iu" or \
+                (array.size and (array.min() < 0 or array.max() > top)):
+            raise ValueError(f"targets must be a {shape} array of integer codes from 0 to {top}; "
+                             f"got {array.dtype} array of shape {array.shape}")
+        self.targets[:] = array
+
+    def fault_cells(self) -> NDArray[np.bool_]:
+        """The fault map as a (rows, total_cols) bool array."""
+        return ((self.fault_map[:, None] >> np.arange(self.total_cols)[None, :]) & 1).astype(bool)

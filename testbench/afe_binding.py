@@ -1,0 +1,264 @@
+"""cocotb binding of the code-level AFE model (model/afe.py) to a DUT's AFE ports.
+
+The signal list comes from the one AFE definition, ``AFESignature(params).ports()``
+(Verilog ports ``<prefix>__<member>``); the binding refuses a signature with a member it
+has no role for, so a new AFE member cannot be silently left undriven or unwatched.
+
+Event-driven: each strobe has a coroutine waiting on its rising edge (``dac_we``,
+``dac_ldac``, ``adc_start``, ``prog_fire``) and one coroutine waits on any value change of
+the level controls (mode, loop, switches, cell select, calibration select). No coroutine
+wakes on every clock edge except while a ``dac_we`` burst lasts (one write per cycle) and
+for the one or two edges that place an answer. Waits of many cycles are a Timer to the
+middle of the cycle before the target edge, then that edge.
+
+Timing (docs/afe-interface.md): the model acts at the time the strobe rises (the start of
+the strobe cycle s), with the controls as they are then (read in the ReadOnly phase and
+applied before the strobe's action, so a loop closing in the cycle of a conversion's start
+counts). ``adc_busy`` rises just after edge s+L and falls just after edge s+L+B, with
+``adc_data``/``adc_ovr`` changing then; ``prog_done`` is high for the cycle P cycles after
+the fire cycle. L, B and P come from the AFE model (``adc_latency_cycles``,
+``adc_busy_cycles``, ``pulse_cycles``), so the golden model derives the same cycles.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cocotb
+from cocotb.handle import SimHandleBase
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
+from amaranth.lib import wiring
+
+from anmf.hdl.afe import AFESignature
+from anmf.hdl.params import BuildParams
+from anmf.model.afe import AnalogFrontEnd
+from anmf.model.formats import PICOSECONDS_PER_SECOND
+
+__all__ = ["AFEBinding", "ConversionRecord", "PulseRecord", "STROBES", "ANSWERS", "CONTROLS"]
+
+#: Strobe member -> the members it carries (sampled in the strobe cycle).
+STROBES: dict[str, tuple[str, ...]] = {
+    "dac_we": ("dac_addr", "dac_data"),
+    "dac_ldac": (),
+    "adc_start": ("adc_mux",),
+    "prog_fire": ("prog_polarity", "prog_amplitude", "prog_width"),
+}
+#: Members the AFE drives.
+ANSWERS: tuple[str, ...] = ("adc_busy", "adc_data", "adc_ovr", "prog_done")
+#: Level controls, in the keyword names of ``AnalogFrontEnd.apply_controls``.
+CONTROLS: tuple[str, ...] = ("mode", "loop", "row_en", "col_en", "cell_row", "cell_col",
+                             "cal_ref_sel")
+
+
+@dataclass(frozen=True)
+class ConversionRecord:
+    """One ADC conversion as the binding answered it."""
+
+    time_ps: int
+    mux: int
+    mode: int
+    code: int
+    over_range: bool
+
+
+@dataclass(frozen=True)
+class PulseRecord:
+    """One programming pulse as the binding applied it."""
+
+    time_ps: int
+    row: int
+    col: int
+    polarity: int
+    amplitude: int
+    width: int
+    done_cycles: int
+
+
+def _value(handle: SimHandleBase) -> int:
+    """A port's value as an unsigned int; X/Z (before reset) reads as 0."""
+    value = handle.value
+    try:
+        return value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)
+    except ValueError:
+        return 0
+
+
+class AFEBinding:
+    """The AFE model ``afe`` answering the DUT's AFE ports.
+
+    Args:
+        dut: the cocotb handle of the top level.
+        afe: the model (its clock must be the DUT clock's: the ADC and pulse cycle counts
+            come from it).
+        params: the DUT's build parameters (the port list is ``AFESignature(params).ports()``).
+        clock: the controller clock signal.
+        prefix: the AFE port's name on the top level (``afe`` -> ``afe__dac_we`` ...).
+    """
+
+    def __init__(self, dut: Any, afe: AnalogFrontEnd, params: BuildParams, *,
+                 clock: SimHandleBase, prefix: str = "afe"):
+        if not isinstance(afe, AnalogFrontEnd):
+            raise ValueError(f"afe must be an AnalogFrontEnd; got {type(afe).__name__}")
+        if not isinstance(params, BuildParams):
+            raise ValueError(f"params must be a BuildParams; got {type(params).__name__}")
+        ports = AFESignature(params).ports()
+        known = set(STROBES) | {m for carried in STROBES.values() for m in carried} \
+            | set(ANSWERS) | set(CONTROLS)
+        names = {port.name for port in ports}
+        unhandled = sorted(names - known)
+        if unhandled:
+            raise ValueError(f"AFE members without a role in the binding: {', '.join(unhandled)}; "
+                             f"give each one in STROBES, ANSWERS or CONTROLS")
+        missing = sorted(known - names)
+        if missing:
+            raise ValueError(f"the binding expects AFE members the signature lacks: "
+                             f"{', '.join(missing)}")
+        for port in ports:
+            driven_by_afe = port.flow == wiring.In
+            if driven_by_afe != (port.name in ANSWERS):
+                raise ValueError(f"AFE member {port.name} flows {port.flow}, which does not "
+                                 f"match its role in the binding")
+        self.afe = afe
+        self.clock = clock
+        self.handles: dict[str, SimHandleBase] = {}
+        for port in ports:
+            verilog_name = f"{prefix}__{port.name}"
+            try:
+                handle = getattr(dut, verilog_name)
+            except AttributeError:
+                raise ValueError(f"the DUT has no port {verilog_name}") from None
+            if len(handle) != port.width:
+                raise ValueError(f"port {verilog_name} is {len(handle)} bits wide; the AFE "
+                                 f"signature says {port.width}")
+            self.handles[port.name] = handle
+        self.period_ps = afe.period_ps
+        if self.period_ps % 2:
+            raise ValueError(f"the clock period must be an even number of picoseconds; got "
+                             f"{self.period_ps} ps")
+        #: What the binding answered, in order.
+        self.conversions: list[ConversionRecord] = []
+        self.pulses: list[PulseRecord] = []
+        self.dac_writes = 0
+        #: Protocol violations seen by the binding (the model's are in ``afe.violations``).
+        self.violations: list[str] = []
+        self._tasks: list[cocotb.task.Task[None]] = []
+
+    # ---- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Drive the answers to their idle value, check the clock period, start watching."""
+        for name in ANSWERS:
+            self.handles[name].value = 0
+        await RisingEdge(self.clock)
+        first = get_sim_time("ps")
+        await RisingEdge(self.clock)
+        measured = round(get_sim_time("ps") - first)
+        if measured != self.period_ps:
+            raise ValueError(f"the DUT clock period is {measured} ps but the AFE model's "
+                             f"clock_hz gives {self.period_ps} ps")
+        for coroutine in (self._watch_controls(), self._dac_writes(), self._dac_loads(),
+                          self._conversions(), self._programming()):
+            self._tasks.append(cocotb.start_soon(coroutine))
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+
+    @property
+    def all_violations(self) -> list[str]:
+        """The binding's and the model's protocol violations."""
+        return self.violations + self.afe.violations
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _now_ps(self) -> int:
+        return round(get_sim_time("ps"))
+
+    def _now_s(self) -> float:
+        return self._now_ps() / PICOSECONDS_PER_SECOND
+
+    def _read(self, name: str) -> int:
+        return _value(self.handles[name])
+
+    def _sync_controls(self) -> None:
+        """Apply the level controls as they are now (call in the ReadOnly phase)."""
+        self.afe.apply_controls(self._now_s(), **{name: self._read(name) for name in CONTROLS})
+
+    async def _after_edges(self, count: int) -> None:
+        """From an edge time, to just after the ``count``-th following rising edge."""
+        if count > 1:
+            await Timer((2 * count - 1) * self.period_ps // 2, unit="ps")
+        await RisingEdge(self.clock)
+
+    # ---- coroutines ----------------------------------------------------------------------
+
+    async def _watch_controls(self) -> None:
+        changes = [self.handles[name].value_change for name in CONTROLS]
+        while True:
+            await First(*changes)
+            await ReadOnly()
+            self._sync_controls()
+
+    async def _dac_writes(self) -> None:
+        we, ldac = self.handles["dac_we"], self.handles["dac_ldac"]
+        while True:
+            await RisingEdge(we)
+            await ReadOnly()
+            # A burst: one write per cycle while dac_we stays high.
+            while _value(we):
+                if _value(ldac):
+                    self.violations.append(f"t={self._now_ps()} ps: dac_we and dac_ldac in "
+                                           f"the same cycle")
+                self.afe.write_dac(self._read("dac_addr"), self._read("dac_data"))
+                self.dac_writes += 1
+                await RisingEdge(self.clock)
+                await ReadOnly()
+
+    async def _dac_loads(self) -> None:
+        ldac = self.handles["dac_ldac"]
+        while True:
+            await RisingEdge(ldac)
+            await ReadOnly()
+            self._sync_controls()
+            self.afe.load_dacs(self._now_s())
+
+    async def _conversions(self) -> None:
+        start = self.handles["adc_start"]
+        busy, data, ovr = (self.handles[name] for name in ("adc_busy", "adc_data", "adc_ovr"))
+        afe = self.afe
+        while True:
+            await RisingEdge(start)
+            await ReadOnly()
+            self._sync_controls()
+            now = self._now_ps()
+            mux = self._read("adc_mux")
+            code, over_range = afe.convert(mux, now / PICOSECONDS_PER_SECOND)
+            self.conversions.append(ConversionRecord(now, mux, self._read("mode"), code,
+                                                     over_range))
+            await self._after_edges(afe.adc_latency_cycles)
+            busy.value = 1
+            await self._after_edges(afe.adc_busy_cycles)
+            busy.value = 0
+            data.value = code
+            ovr.value = int(over_range)
+
+    async def _programming(self) -> None:
+        fire = self.handles["prog_fire"]
+        done = self.handles["prog_done"]
+        afe = self.afe
+        while True:
+            await RisingEdge(fire)
+            await ReadOnly()
+            self._sync_controls()
+            now = self._now_ps()
+            row, col = self._read("cell_row"), self._read("cell_col")
+            polarity, amplitude, width = (self._read(name) for name in STROBES["prog_fire"])
+            afe.pulse(row, col, polarity, amplitude, width, now / PICOSECONDS_PER_SECOND)
+            cycles = afe.pulse_cycles(width)
+            self.pulses.append(PulseRecord(now, row, col, polarity, amplitude, width, cycles))
+            await self._after_edges(cycles)
+            done.value = 1
+            await RisingEdge(self.clock)
+            done.value = 0
