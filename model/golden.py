@@ -289,12 +289,16 @@ class GoldenController:
 
     def read_cell(self, row: int, col: int, *, avg_log2: int, read_settle: int,
                   watchdog_limit: int | None = None, start_s: float | None = None) -> ReadOutcome:
-        """READ_CELL of (row, col): the averaged conductance code."""
+        """READ_CELL of (row, col): the averaged conductance code, also written to
+        ``results[col]`` (as the controller writes RESULTS[COMMAND.col]) when it succeeds."""
         settings = ProgramSettings(tolerance=1, amp_start=0, amp_step=0, amp_max=0,
                                    pulse_width=1, pulse_budget=0, avg_log2=avg_log2,
                                    read_settle=read_settle)
         outcome, over_range_samples = self._program("read", row, col, None, None, settings,
                                                     watchdog_limit, start_s)
+        if outcome.error != Error.NONE:
+            return ReadOutcome(outcome.error, 0, False, over_range_samples, outcome.done_cycle)
+        self.results[col] = pack_result(self.read_code, self.read_over_range, self.p["adc_bits"])
         return ReadOutcome(outcome.error, self.read_code, self.read_over_range,
                            over_range_samples, outcome.done_cycle)
 

@@ -1,11 +1,12 @@
-"""Co-simulation: the solve sequencer and the write-verify programmer RTL against the AFE
-model through the cocotb binding, on Icarus and Verilator, checked bit for bit against the
-golden model (testbench/bench_afe_binding.py).
+"""Co-simulation: controller RTL against the AFE model through the cocotb binding, on
+Icarus and Verilator, checked bit for bit against the golden model
+(testbench/bench_afe_binding.py).
 
-The DUT is :class:`SolveProgramHarness`, a small wrapper around the two blocks (the
-controller top level is another engineer's work in progress): block ports become
-``seq_<port>`` / ``prog_<port>``, the AFE outputs are ORed (idle blocks drive 0, as in the
-controller), and the buffers are flat ports with the blocks' read latency.
+Two DUTs: the controller top level driven over AXI4-Lite, and
+:class:`SolveProgramHarness`, the solve sequencer and the programmer side by side with
+their block ports exposed (``seq_<port>`` / ``prog_<port>``; AFE outputs ORed as in the
+controller; buffers as flat ports with the blocks' read latency), which also runs what
+the controller refuses (ANALOG_SETTLE = 0: a sample in the cycle the loop closes).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from anmf.hdl.afe import AFESignature
+from anmf.hdl.controller import TOP_MODULE, verilog_text
 from anmf.hdl.params import BuildParams
 from anmf.hdl.programmer import WriteVerifyProgrammer
 from anmf.hdl.solve_sequencer import SolveSequencer
@@ -26,6 +28,7 @@ from anmf.testbench.simulators import SIMULATORS, run_bench
 #: Small array, short conversions: each cocotb run takes a few seconds.
 PARAMS = BuildParams(rows=8, cols=4, spare=1, avg_max_log2=2)
 BENCH = {
+    "dut": "harness",
     "params": {"rows": 8, "cols": 4, "spare": 1, "avg_max_log2": 2},
     # rram-3bit (IR drop, offsets, gain errors, INL/DNL, finite gain, device variation,
     # stuck cells, pulse noise); a 200 ns conversion keeps the runs short.
@@ -116,13 +119,18 @@ def test_harness_exposes_every_afe_member_and_block_port() -> None:
         assert f" {name};" in text, f"port {name} missing"
 
 
+@pytest.mark.parametrize("dut", ["harness", "controller"])
 @pytest.mark.parametrize("sim", SIMULATORS)
-def test_rtl_against_afe_model_equals_golden(sim: str) -> None:
-    name = "afe_binding"
-    results = run_bench(sim=sim, verilog=verilog.convert(SolveProgramHarness(PARAMS),
-                                                         name=name),
-                        toplevel=name, test_module="anmf.testbench.bench_afe_binding",
-                        name=name, extra_env={"ANMF_AFE_BENCH": json.dumps(BENCH)})
+def test_rtl_against_afe_model_equals_golden(sim: str, dut: str) -> None:
+    if dut == "harness":
+        toplevel = "afe_binding_harness"
+        text = verilog.convert(SolveProgramHarness(PARAMS), name=toplevel)
+    else:
+        toplevel = TOP_MODULE
+        text = verilog_text(PARAMS)
+    results = run_bench(sim=sim, verilog=text, toplevel=toplevel,
+                        test_module="anmf.testbench.bench_afe_binding", name=f"afe_binding-{dut}",
+                        extra_env={"ANMF_AFE_BENCH": json.dumps({**BENCH, "dut": dut})})
     text = results.read_text()
     assert text.count("<testcase") == 3, f"expected 3 cocotb tests in {results}"
     assert "<failure" not in text and "<error" not in text, f"cocotb failures in {results}"
