@@ -20,7 +20,7 @@ from typing import Any
 
 from amaranth.hdl import Cat, Module, Mux, Signal, Value, ValueLike
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
 from .afe import AFEMode, AFESignature, lowest_set_index
 from .axi4lite import AXI4LiteRegisterFile
@@ -266,8 +266,8 @@ class Controller(wiring.Component):
                          results.data.code.eq(prog.read_code),
                          results.data.over_range.eq(prog.read_over_range)]
 
-        # --- counters (a soft reset's clear wins in its own cycle; then the command is forgotten)
-        reporting = ~forgetting
+        # --- counters: nothing counts in a soft reset's cycle nor for the command it aborted
+        reporting = ~forgetting & ~soft_reset
         over_range_samples = Mux(seq.done, seq.over_range_count, 0) | prog.over_range_sample
         m.d.comb += [
             regs.solve_count.count_inc.eq(seq.done & (seq.error == ErrorCode.NONE) & reporting),
