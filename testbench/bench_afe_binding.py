@@ -408,7 +408,7 @@ async def program_matrix_equals_golden(dut) -> None:
     targets = afe.conductance_code(levels[bench.rng.integers(0, levels.size,
                                                              (p.rows, p.total_cols))])
     targets[1, 2] = p.dac_zero_code - 100  # a negative conductance: never reached, fails
-    settings = replace(afe.program_settings(read_settle=8), pulse_budget=24)
+    settings = replace(afe.program_settings(read_settle=16), pulse_budget=24)
     ops = Operands(row_mask=2 ** p.rows - 1 - 0b1000, col_mask=2 ** p.total_cols - 1,
                    settings=settings)  # one row left out
     done = await bench.driver.program(ProgrammerCommand.PROGRAM_MATRIX, targets, ops)
