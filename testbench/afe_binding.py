@@ -162,6 +162,7 @@ class AFEBinding:
             self._tasks.append(cocotb.start_soon(coroutine))
 
     def stop(self) -> None:
+        """Stop watching (answers under way still complete)."""
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
@@ -226,39 +227,51 @@ class AFEBinding:
 
     async def _conversions(self) -> None:
         start = self.handles["adc_start"]
-        busy, data, ovr = (self.handles[name] for name in ("adc_busy", "adc_data", "adc_ovr"))
-        afe = self.afe
+        answer: cocotb.task.Task[None] | None = None
         while True:
             await RisingEdge(start)
             await ReadOnly()
+            if answer is not None and not answer.done():
+                self.violations.append(f"t={self._now_ps()} ps: adc_start during a conversion")
+                continue
             self._sync_controls()
             now = self._now_ps()
             mux = self._read("adc_mux")
-            code, over_range = afe.convert(mux, now / PICOSECONDS_PER_SECOND)
+            code, over_range = self.afe.convert(mux, now / PICOSECONDS_PER_SECOND)
             self.conversions.append(ConversionRecord(now, mux, self._read("mode"), code,
                                                      over_range))
-            await self._after_edges(afe.adc_latency_cycles)
-            busy.value = 1
-            await self._after_edges(afe.adc_busy_cycles)
-            busy.value = 0
-            data.value = code
-            ovr.value = int(over_range)
+            answer = cocotb.start_soon(self._answer_conversion(code, over_range))
+
+    async def _answer_conversion(self, code: int, over_range: bool) -> None:
+        busy, data, ovr = (self.handles[name] for name in ("adc_busy", "adc_data", "adc_ovr"))
+        await self._after_edges(self.afe.adc_latency_cycles)
+        busy.value = 1
+        await self._after_edges(self.afe.adc_busy_cycles)
+        busy.value = 0
+        data.value = code
+        ovr.value = int(over_range)
 
     async def _programming(self) -> None:
         fire = self.handles["prog_fire"]
-        done = self.handles["prog_done"]
-        afe = self.afe
+        answer: cocotb.task.Task[None] | None = None
         while True:
             await RisingEdge(fire)
             await ReadOnly()
+            if answer is not None and not answer.done():
+                self.violations.append(f"t={self._now_ps()} ps: prog_fire during a pulse")
+                continue
             self._sync_controls()
             now = self._now_ps()
             row, col = self._read("cell_row"), self._read("cell_col")
             polarity, amplitude, width = (self._read(name) for name in STROBES["prog_fire"])
-            afe.pulse(row, col, polarity, amplitude, width, now / PICOSECONDS_PER_SECOND)
-            cycles = afe.pulse_cycles(width)
+            self.afe.pulse(row, col, polarity, amplitude, width, now / PICOSECONDS_PER_SECOND)
+            cycles = self.afe.pulse_cycles(width)
             self.pulses.append(PulseRecord(now, row, col, polarity, amplitude, width, cycles))
-            await self._after_edges(cycles)
-            done.value = 1
-            await RisingEdge(self.clock)
-            done.value = 0
+            answer = cocotb.start_soon(self._answer_pulse(cycles))
+
+    async def _answer_pulse(self, cycles: int) -> None:
+        done = self.handles["prog_done"]
+        await self._after_edges(cycles)
+        done.value = 1
+        await RisingEdge(self.clock)
+        done.value = 0

@@ -13,7 +13,7 @@ from anmf.hdl.afe import AFEMode, ProgPolarity
 from anmf.hdl.params import BuildParams
 from anmf.model.afe import (CAL_DAC_LOOPBACK, CAL_REFERENCES, AnalogFrontEnd, Mode, Polarity,
                             deterministic_config)
-from anmf.model.config import AFEConfig, preset
+from anmf.model.config import preset
 from anmf.model.device import WriteVerifyConfig
 from anmf.model.formats import code_to_volts, volts_to_code
 
@@ -193,7 +193,7 @@ def test_loop_starts_at_zero_volts_and_settles_to_the_circuit_steady_state():
 
 
 def test_the_solution_is_cached_until_a_change():
-    afe, codes = solving_afe()
+    afe, _ = solving_afe()
     afe.apply_controls(2e-6, mode=Mode.SOLVE, loop=1, row_en=ALL_ROWS, col_en=ALL_COLS)
     first = afe.solution()
     afe.convert(0, 2.1e-6)
