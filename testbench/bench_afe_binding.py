@@ -399,7 +399,7 @@ async def early_sample_reads_the_unsettled_transient(dut) -> None:
 @cocotb.test()
 async def program_matrix_equals_golden(dut) -> None:
     """PROGRAM_MATRIX with write-verify through the device model: fault map, pulse and failed
-    counts, error and done cycle equal the golden model's; then READ_CELLs."""
+    counts, error and done cycle equal the golden model's; then PROGRAM_CELL and READ_CELLs."""
     bench = Bench(dut)
     await bench.start()
     p = bench.params
@@ -429,6 +429,18 @@ async def program_matrix_equals_golden(dut) -> None:
     assert np.array_equal(afe.crossbar.conductance_s, bench.golden.afe.crossbar.conductance_s)
     cocotb.log.info("PROGRAM_MATRIX: %d pulses, %d failed, fault map %s, done cycle %d",
                     done.pulse_count, done.failed_count, fault_map, done.done_cycle)
+
+    # PROGRAM_CELL on a cell of the row the matrix left out.
+    targets[3, 1] = afe.conductance_code(levels[5])
+    done = await bench.driver.program(ProgrammerCommand.PROGRAM_CELL, targets,
+                                      replace(ops, row=3, col=1))
+    bench.golden.load_targets(targets)
+    cell = bench.golden.program_cell(3, 1, settings, start_s=done.start_s)
+    assert (done.error, done.pulse_count, done.failed_count, done.done_cycle) == \
+        (cell.error, cell.pulse_count, cell.failed_count, cell.done_cycle), \
+        f"PROGRAM_CELL: {done}; golden {cell}"
+    assert cell.pulse_count > 0 and await bench.driver.fault_map() == \
+        [int(w) for w in bench.golden.fault_map]
 
     for row, col in ((0, 0), (2, p.total_cols - 1)):
         done = await bench.driver.program(ProgrammerCommand.READ_CELL, targets,
