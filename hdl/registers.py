@@ -204,14 +204,17 @@ class ProgramPulses(Register):
 
 
 class ProgramAmplitude(Register):
-    """Programming pulse amplitude ramp, in AFE amplitude codes: first pulse, then a step after each miss."""
+    """Programming pulse amplitude ramp, in AFE amplitude codes: first pulse, then a step after each miss.
+
+    Resets match the analog model's write-verify defaults at its 10 mV per code (1.0 V start,
+    50 mV step, docs/number-formats.md): the SET/RESET thresholds (0.9 V, 1.0 V) are reachable."""
 
     def __init__(self, params: BuildParams) -> None:
         width = params.prog_amp_bits
         super().__init__({
-            "start": Field(Access.RW, width, "Amplitude of a cell's first pulse.", reset=_fit(32, width)),
+            "start": Field(Access.RW, width, "Amplitude of a cell's first pulse.", reset=_fit(100, width)),
             "step": Field(Access.RW, width, "Added to the amplitude after each pulse that misses the target.",
-                          reset=_fit(8, width), at=16),
+                          reset=_fit(5, width), at=16),
         })
 
 
@@ -220,8 +223,9 @@ class ProgramAmplitudeMax(Register):
 
     def __init__(self, params: BuildParams) -> None:
         width = params.prog_amp_bits
+        # 200 codes = 2.0 V in the analog model, its write-verify ceiling.
         super().__init__({"max": Field(Access.RW, width, "The amplitude never exceeds this code.",
-                                       reset=(1 << width) - 1)})
+                                       reset=_fit(200, width))})
 
 
 class ProgramPulse(Register):

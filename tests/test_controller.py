@@ -303,6 +303,9 @@ def test_program_cell_and_read_cell_put_the_reading_in_results_at_the_column():
     async def testbench(ctx):
         await bench.write_words(ctx, "TARGET", targets.ravel())
         await bench.setup(ctx, PROGRAM_TOLERANCE=3)
+        # the stand-in moves a cell by amplitude / pulse_divisor codes: a ramp from 32 by 8
+        await bench.write(ctx, "PROGRAM_AMPLITUDE", start=32, step=8)
+        await bench.write(ctx, "PROGRAM_AMPLITUDE_MAX", max=255)
         status, _ = await bench.command(ctx, Opcode.PROGRAM_CELL, row=11, col=4)
         seen["program"] = status
         seen["results_after_program"] = await bench.read_words(ctx, "RESULTS")
