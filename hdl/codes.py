@@ -17,6 +17,7 @@ class Opcode(enum.Enum, shape=8):
     READ_CELL = 4       #: read one cell's conductance through the ADC
     PROGRAM_CELL = 5    #: write-verify one cell to its target code
     PROGRAM_MATRIX = 6  #: write-verify every enabled cell from the target buffer
+    RUN_NMF = 7         #: NMF_ITERATIONS rounds of ANLS on the NMF buffers (docs/anls-sequencer.md)
 
 
 class ErrorCode(enum.Enum, shape=8):
@@ -33,3 +34,5 @@ class ErrorCode(enum.Enum, shape=8):
     PROGRAM_TIMEOUT = 8  #: a programming pulse got no done past the watchdog limit
     ABORTED = 9          #: CONTROL.abort stopped the command
     CELLS_FAILED = 10    #: write-verify left cells out of tolerance (see fault map, counters)
+    EXPONENT_RANGE = 11  #: RUN_NMF: a factor exponent would leave the EXP_BITS range (nothing committed)
+    BAD_WINDOW = 12      #: RUN_NMF: NMF_WINDOW empty or beyond the ADC code range

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from amaranth.utils import bits_for, ceil_log2
 
-__all__ = ["BuildParams"]
+__all__ = ["BuildParams", "MAX_RANGE_RETRIES"]
 
 
 # (field, lowest accepted, highest accepted). At least 2 rows and 2 columns keep every index
@@ -28,7 +28,12 @@ _INT_FIELDS: tuple[tuple[str, int, int], ...] = (
     ("prog_width_bits", 1, 16),
     ("pulse_budget_bits", 1, 16),
     ("cal_ref_bits", 1, 8),
+    ("r_bits", 1, 32),
+    ("exp_bits", 4, 16),
 )
+
+#: RUN_NMF's over-range retries per right-hand side are a 4-bit register field: at most 15.
+MAX_RANGE_RETRIES = 15
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,11 @@ class BuildParams:
         Width of the per-cell pulse budget of the write-verify programmer.
     cal_ref_bits
         Width of the calibration reference selector.
+    r_bits
+        Width of an entry of R in RUN_NMF's R buffer (unsigned; docs/anls-sequencer.md).
+    exp_bits
+        Width of a RUN_NMF factor exponent (two's complement). It must hold the largest
+        right-hand side exponent, ``r_bits - 1 + MAX_RANGE_RETRIES``.
     """
 
     rows: int = 64
@@ -66,6 +76,8 @@ class BuildParams:
     prog_width_bits: int = 8
     pulse_budget_bits: int = 8
     cal_ref_bits: int = 3
+    r_bits: int = 16
+    exp_bits: int = 8
 
     def __post_init__(self) -> None:
         for name, low, high in _INT_FIELDS:
@@ -73,6 +85,11 @@ class BuildParams:
             if type(value) is not int or not low <= value <= high:
                 raise ValueError(
                     f"{name} must be an integer from {low} to {high}, got {value!r}")
+        if self.rhs_exp_max > 2 ** (self.exp_bits - 1) - 1:
+            raise ValueError(
+                f"exp_bits = {self.exp_bits} cannot hold the largest right-hand side exponent "
+                f"r_bits - 1 + {MAX_RANGE_RETRIES} = {self.rhs_exp_max}; use at least "
+                f"{(self.rhs_exp_max + 1).bit_length() + 1} bits")
 
     # -- derived sizes -------------------------------------------------------------------
 
@@ -131,6 +148,17 @@ class BuildParams:
     def max_timer(self) -> int:
         """Largest value of a cycle-count input."""
         return 2 ** self.timer_bits - 1
+
+    @property
+    def mantissa_bits(self) -> int:
+        """Width of a RUN_NMF factor mantissa: an ADC code above the zero code."""
+        return self.adc_bits - 1
+
+    @property
+    def rhs_exp_max(self) -> int:
+        """Largest RUN_NMF right-hand side exponent: the leading one of an r_bits entry plus
+        every over-range retry."""
+        return self.r_bits - 1 + MAX_RANGE_RETRIES
 
     def cell_address(self, row: int, col: int) -> int:
         """Row-major cell address used by the target buffer and the fault map."""

@@ -23,13 +23,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "zero_code", "code_to_volts", "volts_to_code", "rounded_average", "pack_result",
     "unpack_result", "solve_cycles", "read_cycles", "cell_cycles", "conductance_to_code",
     "code_to_conductance", "tolerance_to_codes", "quantity_to_code", "ProgramSettings",
     "PICOSECONDS_PER_SECOND", "to_picoseconds",
+    # RUN_NMF (docs/anls-sequencer.md)
+    "MASK_WORD_BITS", "leading_one", "rhs_shift", "rhs_dac_codes", "result_mantissa",
+    "factor_peaks", "factor_targets", "next_component_exponent", "window_codes",
+    "exponent_word", "word_exponent", "fixed_from_factor", "factor_from_fixed", "r_codes",
+    "mask_words", "mask_from_words", "nmf_product_scale", "nmf_prepare_cycles",
+    "nmf_scan_cycles", "nmf_commit_cycles",
 ]
 
 #: Time resolution of the AFE model and the golden model: times are integer picoseconds,
@@ -236,3 +242,270 @@ class ProgramSettings:
         for name in ("tolerance", "amp_start", "amp_step", "amp_max", "pulse_width",
                      "pulse_budget", "avg_log2", "read_settle"):
             _check_int(f"ProgramSettings.{name}", getattr(self, name), 0)
+
+
+# --------------------------------------------------------------------------------------
+# RUN_NMF: the factors, R and the mask (docs/anls-sequencer.md). Everything is integer so
+# that the ANLS sequencer (hdl/anls_sequencer.py) and the golden model agree bit for bit.
+
+#: Bits per MASK word: entry (i, j) of R is bit (i * rows + j) % 32 of word (i * rows + j) // 32.
+MASK_WORD_BITS = 32
+
+
+def _int_array(name: str, values: ArrayLike, low: int | None = 0) -> NDArray[np.int64]:
+    array = np.asarray(values)
+    if array.dtype.kind not in "iu" or (low is not None and array.size and array.min() < low):
+        accepted = "integers" if low is None else f"integers >= {low}"
+        raise ValueError(f"{name} must be {accepted}; got {values!r}")
+    return array.astype(np.int64)
+
+
+def _shift_right(values: NDArray[np.int64], shift: NDArray[np.int64]) -> NDArray[np.int64]:
+    """``values >> shift`` for non-negative shifts of any size (numpy's is undefined past 63)."""
+    return np.where(shift >= 63, 0, values >> np.minimum(shift, 62))
+
+
+def leading_one(values: ArrayLike) -> Any:
+    """Index of the highest set bit of each non-negative integer (-1 for 0): the RTL's
+    leading-one detector. Exact below 2**53."""
+    array = _int_array("values", values)
+    if array.size and array.max() >= 2 ** 53:
+        raise ValueError(f"values must be below 2**53; got {values!r}")
+    result = np.frexp(array.astype(np.float64))[1].astype(np.int64) - 1
+    result = np.where(array == 0, -1, result)
+    return int(result) if result.ndim == 0 else result
+
+
+def rhs_shift(peak: int, retries: int = 0) -> int:
+    """The right-hand side exponent p of a column (or row) of R whose largest observed entry
+    is ``peak`` (> 0): the leading one of the peak, plus one per over-range retry."""
+    peak = _check_int("peak", peak, 1)
+    return leading_one(peak) + _check_int("retries", retries, 0)
+
+
+def rhs_dac_codes(entries: ArrayLike, shift: int, dac_bits: int) -> Any:
+    """DAC codes of R entries at right-hand side exponent ``shift``:
+    ``zero_code + ((r << (dac_bits - 2)) >> shift)`` (offset binary, 0 V and up). With
+    ``shift >= leading_one(max(entries))`` every code stays below ``2**dac_bits``."""
+    dac_bits = _check_int("dac_bits", dac_bits, 2, 24)
+    shift = _check_int("shift", shift, 0)
+    r = _int_array("entries", entries)
+    if r.size and r.max() >= 2 ** 40:
+        raise ValueError(f"entries must be below 2**40; got {entries!r}")
+    magnitude = _shift_right(r << (dac_bits - 2), np.full(r.shape, shift, dtype=np.int64))
+    if magnitude.size and magnitude.max() >= 2 ** (dac_bits - 1):
+        raise ValueError(f"shift {shift} is below the leading one of the largest entry "
+                         f"({leading_one(int(r.max()))}): the codes would leave the DAC range")
+    codes = zero_code(dac_bits) + magnitude
+    return int(codes) if codes.ndim == 0 else codes
+
+
+def result_mantissa(codes: ArrayLike, adc_bits: int) -> Any:
+    """A factor entry's mantissa from a clamped solve's ADC code: code minus the zero code,
+    floored at 0 (the diode lets an output sit slightly below 0 V). adc_bits - 1 bits."""
+    adc_bits = _check_int("adc_bits", adc_bits, 2, 24)
+    c = _int_array("codes", codes)
+    if c.size and c.max() >= 2 ** adc_bits:
+        raise ValueError(f"codes must be below 2**{adc_bits}; got {codes!r}")
+    mantissa = np.maximum(c - zero_code(adc_bits), 0)
+    return int(mantissa) if mantissa.ndim == 0 else mantissa
+
+
+def _check_factor(mantissa: ArrayLike, row_exp: ArrayLike) -> tuple[NDArray[np.int64],
+                                                                     NDArray[np.int64]]:
+    mant = _int_array("mantissa", mantissa)
+    rho = _int_array("row_exp", row_exp, low=None)
+    if mant.ndim != 2 or rho.shape != (mant.shape[0],):
+        raise ValueError(f"mantissa must be (rows, k) and row_exp (rows,); got shapes "
+                         f"{mant.shape} and {rho.shape}")
+    return mant, rho
+
+
+def factor_peaks(mantissa: ArrayLike, row_exp: ArrayLike) -> tuple[NDArray[np.int64],
+                                                                    NDArray[np.bool_]]:
+    """Per column c of a stored factor ``F[i, c] = mantissa[i, c] 2**(row_exp[i] + col_exp[c])``:
+    ``msb[c] = max over nonzero entries of leading_one(mantissa[i, c]) + row_exp[i]`` (the
+    column maximum's leading one, up to the shared col_exp) and ``live[c]`` (some entry is
+    nonzero). A dead column gets msb 0."""
+    mant, rho = _check_factor(mantissa, row_exp)
+    ones = leading_one(mant) + rho[:, None]
+    candidates = np.where(mant > 0, ones, np.iinfo(np.int64).min)
+    live = (mant > 0).any(axis=0)
+    msb = np.where(live, candidates.max(axis=0, initial=np.iinfo(np.int64).min), 0)
+    return msb.astype(np.int64), live
+
+
+def factor_targets(mantissa: ArrayLike, row_exp: ArrayLike, msb: ArrayLike, *, g_offset: int,
+                   g_span: int) -> NDArray[np.int64]:
+    """TARGET codes of a stored factor's cells: ``g_offset + ((mantissa * g_span) >> s)`` with
+    ``s = msb[c] + 1 - row_exp[i]``. The column maximum lands in the upper half of the
+    window ``[g_offset, g_offset + g_span)``; a zero entry sits at ``g_offset``."""
+    mant, rho = _check_factor(mantissa, row_exp)
+    peaks = _int_array("msb", msb, low=None)
+    if peaks.shape != (mant.shape[1],):
+        raise ValueError(f"msb must have one entry per column ({mant.shape[1]}); got shape "
+                         f"{peaks.shape}")
+    g_offset = _check_int("g_offset", g_offset, 0)
+    g_span = _check_int("g_span", g_span, 1)
+    shift = np.maximum(peaks[None, :] + 1 - rho[:, None], 0)
+    return g_offset + _shift_right(mant * g_span, shift)
+
+
+def next_component_exponent(col_exp: ArrayLike, msb: ArrayLike, dac_bits: int) -> Any:
+    """col_exp of the factor a half-step solves, per component c, from the programmed
+    factor's ``col_exp[c]`` and ``msb[c]``: ``-(dac_bits - 2) - 1 - col_exp[c] - msb[c]``."""
+    dac_bits = _check_int("dac_bits", dac_bits, 2, 24)
+    gamma = _int_array("col_exp", col_exp, low=None)
+    peaks = _int_array("msb", msb, low=None)
+    result = -(dac_bits - 2) - 1 - gamma - peaks
+    return int(result) if result.ndim == 0 else result
+
+
+def window_codes(*, g_offset_s: float, g_max_s: float, full_scale_s: float, bits: int,
+                 v_min_v: float = -1.0, v_max_v: float = 1.0) -> tuple[int, int]:
+    """(g_offset, g_span) for NMF_WINDOW: the READ_CELL code of the circuit's offset
+    conductance and the codes from there to the device's g_max."""
+    if not (isinstance(g_offset_s, (int, float)) and isinstance(g_max_s, (int, float))
+            and 0 <= g_offset_s < g_max_s):
+        raise ValueError(f"the window needs 0 <= g_offset_s < g_max_s; got {g_offset_s!r} "
+                         f"and {g_max_s!r}")
+    low, high = (conductance_to_code(g, full_scale_s=full_scale_s, bits=bits, v_min_v=v_min_v,
+                                     v_max_v=v_max_v) for g in (g_offset_s, g_max_s))
+    if high <= low:
+        raise ValueError(f"the window {g_offset_s!r} to {g_max_s!r} S is narrower than one "
+                         f"code of the read chain")
+    return low, high - low
+
+
+def exponent_word(exponent: ArrayLike, exp_bits: int) -> Any:
+    """A signed exponent as its exp_bits-bit two's complement word (NMF_W_EXP, NMF_H_EXP)."""
+    exp_bits = _check_int("exp_bits", exp_bits, 2, 32)
+    e = _int_array("exponent", exponent, low=None)
+    low, high = -2 ** (exp_bits - 1), 2 ** (exp_bits - 1) - 1
+    if e.size and (e.min() < low or e.max() > high):
+        raise ValueError(f"exponent must be from {low} to {high} ({exp_bits} bits); got "
+                         f"{exponent!r}")
+    word = e & (2 ** exp_bits - 1)
+    return int(word) if word.ndim == 0 else word
+
+
+def word_exponent(word: ArrayLike, exp_bits: int) -> Any:
+    """The signed exponent an exp_bits-bit word holds (inverse of :func:`exponent_word`)."""
+    exp_bits = _check_int("exp_bits", exp_bits, 2, 32)
+    w = _int_array("word", word)
+    if w.size and w.max() >= 2 ** exp_bits:
+        raise ValueError(f"word must be below 2**{exp_bits}; got {word!r}")
+    e = np.where(w >= 2 ** (exp_bits - 1), w - 2 ** exp_bits, w)
+    return int(e) if e.ndim == 0 else e
+
+
+def fixed_from_factor(factor: ArrayLike, mant_bits: int) -> tuple[NDArray[np.int64],
+                                                                 NDArray[np.int64]]:
+    """A non-negative float factor (rows, k) as (mantissa, col_exp) with row exponents 0:
+    per column the exponent that puts the largest entry's leading one at bit mant_bits - 1,
+    mantissas rounded down (a zero column: exponent 0, mantissas 0)."""
+    mant_bits = _check_int("mant_bits", mant_bits, 1, 52)
+    f = np.asarray(factor, dtype=np.float64)
+    if f.ndim != 2 or not np.all(np.isfinite(f)) or (f.size and f.min() < 0):
+        raise ValueError(f"factor must be a 2-D array of finite values >= 0; got {factor!r}")
+    peaks = f.max(axis=0, initial=0.0)
+    exponent = np.zeros(f.shape[1], dtype=np.int64)
+    live = peaks > 0
+    exponent[live] = np.frexp(peaks[live])[1] - mant_bits
+    mantissa = np.floor(np.ldexp(f, -exponent[None, :])).astype(np.int64)
+    return np.minimum(mantissa, 2 ** mant_bits - 1), exponent
+
+
+def factor_from_fixed(mantissa: ArrayLike, row_exp: ArrayLike,
+                      col_exp: ArrayLike) -> NDArray[np.float64]:
+    """``mantissa[i, c] * 2**(row_exp[i] + col_exp[c])`` as floats. W is (m, k) with its
+    per-row and per-component exponents; H is (k, n) with its per-component (rows) and
+    per-column exponents."""
+    mant, rho = _check_factor(mantissa, row_exp)
+    gamma = _int_array("col_exp", col_exp, low=None)
+    if gamma.shape != (mant.shape[1],):
+        raise ValueError(f"col_exp must have one entry per column ({mant.shape[1]}); got shape "
+                         f"{gamma.shape}")
+    return np.ldexp(mant.astype(np.float64), rho[:, None] + gamma[None, :])
+
+
+def r_codes(matrix: ArrayLike, r_bits: int) -> tuple[NDArray[np.int64], float]:
+    """A non-negative float R as unsigned r_bits-bit codes, rounded, with the scale that
+    turns codes back into R (``matrix ~ codes * scale``); the largest entry gets the top code."""
+    r_bits = _check_int("r_bits", r_bits, 1, 40)
+    r = np.asarray(matrix, dtype=np.float64)
+    if not np.all(np.isfinite(r)) or (r.size and r.min() < 0):
+        raise ValueError(f"matrix must hold finite values >= 0; got {matrix!r}")
+    peak = float(r.max(initial=0.0))
+    if peak == 0:
+        return np.zeros(r.shape, dtype=np.int64), 1.0
+    top = 2 ** r_bits - 1
+    return np.rint(r / peak * top).astype(np.int64), peak / top
+
+
+def mask_words(observed: ArrayLike, rows: int) -> NDArray[np.int64]:
+    """MASK window words of an observed-entry map (m, n) <= (rows, rows): entry (i, j) is bit
+    index i * rows + j; the window holds ceil(rows * rows / 32) words."""
+    rows = _check_int("rows", rows, 1)
+    seen = np.asarray(observed)
+    if seen.dtype != np.bool_ or seen.ndim != 2 or seen.shape[0] > rows or seen.shape[1] > rows:
+        raise ValueError(f"observed must be a bool array of at most ({rows}, {rows}); got "
+                         f"{seen.dtype} array of shape {seen.shape}")
+    bits = np.zeros((rows, rows), dtype=bool)
+    bits[:seen.shape[0], :seen.shape[1]] = seen
+    flat = np.zeros(-(-rows * rows // MASK_WORD_BITS) * MASK_WORD_BITS, dtype=bool)
+    flat[:rows * rows] = bits.ravel()
+    packed = np.packbits(flat, bitorder="little").reshape(-1, MASK_WORD_BITS // 8)
+    return packed.astype(np.int64) @ (256 ** np.arange(MASK_WORD_BITS // 8, dtype=np.int64))
+
+
+def mask_from_words(words: ArrayLike, rows: int) -> NDArray[np.bool_]:
+    """The (rows, rows) observed-entry map the MASK words hold (inverse of :func:`mask_words`)."""
+    rows = _check_int("rows", rows, 1)
+    w = _int_array("words", words)
+    depth = -(-rows * rows // MASK_WORD_BITS)
+    if w.shape != (depth,) or (w.size and w.max() >= 2 ** MASK_WORD_BITS):
+        raise ValueError(f"words must be {depth} integers from 0 to 2**32 - 1; got {words!r}")
+    octets = ((w[:, None] >> (8 * np.arange(MASK_WORD_BITS // 8))) & 0xFF).astype(np.uint8)
+    bits = np.unpackbits(octets.ravel(), bitorder="little").astype(bool)
+    return bits[:rows * rows].reshape(rows, rows)
+
+
+def nmf_product_scale(*, g_span: int, full_scale_s: float, g_unit_s: float, input_gain: float,
+                      adc_lsb_v: float, dac_lsb_v: float, adc_v_max_v: float = 1.0) -> float:
+    """K, the nominal factor between the R codes and the stored factors' product after
+    RUN_NMF (``R ~ K W H``): the window's full value ``kappa = g_span * siemens_per_code /
+    g_unit_s`` times ``adc_lsb / (input_gain * dac_lsb)``. Each solve returns its solution
+    divided by K; the host multiplies H by K."""
+    for name, value in (("full_scale_s", full_scale_s), ("g_unit_s", g_unit_s),
+                        ("input_gain", input_gain), ("adc_lsb_v", adc_lsb_v),
+                        ("dac_lsb_v", dac_lsb_v), ("adc_v_max_v", adc_v_max_v)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    g_span = _check_int("g_span", g_span, 1)
+    siemens_per_code = adc_lsb_v / adc_v_max_v * full_scale_s
+    kappa = g_span * siemens_per_code / g_unit_s
+    return kappa * adc_lsb_v / (input_gain * dac_lsb_v)
+
+
+def nmf_prepare_cycles(*, rows: int, k: int) -> int:
+    """Cycles of a half-step's preparation: scan the stored factor (rows x k reads), read
+    its k component exponents, write rows x k TARGET codes: ``2 rows k + k``."""
+    _check_int("rows", rows, 1)
+    _check_int("k", k, 1)
+    return 2 * rows * k + k
+
+
+def nmf_scan_cycles(*, rows: int) -> int:
+    """Cycles from the first read of a right-hand side to the solve's start (or the
+    cleared row): ``rows`` reads, one drain cycle, one decision cycle."""
+    return _check_int("rows", rows, 1) + 2
+
+
+def nmf_commit_cycles(*, count: int, k: int) -> int:
+    """Cycles of a half-step's commit: ``count`` x k mantissas, one drain cycle, k component
+    exponents."""
+    _check_int("count", count, 1)
+    _check_int("k", k, 1)
+    return count * k + 1 + k

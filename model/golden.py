@@ -26,11 +26,14 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .afe import AnalogFrontEnd, BuildParamsLike, Mode, Polarity
-from .formats import (PICOSECONDS_PER_SECOND, ProgramSettings, pack_result, rounded_average,
-                      to_picoseconds, zero_code)
+from .formats import (PICOSECONDS_PER_SECOND, ProgramSettings, factor_from_fixed, factor_peaks,
+                      factor_targets, leading_one, mask_from_words, next_component_exponent,
+                      nmf_commit_cycles, nmf_prepare_cycles, nmf_scan_cycles, pack_result,
+                      result_mantissa, rhs_dac_codes, rounded_average, to_picoseconds,
+                      unpack_result, zero_code)
 
 __all__ = ["GoldenController", "Error", "SolveOutcome", "CellOutcome", "ProgramOutcome",
-           "ReadOutcome", "SOLVE_MODES"]
+           "ReadOutcome", "SOLVE_MODES", "NMFOutcome"]
 
 #: AFE modes the solve sequencer runs (SOLVE, SOLVE_FREE, MVM).
 SOLVE_MODES: tuple[Mode, ...] = (Mode.SOLVE, Mode.SOLVE_FREE, Mode.MVM)
@@ -51,6 +54,8 @@ class Error(IntEnum):
     PROGRAM_TIMEOUT = 8
     ABORTED = 9
     CELLS_FAILED = 10
+    EXPONENT_RANGE = 11
+    BAD_WINDOW = 12
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,26 @@ class ReadOutcome:
     code: int
     over_range: bool
     over_range_samples: int
+    done_cycle: int
+
+
+@dataclass(frozen=True)
+class NMFOutcome:
+    """One RUN_NMF."""
+
+    error: Error
+    #: EXPONENT_RANGE: the lowest component whose exponent left the range; otherwise 0.
+    detail: int
+    #: Iterations completed (both half-steps committed).
+    iterations: int
+    #: Half-steps committed (2 per iteration; an odd count means the H-step of the next).
+    half_steps: int
+    solves: int                #: analog solves started (over-range retries included)
+    retries: int               #: over-range retries
+    unresolved: int            #: right-hand sides still over range after the last retry
+    pulse_count: int
+    failed_cells: int          #: cells write-verify left out of tolerance, over all programmings
+    over_range_samples: int    #: samples flagged adc_ovr (solves and verify reads)
     done_cycle: int
 
 
@@ -163,6 +188,19 @@ class GoldenController:
         self.read_code = 0
         self.read_over_range = False
         self._next_start_ps = 0
+        # RUN_NMF buffers, in the layouts of the NMF_* windows (docs/anls-sequencer.md).
+        cols = self.p["cols"]
+        #: NMF_R: R codes, entry (i, j) of R at [i, j] (rows x rows).
+        self.nmf_r = np.zeros((self.rows, self.rows), dtype=np.int64)
+        #: NMF_MASK as a map: True = entry observed (rows x rows); all missing after reset.
+        self.nmf_mask = np.zeros((self.rows, self.rows), dtype=bool)
+        #: NMF_W: W mantissas (rows x cols); NMF_H: H mantissas (cols x rows).
+        self.nmf_w = np.zeros((self.rows, cols), dtype=np.int64)
+        self.nmf_h = np.zeros((cols, self.rows), dtype=np.int64)
+        #: NMF_W_EXP / NMF_H_EXP as signed exponents: [0, rows) per right-hand side (W's
+        #: rows, H's columns), [rows, rows + cols) per component.
+        self.nmf_w_exp = np.zeros(self.rows + cols, dtype=np.int64)
+        self.nmf_h_exp = np.zeros(self.rows + cols, dtype=np.int64)
 
     # ---- time --------------------------------------------------------------------------
 
@@ -444,6 +482,205 @@ class GoldenController:
         error = Error.CELLS_FAILED if state["failed_count"] else Error.NONE
         return ProgramOutcome(error, tuple(cells), state["pulse_count"], state["failed_count"],
                               state["over_range_samples"], done), state["over_range_samples"]
+
+    # ---- RUN_NMF -----------------------------------------------------------------------
+
+    def run_nmf(self, *, m: int, n: int, k: int, iterations: int, settings: ProgramSettings,
+                dac_settle: int, analog_settle: int, g_offset: int, g_span: int,
+                range_retries: int = 8, watchdog_limit: int | None = None,
+                start_s: float | None = None, stop_after: int | None = None) -> NMFOutcome:
+        """RUN_NMF as the ANLS sequencer runs it (docs/anls-sequencer.md): per iteration the
+        H-step (program W, solve every column of R) and the W-step (program H^T, solve every
+        row), each committed to the NMF buffers at its end. The solves and the programming
+        go through :meth:`solve` and :meth:`program_matrix` at the cycles the sequencer
+        starts them, so a deterministic AFE gives the RTL's buffers bit for bit. ``settings``
+        gives the programmer's operands and the averaging both blocks use (TIMING).
+        ``stop_after`` ends the run after that many committed half-steps (the state an abort
+        in the next half-step leaves), with error ABORTED."""
+        p = self.p
+        rows, cols = self.rows, p["cols"]
+        r_bits, exp_bits = _param(self.params, "r_bits"), _param(self.params, "exp_bits")
+        timer_bits = p["timer_bits"]
+        if not isinstance(settings, ProgramSettings):
+            raise ValueError(f"settings must be a ProgramSettings; got {type(settings).__name__}")
+        size_bits = (rows + 1).bit_length()
+        m = self._operand("m", m, size_bits)
+        n = self._operand("n", n, size_bits)
+        k = self._operand("k", k, (cols + 1).bit_length())
+        iterations = self._operand("iterations", iterations, 16)
+        range_retries = self._operand("range_retries", range_retries, 4)
+        g_offset = self._operand("g_offset", g_offset, p["adc_bits"])
+        g_span = self._operand("g_span", g_span, p["adc_bits"] + 1)
+        dac_settle = self._operand("dac_settle", dac_settle, timer_bits)
+        analog_settle = self._operand("analog_settle", analog_settle, timer_bits)
+        watchdog = self._operand("watchdog_limit", 2 ** timer_bits - 1
+                                 if watchdog_limit is None else watchdog_limit, timer_bits)
+        s = settings
+        self._operand("tolerance", s.tolerance, p["adc_bits"] + 1)
+        self._operand("avg_log2", s.avg_log2, max(1, p["avg_max_log2"].bit_length()))
+        self._operand("pulse_width", s.pulse_width, p["prog_width_bits"])
+        start_ps = self._begin(start_s)
+        at = self._clock(start_ps)
+
+        if not (0 < m <= rows and 0 < n <= rows and 0 < k <= cols and iterations > 0):
+            error = Error.BAD_DIMENSION
+        elif s.avg_log2 > p["avg_max_log2"]:
+            error = Error.BAD_AVERAGING
+        elif not 0 < s.tolerance < 2 ** p["adc_bits"]:
+            error = Error.BAD_TOLERANCE
+        elif g_span == 0 or g_offset + g_span > 2 ** p["adc_bits"]:
+            error = Error.BAD_WINDOW
+        elif watchdog == 0 or s.pulse_width == 0:
+            error = Error.BAD_TIMING
+        else:
+            error = Error.NONE
+        tally = {"solves": 0, "retries": 0, "unresolved": 0, "pulse_count": 0,
+                 "failed_cells": 0, "over_range_samples": 0}
+
+        def outcome(error: Error, done: int, half_steps: int, detail: int = 0) -> NMFOutcome:
+            self._end(start_ps, done)
+            return NMFOutcome(error, detail, half_steps // 2, half_steps, done_cycle=done,
+                              **tally)
+
+        if error != Error.NONE:
+            return outcome(error, 1, 0)
+
+        host_rhs = self.rhs.copy()   # RUN_NMF drives the DACs itself; RHS keeps its contents
+        exp_low, exp_high = -2 ** (exp_bits - 1), 2 ** (exp_bits - 1) - 1
+        dac_bits = p["dac_bits"]
+        cycle = 1
+        try:
+            for half_step in range(2 * iterations):
+                if stop_after is not None and half_step == stop_after:
+                    return outcome(Error.ABORTED, cycle, half_step)
+                h_step = half_step % 2 == 0
+                # The stored factor F (f_rows x k) and the factor this half-step solves for.
+                if h_step:
+                    f_rows, count = m, n
+                    mantissa, f_exp = self.nmf_w[:m, :k], self.nmf_w_exp
+                else:
+                    f_rows, count = n, m
+                    mantissa, f_exp = self.nmf_h[:k, :n].T, self.nmf_h_exp
+                row_exp, col_exp = f_exp[:f_rows], f_exp[rows:rows + k]
+                msb, live = factor_peaks(mantissa, row_exp)
+                new_col_exp = np.where(live, next_component_exponent(col_exp, msb, dac_bits), 0)
+                self.targets[:f_rows, :k] = factor_targets(mantissa, row_exp, msb,
+                                                           g_offset=g_offset, g_span=g_span)
+                cycle += nmf_prepare_cycles(rows=f_rows, k=k)
+                # Program-Start
+                bad = np.flatnonzero(live & ((new_col_exp < exp_low) | (new_col_exp > exp_high)))
+                if bad.size:
+                    return outcome(Error.EXPONENT_RANGE, cycle + 1, half_step, int(bad[0]))
+                live_mask = sum(1 << int(c) for c in np.flatnonzero(live))
+                if live_mask:
+                    programmed = self.program_matrix(settings, row_mask=(1 << f_rows) - 1,
+                                                     col_mask=live_mask, watchdog_limit=watchdog,
+                                                     start_s=at(cycle))
+                    tally["pulse_count"] += programmed.pulse_count
+                    tally["failed_cells"] += programmed.failed_count
+                    tally["over_range_samples"] += programmed.over_range_samples
+                    cycle += programmed.done_cycle + 1
+                    if programmed.error not in (Error.NONE, Error.CELLS_FAILED):
+                        return outcome(programmed.error, cycle, half_step)
+                else:
+                    cycle += 1
+                solved = np.zeros((count, k), dtype=np.int64)
+                solved_exp = np.zeros(count, dtype=np.int64)
+                for t in range(count):
+                    entries = self.nmf_r[:m, t] if h_step else self.nmf_r[t, :n]
+                    seen = self.nmf_mask[:m, t] if h_step else self.nmf_mask[t, :n]
+                    peak = int(entries[seen].max(initial=0))
+                    cycle += nmf_scan_cycles(rows=f_rows)
+                    if peak == 0 or not live_mask:
+                        cycle += k + 1   # Clear-Row, RHS-Next
+                        continue
+                    shift, retries = leading_one(peak), 0
+                    row_mask = sum(1 << int(u) for u in np.flatnonzero(seen))
+                    while True:
+                        self.rhs[:f_rows][seen] = rhs_dac_codes(entries[seen], shift, dac_bits)
+                        solve = self.solve(Mode.SOLVE, row_mask=row_mask, col_mask=live_mask,
+                                           avg_log2=s.avg_log2, dac_settle=dac_settle,
+                                           analog_settle=analog_settle, watchdog_limit=watchdog,
+                                           start_s=at(cycle))
+                        tally["solves"] += 1
+                        tally["over_range_samples"] += solve.over_range_count
+                        cycle += solve.done_cycle + 1
+                        if solve.error != Error.NONE:
+                            return outcome(solve.error, cycle, half_step)
+                        over = False
+                        for col, word in solve.words.items():
+                            code, flagged = unpack_result(word, p["adc_bits"])
+                            solved[t, col] = result_mantissa(code, p["adc_bits"])
+                            over |= flagged
+                        if over and retries < range_retries:
+                            retries += 1
+                            shift += 1
+                            tally["retries"] += 1
+                            continue
+                        tally["unresolved"] += over
+                        solved_exp[t] = shift
+                        break
+                    cycle += 1   # RHS-Next
+                # Commit: dead components get zero mantissas and exponent 0.
+                solved[:, ~live] = 0
+                if h_step:
+                    self.nmf_h[:k, :n], out_exp = solved.T, self.nmf_h_exp
+                else:
+                    self.nmf_w[:m, :k], out_exp = solved, self.nmf_w_exp
+                out_exp[:count] = solved_exp
+                out_exp[rows:rows + k] = new_col_exp
+                cycle += nmf_commit_cycles(count=count, k=k) + 1   # and Half-Done
+        finally:
+            self.rhs[:] = host_rhs
+        return outcome(Error.NONE, cycle, 2 * iterations)
+
+    def load_nmf(self, r: ArrayLike, observed: ArrayLike, w_mantissa: ArrayLike,
+                 w_col_exp: ArrayLike, w_row_exp: ArrayLike | None = None) -> None:
+        """Fill the RUN_NMF buffers as a host does: R codes (m, n), the observed-entry map
+        (m, n), W's mantissas (m, k) and exponents (per component; per row, default 0)."""
+        codes, seen, mant = np.asarray(r), np.asarray(observed), np.asarray(w_mantissa)
+        m, n = codes.shape if codes.ndim == 2 else (0, 0)
+        k = mant.shape[1] if mant.ndim == 2 else 0
+        top_r = 2 ** _param(self.params, "r_bits") - 1
+        top_mant = 2 ** (self.p["adc_bits"] - 1) - 1
+        if not (0 < m <= self.rows and 0 < n <= self.rows) or codes.dtype.kind not in "iu" \
+                or codes.min() < 0 or codes.max() > top_r:
+            raise ValueError(f"r must be an (m, n) array of integer codes from 0 to {top_r}, "
+                             f"m, n <= {self.rows}; got {codes.dtype} array of shape {codes.shape}")
+        if seen.shape != (m, n) or seen.dtype != np.bool_:
+            raise ValueError(f"observed must be a bool array of shape {(m, n)}; got "
+                             f"{seen.dtype} array of shape {seen.shape}")
+        if mant.shape[:1] != (m,) or not 0 < k <= self.p["cols"] or mant.dtype.kind not in "iu" \
+                or mant.min() < 0 or mant.max() > top_mant:
+            raise ValueError(f"w_mantissa must be an (m, k) array of integers from 0 to "
+                             f"{top_mant}, k <= {self.p['cols']}; got {mant.dtype} array of "
+                             f"shape {mant.shape}")
+        row_exp = np.zeros(m, dtype=np.int64) if w_row_exp is None else np.asarray(w_row_exp)
+        col_exp = np.asarray(w_col_exp)
+        if col_exp.shape != (k,) or row_exp.shape != (m,):
+            raise ValueError(f"w_col_exp must have {k} entries and w_row_exp {m}; got shapes "
+                             f"{col_exp.shape} and {row_exp.shape}")
+        self.nmf_r[:m, :n] = codes
+        self.nmf_mask[:m, :n] = seen
+        self.nmf_w[:m, :k] = mant
+        self.nmf_w_exp[:m] = row_exp
+        self.nmf_w_exp[self.rows:self.rows + k] = col_exp
+
+    def load_nmf_mask_words(self, words: ArrayLike) -> None:
+        """Fill the observed-entry map from MASK window words."""
+        self.nmf_mask[:] = mask_from_words(words, self.rows)
+
+    def nmf_factors(self, m: int, n: int, k: int) -> tuple[NDArray[np.float64],
+                                                            NDArray[np.float64]]:
+        """(W, H) as the buffers hold them: ``W[i, c] = w[i, c] 2**(row_exp[i] + col_exp[c])``,
+        ``H[c, j] = h[c, j] 2**(col_exp[c] + row_exp[j])``; K times their product approximates
+        R (``formats.nmf_product_scale``)."""
+        rows = self.rows
+        w = factor_from_fixed(self.nmf_w[:m, :k], self.nmf_w_exp[:m],
+                              self.nmf_w_exp[rows:rows + k])
+        h = factor_from_fixed(self.nmf_h[:k, :n], self.nmf_h_exp[rows:rows + k],
+                              self.nmf_h_exp[:n])
+        return w, h
 
     # ---- host helpers ------------------------------------------------------------------
 

@@ -1,0 +1,632 @@
+"""ANLS sequencer: RUN_NMF, the outer alternating-NNLS loop of the chip.
+
+It drives the command ports of the solve sequencer and the write-verify programmer (never the
+AFE itself) and keeps the factors in block floating point (docs/anls-sequencer.md has the
+number formats, the phases and their cycle counts; model/formats.py the same arithmetic in
+Python and ``GoldenController.run_nmf`` the same sequence):
+
+per iteration, an H-step (stored factor F = W, m rows; one right-hand side per column of R)
+then a W-step (F = H^T, n rows; one right-hand side per row of R). A half-step:
+
+1. Prepare: scan F (leading one of every column's largest entry, live columns), read F's
+   component exponents and compute the new factor's, write F's cells' TARGET codes.
+2. Program: PROGRAM_MATRIX of F's rows x live columns (skipped when every column is dead).
+3. Solve, per right-hand side t: scan its entries of R and MASK (the row mask is the
+   observed entries, the exponent the leading one of their largest value); a right-hand side
+   with nothing observed, all zero, or no live column gets a zero row without a solve;
+   otherwise SOLVE with the RHS codes served on the fly from R, the results written into a
+   scratch buffer as the sequencer writes them; an over-range result halves the input and
+   solves again (at most ``range_retries`` times).
+4. Commit: the scratch mantissas and exponents are copied into the output factor's buffers.
+
+Abort: forwarded to the running block (which takes its safe exit); between blocks the
+sequencer stops in the next cycle. A half-step's buffers change only in its commit, which an
+abort does not interrupt: after an abort the NMF buffers hold the last committed half-step.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, ValueLike, signed
+from amaranth.lib import data, enum, memory, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for, ceil_log2
+
+from .afe import AFEMode
+from .codes import ErrorCode
+from .params import MAX_RANGE_RETRIES, BuildParams
+from .programmer import ProgrammerCommand
+from .solve_sequencer import result_layout
+
+__all__ = ["ANLSSequencer", "NMFPhase", "NMFStep", "solve_command_signature",
+           "program_command_signature", "factor_buffer_signature", "highest_set_index",
+           "MASK_WORD_BITS", "ITERATION_BITS", "RETRY_BITS"]
+
+MASK_WORD_BITS = 32   #: bits per MASK buffer word (entry i * ROWS + j of R is one bit)
+ITERATION_BITS = 16   #: width of the iteration count and the iteration progress output
+RETRY_BITS = 4        #: width of range_retries (MAX_RANGE_RETRIES = 15)
+assert (1 << RETRY_BITS) - 1 == MAX_RANGE_RETRIES
+
+
+class NMFPhase(enum.Enum, shape=3):
+    """What RUN_NMF is doing (the progress output ``phase``)."""
+
+    IDLE = 0     #: no RUN_NMF runs
+    PREPARE = 1  #: scanning the stored factor, exponents, TARGET codes
+    PROGRAM = 2  #: write-verify of the stored factor
+    SOLVE = 3    #: right-hand sides: scan, solve, over-range retries
+    COMMIT = 4   #: copying the new factor into its buffers
+
+
+class NMFStep(enum.Enum, shape=1):
+    """Which half of an iteration runs (the progress output ``step``)."""
+
+    H = 0  #: H-step: W programmed, one solve per column of R
+    W = 1  #: W-step: H^T programmed, one solve per row of R
+
+
+def highest_set_index(vector: ValueLike) -> Value:
+    """Index of the highest set bit of ``vector`` (0 when none is set): the leading-one
+    detector of the block floating point. A tree of muxes, log2(width) levels."""
+    vector = Value.cast(vector)
+
+    def highest(bits: Value) -> tuple[Value, Value]:
+        if len(bits) == 1:
+            return bits[0], Const(0, 1)
+        half = 1 << (ceil_log2(len(bits)) - 1)
+        low_any, low_index = highest(bits[:half])
+        high_any, high_index = highest(bits[half:])
+        return low_any | high_any, Mux(high_any, high_index + half, low_index)
+
+    any_set, index = highest(vector)
+    return Mux(any_set, index, 0)
+
+
+def solve_command_signature(params: BuildParams) -> wiring.Signature:
+    """The solve sequencer's command ports as the ANLS sequencer drives them (Out) and reads
+    them back (In); the member names are the SolveSequencer's."""
+    p = params
+    return wiring.Signature({
+        "start": Out(1), "abort": Out(1), "mode": Out(AFEMode), "row_mask": Out(p.rows),
+        "col_mask": Out(p.total_cols), "avg_log2": Out(p.avg_log2_bits),
+        "dac_settle": Out(p.timer_bits), "analog_settle": Out(p.timer_bits),
+        "watchdog_limit": Out(p.timer_bits),
+        "busy": In(1), "done": In(1), "error": In(ErrorCode),
+    })
+
+
+def program_command_signature(params: BuildParams) -> wiring.Signature:
+    """The write-verify programmer's command ports as the ANLS sequencer drives them; the
+    member names are the WriteVerifyProgrammer's."""
+    p = params
+    return wiring.Signature({
+        "start": Out(1), "abort": Out(1), "command": Out(ProgrammerCommand),
+        "cell_row": Out(p.row_addr_bits), "cell_col": Out(p.col_addr_bits),
+        "row_mask": Out(p.rows), "col_mask": Out(p.total_cols),
+        "tolerance": Out(p.tolerance_bits), "amp_start": Out(p.prog_amp_bits),
+        "amp_step": Out(p.prog_amp_bits), "amp_max": Out(p.prog_amp_bits),
+        "pulse_width": Out(p.prog_width_bits), "pulse_budget": Out(p.pulse_budget_bits),
+        "avg_log2": Out(p.avg_log2_bits), "read_settle": Out(p.timer_bits),
+        "watchdog_limit": Out(p.timer_bits),
+        "busy": In(1), "done": In(1), "error": In(ErrorCode),
+    })
+
+
+def factor_buffer_signature(depth: int, shape: int) -> wiring.Signature:
+    """A buffer the sequencer reads and writes, as the register file's memory presents it
+    (``read`` and ``write`` port signatures); the sequencer's member is ``In`` of it."""
+    addr_width = ceil_log2(depth)
+    return wiring.Signature({
+        "read": Out(memory.ReadPort.Signature(addr_width=addr_width, shape=shape)),
+        "write": Out(memory.WritePort.Signature(addr_width=addr_width, shape=shape)),
+    })
+
+
+class ANLSSequencer(wiring.Component):
+    """RUN_NMF. Operands are sampled in the ``start`` cycle.
+
+    Operands: ``m``, ``n`` (rows and columns of R, 1..rows), ``k`` (rank, 1..cols),
+    ``iterations`` (1..2**16-1), ``range_retries`` (over-range retries per right-hand side),
+    ``g_offset``, ``g_span`` (the conductance window in TARGET codes), and the blocks'
+    operands: ``avg_log2`` (both), ``dac_settle``, ``analog_settle`` (solves),
+    ``tolerance``, ``amp_start``, ``amp_step``, ``amp_max``, ``pulse_width``,
+    ``pulse_budget``, ``read_settle`` (write-verify), ``watchdog_limit`` (both).
+
+    Progress: ``iteration`` (iterations completed), ``step`` (:class:`NMFStep`), ``phase``
+    (:class:`NMFPhase`), ``rhs_done`` (right-hand sides finished in this half-step); strobes
+    ``retry`` (an over-range retry starts), ``unresolved`` (a right-hand side stays over range
+    after its last retry), ``iteration_done``.
+
+    Blocks: ``solve`` (:func:`solve_command_signature`), ``program``
+    (:func:`program_command_signature`), ``rhs`` (serves the solve sequencer's rhs reads),
+    ``result`` (watches the solve sequencer's result writes).
+
+    Buffers (the register file's memories): ``r`` (R codes, entry (i, j) at i * rows + j),
+    ``mask`` (32-bit words, entry (i, j) at bit index i * rows + j), ``w`` (W mantissas,
+    (i, c) at i * cols + c), ``h`` (H mantissas, (c, j) at c * rows + j), ``w_exp``, ``h_exp``
+    (exponents: per right-hand side at [0, rows), per component at rows + c), ``target``
+    (TARGET codes written before each programming, cell (i, c) at i * (cols + spare) + c).
+
+    Errors, checked in this order at start (``done`` in cycle 1, nothing else happens): m, n,
+    k or iterations 0 or beyond the build -> BAD_DIMENSION; avg_log2 above avg_max_log2 ->
+    BAD_AVERAGING; tolerance 0 or >= 2**adc_bits -> BAD_TOLERANCE; g_span 0 or g_offset +
+    g_span > 2**adc_bits -> BAD_WINDOW; watchdog_limit or pulse_width 0 -> BAD_TIMING. While
+    running: a block's ADC_TIMEOUT, PROGRAM_TIMEOUT or ABORTED ends RUN_NMF with it (a
+    programming's CELLS_FAILED does not); a new component exponent beyond the exp_bits range
+    -> EXPONENT_RANGE (``error_detail`` = that component), before anything is programmed.
+    """
+
+    def __init__(self, params: BuildParams):
+        if not isinstance(params, BuildParams):
+            self._MustUse__silence = True  # a rejected object is no unused design to warn of
+            raise TypeError(f"params must be a BuildParams, got {params!r}")
+        for name in ("dac_bits", "adc_bits"):
+            if getattr(params, name) < 2:
+                self._MustUse__silence = True
+                raise ValueError(f"{name} must be at least 2 for RUN_NMF (a sign bit and a "
+                                 f"magnitude), got {getattr(params, name)}")
+        self._params = params
+        p = params
+        mantissa_bits = p.mantissa_bits
+        super().__init__({
+            "start": In(1),
+            "abort": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(ErrorCode),
+            "error_detail": Out(range(p.cols)),
+            # operands
+            "m": In(range(p.rows + 2)),
+            "n": In(range(p.rows + 2)),
+            "k": In(range(p.cols + 2)),
+            "iterations": In(ITERATION_BITS),
+            "range_retries": In(RETRY_BITS),
+            "g_offset": In(p.adc_bits),
+            "g_span": In(p.adc_bits + 1),
+            "avg_log2": In(p.avg_log2_bits),
+            "dac_settle": In(p.timer_bits),
+            "analog_settle": In(p.timer_bits),
+            "watchdog_limit": In(p.timer_bits),
+            "tolerance": In(p.tolerance_bits),
+            "amp_start": In(p.prog_amp_bits),
+            "amp_step": In(p.prog_amp_bits),
+            "amp_max": In(p.prog_amp_bits),
+            "pulse_width": In(p.prog_width_bits),
+            "pulse_budget": In(p.pulse_budget_bits),
+            "read_settle": In(p.timer_bits),
+            # progress
+            "iteration": Out(ITERATION_BITS),
+            "step": Out(NMFStep),
+            "phase": Out(NMFPhase),
+            "rhs_done": Out(range(p.rows + 1)),
+            "retry": Out(1),
+            "unresolved": Out(1),
+            "iteration_done": Out(1),
+            # blocks
+            "solve": Out(solve_command_signature(p)),
+            "program": Out(program_command_signature(p)),
+            "rhs": Out(memory.ReadPort.Signature(addr_width=p.row_addr_bits, shape=p.dac_bits)),
+            "result": Out(memory.WritePort.Signature(addr_width=p.col_addr_bits,
+                                                     shape=result_layout(p))),
+            # buffers
+            "r": In(memory.ReadPort.Signature(addr_width=ceil_log2(p.rows * p.rows),
+                                              shape=p.r_bits)),
+            "mask": In(memory.ReadPort.Signature(addr_width=ceil_log2(self.mask_depth(p)),
+                                                 shape=MASK_WORD_BITS)),
+            "w": In(factor_buffer_signature(p.rows * p.cols, mantissa_bits)),
+            "h": In(factor_buffer_signature(p.cols * p.rows, mantissa_bits)),
+            "w_exp": In(factor_buffer_signature(p.rows + p.cols, p.exp_bits)),
+            "h_exp": In(factor_buffer_signature(p.rows + p.cols, p.exp_bits)),
+            "target": In(memory.WritePort.Signature(addr_width=p.cell_addr_bits,
+                                                    shape=p.adc_bits)),
+        })
+
+    @staticmethod
+    def mask_depth(params: BuildParams) -> int:
+        """Words of the MASK buffer: one bit per entry of a rows x rows R."""
+        return -(-params.rows * params.rows // MASK_WORD_BITS)
+
+    @property
+    def params(self) -> BuildParams:
+        return self._params
+
+    def elaborate(self, platform) -> Module:
+        p = self._params
+        m = Module()
+        rows, cols, exp_bits = p.rows, p.cols, p.exp_bits
+        mantissa_bits = p.mantissa_bits
+        headroom = p.dac_bits - 2            # L: an RHS code's magnitude is (r << L) >> shift
+        exp_low, exp_high = -2 ** (exp_bits - 1), 2 ** (exp_bits - 1) - 1
+        msb_shape = signed(exp_bits + 2)     # leading one + row exponent
+        assert p.rhs_exp_max <= exp_high, "exp_bits must hold every right-hand side exponent"
+        word_bits = ceil_log2(MASK_WORD_BITS)
+
+        # --- scratch buffers of the half-step's new factor (committed at its end) ---------------
+        m.submodules.scratch = scratch = memory.Memory(shape=mantissa_bits, depth=rows * cols,
+                                                       init=[])
+        m.submodules.scratch_exp = scratch_exp = memory.Memory(
+            shape=exp_bits, depth=rows, init=[])
+        scratch_write, scratch_read = scratch.write_port(), scratch.read_port()
+        scratch_exp_write, scratch_exp_read = scratch_exp.write_port(), scratch_exp.read_port()
+
+        # --- operands latched at start ----------------------------------------------------------
+        size_m = Signal(range(rows + 1))
+        size_n = Signal(range(rows + 1))
+        rank = Signal(range(cols + 1))
+        iterations = Signal(ITERATION_BITS)
+        range_retries = Signal(RETRY_BITS)
+        g_offset = Signal(p.adc_bits)
+        g_span = Signal(p.adc_bits + 1)
+        latched = {name: Signal.like(getattr(self, name), name=f"latched_{name}")
+                   for name in ("avg_log2", "dac_settle", "analog_settle", "watchdog_limit",
+                                "tolerance", "amp_start", "amp_step", "amp_max", "pulse_width",
+                                "pulse_budget", "read_settle")}
+
+        # --- state ------------------------------------------------------------------------------
+        error = Signal(ErrorCode)
+        error_detail = Signal(range(cols))
+        abort_pending = Signal()
+        abort_any = self.abort | abort_pending
+        step = Signal(NMFStep)
+        h_step = step == NMFStep.H
+        iteration = Signal(ITERATION_BITS)
+        rhs_done = Signal(range(rows + 1))
+        m.d.comb += [self.error.eq(error), self.error_detail.eq(error_detail),
+                     self.step.eq(step), self.iteration.eq(iteration),
+                     self.rhs_done.eq(rhs_done)]
+        f_rows = Mux(h_step, size_m, size_n)   # rows of the stored factor = RHS length
+        count = Mux(h_step, size_n, size_m)    # right-hand sides of the half-step
+
+        outer = Signal(range(rows))   # factor row i, or right-hand side t
+        inner = Signal(range(cols))   # component c
+        index = Signal(range(rows))   # entry u of the right-hand side being scanned
+        rhs = outer                   # the right-hand side being solved (t)
+
+        live = Signal(cols)                                    # columns of F not all zero
+        msb = Signal(data.ArrayLayout(msb_shape, cols))        # per column: leading one
+        new_exp = Signal(data.ArrayLayout(signed(exp_bits), cols))
+        exp_bad = Signal()
+
+        rhs_max = Signal(p.r_bits)
+        rhs_rows = Signal(rows)                                # observed entries
+        shift = Signal(range(p.rhs_exp_max + 1))               # the RHS exponent p
+        retries_done = Signal(RETRY_BITS)
+        over_range = Signal()
+
+        # --- buffer addresses -------------------------------------------------------------------
+        def factor_address(i, c):
+            """F[i, c] in its buffer: W (i * cols + c) in the H-step, H (c * rows + i) else."""
+            return Mux(h_step, i * cols + c, c * rows + i)
+
+        def output_address(t, c):
+            """The new factor's entry for right-hand side t, component c: H[c, t] or W[t, c]."""
+            return Mux(h_step, c * rows + t, t * cols + c)
+
+        def r_address(t, u):
+            """Entry u of right-hand side t: R[u, t] in the H-step, R[t, u] in the W-step."""
+            return Mux(h_step, u * rows + t, t * rows + u)
+
+        f_read = Mux(h_step, self.w.read.data, self.h.read.data)
+        f_exp_read = Mux(h_step, self.w_exp.read.data, self.h_exp.read.data).as_signed()
+
+        def read_factor(address):
+            for port, active in ((self.w.read, h_step), (self.h.read, ~h_step)):
+                m.d.comb += [port.addr.eq(address), port.en.eq(active)]
+
+        def read_factor_exp(address):
+            for port, active in ((self.w_exp.read, h_step), (self.h_exp.read, ~h_step)):
+                m.d.comb += [port.addr.eq(address), port.en.eq(active)]
+
+        def write_output(address, value):
+            for port, active in ((self.h.write, h_step), (self.w.write, ~h_step)):
+                m.d.comb += [port.addr.eq(address), port.data.eq(value), port.en.eq(active)]
+
+        def write_output_exp(address, value):
+            for port, active in ((self.h_exp.write, h_step), (self.w_exp.write, ~h_step)):
+                m.d.comb += [port.addr.eq(address), port.data.eq(value), port.en.eq(active)]
+
+        # --- pipelines: each consumes the buffer data the cycle after its read ------------------
+        scan_pending = Signal()       # Scan-Factor: fold F[i, c] into msb[c], live[c]
+        exp_pending = Signal()        # Read-Exponents: the new component exponent of c
+        target_pending = Signal()     # Targets: write the TARGET code of (i, c)
+        rhs_pending = Signal()        # Scan-RHS: fold entry u into rhs_max, rhs_rows
+        commit_pending = Signal()     # Commit: write scratch (t, c) into the output factor
+        pipe_i = Signal(range(rows))
+        pipe_c = Signal(range(cols))
+        pipe_bit = Signal(range(MASK_WORD_BITS))
+        m.d.sync += [scan_pending.eq(0), exp_pending.eq(0), target_pending.eq(0),
+                     rhs_pending.eq(0), commit_pending.eq(0), pipe_i.eq(outer), pipe_c.eq(inner)]
+
+        msb_flat = msb.as_value()
+        new_exp_flat = new_exp.as_value()
+        pipe_msb = msb[pipe_c]
+        with m.If(scan_pending):
+            candidate = highest_set_index(f_read) + f_exp_read
+            with m.If((f_read != 0) & (~live.bit_select(pipe_c, 1) | (candidate > pipe_msb))):
+                m.d.sync += [msb_flat.word_select(pipe_c, msb_shape.width).eq(candidate),
+                             live.bit_select(pipe_c, 1).eq(1)]
+        with m.If(exp_pending):
+            next_exp = Signal(signed(exp_bits + 4))
+            m.d.comb += next_exp.eq(-headroom - 1 - f_exp_read - pipe_msb)
+            alive = live.bit_select(pipe_c, 1)
+            m.d.sync += new_exp_flat.word_select(pipe_c, exp_bits).eq(Mux(alive, next_exp, 0))
+            with m.If(alive & ((next_exp < exp_low) | (next_exp > exp_high)) & ~exp_bad):
+                m.d.sync += [exp_bad.eq(1), error_detail.eq(pipe_c)]
+        with m.If(target_pending):
+            # g_offset + ((F * g_span) >> (msb[c] + 1 - row_exp[i])): the column's largest
+            # entry in the upper half of the window, never past g_offset + g_span - 1.
+            distance = Signal(signed(exp_bits + 4))
+            m.d.comb += distance.eq(pipe_msb + 1 - f_exp_read)
+            scaled = (f_read * g_span) >> Mux(distance < 0, 0, distance[:exp_bits + 3])
+            m.d.comb += [self.target.en.eq(1),
+                         self.target.addr.eq(pipe_i * p.total_cols + pipe_c),
+                         self.target.data.eq(g_offset + scaled)]
+        with m.If(rhs_pending):
+            observed = self.mask.data.bit_select(pipe_bit, 1)
+            with m.If(observed):
+                m.d.sync += rhs_rows.bit_select(pipe_i, 1).eq(1)
+                with m.If(self.r.data > rhs_max):
+                    m.d.sync += rhs_max.eq(self.r.data)
+        with m.If(commit_pending):
+            write_output(output_address(pipe_i, pipe_c),
+                         Mux(live.bit_select(pipe_c, 1), scratch_read.data, 0))
+            with m.If(pipe_c == 0):
+                write_output_exp(pipe_i, scratch_exp_read.data)
+
+        # --- the solve sequencer's RHS reads, served from R; its results, into the scratch ------
+        solving = Signal()
+        with m.If(solving):
+            m.d.comb += [self.r.addr.eq(r_address(rhs, self.rhs.addr)), self.r.en.eq(self.rhs.en)]
+        magnitude = ((self.r.data << headroom) >> shift)[:p.dac_bits - 1]
+        m.d.comb += self.rhs.data.eq(Cat(magnitude, Const(1, 1)))   # zero code + magnitude
+        with m.If(solving & self.result.en):
+            code = self.result.data.code
+            m.d.comb += [scratch_write.en.eq(1),
+                         scratch_write.addr.eq(rhs * cols + self.result.addr),
+                         scratch_write.data.eq(Mux(code[-1], code[:-1], 0))]   # floored at 0
+            m.d.sync += over_range.eq(over_range | self.result.data.over_range)
+
+        # --- block operands ---------------------------------------------------------------------
+        solve, program = self.solve, self.program
+        unused_rows = Signal(range(rows + 1))   # the factor's rows are 0 .. f_rows - 1
+        m.d.comb += unused_rows.eq(rows - f_rows)
+        live_columns = live  # zero-extended to the physical columns
+        m.d.comb += [
+            solve.abort.eq(abort_any & self.busy),
+            solve.mode.eq(AFEMode.SOLVE),
+            solve.row_mask.eq(rhs_rows),
+            solve.col_mask.eq(live_columns),
+            program.abort.eq(abort_any & self.busy),
+            program.command.eq(ProgrammerCommand.PROGRAM_MATRIX),
+            program.row_mask.eq(Const(2 ** rows - 1, rows) >> unused_rows),
+            program.col_mask.eq(live_columns),
+        ]
+        for name in ("avg_log2", "dac_settle", "analog_settle", "watchdog_limit"):
+            m.d.comb += getattr(solve, name).eq(latched[name])
+        for name in ("tolerance", "amp_start", "amp_step", "amp_max", "pulse_width",
+                     "pulse_budget", "avg_log2", "read_settle", "watchdog_limit"):
+            m.d.comb += getattr(program, name).eq(latched[name])
+
+        # --- start checks, in the documented order ----------------------------------------------
+        start_error = Signal(ErrorCode)
+        bad_size = ((self.m == 0) | (self.m > rows) | (self.n == 0) | (self.n > rows) |
+                    (self.k == 0) | (self.k > cols) | (self.iterations == 0))
+        with m.If(bad_size):
+            m.d.comb += start_error.eq(ErrorCode.BAD_DIMENSION)
+        with m.Elif(self.avg_log2 > p.avg_max_log2):
+            m.d.comb += start_error.eq(ErrorCode.BAD_AVERAGING)
+        with m.Elif((self.tolerance == 0) | (self.tolerance >= 2 ** p.adc_bits)):
+            m.d.comb += start_error.eq(ErrorCode.BAD_TOLERANCE)
+        with m.Elif((self.g_span == 0) | (self.g_offset + self.g_span > 2 ** p.adc_bits)):
+            m.d.comb += start_error.eq(ErrorCode.BAD_WINDOW)
+        with m.Elif((self.watchdog_limit == 0) | (self.pulse_width == 0)):
+            m.d.comb += start_error.eq(ErrorCode.BAD_TIMING)
+
+        # --- helpers ----------------------------------------------------------------------------
+        def stop(outcome):
+            m.d.sync += error.eq(outcome)
+            m.next = "Done"
+
+        def abortable():
+            # Last in a state: an abort overrides the state's own next-state choice.
+            with m.If(abort_any):
+                stop(ErrorCode.ABORTED)
+
+        def walk(last_outer, then: str):
+            """Step (outer, inner) over last_outer + 1 rows x rank columns, inner fastest;
+            go to state ``then`` after the last pair."""
+            m.d.sync += inner.eq(inner + 1)
+            with m.If(inner == rank - 1):
+                m.d.sync += [inner.eq(0), outer.eq(outer + 1)]
+                with m.If(outer == last_outer):
+                    m.d.sync += outer.eq(0)
+                    m.next = then
+
+        def begin_half_step():
+            m.d.sync += [outer.eq(0), inner.eq(0), live.eq(0), exp_bad.eq(0),
+                         error_detail.eq(0), rhs_done.eq(0)]
+            m.next = "Scan-Factor"
+
+        def begin_rhs():
+            m.d.sync += [index.eq(0), rhs_max.eq(0), rhs_rows.eq(0)]
+            m.next = "Scan-RHS"
+
+        with m.FSM(init="Idle") as fsm:
+            with m.State("Idle"):
+                with m.If(self.start):
+                    m.d.sync += [error.eq(start_error), abort_pending.eq(0), error_detail.eq(0)]
+                    with m.If(start_error != ErrorCode.NONE):
+                        m.next = "Done"
+                    with m.Else():
+                        m.d.sync += [size_m.eq(self.m), size_n.eq(self.n), rank.eq(self.k),
+                                     iterations.eq(self.iterations),
+                                     range_retries.eq(self.range_retries),
+                                     g_offset.eq(self.g_offset), g_span.eq(self.g_span),
+                                     step.eq(NMFStep.H), iteration.eq(0)]
+                        m.d.sync += [latched[name].eq(getattr(self, name)) for name in latched]
+                        begin_half_step()
+
+            # -- prepare ------------------------------------------------------------------------
+            with m.State("Scan-Factor"):
+                read_factor(factor_address(outer, inner))
+                read_factor_exp(outer)
+                m.d.sync += scan_pending.eq(1)
+                walk(f_rows - 1, "Read-Exponents")
+                abortable()
+
+            with m.State("Read-Exponents"):
+                read_factor_exp(rows + inner)
+                m.d.sync += [exp_pending.eq(1), inner.eq(inner + 1)]
+                with m.If(inner == rank - 1):
+                    m.d.sync += inner.eq(0)
+                    m.next = "Targets"
+                abortable()
+
+            with m.State("Targets"):
+                read_factor(factor_address(outer, inner))
+                read_factor_exp(outer)
+                m.d.sync += target_pending.eq(1)
+                walk(f_rows - 1, "Program-Start")
+                abortable()
+
+            # -- program ------------------------------------------------------------------------
+            with m.State("Program-Start"):
+                with m.If(exp_bad):
+                    stop(ErrorCode.EXPONENT_RANGE)
+                with m.Elif(live == 0):
+                    begin_rhs()
+                with m.Else():
+                    m.d.comb += program.start.eq(~abort_any)
+                    m.next = "Program-Wait"
+                abortable()
+
+            with m.State("Program-Wait"):
+                with m.If(program.done):
+                    with m.If((program.error != ErrorCode.NONE) &
+                              (program.error != ErrorCode.CELLS_FAILED)):
+                        stop(program.error)
+                    with m.Elif(abort_any):
+                        stop(ErrorCode.ABORTED)
+                    with m.Else():
+                        begin_rhs()
+
+            # -- solve --------------------------------------------------------------------------
+            with m.State("Scan-RHS"):
+                address = r_address(rhs, index)
+                m.d.comb += [self.r.addr.eq(address), self.r.en.eq(1),
+                             self.mask.addr.eq(address >> word_bits), self.mask.en.eq(1)]
+                m.d.sync += [rhs_pending.eq(1), pipe_bit.eq(address[:word_bits]),
+                             pipe_i.eq(index),
+                             index.eq(index + 1)]
+                with m.If(index == f_rows - 1):
+                    m.next = "Scan-Drain"
+                abortable()
+
+            with m.State("Scan-Drain"):
+                m.next = "RHS-Decide"
+                abortable()
+
+            with m.State("RHS-Decide"):
+                m.d.sync += [shift.eq(highest_set_index(rhs_max)), retries_done.eq(0),
+                             inner.eq(0)]
+                with m.If((rhs_max == 0) | (live == 0)):
+                    m.next = "Clear-Row"
+                with m.Else():
+                    m.next = "Solve-Start"
+                abortable()
+
+            with m.State("Clear-Row"):
+                # Nothing observed, all zero, or no live column: the solution is 0.
+                m.d.comb += [scratch_write.en.eq(1), scratch_write.addr.eq(rhs * cols + inner),
+                             scratch_write.data.eq(0)]
+                with m.If(inner == 0):
+                    m.d.comb += [scratch_exp_write.en.eq(1), scratch_exp_write.addr.eq(rhs),
+                                 scratch_exp_write.data.eq(0)]
+                m.d.sync += inner.eq(inner + 1)
+                with m.If(inner == rank - 1):
+                    m.d.sync += inner.eq(0)
+                    m.next = "RHS-Next"
+                abortable()
+
+            with m.State("Solve-Start"):
+                m.d.comb += solve.start.eq(~abort_any)
+                m.d.sync += over_range.eq(0)
+                m.next = "Solve-Wait"
+                abortable()
+
+            with m.State("Solve-Wait"):
+                m.d.comb += solving.eq(1)
+                with m.If(solve.done):
+                    with m.If(solve.error != ErrorCode.NONE):
+                        stop(solve.error)
+                    with m.Elif(abort_any):
+                        stop(ErrorCode.ABORTED)
+                    with m.Elif(over_range & (retries_done < range_retries)):
+                        # Halve the input (one more bit of exponent) and solve again.
+                        m.d.comb += self.retry.eq(1)
+                        m.d.sync += [shift.eq(shift + 1), retries_done.eq(retries_done + 1)]
+                        m.next = "Solve-Start"
+                    with m.Else():
+                        m.d.comb += [self.unresolved.eq(over_range),
+                                     scratch_exp_write.en.eq(1), scratch_exp_write.addr.eq(rhs),
+                                     scratch_exp_write.data.eq(shift)]
+                        m.next = "RHS-Next"
+
+            with m.State("RHS-Next"):
+                m.d.sync += rhs_done.eq(rhs_done + 1)
+                with m.If(rhs == count - 1):
+                    m.d.sync += [outer.eq(0), inner.eq(0)]
+                    m.next = "Commit"
+                with m.Else():
+                    m.d.sync += outer.eq(outer + 1)
+                    begin_rhs()
+                abortable()
+
+            # -- commit: runs to its end even when an abort arrives -----------------------------
+            with m.State("Commit"):
+                m.d.comb += [scratch_read.addr.eq(outer * cols + inner), scratch_read.en.eq(1),
+                             scratch_exp_read.addr.eq(outer), scratch_exp_read.en.eq(1)]
+                m.d.sync += commit_pending.eq(1)
+                walk(count - 1, "Commit-Drain")
+
+            with m.State("Commit-Drain"):
+                m.next = "Commit-Exponents"
+
+            with m.State("Commit-Exponents"):
+                write_output_exp(rows + inner, new_exp[inner])
+                m.d.sync += inner.eq(inner + 1)
+                with m.If(inner == rank - 1):
+                    m.d.sync += inner.eq(0)
+                    m.next = "Half-Done"
+
+            with m.State("Half-Done"):
+                with m.If(abort_any):
+                    stop(ErrorCode.ABORTED)
+                with m.Elif(h_step):
+                    m.d.sync += step.eq(NMFStep.W)
+                    begin_half_step()
+                with m.Else():
+                    m.d.comb += self.iteration_done.eq(1)
+                    m.d.sync += [step.eq(NMFStep.H), iteration.eq(iteration + 1)]
+                    with m.If(iteration == iterations - 1):
+                        stop(ErrorCode.NONE)
+                    with m.Else():
+                        begin_half_step()
+
+            with m.State("Done"):
+                m.d.comb += self.done.eq(1)
+                m.next = "Idle"
+
+        with m.If(self.abort & ~fsm.ongoing("Idle") & ~fsm.ongoing("Done")):
+            m.d.sync += abort_pending.eq(1)
+
+        phases = {
+            NMFPhase.PREPARE: ("Scan-Factor", "Read-Exponents", "Targets"),
+            NMFPhase.PROGRAM: ("Program-Start", "Program-Wait"),
+            NMFPhase.SOLVE: ("Scan-RHS", "Scan-Drain", "RHS-Decide", "Clear-Row", "Solve-Start",
+                             "Solve-Wait", "RHS-Next"),
+            NMFPhase.COMMIT: ("Commit", "Commit-Drain", "Commit-Exponents", "Half-Done"),
+        }
+        for phase, states in phases.items():
+            with m.If(Cat(fsm.ongoing(state) for state in states).any()):
+                m.d.comb += self.phase.eq(phase)
+        m.d.comb += self.busy.eq(~fsm.ongoing("Idle"))
+        return m
