@@ -1,28 +1,29 @@
 """``make bench-sim``: simulated clock cycles per second on Icarus and Verilator.
 
-    python -m anmf.testbench.bench_speed [--sim icarus|verilator|all] [--solves N]
+    python -m anmf.testbench.bench_speed [--sim icarus|verilator|all] [--iters N]
                                          [--bare-cycles N] [--profile]
 
-Three cocotb tests on the controller's Verilog (one build per simulator):
+Three cocotb tests on the controller's Verilog of the host-driven scenarios
+(testbench/bench_scenarios.py: its DEFAULT_OPTIONS build, one build per simulator):
 
 - ``bare_rate``: the RTL clocked through reset and then only a final ``Timer`` (no Python in
   the loop): the simulator's own rate on this design;
-- ``watched_idle_rate``: the same with the AFE binding and the AXI master attached but idle:
-  what their registered edge and value-change callbacks cost without any Python running;
-- ``solve_loop_rate``: a host-driven SOLVE loop, the workload of a host-driven ANLS half-step
-  without the host's arithmetic: per solve the host writes the RHS window over AXI4-Lite
-  (cocotbext-axi), starts SOLVE, waits for ``irq``, clears it and reads the RESULTS window,
-  while the code-level AFE model answers through ``AFEBinding`` (testbench/afe_binding.py).
-  Its cycles and wall time are also split into the host's bus traffic and the solves
-  themselves (CONTROL.start to ``irq``: the AFE binding's share, the AXI master idle).
+- ``watched_idle_rate``: the same with the scenario bench attached but idle (AFE binding,
+  AXI4-Lite master, irq line): what their registered edge and value-change callbacks cost
+  while no Python runs;
+- ``anls_rate``: the host-driven ANLS scenario: ``anmf.host.host_anls`` on the RTL through
+  ``RegisterDriver`` over AXI4-Lite, the AFE model answering through ``AFEBinding``, as
+  bench_scenarios' ``host_anls_matches_reference`` runs it (same bench, options and data)
+  without its scoreboards and reference comparisons. Its cycles and wall time are split into
+  bus transactions, waits for ``irq`` (commands running: the AFE binding's share, the bus
+  idle) and the AFE model's own time inside those waits.
 
-The solve loop runs twice: with the rram-3bit model's ADC (1.2 us, 120 cycles) and with the
-200 ns ADC of the co-simulation tests. The last row of each splits off the wall time spent
-inside the AFE model's methods (an estimate of the binding's event mechanics alone).
+The ANLS runs twice: with the scenario's 200 ns ADC conversion and with the rram-3bit
+model's own 1.2 us (fewer AFE events per simulated cycle).
 
 Cycles come from the simulation time, wall seconds from ``time.perf_counter`` around the
 measured stretch inside the simulator process (build and start-up excluded). ``--profile``
-runs cProfile around the solve loop and prints the top functions (cumulative time).
+runs cProfile around the ANLS and prints the top functions (cumulative time).
 
 This is a benchmark: it prints figures (and fails only if a cocotb test fails).
 """
@@ -32,7 +33,6 @@ import argparse
 import cProfile
 import io
 import json
-import logging
 import os
 import pstats
 import sys
@@ -40,31 +40,20 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import cocotb
-import numpy as np
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ClockCycles, RisingEdge, Timer, with_timeout
+from cocotb.triggers import ClockCycles, RisingEdge, Timer
 
-__all__ = ["PARAMS", "AFE", "Figures", "ModelTimer", "main", "format_table", "loop_rows"]
+__all__ = ["Figures", "ModelTimer", "Stretch", "main", "format_table", "anls_rows"]
 
-#: A 16 x 4 (+1 spare) array with up to 4-sample averaging, as the co-simulation benches.
-PARAMS = {"rows": 16, "cols": 4, "spare": 1, "avg_max_log2": 2}
-#: The rram-3bit analog model; its ADC conversion takes 1.2 us (120 cycles at 100 MHz).
-AFE = {"preset": "rram-3bit", "seed": 11}
-#: The ADC conversion of the co-simulation tests (tests/test_afe_binding.py): 200 ns keeps
-#: their runs short, and gives Python 6 times more events per simulated cycle.
-TEST_ADC_CONVERSION_S = 200e-9
-CLOCK_HZ = 100e6
-#: Per solve: the DAC settles for the model's settle time, the loop for ANALOG_SETTLE's reset
-#: value (200 cycles, 2 us); 4 ADC samples per column.
-ANALOG_SETTLE, ADC_SAMPLES = 200, 4
-DEFAULT_SOLVES = {"icarus": 12, "verilator": 60}
+#: The rram-3bit model's own ADC conversion time (the scenarios shorten it to 200 ns).
+PRESET_ADC_CONVERSION_S = 1.2e-6
+DEFAULT_ITERS = 2
 DEFAULT_BARE_CYCLES = {"icarus": 100_000, "verilator": 1_000_000}
 PROFILE_FILE = "speed.prof"
-COMMAND_TIMEOUT_US = 2000
 
 
 class ModelTimer:
@@ -126,12 +115,27 @@ def _save(name: str, figures: dict[str, Any]) -> None:
     path.write_text(json.dumps(saved, indent=1))
 
 
+def _timed_async(method: Callable[..., Awaitable[Any]], clock: _Clockwork,
+                 stretch: Stretch) -> Callable[..., Awaitable[Any]]:
+    """``method`` with its simulated cycles and wall time added to ``stretch``."""
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        mark = clock.now()
+        try:
+            return await method(*args, **kwargs)
+        finally:
+            stretch.add(*clock.since(mark))
+    return timed
+
+
 @cocotb.test()
 async def bare_rate(dut) -> None:
     """The RTL out of reset, clocked with no Python in the loop: one Timer to the end."""
+    from anmf.testbench.bench_scenarios import DEFAULT_OPTIONS, ENV_VAR
+
     config = _config()
-    period_ps = round(1e12 / CLOCK_HZ)
-    Clock(dut.clk, period_ps, unit="ps").start()
+    options = json.loads(os.environ[ENV_VAR]) if ENV_VAR in os.environ else DEFAULT_OPTIONS
+    period_ps = round(1e12 / float(options["clock_hz"]))
+    Clock(dut.clk, period_ps, unit="ps", impl="gpi").start()
     # Idle inputs: no host, no AFE answers.
     for name in ("afe__adc_busy", "afe__adc_data", "afe__adc_ovr", "afe__prog_done", "axil__awvalid",
                  "axil__wvalid", "axil__arvalid", "axil__bready", "axil__rready"):
@@ -150,84 +154,63 @@ async def bare_rate(dut) -> None:
 
 @cocotb.test()
 async def watched_idle_rate(dut) -> None:
-    """The RTL idle with the AFE binding and the AXI master attached (their edge and
-    value-change callbacks registered, no Python woken): the cost of watching alone."""
-    from anmf.testbench.bench_afe_binding import Bench
+    """The RTL idle with the scenario bench attached (AFE binding, AXI master, irq line; its
+    callbacks registered, no Python woken): the cost of watching alone."""
+    from anmf.testbench.bench_scenarios import ScenarioBench
 
     config = _config()
-    bench = Bench(dut)
+    bench = ScenarioBench(dut)
     await bench.start()
     clock = _Clockwork(bench.afe.period_ps)
-    wakeups_before = len(bench.binding.conversions) + bench.binding.dac_writes
+    answered = len(bench.binding.conversions) + len(bench.binding.pulses) + bench.binding.dac_writes
     start = clock.now()
     await Timer(config["bare_cycles"] * bench.afe.period_ps, unit="ps")
     cycles, wall_s = clock.since(start)
-    assert len(bench.binding.conversions) + bench.binding.dac_writes == wakeups_before, \
-        "the idle controller must not reach the AFE"
+    assert len(bench.binding.conversions) + len(bench.binding.pulses) + bench.binding.dac_writes \
+        == answered, "the idle controller must not reach the AFE"
     _save("watched_idle", {"cycles": cycles, "wall_s": wall_s})
 
 
 @cocotb.test()
-async def solve_loop_rate(dut) -> None:
-    """Host-driven SOLVEs over AXI4-Lite against the AFE model: total, host traffic, solves."""
-    from anmf.model.afe import Mode
-    from anmf.testbench.bench_afe_binding import Bench
+async def anls_rate(dut) -> None:
+    """host_anls over AXI4-Lite on the RTL against the AFE model, measured in parts."""
+    from anmf.host import host_anls
+    from anmf.model.nmf import initialize
+    from anmf.testbench.bench_scenarios import ScenarioBench, anls_problem
 
     config = _config()
-    bench = Bench(dut)
+    bench = ScenarioBench(dut)
     await bench.start()
-    driver, p = bench.driver, bench.params
-    for interface in (driver.master.write_if, driver.master.read_if):
-        interface.log.setLevel(logging.WARNING)  # an INFO line per access otherwise
-    dac_settle = max(1, -(-round(bench.afe.config.dac.settle_time_s * 1e12) // bench.afe.period_ps))
-    bench.place_levels()
-    await driver.write_window("ROW_MASK", [(2 ** p.rows - 1 >> (32 * w)) & 0xFFFF_FFFF
-                                           for w in range(driver.regs.ROW_MASK.depth)])
-    await driver.set("COL_ENABLE", enable=2 ** p.total_cols - 1)
-    await driver.set("TIMING", adc_samples=ADC_SAMPLES)
-    await driver.set("DAC_SETTLE", cycles=dac_settle)
-    await driver.set("ANALOG_SETTLE", cycles=ANALOG_SETTLE)
-    await driver.set("COMMAND", opcode=Mode.SOLVE.name)
-    rhs = [bench.rhs_for(bench.rng.uniform(0.0, 0.4, p.total_cols)) for _ in range(config["solves"])]
+    o = {**bench.options["anls"], "iters": config["iters"]}
+    R = anls_problem(o["problem"], o["size"], o["rank"], bench.options["seed"])
+    W0, H0 = initialize(R, o["rank"], "nndsvda", 0)
 
     clock = _Clockwork(bench.afe.period_ps)
-    total, host, solves = Stretch(), Stretch(), Stretch()
+    total, bus, irq = Stretch(), Stretch(), Stretch()
+    driver = bench.driver   # without the scoreboards: their float NNLS is not the workload
+    driver.bus.read = _timed_async(driver.bus.read, clock, bus)
+    driver.bus.write = _timed_async(driver.bus.write, clock, bus)
+    driver.irq.wait_high = _timed_async(driver.irq.wait_high, clock, irq)
     model = ModelTimer(bench.afe)
     profiler = cProfile.Profile() if config.get("profile") else None
     if profiler:
         profiler.enable()
     start = clock.now()
-    words = []
-    solve_model_s = 0.0
-    for codes in rhs:
-        mark = clock.now()
-        await driver.write_window("RHS", codes)
-        host.add(*clock.since(mark))
-        mark, model_before = clock.now(), model.seconds
-        await driver.set("CONTROL", start=1)
-        if not int(dut.irq.value):
-            await with_timeout(RisingEdge(dut.irq), COMMAND_TIMEOUT_US, "us")
-        solves.add(*clock.since(mark))
-        solve_model_s += model.seconds - model_before
-        mark = clock.now()
-        status = await driver.get("STATUS")
-        await driver.set("IRQ_STATUS", done=1)
-        words.append(await driver.read_window("RESULTS"))
-        host.add(*clock.since(mark))
-        assert status["error"] == 0, f"SOLVE ended with {status}"
+    result = await host_anls(driver, R, o["rank"], o["iters"], scale=bench.scale, init=(W0, H0))
     total.add(*clock.since(start))
     if profiler:
         profiler.disable()
         profiler.dump_stats(PROFILE_FILE)
-    conversions = len(bench.binding.conversions)
-    assert conversions == config["solves"] * p.total_cols * ADC_SAMPLES, \
-        f"{conversions} conversions for {config['solves']} solves"
-    assert len({tuple(w) for w in words}) > 1, "different RHS must give different results"
+    assert result.stats["solves"] > 0 and result.stats["programs"] > 0, result.stats
     assert not bench.binding.all_violations, bench.binding.all_violations
-    _save("solve_loop", {"cycles": total.cycles, "wall_s": total.wall_s, "solves": config["solves"],
-                         "host": vars(host), "solve": vars(solves), "solve_model_s": solve_model_s,
-                         "conversions": conversions, "dac_writes": bench.binding.dac_writes,
-                         "dac_settle": dac_settle, "adc_cycles": bench.afe.adc_busy_cycles})
+    cocotb.log.info("ANLS %s: %d cycles in %.2f s; bus %s, irq waits %s, model %.2f s", o,
+                    total.cycles, total.wall_s, vars(bus), vars(irq), model.seconds)
+    _save("anls", {"cycles": total.cycles, "wall_s": total.wall_s, "bus": vars(bus), "irq": vars(irq),
+                   "model_s": model.seconds, "problem": f"{o['problem']} {o['size']}x{o['size']} "
+                   f"k={o['rank']}, {o['iters']} iterations", "stats": result.stats,
+                   "transactions": dict(driver.transactions),
+                   "conversions": len(bench.binding.conversions), "pulses": len(bench.binding.pulses),
+                   "adc_conversion_s": bench.afe.conversion_time_s})
 
 
 # --- runner -----------------------------------------------------------------------------------------------
@@ -261,16 +244,17 @@ def format_table(rows: Sequence[Figures]) -> str:
     return "\n".join(lines)
 
 
-def loop_rows(sim: str, label: str, loop: dict[str, Any]) -> list[Figures]:
-    """The solve loop's rows: whole loop, host traffic, solves, solves without model time."""
-    solve = loop["solve"]
+def anls_rows(sim: str, label: str, anls: dict[str, Any]) -> list[Figures]:
+    """The ANLS rows: whole run, bus transactions, irq waits, irq waits less model time."""
+    irq = anls["irq"]
+    transactions = anls["transactions"]
     return [
-        Figures(sim, f"SOLVE loop, {label}, {loop['solves']} solves", loop["cycles"], loop["wall_s"]),
-        Figures(sim, "  host AXI traffic (RHS, STATUS, IRQ, RESULTS)", loop["host"]["cycles"],
-                loop["host"]["wall_s"]),
-        Figures(sim, "  solves: start to irq (AFE binding + model)", solve["cycles"], solve["wall_s"]),
-        Figures(sim, "  solves less the AFE model's own time (estimate)", solve["cycles"],
-                solve["wall_s"] - loop["solve_model_s"]),
+        Figures(sim, f"host ANLS, {label}", anls["cycles"], anls["wall_s"]),
+        Figures(sim, f"  AXI transactions ({transactions['read']} R + {transactions['write']} W)",
+                anls["bus"]["cycles"], anls["bus"]["wall_s"]),
+        Figures(sim, "  irq waits: commands run (AFE binding + model)", irq["cycles"], irq["wall_s"]),
+        Figures(sim, "  irq waits less the AFE model's time (estimate)", irq["cycles"],
+                irq["wall_s"] - anls["model_s"]),
     ]
 
 
@@ -287,39 +271,43 @@ def _positive(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from anmf.hdl.controller import TOP_MODULE, verilog_text
     from anmf.hdl.params import BuildParams
+    from anmf.testbench.bench_scenarios import DEFAULT_OPTIONS, scenario_env
     from anmf.testbench.sim import results_summary
     from anmf.testbench.simulators import SIMULATORS, SimulatorMissing, run_bench
 
     parser = argparse.ArgumentParser(prog="python -m anmf.testbench.bench_speed",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--sim", default="all", choices=[*SIMULATORS, "all"])
-    parser.add_argument("--solves", type=_positive, default=None,
-                        help=f"solves in the loop (default {DEFAULT_SOLVES})")
+    parser.add_argument("--iters", type=_positive, default=DEFAULT_ITERS,
+                        help=f"ANLS iterations (default {DEFAULT_ITERS})")
     parser.add_argument("--bare-cycles", type=_positive, default=None,
-                        help=f"cycles of the bare run (default {DEFAULT_BARE_CYCLES})")
-    parser.add_argument("--profile", action="store_true", help="cProfile the solve loop, print the top")
+                        help=f"cycles of the bare and idle runs (default {DEFAULT_BARE_CYCLES})")
+    parser.add_argument("--profile", action="store_true", help="cProfile the ANLS, print the top")
     args = parser.parse_args(argv)
     os.environ.pop("PYTEST_CURRENT_TEST", None)  # the runner would act as under pytest
     simulators = list(SIMULATORS) if args.sim == "all" else [args.sim]
-    verilog = verilog_text(BuildParams(**PARAMS))
-    # (label, AFE configuration, run the bare test too)
-    workloads = (("ADC 1.2 us (rram-3bit)", AFE, True),
-                 ("ADC 200 ns (as the tests)", {**AFE, "adc": {"conversion_time_s": TEST_ADC_CONVERSION_S}},
+    verilog = verilog_text(BuildParams(**DEFAULT_OPTIONS["params"]))
+    scenario_adc = DEFAULT_OPTIONS["afe"]["adc"]["conversion_time_s"]
+    # (label, scenario options, also the bare and idle tests)
+    workloads = ((f"ADC {scenario_adc * 1e9:.0f} ns (the scenario's)", {}, True),
+                 (f"ADC {PRESET_ADC_CONVERSION_S * 1e6:.1f} us (rram-3bit's)",
+                  {"afe": {**DEFAULT_OPTIONS["afe"], "adc": {"conversion_time_s": PRESET_ADC_CONVERSION_S}}},
                   False))
     rows: list[Figures] = []
+    notes: list[str] = []
     for sim in simulators:
-        for label, afe, with_bare in workloads:
-            out = Path(tempfile.mkstemp(prefix=f"bench_speed-{sim}-", suffix=".json")[1])
+        for label, options, with_bare in workloads:
+            handle, name = tempfile.mkstemp(prefix=f"bench_speed-{sim}-", suffix=".json")
+            os.close(handle)
+            out = Path(name)
             out.unlink()
-            config = {"solves": args.solves or DEFAULT_SOLVES[sim], "out": str(out),
-                      "bare_cycles": args.bare_cycles or DEFAULT_BARE_CYCLES[sim], "profile": args.profile}
-            bench = {"dut": "controller", "params": PARAMS, "afe": afe, "clock_hz": CLOCK_HZ, "seed": 5}
+            config = {"iters": args.iters, "out": str(out), "profile": args.profile,
+                      "bare_cycles": args.bare_cycles or DEFAULT_BARE_CYCLES[sim]}
             try:
                 results = run_bench(sim=sim, verilog=verilog, toplevel=TOP_MODULE,
                                     test_module="anmf.testbench.bench_speed", name="bench_speed",
-                                    testcase=None if with_bare else "solve_loop_rate",
-                                    extra_env={"ANMF_SPEED": json.dumps(config),
-                                               "ANMF_AFE_BENCH": json.dumps(bench)})
+                                    testcase=None if with_bare else "anls_rate",
+                                    extra_env={"ANMF_SPEED": json.dumps(config), **scenario_env(**options)})
             except SimulatorMissing as exc:
                 print(f"bench-sim: error: {exc}", file=sys.stderr)
                 return 2
@@ -332,18 +320,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.unlink()
             if with_bare:
                 rows.append(Figures(sim, BARE, figures["bare"]["cycles"], figures["bare"]["wall_s"]))
-                rows.append(Figures(sim, "idle, AFE binding and AXI master attached",
+                rows.append(Figures(sim, "idle, scenario bench attached (no Python runs)",
                                     figures["watched_idle"]["cycles"], figures["watched_idle"]["wall_s"]))
-            rows += loop_rows(sim, label, figures["solve_loop"])
+            anls = figures["anls"]
+            rows += anls_rows(sim, label, anls)
+            host_s = anls["wall_s"] - anls["bus"]["wall_s"] - anls["irq"]["wall_s"]
+            notes.append(f"{sim}, {label}: {anls['problem']}; {anls['stats']['solves']} solves, "
+                         f"{anls['stats']['programs']} programs ({anls['pulses']} pulses), "
+                         f"{anls['conversions']} conversions; host arithmetic between bus accesses "
+                         f"{host_s:.2f} s wall; AFE model {anls['model_s']:.2f} s")
             if args.profile:
                 stream = io.StringIO()
                 stats = pstats.Stats(str(results.parent / PROFILE_FILE), stream=stream)
                 stats.sort_stats("cumulative").print_stats(30)
-                print(f"--- {sim}, {label}: cProfile of the solve loop (cumulative) ---\n{stream.getvalue()}")
-    print(f"\nbench-sim {time.strftime('%Y-%m-%d')}: controller rows={PARAMS['rows']} cols={PARAMS['cols']} "
-          f"spare={PARAMS['spare']}, 100 MHz clock; per solve: {ADC_SAMPLES} samples x "
-          f"{PARAMS['cols'] + PARAMS['spare']} columns, analog settle {ANALOG_SETTLE} cycles")
+                print(f"--- {sim}, {label}: cProfile of the ANLS (cumulative) ---\n{stream.getvalue()}")
+    params = DEFAULT_OPTIONS["params"]
+    print(f"\nbench-sim {time.strftime('%Y-%m-%d')}: controller rows={params['rows']} cols={params['cols']} "
+          f"spare={params['spare']} (the scenarios' build), {DEFAULT_OPTIONS['clock_hz'] / 1e6:.0f} MHz clock")
     print(format_table(rows))
+    print("\n".join(notes))
     return 0
 
 

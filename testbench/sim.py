@@ -35,8 +35,8 @@ from typing import Callable, Sequence
 from anmf.testbench.simulators import (SIMULATORS, SimulatorMissing, build_dir_for, check_verilator_fst,
                                        prepare_environment, run_bench, waves_path, waves_requested)
 
-__all__ = ["Bench", "BenchRun", "BENCHES", "Selection", "select", "bench_tests", "results_summary",
-           "main", "EXIT_FAILED", "EXIT_USAGE"]
+__all__ = ["Bench", "BenchRun", "STATIC_BENCHES", "benches", "Selection", "select", "bench_tests",
+           "results_summary", "main", "EXIT_FAILED", "EXIT_USAGE"]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -57,12 +57,21 @@ class BenchRun:
 
 @dataclass(frozen=True)
 class Bench:
-    """One cocotb bench: a test module on one DUT, built under ``build/<name>-<sim>``."""
+    """One cocotb bench: a test module (or some of its tests) on one DUT, built under
+    ``build/<build_name>-<sim>``."""
 
     name: str
     module: str                       #: dotted cocotb test module
     summary: str                      #: what it checks, one line
     prepare: Callable[[Path], BenchRun]  #: given the folder for side files (regmap.json...)
+    #: Benches sharing a DUT share its build (the scenarios: one build, a run per scenario).
+    build_name: str = ""
+    #: The module's tests this bench runs (None: all of them).
+    only: tuple[str, ...] | None = None
+
+    @property
+    def folder_name(self) -> str:
+        return self.build_name or self.name
 
     @property
     def module_file(self) -> Path:
@@ -73,7 +82,7 @@ class Bench:
 
     @property
     def tests(self) -> tuple[str, ...]:
-        return bench_tests(self.module_file)
+        return self.only if self.only is not None else bench_tests(self.module_file)
 
 
 def bench_tests(path: Path) -> tuple[str, ...]:
@@ -161,7 +170,37 @@ def _afe_binding(dut: str) -> Callable[[Path], BenchRun]:
     return prepare
 
 
-BENCHES: tuple[Bench, ...] = (
+def _scenario(options: dict[str, object]) -> Callable[[Path], BenchRun]:
+    def prepare(folder: Path) -> BenchRun:
+        from anmf.hdl.controller import TOP_MODULE, verilog_text
+        from anmf.testbench.bench_scenarios import scenario_env
+
+        runner = _runner_module("test_scenarios_cocotb")
+        return BenchRun(verilog_text(runner.PARAMS), TOP_MODULE, scenario_env(**options))
+    return prepare
+
+
+def _scenarios() -> tuple[Bench, ...]:
+    """One bench per scenario of tests/test_scenarios_cocotb.py (its SCENARIOS: name ->
+    (cocotb test, options)); a runner that does not load gives a bench that fails saying why."""
+    module = "anmf.testbench.bench_scenarios"
+    if not (TESTS / "test_scenarios_cocotb.py").is_file():
+        return ()
+    try:
+        scenarios = _runner_module("test_scenarios_cocotb").SCENARIOS
+    except Exception as exc:  # a broken runner must fail loudly, not drop its benches
+        message = f"tests/test_scenarios_cocotb.py does not load: {type(exc).__name__}: {exc}"
+
+        def broken(folder: Path) -> BenchRun:
+            raise RuntimeError(message)
+        return (Bench("scenarios", module, message, broken, only=()),)
+    return tuple(Bench(f"scenario-{name}", module, f"host-driven scenario {name}: {testcase}",
+                       _scenario(options), build_name="scenarios", only=(testcase,))
+                 for name, (testcase, options) in scenarios.items())
+
+
+#: Benches whose configuration is cheap to name (the scenarios need their runner loaded).
+STATIC_BENCHES: tuple[Bench, ...] = (
     Bench("axi_regs", "anmf.testbench.bench_axi_regs",
           "AXI4-Lite slave + register file: reset values, windows, byte writes, SLVERR", _axi_regs),
     Bench("bus", "anmf.testbench.bench_bus",
@@ -179,6 +218,12 @@ BENCHES: tuple[Bench, ...] = (
 )
 
 
+@cache
+def benches() -> tuple[Bench, ...]:
+    """Every bench: the static ones, then one per host-driven scenario."""
+    return STATIC_BENCHES + _scenarios()
+
+
 # --- selection -----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -189,30 +234,37 @@ class Selection:
     testcases: tuple[str, ...] | None = None
 
 
-def select(names: str | None, benches: Sequence[Bench] = BENCHES) -> list[Selection]:
+def _names_a_static_bench(name: str) -> bool:
+    return any(name in (b.name, b.module, b.module.rsplit(".", 1)[-1]) for b in STATIC_BENCHES)
+
+
+def select(names: str | None, registry: Sequence[Bench] | None = None) -> list[Selection]:
     """The benches (and tests) ``names`` asks for: comma-separated bench names, bench modules
-    (dotted or bare) or cocotb test names; None or "" selects every bench."""
-    if not names:
-        return [Selection(bench) for bench in benches]
+    (dotted or bare) or cocotb test names; None or "" selects every bench. Without a
+    ``registry``, the scenarios' runner is loaded only when a name needs it."""
+    tokens = [n.strip() for n in (names or "").split(",") if n.strip()]
+    if registry is None:
+        static_only = bool(tokens) and all(_names_a_static_bench(t) for t in tokens)
+        registry = STATIC_BENCHES if static_only else benches()
+    if not tokens:
+        return [Selection(bench) for bench in registry]
     whole: dict[str, Bench] = {}
     cases: dict[str, list[str]] = {}
-    for name in (n.strip() for n in names.split(",")):
-        if not name:
-            continue
-        matched = [b for b in benches if name in (b.name, b.module, b.module.rsplit(".", 1)[-1])]
+    for name in tokens:
+        matched = [b for b in registry if name in (b.name, b.module, b.module.rsplit(".", 1)[-1])]
         if matched:
             whole.update({b.name: b for b in matched})
             continue
-        with_test = [b for b in benches if name in b.tests]
+        with_test = [b for b in registry if name in b.tests]
         if not with_test:
-            accepted = sorted({b.name for b in benches} | {b.module.rsplit(".", 1)[-1] for b in benches})
-            tests = sorted({t for b in benches for t in b.tests})
+            accepted = sorted({b.name for b in registry} | {b.module.rsplit(".", 1)[-1] for b in registry})
+            tests = sorted({t for b in registry for t in b.tests})
             raise ValueError(f"no bench, bench module or cocotb test named {name!r}; accepted: "
                              f"{', '.join(accepted)}, or a test: {', '.join(tests)}")
         for bench in with_test:
             cases.setdefault(bench.name, []).append(name)
     selected = []
-    for bench in benches:  # registry order: cheap benches first
+    for bench in registry:  # registry order: cheap benches first
         if bench.name in whole:
             selected.append(Selection(bench))
         elif bench.name in cases:
@@ -274,8 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"anmf sim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.list:
-        for bench in BENCHES:
-            print(f"{bench.name:24} {bench.module}\n{'':24} {bench.summary}\n{'':24} tests: "
+        for bench in benches():
+            print(f"{bench.name:26} {bench.module}\n{'':26} {bench.summary}\n{'':26} tests: "
                   f"{', '.join(bench.tests)}")
         return 0
     simulators = list(SIMULATORS) if args.sim == "all" else [args.sim]
@@ -312,13 +364,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench = chosen.bench
             label = f"{bench.name} on {sim}" + (f" ({', '.join(chosen.testcases)})" if chosen.testcases else "")
             _print(f"running {label}")
-            folder = build_dir_for(bench.name, sim, waves)
+            folder = build_dir_for(bench.folder_name, sim, waves)
+            testcases = chosen.testcases or bench.only
             try:
                 run = bench.prepare(folder)
                 results = run_bench(sim=sim, verilog=run.verilog, toplevel=run.toplevel,
-                                    test_module=bench.module, name=bench.name,
-                                    testcase=list(chosen.testcases) if chosen.testcases else None,
+                                    test_module=bench.module, name=bench.folder_name,
+                                    testcase=list(testcases) if testcases else None,
                                     seed=seed, extra_env=run.extra_env, waves=waves)
+                if bench.folder_name != bench.name:  # the next run in this folder overwrites it
+                    results = results.replace(results.with_name(f"{bench.name}.results.xml"))
                 tests, failed = results_summary(results)
             except (RuntimeError, SystemExit) as exc:
                 # A build or simulator error (the runner raises or exits); any results file

@@ -20,7 +20,8 @@ from anmf.hdl.registers import ControllerRegisters, build_register_map
 from anmf.hdl.regmap_export import describe
 from anmf.testbench.bench_bus import (OKAY, SLVERR, STIMULUS_FILE, TARGET_WEIGHTS, RegisterModel,
                                       address_pools, draw_stimulus, pause_pattern)
-from anmf.testbench.sim import BENCHES, EXIT_FAILED, EXIT_USAGE, bench_tests, results_summary, select
+from anmf.testbench.sim import (EXIT_FAILED, EXIT_USAGE, STATIC_BENCHES, bench_tests, benches, main,
+                                results_summary, select)
 from anmf.testbench.simulators import SIMULATORS, build_dir_for, run_bench
 
 #: Small windows keep the scans short; the offsets are those of every build.
@@ -77,6 +78,16 @@ def test_w1s_reads_zero_counts_pulses_and_soft_reset_clears_counters(model: Regi
     assert model.read_word(count) == (0xFFFF_FFFF, OKAY), "counters saturate"
 
 
+def test_irq_line_follows_enabled_causes(model: RegisterModel) -> None:
+    assert model.irq_line() == 0
+    model.core_set("IRQ_STATUS", "error", 1)
+    assert model.irq_line() == 0, "a cause not enabled"
+    assert model.write(model.registers["IRQ_ENABLE"]["offset"], 4, 0b010) == OKAY
+    assert model.irq_line() == 1
+    assert model.write(model.registers["IRQ_STATUS"]["offset"], 4, 0b010) == OKAY
+    assert model.irq_line() == 0, "cleared by writing 1"
+
+
 def test_register_writes_honour_byte_strobes(model: RegisterModel) -> None:
     timing = model.registers["TIMING"]["offset"]
     assert model.write(timing, 4, 0x1122_3344) == OKAY
@@ -111,14 +122,16 @@ def test_windows_depth_lanes_and_access(model: RegisterModel) -> None:
 
 
 def test_unmapped_gaps_answer_slverr_with_zero(model: RegisterModel) -> None:
-    for address in (0x028, 0x02C, 0x058, 0x070, 0x0FC, 0x180, 0x3000, 0x1FFFC):
+    rhs = model.windows["RHS"]
+    past_depth = rhs["offset"] + 4 * rhs["depth"]
+    for address in (0x028, 0x02C, 0x058, 0x0FC, 0x180, past_depth, past_depth + 4 * 100):
         assert model.target(address).kind == "unmapped", hex(address)
         assert model.read_word(address) == (0, SLVERR)
         assert model.write(address, 4, 0xFFFF_FFFF) == SLVERR
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda m: m.target(1 << 18), "address must be from 0 to 0x3FFFF, not 0x40000"),
+    (lambda m: m.target(-4), "address must be from 0 to 0x{:X}, not -4"),
     (lambda m: m.write(0x16, 4, 0), "an access must stay inside one word: 4 bytes at byte 2"),
     (lambda m: m.read(0x13, 2), "an access must stay inside one word: 2 bytes at byte 3"),
     (lambda m: RegisterModel({"registers": [], "windows": []}), "register map description lacks 'address_width'"),
@@ -126,7 +139,7 @@ def test_unmapped_gaps_answer_slverr_with_zero(model: RegisterModel) -> None:
 def test_model_refuses_bad_arguments(model: RegisterModel, call: Any, message: str) -> None:
     with pytest.raises(ValueError) as info:
         call(model)
-    assert str(info.value) == message
+    assert str(info.value) == message.format((1 << model.address_width) - 1)
 
 
 # --- stimulus ---------------------------------------------------------------------------------------------
@@ -178,17 +191,19 @@ def test_bus_bench(sim: str) -> None:
     results = _bus_run(sim, SEED)
     assert results_summary(results) == (1, 0), f"cocotb failures in {results} (seed {SEED})"
     stimulus = json.loads((results.parent / STIMULUS_FILE).read_text())
-    assert [len(phase["ops"]) for phase in stimulus] == [60, 60, 60, 60]
+    registers = _description()["registers"]
+    sweep = 2 * len(registers) + sum(f["access"] == "W1S" for r in registers for f in r["fields"])
+    assert [len(phase["ops"]) for phase in stimulus] == [sweep + 60, 60, 60, 60]
 
 
 # --- make sim -------------------------------------------------------------------------------------------------
 
 def test_every_bench_module_in_testbench_is_registered() -> None:
     modules = {path.stem for path in (REPO / "testbench").glob("bench_*.py")}
-    registered = {bench.module.rsplit(".", 1)[-1] for bench in BENCHES}
+    registered = {bench.module.rsplit(".", 1)[-1] for bench in benches()}
     # bench_speed is the `make bench-sim` benchmark (figures, no checks).
     assert modules - registered <= {"bench_speed"}, f"benches `make sim` does not know: {modules - registered}"
-    for bench in BENCHES:
+    for bench in benches():
         assert bench.tests, f"no cocotb tests found in {bench.module}"
 
 
@@ -198,7 +213,8 @@ def test_bench_tests_are_read_from_the_source() -> None:
 
 
 def test_select_by_bench_module_and_test_name() -> None:
-    assert [s.bench.name for s in select(None)] == [b.name for b in BENCHES]
+    assert [s.bench.name for s in select(None)] == [b.name for b in benches()]
+    assert [s.bench.name for s in select(None, STATIC_BENCHES)] == [b.name for b in STATIC_BENCHES]
     assert [(s.bench.name, s.testcases) for s in select("bench_afe_binding")] == \
         [("afe_binding-harness", None), ("afe_binding-controller", None)]
     assert [(s.bench.name, s.testcases) for s in select("solve_over_axi,bus")] == \
@@ -253,7 +269,7 @@ def test_sim_failing_bench_exits_non_zero() -> None:
     # another build makes the bench's model disagree with the DUT, a real failing cocotb test.
     wrong = build_dir_for("bus", "icarus", False) / "wrong-regmap.json"
     wrong.parent.mkdir(parents=True, exist_ok=True)
-    wrong.write_text(json.dumps(_description(BuildParams())))
+    wrong.write_text(json.dumps(_description(BuildParams(rows=4, cols=2, spare=1))))
     run = _sim_cli("--sim", "icarus", "--test", "random_traffic_under_back_pressure", "--seed", "7",
                    env={"ANMF_REGMAP_JSON": str(wrong)})
     assert run.returncode == EXIT_FAILED, run.stdout[-3000:]
@@ -269,20 +285,40 @@ def test_sim_writes_fst_waves_into_the_waves_build_folder() -> None:
     assert waves.stat().st_size > 1000 and waves.read_bytes()[0] == 0, "an FST file starts with a header block (0)"
 
 
-def test_sim_missing_simulator_fails_loudly(tmp_path: Path) -> None:
-    run = _sim_cli("--sim", "icarus", "--test", "bus", env={"PATH": str(tmp_path)})
-    assert run.returncode == EXIT_USAGE
-    assert run.stderr.startswith("anmf sim: error: Icarus Verilog is missing"), run.stderr
-    assert "[anmf sim] running" not in run.stdout
+def test_sim_missing_simulator_fails_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["--sim", "icarus", "--test", "bus"]) == EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.err.startswith("anmf sim: error: Icarus Verilog is missing"), captured.err
+    assert "[anmf sim] running" not in captured.out
 
 
-def test_sim_usage_errors_exit_2() -> None:
-    run = _sim_cli("--sim", "modelsim")
-    assert run.returncode == EXIT_USAGE and "invalid choice: 'modelsim'" in run.stderr
-    run = _sim_cli("--test", "nope")
-    assert run.returncode == EXIT_USAGE
-    assert run.stderr.startswith("anmf sim: error: no bench, bench module or cocotb test named 'nope'")
-    run = _sim_cli("--list", env={"COCOTB_RANDOM_SEED": "x"})
-    assert run.returncode == 0 and "random_traffic_under_back_pressure" in run.stdout
-    run = _sim_cli("--test", "bus", env={"COCOTB_RANDOM_SEED": "x"})
-    assert run.returncode == EXIT_USAGE and "COCOTB_RANDOM_SEED: 'x' is not an integer" in run.stderr
+def test_sim_usage_errors_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--sim", "modelsim"])
+    assert info.value.code == EXIT_USAGE and "invalid choice: 'modelsim'" in capsys.readouterr().err
+    assert main(["--test", "nope"]) == EXIT_USAGE
+    assert capsys.readouterr().err.startswith("anmf sim: error: no bench, bench module or cocotb test named 'nope'")
+    monkeypatch.setenv("COCOTB_RANDOM_SEED", "x")
+    assert main(["--list"]) == 0 and "random_traffic_under_back_pressure" in capsys.readouterr().out
+    assert main(["--test", "bus"]) == EXIT_USAGE
+    assert "COCOTB_RANDOM_SEED: 'x' is not an integer" in capsys.readouterr().err
+
+
+# --- make bench-sim's table --------------------------------------------------------------------------------------
+
+def test_bench_sim_table_divides_by_the_same_simulators_bare_rate() -> None:
+    from anmf.testbench.bench_speed import BARE, Figures, anls_rows, format_table
+
+    anls = {"cycles": 1000, "wall_s": 0.5, "bus": {"cycles": 100, "wall_s": 0.1},
+            "irq": {"cycles": 900, "wall_s": 0.4}, "model_s": 0.1,
+            "transactions": {"read": 3, "write": 7}}
+    rows = [Figures("icarus", BARE, 4000, 1.0), *anls_rows("icarus", "x", anls),
+            Figures("verilator", BARE, 8000, 1.0), *anls_rows("verilator", "x", anls)]
+    lines = format_table(rows).splitlines()
+    assert lines[0].split() == ["sim", "workload", "cycles", "wall", "s", "cycles/s", "ratio"]
+    ratios = [float(line.split()[-1]) for line in lines[1:]]
+    # icarus: 2000/4000, 1000/4000, 2250/4000, 3000/4000; verilator: the same over 8000.
+    assert ratios == pytest.approx([1.0, 0.5, 0.25, 0.56, 0.75, 1.0, 0.25, 0.12, 0.28, 0.375], abs=0.006)
+    assert "  AXI transactions (3 R + 7 W)" in lines[3]
