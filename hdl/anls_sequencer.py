@@ -82,11 +82,12 @@ def highest_set_index(vector: ValueLike) -> Value:
 
 def solve_command_signature(params: BuildParams) -> wiring.Signature:
     """The solve sequencer's command ports as the ANLS sequencer drives them (Out) and reads
-    them back (In); the member names are the SolveSequencer's."""
+    them back (In); the member names are the SolveSequencer's. ``col_mask`` covers the COLS
+    solution columns only (RUN_NMF never uses a spare): zero-extend it to the block's port."""
     p = params
     return wiring.Signature({
         "start": Out(1), "abort": Out(1), "mode": Out(AFEMode), "row_mask": Out(p.rows),
-        "col_mask": Out(p.total_cols), "avg_log2": Out(p.avg_log2_bits),
+        "col_mask": Out(p.cols), "avg_log2": Out(p.avg_log2_bits),
         "dac_settle": Out(p.timer_bits), "analog_settle": Out(p.timer_bits),
         "watchdog_limit": Out(p.timer_bits),
         "busy": In(1), "done": In(1), "error": In(ErrorCode),
@@ -95,12 +96,12 @@ def solve_command_signature(params: BuildParams) -> wiring.Signature:
 
 def program_command_signature(params: BuildParams) -> wiring.Signature:
     """The write-verify programmer's command ports as the ANLS sequencer drives them; the
-    member names are the WriteVerifyProgrammer's."""
+    member names are the WriteVerifyProgrammer's (``col_mask``: COLS bits, as for the solve)."""
     p = params
     return wiring.Signature({
         "start": Out(1), "abort": Out(1), "command": Out(ProgrammerCommand),
         "cell_row": Out(p.row_addr_bits), "cell_col": Out(p.col_addr_bits),
-        "row_mask": Out(p.rows), "col_mask": Out(p.total_cols),
+        "row_mask": Out(p.rows), "col_mask": Out(p.cols),
         "tolerance": Out(p.tolerance_bits), "amp_start": Out(p.prog_amp_bits),
         "amp_step": Out(p.prog_amp_bits), "amp_max": Out(p.prog_amp_bits),
         "pulse_width": Out(p.prog_width_bits), "pulse_budget": Out(p.pulse_budget_bits),
@@ -376,7 +377,7 @@ class ANLSSequencer(wiring.Component):
         with m.If(solving):
             m.d.comb += [self.r.addr.eq(r_address(rhs, self.rhs.addr)), self.r.en.eq(self.rhs.en)]
         magnitude = ((self.r.data << headroom) >> shift)[:p.dac_bits - 1]
-        m.d.comb += self.rhs.data.eq(Cat(magnitude, Const(1, 1)))   # zero code + magnitude
+        m.d.comb += self.rhs.data.eq(p.dac_zero_code + magnitude)
         with m.If(solving & self.result.en):
             code = self.result.data.code
             m.d.comb += [scratch_write.en.eq(1),
@@ -388,16 +389,15 @@ class ANLSSequencer(wiring.Component):
         solve, program = self.solve, self.program
         unused_rows = Signal(range(rows + 1))   # the factor's rows are 0 .. f_rows - 1
         m.d.comb += unused_rows.eq(rows - f_rows)
-        live_columns = live  # zero-extended to the physical columns
         m.d.comb += [
             solve.abort.eq(abort_any & self.busy),
             solve.mode.eq(AFEMode.SOLVE),
             solve.row_mask.eq(rhs_rows),
-            solve.col_mask.eq(live_columns),
+            solve.col_mask.eq(live),
             program.abort.eq(abort_any & self.busy),
             program.command.eq(ProgrammerCommand.PROGRAM_MATRIX),
             program.row_mask.eq(Const(2 ** rows - 1, rows) >> unused_rows),
-            program.col_mask.eq(live_columns),
+            program.col_mask.eq(live),
         ]
         for name in ("avg_log2", "dac_settle", "analog_settle", "watchdog_limit"):
             m.d.comb += getattr(solve, name).eq(latched[name])

@@ -6,7 +6,8 @@ error_detail, interrupts, counters, abort and soft reset, the cycle overhead); i
 
 * CONTROL.start validates COMMAND and the registers it uses in the cycle the strobe arrives and,
   if they pass, starts the block in that same cycle: SOLVE/SOLVE_FREE/MVM go to the solve
-  sequencer, READ_CELL/PROGRAM_CELL/PROGRAM_MATRIX to the programmer, NOP completes at once.
+  sequencer, READ_CELL/PROGRAM_CELL/PROGRAM_MATRIX to the programmer, RUN_NMF to the ANLS
+  sequencer (which then drives the other two blocks' command ports), NOP completes at once.
   A refused command sets STATUS.error and error_detail and changes nothing else.
 * STATUS.done/error/error_detail are registered: they change the cycle after the block's done
   cycle (or after the start strobe, for a refused command or NOP); STATUS.busy is the blocks'
@@ -23,6 +24,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from .afe import AFEMode, AFESignature, lowest_set_index
+from .anls_sequencer import ANLSSequencer, program_command_signature, solve_command_signature
 from .axi4lite import AXI4LiteRegisterFile
 from .codes import ErrorCode, Opcode
 from .params import BuildParams
@@ -68,7 +70,8 @@ class Controller(wiring.Component):
     """The anmf controller: ``axil`` (AXI4-Lite slave, ports ``axil__<signal>``), ``irq`` and
     ``afe`` (:class:`~.afe.AFESignature`).
 
-    ``registers``, ``sequencer`` and ``programmer`` give the sub-blocks (for simulation probes).
+    ``registers``, ``sequencer``, ``programmer`` and ``anls`` give the sub-blocks (for simulation
+    probes).
     ``params`` must also fit the register map: ROWS <= 1024, COLS + SPARE <= 32.
     """
 
@@ -85,6 +88,12 @@ class Controller(wiring.Component):
         self._registers = registers
         self._sequencer = SolveSequencer(params)
         self._programmer = WriteVerifyProgrammer(params)
+        try:
+            self._anls = ANLSSequencer(params)
+        except ValueError:
+            for block in (self, self._sequencer, self._programmer, registers):
+                discard_unbuilt(block)
+            raise
         super().__init__({
             "axil": registers.signature.members["axil"],
             "irq": Out(1),
@@ -107,6 +116,10 @@ class Controller(wiring.Component):
     def programmer(self) -> WriteVerifyProgrammer:
         return self._programmer
 
+    @property
+    def anls(self) -> ANLSSequencer:
+        return self._anls
+
     def register_offset(self, name: str) -> int:
         """Byte offset of register or window ``name`` (what error_detail reports)."""
         return self._registers.register_file.register_map[name].offset
@@ -117,6 +130,7 @@ class Controller(wiring.Component):
         m.submodules.registers = regs = self._registers
         m.submodules.sequencer = seq = self._sequencer
         m.submodules.programmer = prog = self._programmer
+        m.submodules.anls = anls = self._anls
 
         wiring.connect(m, wiring.flipped(self.axil), regs.axil)
         m.d.comb += self.irq.eq(regs.irq)
@@ -132,10 +146,24 @@ class Controller(wiring.Component):
                 m.d.comb += [seq_member.eq(outer), prog_member.eq(outer)]
 
         # --- buffers ------------------------------------------------------------------------------
-        wiring.connect(m, seq.rhs, regs.rhs.read)
+        # The solve sequencer's RHS comes from the RHS window, or from R through the ANLS
+        # sequencer while RUN_NMF runs; its results go to RESULTS and are watched by RUN_NMF.
+        nmf_running = anls.busy
+        m.d.comb += [
+            regs.rhs.read.addr.eq(seq.rhs.addr), regs.rhs.read.en.eq(seq.rhs.en & ~nmf_running),
+            anls.rhs.addr.eq(seq.rhs.addr), anls.rhs.en.eq(seq.rhs.en & nmf_running),
+            seq.rhs.data.eq(Mux(nmf_running, anls.rhs.data, regs.rhs.read.data)),
+            anls.result.addr.eq(seq.result.addr), anls.result.en.eq(seq.result.en),
+            Value.cast(anls.result.data).eq(Value.cast(seq.result.data)),
+        ]
         wiring.connect(m, prog.target, regs.target.read)
         wiring.connect(m, prog.fault_map, regs.fault_map.write)
         m.d.comb += regs.fault_map.read.en.eq(0)  # the core only writes the fault map (so far)
+        wiring.connect(m, anls.target, regs.target.write)
+        wiring.connect(m, anls.r, regs.nmf_r.read)
+        wiring.connect(m, anls.mask, regs.nmf_mask.read)
+        for name in ("w", "h", "w_exp", "h_exp"):
+            wiring.connect(m, getattr(anls, name), getattr(regs, f"nmf_{name}"))
 
         # --- command decode -----------------------------------------------------------------------
         opcode = Value.cast(regs.command.opcode)
@@ -153,8 +181,17 @@ class Controller(wiring.Component):
         is_matrix = opcode == Opcode.PROGRAM_MATRIX.value
         is_program = opcode_in((Opcode.PROGRAM_CELL, Opcode.PROGRAM_MATRIX))
         is_read = opcode == Opcode.READ_CELL.value
+        is_nmf = opcode == Opcode.RUN_NMF.value
         uses_masks = is_solve | is_matrix
-        uses_adc = is_solve | is_cell | is_matrix
+        uses_adc = is_solve | is_cell | is_matrix | is_nmf
+        runs_solves = is_solve | is_nmf
+        runs_programs = is_program | is_nmf
+        reads_cells = is_cell | is_matrix | is_nmf
+        nmf_size, nmf_window = regs.nmf_size, regs.nmf_window
+        nmf_iterations = regs.nmf_iterations.count
+        bad_size = ((nmf_size.m == 0) | (nmf_size.m > p.rows) | (nmf_size.n == 0) | (nmf_size.n > p.rows) |
+                    (nmf_size.k == 0) | (nmf_size.k > p.cols))
+        bad_window = (nmf_window.span == 0) | (nmf_window.base + nmf_window.span > 1 << p.adc_bits)
 
         # The averaging count must be a power of two from 1 to 2**avg_max_log2; the blocks get
         # the exponent, the position of its single set bit.
@@ -164,7 +201,7 @@ class Controller(wiring.Component):
         m.d.comb += avg_log2.eq(lowest_set_index(adc_samples[:p.avg_max_log2 + 1]))
 
         running = Signal()
-        m.d.comb += running.eq(seq.busy | prog.busy)
+        m.d.comb += running.eq(seq.busy | prog.busy | anls.busy)
         forgetting = Signal()  # a soft reset aborted the running command: report nothing of it
 
         # Validation, in the documented order (docs/controller.md); the first failing check wins.
@@ -178,16 +215,19 @@ class Controller(wiring.Component):
              offset("COMMAND")),
             (uses_masks & (row_mask == 0), ErrorCode.BAD_DIMENSION, offset("ROW_MASK")),
             (uses_masks & (col_mask == 0), ErrorCode.BAD_DIMENSION, offset("COL_ENABLE")),
+            (is_nmf & bad_size, ErrorCode.BAD_DIMENSION, offset("NMF_SIZE")),
+            (is_nmf & (nmf_iterations == 0), ErrorCode.BAD_DIMENSION, offset("NMF_ITERATIONS")),
             (uses_adc & ~count_ok, ErrorCode.BAD_AVERAGING, offset("TIMING")),
-            (is_program & ((tolerance == 0) | (tolerance >= 1 << p.adc_bits)),
+            (runs_programs & ((tolerance == 0) | (tolerance >= 1 << p.adc_bits)),
              ErrorCode.BAD_TOLERANCE, offset("PROGRAM_TOLERANCE")),
+            (is_nmf & bad_window, ErrorCode.BAD_WINDOW, offset("NMF_WINDOW")),
             (uses_adc & (regs.watchdog.cycles == 0), ErrorCode.BAD_TIMING, offset("WATCHDOG")),
-            (is_solve & (regs.dac_settle.cycles == 0), ErrorCode.BAD_TIMING, offset("DAC_SETTLE")),
-            (is_solve & (regs.analog_settle.cycles == 0), ErrorCode.BAD_TIMING,
+            (runs_solves & (regs.dac_settle.cycles == 0), ErrorCode.BAD_TIMING, offset("DAC_SETTLE")),
+            (runs_solves & (regs.analog_settle.cycles == 0), ErrorCode.BAD_TIMING,
              offset("ANALOG_SETTLE")),
-            ((is_cell | is_matrix) & (regs.read_settle.cycles == 0), ErrorCode.BAD_TIMING,
+            (reads_cells & (regs.read_settle.cycles == 0), ErrorCode.BAD_TIMING,
              offset("READ_SETTLE")),
-            (is_program & (regs.program_pulse.width == 0), ErrorCode.BAD_TIMING,
+            (runs_programs & (regs.program_pulse.width == 0), ErrorCode.BAD_TIMING,
              offset("PROGRAM_PULSE")),
         ]
         for index, (failed, error, detail) in enumerate(checks):
@@ -209,34 +249,69 @@ class Controller(wiring.Component):
             with m.If(opcode == op.value):
                 m.d.comb += prog_command.eq(command)
         abort = regs.control.abort | soft_reset
-        m.d.comb += [
-            seq.start.eq(accepted & is_solve),
-            seq.abort.eq(abort),
-            seq.mode.eq(solve_mode),
-            seq.row_mask.eq(row_mask),
-            seq.col_mask.eq(saturate(col_mask, p.total_cols)),
-            seq.avg_log2.eq(avg_log2),
-            seq.dac_settle.eq(saturate(regs.dac_settle.cycles, p.timer_bits)),
-            seq.analog_settle.eq(saturate(regs.analog_settle.cycles, p.timer_bits)),
-            seq.watchdog_limit.eq(saturate(regs.watchdog.cycles, p.timer_bits)),
+        host_solve = {
+            "start": accepted & is_solve,
+            "abort": abort,
+            "mode": solve_mode,
+            "row_mask": row_mask,
+            "col_mask": saturate(col_mask, p.total_cols),
+            "avg_log2": avg_log2,
+            "dac_settle": saturate(regs.dac_settle.cycles, p.timer_bits),
+            "analog_settle": saturate(regs.analog_settle.cycles, p.timer_bits),
+            "watchdog_limit": saturate(regs.watchdog.cycles, p.timer_bits),
+        }
+        host_program = {
+            "start": accepted & (is_cell | is_matrix),
+            "abort": abort,
+            "command": prog_command,
+            "cell_row": saturate(row, p.row_addr_bits),
+            "cell_col": saturate(col, p.col_addr_bits),
+            "row_mask": row_mask,
+            "col_mask": saturate(col_mask, p.total_cols),
+            "tolerance": saturate(tolerance, p.tolerance_bits),
+            "amp_start": saturate(regs.program_amplitude.start, p.prog_amp_bits),
+            "amp_step": saturate(regs.program_amplitude.step, p.prog_amp_bits),
+            "amp_max": saturate(regs.program_amplitude_max.max, p.prog_amp_bits),
+            "pulse_width": saturate(regs.program_pulse.width, p.prog_width_bits),
+            "pulse_budget": saturate(regs.program_pulses.max_pulses, p.pulse_budget_bits),
+            "avg_log2": avg_log2,
+            "read_settle": saturate(regs.read_settle.cycles, p.timer_bits),
+            "watchdog_limit": saturate(regs.watchdog.cycles, p.timer_bits),
+        }
+        # While RUN_NMF runs the ANLS sequencer drives the blocks' commands (their starts and
+        # aborts are ORed: the host cannot start a block then, and both may abort).
+        for block, command, signature, host in (
+                (seq, anls.solve, solve_command_signature(p), host_solve),
+                (prog, anls.program, program_command_signature(p), host_program)):
+            for name, member in signature.members.items():
+                port, driven = getattr(block, name), getattr(command, name)
+                if member.flow == wiring.In:
+                    m.d.comb += driven.eq(port)
+                elif name in ("start", "abort"):
+                    m.d.comb += port.eq(host[name] | driven)
+                else:
+                    m.d.comb += port.eq(Mux(nmf_running, driven, host[name]))
 
-            prog.start.eq(accepted & (is_cell | is_matrix)),
-            prog.abort.eq(abort),
-            prog.command.eq(prog_command),
-            prog.cell_row.eq(saturate(row, p.row_addr_bits)),
-            prog.cell_col.eq(saturate(col, p.col_addr_bits)),
-            prog.row_mask.eq(row_mask),
-            prog.col_mask.eq(saturate(col_mask, p.total_cols)),
-            prog.tolerance.eq(saturate(tolerance, p.tolerance_bits)),
-            prog.amp_start.eq(saturate(regs.program_amplitude.start, p.prog_amp_bits)),
-            prog.amp_step.eq(saturate(regs.program_amplitude.step, p.prog_amp_bits)),
-            prog.amp_max.eq(saturate(regs.program_amplitude_max.max, p.prog_amp_bits)),
-            prog.pulse_width.eq(saturate(regs.program_pulse.width, p.prog_width_bits)),
-            prog.pulse_budget.eq(saturate(regs.program_pulses.max_pulses, p.pulse_budget_bits)),
-            prog.avg_log2.eq(avg_log2),
-            prog.read_settle.eq(saturate(regs.read_settle.cycles, p.timer_bits)),
-            prog.watchdog_limit.eq(saturate(regs.watchdog.cycles, p.timer_bits)),
+        nmf_port_width = {name: len(getattr(anls, name)) for name in ("m", "n", "k")}
+        m.d.comb += [
+            anls.start.eq(accepted & is_nmf),
+            anls.abort.eq(abort),
+            anls.m.eq(saturate(nmf_size.m, nmf_port_width["m"])),
+            anls.n.eq(saturate(nmf_size.n, nmf_port_width["n"])),
+            anls.k.eq(saturate(nmf_size.k, nmf_port_width["k"])),
+            anls.iterations.eq(nmf_iterations),
+            anls.range_retries.eq(regs.nmf_iterations.range_retries),
+            anls.g_offset.eq(saturate(nmf_window.base, p.adc_bits)),
+            anls.g_span.eq(saturate(nmf_window.span, p.adc_bits + 1)),
         ]
+        for name in ("avg_log2", "dac_settle", "analog_settle", "watchdog_limit"):
+            m.d.comb += getattr(anls, name).eq(host_solve[name])
+        for name in ("tolerance", "amp_start", "amp_step", "amp_max", "pulse_width", "pulse_budget",
+                     "read_settle"):
+            m.d.comb += getattr(anls, name).eq(host_program[name])
+        progress = regs.nmf_progress
+        m.d.comb += [progress.iteration.eq(anls.iteration), progress.step.eq(anls.step),
+                     progress.phase.eq(anls.phase), progress.rhs_done.eq(anls.rhs_done)]
 
         # The cell of a READ_CELL, kept for storing its reading into RESULTS at the end.
         reading_cell = Signal()
@@ -253,9 +328,10 @@ class Controller(wiring.Component):
             m.d.sync += last_target.eq(Mux(afe.mode == AFEMode.READ_CELL, cell_index, afe.adc_mux))
 
         # --- results: the sequencer's columns, or a READ_CELL reading at COMMAND.col ------------
-        finished = seq.done | prog.done
+        # A block's done inside RUN_NMF is the ANLS sequencer's business, not the host's.
+        finished = anls.done | ((seq.done | prog.done) & ~nmf_running)
         finished_error = Signal(ErrorCode)
-        m.d.comb += finished_error.eq(Mux(seq.done, seq.error, prog.error))
+        m.d.comb += finished_error.eq(Mux(anls.done, anls.error, Mux(seq.done, seq.error, prog.error)))
         store_reading = prog.done & reading_cell & (prog.error == ErrorCode.NONE)
         results = regs.results.write
         with m.If(seq.result.en):
@@ -276,6 +352,9 @@ class Controller(wiring.Component):
                 (prog.fault_map.en & prog.fault_map.data).any() & reporting),
             regs.over_range_count.count_inc.eq(Mux(reporting, over_range_samples, 0)),
             regs.irq_status.over_range_set.eq((over_range_samples != 0) & reporting),
+            regs.nmf_retry_count.count_inc.eq(anls.retry & reporting),
+            regs.nmf_unresolved_count.count_inc.eq(anls.unresolved & reporting),
+            regs.nmf_irq.progress_set.eq(anls.iteration_done & reporting),
         ]
 
         # --- STATUS and interrupts ----------------------------------------------------------------
@@ -294,6 +373,8 @@ class Controller(wiring.Component):
                 m.d.comb += finished_detail.eq(last_target)
             with m.Case(ErrorCode.CELLS_FAILED):
                 m.d.comb += finished_detail.eq(saturate(prog.failed_count, DETAIL_BITS))
+            with m.Case(ErrorCode.EXPONENT_RANGE):
+                m.d.comb += finished_detail.eq(anls.error_detail)
 
         def report(outcome: ValueLike, detail: ValueLike) -> None:
             m.d.sync += [done.eq(1), error.eq(outcome), error_detail.eq(detail)]

@@ -14,6 +14,7 @@ from amaranth.hdl import Cat, Module
 from amaranth.lib.wiring import Out
 from amaranth.utils import bits_for
 
+from .anls_sequencer import ITERATION_BITS, RETRY_BITS, ANLSSequencer, NMFPhase, NMFStep
 from .codes import ErrorCode, Opcode
 from .params import BuildParams
 from .regmap import (Access, ConstField, CoreAccess, CounterField, Field, MemoryWindow, Register, RegisterFile,
@@ -22,7 +23,7 @@ from .regmap import (Access, ConstField, CoreAccess, CounterField, Field, Memory
 __all__ = ["MAGIC", "VERSION", "MAX_ROWS", "MAX_COLUMNS", "build_register_map", "ControllerRegisters"]
 
 MAGIC = 0x414E4D46  #: "ANMF" in ASCII: the ID register, so a host knows it talks to this design
-VERSION = (1, 1)    #: (major, minor) of the register map; major changes break host drivers
+VERSION = (1, 2)    #: (major, minor) of the register map; major changes break host drivers
 MAX_ROWS = 1024     #: rows the fixed window spans leave room for
 MAX_COLUMNS = 32    #: COLS + SPARE: one fault-map word, one COL_ENABLE word
 
@@ -237,6 +238,80 @@ class ProgramPulse(Register):
                                          reset=_fit(10, width))})
 
 
+# --- RUN_NMF -------------------------------------------------------------------------------
+
+def _window_reset(params: BuildParams) -> tuple[int, int]:
+    """NMF_WINDOW's reset: the rram-3bit window, 0.5 uS (the circuit's offset conductance) to
+    35 uS (g_max), read at a 40 uS full scale: codes 518 and 960 with 10 bits."""
+    half = 1 << (params.adc_bits - 1)
+    low, high = half + round(half * 0.5 / 40), half + round(half * 35 / 40)
+    return low, high - low
+
+
+class NMFSize(Register):
+    """RUN_NMF problem size: R is m x n, W is m x k, H is k x n."""
+
+    def __init__(self, params: BuildParams) -> None:
+        super().__init__({
+            "m": Field(Access.RW, 12, f"Rows of R and W, 1 to ROWS = {params.rows}. Wider than the array so that "
+                                      f"a larger value is refused (BAD_DIMENSION) instead of wrapping.",
+                       reset=params.rows),
+            "n": Field(Access.RW, 12, f"Columns of R and H, 1 to ROWS = {params.rows}.", reset=params.rows, at=12),
+            "k": Field(Access.RW, 8, f"Rank: columns of W, rows of H, 1 to COLS = {params.cols}.",
+                       reset=params.cols, at=24),
+        })
+
+
+class NMFIterations(Register):
+    """RUN_NMF iteration count and over-range retries."""
+
+    count = Field(Access.RW, ITERATION_BITS, "Iterations (an H-step then a W-step each); 0 is refused "
+                                             "(BAD_DIMENSION).", reset=1)
+    range_retries = Field(Access.RW, RETRY_BITS, "Times a right-hand side whose solution is over range is solved "
+                                                 "again with its input halved; after the last one the clipped "
+                                                 "solution is kept (NMF_UNRESOLVED_COUNT).", reset=8, at=16)
+
+
+class NMFWindow(Register):
+    """The conductance window a stored factor column is programmed into, in TARGET (READ_CELL) codes:
+    a zero entry gets the base code, a column's largest entry a code in the upper half of
+    [base, base + span). Reset: the rram-3bit window (0.5 uS to 35 uS at a 40 uS read full scale)."""
+
+    def __init__(self, params: BuildParams) -> None:
+        offset, span = _window_reset(params)
+        super().__init__({
+            "base": Field(Access.RW, 16, "Code of the circuit's offset conductance (the compensated zero).",
+                          reset=offset),
+            "span": Field(Access.RW, 16, "Codes from the base to the top of the window (g_max); 0 or base + span "
+                                         "> 2**ADC_BITS is refused (BAD_WINDOW).", reset=span, at=16),
+        })
+
+
+class NMFProgress(Register):
+    """Where RUN_NMF is, driven by the controller (docs/anls-sequencer.md)."""
+
+    def __init__(self, params: BuildParams) -> None:
+        super().__init__({
+            "iteration": Field(Access.R, ITERATION_BITS, "Iterations completed by the last (or running) RUN_NMF."),
+            "step": Field(Access.R, 1, "The half-step: H (solve H from W) or W.", values=NMFStep, at=16),
+            "phase": Field(Access.R, 3, "What the half-step is doing; IDLE when no RUN_NMF runs.", values=NMFPhase,
+                           at=17),
+            "rhs_done": Field(Access.R, bits_for(params.rows), "Right-hand sides finished in this half-step "
+                                                               "(columns of R in the H-step, rows in the W-step).",
+                              at=20),
+        })
+
+
+class NMFIrq(Register):
+    """RUN_NMF's progress interrupt, beside IRQ_STATUS / IRQ_ENABLE (whose causes stay as they are): the
+    line is high while a set IRQ_STATUS bit is enabled in IRQ_ENABLE or progress and progress_enable are
+    both set. RUN_NMF's end raises IRQ_STATUS.done like any command."""
+
+    progress = Field(Access.RW1C, 1, "RUN_NMF completed an iteration (NMF_PROGRESS.iteration went up); write 1 "
+                                     "to clear.")
+    progress_enable = Field(Access.RW, 1, "Interrupt when progress is set.", at=8)
+
+
 # --- counters ------------------------------------------------------------------------------
 
 def _counter(doc: str, increment_width: int = 1) -> Register:
@@ -290,6 +365,15 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
              offset=0x068)
     regs.add("FAILED_CELL_COUNT", _counter("Cells write-verify left out of tolerance (also set in FAULT_MAP)."),
              offset=0x06C)
+    regs.add("NMF_SIZE", NMFSize(params), offset=0x070)
+    regs.add("NMF_ITERATIONS", NMFIterations(), offset=0x074)
+    regs.add("NMF_WINDOW", NMFWindow(params), offset=0x078)
+    regs.add("NMF_PROGRESS", NMFProgress(params), offset=0x07C)
+    regs.add("NMF_IRQ", NMFIrq(), offset=0x088)
+    regs.add("NMF_RETRY_COUNT", _counter("RUN_NMF solves repeated with a halved input after an over-range solution."),
+             offset=0x080)
+    regs.add("NMF_UNRESOLVED_COUNT", _counter("RUN_NMF right-hand sides still over range after the last retry (the "
+                                              "clipped solution was kept)."), offset=0x084)
 
     regs.add("RESULTS", MemoryWindow(
         depth=params.total_cols, span=MAX_COLUMNS, access=Access.R, core=CoreAccess.WRITE,
@@ -318,9 +402,49 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
             "preload known faults or clear the map (a write waits while the controller writes the same map)."),
         offset=0x2000)
     regs.add("TARGET", MemoryWindow(
-        depth=params.rows * params.total_cols, span=MAX_ROWS * MAX_COLUMNS, access=Access.RW, core=CoreAccess.READ,
+        depth=params.rows * params.total_cols, span=MAX_ROWS * MAX_COLUMNS, access=Access.RW,
+        core=CoreAccess.READ_WRITE,
         fields={"code": (params.adc_bits, "READ_CELL reading (ADC code) the cell should give.")},
-        doc="Write-verify targets: cell (row, col) at index row * (COLS + SPARE) + col."), offset=0x20000)
+        doc="Write-verify targets: cell (row, col) at index row * (COLS + SPARE) + col. RUN_NMF writes the targets "
+            "of each factor it programs here (rows 0 to m - 1 or n - 1, columns 0 to k - 1)."), offset=0x20000)
+
+    mantissa = params.mantissa_bits
+    exponent_doc = (f"Signed exponent, {params.exp_bits}-bit two's complement. Index i < ROWS: the exponent of "
+                    f"right-hand side i (a row of W, a column of H); index ROWS + c: component c's.")
+    regs.add("NMF_W_EXP", MemoryWindow(
+        depth=params.rows + params.cols, span=2 * MAX_ROWS, access=Access.RW, core=CoreAccess.READ_WRITE,
+        fields={"exponent": (params.exp_bits, exponent_doc)},
+        doc="Exponents of W: W[i, c] = NMF_W[i * COLS + c] * 2**(NMF_W_EXP[i] + NMF_W_EXP[ROWS + c]). The host "
+            "writes the initial ones (row exponents usually 0); RUN_NMF replaces rows 0 to m - 1 and components 0 "
+            "to k - 1 when a W-step commits."), offset=0x4000)
+    regs.add("NMF_H_EXP", MemoryWindow(
+        depth=params.rows + params.cols, span=2 * MAX_ROWS, access=Access.RW, core=CoreAccess.READ_WRITE,
+        fields={"exponent": (params.exp_bits, exponent_doc)},
+        doc="Exponents of H: H[c, j] = NMF_H[c * ROWS + j] * 2**(NMF_H_EXP[ROWS + c] + NMF_H_EXP[j]); replaced "
+            "when an H-step commits."), offset=0x6000)
+    regs.add("NMF_W", MemoryWindow(
+        depth=params.rows * params.cols, span=MAX_ROWS * MAX_COLUMNS, access=Access.RW, core=CoreAccess.READ_WRITE,
+        fields={"mantissa": (mantissa, "Unsigned mantissa (ADC_BITS - 1 bits): a solve's code above the zero "
+                                       "code.")},
+        doc="W (m x k) mantissas: entry (i, c) at index i * COLS + c. The host writes the initial W; RUN_NMF "
+            "starts with an H-step from it and replaces W when each W-step commits."), offset=0x40000)
+    regs.add("NMF_H", MemoryWindow(
+        depth=params.cols * params.rows, span=MAX_ROWS * MAX_COLUMNS, access=Access.RW, core=CoreAccess.READ_WRITE,
+        fields={"mantissa": (mantissa, "Unsigned mantissa (ADC_BITS - 1 bits).")},
+        doc="H (k x n) mantissas: entry (c, j) at index c * ROWS + j; replaced when each H-step commits."),
+        offset=0x60000)
+    regs.add("NMF_MASK", MemoryWindow(
+        depth=ANLSSequencer.mask_depth(params), span=MAX_ROWS * MAX_ROWS // 32, access=Access.RW,
+        core=CoreAccess.READ,
+        fields={"bits": (32, "Bit b of word w: entry with index 32 w + b observed.")},
+        doc="Observed entries of R, one bit each: entry (i, j) is bit (i * ROWS + j) % 32 of word (i * ROWS + j) "
+            "// 32. A 0 leaves the entry out of both least-squares problems it belongs to (its row is "
+            "disconnected). Clear after reset: write it before RUN_NMF."), offset=0x80000)
+    regs.add("NMF_R", MemoryWindow(
+        depth=params.rows * params.rows, span=MAX_ROWS * MAX_ROWS, access=Access.RW, core=CoreAccess.READ,
+        fields={"code": (params.r_bits, "Unsigned entry of R (R_BITS bits); the host scales R into this range.")},
+        doc="R (m x n): entry (i, j) at index i * ROWS + j. Each right-hand side gets its own power-of-two "
+            "scale on the way to the DACs (docs/anls-sequencer.md)."), offset=0x400000)
     return regs
 
 
@@ -347,5 +471,6 @@ class ControllerRegisters(RegisterFile):
         causes = ("done", "error", "over_range")
         pending = Cat(getattr(self.irq_status, c) for c in causes)
         enabled = Cat(getattr(self.irq_enable, c) for c in causes)
-        m.d.comb += self.irq.eq((pending & enabled).any())
+        progress = self.nmf_irq.progress & self.nmf_irq.progress_enable
+        m.d.comb += self.irq.eq((pending & enabled).any() | progress)
         return m
