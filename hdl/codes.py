@@ -35,4 +35,4 @@ class ErrorCode(enum.Enum, shape=8):
     ABORTED = 9          #: CONTROL.abort stopped the command
     CELLS_FAILED = 10    #: write-verify left cells out of tolerance (see fault map, counters)
     EXPONENT_RANGE = 11  #: RUN_NMF: a factor exponent would leave the EXP_BITS range (nothing committed)
-    BAD_WINDOW = 12      #: RUN_NMF: NMF_WINDOW empty or beyond the ADC code range
+    BAD_WINDOW = 12      #: RUN_NMF: NMF_WINDOW_SPAN 0 or the window beyond the ADC code range

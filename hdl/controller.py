@@ -187,11 +187,11 @@ class Controller(wiring.Component):
         runs_solves = is_solve | is_nmf
         runs_programs = is_program | is_nmf
         reads_cells = is_cell | is_matrix | is_nmf
-        nmf_size, nmf_window = regs.nmf_size, regs.nmf_window
+        nmf_size = regs.nmf_size
+        window_base, window_span = regs.nmf_window_base.code, regs.nmf_window_span.codes
         nmf_iterations = regs.nmf_iterations.count
         bad_size = ((nmf_size.m == 0) | (nmf_size.m > p.rows) | (nmf_size.n == 0) | (nmf_size.n > p.rows) |
                     (nmf_size.k == 0) | (nmf_size.k > p.cols))
-        bad_window = (nmf_window.span == 0) | (nmf_window.base + nmf_window.span > 1 << p.adc_bits)
 
         # The averaging count must be a power of two from 1 to 2**avg_max_log2; the blocks get
         # the exponent, the position of its single set bit.
@@ -220,7 +220,9 @@ class Controller(wiring.Component):
             (uses_adc & ~count_ok, ErrorCode.BAD_AVERAGING, offset("TIMING")),
             (runs_programs & ((tolerance == 0) | (tolerance >= 1 << p.adc_bits)),
              ErrorCode.BAD_TOLERANCE, offset("PROGRAM_TOLERANCE")),
-            (is_nmf & bad_window, ErrorCode.BAD_WINDOW, offset("NMF_WINDOW")),
+            (is_nmf & (window_span == 0), ErrorCode.BAD_WINDOW, offset("NMF_WINDOW_SPAN")),
+            (is_nmf & (window_base + window_span > 1 << p.adc_bits), ErrorCode.BAD_WINDOW,
+             offset("NMF_WINDOW_BASE")),
             (uses_adc & (regs.watchdog.cycles == 0), ErrorCode.BAD_TIMING, offset("WATCHDOG")),
             (runs_solves & (regs.dac_settle.cycles == 0), ErrorCode.BAD_TIMING, offset("DAC_SETTLE")),
             (runs_solves & (regs.analog_settle.cycles == 0), ErrorCode.BAD_TIMING,
@@ -301,8 +303,8 @@ class Controller(wiring.Component):
             anls.k.eq(saturate(nmf_size.k, nmf_port_width["k"])),
             anls.iterations.eq(nmf_iterations),
             anls.range_retries.eq(regs.nmf_iterations.range_retries),
-            anls.g_offset.eq(saturate(nmf_window.base, p.adc_bits)),
-            anls.g_span.eq(saturate(nmf_window.span, p.adc_bits + 1)),
+            anls.g_offset.eq(saturate(window_base, p.adc_bits)),
+            anls.g_span.eq(window_span),
         ]
         for name in ("avg_log2", "dac_settle", "analog_settle", "watchdog_limit"):
             m.d.comb += getattr(anls, name).eq(host_solve[name])

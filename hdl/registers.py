@@ -241,7 +241,7 @@ class ProgramPulse(Register):
 # --- RUN_NMF -------------------------------------------------------------------------------
 
 def _window_reset(params: BuildParams) -> tuple[int, int]:
-    """NMF_WINDOW's reset: the rram-3bit window, 0.5 uS (the circuit's offset conductance) to
+    """NMF_WINDOW_BASE's and _SPAN's reset: the rram-3bit window, 0.5 uS (the circuit's offset conductance) to
     35 uS (g_max), read at a 40 uS full scale: codes 518 and 960 with 10 bits."""
     half = 1 << (params.adc_bits - 1)
     low, high = half + round(half * 0.5 / 40), half + round(half * 35 / 40)
@@ -272,19 +272,29 @@ class NMFIterations(Register):
                                                  "solution is kept (NMF_UNRESOLVED_COUNT).", reset=8, at=16)
 
 
-class NMFWindow(Register):
-    """The conductance window a stored factor column is programmed into, in TARGET (READ_CELL) codes:
-    a zero entry gets the base code, a column's largest entry a code in the upper half of
-    [base, base + span). Reset: the rram-3bit window (0.5 uS to 35 uS at a 40 uS read full scale)."""
+class NMFWindowBase(Register):
+    """Base of the conductance window a stored factor column is programmed into (TARGET codes): a zero
+    entry gets this code, the circuit's offset conductance (the compensated zero). Reset: the rram-3bit
+    window's, 0.5 uS at a 40 uS read full scale."""
 
     def __init__(self, params: BuildParams) -> None:
-        offset, span = _window_reset(params)
-        super().__init__({
-            "base": Field(Access.RW, 16, "Code of the circuit's offset conductance (the compensated zero).",
-                          reset=offset),
-            "span": Field(Access.RW, 16, "Codes from the base to the top of the window (g_max); 0 or base + span "
-                                         "> 2**ADC_BITS is refused (BAD_WINDOW).", reset=span, at=16),
-        })
+        base, _ = _window_reset(params)
+        super().__init__({"code": Field(
+            Access.RW, params.adc_bits + 1, "READ_CELL code of the offset conductance. One bit wider than a code "
+                                            "so that a value beyond the code range arrives intact and is refused "
+                                            "(BAD_WINDOW).", reset=base)})
+
+
+class NMFWindowSpan(Register):
+    """Width of the conductance window in TARGET codes: a column's largest entry gets a code in the upper
+    half of [base, base + span). Reset: the rram-3bit window's, up to g_max = 35 uS."""
+
+    def __init__(self, params: BuildParams) -> None:
+        _, span = _window_reset(params)
+        super().__init__({"codes": Field(
+            Access.RW, params.adc_bits + 1, "Codes from the base to the top of the window (g_max); 0 is refused, "
+                                            "and so is NMF_WINDOW_BASE + span > 2**ADC_BITS (BAD_WINDOW).",
+            reset=span)})
 
 
 class NMFProgress(Register):
@@ -367,13 +377,14 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
              offset=0x06C)
     regs.add("NMF_SIZE", NMFSize(params), offset=0x070)
     regs.add("NMF_ITERATIONS", NMFIterations(), offset=0x074)
-    regs.add("NMF_WINDOW", NMFWindow(params), offset=0x078)
-    regs.add("NMF_PROGRESS", NMFProgress(params), offset=0x07C)
-    regs.add("NMF_IRQ", NMFIrq(), offset=0x088)
+    regs.add("NMF_WINDOW_BASE", NMFWindowBase(params), offset=0x078)
+    regs.add("NMF_WINDOW_SPAN", NMFWindowSpan(params), offset=0x07C)
+    regs.add("NMF_PROGRESS", NMFProgress(params), offset=0x080)
+    regs.add("NMF_IRQ", NMFIrq(), offset=0x084)
     regs.add("NMF_RETRY_COUNT", _counter("RUN_NMF solves repeated with a halved input after an over-range solution."),
-             offset=0x080)
+             offset=0x088)
     regs.add("NMF_UNRESOLVED_COUNT", _counter("RUN_NMF right-hand sides still over range after the last retry (the "
-                                              "clipped solution was kept)."), offset=0x084)
+                                              "clipped solution was kept)."), offset=0x08C)
 
     regs.add("RESULTS", MemoryWindow(
         depth=params.total_cols, span=MAX_COLUMNS, access=Access.R, core=CoreAccess.WRITE,

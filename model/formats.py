@@ -363,7 +363,7 @@ def next_component_exponent(col_exp: ArrayLike, msb: ArrayLike, dac_bits: int) -
 
 def window_codes(*, g_offset_s: float, g_max_s: float, full_scale_s: float, bits: int,
                  v_min_v: float = -1.0, v_max_v: float = 1.0) -> tuple[int, int]:
-    """(g_offset, g_span) for NMF_WINDOW: the READ_CELL code of the circuit's offset
+    """(g_offset, g_span) for NMF_WINDOW_BASE and NMF_WINDOW_SPAN: the READ_CELL code of the circuit's offset
     conductance and the codes from there to the device's g_max."""
     if not (isinstance(g_offset_s, (int, float)) and isinstance(g_max_s, (int, float))
             and 0 <= g_offset_s < g_max_s):

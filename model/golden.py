@@ -9,8 +9,9 @@ bit for bit: tests/test_afe_binding.py compares them on Icarus and Verilator.
 
 The buffers mirror the controller's: ``rhs`` (DAC codes by row), ``targets`` (READ_CELL
 codes by cell), ``results`` (result words by physical column), ``fault_map`` (one
-``total_cols``-bit word per row). The host fills ``rhs`` and ``targets`` and reads the
-others, as it does over the register map.
+``total_cols``-bit word per row), and RUN_NMF's ``nmf_r``, ``nmf_mask``, ``nmf_w``,
+``nmf_h``, ``nmf_w_exp``, ``nmf_h_exp`` (docs/anls-sequencer.md). The host fills ``rhs``,
+``targets`` and the NMF inputs and reads the others, as it does over the register map.
 
 Times: cycle k of a command started at ``start_s`` is ``start_s + k / clock_hz`` (cycle 0
 is the ``start`` cycle). Without ``start_s`` a command starts in the first cycle the RTL
@@ -499,7 +500,7 @@ class GoldenController:
         in the next half-step leaves), with error ABORTED."""
         p = self.p
         rows, cols = self.rows, p["cols"]
-        r_bits, exp_bits = _param(self.params, "r_bits"), _param(self.params, "exp_bits")
+        exp_bits = _param(self.params, "exp_bits")
         timer_bits = p["timer_bits"]
         if not isinstance(settings, ProgramSettings):
             raise ValueError(f"settings must be a ProgramSettings; got {type(settings).__name__}")

@@ -633,7 +633,7 @@ class NMFBench(tc.Bench):
                          NMF_SIZE=regs.NMF_SIZE.pack(m=problem.m, n=problem.n, k=problem.k),
                          NMF_ITERATIONS=regs.NMF_ITERATIONS.pack(count=run.iterations,
                                                                  range_retries=run.range_retries),
-                         NMF_WINDOW=regs.NMF_WINDOW.pack(base=g_offset, span=g_span))
+                         NMF_WINDOW_BASE=g_offset, NMF_WINDOW_SPAN=g_span)
 
     async def progress_until(self, ctx, step: NMFStep, phase: NMFPhase, max_polls: int = 5000) -> None:
         for _ in range(max_polls):
@@ -707,8 +707,10 @@ NMF_REFUSALS = {
     "iterations-zero": ({"NMF_ITERATIONS": {"count": 0}}, ErrorCode.BAD_DIMENSION, "NMF_ITERATIONS"),
     "averaging": ({"TIMING": 3}, ErrorCode.BAD_AVERAGING, "TIMING"),
     "tolerance": ({"PROGRAM_TOLERANCE": 0}, ErrorCode.BAD_TOLERANCE, "PROGRAM_TOLERANCE"),
-    "window-empty": ({"NMF_WINDOW": {"base": 518, "span": 0}}, ErrorCode.BAD_WINDOW, "NMF_WINDOW"),
-    "window-past-codes": ({"NMF_WINDOW": {"base": 1000, "span": 25}}, ErrorCode.BAD_WINDOW, "NMF_WINDOW"),
+    "window-empty": ({"NMF_WINDOW_SPAN": 0}, ErrorCode.BAD_WINDOW, "NMF_WINDOW_SPAN"),
+    "window-past-codes": ({"NMF_WINDOW_BASE": 1000, "NMF_WINDOW_SPAN": 25}, ErrorCode.BAD_WINDOW,
+                          "NMF_WINDOW_BASE"),
+    "window-base-beyond": ({"NMF_WINDOW_BASE": 2047}, ErrorCode.BAD_WINDOW, "NMF_WINDOW_BASE"),
     "watchdog": ({"WATCHDOG": 0}, ErrorCode.BAD_TIMING, "WATCHDOG"),
     "dac-settle": ({"DAC_SETTLE": 0}, ErrorCode.BAD_TIMING, "DAC_SETTLE"),
     "analog-settle": ({"ANALOG_SETTLE": 0}, ErrorCode.BAD_TIMING, "ANALOG_SETTLE"),
@@ -724,7 +726,7 @@ def test_refused_run_nmf_reports_the_register_and_changes_nothing():
     bench = tc.Bench(PARAMS)
     regs = bench.regs
     good = {"NMF_SIZE": {"m": 4, "n": 4, "k": 2}, "NMF_ITERATIONS": {"count": 1, "range_retries": 8},
-            "NMF_WINDOW": {"base": 518, "span": 442}}
+            "NMF_WINDOW_BASE": 518, "NMF_WINDOW_SPAN": 442}
     seen = {}
 
     async def testbench(ctx):

@@ -14,7 +14,7 @@ from scipy.optimize import nnls
 from anmf.hdl.params import BuildParams
 from anmf.model.afe import AnalogFrontEnd
 from anmf.model.config import preset
-from anmf.model.formats import (ProgramSettings, code_to_conductance, exponent_word,
+from anmf.model.formats import (ProgramSettings, exponent_word,
                                 factor_from_fixed, factor_peaks, factor_targets,
                                 fixed_from_factor, leading_one, mask_from_words, mask_words,
                                 next_component_exponent, nmf_commit_cycles, nmf_prepare_cycles,
@@ -255,6 +255,22 @@ def test_dead_components_unobserved_and_zero_right_hand_sides_give_zeros_without
     assert golden.nmf_h_exp[PARAMS.rows + 1] == 0, "a dead component's exponent is 0"
     assert golden.fault_cells()[:m, 1].sum() == 0 and golden.results[1] == 1234, \
         "the dead column is neither programmed nor converted"
+
+
+def test_an_all_zero_factor_programs_and_solves_nothing():
+    golden = make_golden("ideal")
+    codes, (mantissa, col_exp) = low_rank(8, 6, 2)
+    golden.load_nmf(codes, np.ones((8, 6), dtype=bool), np.zeros_like(mantissa), col_exp)
+    golden.nmf_h[:] = 99
+    outcome = run(golden, 8, 6, 2, iterations=1)
+    assert (outcome.error, outcome.solves, outcome.pulse_count) == (Error.NONE, 0, 0)
+    assert not golden.nmf_h[:2, :6].any() and not golden.nmf_w[:8, :2].any()
+    # Prepare, one Program-Start cycle, per RHS a scan and a cleared row, commit, per half-step.
+    h_step = nmf_prepare_cycles(rows=8, k=2) + 1 + 6 * (nmf_scan_cycles(rows=8) + 2 + 1) + \
+        nmf_commit_cycles(count=6, k=2) + 1
+    w_step = nmf_prepare_cycles(rows=6, k=2) + 1 + 8 * (nmf_scan_cycles(rows=6) + 2 + 1) + \
+        nmf_commit_cycles(count=8, k=2) + 1
+    assert outcome.done_cycle == 1 + h_step + w_step
 
 
 def test_over_range_halves_the_input_until_it_fits_and_counts_the_retries():
