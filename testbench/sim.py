@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 from anmf.testbench.simulators import (SIMULATORS, SimulatorMissing, build_dir_for, check_verilator_fst,
                                        prepare_environment, run_bench, waves_path, waves_requested)
 
-__all__ = ["Bench", "BenchRun", "STATIC_BENCHES", "benches", "Selection", "select", "bench_tests",
+__all__ = ["Bench", "BenchRun", "BENCHES", "benches", "Selection", "select", "bench_tests", "bench_suite",
            "results_summary", "main", "EXIT_FAILED", "EXIT_USAGE"]
 
 EXIT_FAILED = 1
@@ -64,14 +64,6 @@ class Bench:
     module: str                       #: dotted cocotb test module
     summary: str                      #: what it checks, one line
     prepare: Callable[[Path], BenchRun]  #: given the folder for side files (regmap.json...)
-    #: Benches sharing a DUT share its build (the scenarios: one build, a run per scenario).
-    build_name: str = ""
-    #: The module's tests this bench runs (None: all of them).
-    only: tuple[str, ...] | None = None
-
-    @property
-    def folder_name(self) -> str:
-        return self.build_name or self.name
 
     @property
     def module_file(self) -> Path:
@@ -82,7 +74,23 @@ class Bench:
 
     @property
     def tests(self) -> tuple[str, ...]:
-        return self.only if self.only is not None else bench_tests(self.module_file)
+        """Every cocotb test of the module (any can be picked by name)."""
+        return bench_tests(self.module_file)
+
+    @property
+    def suite(self) -> tuple[str, ...] | None:
+        """What the whole bench runs: the module's ``SUITE_TESTS`` if it names some (as
+        bench_scenarios does: tests kept for other uses stay out), else every test (None)."""
+        return bench_suite(self.module_file)
+
+
+def bench_suite(path: Path) -> tuple[str, ...] | None:
+    """A bench module's ``SUITE_TESTS = ("test", ...)`` (read with ``ast``), or None."""
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "SUITE_TESTS"
+                                                for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    return None
 
 
 def bench_tests(path: Path) -> tuple[str, ...]:
@@ -170,37 +178,15 @@ def _afe_binding(dut: str) -> Callable[[Path], BenchRun]:
     return prepare
 
 
-def _scenario(options: dict[str, object]) -> Callable[[Path], BenchRun]:
-    def prepare(folder: Path) -> BenchRun:
-        from anmf.hdl.controller import TOP_MODULE, verilog_text
-        from anmf.testbench.bench_scenarios import scenario_env
+def _scenarios(folder: Path) -> BenchRun:
+    from anmf.hdl.controller import TOP_MODULE, verilog_text
+    from anmf.testbench.bench_scenarios import scenario_env
 
-        runner = _runner_module("test_scenarios_cocotb")
-        return BenchRun(verilog_text(runner.PARAMS), TOP_MODULE, scenario_env(**options))
-    return prepare
+    runner = _runner_module("test_scenarios_cocotb")
+    return BenchRun(verilog_text(runner.PARAMS), TOP_MODULE, scenario_env())
 
 
-def _scenarios() -> tuple[Bench, ...]:
-    """One bench per scenario of tests/test_scenarios_cocotb.py (its SCENARIOS: name ->
-    (cocotb test, options)); a runner that does not load gives a bench that fails saying why."""
-    module = "anmf.testbench.bench_scenarios"
-    if not (TESTS / "test_scenarios_cocotb.py").is_file():
-        return ()
-    try:
-        scenarios = _runner_module("test_scenarios_cocotb").SCENARIOS
-    except Exception as exc:  # a broken runner must fail loudly, not drop its benches
-        message = f"tests/test_scenarios_cocotb.py does not load: {type(exc).__name__}: {exc}"
-
-        def broken(folder: Path) -> BenchRun:
-            raise RuntimeError(message)
-        return (Bench("scenarios", module, message, broken, only=()),)
-    return tuple(Bench(f"scenario-{name}", module, f"host-driven scenario {name}: {testcase}",
-                       _scenario(options), build_name="scenarios", only=(testcase,))
-                 for name, (testcase, options) in scenarios.items())
-
-
-#: Benches whose configuration is cheap to name (the scenarios need their runner loaded).
-STATIC_BENCHES: tuple[Bench, ...] = (
+BENCHES: tuple[Bench, ...] = (
     Bench("axi_regs", "anmf.testbench.bench_axi_regs",
           "AXI4-Lite slave + register file: reset values, windows, byte writes, SLVERR", _axi_regs),
     Bench("bus", "anmf.testbench.bench_bus",
@@ -215,13 +201,15 @@ STATIC_BENCHES: tuple[Bench, ...] = (
     Bench("afe_binding-controller", "anmf.testbench.bench_afe_binding",
           "controller over AXI4-Lite against the AFE model, bit-exact vs the golden model",
           _afe_binding("controller")),
+    Bench("scenarios", "anmf.testbench.bench_scenarios",
+          "host driver over AXI4-Lite on the controller with the AFE model, against the scoreboards "
+          "and the float reference", _scenarios),
 )
 
 
-@cache
 def benches() -> tuple[Bench, ...]:
-    """Every bench: the static ones, then one per host-driven scenario."""
-    return STATIC_BENCHES + _scenarios()
+    """The benches whose module is in this checkout (the scenarios come with the host driver)."""
+    return tuple(b for b in BENCHES if importlib.util.find_spec(b.module) is not None)
 
 
 # --- selection -----------------------------------------------------------------------------------------
@@ -234,18 +222,12 @@ class Selection:
     testcases: tuple[str, ...] | None = None
 
 
-def _names_a_static_bench(name: str) -> bool:
-    return any(name in (b.name, b.module, b.module.rsplit(".", 1)[-1]) for b in STATIC_BENCHES)
-
-
 def select(names: str | None, registry: Sequence[Bench] | None = None) -> list[Selection]:
     """The benches (and tests) ``names`` asks for: comma-separated bench names, bench modules
-    (dotted or bare) or cocotb test names; None or "" selects every bench. Without a
-    ``registry``, the scenarios' runner is loaded only when a name needs it."""
+    (dotted or bare) or cocotb test names; None or "" selects every bench of ``registry``
+    (default: :func:`benches`)."""
     tokens = [n.strip() for n in (names or "").split(",") if n.strip()]
-    if registry is None:
-        static_only = bool(tokens) and all(_names_a_static_bench(t) for t in tokens)
-        registry = STATIC_BENCHES if static_only else benches()
+    registry = benches() if registry is None else registry
     if not tokens:
         return [Selection(bench) for bench in registry]
     whole: dict[str, Bench] = {}
@@ -327,8 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.list:
         for bench in benches():
-            print(f"{bench.name:26} {bench.module}\n{'':26} {bench.summary}\n{'':26} tests: "
-                  f"{', '.join(bench.tests)}")
+            suite = f" (whole bench: {', '.join(bench.suite)})" if bench.suite else ""
+            print(f"{bench.name:24} {bench.module}\n{'':24} {bench.summary}\n{'':24} tests: "
+                  f"{', '.join(bench.tests)}{suite}")
         return 0
     simulators = list(SIMULATORS) if args.sim == "all" else [args.sim]
     try:
@@ -364,16 +347,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench = chosen.bench
             label = f"{bench.name} on {sim}" + (f" ({', '.join(chosen.testcases)})" if chosen.testcases else "")
             _print(f"running {label}")
-            folder = build_dir_for(bench.folder_name, sim, waves)
-            testcases = chosen.testcases or bench.only
+            folder = build_dir_for(bench.name, sim, waves)
+            testcases = chosen.testcases or bench.suite
             try:
                 run = bench.prepare(folder)
                 results = run_bench(sim=sim, verilog=run.verilog, toplevel=run.toplevel,
-                                    test_module=bench.module, name=bench.folder_name,
+                                    test_module=bench.module, name=bench.name,
                                     testcase=list(testcases) if testcases else None,
                                     seed=seed, extra_env=run.extra_env, waves=waves)
-                if bench.folder_name != bench.name:  # the next run in this folder overwrites it
-                    results = results.replace(results.with_name(f"{bench.name}.results.xml"))
                 tests, failed = results_summary(results)
             except (RuntimeError, SystemExit) as exc:
                 # A build or simulator error (the runner raises or exits); any results file

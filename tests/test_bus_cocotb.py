@@ -20,7 +20,7 @@ from anmf.hdl.registers import ControllerRegisters, build_register_map
 from anmf.hdl.regmap_export import describe
 from anmf.testbench.bench_bus import (OKAY, SLVERR, STIMULUS_FILE, TARGET_WEIGHTS, RegisterModel,
                                       address_pools, draw_stimulus, pause_pattern)
-from anmf.testbench.sim import (EXIT_FAILED, EXIT_USAGE, STATIC_BENCHES, bench_tests, benches, main,
+from anmf.testbench.sim import (BENCHES, EXIT_FAILED, EXIT_USAGE, bench_suite, bench_tests, benches, main,
                                 results_summary, select)
 from anmf.testbench.simulators import SIMULATORS, build_dir_for, run_bench
 
@@ -207,14 +207,19 @@ def test_every_bench_module_in_testbench_is_registered() -> None:
         assert bench.tests, f"no cocotb tests found in {bench.module}"
 
 
-def test_bench_tests_are_read_from_the_source() -> None:
+def test_bench_tests_and_suite_are_read_from_the_source(tmp_path: Path) -> None:
     assert bench_tests(REPO / "testbench" / "bench_controller.py") == (
         "solve_over_axi", "program_and_read_a_cell", "refused_accesses_and_commands")
+    assert bench_suite(REPO / "testbench" / "bench_controller.py") is None
+    module = tmp_path / "bench_x.py"
+    module.write_text("import cocotb\n\n@cocotb.test()\nasync def a(dut): ...\n\n@cocotb.test\n"
+                      "async def b(dut): ...\n\nasync def helper(dut): ...\n\nSUITE_TESTS = ('b',)\n")
+    assert bench_tests(module) == ("a", "b") and bench_suite(module) == ("b",)
 
 
 def test_select_by_bench_module_and_test_name() -> None:
     assert [s.bench.name for s in select(None)] == [b.name for b in benches()]
-    assert [s.bench.name for s in select(None, STATIC_BENCHES)] == [b.name for b in STATIC_BENCHES]
+    assert [s.bench.name for s in select(None, BENCHES[:2])] == [b.name for b in BENCHES[:2]]
     assert [(s.bench.name, s.testcases) for s in select("bench_afe_binding")] == \
         [("afe_binding-harness", None), ("afe_binding-controller", None)]
     assert [(s.bench.name, s.testcases) for s in select("solve_over_axi,bus")] == \
