@@ -360,7 +360,7 @@ def test_over_range_samples_count_and_interrupt():
 REGS = host_constants(build_register_map(SMALL))
 BAD_COMMANDS = {
     # name: (register changes, opcode, row, col, error, detail)
-    "opcode-7": ({}, 7, 0, 0, ErrorCode.UNKNOWN_OPCODE, 7),
+    "opcode-8": ({}, 8, 0, 0, ErrorCode.UNKNOWN_OPCODE, 8),
     "opcode-255": ({}, 255, 0, 0, ErrorCode.UNKNOWN_OPCODE, 255),
     "read-row-past-array": ({}, Opcode.READ_CELL, 16, 0, ErrorCode.BAD_DIMENSION, REGS.COMMAND.offset),
     "read-row-4095": ({}, Opcode.READ_CELL, 4095, 0, ErrorCode.BAD_DIMENSION, REGS.COMMAND.offset),
