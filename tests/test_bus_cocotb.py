@@ -254,18 +254,25 @@ def _sim_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
                           text=True, env=full_env, cwd=REPO, timeout=300)
 
 
-def test_sim_same_seed_same_stimulus_and_results_file() -> None:
+def test_sim_same_seed_same_stimulus_results_file_and_fst_waves() -> None:
+    """Seed 123 twice (the second time with WAVES=1, in the waves build folder), then 124."""
     stimuli = []
-    for seed in (123, 123, 124):
-        run = _sim_cli("--sim", "icarus", "--test", "bus", env={"COCOTB_RANDOM_SEED": str(seed)})
+    for seed, waves in ((123, False), (123, True), (124, False)):
+        env = {"COCOTB_RANDOM_SEED": str(seed), **({"WAVES": "1"} if waves else {})}
+        run = _sim_cli("--sim", "icarus", "--test", "bus", env=env)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         lines = [line for line in run.stdout.splitlines() if line.startswith("[anmf sim]")]
         assert lines[0] == f"[anmf sim] seed {seed} (reproduce: COCOTB_RANDOM_SEED={seed})"
-        results = build_dir_for("bus", "icarus", False) / "results.xml"
+        folder = build_dir_for("bus", "icarus", waves)
+        results = folder / "results.xml"
         assert f"PASS bus on icarus: 1/1 passed, results {results}" in run.stdout
         assert results_summary(results) == (1, 0)
-        stimuli.append((results.parent / STIMULUS_FILE).read_text())
-    assert stimuli[0] == stimuli[1], "the same seed must give the same stimulus"
+        if waves:
+            fst = folder / f"{TOPLEVEL}.fst"
+            assert f"waves {fst}" in run.stdout
+            assert fst.stat().st_size > 1000 and fst.read_bytes()[0] == 0, "an FST file starts with a header block (0)"
+        stimuli.append((folder / STIMULUS_FILE).read_text())
+    assert stimuli[0] == stimuli[1], "the same seed must give the same stimulus (waves or not)"
     assert stimuli[0] != stimuli[2], "another seed must give other stimulus"
 
 
@@ -280,14 +287,6 @@ def test_sim_failing_bench_exits_non_zero() -> None:
     assert run.returncode == EXIT_FAILED, run.stdout[-3000:]
     assert "FAIL bus on icarus (random_traffic_under_back_pressure): 0/1 passed" in run.stdout
     assert "reproduce with COCOTB_RANDOM_SEED=7" in run.stdout
-
-
-def test_sim_writes_fst_waves_into_the_waves_build_folder() -> None:
-    run = _sim_cli("--sim", "icarus", "--test", "bus", "--seed", "1", env={"WAVES": "1"})
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    waves = build_dir_for("bus", "icarus", True) / f"{TOPLEVEL}.fst"
-    assert f"waves {waves}" in run.stdout
-    assert waves.stat().st_size > 1000 and waves.read_bytes()[0] == 0, "an FST file starts with a header block (0)"
 
 
 def test_sim_missing_simulator_fails_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
