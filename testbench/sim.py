@@ -356,10 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     testcase=list(testcases) if testcases else None,
                                     seed=seed, extra_env=run.extra_env, waves=waves)
                 tests, failed = results_summary(results)
-            except (RuntimeError, SystemExit) as exc:
-                # A build or simulator error (the runner raises or exits); any results file
-                # left in the folder is from an earlier run, so it is not read.
-                outcomes.append(("FAIL", label, f"build or simulation error: {exc}"))
+            except (Exception, SystemExit) as exc:
+                # The configuration, the build or the simulator failed (the runner raises or
+                # exits); a results file left in the folder is from an earlier run: not read.
+                outcomes.append(("FAIL", label, f"not run to the end: {type(exc).__name__}: {exc}"))
+                _print(f"FAIL {label}: {outcomes[-1][2]}")
                 continue
             detail = f"{tests - failed}/{tests} passed, results {results}"
             if waves:
