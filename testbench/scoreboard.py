@@ -33,7 +33,7 @@ from anmf.model.config import AFEConfig
 from anmf.model.nnls import nnls_gram
 
 __all__ = ["SolveScoreboard", "SolveCheck", "ProgramScoreboard", "ProgramCheck",
-           "CheckedDriver", "K_SIGMA"]
+           "CheckedDriver", "K_SIGMA", "Agreement", "agree_statistically", "AGREEMENT_SE"]
 
 #: Random errors are bounded at K standard deviations (Gaussian tail e^(-K^2/2) ~ 4e-6 per
 #: term for norms: Gaussian concentration of a Lipschitz function).
@@ -314,6 +314,46 @@ class ProgramScoreboard:
                              int(flagged.sum()), misses, float(np.max(tolerance)), report, worst)
         self.checks.append(check)
         return check
+
+
+#: Two error distributions agree when their means differ by at most this many combined
+#: standard errors (two-sided, ~0.3 % false alarms for normal means).
+AGREEMENT_SE = 3.0
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Whether two samples of a figure (e.g. host_anls relative errors over AFE seeds) agree:
+    ``|mean_a - mean_b| <= n_se * sqrt(se_a^2 + se_b^2)``, se = std / sqrt(n)."""
+
+    agree: bool
+    z: float          #: the mean difference in combined standard errors
+    mean_a: float
+    mean_b: float
+    se_a: float
+    se_b: float
+
+    def describe(self) -> str:
+        return (f"means {self.mean_a:.5f} +- {self.se_a:.5f} and {self.mean_b:.5f} +- "
+                f"{self.se_b:.5f}: {self.z:.2f} standard errors apart")
+
+
+def agree_statistically(a: NDArray[np.float64] | list[float],
+                        b: NDArray[np.float64] | list[float], *,
+                        n_se: float = AGREEMENT_SE) -> Agreement:
+    """The statistical agreement of two backends whose noise draws differ (a chip on a board
+    against the model, or two runs with different noise seeds): each gives one figure per
+    seed; they agree when the means are within ``n_se`` combined standard errors."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or b.ndim != 1 or a.size < 2 or b.size < 2:
+        raise ValueError(f"agree_statistically needs two 1-D samples of at least 2 values; got "
+                         f"shapes {a.shape} and {b.shape}")
+    se_a = float(a.std(ddof=1) / math.sqrt(a.size))
+    se_b = float(b.std(ddof=1) / math.sqrt(b.size))
+    spread = math.hypot(se_a, se_b)
+    difference = abs(float(a.mean() - b.mean()))
+    z = difference / spread if spread > 0 else (0.0 if difference == 0 else math.inf)
+    return Agreement(z <= n_se, z, float(a.mean()), float(b.mean()), se_a, se_b)
 
 
 class CheckedDriver(ChipDriver):
