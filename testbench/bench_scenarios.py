@@ -28,6 +28,8 @@ seed, sections), ``clock_hz``, ``deterministic``, ``seed`` (test data), and ``an
 """
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import math
 import os
@@ -43,7 +45,7 @@ from cocotb.triggers import ClockCycles
 from anmf.hdl.params import BuildParams
 from anmf.hdl.registers import build_register_map
 from anmf.hdl.regmap_export import host_constants
-from anmf.host import (AnalogScale, ModelDriver, RegisterDriver, Timing, host_anls)
+from anmf.host import AnalogScale, BusError, ModelDriver, RegisterDriver, Timing, host_anls
 from anmf.model.afe import AnalogFrontEnd
 from anmf.model.config import config_from_dict
 from anmf.model.formats import PICOSECONDS_PER_SECOND
@@ -59,8 +61,9 @@ ENV_VAR = "ANMF_SCENARIO"
 #: The small build and the AFE every scenario uses unless told otherwise.
 DEFAULT_OPTIONS: dict[str, Any] = {
     # 32 rows hold a 32x32 problem; 8 columns hold W and H^T side by side at rank 4 (each
-    # half-step reprograms cells that hold the same factor's previous iterate); one spare.
-    "params": {"rows": 32, "cols": 8, "spare": 1, "avg_max_log2": 2},
+    # half-step reprograms cells that hold the same factor's previous iterate); two spares
+    # (one per factor for the host's column repair).
+    "params": {"rows": 32, "cols": 8, "spare": 2, "avg_max_log2": 2},
     # rram-3bit: device variation, stuck cells, pulse and read noise, offsets, gain errors,
     # INL/DNL, finite gain, compensation mismatch. A 200 ns conversion (a 60 MHz SAR clock)
     # instead of the preset's 1.2 us keeps the simulations short. IR drop is off: the
@@ -129,40 +132,53 @@ def _cycles(seconds: float, clock_hz: float) -> int:
     return max(1, math.ceil(seconds * clock_hz - 1e-9))
 
 
-class ScenarioBench:
-    """Clock and reset, the AFE model bound to the DUT, the host driver over AXI4-Lite (and
-    the same driver wrapped by the scoreboards)."""
+class ScenarioChip:
+    """The build, the AFE model and the host's settings of a scenario (no simulator): what
+    ScenarioBench binds to the DUT, and what the model-side sweep (``python -m
+    anmf.testbench.bench_scenarios``) runs on ModelDriver."""
 
-    def __init__(self, dut: Any, *, afe_overrides: dict[str, Any] | None = None,
-                 deterministic: bool | None = None):
-        self.options = options = _options()
-        self.dut = dut
+    def __init__(self, options: dict[str, Any], *, afe_overrides: dict[str, Any] | None = None,
+                 deterministic: bool | None = None, afe_seed: int | None = None):
+        self.options = options
         self.params = BuildParams(**options["params"])
         self.clock_hz = float(options["clock_hz"])
         self.afe_options = dict(clock_hz=self.clock_hz,
                                 deterministic=options["deterministic"] if deterministic is None
                                 else deterministic)
-        self.afe = AnalogFrontEnd.from_build_params(
-            config_from_dict(_merged(options["afe"], afe_overrides or {})), self.params,
-            **self.afe_options)
-        self.binding = AFEBinding(dut, self.afe, self.params, clock=dut.clk)
-        self.regs = host_constants(build_register_map(self.params))
-        self.driver = RegisterDriver(AxiLiteRegisterBus(dut, dut.clk, dut.rst), self.regs,
-                                     irq=IrqLine(dut.irq))
+        afe_config = _merged(options["afe"], afe_overrides or {})
+        if afe_seed is not None:
+            afe_config["seed"] = afe_seed
+        self.afe = AnalogFrontEnd.from_build_params(config_from_dict(afe_config), self.params,
+                                                    **self.afe_options)
         self.scale = AnalogScale.from_afe(self.afe)
-        self.solves = SolveScoreboard(self.afe.config, self.scale, self.driver.info)
-        self.programs = ProgramScoreboard(self.afe.config, self.scale, self.driver.info)
-        self.checked = CheckedDriver(self.driver, self.afe.crossbar.effective_conductance_s,
-                                     solves=self.solves, programs=self.programs)
-        self.rng = np.random.default_rng(options["seed"])
         config = self.afe.config
-        # Settle times from the physics: the DAC's settling, the read chain to 1/2 LSB.
+        # Settle times from the physics: the DAC's settling, the read chain to 1/2 LSB, 1 us
+        # for the loop (a well-conditioned 32 x 8 solve settles in ~0.3 us).
         read_settle = _cycles(math.log(2.0 ** (self.params.adc_bits + 1))
                               * self.afe.read_settle_tau_s, self.clock_hz)
         self.timing = Timing(adc_samples=1,
                              dac_settle=_cycles(config.dac.settle_time_s, self.clock_hz) + 2,
                              analog_settle=_cycles(1e-6, self.clock_hz), watchdog=4000)
         self.programming = self.afe.program_settings(read_settle=read_settle)
+
+
+class ScenarioBench(ScenarioChip):
+    """Clock and reset, the AFE model bound to the DUT, the host driver over AXI4-Lite (and
+    the same driver wrapped by the scoreboards)."""
+
+    def __init__(self, dut: Any, *, afe_overrides: dict[str, Any] | None = None,
+                 deterministic: bool | None = None):
+        super().__init__(_options(), afe_overrides=afe_overrides, deterministic=deterministic)
+        self.dut = dut
+        self.binding = AFEBinding(dut, self.afe, self.params, clock=dut.clk)
+        self.regs = host_constants(build_register_map(self.params))
+        self.driver = RegisterDriver(AxiLiteRegisterBus(dut, dut.clk, dut.rst), self.regs,
+                                     irq=IrqLine(dut.irq))
+        self.solves = SolveScoreboard(self.afe.config, self.scale, self.driver.info)
+        self.programs = ProgramScoreboard(self.afe.config, self.scale, self.driver.info)
+        self.checked = CheckedDriver(self.driver, self.afe.crossbar.effective_conductance_s,
+                                     solves=self.solves, programs=self.programs)
+        self.rng = np.random.default_rng(self.options["seed"])
 
     async def start(self) -> None:
         dut = self.dut
@@ -232,6 +248,17 @@ async def single_solves_match_nnls(dut) -> None:
     await bench.start()
     p, afe, scale = bench.params, bench.afe, bench.scale
     circuit = afe.config.circuit
+    # The bus turns a refused access into BusError naming the address and the response.
+    bus = bench.driver.bus
+    for access, expected in ((bus.read(0x028), "AXI4-Lite read of 0x00028 answered SLVERR"),
+                             (bus.write(bench.regs.RESULTS.address(0), 1),
+                              "AXI4-Lite write of 0x00000001 to 0x00100 answered SLVERR")):
+        try:
+            await access
+        except BusError as refused:
+            assert str(refused) == expected, f"{refused} != {expected}"
+        else:
+            raise AssertionError(f"no BusError: expected {expected}")
     cases = _solve_cases(bench)
     for case in cases:
         afe.set_conductances(scale.conductance(case["a"]), bench.now_s())
@@ -280,30 +307,45 @@ WRITE_VERIFY_SHAPE = (16, 4)
 @cocotb.test()
 async def write_verify_whole_matrix(dut) -> None:
     """PROGRAM_MATRIX of a 16 x 4 matrix to random 3-bit levels: pulses and failures
-    reported, every cell within tolerance or flagged in the fault map."""
+    reported, every cell within tolerance or flagged in the fault map. The testbench places
+    the matrix where the model has the most stuck cells (if any) and gives one cell an
+    unreachable target, so that the fault path runs."""
     bench = ScenarioBench(dut)
     await bench.start()
-    afe = bench.afe
+    afe, p = bench.afe, bench.params
     rows, cols = WRITE_VERIFY_SHAPE
+    stuck = afe.crossbar.stuck_mask
+    corners = [(r, c) for r in range(0, p.rows - rows + 1, rows)
+               for c in range(0, p.total_cols - cols + 1)]
+    first_row, first_col = max(corners, key=lambda rc: int(
+        stuck[rc[0]:rc[0] + rows, rc[1]:rc[1] + cols].sum()))
+    in_matrix = stuck[first_row:first_row + rows, first_col:first_col + cols]
     levels = afe.config.device.level_targets_s()
     targets = afe.conductance_code(levels[bench.rng.integers(0, levels.size, (rows, cols))])
-    await bench.checked.write_targets(targets)
+    # One target below 0 S (under the mid code): no pulse reaches it, the cell must fail.
+    unreachable = (first_row + 3, first_col + 2)
+    targets[3, 2] = p.dac_zero_code - 100
+    await bench.checked.write_targets(targets, first_row, first_col)
     before = await bench.checked.counters()
     started = time.perf_counter()
-    report = await bench.checked.program_matrix((1 << rows) - 1, (1 << cols) - 1)
+    row_mask = ((1 << rows) - 1) << first_row
+    report = await bench.checked.program_matrix(row_mask, ((1 << cols) - 1) << first_col)
     after = await bench.checked.counters()
     check = bench.programs.checks[-1]
-    stuck = int(afe.crossbar.stuck_mask[:rows, :cols].sum())
-    message = (f"PROGRAM_MATRIX {rows}x{cols}: {report.pulses} pulses "
-               f"({report.pulses / report.cells:.1f} per cell), {report.failed_cells} failed "
-               f"cells {list(zip(*np.nonzero(report.fault_map)))} ({stuck} stuck in the model); "
-               f"{check.describe()}; {time.perf_counter() - started:.1f} s wall")
+    failed = [(int(r), int(c)) for r, c in np.argwhere(report.fault_map)]
+    message = (f"PROGRAM_MATRIX {rows}x{cols} at ({first_row}, {first_col}): {report.pulses} "
+               f"pulses ({report.pulses / report.cells:.1f} per cell), {report.failed_cells} "
+               f"failed cells {failed} ({int(in_matrix.sum())} stuck in the model: "
+               f"{[(int(r) + first_row, int(c) + first_col) for r, c in np.argwhere(in_matrix)]}"
+               f"); {check.describe()}; {time.perf_counter() - started:.1f} s wall")
     print(message)
     cocotb.log.info(message)
     assert after.pulses - before.pulses == report.pulses == len(bench.binding.pulses)
-    assert after.failed_cells - before.failed_cells == report.failed_cells
-    assert report.cells == rows * cols and not report.fault_map[rows:].any() \
-        and not report.fault_map[:, cols:].any(), "fault bits outside the programmed matrix"
+    assert after.failed_cells - before.failed_cells == report.failed_cells == len(failed)
+    assert unreachable in failed, f"the unreachable target {unreachable} is not flagged"
+    outside = report.fault_map.copy()
+    outside[first_row:first_row + rows, first_col:first_col + cols] = False
+    assert report.cells == rows * cols and not outside.any(), "fault bits outside the matrix"
     bench.assert_clean()
 
 
@@ -332,12 +374,15 @@ async def run_host_anls(dut: Any, problem: dict[str, Any]) -> None:
     reference = anls(R, o["rank"], iters=o["iters"], init=(W0, H0))
     ratio = result.error / reference.error
     transactions = bench.driver.transactions
+    worst = max(c.error_v / c.tolerance_v for c in bench.solves.checks if not c.over_range)
     message = (f"host ANLS {o['problem']} {R.shape[0]}x{R.shape[1]} k={o['rank']} "
                f"{o['iters']} iterations: relative error RTL {result.error:.5f}, float "
                f"reference {reference.error:.5f} (ratio {ratio:.3f}); {cycles} cycles "
                f"({cycles / bench.clock_hz * 1e3:.2f} ms at {bench.clock_hz / 1e6:.0f} MHz), "
                f"{transactions['read']} reads + {transactions['write']} writes, {wall:.1f} s "
-               f"wall; stats {result.stats}")
+               f"wall; stats {result.stats}; scoreboards: {len(bench.solves.checks)} solves "
+               f"(worst error/tolerance {worst:.2f}), {len(bench.programs.checks)} "
+               f"programmings, no failure")
     print(message)
     cocotb.log.info(message)
     bench.assert_clean()
@@ -386,3 +431,53 @@ async def host_anls_camera(dut) -> None:
 #: The cocotb tests of the test suite (tests/test_scenarios_cocotb.py).
 SUITE_TESTS = ("single_solves_match_nnls", "write_verify_whole_matrix", "host_anls_synthetic",
                "host_anls_camera")
+
+
+# ---- model-side sweep over AFE seeds ------------------------------------------------------
+
+def model_sweep(problem: dict[str, Any], seeds: list[int], *,
+                deterministic: bool | None = None) -> list[dict[str, float]]:
+    """``host_anls`` on ModelDriver with the scenarios' build, AFE and settings, one run per
+    AFE seed: the spread behind the single seed the RTL scenario runs."""
+    o = {**DEFAULT_OPTIONS["anls"], **problem}
+    R = anls_problem(o["problem"], o["size"], o["rank"], DEFAULT_OPTIONS["seed"])
+    W0, H0 = initialize(R, o["rank"], "nndsvda", 0)
+    reference = anls(R, o["rank"], iters=o["iters"], init=(W0, H0))
+    rows = []
+    for seed in seeds:
+        chip = ScenarioChip(DEFAULT_OPTIONS, afe_overrides=o.get("afe"), afe_seed=seed,
+                            deterministic=o.get("deterministic") if deterministic is None
+                            else deterministic)
+        driver = ModelDriver(chip.params, chip.afe)
+
+        async def run() -> Any:
+            await driver.configure(timing=chip.timing, programming=chip.programming)
+            return await host_anls(driver, R, o["rank"], o["iters"], scale=chip.scale,
+                                   init=(W0, H0))
+        result = asyncio.run(run())
+        rows.append({"seed": seed, "error": result.error, "reference": reference.error,
+                     "ratio": result.error / reference.error, "pulses": result.stats["pulses"],
+                     "failed_cells": result.stats["failed_cells"]})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m anmf.testbench.bench_scenarios",
+        description="Model-side sweep of the ANLS scenarios over AFE seeds (ModelDriver).")
+    parser.add_argument("--seeds", default="11-15", help="first-last AFE seeds (default 11-15)")
+    parser.add_argument("--problem", choices=sorted(ANLS_SUITE), action="append",
+                        help="problem(s) of ANLS_SUITE (default: all)")
+    args = parser.parse_args(argv)
+    first, _, last = args.seeds.partition("-")
+    seeds = list(range(int(first), int(last or first) + 1))
+    for name in args.problem or sorted(ANLS_SUITE):
+        print(f"{name}: seed  host error  reference  ratio  pulses  failed cells")
+        for row in model_sweep(ANLS_SUITE[name], seeds):
+            print(f"{'':{len(name)}}  {row['seed']:>4}  {row['error']:>10.5f}  "
+                  f"{row['reference']:>9.5f}  {row['ratio']:>5.3f}  {row['pulses']:>6.0f}  "
+                  f"{row['failed_cells']:>12.0f}")
+
+
+if __name__ == "__main__":
+    main()
