@@ -313,7 +313,7 @@ class _HalfSteps:
 async def host_anls(driver: ChipDriver, R: ArrayLike, k: int, iters: int, *,
                     scale: AnalogScale, init: str | tuple[ArrayLike, ArrayLike] = "nndsvda",
                     seed: int = 0, max_range_retries: int = 8,
-                    headroom: float = INPUT_HEADROOM, output_target: float | None = 0.8,
+                    headroom: float = INPUT_HEADROOM, output_target: float | None = 0.95,
                     reuse_cells: bool = True, repair: bool = True) -> HostAnlsResult:
     """ANLS on the chip behind ``driver`` (configured: timing and programming settings).
 
