@@ -10,13 +10,16 @@ one SOLVE. The scaling is the functional chip model's (model/chip.py, docs/model
    the READ_CELL codes of ``G = g_offset + A_s g_unit``. An all-zero column (a dead
    component) is switched off (COL_ENABLE bit 0) and its solution is 0.
 2. Each right-hand side b gets its own exponent so that ``b 2^-e_b`` fits ``headroom``
-   of the DAC's positive full scale; the DAC codes are its nominal codes.
+   of the DAC's positive full scale (the DAC codes are its nominal codes), raised where
+   the previous iterate predicts an output beyond ``output_target`` of the ADC range.
 3. A result with an over-range column is solved again with the input halved (e_b + 1), at
    most ``max_range_retries`` times.
 4. ``x = code volts`` (floored at 0: a clamped output may sit a diode drop below), and
    ``h_c = x_c 2^(e_b - e_c) / input_gain``.
 
-The problem must fit one array (m, n <= ROWS, k <= COLS): tiling is a later issue.
+Beyond the functional model: W and H^T keep separate cells when they fit (:func:`placement`),
+and a factor column with failed cells moves to a spare column (docs/host-driver.md). The
+problem must fit one array (m, n <= ROWS, k <= COLS): tiling is a later issue.
 """
 from __future__ import annotations
 

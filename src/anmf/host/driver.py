@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -207,7 +207,7 @@ def _check_mask(name: str, value: Any, width: int, what: str) -> int:
 
 
 def _check_codes(name: str, values: ArrayLike, shape_text: str, bits: int,
-                 shape_ok) -> NDArray[np.int64]:
+                 shape_ok: Callable[[tuple[int, ...]], bool]) -> NDArray[np.int64]:
     array = np.asarray(values)
     top = 2 ** bits - 1
     if array.dtype.kind not in "iu" or not shape_ok(array.shape) or \
@@ -427,6 +427,7 @@ class RegisterDriver(ChipDriver):
         self._host_owned = self._host_owned_ranges()
         #: Last value written to each host-owned address.
         self._shadow: dict[int, int] = {}
+        self._irq_ready = False
         #: Bus transactions issued (reads, writes), for throughput figures.
         self.transactions = {"read": 0, "write": 0}
 
@@ -518,8 +519,11 @@ class RegisterDriver(ChipDriver):
 
     async def _run(self, opcode: str, row: int = 0, col: int = 0) -> Status:
         """COMMAND, CONTROL.start, the bounded wait, STATUS."""
-        if self.irq is not None:
+        if self.irq is not None and not self._irq_ready:
+            # Stale causes (another host, a command before this driver) would hold the line.
             await self._set("IRQ_ENABLE", done=1)
+            await self._set("IRQ_STATUS", done=1, error=1, over_range=1)
+            self._irq_ready = True
         await self._set("COMMAND", opcode=opcode, row=row, col=col)
         await self._set("CONTROL", start=1)
         status = await self._wait_idle(opcode)
