@@ -32,12 +32,16 @@ from .converters import ADC, DAC
 from .crossbar import Crossbar
 from .device import write_verify
 from .metrics import relative_error
-from .nmf import NMFResult, initialize
+from .nmf import Callback, NMFResult, initialize
 
 __all__ = ["ChipModel", "SolveStats", "ChipNMFResult"]
 
 #: Fraction of the DAC's positive full scale a right-hand side is scaled to.
 INPUT_HEADROOM = 0.9
+#: What a solve does with a row that holds a cell write-verify could not program (a stuck
+#: cell, mostly): "keep" solves with whatever the cell holds; "exclude" opens that row's
+#: switch, so its entries count as missing for that half-step (the masked solve).
+FAILED_ROW_POLICIES = ("keep", "exclude")
 
 
 @dataclass
@@ -50,6 +54,9 @@ class SolveStats:
     programmed_cells: int = 0
     pulses: int = 0
     failed_cells: int = 0
+    #: Rows switched out of the loop because a cell on them failed write-verify
+    #: (``failed_rows="exclude"``), counted once per programming.
+    excluded_rows: int = 0
     analog_settle_s: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
@@ -76,11 +83,16 @@ def column_exponents(A: np.ndarray, limit: float) -> np.ndarray:
 class ChipModel:
     """ANLS through the analog front end ``afe`` (a preset name, TOML path or AFEConfig)."""
 
-    def __init__(self, afe: AFEConfig | str = "rram-3bit", *, max_range_retries: int = 8):
+    def __init__(self, afe: AFEConfig | str = "rram-3bit", *, max_range_retries: int = 8,
+                 failed_rows: str = "keep"):
         self.afe = resolve_afe(afe)
         if not isinstance(max_range_retries, int) or max_range_retries < 0:
             raise ValueError(f"max_range_retries must be an integer >= 0; got {max_range_retries!r}")
+        if failed_rows not in FAILED_ROW_POLICIES:
+            raise ValueError(f"failed_rows must be one of {', '.join(repr(p) for p in FAILED_ROW_POLICIES)}; "
+                             f"got {failed_rows!r}")
         self.max_range_retries = max_range_retries
+        self.failed_rows = failed_rows
         self.rng = np.random.default_rng(self.afe.seed)
         self.stats = SolveStats()
         circuit = self.afe.circuit
@@ -102,6 +114,11 @@ class ChipModel:
     def program(self, A: np.ndarray) -> tuple[Crossbar, np.ndarray]:
         """Program A (m x k, >= 0) into a fresh crossbar; returns it and the per-column
         exponents e_c (A_s[:, c] = A[:, c] * 2**-e_c, max(A_s[:, c]) <= a_max)."""
+        crossbar, exponent, _ = self._program(A)
+        return crossbar, exponent
+
+    def _program(self, A: np.ndarray) -> tuple[Crossbar, np.ndarray, np.ndarray]:
+        """:meth:`program`, plus the (m, k) cells write-verify reported as failed."""
         A = np.asarray(A, dtype=np.float64)
         m, k = A.shape
         exponent = column_exponents(A, self.a_max)
@@ -115,6 +132,7 @@ class ChipModel:
         self.ir_drop_modelled = bool(physical.ir_drop and fits)
         crossbar = Crossbar(physical.replace(rows=m, cols=k, spare=0, ir_drop=self.ir_drop_modelled),
                             self.afe.device, self.rng)
+        failed = np.zeros((m, k), dtype=bool)
         if self.afe.exact_programming:
             crossbar.set_conductance(target)
         else:
@@ -125,20 +143,66 @@ class ChipModel:
                                   reads_per_verify=p.reads_per_verify)
             self.stats.pulses += int(result.pulses.sum())
             self.stats.failed_cells += int(result.failed.sum())
+            failed = np.asarray(result.failed, dtype=bool)
         self.stats.programmed_cells += m * k
-        return crossbar, exponent
+        return crossbar, exponent, failed
 
-    def solve(self, A: np.ndarray, B: np.ndarray, *, mode: str = "clamped") -> np.ndarray:
-        """X (k x n) with each column the analog solution of min ||A x - b_j||, x >= 0."""
+    def solve(self, A: np.ndarray, B: np.ndarray, *, mode: str = "clamped", mask: np.ndarray | None = None,
+              ridge: float = 0.0) -> np.ndarray:
+        """X (k x n) with each column the analog solution of min ||A x - b_j||, x >= 0.
+
+        Args:
+            A: (m, k) stored factor, >= 0.
+            B: (m, n) right-hand sides; entries outside ``mask`` are ignored.
+            mode: "clamped" (NNLS) or "free" (least squares).
+            mask: optional (m, n) bool, True where b_j is observed: row i is switched into
+                the loop for right-hand side j only where ``mask[i, j]``. A right-hand side
+                with no observed entry is not solved and reads 0. With
+                ``failed_rows="exclude"`` data rows holding a failed cell are switched out too.
+            ridge: >= 0, adds ``ridge * ||x||^2`` to every problem through k extra
+                "ridge rows" of the array (row c holds sqrt(ridge) in column c, zero
+                elsewhere, and is tied to 0 V): [A; sqrt(ridge) I] x ~ [b; 0].
+        """
         A = np.asarray(A, dtype=np.float64)
         B = np.asarray(B, dtype=np.float64)
         if A.ndim != 2 or B.ndim != 2 or A.shape[0] != B.shape[0]:
             raise ValueError(f"A (m, k) and B (m, n) must share m; got {A.shape} and {B.shape}")
-        crossbar, exp_a = self.program(A)
-        return self._solve_programmed(crossbar, exp_a, B, mode, live_columns=A.max(axis=0) > 0)
+        ridge = _check_ridge(ridge)
+        m, k = A.shape
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.dtype != np.bool_ or mask.shape != B.shape:
+                raise ValueError(f"mask must be a bool array of shape {B.shape} like B (True = observed); "
+                                 f"got dtype {mask.dtype}, shape {mask.shape}")
+            B = np.where(mask, B, 0.0)
+        if ridge > 0.0:
+            A = np.vstack([A, np.sqrt(ridge) * np.eye(k)])
+            B = np.vstack([B, np.zeros((k, B.shape[1]))])
+            if mask is not None:
+                mask = np.vstack([mask, np.ones((k, B.shape[1]), dtype=bool)])
+        crossbar, exp_a, failed = self._program(A)
+        live = A[:m].max(axis=0, initial=0.0) > 0
+        if self.failed_rows == "exclude" and failed[:m].any():
+            # Only data rows are switched out: a failed ridge cell over-regularizes one
+            # half-step, while dropping its row would leave sparse columns unregularized.
+            bad = failed.any(axis=1)
+            bad[m:] = False
+            self.stats.excluded_rows += int(bad.sum())
+            mask = (~bad)[:, None] & (mask if mask is not None else True)
+            mask = np.broadcast_to(mask, B.shape)
+        if mask is None:
+            return self._solve_programmed(crossbar, exp_a, B, mode, live_columns=live, grounded_rows=A.shape[0] - m)
+        B = np.where(mask, B, 0.0)   # input exponents from the rows actually driven
+        X = np.zeros((k, B.shape[1]))
+        observed = mask[:m].any(axis=0)
+        if observed.any():
+            X[:, observed] = self._solve_programmed(crossbar, exp_a, B[:, observed], mode, live_columns=live,
+                                                    grounded_rows=A.shape[0] - m, row_enable=mask[:, observed])
+        return X
 
     def _solve_programmed(self, crossbar: Crossbar, exp_a: np.ndarray, B: np.ndarray, mode: str,
-                          live_columns: np.ndarray) -> np.ndarray:
+                          live_columns: np.ndarray, grounded_rows: int = 0,
+                          row_enable: np.ndarray | None = None) -> np.ndarray:
         m, k = crossbar.shape
         n = B.shape[1]
         dac, adc = self._converters(m, k)
@@ -146,6 +210,8 @@ class ChipModel:
         # A factor column that is all zero stands for a dead component: its op-amp is switched
         # off (col_enable 0) and its output is 0, instead of amplifying the compensation error.
         col_on = live_columns
+        if not col_on.any():
+            return np.zeros((k, n))
         G = crossbar.effective_conductance_s()
         full_scale = INPUT_HEADROOM * max(dac.config.v_max_v, 0.0)
         if full_scale <= 0:
@@ -160,7 +226,13 @@ class ChipModel:
         floor = 0.0 if mode == "clamped" else -np.inf
         for attempt in range(self.max_range_retries + 1):
             codes = dac.code_for(B[:, todo] * np.exp2(-exp_b[todo]))
-            solution = circuit.solve(G, dac.voltage(codes, channels=row_channels), col_enable=col_on, mode=mode)
+            volts = dac.voltage(codes, channels=row_channels)
+            if grounded_rows:
+                volts[m - grounded_rows:] = 0.0   # ridge rows are tied to ground, not driven
+            if row_enable is None:
+                solution = circuit.solve(G, volts, col_enable=col_on, mode=mode)
+            else:
+                solution = circuit.solve_masked(G, volts, row_enable[:, todo], col_enable=col_on, mode=mode)
             self.stats.solves += todo.size
             settle = np.asarray(solution.settle_time_estimate(settle_tol))
             self.stats.analog_settle_s += float(settle[np.isfinite(settle)].sum())
@@ -192,24 +264,54 @@ class ChipModel:
         return cache[(m, k)]
 
     def factorize(self, R: np.ndarray, k: int, *, iters: int, seed: int = 0,
-                  init: str | tuple[np.ndarray, np.ndarray] = "nndsvda") -> ChipNMFResult:
-        """ANLS on the chip: H-step then W-step per iteration, every NNLS analog."""
+                  init: str | tuple[np.ndarray, np.ndarray] = "nndsvda", mask: np.ndarray | None = None,
+                  ridge: float = 0.0, callback: Callback | None = None) -> ChipNMFResult:
+        """ANLS on the chip: H-step then W-step per iteration, every NNLS analog.
+
+        ``mask`` (bool, True = observed) and ``ridge`` mean what they mean in
+        :func:`anmf.model.nmf.anls`: missing entries switch their rows out of the loop
+        for that right-hand side (the H-step uses ``mask``, the W-step ``mask.T``), and
+        the ridge is realised by the ridge rows of :meth:`solve`. ``callback(iteration,
+        W, H, error)`` runs after every iteration; returning True stops early.
+        """
         start = time.perf_counter()
         R = np.asarray(R, dtype=np.float64)
+        ridge = _check_ridge(ridge)
+        if callback is not None and not callable(callback):
+            raise ValueError(f"callback must be callable or None; got {type(callback).__name__}")
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.dtype != np.bool_ or mask.shape != R.shape:
+                raise ValueError(f"mask must be a bool array of shape {R.shape} like R (True = observed); "
+                                 f"got dtype {mask.dtype}, shape {mask.shape}")
+            if mask.all():
+                mask = None
+            else:
+                R = np.where(mask, R, 0.0)
         if isinstance(init, tuple):
             W, H = (np.array(a, dtype=np.float64) for a in init)
         else:
-            W, H = initialize(R, k, init, seed)
-        initial_error = relative_error(R, W, H)
+            W, H = initialize(R, k, init, seed, mask=mask)
+        maskT = None if mask is None else np.ascontiguousarray(mask.T)
+        initial_error = relative_error(R, W, H, mask)
         errors = []
-        for _ in range(iters):
-            H = self.solve(W, R)
-            W = self.solve(H.T, R.T).T
-            errors.append(relative_error(R, W, H))
+        for iteration in range(1, iters + 1):
+            H = self.solve(W, R, mask=mask, ridge=ridge)
+            W = self.solve(H.T, R.T, mask=maskT, ridge=ridge).T
+            errors.append(relative_error(R, W, H, mask))
+            if callback is not None and callback(iteration, W, H, errors[-1]) is True:
+                break
         return ChipNMFResult(W=W, H=H, errors=np.array(errors), initial_error=initial_error,
-                             iterations=iters, seconds=time.perf_counter() - start, method="anls",
+                             iterations=len(errors), seconds=time.perf_counter() - start, method="anls",
                              stats=self.stats.as_dict())
 
+
+def _check_ridge(ridge: float) -> float:
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float, np.floating, np.integer)) or not (
+        np.isfinite(ridge) and ridge >= 0
+    ):
+        raise ValueError(f"ridge must be a finite number >= 0; got {ridge!r}")
+    return float(ridge)
 
 def gain_sweep(gains: tuple[float, ...] = (1.0, 4.0, 16.0, 64.0), *, iters: int = 10, rank: int = 4,
                afe: str = "rram-3bit") -> list[dict[str, float]]:

@@ -36,9 +36,9 @@ import scipy.optimize
 from numpy.typing import ArrayLike, NDArray
 
 from .converters import _below_one, _non_negative, _positive
-from .nnls import nnls_gram
+from .nnls import nnls_gram, nnls_gram_batched
 
-__all__ = ["CircuitConfig", "NNLSCircuit", "Solution", "Transient", "MODES"]
+__all__ = ["CircuitConfig", "NNLSCircuit", "Solution", "MaskedSolution", "Transient", "MODES"]
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -52,6 +52,9 @@ _RCOND = 1e-10
 _REL_TOL = 1e-12
 #: Decay exponent after which a phase counts as settled for event search (e^-50).
 _SETTLED_EXPONENT = 50.0
+#: Share one loop matrix per row-enable pattern when there are at most 1/8 as many
+#: patterns as right-hand sides (as the reference NMF groups mask patterns).
+_PATTERNS_PER_RHS_TO_GROUP = 1 / 8
 #: Time points per phase on which events are searched before root refinement.
 _EVENT_GRID = 512
 
@@ -216,6 +219,89 @@ def _solve_box_qp(Q: FloatArray, P: FloatArray, lower: float, upper: float) -> F
     for j in np.flatnonzero(outside):
         X[:, j] = _polish(Q, P[:, j], _box_qp_single(Q, P[:, j], lower, upper), lower, upper)
     return X
+
+
+def _solve_box_qp_batched(Qs: FloatArray, P: FloatArray, lower: float, upper: float) -> FloatArray:
+    """:func:`_solve_box_qp` when column j of P has its own matrix Qs[j] (n, k, k)."""
+    if math.isinf(lower):
+        w, V = np.linalg.eigh(Qs)
+        top = w.max(axis=1, initial=0.0)[:, None]
+        keep = (w > _RCOND * top) & (top > 0.0)
+        coeff = np.einsum("nki,kn->ni", V, P)
+        coeff = np.where(keep, coeff / np.where(keep, w, 1.0), 0.0)
+        X = np.einsum("nki,ni->kn", V, coeff)
+    else:
+        shift = Qs.sum(axis=2).T * lower
+        X = nnls_gram_batched(Qs, P - shift) + lower
+    return _finish_at_rails(Qs, P, X, lower, upper)
+
+
+def _solve_box_qp_shared(Q: FloatArray, P: FloatArray, lower: float, upper: float) -> FloatArray:
+    """:func:`_solve_box_qp` with the rail-limited columns pivoted together (masked solves,
+    where every over-range retry starts with many of them)."""
+    if math.isinf(lower):
+        X = _pinv_solve(Q, P)
+    else:
+        shift = Q.sum(axis=1) * lower
+        X = nnls_gram(Q, P - shift[:, None]) + lower
+    return _finish_at_rails(np.broadcast_to(Q, (P.shape[1],) + Q.shape), P, X, lower, upper)
+
+
+def _finish_at_rails(Qs: FloatArray, P: FloatArray, X: FloatArray, lower: float, upper: float) -> FloatArray:
+    """Redo the columns of X (solved without the upper rail) that leave the box: pivoted
+    together, and the rare ones that do not converge one by one."""
+    scale = max(np.abs(X).max(initial=0.0), 1.0)
+    outside = np.flatnonzero(np.any((X > upper + _REL_TOL * scale) | (X < lower - _REL_TOL * scale), axis=0))
+    if outside.size:
+        X[:, outside], converged = _box_pivoting_batched(Qs[outside], P[:, outside], X[:, outside], lower, upper)
+        for j in outside[~converged]:
+            X[:, j] = _polish(Qs[j], P[:, j], _box_qp_single(Qs[j], P[:, j], lower, upper), lower, upper)
+    return X
+
+
+def _box_pivoting_batched(Qs: FloatArray, P: FloatArray, X0: FloatArray, lower: float,
+                          upper: float) -> tuple[FloatArray, BoolArray]:
+    """Block principal pivoting for the box QP, column j with its own Qs[j] (n, k, k).
+
+    Each variable is free, at ``lower`` or at ``upper``. Free ones solve their block of
+    Q x = p given the bound ones; a free value outside the box goes to that bound, a bound
+    one whose gradient Q x - p points into the box is freed; all violators swap at once.
+    Starts from X0 (the lower-bounded solution). Returns X (k, n) and which columns met
+    the KKT conditions (to the tolerances of :func:`_solve_box_qp`) within the rounds.
+    """
+    n, k, _ = Qs.shape
+    X = np.clip(X0, lower, upper)
+    at_upper = X0 >= upper
+    at_lower = ~at_upper & (X0 <= lower)
+    done = np.zeros(n, dtype=bool)
+    eye = np.eye(k, dtype=bool)
+    p_scale = np.abs(P).max(axis=0) + np.abs(Qs).max(axis=(1, 2)) * max(abs(lower), abs(upper))
+    for _ in range(3 * k + 10):
+        todo = np.flatnonzero(~done)
+        if todo.size == 0:
+            break
+        Q, p = Qs[todo], P[:, todo]
+        free = ~(at_lower[:, todo] | at_upper[:, todo])
+        bound_value = np.where(at_upper[:, todo], upper, lower)
+        both_free = free.T[:, :, None] & free.T[:, None, :]
+        system = np.where(both_free, Q, 0.0) + (eye[None] & (~free).T[:, :, None])
+        rhs = np.where(free, p - np.einsum("nij,jn->in", Q, np.where(free, 0.0, bound_value)), bound_value)
+        try:
+            x = np.linalg.solve(system, rhs.T[:, :, None])[:, :, 0].T
+        except np.linalg.LinAlgError:
+            break   # a singular free block: leave these columns to the one-by-one path
+        gradient = np.einsum("nij,jn->in", Q, x) - p
+        x_tol = 10 * _REL_TOL * np.maximum(np.abs(x).max(axis=0), 1.0)
+        g_tol = 1e-11 * (p_scale[todo] + np.abs(Q).max(axis=(1, 2)) * np.abs(x).sum(axis=0))
+        to_lower = free & (x < lower - x_tol)
+        to_upper = free & (x > upper + x_tol)
+        release = (at_lower[:, todo] & (gradient < -g_tol)) | (at_upper[:, todo] & (gradient > g_tol))
+        ok = ~(to_lower | to_upper | release).any(axis=0)
+        X[:, todo] = np.where(free, x, bound_value)
+        done[todo[ok]] = True
+        at_lower[:, todo] = (at_lower[:, todo] & ~release) | to_lower
+        at_upper[:, todo] = (at_upper[:, todo] & ~release) | to_upper
+    return np.clip(X, lower, upper), done
 
 
 # --------------------------------------------------------------------------------------
@@ -599,6 +685,68 @@ class Solution:
         return float(estimate) if self._one_rhs else estimate
 
 
+class MaskedSolution:
+    """Steady states of a batch of solves that differ in their row enables (one set of row
+    switches per right-hand side); see :meth:`NNLSCircuit.solve_masked`.
+
+    Arrays over solution columns have shape (cols, nrhs); disabled columns read 0 V.
+    Transients are not kept: each right-hand side has its own loop matrix (use
+    :meth:`NNLSCircuit.solve` with that right-hand side's ``row_enable`` for one).
+    """
+
+    def __init__(self, *, mode: str, cols: int, col_index: NDArray[np.int64], grams: FloatArray,
+                 rates_per_s: FloatArray, lower_v: float, upper_v: float, steady: FloatArray):
+        self.mode = mode
+        self._grams = grams
+        self._rates = rates_per_s
+        self._lower = lower_v
+        self._upper = upper_v
+        self._steady = steady
+        n = steady.shape[1]
+        full = np.zeros((cols, n))
+        full[col_index] = steady
+        at_lower = np.zeros((cols, n), dtype=bool)
+        at_lower[col_index] = steady <= lower_v
+        at_upper = np.zeros((cols, n), dtype=bool)
+        at_upper[col_index] = steady >= upper_v
+        #: Output voltages at the end of settling (V).
+        self.steady_state: FloatArray = full
+        #: Outputs held by their clamp (clamped mode only).
+        self.clamped: BoolArray = at_lower if mode == "clamped" else np.zeros_like(at_lower)
+        #: Outputs at a rail (+rail, or -rail in free mode).
+        self.saturated: BoolArray = at_upper | (at_lower if mode == "free" else np.zeros_like(at_lower))
+
+    @property
+    def nrhs(self) -> int:
+        return self._steady.shape[1]
+
+    @property
+    def slowest_rate_per_s(self) -> FloatArray:
+        """Per right-hand side, as :attr:`Solution.slowest_rate_per_s`: the smallest
+        eigenvalue (1/s) of its loop matrix on the outputs free at steady state."""
+        free = ((self._steady > self._lower) & (self._steady < self._upper)).T   # (n, k)
+        root = np.sqrt(self._rates.T)
+        S = root[:, :, None] * self._grams * root[:, None, :]
+        S = 0.5 * (S + np.swapaxes(S, 1, 2))
+        # Held outputs are decoupled with a diagonal above every eigenvalue (Gershgorin),
+        # so the smallest eigenvalue is that of the free block.
+        above = np.abs(S).sum(axis=2).max(axis=1, initial=0.0) + 1.0
+        both_free = free[:, :, None] & free[:, None, :]
+        S = np.where(both_free, S, 0.0)
+        k = S.shape[1]
+        S[:, np.arange(k), np.arange(k)] += np.where(free, 0.0, above[:, None])
+        rates = np.maximum(np.linalg.eigvalsh(S)[:, 0], 0.0) if k else np.zeros(0)
+        return np.where(free.any(axis=1), rates, math.inf)
+
+    def settle_time_estimate(self, tol: float) -> FloatArray:
+        """ln(1/tol) / lambda_min (s) per right-hand side, as :meth:`Solution.settle_time_estimate`."""
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0.0 < tol < 1.0:
+            raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
+        rate = self.slowest_rate_per_s
+        with np.errstate(divide="ignore"):
+            return np.where(rate > 0.0, math.log(1.0 / tol) / np.where(rate > 0, rate, 1.0), math.inf)
+
+
 class NNLSCircuit:
     """The analog solver of one array: ``rows`` row amplifiers and DAC inputs, ``cols``
     column op-amps with output clamps. Per-op-amp offsets and per-column compensation
@@ -683,6 +831,83 @@ class NNLSCircuit:
                         row_index=rows_on, gram=gram, drive=drive, rates_per_s=rates,
                         lower_v=lower, upper_v=upper, x0_v=X0, steady=steady,
                         row_output_v=row_out, rail_v=c.rail_v, one_rhs=one_rhs)
+
+    def solve_masked(self, G_s: ArrayLike, v_in: ArrayLike, row_enable: ArrayLike,
+                     col_enable: ArrayLike | None = None, mode: str = "clamped") -> MaskedSolution:
+        """Steady states of one solve per column of ``v_in``, each with its own row enables.
+
+        The same physics as :meth:`solve` (column j equals ``solve(G_s, v_in[:, j],
+        row_enable=row_enable[:, j], ...)``), batched: a missing entry of R disconnects its
+        row for that right-hand side only, so every right-hand side has its own loop matrix
+        ``Q_j = M^T diag(r_j) M + diag(g_f T_j / A0)``, ``T_j = G^T r_j``. Right-hand sides
+        with the same enables share one (the controller sets the row switches once per
+        group); when the patterns are many, all Q_j come from one product
+        ``R^T (M (x) M)`` and are solved together.
+
+        Args:
+            G_s: (rows, cols) conductances (S).
+            v_in: (rows, nrhs) row input voltages (V); values on disabled rows are ignored.
+            row_enable: (rows, nrhs) bool, each column with at least one True.
+            col_enable: (cols,) bool, as in :meth:`solve`.
+            mode: "clamped" or "free".
+        """
+        c = self.config
+        mode = _check_mode(mode)
+        G = np.asarray(G_s, dtype=np.float64)
+        if G.shape != (self.rows, self.cols):
+            raise ValueError(f"G_s must have shape ({self.rows}, {self.cols}); got {G.shape}")
+        if not np.all(np.isfinite(G)) or np.any(G < 0.0):
+            raise ValueError("G_s must hold finite conductances >= 0 (S)")
+        V = np.asarray(v_in, dtype=np.float64)
+        if V.ndim != 2 or V.shape[0] != self.rows:
+            raise ValueError(f"v_in must have shape ({self.rows}, nrhs); got {V.shape}")
+        enable = np.asarray(row_enable)
+        if enable.dtype != np.bool_ or enable.shape != V.shape:
+            raise ValueError(f"row_enable must be a bool array of shape {V.shape} like v_in; got "
+                             f"{enable.dtype} array of shape {enable.shape}")
+        if V.shape[1] and not enable.any(axis=0).all():
+            raise ValueError(f"row_enable must enable at least one row per right-hand side; column "
+                             f"{int(np.flatnonzero(~enable.any(axis=0))[0])} is all False")
+        V = np.where(enable, V, 0.0)   # a disabled row's input goes nowhere
+        if not np.all(np.isfinite(V)):
+            raise ValueError("v_in must be finite (V)")
+        cols_on = np.flatnonzero(_enable_mask(col_enable, self.cols, "col_enable"))
+        lower, upper = c.bounds_v(mode)
+
+        g, g_f = c.g_unit_s, c.row_feedback_s
+        g_in = c.input_gain * g
+        G_on = G[:, cols_on]
+        weight = enable.astype(np.float64)
+        T = G_on.T @ weight                                          # (k, nrhs)
+        if np.any(T <= 0.0):
+            raise ValueError("every enabled column needs a non-zero conductance on an enabled "
+                             "row (its summing node would float)")
+        M = G_on - self.reference_conductance_s[cols_on][None, :]
+        noise_gain = 1.0 + (G_on.sum(axis=1) + g_in) / g_f
+        row_offset_out = noise_gain * self.row_offset_v
+        offset_drive = g_f * (M.T @ (weight * row_offset_out[:, None])
+                              - T * self.column_offset_v[cols_on][:, None])
+        drive = (g_in * (M.T @ V) + offset_drive) / g**2
+        rates = 2.0 * math.pi * c.gbw_hz * g**2 / (g_f * T)
+
+        k, n = cols_on.size, V.shape[1]
+        _, first, group = np.unique(np.packbits(enable, axis=0).T, axis=0, return_index=True,
+                                    return_inverse=True)
+        group = group.reshape(-1)
+        outer = (M[:, :, None] * M[:, None, :]).reshape(self.rows, k * k)
+        pattern_grams = (weight[:, first].T @ outer).reshape(first.size, k, k)
+        pattern_grams[:, np.arange(k), np.arange(k)] += g_f * T[:, first].T / c.opamp_gain
+        pattern_grams = 0.5 * (pattern_grams + np.swapaxes(pattern_grams, 1, 2)) / g**2
+        grams = pattern_grams[group]
+        if first.size <= _PATTERNS_PER_RHS_TO_GROUP * n:
+            steady = np.empty((k, n))
+            for number in range(first.size):
+                members = np.flatnonzero(group == number)
+                steady[:, members] = _solve_box_qp_shared(pattern_grams[number], drive[:, members], lower, upper)
+        else:
+            steady = _solve_box_qp_batched(grams, drive, lower, upper)
+        return MaskedSolution(mode=mode, cols=self.cols, col_index=cols_on, grams=grams,
+                              rates_per_s=rates, lower_v=lower, upper_v=upper, steady=steady)
 
     def _initial_state(self, x0_v: ArrayLike | None, nrhs: int, cols_on: NDArray[np.int64],
                        lower: float, upper: float, one_rhs: bool) -> FloatArray:

@@ -35,6 +35,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _at_least_two(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 2")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -110,6 +127,55 @@ def _cmd_factorize(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- compress ----------------------------------------------------------------------------
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from .apps.compress import compress, load_image, write_figures
+
+    image, name = load_image(args.image)
+    result = compress(image, args.rank, backend=args.backend, iters=args.iters, afe=args.afe, seed=args.seed)
+    panel, convergence = write_figures(result, image, args.out, title=f"{name}: rank {result.rank}, "
+                                       f"{result.iters} ANLS iterations")
+    m, n = image.shape
+    where = f"model ({result.afe})" if result.afe else "reference"
+    bits = f"{result.value_bits}-bit " + ("float32" if args.backend == "reference" else "ADC codes")
+    line = (f"{name}: {m}x{n} rank {result.rank} on {where}, {result.iters} iterations: PSNR {result.psnr_db:.2f} dB, "
+            f"relative error {result.rel_error:.4f}")
+    if args.backend == "model":
+        line += f" (float reference from the same start: {result.float_psnr_db:.2f} dB, {result.float_rel_error:.4f})"
+    print(line)
+    print(f"storage: (m+n)k = {(m + n) * result.rank} values as {bits} = {100 * result.storage_ratio:.1f} % "
+          f"of {m * n} 8-bit pixels" + (f" (+{100 * result.exponent_overhead_ratio:.1f} % for the shared exponents)"
+                                        if result.exponent_overhead_ratio else "")
+          + f"; {result.seconds:.2f} s; figures: {panel}, {convergence}")
+    summary = {"input": name, **result.summary(), "panel": str(panel), "convergence": str(convergence)}
+    _write_json(args.json, summary)
+    return 0
+
+
+# --- recommend ---------------------------------------------------------------------------
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from .apps.recommend import cross_validate
+    from .datasets import load_movielens, load_ratings
+
+    users, items, ratings = load_ratings(args.ratings) if args.ratings else load_movielens()
+    source = args.ratings or "MovieLens-100K"
+    print(f"{source}: {ratings.size} ratings, {users.max() + 1} users x {items.max() + 1} items; masked ANLS "
+          f"rank {args.rank}, ridge {args.ridge:g}, {args.iters} iterations on {args.backend}"
+          + (f" ({args.afe})" if args.backend == "model" else "") + f", {args.folds}-fold CV, seed {args.seed}")
+
+    def report(fold) -> None:
+        print(f"fold {fold.fold}/{args.folds}: RMSE {fold.rmse:.4f}  MAE {fold.mae:.4f}  "
+              f"({fold.test_ratings} test ratings, {fold.seconds:.1f} s)", flush=True)
+
+    result = cross_validate(users, items, ratings, rank=args.rank, ridge=args.ridge, iters=args.iters,
+                            folds=args.folds, backend=args.backend, afe=args.afe, seed=args.seed, on_fold=report)
+    print(f"mean: RMSE {result.rmse:.4f} (std {result.rmse_std:.4f})  MAE {result.mae:.4f}  in {result.seconds:.1f} s")
+    _write_json(args.json, {"input": source, **result.summary()})
+    return 0
+
+
 # --- demo --------------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -177,6 +243,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out", help="folder for W.npy and H.npy (default out/)")
     p.add_argument("--json", help="write a JSON summary to this file")
     p.set_defaults(func=_cmd_factorize)
+
+    from .apps.compress import BUNDLED_IMAGES, BUNDLED_PREFIX
+    from .apps.recommend import DEFAULT_ITERS, DEFAULT_RANK, DEFAULT_RIDGE
+
+    p = sub.add_parser("compress", help="store an image as NMF factors W, H; PSNR, storage ratio and figures")
+    p.add_argument("image", help=f"a .png/.jpg (read as grayscale in [0, 1]), or {BUNDLED_PREFIX}NAME with NAME in "
+                                 f"{', '.join(BUNDLED_IMAGES)} (bundled with scikit-image)")
+    p.add_argument("--rank", "-k", type=_positive_int, required=True, help="factorization rank K")
+    p.add_argument("--backend", choices=("reference", "model"), default="reference",
+                   help="reference: float ANLS; model: the functional chip model (DAC, circuit, ADC)")
+    p.add_argument("--iters", type=_positive_int, default=30, help="ANLS iterations (default 30)")
+    p.add_argument("--afe", default="rram-3bit", help="AFE preset (ideal, rram-3bit, pessimistic) or a .toml file")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed of the analog front end (default 0)")
+    p.add_argument("--out", default="out", help="folder for panel.png and convergence.png (default out/)")
+    p.add_argument("--json", help="write a JSON summary to this file")
+    p.set_defaults(func=_cmd_compress)
+
+    p = sub.add_parser("recommend", help="predict held-out ratings by masked NMF, F-fold cross-validation")
+    p.add_argument("--ratings", help="tab-separated user, item, rating[, ...] file (default: MovieLens-100K, "
+                                     "fetched once with `python -m anmf.datasets fetch`)")
+    p.add_argument("--rank", "-k", type=_positive_int, default=DEFAULT_RANK, help=f"rank K (default {DEFAULT_RANK})")
+    p.add_argument("--backend", choices=("reference", "model"), default="reference",
+                   help="reference: float masked ANLS; model: the functional chip model, missing ratings switched out")
+    p.add_argument("--folds", type=_at_least_two, default=5, help="cross-validation folds (default 5)")
+    p.add_argument("--iters", type=_positive_int, default=DEFAULT_ITERS,
+                   help=f"ANLS iterations (default {DEFAULT_ITERS})")
+    p.add_argument("--ridge", type=_non_negative_float, default=DEFAULT_RIDGE,
+                   help=f"ridge weight on ||W||^2 + ||H||^2 (default {DEFAULT_RIDGE:g})")
+    p.add_argument("--afe", default="rram-3bit", help="AFE preset (ideal, rram-3bit, pessimistic) or a .toml file")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seeds the folds and the analog front end (default 0)")
+    p.add_argument("--json", help="write a JSON summary to this file")
+    p.set_defaults(func=_cmd_recommend)
 
     p = sub.add_parser("demo", help="run the bundled default (camera crop) on the reference and the chip model")
     p.add_argument("--out", default="out", help="folder for summary.json (default out/)")
