@@ -19,6 +19,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def fetch_movielens(data_dir: str | Path | None = None, *, cache_dir: str | Path
         cache.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                    "--disable-pip-version-check", "--quiet", RECBOLE_REQUIREMENT, "-d", str(cache)]
-        proc = subprocess.run(command, capture_output=True, text=True)
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
         wheel = _cached_wheel(cache)
         if proc.returncode != 0 or wheel is None:
             reason = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
@@ -124,8 +125,11 @@ def load_ratings(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         first = handle.readline()
     header = bool(first) and not first.split("\t")[0].strip().lstrip("-").isdigit()
     try:
-        table = np.loadtxt(path, delimiter="\t", usecols=(0, 1, 2), skiprows=int(header), ndmin=2,
-                           dtype=np.float64)
+        with warnings.catch_warnings():
+            # An empty file is reported below with our own message, not numpy's warning.
+            warnings.filterwarnings("ignore", message="loadtxt: input contained no data", category=UserWarning)
+            table = np.loadtxt(path, delimiter="\t", usecols=(0, 1, 2), skiprows=int(header), ndmin=2,
+                               dtype=np.float64)
     except (ValueError, IndexError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"cannot read ratings {str(path)!r}: {detail}; accepted: tab-separated lines "
