@@ -84,8 +84,9 @@ def port_conductance_s(g_s: FloatArray, wire_resistance_ohm: float,
 
     Entry (i, j) is the current into column j's virtual ground per volt on row i's driver,
     with every other enabled row driver at 0 V. Column currents are therefore result^T v for
-    any drive v (superposition). Disabled rows float (no driver), and disabled columns float
-    (no sense node) and read 0. Node numbering: row-line node (i, j) is i*C + j, column-line
+    any drive v (superposition). A disabled row has its word line off: its cells' access
+    transistors are open, so its cells leave the network (no sneak path through a masked
+    row). Disabled columns float (no sense node) and read 0. Node numbering: row-line node (i, j) is i*C + j, column-line
     node (i, j) is R*C + i*C + j. Row drivers attach at j = 0, sense nodes at i = 0, each
     through one wire segment.
     """
@@ -93,6 +94,7 @@ def port_conductance_s(g_s: FloatArray, wire_resistance_ohm: float,
     out = np.zeros((rows, cols))
     if not row_enable.any() or not col_enable.any():
         return out
+    g_s = np.where(row_enable[:, None], g_s, 0.0)  # 1T1R: word line off, cells open
     if wire_resistance_ohm == 0.0:
         return np.where(row_enable[:, None] & col_enable[None, :], g_s, 0.0)
     g_wire = 1.0 / wire_resistance_ohm

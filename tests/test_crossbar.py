@@ -131,7 +131,9 @@ def test_noisy_mvm_averages_to_the_effective_conductance_product():
 
 def reference_port_conductance(g, r, row_on, col_on):
     """Straightforward dense nodal analysis, written independently of the model: unknowns
-    are every row-line and column-line node voltage; one solve per driven row."""
+    are every row-line and column-line node voltage; one solve per driven row. Cells of a
+    disabled row are open (1T1R word line off): 1e-18 S, so the floating line stays solvable."""
+    g = np.where(np.asarray(row_on)[:, None], g, 1e-18)
     rows, cols = g.shape
     size = 2 * rows * cols
     out = np.zeros((rows, cols))
@@ -294,3 +296,20 @@ def test_same_seed_same_crossbar_and_history():
     first, second, other = run(5), run(5), run(6)
     assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
     assert not np.array_equal(first[0], other[0])
+
+
+def test_masked_rows_leave_the_network() -> None:
+    """1T1R: a disabled row's word line is off, so masking half the rows changes the enabled
+    cells' effective conductance only through the (now lighter) wire currents."""
+    rng = np.random.default_rng(4)
+    g = rng.uniform(0.5e-6, 35e-6, (32, 8))
+    on = np.ones(32, dtype=bool)
+    half = on.copy()
+    half[1::2] = False
+    cols = np.ones(8, dtype=bool)
+    full = port_conductance_s(g, 1.5, on, cols)
+    masked = port_conductance_s(g, 1.5, half, cols)
+    assert np.all(masked[~half] == 0.0)
+    ratio = masked[half] / full[half]
+    assert np.all(ratio >= 1.0 - 1e-9) and np.all(ratio < 1.05), "masked rows must not add sneak paths"
+    assert np.all(masked[half] <= g[half])
