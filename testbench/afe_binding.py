@@ -5,8 +5,9 @@ The signal list comes from the one AFE definition, ``AFESignature(params).ports(
 has no role for, so a new AFE member cannot be silently left undriven or unwatched.
 
 Event-driven: each strobe has a coroutine waiting on its rising edge (``dac_we``,
-``dac_ldac``, ``adc_start``, ``prog_fire``) and one coroutine waits on any value change of
-the level controls (mode, loop, switches, cell select, calibration select). No coroutine
+``dac_ldac``, ``adc_start``, ``prog_fire``) and each level control (mode, loop, switches,
+cell select, calibration select) has a persistent coroutine waiting on its value changes;
+the changes of one time step are applied together, once, in its ReadOnly phase. No coroutine
 wakes on every clock edge except while a ``dac_we`` burst lasts (one write per cycle) and
 for the one or two edges that place an answer. Waits of many cycles are a Timer to the
 middle of the cycle before the target edge, then that edge.
@@ -27,7 +28,7 @@ from typing import Any
 import cocotb
 from cocotb.handle import SimHandleBase
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import ReadOnly, RisingEdge, Timer
 from amaranth.lib import wiring
 
 from anmf.hdl.afe import AFESignature
@@ -143,6 +144,12 @@ class AFEBinding:
         #: Protocol violations seen by the binding (the model's are in ``afe.violations``).
         self.violations: list[str] = []
         self._tasks: list[cocotb.task.Task[None]] = []
+        # The level controls as last applied; a watcher marks its control stale and the
+        # first of a time step's watchers applies all stale ones in ReadOnly (one model call
+        # per time step, as when one coroutine waited on any change).
+        self._controls: dict[str, int] = dict.fromkeys(CONTROLS, 0)
+        self._stale_controls: set[str] = set()
+        self._sync_pending = False
 
     # ---- life cycle ----------------------------------------------------------------------
 
@@ -157,7 +164,11 @@ class AFEBinding:
         if measured != self.period_ps:
             raise ValueError(f"the DUT clock period is {measured} ps but the AFE model's "
                              f"clock_hz gives {self.period_ps} ps")
-        for coroutine in (self._watch_controls(), self._dac_writes(), self._dac_loads(),
+        self._controls = {name: self._read(name) for name in CONTROLS}
+        self._stale_controls.clear()
+        self._sync_pending = False  # a watcher stopped while waiting for ReadOnly
+        watchers = [self._watch_control(name) for name in CONTROLS]
+        for coroutine in (*watchers, self._dac_writes(), self._dac_loads(),
                           self._conversions(), self._programming()):
             self._tasks.append(cocotb.start_soon(coroutine))
 
@@ -184,8 +195,23 @@ class AFEBinding:
         return _value(self.handles[name])
 
     def _sync_controls(self) -> None:
-        """Apply the level controls as they are now (call in the ReadOnly phase)."""
-        self.afe.apply_controls(self._now_s(), **{name: self._read(name) for name in CONTROLS})
+        """Apply the level controls as they are now (call in the ReadOnly phase).
+
+        Strobes call this too: a control changing in the strobe's time step counts whether
+        its watcher's ReadOnly resumes before or after the strobe's."""
+        for name in CONTROLS:
+            self._controls[name] = self._read(name)
+        self._stale_controls.clear()
+        self.afe.apply_controls(self._now_s(), **self._controls)
+
+    def _sync_stale_controls(self) -> None:
+        """Apply the controls whose watchers woke in this time step (in ReadOnly)."""
+        if not self._stale_controls:
+            return  # a strobe's _sync_controls applied them already
+        for name in self._stale_controls:
+            self._controls[name] = self._read(name)
+        self._stale_controls.clear()
+        self.afe.apply_controls(self._now_s(), **self._controls)
 
     async def _after_edges(self, count: int) -> None:
         """From an edge time, to just after the ``count``-th following rising edge."""
@@ -195,12 +221,19 @@ class AFEBinding:
 
     # ---- coroutines ----------------------------------------------------------------------
 
-    async def _watch_controls(self) -> None:
-        changes = [self.handles[name].value_change for name in CONTROLS]
+    async def _watch_control(self, name: str) -> None:
+        """One control's watcher, for the whole run: re-arming a ``First`` over all controls
+        after every change cost a task per control each time."""
+        change = self.handles[name].value_change
         while True:
-            await First(*changes)
+            await change
+            self._stale_controls.add(name)
+            if self._sync_pending:
+                continue  # another watcher of this time step applies it in ReadOnly
+            self._sync_pending = True
             await ReadOnly()
-            self._sync_controls()
+            self._sync_pending = False
+            self._sync_stale_controls()
 
     async def _dac_writes(self) -> None:
         we, ldac = self.handles["dac_we"], self.handles["dac_ldac"]
