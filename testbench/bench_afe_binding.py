@@ -303,7 +303,8 @@ class Bench:
 
     async def start(self) -> None:
         dut = self.dut
-        Clock(dut.clk, self.afe.period_ps, unit="ps").start()
+        # The GPI clock toggles in the simulator, not in Python (as bench_scenarios does).
+        Clock(dut.clk, self.afe.period_ps, unit="ps", impl="gpi").start(start_high=False)
         dut.rst.value = 1
         await self.binding.start()
         await ClockCycles(dut.clk, 2)
