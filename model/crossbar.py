@@ -12,6 +12,7 @@ superposition the matrix does not depend on the input: column currents = G_eff^T
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,8 @@ __all__ = ["CrossbarConfig", "Crossbar", "port_conductance_s", "series_conductan
 #: Leakage to ground on every wire node (S). It keeps the nodal matrix regular when a
 #: floating line sits behind zero-conductance cells; at 1e-12 S no current changes measurably.
 NODE_LEAKAGE_S = 1e-12
+#: Enable patterns whose IR-drop port matrix is kept (per conductance state).
+PORT_CACHE_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -160,9 +163,10 @@ class Crossbar:
         self._config = config
         self._device_config = device
         self.devices = DeviceArray((config.rows, config.total_cols), device, rng)
-        # The nodal solve is redone only when the conductances or the enables change.
-        self._cached_key: tuple[NDArray[Any], ...] | None = None
-        self._cached_port_g: FloatArray | None = None
+        # Port matrices of the last few enable patterns (a solve alternates between a few
+        # switch settings), valid for the conductances in _cached_g: any change drops them.
+        self._cached_g: FloatArray | None = None
+        self._port_g_by_enables: OrderedDict[tuple[bytes, bytes], FloatArray] = OrderedDict()
 
     # ---- state -----------------------------------------------------------------------
 
@@ -203,14 +207,19 @@ class Crossbar:
         g = np.asarray(self.devices.conductance_s)
         if not self._config.ir_drop:
             return np.where(row_on[:, None] & col_on[None, :], g, 0.0)
-        key = self._cached_key
-        if (key is None or not np.array_equal(key[0], g) or not np.array_equal(key[1], row_on)
-                or not np.array_equal(key[2], col_on)):
-            self._cached_port_g = port_conductance_s(g, self._config.wire_resistance_ohm,
-                                                     row_on, col_on)
-            self._cached_key = (g.copy(), row_on.copy(), col_on.copy())
-        assert self._cached_port_g is not None
-        return self._cached_port_g.copy()
+        if self._cached_g is None or not np.array_equal(self._cached_g, g):
+            self._port_g_by_enables.clear()
+            self._cached_g = g.copy()
+        key = (row_on.tobytes(), col_on.tobytes())
+        port_g = self._port_g_by_enables.get(key)
+        if port_g is None:
+            port_g = port_conductance_s(g, self._config.wire_resistance_ohm, row_on, col_on)
+            self._port_g_by_enables[key] = port_g
+            if len(self._port_g_by_enables) > PORT_CACHE_SIZE:
+                self._port_g_by_enables.popitem(last=False)
+        else:
+            self._port_g_by_enables.move_to_end(key)
+        return port_g.copy()
 
     # ---- operations ------------------------------------------------------------------
 
