@@ -146,3 +146,18 @@ def test_compress_validates_its_arguments() -> None:
         compress(np.zeros((4, 4)), 1)
     with pytest.raises(InputError, match="iters must be an integer >= 1; got 0"):
         compress(np.ones((4, 4)) / 2, 1, iters=0)
+
+
+def test_failed_row_policy_reaches_the_chip() -> None:
+    from skimage import data
+
+    image = data.camera()[100:132, 300:332].astype(np.float64) / 255.0
+    faulty = preset("rram-3bit")
+    faulty = faulty.replace(device=faulty.device.replace(stuck_high_rate=0.03))
+    excluded = compress(image, 3, backend="model", iters=3, afe=faulty, failed_rows="exclude")
+    kept = compress(image, 3, backend="model", iters=3, afe=faulty, failed_rows="keep")
+    assert excluded.stats["failed_cells"] > 0 and excluded.stats["excluded_rows"] > 0
+    assert kept.stats["failed_cells"] > 0 and kept.stats["excluded_rows"] == 0
+    assert excluded.psnr_db > kept.psnr_db, f"exclude {excluded.psnr_db:.2f} dB vs keep {kept.psnr_db:.2f} dB"
+    with pytest.raises(InputError, match="failed_rows must be one of 'keep', 'exclude'; got 'drop'"):
+        compress(image, 3, backend="model", iters=1, failed_rows="drop")

@@ -143,6 +143,8 @@ def test_cross_validate_validates_its_arguments() -> None:
         cross_validate(u, i, r, ridge=-0.5)
     with pytest.raises(InputError, match="users, items and ratings must be 1-D arrays of one length"):
         cross_validate(u, i[:-1], r)
+    with pytest.raises(InputError, match="failed_rows must be one of 'keep', 'exclude'; got 'drop'"):
+        cross_validate(u, i, r, backend="model", failed_rows="drop")
 
 
 # --- the chip model's masked solves and ridge rows ------------------------------------------

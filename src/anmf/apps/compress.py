@@ -127,11 +127,13 @@ def storage_ratio(shape: tuple[int, int], rank: int, bits: int, pixel_bits: int 
 
 
 def compress(image: np.ndarray, rank: int, *, backend: str = "reference", iters: int = 30,
-             afe: Any = "rram-3bit", seed: int = 0) -> CompressionResult:
+             afe: Any = "rram-3bit", seed: int = 0, failed_rows: str = "exclude") -> CompressionResult:
     """Factorize ``image`` (m x n, values in [0, 1]) at ``rank`` by ANLS on ``backend``.
 
     ``afe`` (a preset name, TOML path or AFEConfig) is used by the model backend only;
-    its seed is replaced by ``seed`` so that one number fixes the whole run.
+    its seed is replaced by ``seed`` so that one number fixes the whole run. ``failed_rows``
+    is the chip's policy for rows with a cell that failed write-verify ("exclude": they
+    are switched out for that half-step; "keep").
     """
     from anmf.model.metrics import psnr_db, relative_error
     from anmf.model.nmf import anls, initialize
@@ -163,9 +165,13 @@ def compress(image: np.ndarray, rank: int, *, backend: str = "reference", iters:
             config = resolve_afe(afe).replace(seed=seed)
         except ConfigError as exc:
             raise InputError(str(exc)) from None
-        # Rows with a cell that failed write-verify (stuck cells) are switched out of the
-        # loop for that half-step: 22.4 dB -> 24.8 dB on camera k = 32 (docs/applications.md).
-        result = ChipModel(config, failed_rows="exclude").factorize(image, rank, iters=iters, init=(W0, H0))
+        # Switching out rows with a failed (mostly stuck) cell: 22.4 dB -> 24.8 dB on camera
+        # k = 32 (docs/applications.md).
+        try:
+            chip = ChipModel(config, failed_rows=failed_rows)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        result = chip.factorize(image, rank, iters=iters, init=(W0, H0))
         afe_name = config.name
         stats = dict(result.stats)
         bits = value_bits("model", config)

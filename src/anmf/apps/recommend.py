@@ -136,7 +136,7 @@ def _check_settings(rank, folds, iters, ridge, backend, users, items) -> None:
 def cross_validate(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, *, rank: int = DEFAULT_RANK,
                    ridge: float = DEFAULT_RIDGE, iters: int = DEFAULT_ITERS, folds: int = 5,
                    backend: str = "reference", afe: Any = "rram-3bit", seed: int = 0,
-                   on_fold: Any = None) -> CrossValidation:
+                   failed_rows: str = "exclude", on_fold: Any = None) -> CrossValidation:
     """F-fold cross-validation of masked ANLS on (user, item, rating) triples (0-based indices).
 
     Args:
@@ -147,6 +147,8 @@ def cross_validate(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, *,
         afe: AFE preset name, TOML path or AFEConfig (model backend); its seed becomes
             ``seed``. One chip serves all folds (converters and op-amps drawn once).
         seed: seeds the fold assignment and the analog front end.
+        failed_rows: the chip's policy for rows with a cell that failed write-verify
+            (:data:`anmf.model.chip.FAILED_ROW_POLICIES`); "exclude" switches them out.
         on_fold: optional callable ``on_fold(FoldResult)`` after each fold (progress output).
     """
     from anmf.model.metrics import mae, rmse
@@ -178,7 +180,10 @@ def cross_validate(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, *,
             config = resolve_afe(afe).replace(seed=seed)
         except ConfigError as exc:
             raise InputError(str(exc)) from None
-        chip = ChipModel(config, failed_rows="exclude")
+        try:
+            chip = ChipModel(config, failed_rows=failed_rows)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         afe_name = config.name
 
     start = time.perf_counter()
