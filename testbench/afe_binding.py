@@ -164,8 +164,8 @@ class AFEBinding:
         if measured != self.period_ps:
             raise ValueError(f"the DUT clock period is {measured} ps but the AFE model's "
                              f"clock_hz gives {self.period_ps} ps")
-        self._controls = {name: self._read(name) for name in CONTROLS}
-        self._stale_controls.clear()
+        # All stale: the first sync applies every control as it is then, changed or not.
+        self._stale_controls = set(CONTROLS)
         self._sync_pending = False  # a watcher stopped while waiting for ReadOnly
         watchers = [self._watch_control(name) for name in CONTROLS]
         for coroutine in (*watchers, self._dac_writes(), self._dac_loads(),
@@ -197,17 +197,13 @@ class AFEBinding:
     def _sync_controls(self) -> None:
         """Apply the level controls as they are now (call in the ReadOnly phase).
 
-        Strobes call this too: a control changing in the strobe's time step counts whether
-        its watcher's ReadOnly resumes before or after the strobe's."""
-        for name in CONTROLS:
-            self._controls[name] = self._read(name)
-        self._stale_controls.clear()
-        self.afe.apply_controls(self._now_s(), **self._controls)
-
-    def _sync_stale_controls(self) -> None:
-        """Apply the controls whose watchers woke in this time step (in ReadOnly)."""
+        Only the controls whose watchers woke are read: value changes resume their watchers
+        before the time step's ReadOnly phase, so in ReadOnly every change of the step is
+        marked. The watchers and the strobes both call this, so a control changing in a
+        strobe's time step counts whichever ReadOnly resumes first; without a change there
+        is nothing to apply (the model ignores unchanged values)."""
         if not self._stale_controls:
-            return  # a strobe's _sync_controls applied them already
+            return
         for name in self._stale_controls:
             self._controls[name] = self._read(name)
         self._stale_controls.clear()
@@ -233,7 +229,7 @@ class AFEBinding:
             self._sync_pending = True
             await ReadOnly()
             self._sync_pending = False
-            self._sync_stale_controls()
+            self._sync_controls()
 
     async def _dac_writes(self) -> None:
         we, ldac = self.handles["dac_we"], self.handles["dac_ldac"]
