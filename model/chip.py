@@ -18,6 +18,13 @@ One H-step (the W-step is the same with H^T and R^T):
 
 The array is sized to the problem (one crossbar of m x k cells): tiling onto a fixed
 ROWS x COLS array is the host driver's job, not this model's.
+
+Missing entries and the ridge (docs/applications.md, section 3): ``mask`` opens the row
+switch of an unobserved entry for that right-hand side only (the batched
+``NNLSCircuit.solve_masked``); ``ridge`` adds k ridge rows to the array (row c holds
+sqrt(ridge) in column c and is tied to 0 V), so the loop solves [A; sqrt(ridge) I] x ~
+[b; 0]; ``failed_rows="exclude"`` switches out data rows holding a cell write-verify
+could not program. The ideal preset equals ``anls(mask=, ridge=)`` to 1e-6.
 """
 from __future__ import annotations
 
