@@ -32,6 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, Sequence
 
+from anmf.cli import OneLineParser, non_negative_int
 from anmf.testbench.simulators import (SIMULATORS, SimulatorMissing, build_dir_for, check_verilator_fst,
                                        prepare_environment, run_bench, waves_path, waves_requested)
 
@@ -264,32 +265,15 @@ def results_summary(results: Path) -> tuple[int, int]:
 
 # --- command line ----------------------------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors on one line with the usage exit status."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m anmf.testbench.sim", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m anmf.testbench.sim", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sim", default="icarus", choices=[*SIMULATORS, "all"],
                         help="simulator (default icarus; all: each in turn)")
     parser.add_argument("--test", default=None,
                         help="bench, bench module or cocotb test name(s), comma-separated (default: all)")
     parser.add_argument("--waves", action="store_true",
                         help="write FST waveforms into the build folder (also WAVES=1)")
-    parser.add_argument("--seed", type=_seed, default=None,
+    parser.add_argument("--seed", type=non_negative_int, default=None,
                         help="cocotb random seed (default: COCOTB_RANDOM_SEED, else a fresh one)")
     parser.add_argument("--list", action="store_true", help="list the benches and their tests, run nothing")
     return parser
@@ -328,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed = args.seed
     elif env_seed:
         try:
-            seed = _seed(env_seed)
+            seed = non_negative_int(env_seed)
         except argparse.ArgumentTypeError as exc:
             print(f"anmf sim: error: COCOTB_RANDOM_SEED: {exc}", file=sys.stderr)
             return EXIT_USAGE

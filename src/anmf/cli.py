@@ -18,7 +18,7 @@ from .data import InputError, check_rank, load_matrix
 EXIT_USAGE = 2
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse that reports errors on one line (exit 2) without the usage dump."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -52,7 +52,7 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -228,8 +228,8 @@ def _cmd_verilog(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="anmf", description="Hybrid analog/digital NMF: model, controller RTL, co-simulation.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="anmf", description="Hybrid analog/digital NMF: model, controller RTL, co-simulation.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("factorize", help="factorize a non-negative matrix R ~ W H")
     p.add_argument("input", help="matrix file: .npy, .csv, or an image (.png/.jpg, read as grayscale in [0, 1])")
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reference: float NMF; model: the functional chip model (DAC, circuit, ADC)")
     p.add_argument("--method", choices=("anls", "hals", "mu"), default="anls", help="reference algorithm (default anls)")
     p.add_argument("--afe", default="rram-3bit", help="AFE preset (ideal, rram-3bit, pessimistic) or a .toml file")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (initialization and analog noise)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (initialization and analog noise)")
     p.add_argument("--out", default="out", help="folder for W.npy and H.npy (default out/)")
     p.add_argument("--json", help="write a JSON summary to this file")
     p.set_defaults(func=_cmd_factorize)
@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reference: float ANLS; model: the functional chip model (DAC, circuit, ADC)")
     p.add_argument("--iters", type=_positive_int, default=30, help="ANLS iterations (default 30)")
     p.add_argument("--afe", default="rram-3bit", help="AFE preset (ideal, rram-3bit, pessimistic) or a .toml file")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed of the analog front end (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the analog front end (default 0)")
     p.add_argument("--out", default="out", help="folder for panel.png and convergence.png (default out/)")
     p.add_argument("--json", help="write a JSON summary to this file")
     p.set_defaults(func=_cmd_compress)
@@ -272,13 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ridge", type=_non_negative_float, default=DEFAULT_RIDGE,
                    help=f"ridge weight on ||W||^2 + ||H||^2 (default {DEFAULT_RIDGE:g})")
     p.add_argument("--afe", default="rram-3bit", help="AFE preset (ideal, rram-3bit, pessimistic) or a .toml file")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="seeds the folds and the analog front end (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the folds and the analog front end (default 0)")
     p.add_argument("--json", help="write a JSON summary to this file")
     p.set_defaults(func=_cmd_recommend)
 
     p = sub.add_parser("demo", help="run the bundled default (camera crop) on the reference and the chip model")
     p.add_argument("--out", default="out", help="folder for summary.json (default out/)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("regmap", help="register map as markdown, JSON or a C header")
@@ -286,10 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--rows", type=_positive_int, default=64, help="ROWS build parameter (default 64)")
     p.add_argument("--cols", type=_positive_int, default=8, help="COLS build parameter (default 8)")
-    p.add_argument("--spare", type=_non_negative_int, default=2, help="SPARE build parameter (default 2)")
+    p.add_argument("--spare", type=non_negative_int, default=2, help="SPARE build parameter (default 2)")
     p.add_argument("--dac-bits", type=_positive_int, default=10, help="DAC_BITS build parameter (default 10)")
     p.add_argument("--adc-bits", type=_positive_int, default=10, help="ADC_BITS build parameter (default 10)")
-    p.add_argument("--avg-max-log2", type=_non_negative_int, default=8,
+    p.add_argument("--avg-max-log2", type=non_negative_int, default=8,
                    help="AVG_MAX_LOG2: most ADC samples averaged is 2**this (default 8)")
     p.set_defaults(func=_cmd_regmap)
 
@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--rows", type=_positive_int, default=64, help="ROWS build parameter (default 64)")
     p.add_argument("--cols", type=_positive_int, default=8, help="COLS build parameter (default 8)")
-    p.add_argument("--spare", type=_non_negative_int, default=2, help="SPARE build parameter (default 2)")
+    p.add_argument("--spare", type=non_negative_int, default=2, help="SPARE build parameter (default 2)")
     p.add_argument("--dac-bits", type=_positive_int, default=10, help="DAC_BITS build parameter (default 10)")
     p.add_argument("--adc-bits", type=_positive_int, default=10, help="ADC_BITS build parameter (default 10)")
     p.set_defaults(func=_cmd_verilog)
