@@ -47,6 +47,8 @@ from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, RisingEdge, Timer
 
+from anmf.cli import positive_int
+
 __all__ = ["Figures", "ModelTimer", "Stretch", "main", "format_table", "anls_rows"]
 
 #: The rram-3bit model's own ADC conversion time (the scenarios shorten it to 200 ns).
@@ -258,16 +260,6 @@ def anls_rows(sim: str, label: str, anls: dict[str, Any]) -> list[Figures]:
     ]
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from anmf.hdl.controller import TOP_MODULE, verilog_text
     from anmf.hdl.params import BuildParams
@@ -278,9 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m anmf.testbench.bench_speed",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--sim", default="all", choices=[*SIMULATORS, "all"])
-    parser.add_argument("--iters", type=_positive, default=DEFAULT_ITERS,
+    parser.add_argument("--iters", type=positive_int, default=DEFAULT_ITERS,
                         help=f"ANLS iterations (default {DEFAULT_ITERS})")
-    parser.add_argument("--bare-cycles", type=_positive, default=None,
+    parser.add_argument("--bare-cycles", type=positive_int, default=None,
                         help=f"cycles of the bare and idle runs (default {DEFAULT_BARE_CYCLES})")
     parser.add_argument("--profile", action="store_true", help="cProfile the ANLS, print the top")
     args = parser.parse_args(argv)

@@ -25,7 +25,7 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -36,7 +36,7 @@ def _positive_int(text: str) -> int:
 
 
 def _at_least_two(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value < 2:
         raise argparse.ArgumentTypeError(f"{value} must be >= 2")
     return value
@@ -227,14 +227,23 @@ def _cmd_verilog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    """The controller's build parameters, shared by `regmap` and `verilog`."""
+    p.add_argument("--rows", type=positive_int, default=64, help="ROWS build parameter (default 64)")
+    p.add_argument("--cols", type=positive_int, default=8, help="COLS build parameter (default 8)")
+    p.add_argument("--spare", type=non_negative_int, default=2, help="SPARE build parameter (default 2)")
+    p.add_argument("--dac-bits", type=positive_int, default=10, help="DAC_BITS build parameter (default 10)")
+    p.add_argument("--adc-bits", type=positive_int, default=10, help="ADC_BITS build parameter (default 10)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="anmf", description="Hybrid analog/digital NMF: model, controller RTL, co-simulation.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("factorize", help="factorize a non-negative matrix R ~ W H")
     p.add_argument("input", help="matrix file: .npy, .csv, or an image (.png/.jpg, read as grayscale in [0, 1])")
-    p.add_argument("--rank", "-k", type=_positive_int, required=True, help="factorization rank K")
-    p.add_argument("--iters", type=_positive_int, default=50, help="outer iterations (default 50)")
+    p.add_argument("--rank", "-k", type=positive_int, required=True, help="factorization rank K")
+    p.add_argument("--iters", type=positive_int, default=50, help="outer iterations (default 50)")
     p.add_argument("--backend", choices=("reference", "model"), default="reference",
                    help="reference: float NMF; model: the functional chip model (DAC, circuit, ADC)")
     p.add_argument("--method", choices=("anls", "hals", "mu"), default="anls", help="reference algorithm (default anls)")
@@ -250,10 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compress", help="store an image as NMF factors W, H; PSNR, storage ratio and figures")
     p.add_argument("image", help=f"a .png/.jpg (read as grayscale in [0, 1]), or {BUNDLED_PREFIX}NAME with NAME in "
                                  f"{', '.join(BUNDLED_IMAGES)} (bundled with scikit-image)")
-    p.add_argument("--rank", "-k", type=_positive_int, required=True, help="factorization rank K")
+    p.add_argument("--rank", "-k", type=positive_int, required=True, help="factorization rank K")
     p.add_argument("--backend", choices=("reference", "model"), default="reference",
                    help="reference: float ANLS; model: the functional chip model (DAC, circuit, ADC)")
-    p.add_argument("--iters", type=_positive_int, default=30, help="ANLS iterations (default 30)")
+    p.add_argument("--iters", type=positive_int, default=30, help="ANLS iterations (default 30)")
     p.add_argument("--afe", default="rram-3bit", help="AFE preset (ideal, rram-3bit, pessimistic) or a .toml file")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the analog front end (default 0)")
     p.add_argument("--out", default="out", help="folder for panel.png and convergence.png (default out/)")
@@ -263,11 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recommend", help="predict held-out ratings by masked NMF, F-fold cross-validation")
     p.add_argument("--ratings", help="tab-separated user, item, rating[, ...] file (default: MovieLens-100K, "
                                      "fetched once with `python -m anmf.datasets fetch`)")
-    p.add_argument("--rank", "-k", type=_positive_int, default=DEFAULT_RANK, help=f"rank K (default {DEFAULT_RANK})")
+    p.add_argument("--rank", "-k", type=positive_int, default=DEFAULT_RANK, help=f"rank K (default {DEFAULT_RANK})")
     p.add_argument("--backend", choices=("reference", "model"), default="reference",
                    help="reference: float masked ANLS; model: the functional chip model, missing ratings switched out")
     p.add_argument("--folds", type=_at_least_two, default=5, help="cross-validation folds (default 5)")
-    p.add_argument("--iters", type=_positive_int, default=DEFAULT_ITERS,
+    p.add_argument("--iters", type=positive_int, default=DEFAULT_ITERS,
                    help=f"ANLS iterations (default {DEFAULT_ITERS})")
     p.add_argument("--ridge", type=_non_negative_float, default=DEFAULT_RIDGE,
                    help=f"ridge weight on ||W||^2 + ||H||^2 (default {DEFAULT_RIDGE:g})")
@@ -284,22 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("regmap", help="register map as markdown, JSON or a C header")
     p.add_argument("--format", choices=("md", "json", "c"), default="md", help="output format (default md)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
-    p.add_argument("--rows", type=_positive_int, default=64, help="ROWS build parameter (default 64)")
-    p.add_argument("--cols", type=_positive_int, default=8, help="COLS build parameter (default 8)")
-    p.add_argument("--spare", type=non_negative_int, default=2, help="SPARE build parameter (default 2)")
-    p.add_argument("--dac-bits", type=_positive_int, default=10, help="DAC_BITS build parameter (default 10)")
-    p.add_argument("--adc-bits", type=_positive_int, default=10, help="ADC_BITS build parameter (default 10)")
+    _add_build_options(p)
     p.add_argument("--avg-max-log2", type=non_negative_int, default=8,
                    help="AVG_MAX_LOG2: most ADC samples averaged is 2**this (default 8)")
     p.set_defaults(func=_cmd_regmap)
 
     p = sub.add_parser("verilog", help="the controller's top-level Verilog (module anmf_controller)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
-    p.add_argument("--rows", type=_positive_int, default=64, help="ROWS build parameter (default 64)")
-    p.add_argument("--cols", type=_positive_int, default=8, help="COLS build parameter (default 8)")
-    p.add_argument("--spare", type=non_negative_int, default=2, help="SPARE build parameter (default 2)")
-    p.add_argument("--dac-bits", type=_positive_int, default=10, help="DAC_BITS build parameter (default 10)")
-    p.add_argument("--adc-bits", type=_positive_int, default=10, help="ADC_BITS build parameter (default 10)")
+    _add_build_options(p)
     p.set_defaults(func=_cmd_verilog)
 
     return parser
