@@ -28,6 +28,7 @@ could not program. The ideal preset equals ``anls(mask=, ridge=)`` to 1e-6.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
@@ -40,6 +41,8 @@ from .crossbar import Crossbar
 from .device import write_verify
 from .metrics import relative_error
 from .nmf import Callback, NMFResult, initialize
+from .tiling import (DEFAULT_ARRAY_COLS, DEFAULT_ARRAY_ROWS, block_gram_rhs, component_groups,
+                     group_size, mask_patterns, reduce_rows)
 
 __all__ = ["ChipModel", "SolveStats", "ChipNMFResult"]
 
@@ -65,6 +68,13 @@ class SolveStats:
     #: (``failed_rows="exclude"``), counted once per programming.
     excluded_rows: int = 0
     analog_settle_s: float = 0.0
+    #: Array programmings (one per stored block: factor, group, reduced matrix, mask pattern).
+    programs: int = 0
+    #: Caratheodory row reductions of a stored block taller than the array (docs/tiling.md).
+    reductions: int = 0
+    #: Digital multiply-accumulates of the tiling: F^T r over row blocks, the reduced
+    #: inputs M G^+ c, and the other groups' share of the residual (k > cols).
+    digital_macs: int = 0
 
     def as_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
@@ -91,8 +101,26 @@ class ChipModel:
     """ANLS through the analog front end ``afe`` (a preset name, TOML path or AFEConfig)."""
 
     def __init__(self, afe: AFEConfig | str = "rram-3bit", *, max_range_retries: int = 8,
-                 failed_rows: str = "keep"):
+                 failed_rows: str = "keep", rows: int | None = DEFAULT_ARRAY_ROWS,
+                 cols: int | None = DEFAULT_ARRAY_COLS, group_sweeps: int = 1):
+        """``rows`` x ``cols`` is one crossbar (default: the default build's 64 x 8): a
+        problem taller or wider than it is tiled (docs/tiling.md). ``rows=None,
+        cols=None`` is the single-array mode: one crossbar sized to each problem.
+        ``group_sweeps``: block-coordinate sweeps over the component groups per half-step
+        when k exceeds what one solve takes."""
         self.afe = resolve_afe(afe)
+        if (rows is None) != (cols is None):
+            raise ValueError(f"rows and cols must both be integers >= 1 (one crossbar) or both None "
+                             f"(single-array mode); got rows={rows!r}, cols={cols!r}")
+        for name, value in (("rows", rows), ("cols", cols), ("group_sweeps", group_sweeps)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1{' or None' if name != 'group_sweeps' else ''}; "
+                                 f"got {value!r}")
+        self.rows = None if rows is None else int(rows)
+        self.cols = None if cols is None else int(cols)
+        self.group_sweeps = int(group_sweeps)
+        self._silicon: NNLSCircuit | None = None
         if not isinstance(max_range_retries, int) or max_range_retries < 0:
             raise ValueError(f"max_range_retries must be an integer >= 0; got {max_range_retries!r}")
         if failed_rows not in FAILED_ROW_POLICIES:
@@ -111,7 +139,14 @@ class ChipModel:
         self._adc: ADC | None = None
 
     # -- converters sized on first use (per-channel errors are drawn once) ----------------
+    @property
+    def tiled(self) -> bool:
+        """True when problems are mapped onto a fixed rows x cols crossbar (tiling mode)."""
+        return self.rows is not None
+
     def _converters(self, rows: int, cols: int) -> tuple[DAC, ADC]:
+        if self.rows is not None and self.cols is not None:
+            rows, cols = self.rows, self.cols   # the physical array's converters
         if self._dac is None or self._dac.channels < rows:
             self._dac = DAC(rows, self.afe.dac, self.rng)
         if self._adc is None or self._adc.channels < cols:
@@ -152,10 +187,11 @@ class ChipModel:
             self.stats.failed_cells += int(result.failed.sum())
             failed = np.asarray(result.failed, dtype=bool)
         self.stats.programmed_cells += m * k
+        self.stats.programs += 1
         return crossbar, exponent, failed
 
     def solve(self, A: np.ndarray, B: np.ndarray, *, mode: str = "clamped", mask: np.ndarray | None = None,
-              ridge: float = 0.0) -> np.ndarray:
+              ridge: float = 0.0, x0: np.ndarray | None = None) -> np.ndarray:
         """X (k x n) with each column the analog solution of min ||A x - b_j||, x >= 0.
 
         Args:
@@ -169,6 +205,13 @@ class ChipModel:
             ridge: >= 0, adds ``ridge * ||x||^2`` to every problem through k extra
                 "ridge rows" of the array (row c holds sqrt(ridge) in column c, zero
                 elsewhere, and is tied to 0 V): [A; sqrt(ridge) I] x ~ [b; 0].
+            x0: optional (k, n) previous solution, >= 0: the start of the block-coordinate
+                sweeps when k needs more than one component group (tiling mode; zeros
+                otherwise). Ignored when one group holds all components.
+
+        In tiling mode (``rows``/``cols`` set) a block taller than the array is replaced by
+        its Caratheodory row reduction and k beyond one group is solved group by group
+        (docs/tiling.md); in single-array mode one crossbar holds the whole problem.
         """
         A = np.asarray(A, dtype=np.float64)
         B = np.asarray(B, dtype=np.float64)
@@ -176,12 +219,26 @@ class ChipModel:
             raise ValueError(f"A (m, k) and B (m, n) must share m; got {A.shape} and {B.shape}")
         ridge = _check_ridge(ridge)
         m, k = A.shape
+        if mode not in ("clamped", "free"):
+            raise ValueError(f"mode must be one of 'clamped', 'free'; got {mode!r}")
         if mask is not None:
             mask = np.asarray(mask)
             if mask.dtype != np.bool_ or mask.shape != B.shape:
                 raise ValueError(f"mask must be a bool array of shape {B.shape} like B (True = observed); "
                                  f"got dtype {mask.dtype}, shape {mask.shape}")
             B = np.where(mask, B, 0.0)
+        if x0 is not None:
+            x0 = np.asarray(x0, dtype=np.float64)
+            if x0.shape != (k, B.shape[1]) or not np.all(np.isfinite(x0)):
+                raise ValueError(f"x0 must be a finite array of shape {(k, B.shape[1])} (k, n); got shape {x0.shape}")
+        if self.tiled:
+            return self._solve_tiled(A, B, mode, mask, ridge, x0)
+        return self._solve_array(A, B, mode, mask, ridge)
+
+    def _solve_array(self, A: np.ndarray, B: np.ndarray, mode: str, mask: np.ndarray | None, ridge: float,
+                     exclude_failed: bool = True) -> np.ndarray:
+        """One crossbar holds [A; sqrt(ridge) I]; masked entries switch their rows out."""
+        m, k = A.shape
         if ridge > 0.0:
             A = np.vstack([A, np.sqrt(ridge) * np.eye(k)])
             B = np.vstack([B, np.zeros((k, B.shape[1]))])
@@ -189,7 +246,7 @@ class ChipModel:
                 mask = np.vstack([mask, np.ones((k, B.shape[1]), dtype=bool)])
         crossbar, exp_a, failed = self._program(A)
         live = A[:m].max(axis=0, initial=0.0) > 0
-        if self.failed_rows == "exclude" and failed[:m].any():
+        if exclude_failed and self.failed_rows == "exclude" and failed[:m].any():
             # Only data rows are switched out: a failed ridge cell over-regularizes one
             # half-step, while dropping its row would leave sparse columns unregularized.
             bad = failed.any(axis=1)
@@ -206,6 +263,76 @@ class ChipModel:
             X[:, observed] = self._solve_programmed(crossbar, exp_a, B[:, observed], mode, live_columns=live,
                                                     grounded_rows=A.shape[0] - m, row_enable=mask[:, observed])
         return X
+
+    # -- tiling mode (docs/tiling.md) -----------------------------------------------------
+    def _solve_tiled(self, A: np.ndarray, B: np.ndarray, mode: str, mask: np.ndarray | None, ridge: float,
+                     x0: np.ndarray | None) -> np.ndarray:
+        """Components in groups the array takes; with several groups, block coordinate
+        descent: each group solves against the residual of the others (signed inputs)."""
+        assert self.rows is not None and self.cols is not None
+        m, k = A.shape
+        if m + (k if ridge > 0.0 else 0) <= self.rows and k <= self.cols:
+            return self._solve_array(A, B, mode, mask, ridge)
+        # A group whose stored block is too tall is reduced to <= s (s + 1) / 2 rows.
+        size = self.cols if m + (self.cols if ridge > 0.0 else 0) <= self.rows \
+            else group_size(self.rows, self.cols)
+        groups = component_groups(k, size)
+        n = B.shape[1]
+        X = np.zeros((k, n)) if x0 is None or len(groups) == 1 else np.maximum(x0, 0.0).copy()
+        sweeps = 1 if len(groups) == 1 else self.group_sweeps
+        for _ in range(sweeps):
+            for group in groups:
+                others = np.setdiff1d(np.arange(k), group)
+                residual = B
+                if others.size and X[others].any():
+                    residual = B - A[:, others] @ X[others]
+                    self.stats.digital_macs += m * others.size * n
+                    if mask is not None:
+                        residual = np.where(mask, residual, 0.0)
+                X[group] = self._solve_group(A[:, group], residual, mode, mask, ridge)
+        return X
+
+    def _solve_group(self, A: np.ndarray, B: np.ndarray, mode: str, mask: np.ndarray | None,
+                     ridge: float) -> np.ndarray:
+        """X (s x n) for one group of s <= cols components: programmed directly when the
+        block fits the rows, else through its row reduction; masked right-hand sides per
+        observation pattern (each pattern its own block)."""
+        assert self.rows is not None
+        m, s = A.shape
+        extra = s if ridge > 0.0 else 0
+        if m + extra <= self.rows:
+            return self._solve_array(A, B, mode, mask, ridge)
+        if mask is None:
+            return self._solve_reduced(A, B, mode, ridge)
+        X = np.zeros((s, B.shape[1]))
+        patterns, pattern_of = mask_patterns(mask)
+        for number in range(patterns.shape[1]):
+            observed = patterns[:, number]
+            members = np.flatnonzero(pattern_of == number)
+            count = int(observed.sum())
+            if count == 0:
+                continue   # nothing observed: not solved, reads 0 (as in the single array)
+            block, rhs = A[observed], B[observed][:, members]
+            if count + extra <= self.rows:
+                X[:, members] = self._solve_array(block, rhs, mode, None, ridge)
+            else:
+                X[:, members] = self._solve_reduced(block, rhs, mode, ridge)
+        return X
+
+    def _solve_reduced(self, A: np.ndarray, B: np.ndarray, mode: str, ridge: float) -> np.ndarray:
+        """Program M (M^T M = F^T F, F = [A; sqrt(ridge) I]) and drive v = M G^+ F^T b."""
+        assert self.rows is not None
+        m, s = A.shape
+        F = np.vstack([A, np.sqrt(ridge) * np.eye(s)]) if ridge > 0.0 else A
+        reduction = reduce_rows(F)
+        self.stats.reductions += 1
+        # The ridge rows' right-hand side is 0: only the data rows enter F^T b.
+        C = block_gram_rhs(A, B, self.rows)
+        V = reduction.drive(C)
+        self.stats.digital_macs += (m + reduction.matrix.shape[0]) * s * B.shape[1]
+        # Rows of M are weighted mixtures of data and ridge rows: all are driven, none
+        # switched out for a failed cell (that would change the Gram matrix).
+        return self._solve_array(reduction.matrix, V, mode, None, 0.0, exclude_failed=False)
 
     def _solve_programmed(self, crossbar: Crossbar, exp_a: np.ndarray, B: np.ndarray, mode: str,
                           live_columns: np.ndarray, grounded_rows: int = 0,
@@ -244,7 +371,8 @@ class ChipModel:
             settle = np.asarray(solution.settle_time_estimate(settle_tol))
             self.stats.analog_settle_s += float(settle[np.isfinite(settle)].sum())
             x_codes, over = adc.convert(solution.steady_state, channels=col_channels)
-            x_volts = np.maximum(adc.voltage_of(x_codes), floor)
+            # A switched-off column is not read: its result is 0 (not the ADC's offset).
+            x_volts = np.where(col_on[:, None], np.maximum(adc.voltage_of(x_codes), floor), 0.0)
             bad = over.any(axis=0)
             good = ~bad
             X[:, todo[good]] = x_volts[:, good] * self._unscale(exp_b[todo[good]], exp_a)
@@ -264,7 +392,21 @@ class ChipModel:
         return np.exp2(exp_b[None, :] - exp_a[:, None]) / self.afe.circuit.input_gain
 
     def _circuit(self, m: int, k: int) -> NNLSCircuit:
-        # Op-amp offsets and compensation references are drawn once per array size, like silicon.
+        if self.rows is not None and self.cols is not None:
+            # Tiling mode: one physical array, drawn once; a block of m x k cells uses its
+            # first m row amplifiers and first k column op-amps.
+            if m > self.rows or k > self.cols:
+                raise RuntimeError(f"internal: a {m}x{k} block does not fit the {self.rows}x{self.cols} array")
+            if self._silicon is None:
+                self._silicon = NNLSCircuit(self.afe.circuit, self.rows, self.cols, self.rng)
+            view = copy.copy(self._silicon)
+            view.rows, view.cols = m, k
+            view.row_offset_v = self._silicon.row_offset_v[:m]
+            view.column_offset_v = self._silicon.column_offset_v[:k]
+            view.reference_conductance_s = self._silicon.reference_conductance_s[:k]
+            return view
+        # Single-array mode: offsets and compensation references are drawn once per array
+        # size, like silicon.
         cache = self.__dict__.setdefault("_circuit_cache", {})
         if (m, k) not in cache:
             cache[(m, k)] = NNLSCircuit(self.afe.circuit, m, k, self.rng)
@@ -303,8 +445,9 @@ class ChipModel:
         initial_error = relative_error(R, W, H, mask)
         errors = []
         for iteration in range(1, iters + 1):
-            H = self.solve(W, R, mask=mask, ridge=ridge)
-            W = self.solve(H.T, R.T, mask=maskT, ridge=ridge).T
+            # x0: the previous iterate starts the group sweeps when k is tiled (BCD).
+            H = self.solve(W, R, mask=mask, ridge=ridge, x0=H)
+            W = self.solve(H.T, R.T, mask=maskT, ridge=ridge, x0=W.T).T
             errors.append(relative_error(R, W, H, mask))
             if callback is not None and callback(iteration, W, H, errors[-1]) is True:
                 break
