@@ -25,7 +25,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from anmf.hdl.regmap_export import HostRegisterMap
-from anmf.model.formats import ProgramSettings
+from anmf.model.formats import (ProgramSettings, exponent_word, factor_from_fixed, mask_words,
+                                word_exponent)
 from anmf.model.golden import Error as ErrorCode
 
 from .bus import BusError, InterruptLine, RegisterBus
@@ -34,6 +35,8 @@ __all__ = [
     "ChipDriver", "RegisterDriver", "ChipInfo", "Timing", "ProgramSettings", "SolveResult",
     "ProgramReport", "CellReading", "Status", "Counters", "ErrorCode", "ChipError",
     "CommandTimeout", "UnsupportedChip", "SOLVE_MODES", "ID_MAGIC", "SUPPORTED_MAJOR_VERSION",
+    "NMFSettings", "NMFProgress", "NMFReport", "NMFFactors", "NMF_PHASES", "NMF_STEPS",
+    "ProgressCallback",
 ]
 
 #: What the ID register reads ("ANMF").
@@ -42,6 +45,11 @@ ID_MAGIC = 0x414E4D46
 SUPPORTED_MAJOR_VERSION = 1
 #: Opcodes :meth:`ChipDriver.solve` runs.
 SOLVE_MODES = ("SOLVE", "SOLVE_FREE", "MVM")
+#: NMF_PROGRESS.phase and .step by value (docs/anls-sequencer.md).
+NMF_PHASES = ("IDLE", "PREPARE", "PROGRAM", "SOLVE", "COMMIT")
+NMF_STEPS = ("H", "W")
+#: Widths of NMF_ITERATIONS' fields (hdl/anls_sequencer.py ITERATION_BITS, RETRY_BITS).
+_ITERATION_BITS, _RETRY_BITS = 16, 4
 
 
 # ---- values the API exchanges ------------------------------------------------------------
@@ -62,6 +70,14 @@ class ChipInfo:
     width_bits: int
     pulse_budget_bits: int
     version: tuple[int, int] = (SUPPORTED_MAJOR_VERSION, 0)
+    #: RUN_NMF: bits of an R code (NMF_R) and of a factor exponent (NMF_W_EXP, NMF_H_EXP).
+    r_bits: int = 16
+    exp_bits: int = 8
+
+    @property
+    def mantissa_bits(self) -> int:
+        """Bits of a factor mantissa (NMF_W, NMF_H): ADC_BITS - 1."""
+        return self.adc_bits - 1
 
     @property
     def total_cols(self) -> int:
@@ -83,7 +99,8 @@ class ChipInfo:
                    dac_bits=get("dac_bits"), adc_bits=get("adc_bits"),
                    avg_max_log2=get("avg_max_log2"), timer_bits=get("timer_bits"),
                    amp_bits=get("prog_amp_bits"), width_bits=get("prog_width_bits"),
-                   pulse_budget_bits=get("pulse_budget_bits"), version=version)
+                   pulse_budget_bits=get("pulse_budget_bits"), version=version,
+                   r_bits=get("r_bits"), exp_bits=get("exp_bits"))
 
 
 @dataclass(frozen=True)
@@ -185,6 +202,79 @@ class UnsupportedChip(RuntimeError):
     """identify() found a device this driver does not know (ID, major version, parameters)."""
 
 
+@dataclass(frozen=True)
+class NMFSettings:
+    """RUN_NMF's operands besides the buffers (NMF_SIZE, NMF_ITERATIONS, NMF_WINDOW_BASE,
+    NMF_WINDOW_SPAN); solve timing and write-verify come from :meth:`ChipDriver.configure`."""
+
+    m: int                       #: rows of R and W
+    n: int                       #: columns of R and H
+    k: int                       #: rank
+    iterations: int              #: ANLS iterations (an H-step then a W-step each)
+    #: (base, span) TARGET codes of the conductance window (``formats.window_codes``).
+    window: tuple[int, int]
+    #: Solves of one right-hand side repeated with a halved input after an over-range result.
+    range_retries: int = 8
+
+
+@dataclass(frozen=True)
+class NMFProgress:
+    """NMF_PROGRESS: iterations completed, the half-step (H or W), its phase (IDLE, PREPARE,
+    PROGRAM, SOLVE, COMMIT) and the right-hand sides it finished."""
+
+    iteration: int
+    step: str
+    phase: str
+    rhs_done: int
+
+
+#: What :meth:`ChipDriver.wait_nmf` calls with each new progress reading.
+ProgressCallback = Callable[[NMFProgress], None]
+
+
+@dataclass(frozen=True)
+class NMFReport:
+    """How a RUN_NMF ended: STATUS, the last progress, the counters (cumulative since reset:
+    the caller subtracts a reading taken before), RUN_NMF's over-range retries and unresolved
+    right-hand sides, and the progress readings seen while waiting."""
+
+    status: Status
+    progress: NMFProgress
+    counters: Counters
+    retries: int
+    unresolved: int
+    readings: tuple[NMFProgress, ...] = ()
+
+    @property
+    def completed(self) -> bool:
+        return self.status.error == ErrorCode.NONE
+
+
+@dataclass(frozen=True)
+class NMFFactors:
+    """The NMF buffers as read back: mantissas and exponents, and the floats they stand for
+    (``formats.factor_from_fixed``; ``R ~ K W H``, docs/anls-sequencer.md)."""
+
+    w_mantissa: NDArray[np.int64]     #: (m, k)
+    w_row_exp: NDArray[np.int64]      #: (m,)
+    w_col_exp: NDArray[np.int64]      #: (k,)
+    h_mantissa: NDArray[np.int64]     #: (k, n)
+    h_comp_exp: NDArray[np.int64]     #: (k,) per component
+    h_col_exp: NDArray[np.int64]      #: (n,) per column of H
+    W: NDArray[np.float64]
+    H: NDArray[np.float64]
+
+    @classmethod
+    def from_fixed(cls, w_mantissa: ArrayLike, w_row_exp: ArrayLike, w_col_exp: ArrayLike,
+                   h_mantissa: ArrayLike, h_comp_exp: ArrayLike,
+                   h_col_exp: ArrayLike) -> "NMFFactors":
+        arrays = [np.asarray(a, dtype=np.int64) for a in
+                  (w_mantissa, w_row_exp, w_col_exp, h_mantissa, h_comp_exp, h_col_exp)]
+        W = factor_from_fixed(arrays[0], arrays[1], arrays[2])
+        H = factor_from_fixed(arrays[3], arrays[4], arrays[5])
+        return cls(*arrays, W=W, H=H)
+
+
 # ---- validation helpers ------------------------------------------------------------------
 
 def _is_int(value: Any) -> bool:
@@ -232,6 +322,11 @@ class ChipDriver(abc.ABC):
         self.info = info
         self.timing: Timing | None = None
         self.programming: ProgramSettings | None = None
+        #: (m, n, k) of the last :meth:`load_nmf` (None: the buffers were not loaded here).
+        self.nmf_shape: tuple[int, int, int] | None = None
+        #: Cycles of the last RUN_NMF :meth:`wait_nmf` saw end, when the backend can tell
+        #: (None otherwise, and after an abort).
+        self.nmf_cycles: int | None = None
 
     # -- identification and configuration -------------------------------------------------
 
@@ -351,6 +446,124 @@ class ChipDriver(abc.ABC):
         """CONTROL.soft_reset: abort and forget a running command, clear STATUS and the
         counters; waits until idle. Configuration and buffers are kept."""
 
+    # -- RUN_NMF -------------------------------------------------------------------------------
+
+    def check_nmf_problem(self, r_codes: ArrayLike, observed: ArrayLike, w_mantissa: ArrayLike,
+                          w_col_exp: ArrayLike, w_row_exp: ArrayLike | None = None
+                          ) -> tuple[NDArray[np.int64], NDArray[np.bool_], NDArray[np.int64],
+                                     NDArray[np.int64], NDArray[np.int64]]:
+        """The operands of :meth:`load_nmf` as arrays, or ValueError naming what is wrong."""
+        info = self.info
+        rows, cols = info.rows, info.cols
+        r = _check_codes("r_codes", r_codes, f"an (m, n) array with 1 <= m, n <= {rows} (ROWS)",
+                         info.r_bits, lambda s: len(s) == 2 and 1 <= s[0] <= rows
+                         and 1 <= s[1] <= rows)
+        m, n = r.shape
+        seen = np.asarray(observed)
+        if seen.dtype != np.bool_ or seen.shape != (m, n):
+            raise ValueError(f"observed must be a bool array of the shape of r_codes {(m, n)}; "
+                             f"got {seen.dtype} array of shape {seen.shape}")
+        mant = _check_codes("w_mantissa", w_mantissa, f"an (m, k) array with m = {m} (rows of "
+                            f"r_codes) and 1 <= k <= {cols} (COLS)", info.mantissa_bits,
+                            lambda s: len(s) == 2 and s[0] == m and 1 <= s[1] <= cols)
+        k = mant.shape[1]
+        low, high = -2 ** (info.exp_bits - 1), 2 ** (info.exp_bits - 1) - 1
+        exponents = []
+        for name, values, length in (("w_col_exp", w_col_exp, k),
+                                     ("w_row_exp", np.zeros(m, dtype=np.int64)
+                                      if w_row_exp is None else w_row_exp, m)):
+            array = np.asarray(values)
+            if array.dtype.kind not in "iu" or array.shape != (length,) or \
+                    (array.size and (array.min() < low or array.max() > high)):
+                raise ValueError(f"{name} must be {length} integer exponents from {low} to "
+                                 f"{high} ({info.exp_bits} bits); got {array.dtype} array of "
+                                 f"shape {array.shape}")
+            exponents.append(array.astype(np.int64))
+        return r, seen, mant, exponents[0], exponents[1]
+
+    async def load_nmf(self, r_codes: ArrayLike, observed: ArrayLike, w_mantissa: ArrayLike,
+                       w_col_exp: ArrayLike, w_row_exp: ArrayLike | None = None) -> None:
+        """Fill RUN_NMF's buffers: R as codes (m, n; ``formats.r_codes``), the observed-entry
+        map (m, n; False = missing), the initial W as mantissas (m, k) with one exponent per
+        component (k,) and per row (m,; default 0) (``formats.fixed_from_factor``)."""
+        problem = self.check_nmf_problem(r_codes, observed, w_mantissa, w_col_exp, w_row_exp)
+        await self._load_nmf(*problem)
+        self.nmf_shape = (*problem[0].shape, problem[2].shape[1])
+
+    def check_nmf_settings(self, settings: NMFSettings) -> None:
+        """Raise ValueError unless the controller accepts ``settings``."""
+        if not isinstance(settings, NMFSettings):
+            raise ValueError(f"settings must be an NMFSettings; got {type(settings).__name__}")
+        info = self.info
+        for name, high in (("m", info.rows), ("n", info.rows), ("k", info.cols),
+                           ("iterations", 2 ** _ITERATION_BITS - 1),
+                           ("range_retries", 2 ** _RETRY_BITS - 1)):
+            _check_range(f"NMFSettings.{name}", getattr(settings, name),
+                         0 if name == "range_retries" else 1, high)
+        window = settings.window
+        top = 2 ** info.adc_bits
+        if not (isinstance(window, tuple) and len(window) == 2 and all(map(_is_int, window))
+                and 0 <= window[0] and window[1] >= 1 and window[0] + window[1] <= top):
+            raise ValueError(f"NMFSettings.window must be (base, span) codes with base >= 0, "
+                             f"span >= 1 and base + span <= {top} (2**ADC_BITS); got {window!r}")
+        if self.nmf_shape is not None and (settings.m, settings.n, settings.k) != self.nmf_shape:
+            raise ValueError(f"NMFSettings (m, n, k) = {(settings.m, settings.n, settings.k)} "
+                             f"differ from the loaded problem's {self.nmf_shape}")
+
+    async def start_nmf(self, settings: NMFSettings) -> None:
+        """Start RUN_NMF (it runs on its own: :meth:`wait_nmf` follows it, :meth:`abort`
+        stops it). Needs :meth:`configure` (timing and programming) first."""
+        self.check_nmf_settings(settings)
+        self._need_programming("start_nmf")
+        await self._start_nmf(settings)
+
+    async def wait_nmf(self, on_progress: ProgressCallback | None = None, *,
+                       abort_if: Callable[[NMFProgress], bool] | None = None,
+                       interval_s: float = 20e-6) -> NMFReport:
+        """Wait until RUN_NMF ends, calling ``on_progress`` with every new NMF_PROGRESS
+        reading (read every ``interval_s`` of bus time, and at each progress interrupt);
+        ``abort_if(progress)`` true aborts the run. Returns the report; an error other than
+        ABORTED raises :class:`ChipError`."""
+        if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) \
+                or not 0 < interval_s < float("inf"):
+            raise ValueError(f"interval_s must be a finite time > 0 (s); got {interval_s!r}")
+        report = await self._wait_nmf(on_progress, abort_if, float(interval_s))
+        if report.status.error not in (ErrorCode.NONE, ErrorCode.ABORTED):
+            raise ChipError("RUN_NMF", report.status.error, report.status.detail)
+        return report
+
+    async def read_nmf(self, m: int, n: int, k: int) -> NMFFactors:
+        """W (m x k) and H (k x n) from the NMF buffers: mantissas, exponents and floats."""
+        info = self.info
+        m = _check_range("m", m, 1, info.rows)
+        n = _check_range("n", n, 1, info.rows)
+        k = _check_range("k", k, 1, info.cols)
+        return await self._read_nmf(m, n, k)
+
+    @abc.abstractmethod
+    async def nmf_progress(self) -> NMFProgress:
+        """NMF_PROGRESS now."""
+
+    @abc.abstractmethod
+    async def nmf_counts(self) -> tuple[int, int]:
+        """NMF_RETRY_COUNT and NMF_UNRESOLVED_COUNT now (cleared by soft_reset)."""
+
+    @abc.abstractmethod
+    async def _load_nmf(self, r: NDArray[np.int64], observed: NDArray[np.bool_],
+                        w_mantissa: NDArray[np.int64], w_col_exp: NDArray[np.int64],
+                        w_row_exp: NDArray[np.int64]) -> None: ...
+
+    @abc.abstractmethod
+    async def _start_nmf(self, settings: NMFSettings) -> None: ...
+
+    @abc.abstractmethod
+    async def _wait_nmf(self, on_progress: ProgressCallback | None,
+                        abort_if: Callable[[NMFProgress], bool] | None,
+                        interval_s: float) -> NMFReport: ...
+
+    @abc.abstractmethod
+    async def _read_nmf(self, m: int, n: int, k: int) -> NMFFactors: ...
+
     def _need_programming(self, what: str) -> None:
         if self.programming is None or self.timing is None:
             raise RuntimeError(f"{what} needs the programming settings and the timing (for "
@@ -385,7 +598,8 @@ class ChipDriver(abc.ABC):
 _HOST_OWNED = ("COMMAND", "COL_ENABLE", "IRQ_ENABLE", "TIMING", "DAC_SETTLE", "ANALOG_SETTLE",
                "WATCHDOG", "PROGRAM_TOLERANCE", "PROGRAM_PULSES", "PROGRAM_AMPLITUDE",
                "PROGRAM_AMPLITUDE_MAX", "PROGRAM_PULSE", "READ_SETTLE", "ROW_MASK", "RHS",
-               "TARGET")
+               "TARGET", "NMF_SIZE", "NMF_ITERATIONS", "NMF_WINDOW_BASE", "NMF_WINDOW_SPAN",
+               "NMF_R", "NMF_MASK")
 
 
 class RegisterDriver(ChipDriver):
@@ -430,6 +644,11 @@ class RegisterDriver(ChipDriver):
         self._irq_ready = False
         #: Bus transactions issued (reads, writes), for throughput figures.
         self.transactions = {"read": 0, "write": 0}
+        #: The controller's clock in cycles, when the platform has one (a cocotb bench: the
+        #: simulated time; a board: a free-running counter): RUN_NMF's cycles, from the start
+        #: write to the end the host saw (up to one progress interval late), in nmf_cycles.
+        self.cycle_counter: Callable[[], int] | None = None
+        self._nmf_started: int | None = None
 
     def _host_owned_ranges(self) -> list[tuple[int, int]]:
         ranges = []
@@ -606,6 +825,136 @@ class RegisterDriver(ChipDriver):
         results = self.regs.RESULTS
         word = await self._read(results.address(col))
         return CellReading(results.code.get(word), bool(results.over_range.get(word)))
+
+    # -- RUN_NMF -------------------------------------------------------------------------------
+
+    async def _write_words(self, window_name: str, indices: NDArray[np.int64],
+                           words: NDArray[np.int64]) -> None:
+        window = self.regs.windows[window_name]
+        for index, word in zip(indices.tolist(), words.tolist()):
+            await self._write(window.address(index), word)
+
+    async def _read_words(self, window_name: str, indices: NDArray[np.int64]) -> NDArray[np.int64]:
+        window = self.regs.windows[window_name]
+        return np.array([await self._read(window.address(i)) for i in indices.tolist()],
+                        dtype=np.int64)
+
+    def _nmf_indices(self, m: int, n: int, k: int) -> dict[str, NDArray[np.int64]]:
+        """Window indices of R (i * ROWS + j), W (i * COLS + c), H (c * ROWS + j) and the
+        exponents (rows, then ROWS + c)."""
+        rows, cols = self.info.rows, self.info.cols
+        return {"r": (np.arange(m)[:, None] * rows + np.arange(n)[None, :]).ravel(),
+                "w": (np.arange(m)[:, None] * cols + np.arange(k)[None, :]).ravel(),
+                "h": (np.arange(k)[:, None] * rows + np.arange(n)[None, :]).ravel(),
+                "w_exp": np.concatenate([np.arange(m), rows + np.arange(k)]),
+                "h_exp": np.concatenate([rows + np.arange(k), np.arange(n)])}
+
+    async def _load_nmf(self, r: NDArray[np.int64], observed: NDArray[np.bool_],
+                        w_mantissa: NDArray[np.int64], w_col_exp: NDArray[np.int64],
+                        w_row_exp: NDArray[np.int64]) -> None:
+        (m, n), k = r.shape, w_mantissa.shape[1]
+        index = self._nmf_indices(m, n, k)
+        mask = mask_words(observed, self.info.rows)
+        await self._write_words("NMF_R", index["r"], r.ravel())
+        await self._write_words("NMF_MASK", np.arange(mask.size), mask)
+        await self._write_words("NMF_W", index["w"], w_mantissa.ravel())
+        exponents = np.concatenate([w_row_exp, w_col_exp])
+        await self._write_words("NMF_W_EXP", index["w_exp"],
+                                np.asarray(exponent_word(exponents, self.info.exp_bits)))
+
+    async def _start_nmf(self, settings: NMFSettings) -> None:
+        assert self.programming is not None and self.timing is not None
+        # RUN_NMF writes TARGET itself: forget what this driver wrote there.
+        target = self.regs.TARGET
+        end = target.offset + 4 * target.depth
+        self._shadow = {a: v for a, v in self._shadow.items() if not target.offset <= a < end}
+        # RUN_NMF's solves and verify reads both average TIMING.adc_samples samples.
+        await self._set("TIMING", adc_samples=2 ** self.programming.avg_log2)
+        await self._set("NMF_SIZE", m=settings.m, n=settings.n, k=settings.k)
+        await self._set("NMF_ITERATIONS", count=settings.iterations,
+                        range_retries=settings.range_retries)
+        await self._set("NMF_WINDOW_BASE", code=settings.window[0])
+        await self._set("NMF_WINDOW_SPAN", codes=settings.window[1])
+        if self.irq is not None:
+            await self._set("IRQ_ENABLE", done=1)
+            await self._set("IRQ_STATUS", done=1, error=1, over_range=1)
+            self._irq_ready = True
+        # Clear a stale progress cause; with the IRQ line, each iteration wakes the host.
+        await self._set("NMF_IRQ", progress=1, progress_enable=int(self.irq is not None))
+        await self._set("COMMAND", opcode="RUN_NMF")
+        self.nmf_cycles = None
+        self._nmf_started = self.cycle_counter() if self.cycle_counter is not None else None
+        await self._set("CONTROL", start=1)
+
+    def _progress(self, fields: Mapping[str, int]) -> NMFProgress:
+        return NMFProgress(iteration=fields["iteration"], step=NMF_STEPS[fields["step"]],
+                           phase=NMF_PHASES[fields["phase"]], rhs_done=fields["rhs_done"])
+
+    async def nmf_progress(self) -> NMFProgress:
+        return self._progress(await self._get("NMF_PROGRESS"))
+
+    async def nmf_counts(self) -> tuple[int, int]:
+        return ((await self._get("NMF_RETRY_COUNT"))["count"],
+                (await self._get("NMF_UNRESOLVED_COUNT"))["count"])
+
+    async def _wait_nmf(self, on_progress: ProgressCallback | None,
+                        abort_if: Callable[[NMFProgress], bool] | None,
+                        interval_s: float) -> NMFReport:
+        readings: list[NMFProgress] = []
+        aborted = False
+        # Bound: without the line, poll_limit rounds of reads; with it, irq_timeout_s of
+        # quiet waits (each wake by a progress interrupt is at most one per iteration).
+        quiet_limit = max(1, int(self.irq_timeout_s / interval_s))
+        quiet = polls = 0
+        while True:
+            if self.irq is not None:
+                woke = await self.irq.wait_high(interval_s)
+                quiet = 0 if woke else quiet + 1
+                if quiet > quiet_limit:
+                    raise CommandTimeout("RUN_NMF", f"{self.irq_timeout_s} s (IRQ line)")
+            else:
+                polls += 1
+                if polls > self.poll_limit:
+                    raise CommandTimeout("RUN_NMF", f"{self.poll_limit} STATUS reads")
+            status = self._status(await self._get("STATUS"))
+            if status.done and not status.busy:
+                break
+            if self.irq is not None and woke:
+                await self._set("NMF_IRQ", progress=1, progress_enable=1)
+            progress = await self.nmf_progress()
+            if not readings or progress != readings[-1]:
+                readings.append(progress)
+                if on_progress is not None:
+                    on_progress(progress)
+            if abort_if is not None and not aborted and abort_if(progress):
+                await self._set("CONTROL", abort=1)
+                aborted = True
+        if self.irq is not None:
+            await self._set("IRQ_STATUS", done=1, error=1, over_range=1)
+        await self._set("NMF_IRQ", progress=1, progress_enable=0)
+        progress = await self.nmf_progress()
+        if not readings or progress != readings[-1]:
+            readings.append(progress)
+            if on_progress is not None:
+                on_progress(progress)
+        retries, unresolved = await self.nmf_counts()
+        if self.cycle_counter is not None and self._nmf_started is not None:
+            self.nmf_cycles = self.cycle_counter() - self._nmf_started if \
+                status.error == ErrorCode.NONE else None
+        return NMFReport(status, progress, await self.counters(), retries, unresolved,
+                         tuple(readings))
+
+    async def _read_nmf(self, m: int, n: int, k: int) -> NMFFactors:
+        index = self._nmf_indices(m, n, k)
+        regs, bits = self.regs, self.info.exp_bits
+        w = regs.NMF_W.mantissa.get(await self._read_words("NMF_W", index["w"]))
+        h = regs.NMF_H.mantissa.get(await self._read_words("NMF_H", index["h"]))
+        w_exp = word_exponent(regs.NMF_W_EXP.exponent.get(
+            await self._read_words("NMF_W_EXP", index["w_exp"])), bits)
+        h_exp = word_exponent(regs.NMF_H_EXP.exponent.get(
+            await self._read_words("NMF_H_EXP", index["h_exp"])), bits)
+        return NMFFactors.from_fixed(w.reshape(m, k), w_exp[:m], w_exp[m:], h.reshape(k, n),
+                                     h_exp[:k], h_exp[k:])
 
     async def status(self) -> Status:
         return self._status(await self._get("STATUS"))

@@ -12,7 +12,7 @@ not depend on that gap as long as ``Timing.dac_settle`` covers the DAC settling 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,13 +21,105 @@ from anmf.model.afe import AnalogFrontEnd, BuildParamsLike, Mode
 from anmf.model.formats import ProgramSettings, unpack_result
 from anmf.model.golden import GoldenController
 
-from .driver import (SUPPORTED_MAJOR_VERSION, CellReading, ChipDriver, ChipError, ChipInfo,
-                     Counters, ErrorCode, ProgramReport, SolveResult, Status, Timing, set_bits)
+from .driver import (NMF_STEPS, SUPPORTED_MAJOR_VERSION, CellReading, ChipDriver, ChipError,
+                     ChipInfo, Counters, ErrorCode, NMFFactors, NMFProgress, NMFReport,
+                     NMFSettings, ProgramReport, ProgressCallback, SolveResult, Status, Timing,
+                     set_bits)
 
 __all__ = ["ModelDriver"]
 
 #: The register-map version the model stands for.
 MODEL_VERSION = (SUPPORTED_MAJOR_VERSION, 1)
+
+
+class _Aborted(Exception):
+    """Raised by the tracker inside the golden model's RUN_NMF when ``abort_if`` says so."""
+
+
+class _NMFTracker:
+    """Follows the golden model's RUN_NMF through its program and solve calls: progress
+    (the H-step or W-step, PROGRAM or SOLVE, right-hand sides solved), counts, over-range
+    retries and unresolved right-hand sides exactly as the sequencer counts them, and
+    ``abort_if`` between two blocks (where the RTL's abort also leaves whole factors)."""
+
+    def __init__(self, settings: NMFSettings, on_progress: ProgressCallback | None,
+                 abort_if: Callable[[NMFProgress], bool] | None):
+        self.settings, self.on_progress, self.abort_if = settings, on_progress, abort_if
+        self.programs = self.solves = self.pulses = self.failed = self.over_range = 0
+        self.retries = self.unresolved = 0
+        self._expect_retry = False
+        self._attempts = 0
+        self.progress = NMFProgress(0, "H", "IDLE", 0)
+        self.readings: list[NMFProgress] = []
+
+    @property
+    def half_steps(self) -> int:
+        """Half-steps committed so far (the running one is not)."""
+        return max(self.programs - 1, 0)
+
+    def report(self, progress: NMFProgress) -> None:
+        if progress != self.progress or not self.readings:
+            self.progress = progress
+            self.readings.append(progress)
+            if self.on_progress is not None:
+                self.on_progress(progress)
+
+    def _phase(self, phase: str, rhs_done: int) -> None:
+        half_step = self.programs - 1
+        self.report(NMFProgress(half_step // 2, NMF_STEPS[half_step % 2], phase, rhs_done))
+        if self.abort_if is not None and self.abort_if(self.progress):
+            raise _Aborted()
+
+    def before_program(self) -> None:
+        self.programs += 1
+        self._expect_retry = False
+        self._phase("PROGRAM", 0)
+
+    def after_program(self, outcome: Any) -> None:
+        self.pulses += outcome.pulse_count
+        self.failed += outcome.failed_count
+        self.over_range += outcome.over_range_samples
+
+    def before_solve(self) -> None:
+        self._phase("SOLVE", self.progress.rhs_done if self.progress.phase == "SOLVE" else 0)
+
+    def after_solve(self, outcome: Any, adc_bits: int) -> None:
+        self.solves += 1
+        self.over_range += outcome.over_range_count
+        over = any(unpack_result(word, adc_bits)[1] for word in outcome.words.values())
+        rhs_done = self.progress.rhs_done
+        if self._expect_retry:
+            self.retries += 1
+            self._attempts += 1
+        else:
+            self._attempts = 0
+        retry = over and self._attempts < self.settings.range_retries
+        self.unresolved += over and not retry
+        self._expect_retry = retry
+        if not retry:
+            self._phase("SOLVE", rhs_done + 1)
+
+
+class _ObservedGolden(GoldenController):
+    """The golden model with an optional observer of RUN_NMF's programming and solves."""
+
+    observer: _NMFTracker | None = None
+
+    def program_matrix(self, *args: Any, **kwargs: Any) -> Any:
+        if self.observer is not None:
+            self.observer.before_program()
+        outcome = super().program_matrix(*args, **kwargs)
+        if self.observer is not None:
+            self.observer.after_program(outcome)
+        return outcome
+
+    def solve(self, *args: Any, **kwargs: Any) -> Any:
+        if self.observer is not None:
+            self.observer.before_solve()
+        outcome = super().solve(*args, **kwargs)
+        if self.observer is not None:
+            self.observer.after_solve(outcome, self.p["adc_bits"])
+        return outcome
 
 
 class ModelDriver(ChipDriver):
@@ -39,11 +131,14 @@ class ModelDriver(ChipDriver):
     """
 
     def __init__(self, params: BuildParamsLike, afe: AnalogFrontEnd):
-        self.golden = GoldenController(params, afe)
+        self.golden = _ObservedGolden(params, afe)
         super().__init__(ChipInfo.from_params(params, MODEL_VERSION))
         self.afe = afe
         self._status = Status(busy=False, done=False, error=ErrorCode.NONE, detail=0)
         self._counts = {"solves": 0, "pulses": 0, "over_range": 0, "failed_cells": 0}
+        self._nmf_counts = {"retries": 0, "unresolved": 0}
+        self._nmf_progress = NMFProgress(0, "H", "IDLE", 0)
+        self._pending_nmf: NMFSettings | None = None
 
     async def identify(self) -> ChipInfo:
         return self.info
@@ -122,6 +217,68 @@ class ModelDriver(ChipDriver):
         self._finish("READ_CELL", ErrorCode(outcome.error), detail)
         return CellReading(outcome.code, outcome.over_range)
 
+    # -- RUN_NMF -------------------------------------------------------------------------------
+
+    async def _load_nmf(self, r: NDArray[np.int64], observed: NDArray[np.bool_],
+                        w_mantissa: NDArray[np.int64], w_col_exp: NDArray[np.int64],
+                        w_row_exp: NDArray[np.int64]) -> None:
+        self.golden.load_nmf(r, observed, w_mantissa, w_col_exp, w_row_exp)
+
+    async def _start_nmf(self, settings: NMFSettings) -> None:
+        # The golden model runs RUN_NMF inside wait_nmf (it has no time of its own to run in).
+        self._pending_nmf = settings
+        self._status = Status(busy=True, done=False, error=ErrorCode.NONE, detail=0)
+
+    async def nmf_progress(self) -> NMFProgress:
+        return self._nmf_progress
+
+    async def nmf_counts(self) -> tuple[int, int]:
+        return self._nmf_counts["retries"], self._nmf_counts["unresolved"]
+
+    async def _wait_nmf(self, on_progress: ProgressCallback | None,
+                        abort_if: Callable[[NMFProgress], bool] | None,
+                        interval_s: float) -> NMFReport:
+        settings = self._pending_nmf
+        if settings is None:
+            raise RuntimeError("wait_nmf: no RUN_NMF was started (call start_nmf first)")
+        self._pending_nmf = None
+        assert self.programming is not None and self.timing is not None
+        tracker = _NMFTracker(settings, on_progress, abort_if)
+        self.golden.observer = tracker
+        try:
+            outcome = self.golden.run_nmf(
+                m=settings.m, n=settings.n, k=settings.k, iterations=settings.iterations,
+                settings=self.programming, dac_settle=self.timing.dac_settle,
+                analog_settle=self.timing.analog_settle, g_offset=settings.window[0],
+                g_span=settings.window[1], range_retries=settings.range_retries,
+                watchdog_limit=self.timing.watchdog)
+            error, detail = ErrorCode(outcome.error), outcome.detail
+            self.nmf_cycles = outcome.done_cycle
+            iterations = outcome.iterations
+        except _Aborted:
+            error, detail = ErrorCode.ABORTED, 0
+            self.nmf_cycles = None
+            iterations = tracker.half_steps // 2
+        finally:
+            self.golden.observer = None
+        self._count(solves=tracker.solves, pulses=tracker.pulses,
+                    over_range=tracker.over_range, failed_cells=tracker.failed)
+        self._nmf_counts["retries"] += tracker.retries
+        self._nmf_counts["unresolved"] += tracker.unresolved
+        self._status = Status(busy=False, done=True, error=error, detail=detail)
+        self._nmf_progress = NMFProgress(iteration=iterations, step="H", phase="IDLE",
+                                         rhs_done=tracker.progress.rhs_done)
+        tracker.report(self._nmf_progress)
+        return NMFReport(self._status, self._nmf_progress, Counters(**self._counts),
+                         self._nmf_counts["retries"], self._nmf_counts["unresolved"],
+                         tuple(tracker.readings))
+
+    async def _read_nmf(self, m: int, n: int, k: int) -> NMFFactors:
+        g, rows = self.golden, self.info.rows
+        return NMFFactors.from_fixed(g.nmf_w[:m, :k], g.nmf_w_exp[:m], g.nmf_w_exp[rows:rows + k],
+                                     g.nmf_h[:k, :n], g.nmf_h_exp[rows:rows + k],
+                                     g.nmf_h_exp[:n])
+
     async def status(self) -> Status:
         return self._status
 
@@ -129,10 +286,17 @@ class ModelDriver(ChipDriver):
         return Counters(**self._counts)
 
     async def abort(self) -> Status:
-        # Model commands run to their end inside one call: nothing is ever left running.
+        # Model commands run to their end inside one call; only a RUN_NMF started and not yet
+        # waited for is pending: it ends ABORTED before touching anything (as the RTL's, in
+        # PREPARE).
+        if self._pending_nmf is not None:
+            self._pending_nmf = None
+            self._status = Status(busy=False, done=True, error=ErrorCode.ABORTED, detail=0)
         return self._status
 
     async def soft_reset(self) -> Status:
         self._status = Status(busy=False, done=False, error=ErrorCode.NONE, detail=0)
         self._counts = dict.fromkeys(self._counts, 0)
+        self._nmf_counts = dict.fromkeys(self._nmf_counts, 0)
+        self._pending_nmf = None
         return self._status
