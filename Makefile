@@ -12,7 +12,7 @@ BENCH_SIM_ARGS ?=
 # WAVES=1 on Verilator writes FST, whose writer needs the LZ4 headers.
 WAVE_DEPS := $(if $(filter-out 0,$(WAVES)),$(if $(filter verilator all,$(SIM)),fst-deps))
 
-.PHONY: setup test demo bench-model bench-sim sim fst-deps verilog lint clean help
+.PHONY: setup test demo bench-model bench-sim sim fst-deps verilog lint synth clean help
 
 help:
 	@echo "make test         set up, then run the test suite"
@@ -24,6 +24,8 @@ help:
 	@echo "make bench-sim    simulated cycles/s on Icarus and Verilator: AFE-bound workload vs bare RTL"
 	@echo "make verilog      write the controller's Verilog to build/anmf_controller.v"
 	@echo "make lint         Verilator --lint-only -Wall on the generated Verilog"
+	@echo "make synth TARGET=ice40|ecp5"
+	@echo "                  synthesize, place and route (YoWASP); report in build/synth-TARGET.json"
 
 setup: $(STAMP)
 
@@ -68,6 +70,9 @@ verilog: setup
 
 lint: verilog
 	$(PY) -m anmf.hdl.lint build/anmf_controller.v
+
+synth: setup
+	$(VENV)/bin/anmf synth --target $(or $(TARGET),ecp5) --json build/synth-$(or $(TARGET),ecp5).json
 
 clean:
 	rm -rf build out .pytest_cache

@@ -227,6 +227,22 @@ def _cmd_verilog(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- synth -------------------------------------------------------------------------------
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from anmf.hdl.synth import check_target, format_report, synthesize
+    from anmf.hdl.toolchain import ToolMissing
+
+    try:
+        check_target(args.target)
+        report = synthesize(args.target, args.build_dir or f"build/synth-{args.target}")
+    except (ValueError, ToolMissing) as exc:
+        raise InputError(str(exc)) from None
+    print(format_report(report))
+    _write_json(args.json, report.to_json())
+    return 0
+
+
 def _add_build_options(p: argparse.ArgumentParser) -> None:
     """The controller's build parameters, shared by `regmap` and `verilog`."""
     p.add_argument("--rows", type=positive_int, default=64, help="ROWS build parameter (default 64)")
@@ -302,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     _add_build_options(p)
     p.set_defaults(func=_cmd_verilog)
+
+    p = sub.add_parser("synth", help="synthesize, place and route the controller for an FPGA (YoWASP); fmax and resources")
+    p.add_argument("--target", required=True, help="ice40 (UP5K, smaller build) or ecp5 (ECP5-25k, default build)")
+    p.add_argument("--json", help="write the report as JSON to this file")
+    p.add_argument("--build-dir", help="build folder (default build/synth-TARGET)")
+    p.set_defaults(func=_cmd_synth)
 
     return parser
 

