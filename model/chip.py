@@ -324,6 +324,8 @@ class ChipModel:
         assert self.rows is not None
         m, s = A.shape
         F = np.vstack([A, np.sqrt(ridge) * np.eye(s)]) if ridge > 0.0 else A
+        if not F.any():
+            return np.zeros((s, B.shape[1]))   # every component of the group is dead
         reduction = reduce_rows(F)
         self.stats.reductions += 1
         # The ridge rows' right-hand side is 0: only the data rows enter F^T b.
@@ -445,8 +447,10 @@ class ChipModel:
         initial_error = relative_error(R, W, H, mask)
         errors = []
         for iteration in range(1, iters + 1):
-            # x0: the previous iterate starts the group sweeps when k is tiled (BCD).
-            H = self.solve(W, R, mask=mask, ridge=ridge, x0=H)
+            # x0 starts the group sweeps when k is tiled (block coordinate descent) from the
+            # iterate that matches the other factor. The initial H is not fitted to W
+            # (NNDSVDa's W H overshoots camera by 17x): the first H-step starts from 0.
+            H = self.solve(W, R, mask=mask, ridge=ridge, x0=H if iteration > 1 else None)
             W = self.solve(H.T, R.T, mask=maskT, ridge=ridge, x0=W.T).T
             errors.append(relative_error(R, W, H, mask))
             if callback is not None and callback(iteration, W, H, errors[-1]) is True:
