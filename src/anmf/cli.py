@@ -176,6 +176,61 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- energy ------------------------------------------------------------------------------
+
+def _cmd_energy(args: argparse.Namespace) -> int:
+    from anmf.model import energy
+    from anmf.model.config import ConfigError, resolve_afe
+
+    try:
+        workload = energy.parse_workload(args.workload, iterations=args.iters)
+        resolve_afe(args.afe)
+    except (ValueError, ConfigError) as exc:
+        raise InputError(str(exc)) from None
+    if workload.name == "ml-100k":
+        from .datasets import load_movielens
+
+        users, items, ratings = load_movielens()
+        R = np.zeros((workload.m, workload.n))
+        R[users, items] = ratings
+        mask = np.zeros(R.shape, dtype=bool)
+        mask[users, items] = True
+    else:
+        R, mask = energy.workload_matrix(workload, np.random.default_rng(args.seed))
+    activity = energy.measure_activity(workload, R, mask, afe=args.afe, seed=args.seed)
+    cpu_s = None if args.no_cpu else energy.cpu_reference_seconds(workload, R, mask)
+    report = energy.energy_report(workload, activity, afe=args.afe, scenario=args.scenario, cpu_seconds=cpu_s)
+    print(f"{workload.name}: {workload.m}x{workload.n} rank {workload.k}, {workload.iterations} ANLS iterations; "
+          f"chip activity from {activity.source}: {activity.solves} solves ({activity.retries} retries), "
+          f"{activity.pulses} pulses, settle mean {activity.settle_mean_s * 1e9:.0f} ns / max "
+          f"{activity.settle_max_s * 1e9:.0f} ns")
+    print(f"{'solver':<28}{'time s':>12}{'energy J':>12}{'GPU/chip time':>15}{'GPU/chip energy':>17}")
+    gpu = report["gpu"]
+    rows = [(f"chip ({name})", v["time_s"], v["energy_j"]) for name, v in report["scenarios"].items()]
+    rows += [("GPU (A100, batched)", gpu["time_s"], gpu["energy_j"]), ("FPGA (Alveo U250)", report["fpga"]["time_s"],
+             report["fpga"]["energy_j"]), ("GPU per problem", report["gpu_per_problem"]["time_s"],
+                                         report["gpu_per_problem"]["energy_j"])]
+    if cpu_s is not None:
+        rows.append(("CPU reference (measured)", report["cpu"]["time_s"], report["cpu"]["energy_j"]))
+    for name, t, e in rows:
+        print(f"{name:<28}{t:>12.4g}{e:>12.4g}{gpu['time_s'] / t:>15.3g}{gpu['energy_j'] / e:>17.3g}")
+    print(f"{args.scenario}: speed-up vs GPU {report['speedup_vs_gpu']:.3g}, energy ratio vs GPU "
+          f"{report['energy_ratio_vs_gpu']:.3g}; published-style (analog settle only vs GPU per problem): "
+          f"{report['published_style']['speedup_vs_gpu']:.3g}x, {report['published_style']['energy_ratio_vs_gpu']:.3g}x")
+    if args.plots:
+        sizes = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
+        size_rows = energy.size_sweep(activity, sizes, workload.k, iterations=workload.iterations,
+                                      scenario=args.scenario, afe=args.afe)
+        bits_rows = energy.adc_bits_sweep(workload, activity, tuple(range(6, 17)), scenario=args.scenario,
+                                          afe=args.afe)
+        paths = energy.write_sweep_plots(size_rows, bits_rows, args.plots, title=f"{args.scenario} chip vs A100, "
+                                         f"rates of {workload.name}, k = {workload.k}")
+        report["size_sweep"], report["adc_bits_sweep"] = size_rows, bits_rows
+        print("plots: " + ", ".join(str(p) for p in paths))
+    _write_json(args.json, report)
+    return 0
+
+
 # --- demo --------------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -300,6 +355,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=0, help="seeds the folds and the analog front end (default 0)")
     p.add_argument("--json", help="write a JSON summary to this file")
     p.set_defaults(func=_cmd_recommend)
+
+    from anmf.model.energy import SCENARIOS, WORKLOAD_HELP
+
+    p = sub.add_parser("energy", help="time and energy per NMF: chip cost model vs GPU, FPGA and this CPU")
+    p.add_argument("--workload", default="camera", help=f"{WORKLOAD_HELP} (default camera)")
+    p.add_argument("--iters", type=positive_int, default=30, help="ANLS iterations (default 30)")
+    p.add_argument("--scenario", choices=tuple(SCENARIOS), default="paper",
+                   help="chip organisation reported as `chip` (default paper; all are in `scenarios`)")
+    p.add_argument("--afe", default="rram-3bit", help="AFE preset (ideal, rram-3bit, pessimistic) or a .toml file")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--no-cpu", action="store_true", help="skip timing the float reference on this CPU")
+    p.add_argument("--plots", help="write the size and ADC-resolution sweeps as PNGs into this folder")
+    p.add_argument("--json", help="write the full report to this file")
+    p.set_defaults(func=_cmd_energy)
 
     p = sub.add_parser("demo", help="run the bundled default (camera crop) on the reference and the chip model")
     p.add_argument("--out", default="out", help="folder for summary.json (default out/)")
