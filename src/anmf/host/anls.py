@@ -18,8 +18,16 @@ one SOLVE. The scaling is the functional chip model's (model/chip.py, docs/model
    ``h_c = x_c 2^(e_b - e_c) / input_gain``.
 
 Beyond the functional model: W and H^T keep separate cells when they fit (:func:`placement`),
-and a factor column with failed cells moves to a spare column (docs/host-driver.md). The
-problem must fit one array (m, n <= ROWS, k <= COLS): tiling is a later issue.
+and a factor column with failed cells moves to a spare column (docs/host-driver.md).
+
+A problem larger than the array (m or n > ROWS, or k > COLS) is tiled as the functional
+model tiles it (anmf.model.tiling, docs/tiling.md): the components are split into groups of
+at most COLS (and s (s + 1) / 2 <= ROWS when the stored factor is taller than ROWS), updated
+in turn within each half-step against the residual of the other groups (block coordinate
+descent; signed inputs); a stored block taller than ROWS is replaced by its Caratheodory
+row reduction M (<= s (s + 1) / 2 weighted rows of it, M^T M = F^T F) and each right-hand
+side r by v = M G^+ F^T r, accumulated digitally over row blocks of ROWS rows. With ideal
+parts each group solve is the exact NNLS of its block.
 """
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ from anmf.model.chip import INPUT_HEADROOM, column_exponents
 from anmf.model.formats import code_to_volts, conductance_to_code, volts_to_code
 from anmf.model.metrics import relative_error
 from anmf.model.nmf import INITS, NMFResult, initialize
+from anmf.model.tiling import block_gram_rhs, component_groups, group_size, reduce_rows
 
 from .driver import ChipDriver, ChipInfo, ProgramReport, SolveResult
 
@@ -119,19 +128,17 @@ class HostAnlsResult(NMFResult):
     program_reports: tuple[ProgramReport, ...] = ()
 
 
-def check_problem(info: ChipInfo, shape: tuple[int, ...], k: int) -> None:
-    """Raise ValueError unless an (m, n) problem of rank k fits one array."""
-    if len(shape) != 2:
-        raise ValueError(f"R must be a 2-D matrix (m, n); got shape {shape}")
+def check_problem(info: ChipInfo, shape: tuple[int, ...], k: int) -> bool:
+    """Raise ValueError unless R (m, n) and rank k make a problem; returns True when it needs
+    tiling (m or n > ROWS, or k > COLS), False when it fits one array."""
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"R must be a non-empty 2-D matrix (m, n); got shape {shape}")
     m, n = shape
-    if m > info.rows or n > info.rows:
-        raise ValueError(f"R is {m}x{n} but the array has {info.rows} rows: m and n must be <= "
-                         f"ROWS = {info.rows} (tiling a larger problem is not implemented)")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= info.cols:
-        raise ValueError(f"rank k must be an integer from 1 to COLS = {info.cols} (and <= "
-                         f"min(m, n)); got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"rank k must be an integer >= 1 (and <= min(m, n)); got {k!r}")
     if k > min(m, n):
         raise ValueError(f"rank k = {k} exceeds min(m, n) = {min(m, n)} for R {m}x{n}")
+    return bool(m > info.rows or n > info.rows or k > info.cols)
 
 
 def placement(info: ChipInfo, shape: tuple[int, int], k: int,
@@ -183,7 +190,8 @@ class _HalfSteps:
         self.output_target = output_target
         self.stats: dict[str, float] = dict.fromkeys(
             ("programs", "programmed_cells", "pulses", "failed_cells", "solves",
-             "over_range_retries", "unresolved_over_range", "zero_rhs_skipped"), 0)
+             "over_range_retries", "unresolved_over_range", "zero_rhs_skipped", "reductions",
+             "digital_macs"), 0)
         self.solve_codes: list[NDArray[np.int64]] = []
         self.reports: list[ProgramReport] = []
 
@@ -284,6 +292,38 @@ class _HalfSteps:
             X[live, j] = volts * np.exp2(e_b - exponent[live]) / scale.input_gain
         return X
 
+    async def solve_tiled(self, A: NDArray[np.float64], B: NDArray[np.float64],
+                          X_previous: NDArray[np.float64],
+                          x_start: NDArray[np.float64] | None) -> NDArray[np.float64]:
+        """X (k x q) for a stored factor A (p x k) beyond the array: component groups in turn
+        against the others' residual (starting from ``x_start``, 0 if None), each block
+        programmed directly when p <= ROWS, else through its row reduction."""
+        info = self.info
+        p, k = A.shape
+        size = info.cols if p <= info.rows else group_size(info.rows, info.cols)
+        groups = component_groups(k, size)
+        q = B.shape[1]
+        X = np.zeros((k, q)) if x_start is None or len(groups) == 1 else x_start.copy()
+        for group in groups:
+            others = np.setdiff1d(np.arange(k), group)
+            residual = B
+            if others.size and X[others].any():
+                residual = B - A[:, others] @ X[others]   # signed: the DAC range is bipolar
+                self.stats["digital_macs"] += p * others.size * q
+            block = A[:, group]
+            if p <= info.rows:
+                X[group] = await self.solve_all(block, residual, (0, 0), X_previous[group])
+                continue
+            if not block.any():
+                X[group] = 0.0   # a dead group: every component switched off
+                continue
+            reduction = reduce_rows(block)
+            V = reduction.drive(block_gram_rhs(block, residual, info.rows))
+            self.stats["reductions"] += 1
+            self.stats["digital_macs"] += (p + reduction.matrix.shape[0]) * group.size * q
+            X[group] = await self.solve_all(reduction.matrix, V, (0, 0), X_previous[group])
+        return X
+
     async def _place_plain(self, A: NDArray[np.float64], corner: tuple[int, int],
                            live: NDArray[np.bool_]) -> NDArray[np.int64]:
         """Program the scaled factor into its cells, faults or not."""
@@ -322,8 +362,8 @@ async def host_anls(driver: ChipDriver, R: ArrayLike, k: int, iters: int, *,
 
     Args:
         driver: RegisterDriver (RTL, board) or ModelDriver.
-        R: (m, n) non-negative data with m, n <= ROWS.
-        k: rank, 1 <= k <= min(COLS, m, n).
+        R: (m, n) non-negative data; beyond ROWS it is tiled (module docstring).
+        k: rank, 1 <= k <= min(m, n); beyond COLS it is split into component groups.
         iters: outer iterations, each an H-step then a W-step.
         scale: the analog side's nominal figures (:meth:`AnalogScale.from_afe`).
         init: "nndsvda", "nndsvd", "random" or (W0, H0), as in ``anmf.model.nmf.anls``.
@@ -349,7 +389,7 @@ async def host_anls(driver: ChipDriver, R: ArrayLike, k: int, iters: int, *,
     if not isinstance(scale, AnalogScale):
         raise ValueError(f"scale must be an AnalogScale; got {type(scale).__name__}")
     R = np.asarray(R, dtype=np.float64)
-    check_problem(driver.info, R.shape, k)
+    tiled = check_problem(driver.info, R.shape, k)
     if not np.all(np.isfinite(R)) or np.any(R < 0) or not R.any():
         raise ValueError("R must hold finite values >= 0, at least one of them positive")
     if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
@@ -377,9 +417,15 @@ async def host_anls(driver: ChipDriver, R: ArrayLike, k: int, iters: int, *,
                        repair)
     initial_error = relative_error(R, W, H)
     errors = []
-    for _ in range(int(iters)):
-        H = await steps.solve_all(W, R, w_corner, H)
-        W = (await steps.solve_all(H.T, R.T, h_corner, W.T)).T
+    for iteration in range(int(iters)):
+        if tiled:
+            # The group sweeps start from the iterate fitted to the other factor; the initial
+            # H is not fitted to W, so the first H-step starts from 0 (as model/chip.py).
+            H = await steps.solve_tiled(W, R, H, H if iteration else None)
+            W = (await steps.solve_tiled(H.T, R.T, W.T, W.T)).T
+        else:
+            H = await steps.solve_all(W, R, w_corner, H)
+            W = (await steps.solve_all(H.T, R.T, h_corner, W.T)).T
         errors.append(relative_error(R, W, H))
     return HostAnlsResult(W=W, H=H, errors=np.array(errors), initial_error=initial_error,
                           iterations=int(iters), seconds=time.perf_counter() - start,
