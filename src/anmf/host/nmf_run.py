@@ -55,6 +55,9 @@ class NMFRunResult:
     #: cycle; RegisterDriver with a cycle counter: start to the observed end), else None.
     cycles: int | None = None
     seconds: float = 0.0          #: wall time of the call
+    #: Wall time of its parts: "load" (buffers and registers), "run" (RUN_NMF and the
+    #: progress reads), "read" (factors back).
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def completed(self) -> bool:
@@ -153,12 +156,16 @@ async def run_nmf(driver: ChipDriver, R: ArrayLike, k: int, iterations: int, *,
     # Everything is checked before the first bus access.
     driver.check_nmf_settings(settings)
     driver.check_nmf_problem(codes, observed, mantissa, col_exp)
+    marks = [time.perf_counter()]
     await driver.load_nmf(codes, observed, mantissa, col_exp)
+    marks.append(time.perf_counter())
     before = await driver.counters()
     retries_before, unresolved_before = await driver.nmf_counts()
     await driver.start_nmf(settings)
     report = await driver.wait_nmf(on_progress, abort_if=abort_if, interval_s=interval_s)
+    marks.append(time.perf_counter())
     factors = await driver.read_nmf(m, n, k)
+    marks.append(time.perf_counter())
     scale = fit_product_scale(matrix, factors.W @ factors.H, observed)
     H = factors.H * scale
     error = relative_error(matrix, factors.W, H, mask=observed)
@@ -168,7 +175,9 @@ async def run_nmf(driver: ChipDriver, R: ArrayLike, k: int, iterations: int, *,
     return NMFRunResult(W=factors.W, H=H, error=error, initial_error=initial_error, K=scale,
                         factors=factors, report=report,
                         counts=_counts(before, report, retries_before, unresolved_before),
-                        cycles=driver.nmf_cycles, seconds=time.perf_counter() - started)
+                        cycles=driver.nmf_cycles, seconds=time.perf_counter() - started,
+                        phase_seconds={name: round(b - a, 3) for name, a, b in
+                                       zip(("load", "run", "read"), marks, marks[1:])})
 
 
 def _initial_error(R: NDArray[np.float64], W0: NDArray[np.float64],
