@@ -21,7 +21,7 @@ Pin-outs (docs/synthesis.md):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from amaranth.build import Clock, Pins, Resource
@@ -32,6 +32,7 @@ from amaranth.vendor import LatticePlatform, SiliconBluePlatform
 
 from .controller import TOP_MODULE, Controller
 from .params import BuildParams
+from .regmap import discard_unbuilt
 
 __all__ = ["ICE40UP5KPlatform", "ECP5Platform", "SynthTarget", "TARGETS", "PinnedController", "ScanChain",
            "PinBudgetError", "controller_ports", "ICE40_DIRECT_AFE"]
@@ -130,7 +131,7 @@ class SynthTarget:
     params: BuildParams
     clock_mhz: float
     direct_afe: frozenset[str] | None = None
-    nextpnr_opts: tuple[str, ...] = field(default=())
+    synth_opts: str = ""  #: extra options of Yosys's synth_<family>
 
     def platform(self) -> Platform:
         return self.make_platform(self.clock_mhz * 1e6)
@@ -141,7 +142,8 @@ class SynthTarget:
 TARGETS: dict[str, SynthTarget] = {
     "ecp5": SynthTarget("ecp5", "LFE5U-25F-6BG381C", ECP5Platform, BuildParams(), 100.0),
     "ice40": SynthTarget("ice40", "iCE40UP5K-SG48", ICE40UP5KPlatform,
-                         BuildParams(rows=16, cols=4, spare=1), 40.0, direct_afe=ICE40_DIRECT_AFE),
+                         BuildParams(rows=16, cols=4, spare=1), 40.0, direct_afe=ICE40_DIRECT_AFE,
+                         synth_opts="-dsp"),  # the UP5K's multipliers instead of logic cells
 }
 
 
@@ -206,6 +208,7 @@ class PinnedController(Elaboratable):
         self.scanned: list[tuple[str, wiring.Flow, Value]] = []
         afe_names = {port.name for port in self.controller.afe.signature.ports()}
         if direct_afe is not None and not direct_afe <= afe_names:
+            self.discard()
             raise ValueError(f"direct_afe names unknown AFE members {sorted(direct_afe - afe_names)}; "
                              f"accepted: {sorted(afe_names)}")
         for name, flow, value in controller_ports(self.controller):
@@ -214,8 +217,16 @@ class PinnedController(Elaboratable):
             (self.direct if on_pins else self.scanned).append((name, flow, value))
         needed = self.pins_needed
         if needed > len(self.user_pins):
+            self.discard()
             raise PinBudgetError(f"the pin-out needs {needed} pins (direct ports and scan chain) but the "
-                                 f"package has {len(self.user_pins)} besides the clock")
+                                 f"package has {len(self.user_pins)} besides the clock and the reset")
+
+    def discard(self) -> None:
+        """Mark this wrapper and the controller's blocks as deliberately never elaborated (a
+        refused pin-out, or a pin count looked at without a build): no UnusedElaboratable warning."""
+        c = self.controller
+        for block in (self, c, c.registers, c.registers.register_file, c.sequencer, c.programmer, c.anls):
+            discard_unbuilt(block)
 
     @property
     def pins_needed(self) -> int:

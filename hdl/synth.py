@@ -5,7 +5,9 @@ through Amaranth's platform build: ``python -m anmf.hdl.synth --target ice40|ecp
 The build runs Yosys and nextpnr (and the bitstream packer) in a build folder; :func:`parse_reports`
 reads the Yosys log (``<top>.rpt``) and the nextpnr log (``<top>.tim``) into a :class:`SynthReport`:
 the routed maximum frequency of the system clock, LUTs, flip-flops, block RAMs, DSPs and nextpnr's
-utilisation table. docs/synthesis.md has the configurations, pin-outs and measured figures.
+utilisation table. A design that does not fit the device gets a report too: no Fmax, ``fits``
+false, and the utilisation that overflows. docs/synthesis.md has the configurations, pin-outs and
+measured figures.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -50,11 +53,12 @@ FAMILY_CELLS: dict[str, dict[str, tuple[str, ...]]] = {
 @dataclass(frozen=True)
 class SynthReport:
     """Figures of one routed build. ``utilization`` maps each nextpnr cell type that is used to
-    ``{"used": n, "available": n}``; ``fmax_mhz`` is the system clock's after routing."""
+    ``{"used": n, "available": n}``; ``fmax_mhz`` is the system clock's after routing, None when the
+    design does not fit the device (placement failed)."""
 
     target: str
     device: str
-    fmax_mhz: float
+    fmax_mhz: float | None
     target_mhz: float
     luts: int
     ffs: int
@@ -65,11 +69,19 @@ class SynthReport:
     seconds: float = 0.0
 
     @property
+    def fits(self) -> bool:
+        return all(use["used"] <= use["available"] for use in self.utilization.values())
+
+    @property
     def timing_met(self) -> bool:
-        return self.fmax_mhz >= self.target_mhz
+        return self.fmax_mhz is not None and self.fmax_mhz >= self.target_mhz
+
+    def overflowing(self) -> list[str]:
+        """The cell types the design needs more of than the device has."""
+        return [kind for kind, use in self.utilization.items() if use["used"] > use["available"]]
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "timing_met": self.timing_met}
+        return {**dataclasses.asdict(self), "fits": self.fits, "timing_met": self.timing_met}
 
 
 def check_target(target: str) -> SynthTarget:
@@ -115,7 +127,8 @@ def _yosys_cell_counts(rpt_text: str) -> dict[str, int]:
 
 def parse_reports(target: str, rpt_text: str, tim_text: str) -> dict[str, Any]:
     """The report fields (fmax_mhz, target_mhz, luts, ffs, brams, dsps, utilization) from a Yosys
-    log and a nextpnr log. The Fmax is the last one nextpnr prints (after routing)."""
+    log and a nextpnr log. The Fmax is the last one nextpnr prints (after routing); None when the
+    utilisation overflows the device (nextpnr stops before timing)."""
     cells = FAMILY_CELLS[check_target(target).name]
     utilization: dict[str, dict[str, int]] = {}
     block = tim_text.rfind("Device utilisation:")
@@ -128,9 +141,10 @@ def parse_reports(target: str, rpt_text: str, tim_text: str) -> dict[str, Any]:
         if int(match[2]):
             utilization[match[1]] = {"used": int(match[2]), "available": int(match[3])}
     fmax = _FMAX.findall(tim_text)
-    if not fmax:
+    overflow = any(use["used"] > use["available"] for use in utilization.values())
+    if not fmax and not overflow:
         raise ValueError("the nextpnr log has no maximum frequency (did routing finish?)")
-    _, mhz, _, goal = fmax[-1]
+    mhz, goal = (fmax[-1][1], fmax[-1][3]) if fmax else (None, str(check_target(target).clock_mhz))
     if target == "ecp5":
         ffs = utilization.get("TRELLIS_FF", {"used": 0})["used"]
     else:  # nextpnr-ice40 counts logic cells, not their flip-flops: take Yosys's SB_DFF* cells
@@ -139,7 +153,7 @@ def parse_reports(target: str, rpt_text: str, tim_text: str) -> dict[str, Any]:
     def used(kinds: tuple[str, ...]) -> int:
         return sum(utilization.get(kind, {"used": 0})["used"] for kind in kinds)
 
-    return {"fmax_mhz": float(mhz), "target_mhz": float(goal), "luts": used(cells["luts"]), "ffs": ffs,
+    return {"fmax_mhz": None if mhz is None else float(mhz), "target_mhz": float(goal), "luts": used(cells["luts"]), "ffs": ffs,
             "brams": used(cells["brams"]), "dsps": used(cells["dsps"]), "utilization": utilization}
 
 
@@ -168,7 +182,12 @@ def synthesize(target: str, build_dir: Path | str, *, params: BuildParams | None
     start = time.perf_counter()
     try:
         platform.build(top, name=TOP_NAME, build_dir=str(build_dir), do_program=False,
-                       nextpnr_opts=f"--seed {seed} --timing-allow-fail")
+                       nextpnr_opts=f"--seed {seed} --timing-allow-fail", synth_opts=spec.synth_opts)
+    except subprocess.CalledProcessError:
+        log = build_dir / f"{TOP_NAME}.tim"
+        if not log.exists() or "Device utilisation:" not in log.read_text():
+            raise
+        # nextpnr stops when the design does not fit: the report says what overflows.
     finally:
         for name, value in saved.items():
             if value is None:
@@ -187,8 +206,9 @@ def format_report(report: SynthReport) -> str:
     p = report.params
     lines = [f"{report.target}: {report.device}, ROWS={p['rows']} COLS={p['cols']} SPARE={p['spare']} "
              f"DAC_BITS={p['dac_bits']} ADC_BITS={p['adc_bits']} ({report.seconds:.0f} s)",
-             f"  {'fmax':<12}{report.fmax_mhz:8.2f} MHz  (goal {report.target_mhz:.0f} MHz: "
-             f"{'met' if report.timing_met else 'MISSED'})"]
+             (f"  {'fmax':<12}{report.fmax_mhz:8.2f} MHz  (goal {report.target_mhz:.0f} MHz: "
+              f"{'met' if report.timing_met else 'MISSED'})" if report.fmax_mhz is not None else
+              f"  does not fit the device: {', '.join(report.overflowing())} over 100 %")]
     for key in ("luts", "ffs", "brams", "dsps"):
         lines.append(f"  {key:<12}{getattr(report, key):8d}")
     lines.append("  utilisation:")
@@ -204,9 +224,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", help="write the report as JSON to this file")
     parser.add_argument("--build-dir", help="build folder (default build/synth-<target>)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    parser.add_argument("--rows", type=int, help="ROWS instead of the target's documented configuration")
+    parser.add_argument("--cols", type=int, help="COLS instead of the target's documented configuration")
+    parser.add_argument("--spare", type=int, help="SPARE instead of the target's documented configuration")
     args = parser.parse_args(argv)
     try:
-        report = synthesize(args.target, args.build_dir or f"build/synth-{args.target}", seed=args.seed)
+        params = None
+        overrides = {name: getattr(args, name) for name in ("rows", "cols", "spare")
+                     if getattr(args, name) is not None}
+        if overrides:
+            params = dataclasses.replace(check_target(args.target).params, **overrides)
+        report = synthesize(args.target, args.build_dir or f"build/synth-{args.target}", params=params,
+                            seed=args.seed)
     except (ValueError, ToolMissing) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -214,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    return 0
+    return 0 if report.fits else 1
 
 
 if __name__ == "__main__":

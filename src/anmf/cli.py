@@ -295,7 +295,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from None
     print(format_report(report))
     _write_json(args.json, report.to_json())
-    return 0
+    return 0 if report.fits else 1
 
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:

