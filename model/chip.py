@@ -48,6 +48,9 @@ __all__ = ["ChipModel", "SolveStats", "ChipNMFResult"]
 
 #: Fraction of the DAC's positive full scale a right-hand side is scaled to.
 INPUT_HEADROOM = 0.9
+#: Fraction of the ADC's positive full scale a predicted output may reach (tiling mode; the
+#: host driver's default ``output_target``).
+OUTPUT_TARGET = 0.95
 #: What a solve does with a row that holds a cell write-verify could not program (a stuck
 #: cell, mostly): "keep" solves with whatever the cell holds; "exclude" opens that row's
 #: switch, so its entries count as missing for that half-step (the masked solve).
@@ -191,7 +194,8 @@ class ChipModel:
         return crossbar, exponent, failed
 
     def solve(self, A: np.ndarray, B: np.ndarray, *, mode: str = "clamped", mask: np.ndarray | None = None,
-              ridge: float = 0.0, x0: np.ndarray | None = None) -> np.ndarray:
+              ridge: float = 0.0, x0: np.ndarray | None = None,
+              previous: np.ndarray | None = None) -> np.ndarray:
         """X (k x n) with each column the analog solution of min ||A x - b_j||, x >= 0.
 
         Args:
@@ -208,6 +212,9 @@ class ChipModel:
             x0: optional (k, n) previous solution, >= 0: the start of the block-coordinate
                 sweeps when k needs more than one component group (tiling mode; zeros
                 otherwise). Ignored when one group holds all components.
+            previous: optional (k, n) previous solution, >= 0 (tiling mode): each input is
+                lowered where it predicts an output above ``OUTPUT_TARGET`` of the ADC range,
+                as the host driver does (fewer over-range retries).
 
         In tiling mode (``rows``/``cols`` set) a block taller than the array is replaced by
         its Caratheodory row reduction and k beyond one group is solved group by group
@@ -227,16 +234,14 @@ class ChipModel:
                 raise ValueError(f"mask must be a bool array of shape {B.shape} like B (True = observed); "
                                  f"got dtype {mask.dtype}, shape {mask.shape}")
             B = np.where(mask, B, 0.0)
-        if x0 is not None:
-            x0 = np.asarray(x0, dtype=np.float64)
-            if x0.shape != (k, B.shape[1]) or not np.all(np.isfinite(x0)):
-                raise ValueError(f"x0 must be a finite array of shape {(k, B.shape[1])} (k, n); got shape {x0.shape}")
+        x0, previous = (None if a is None else _check_solution(a, name, (k, B.shape[1]))
+                        for a, name in ((x0, "x0"), (previous, "previous")))
         if self.tiled:
-            return self._solve_tiled(A, B, mode, mask, ridge, x0)
+            return self._solve_tiled(A, B, mode, mask, ridge, x0, previous)
         return self._solve_array(A, B, mode, mask, ridge)
 
     def _solve_array(self, A: np.ndarray, B: np.ndarray, mode: str, mask: np.ndarray | None, ridge: float,
-                     exclude_failed: bool = True) -> np.ndarray:
+                     exclude_failed: bool = True, previous: np.ndarray | None = None) -> np.ndarray:
         """One crossbar holds [A; sqrt(ridge) I]; masked entries switch their rows out."""
         m, k = A.shape
         if ridge > 0.0:
@@ -255,24 +260,26 @@ class ChipModel:
             mask = (~bad)[:, None] & (mask if mask is not None else True)
             mask = np.broadcast_to(mask, B.shape)
         if mask is None:
-            return self._solve_programmed(crossbar, exp_a, B, mode, live_columns=live, grounded_rows=A.shape[0] - m)
+            return self._solve_programmed(crossbar, exp_a, B, mode, live_columns=live, grounded_rows=A.shape[0] - m,
+                                          previous=previous)
         B = np.where(mask, B, 0.0)   # input exponents from the rows actually driven
         X = np.zeros((k, B.shape[1]))
         observed = mask[:m].any(axis=0)
         if observed.any():
-            X[:, observed] = self._solve_programmed(crossbar, exp_a, B[:, observed], mode, live_columns=live,
-                                                    grounded_rows=A.shape[0] - m, row_enable=mask[:, observed])
+            X[:, observed] = self._solve_programmed(
+                crossbar, exp_a, B[:, observed], mode, live_columns=live, grounded_rows=A.shape[0] - m,
+                row_enable=mask[:, observed], previous=None if previous is None else previous[:, observed])
         return X
 
     # -- tiling mode (docs/tiling.md) -----------------------------------------------------
     def _solve_tiled(self, A: np.ndarray, B: np.ndarray, mode: str, mask: np.ndarray | None, ridge: float,
-                     x0: np.ndarray | None) -> np.ndarray:
+                     x0: np.ndarray | None, previous: np.ndarray | None) -> np.ndarray:
         """Components in groups the array takes; with several groups, block coordinate
         descent: each group solves against the residual of the others (signed inputs)."""
         assert self.rows is not None and self.cols is not None
         m, k = A.shape
         if m + (k if ridge > 0.0 else 0) <= self.rows and k <= self.cols:
-            return self._solve_array(A, B, mode, mask, ridge)
+            return self._solve_array(A, B, mode, mask, ridge, previous=previous)
         # A group whose stored block is too tall is reduced to <= s (s + 1) / 2 rows.
         size = self.cols if m + (self.cols if ridge > 0.0 else 0) <= self.rows \
             else group_size(self.rows, self.cols)
@@ -289,11 +296,12 @@ class ChipModel:
                     self.stats.digital_macs += m * others.size * n
                     if mask is not None:
                         residual = np.where(mask, residual, 0.0)
-                X[group] = self._solve_group(A[:, group], residual, mode, mask, ridge)
+                X[group] = self._solve_group(A[:, group], residual, mode, mask, ridge,
+                                             None if previous is None else previous[group])
         return X
 
     def _solve_group(self, A: np.ndarray, B: np.ndarray, mode: str, mask: np.ndarray | None,
-                     ridge: float) -> np.ndarray:
+                     ridge: float, previous: np.ndarray | None) -> np.ndarray:
         """X (s x n) for one group of s <= cols components: programmed directly when the
         block fits the rows, else through its row reduction; masked right-hand sides per
         observation pattern (each pattern its own block)."""
@@ -301,9 +309,9 @@ class ChipModel:
         m, s = A.shape
         extra = s if ridge > 0.0 else 0
         if m + extra <= self.rows:
-            return self._solve_array(A, B, mode, mask, ridge)
+            return self._solve_array(A, B, mode, mask, ridge, previous=previous)
         if mask is None:
-            return self._solve_reduced(A, B, mode, ridge)
+            return self._solve_reduced(A, B, mode, ridge, previous)
         X = np.zeros((s, B.shape[1]))
         patterns, pattern_of = mask_patterns(mask)
         for number in range(patterns.shape[1]):
@@ -313,13 +321,15 @@ class ChipModel:
             if count == 0:
                 continue   # nothing observed: not solved, reads 0 (as in the single array)
             block, rhs = A[observed], B[observed][:, members]
+            guess = None if previous is None else previous[:, members]
             if count + extra <= self.rows:
-                X[:, members] = self._solve_array(block, rhs, mode, None, ridge)
+                X[:, members] = self._solve_array(block, rhs, mode, None, ridge, previous=guess)
             else:
-                X[:, members] = self._solve_reduced(block, rhs, mode, ridge)
+                X[:, members] = self._solve_reduced(block, rhs, mode, ridge, guess)
         return X
 
-    def _solve_reduced(self, A: np.ndarray, B: np.ndarray, mode: str, ridge: float) -> np.ndarray:
+    def _solve_reduced(self, A: np.ndarray, B: np.ndarray, mode: str, ridge: float,
+                       previous: np.ndarray | None) -> np.ndarray:
         """Program M (M^T M = F^T F, F = [A; sqrt(ridge) I]) and drive v = M G^+ F^T b."""
         assert self.rows is not None
         m, s = A.shape
@@ -334,11 +344,12 @@ class ChipModel:
         self.stats.digital_macs += (m + reduction.matrix.shape[0]) * s * B.shape[1]
         # Rows of M are weighted mixtures of data and ridge rows: all are driven, none
         # switched out for a failed cell (that would change the Gram matrix).
-        return self._solve_array(reduction.matrix, V, mode, None, 0.0, exclude_failed=False)
+        return self._solve_array(reduction.matrix, V, mode, None, 0.0, exclude_failed=False, previous=previous)
 
     def _solve_programmed(self, crossbar: Crossbar, exp_a: np.ndarray, B: np.ndarray, mode: str,
                           live_columns: np.ndarray, grounded_rows: int = 0,
-                          row_enable: np.ndarray | None = None) -> np.ndarray:
+                          row_enable: np.ndarray | None = None,
+                          previous: np.ndarray | None = None) -> np.ndarray:
         m, k = crossbar.shape
         n = B.shape[1]
         dac, adc = self._converters(m, k)
@@ -353,6 +364,15 @@ class ChipModel:
         if full_scale <= 0:
             raise ValueError("the DAC range must include positive voltages to drive non-negative inputs")
         exp_b = column_exponents(np.abs(B), full_scale)
+        if previous is not None:
+            # x_c [V] = h_c input_gain 2^(e_c - e_b): raise e_b where the previous solution
+            # predicts an output beyond OUTPUT_TARGET of the ADC range (only ever lowers v).
+            predicted = (previous * np.exp2(exp_a)[:, None] * self.afe.circuit.input_gain).max(axis=0)
+            limit = OUTPUT_TARGET * adc.config.v_max_v
+            positive = predicted > 0
+            needed = np.zeros_like(exp_b)
+            needed[positive] = np.ceil(np.log2(predicted[positive] / limit)).astype(np.int64)
+            exp_b = np.maximum(exp_b, needed)
         row_channels = np.arange(m)[:, None]
         col_channels = np.arange(k)[:, None]
         settle_tol = 2.0 ** -(adc.bits or 24)
@@ -450,14 +470,22 @@ class ChipModel:
             # x0 starts the group sweeps when k is tiled (block coordinate descent) from the
             # iterate that matches the other factor. The initial H is not fitted to W
             # (NNDSVDa's W H overshoots camera by 17x): the first H-step starts from 0.
-            H = self.solve(W, R, mask=mask, ridge=ridge, x0=H if iteration > 1 else None)
-            W = self.solve(H.T, R.T, mask=maskT, ridge=ridge, x0=W.T).T
+            # ``previous`` predicts the outputs to scale the inputs (tiling mode).
+            H = self.solve(W, R, mask=mask, ridge=ridge, x0=H if iteration > 1 else None, previous=H)
+            W = self.solve(H.T, R.T, mask=maskT, ridge=ridge, x0=W.T, previous=W.T).T
             errors.append(relative_error(R, W, H, mask))
             if callback is not None and callback(iteration, W, H, errors[-1]) is True:
                 break
         return ChipNMFResult(W=W, H=H, errors=np.array(errors), initial_error=initial_error,
                              iterations=len(errors), seconds=time.perf_counter() - start, method="anls",
                              stats=self.stats.as_dict())
+
+
+def _check_solution(value: np.ndarray, name: str, shape: tuple[int, int]) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64)
+    if array.shape != shape or not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be a finite array of shape {shape} (k, n); got shape {array.shape}")
+    return array
 
 
 def _check_ridge(ridge: float) -> float:
