@@ -114,11 +114,16 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
 
 
 def test_demo_writes_summary(tmp_path: Path, capsys) -> None:
-    code, stdout, _ = run(["demo", "--out", str(tmp_path)], capsys)
+    code, stdout, _ = run(["demo", "--backend", "model", "--size", "8", "--iterations", "1",
+                           "--no-progress", "--out", str(tmp_path)], capsys)
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    for key in ("rel_error_chip", "rel_error_reference", "rel_error_chip_ideal", "seconds", "shape"):
+    for key in ("rel_error_chip", "rel_error_reference", "cycles", "sim", "seconds", "shape"):
         assert key in summary, f"summary.json lacks {key!r}"
-    assert summary["shape"] == [64, 64]
-    assert abs(summary["rel_error_chip_ideal"] - summary["rel_error_reference"]) <= 1e-6 * summary["rel_error_reference"]
-    assert "chip model (rram-3bit)" in stdout
+    assert summary["shape"] == [8, 8] and summary["sim"] == "model"
+    assert "chip (golden model)" in stdout and (tmp_path / "panel.png").is_file()
+
+
+def test_demo_refuses_a_crop_beyond_the_array(tmp_path: Path, capsys) -> None:
+    code, _, err = run(["demo", "--backend", "model", "--size", "65", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "size must be an integer from 2 to 64; got 65" in err

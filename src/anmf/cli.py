@@ -236,7 +236,11 @@ def _cmd_energy(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(args.out, seed=args.seed)
+    try:
+        run_demo(args.out, backend=args.backend, sim=args.sim, size=args.size,
+                 iterations=args.iterations, progress=not args.no_progress)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     return 0
 
 
@@ -370,9 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the full report to this file")
     p.set_defaults(func=_cmd_energy)
 
-    p = sub.add_parser("demo", help="run the bundled default (camera crop) on the reference and the chip model")
-    p.add_argument("--out", default="out", help="folder for summary.json (default out/)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    p = sub.add_parser("demo", help="RUN_NMF on the bundled default (camera crop, rank 4) in co-simulation "
+                                    "(controller RTL, AFE model, host driver over AXI4-Lite) vs the float reference")
+    p.add_argument("--out", default="out", help="folder for summary.json and panel.png (default out/)")
+    p.add_argument("--backend", choices=("rtl", "model"), default="rtl",
+                   help="rtl: co-simulation (default); model: the golden model, no simulator")
+    p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
+                   help="simulator of the rtl backend (default verilator)")
+    p.add_argument("--size", type=positive_int, default=64, help="side of the camera crop, 2 to 64 (default 64)")
+    p.add_argument("--iterations", type=positive_int, default=2, help="RUN_NMF iterations (default 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("regmap", help="register map as markdown, JSON or a C header")
