@@ -16,7 +16,7 @@ WAVE_DEPS := $(if $(filter-out 0,$(WAVES)),$(if $(filter verilator all,$(SIM)),f
 
 help:
 	@echo "make test         set up, then run the test suite"
-	@echo "make demo         set up, then run the demo on the bundled default"
+	@echo "make demo [SIM=verilator|icarus]  set up, then RUN_NMF on the bundled default in co-simulation"
 	@echo "make bench-model  reference NMF vs scikit-learn, and the functional chip model, on camera"
 	@echo "make sim [SIM=icarus|verilator|all] [TEST=bench|module|cocotb test] [WAVES=1] [SEED=n]"
 	@echo "                  run cocotb benches without pytest (all by default); prints the seed and"
@@ -44,8 +44,9 @@ $(STAMP): pyproject.toml
 test: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# The demo runs Verilator unless SIM is given (make demo SIM=icarus); `make sim` defaults to Icarus.
 demo: setup
-	$(VENV)/bin/anmf demo
+	$(VENV)/bin/anmf demo $(if $(filter command line environment,$(origin SIM)),--sim $(SIM))
 
 bench-model: setup
 	$(PY) -m anmf.model.bench
