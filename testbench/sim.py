@@ -187,6 +187,14 @@ def _scenarios(folder: Path) -> BenchRun:
     return BenchRun(verilog_text(runner.PARAMS), TOP_MODULE, scenario_env())
 
 
+def _run_nmf(folder: Path) -> BenchRun:
+    from anmf.hdl.controller import TOP_MODULE, verilog_text
+    from anmf.testbench.bench_run_nmf import run_nmf_env
+
+    runner = _runner_module("test_run_nmf_cocotb")
+    return BenchRun(verilog_text(runner.PARAMS), TOP_MODULE, run_nmf_env())
+
+
 BENCHES: tuple[Bench, ...] = (
     Bench("axi_regs", "anmf.testbench.bench_axi_regs",
           "AXI4-Lite slave + register file: reset values, windows, byte writes, SLVERR", _axi_regs),
@@ -205,6 +213,9 @@ BENCHES: tuple[Bench, ...] = (
     Bench("scenarios", "anmf.testbench.bench_scenarios",
           "host driver over AXI4-Lite on the controller with the AFE model, against the scoreboards "
           "and the float reference", _scenarios),
+    Bench("run_nmf", "anmf.testbench.bench_run_nmf",
+          "RUN_NMF from the host over AXI4-Lite: bit for bit vs the golden model, error vs float ANLS, abort",
+          _run_nmf),
 )
 
 
