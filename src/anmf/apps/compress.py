@@ -168,7 +168,9 @@ def compress(image: np.ndarray, rank: int, *, backend: str = "reference", iters:
         # Switching out rows with a failed (mostly stuck) cell: 22.4 dB -> 24.8 dB on camera
         # k = 32 (docs/applications.md).
         try:
-            chip = ChipModel(config, failed_rows=failed_rows)
+            # Single-array mode: "exclude" switches out data rows, which a tiled (reduced)
+            # block does not hold; the tiled figures are in docs/tiling.md.
+            chip = ChipModel(config, failed_rows=failed_rows, rows=None, cols=None)
         except ValueError as exc:
             raise InputError(str(exc)) from None
         result = chip.factorize(image, rank, iters=iters, init=(W0, H0))
