@@ -6,7 +6,9 @@ Run as ``python -m anmf.model.bench [--rank K] [--iters T] [--repeats N] [--blas
 table row per entry of :func:`bench_rows`, then PASS/FAIL for "reference ANLS error <=
 scikit-learn error" and the time ratio; the exit status is 1 on FAIL.
 
-Other solvers (the functional chip model) join the table by adding a row function to
+The chip model runs twice: single-array mode (one crossbar sized to the problem) and tiled
+onto the default build's 64 x 8 array (docs/tiling.md, :data:`TILED_ROW_FUNCTIONS`, which
+`make bench-model` appends). Other solvers join the table by adding a row function to
 :data:`ROW_FUNCTIONS`: it takes a :class:`BenchCase` and returns a row dict with at
 least the keys of :data:`ROW_KEYS`.
 """
@@ -24,7 +26,7 @@ import numpy as np
 from anmf.model.metrics import psnr_db, relative_error
 from anmf.model.nmf import factorize
 
-__all__ = ["BenchCase", "ROW_KEYS", "ROW_FUNCTIONS", "camera", "bench_rows", "verdict", "anls_to_reach",
+__all__ = ["BenchCase", "ROW_KEYS", "ROW_FUNCTIONS", "TILED_ROW_FUNCTIONS", "camera", "bench_rows", "verdict", "anls_to_reach",
            "load_ratings", "movielens_figures", "main"]
 
 ROW_KEYS = ("name", "seconds", "rel_error", "psnr_db")
@@ -86,16 +88,25 @@ def _reference_row(method: str, name: str) -> Callable[[BenchCase], dict]:
     return row
 
 
-def _chip_row(afe: str) -> Callable[[BenchCase], dict]:
+def _chip_row(afe: str, tiled: bool = False) -> Callable[[BenchCase], dict]:
     def row(case: BenchCase) -> dict:
         from anmf.model.chip import ChipModel
+        from anmf.model.tiling import DEFAULT_ARRAY_COLS, DEFAULT_ARRAY_ROWS
 
         # One run: the model is slow enough that the spread of repeats does not matter.
-        result = ChipModel(afe).factorize(case.R, case.rank, iters=case.iters)
-        return _row(case, f"chip model ({afe})", result.W, result.H, result.seconds)
+        if tiled:
+            chip = ChipModel(afe, rows=DEFAULT_ARRAY_ROWS, cols=DEFAULT_ARRAY_COLS)
+            name = f"chip model ({afe}, tiled {DEFAULT_ARRAY_ROWS}x{DEFAULT_ARRAY_COLS})"
+        else:
+            chip = ChipModel(afe, rows=None, cols=None)
+            name = f"chip model ({afe})"
+        result = chip.factorize(case.R, case.rank, iters=case.iters)
+        return _row(case, name, result.W, result.H, result.seconds)
 
-    row.__name__ = f"chip_row_{afe}"
-    row.__doc__ = f"anmf.model.chip.ChipModel({afe!r}).factorize, init nndsvda (one run)."
+    mode = "tiled" if tiled else "single"
+    row.__name__ = f"chip_row_{afe}_{mode}"
+    row.__doc__ = (f"anmf.model.chip.ChipModel({afe!r}).factorize, init nndsvda (one run), "
+                   f"{'tiled onto the default 64 x 8 array' if tiled else 'single-array mode'}.")
     return row
 
 
@@ -108,13 +119,21 @@ ROW_FUNCTIONS: list[Callable[[BenchCase], dict]] = [
     _chip_row("ideal"),
     _chip_row("rram-3bit"),
 ]
+#: Rows `make bench-model` adds after :data:`ROW_FUNCTIONS`: the chip model tiled onto the
+#: default array (docs/tiling.md).
+TILED_ROW_FUNCTIONS: list[Callable[[BenchCase], dict]] = [
+    _chip_row("ideal", tiled=True),
+    _chip_row("rram-3bit", tiled=True),
+]
 
 
-def bench_rows(case: BenchCase | None = None) -> list[dict]:
-    """One row dict per entry of :data:`ROW_FUNCTIONS`; default case: camera, k=32, 50 iterations."""
+def bench_rows(case: BenchCase | None = None,
+               functions: list[Callable[[BenchCase], dict]] | None = None) -> list[dict]:
+    """One row dict per entry of ``functions`` (default :data:`ROW_FUNCTIONS`); default case:
+    camera, k=32, 50 iterations."""
     case = case or BenchCase(R=camera(), rank=32, iters=50)
     rows = []
-    for function in ROW_FUNCTIONS:
+    for function in ROW_FUNCTIONS if functions is None else functions:
         row = function(case)
         missing = [key for key in ROW_KEYS if key not in row]
         if missing:
@@ -219,7 +238,7 @@ def _run(args: argparse.Namespace) -> int:
     case = BenchCase(R=R, rank=args.rank, iters=args.iters, repeats=args.repeats)
     print(f"camera {R.shape[0]}x{R.shape[1]} /255, rank {case.rank}, {case.iters} iterations, "
           f"best of {case.repeats} runs, init nndsvda, {args.blas_threads} BLAS thread(s)")
-    rows = bench_rows(case)
+    rows = bench_rows(case, [*ROW_FUNCTIONS, *TILED_ROW_FUNCTIONS])
     print(format_table(rows))
     passed, text = verdict(rows)
     print(text)
