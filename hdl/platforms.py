@@ -27,7 +27,7 @@ from typing import Any, Callable
 from amaranth.build import Clock, Pins, Resource
 from amaranth.build.plat import Platform
 from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.vendor import LatticePlatform, SiliconBluePlatform
 
 from .controller import TOP_MODULE, Controller
@@ -247,22 +247,24 @@ class PinnedController(Elaboratable):
     def elaborate(self, platform: Platform) -> Module:
         m = Module()
         m.submodules.controller = self.controller
+        def pin_buffer(name: str, direction: str) -> io.Buffer:
+            m.submodules[f"{name}_buffer"] = buffer = io.Buffer(direction, platform.request(name, 0, dir="-"))
+            return buffer
+
         for name, flow, value in self.direct:
-            pin = platform.request(name, 0)
             if flow == wiring.Out:
-                m.d.comb += pin.o.eq(value)
+                m.d.comb += pin_buffer(name, "o").o.eq(value)
             else:
-                m.d.comb += value.eq(pin.i)
+                m.d.comb += value.eq(pin_buffer(name, "i").i)
         if self.scanned:
             scan = ScanChain(inputs=[v for _, flow, v in self.scanned if flow == wiring.In],
                              outputs=[v for _, flow, v in self.scanned if flow == wiring.Out])
             m.submodules.scan = scan
             for pin in self.SCAN_PINS:
-                buffer = platform.request(f"scan_{pin}", 0)
                 if pin == "sdo":
-                    m.d.comb += buffer.o.eq(scan.sdo)
+                    m.d.comb += pin_buffer(f"scan_{pin}", "o").o.eq(scan.sdo)
                 else:
-                    m.d.comb += getattr(scan, pin).eq(buffer.i)
+                    m.d.comb += getattr(scan, pin).eq(pin_buffer(f"scan_{pin}", "i").i)
         return m
 
 
