@@ -1,0 +1,936 @@
+"""Constrained-random verification of the controller with functional coverage (docs/coverage.md).
+
+One cocotb test, :func:`random_commands`, runs a seeded stream of steps on the controller RTL
+(``anmf_controller``) with the code-level AFE model bound to its AFE port:
+
+* bus traffic: reads and writes of every register and window access class (testbench/
+  coverage.py derives them from the register map), full-word and with byte lanes left out,
+  plus unmapped addresses and window indices past the depth; every response is checked
+  against the documented bus rules, every read against a shadow of what the bus wrote (and
+  the constants, STATUS, counters and buffers the checks below predict);
+* commands: every opcode and illegal ones, with configurations that are legal or break one
+  validation check at random; a refusal is checked against the documented validation order
+  (docs/controller.md, :func:`expected_refusal`), an accepted command against the golden
+  model (model/golden.py: error, error_detail, done cycle, result words, fault map, counters);
+* disturbances at random times: CONTROL.abort, CONTROL.soft_reset, a second start (BUSY), and
+  an AFE that stops answering (the binding detached: the watchdog must end the command with
+  ADC_TIMEOUT); the outcome is checked against the documented behaviour (ABORTED with
+  ``done`` ROWS + 2 cycles after the abort, a forgotten command after a soft reset, STATUS and
+  counters cleared, the AFE left in its safe state). Watchdog limits below the conversion or
+  pulse time (golden-predicted ADC_TIMEOUT / PROGRAM_TIMEOUT) and a fresh ADC latency drawn
+  at every re-synchronisation vary the AFE timing.
+
+Every FSM state register is watched (one wake-up per change); a transition the RTL does not
+contain fails the test. Coverage goes to cocotb-coverage and, at the end, to the JSON file the
+environment names (merged across seeds by ``make regress``).
+
+The runner passes ``ANMF_RANDOM_BENCH`` (JSON, :func:`bench_env`): ``params`` (BuildParams
+fields), ``afe`` (AFE configuration dict), ``clock_hz``, ``steps``, ``coverage_json`` and,
+optionally, ``seed`` (else cocotb's random seed: ``COCOTB_RANDOM_SEED`` reproduces a run).
+
+    python -m anmf.testbench.bench_random [--seeds N] [--first-seed S] [--sim icarus|verilator]
+                                          [--steps K] [--goal 0.95]
+
+runs N seeds (``make regress``), prints each run, the merged coverage report and whether the
+goal is met; exit 1 on a failing run or coverage below the goal.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import ClockCycles, Event, ReadOnly, RisingEdge, with_timeout
+
+from anmf.hdl.afe import AFEMode
+from anmf.hdl.codes import ErrorCode, Opcode
+from anmf.hdl.controller import PROGRAMMER_OPCODES, SOLVE_OPCODES, Controller
+from anmf.hdl.params import BuildParams
+from anmf.hdl.regmap import MapEntry, MemoryWindow, Register, RegisterMap, VectorWindow
+from anmf.hdl.registers import build_register_map
+from anmf.model.afe import AnalogFrontEnd, Mode
+from anmf.model.config import config_from_dict
+from anmf.model.formats import ProgramSettings, pack_result
+from anmf.model.golden import Error, GoldenController
+from anmf.testbench.afe_binding import AFEBinding, _value
+from anmf.testbench.coverage import (BUS_BLOCK, IDLE_TARGET, READ, UNKNOWN_OPCODE_BIN, UNMAPPED, WINDOW_GAP,
+                                     WRITE, WRITE_PARTIAL, CoverageModel, FSMModel, access_classes,
+                                     covered, design_crosses, design_fsms, design_groups, design_points,
+                                     expected_response, merge, read_json, report, write_json)
+
+__all__ = ["DEFAULT_OPTIONS", "bench_env", "expected_refusal", "RandomBench", "main"]
+
+ENV = "ANMF_RANDOM_BENCH"
+#: Small array, short conversions: a step costs a few hundred cycles.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "params": {"rows": 8, "cols": 4, "spare": 1, "avg_max_log2": 2},
+    "afe": {"preset": "rram-3bit", "seed": 11, "adc": {"conversion_time_s": 200e-9}},
+    "clock_hz": 100e6,
+    "steps": 60,
+    "coverage_json": None,
+}
+WORD_MASK = 0xFFFF_FFFF
+COMMAND_TIMEOUT_CYCLES = 400_000
+#: ADC latencies (cycles from adc_start to adc_busy) drawn at each re-synchronisation.
+ADC_LATENCIES = (1, 2, 3, 5)
+#: Safe-exit states: an abort there (or in Idle/Done) has no effect (docs/controller.md).
+NO_ABORT_STATES = ("Idle", "Done", "Safe-Zero-DAC", "Safe-LDAC")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def bench_env(**overrides: Any) -> dict[str, str]:
+    """The runner's environment for this bench: DEFAULT_OPTIONS with ``overrides``."""
+    return {ENV: json.dumps({**DEFAULT_OPTIONS, **overrides})}
+
+
+def _options() -> dict[str, Any]:
+    return {**DEFAULT_OPTIONS, **json.loads(os.environ.get(ENV, "{}"))}
+
+
+def _now_ps() -> int:
+    return round(get_sim_time("ps"))
+
+
+# --- the reference model of command validation (docs/controller.md, "Checks, in this order") ---
+
+def expected_refusal(fields: dict[str, dict[str, int]], row_mask: int, p: BuildParams,
+                     offsets: dict[str, int]) -> tuple[ErrorCode, int]:
+    """The refusal (or NONE, 0) of CONTROL.start for the register values ``fields`` (register ->
+    field -> value) and ROW_MASK ``row_mask``, with no command running."""
+    opcode = fields["COMMAND"]["opcode"]
+    known = {op.value: op for op in Opcode}
+    if opcode not in known:
+        return ErrorCode.UNKNOWN_OPCODE, opcode
+    op = known[opcode]
+    if op is Opcode.NOP:
+        return ErrorCode.NONE, 0
+    solve, nmf = op in SOLVE_OPCODES, op is Opcode.RUN_NMF
+    cell = op in (Opcode.READ_CELL, Opcode.PROGRAM_CELL)
+    matrix, program = op is Opcode.PROGRAM_MATRIX, op in (Opcode.PROGRAM_CELL, Opcode.PROGRAM_MATRIX)
+    command, size = fields["COMMAND"], fields["NMF_SIZE"]
+    samples = fields["TIMING"]["adc_samples"]
+    tolerance = fields["PROGRAM_TOLERANCE"]["codes"]
+    base, span = fields["NMF_WINDOW_BASE"]["code"], fields["NMF_WINDOW_SPAN"]["codes"]
+    checks = [
+        (cell and (command["row"] >= p.rows or command["col"] >= p.total_cols), ErrorCode.BAD_DIMENSION, "COMMAND"),
+        ((solve or matrix) and row_mask == 0, ErrorCode.BAD_DIMENSION, "ROW_MASK"),
+        ((solve or matrix) and fields["COL_ENABLE"]["enable"] == 0, ErrorCode.BAD_DIMENSION, "COL_ENABLE"),
+        (nmf and not (0 < size["m"] <= p.rows and 0 < size["n"] <= p.rows and 0 < size["k"] <= p.cols),
+         ErrorCode.BAD_DIMENSION, "NMF_SIZE"),
+        (nmf and fields["NMF_ITERATIONS"]["count"] == 0, ErrorCode.BAD_DIMENSION, "NMF_ITERATIONS"),
+        (samples == 0 or samples & (samples - 1) or samples > 1 << p.avg_max_log2, ErrorCode.BAD_AVERAGING,
+         "TIMING"),
+        ((program or nmf) and not 0 < tolerance < 1 << p.adc_bits, ErrorCode.BAD_TOLERANCE, "PROGRAM_TOLERANCE"),
+        (nmf and span == 0, ErrorCode.BAD_WINDOW, "NMF_WINDOW_SPAN"),
+        (nmf and base + span > 1 << p.adc_bits, ErrorCode.BAD_WINDOW, "NMF_WINDOW_BASE"),
+        (fields["WATCHDOG"]["cycles"] == 0, ErrorCode.BAD_TIMING, "WATCHDOG"),
+        ((solve or nmf) and fields["DAC_SETTLE"]["cycles"] == 0, ErrorCode.BAD_TIMING, "DAC_SETTLE"),
+        ((solve or nmf) and fields["ANALOG_SETTLE"]["cycles"] == 0, ErrorCode.BAD_TIMING, "ANALOG_SETTLE"),
+        ((cell or matrix or nmf) and fields["READ_SETTLE"]["cycles"] == 0, ErrorCode.BAD_TIMING, "READ_SETTLE"),
+        ((program or nmf) and fields["PROGRAM_PULSE"]["width"] == 0, ErrorCode.BAD_TIMING, "PROGRAM_PULSE"),
+    ]
+    for failed, error, register in checks:
+        if failed:
+            return error, offsets[register]
+    return ErrorCode.NONE, 0
+
+
+# --- the bus --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Access:
+    """One bus access as classified against the register map."""
+
+    address: int
+    op: str                   #: READ, WRITE or WRITE_PARTIAL
+    entry: MapEntry | None
+    index: int                #: word index inside a window (0 for registers)
+    label: str                #: the coverage access class
+
+
+class Bus:
+    """AXI4-Lite master driving the ports directly (one access at a time, any WSTRB), as
+    testbench/axi_bus.py's direct master does; returns the response instead of raising."""
+
+    def __init__(self, dut: Any):
+        self.clock = dut.clk
+        names = ("awaddr", "awvalid", "wdata", "wstrb", "wvalid", "bresp", "bvalid", "bready",
+                 "araddr", "arvalid", "rdata", "rresp", "rvalid", "rready")
+        self.p = {name: getattr(dut, f"axil__{name}") for name in names}
+        for name in ("awvalid", "wvalid", "arvalid"):
+            self.p[name].value = 0
+        self.p["bready"].value = 1
+        self.p["rready"].value = 1
+
+    async def read(self, address: int) -> tuple[int, str]:
+        p = self.p
+        p["araddr"].value = address
+        p["arvalid"].value = 1
+        await RisingEdge(p["rvalid"])
+        p["arvalid"].value = 0
+        await RisingEdge(self.clock)
+        return _value(p["rdata"]), ("OKAY", "EXOKAY", "SLVERR", "DECERR")[_value(p["rresp"])]
+
+    async def write(self, address: int, value: int, strobe: int = 0xF) -> str:
+        p = self.p
+        p["awaddr"].value = address
+        p["wdata"].value = value
+        p["wstrb"].value = strobe
+        p["awvalid"].value = 1
+        p["wvalid"].value = 1
+        await RisingEdge(p["bvalid"])
+        p["awvalid"].value = 0
+        p["wvalid"].value = 0
+        await RisingEdge(self.clock)
+        return ("OKAY", "EXOKAY", "SLVERR", "DECERR")[_value(p["bresp"])]
+
+
+def _lane_mask(strobe: int) -> int:
+    return sum(0xFF << (8 * lane) for lane in range(4) if strobe >> lane & 1)
+
+
+# --- the bench ------------------------------------------------------------------------------------
+
+class RandomBench:
+    """Clock, reset, AFE model and golden twin, FSM monitors, coverage, shadow registers."""
+
+    def __init__(self, dut: Any, options: dict[str, Any], seed: int):
+        self.dut = dut
+        self.options = options
+        self.p = p = BuildParams(**options["params"])
+        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.map: RegisterMap = build_register_map(p)
+        self.entries = {e.name: e for e in self.map}
+        self.offsets = {e.name: e.offset for e in self.map}
+        self.classes = {c.label: c for c in access_classes(self.map)}
+        self.fsms: tuple[FSMModel, ...] = design_fsms(Controller(p))
+        fsms = self.fsms
+        self.coverage = CoverageModel(design_groups(fsms, self.map), design_points(fsms), design_crosses(fsms))
+        self.config = config_from_dict(options["afe"])
+        self.period_ps = round(1e12 / options["clock_hz"])
+        self.failures: list[str] = []
+        self.bus = Bus(dut)
+        # Shadow of what the bus wrote: register words, ROW_MASK, RHS, TARGET, FAULT_MAP.
+        self.words = {e.name: e.item.reset for e in self.map if e.is_register}
+        self.row_mask_words = [0] * self.entries["ROW_MASK"].item.depth
+        self.status = {"busy": 0, "done": 0, "error": 0, "error_detail": 0}
+        self.counters = {e.name: 0 for e in self.map if e.is_register and
+                         any(f.field.kind == "counter" for f in e.item.fields.values())}
+        self.handles: dict[str, Any] = {}
+        self.state: dict[str, str] = {}
+        self.entered: dict[tuple[str, str], int] = {}   # (block, state) -> time (ps) last entered
+        self.idle = Event()
+        self.command_blocks = tuple(f.block for f in fsms if f.block != BUS_BLOCK)
+        self.afe: AnalogFrontEnd | None = None
+        self.binding: AFEBinding | None = None
+        self.golden: GoldenController | None = None
+        self.durations: dict[str, int] = {}
+
+    # ---- checks ---------------------------------------------------------------------------
+
+    def check(self, ok: bool, message: str) -> None:
+        """Record a failed check (the test fails at the end with all of them; the first few
+        are logged as they happen)."""
+        if not ok:
+            self.failures.append(message)
+            if len(self.failures) <= 20:
+                cocotb.log.error("check failed: %s", message)
+
+    # ---- life cycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        dut = self.dut
+        Clock(dut.clk, self.period_ps, unit="ps", impl="gpi").start(start_high=False)
+        dut.rst.value = 1
+        for name in ("adc_busy", "adc_data", "adc_ovr", "prog_done"):
+            getattr(dut, f"afe__{name}").value = 0
+        await ClockCycles(dut.clk, 3)
+        dut.rst.value = 0
+        await ClockCycles(dut.clk, 2)
+        for fsm in self.fsms:
+            handle = dut
+            try:
+                for name in fsm.path:
+                    handle = getattr(handle, name)
+                handle = getattr(handle, fsm.signal)
+            except AttributeError:
+                raise AssertionError(f"FSM state register {'.'.join(fsm.path + (fsm.signal,))} is not visible "
+                                     f"in the simulator: the coverage of block {fsm.block} cannot be sampled")
+            self.handles[fsm.block] = handle
+            cocotb.start_soon(self._watch(fsm, handle))
+        await self.resync(first=True)
+
+    def _all_idle(self) -> bool:
+        return all(self.state.get(b) == "Idle" for b in self.command_blocks)
+
+    async def _watch(self, fsm: FSMModel, handle: Any) -> None:
+        legal = set(fsm.transitions)
+        previous = fsm.state_name(_value(handle))
+        self.state[fsm.block] = previous
+        self.coverage.sample(f"fsm.{fsm.block}.state", previous)
+        change = handle.value_change
+        while True:
+            await change
+            code = _value(handle)
+            try:
+                name = fsm.state_name(code)
+            except ValueError as exc:
+                self.check(False, str(exc))
+                continue
+            if name == previous:
+                continue
+            self.coverage.sample(f"fsm.{fsm.block}.state", name)
+            if (previous, name) in legal:
+                self.coverage.sample(f"fsm.{fsm.block}.transition", f"{previous}->{name}")
+            else:
+                self.check(False, f"{fsm.block}: transition {previous} -> {name} is not in the RTL")
+            previous = name
+            self.state[fsm.block] = name
+            self.entered[(fsm.block, name)] = _now_ps()
+            if self._all_idle():
+                self.idle.set()
+            else:
+                self.idle.clear()
+
+    def _snapshot(self) -> dict[str, str]:
+        """Every block's state now (read from the handles: call in a ReadOnly phase)."""
+        return {f.block: f.state_name(_value(self.handles[f.block])) for f in self.fsms}
+
+    async def resync(self, first: bool = False) -> None:
+        """A fresh AFE model and golden twin with the bound model's conductances (after a
+        command the golden model could not follow), a new ADC latency, the golden buffers
+        from the RTL, the counters read back."""
+        latency = int(self.rng.choice(ADC_LATENCIES))
+        afe = AnalogFrontEnd.from_build_params(self.config, self.p, clock_hz=self.options["clock_hz"],
+                                               deterministic=True, adc_latency_cycles=latency)
+        if self.binding is not None:
+            self.binding.stop()
+        g = np.asarray(self.afe.crossbar.conductance_s).copy() if self.afe is not None else None
+        if g is None:
+            levels = afe.config.device.level_targets_s()
+            g = levels[self.rng.integers(1, levels.size, (self.p.rows, self.p.total_cols))]
+        golden = GoldenController(self.p, afe.twin())
+        now = _now_ps() / 1e12
+        afe.set_conductances(g, now)
+        golden.afe.set_conductances(g, now)
+        self.afe, self.golden = afe, golden
+        self.binding = AFEBinding(self.dut, afe, self.p, clock=self.dut.clk)
+        await self.binding.start()
+        golden.rhs[:] = [await self.read_window_word("RHS", i) for i in range(self.p.rows)]
+        golden.targets[:] = np.reshape([await self.read_window_word("TARGET", i)
+                                        for i in range(self.p.cell_count)], golden.targets.shape)
+        golden.results[:] = [await self.read_window_word("RESULTS", i) for i in range(self.p.total_cols)]
+        golden.fault_map[:] = [await self.read_window_word("FAULT_MAP", i) for i in range(self.p.rows)]
+        for name in self.counters:
+            self.counters[name] = await self.read_field(name, "count")
+
+    # ---- bus with classification, response check and shadow ------------------------------
+
+    def classify(self, address: int, op: str) -> Access:
+        for entry in self.map:
+            if entry.offset <= address < entry.end:
+                index = (address - entry.offset) // 4
+                if not entry.is_register and index >= entry.item.depth:
+                    return Access(address, op, entry, index, WINDOW_GAP)
+                label = next(c.label for c in self.classes.values() if entry in c.entries)
+                return Access(address, op, entry, index, label)
+        return Access(address, op, None, 0, UNMAPPED)
+
+    def _sample_access(self, access: Access) -> None:
+        op = access.op if access.label not in (UNMAPPED, WINDOW_GAP) or access.op == READ else WRITE
+        self.coverage.sample("bus.access", f"{access.label}: {op}")
+
+    async def read(self, address: int) -> int:
+        access = self.classify(address, READ)
+        self._sample_access(access)
+        value, resp = await self.bus.read(address)
+        gap_ok = access.entry is not None and access.label != WINDOW_GAP
+        self.check(resp == expected_response(access.entry if gap_ok else None, READ),
+                   f"read 0x{address:X} ({access.label}) answered {resp}")
+        return value
+
+    async def write(self, address: int, value: int, strobe: int = 0xF) -> str:
+        op = WRITE if strobe == 0xF else WRITE_PARTIAL
+        access = self.classify(address, op)
+        self._sample_access(access)
+        resp = await self.bus.write(address, value, strobe)
+        mapped = access.entry if access.label not in (UNMAPPED, WINDOW_GAP) else None
+        expected = expected_response(mapped, op, index=access.index, strobe=strobe)
+        self.check(resp == expected, f"write 0x{value:08X} strobe {strobe:04b} to 0x{address:X} "
+                                     f"({access.label}) answered {resp}, documented {expected}")
+        if expected == "OKAY" and mapped is not None:
+            self._shadow_write(mapped, access.index, value, _lane_mask(strobe))
+        return resp
+
+    def _shadow_write(self, entry: MapEntry, index: int, value: int, lanes: int) -> None:
+        item = entry.item
+        if isinstance(item, Register):
+            keep = sum(f.mask for f in item.fields.values() if f.access.value in ("RW", "W"))
+            old = self.words[entry.name]
+            self.words[entry.name] = (old & ~(keep & lanes)) | (value & keep & lanes)
+        elif isinstance(item, VectorWindow):
+            bits_here = min(32, max(0, item.bits - 32 * index))
+            keep = ((1 << bits_here) - 1) & lanes
+            self.row_mask_words[index] = (self.row_mask_words[index] & ~keep) | (value & keep)
+        elif entry.name in ("RHS", "TARGET", "FAULT_MAP"):
+            buffer = {"RHS": self.golden.rhs, "TARGET": self.golden.targets.reshape(-1),
+                      "FAULT_MAP": self.golden.fault_map}[entry.name]
+            buffer[index] = value & ((1 << item.width) - 1)
+
+    def field(self, register: str, name: str) -> int:
+        placed = self.entries[register].item.fields[name]
+        return (self.words[register] >> placed.shift) & ((1 << placed.width) - 1)
+
+    def fields(self) -> dict[str, dict[str, int]]:
+        return {name: {f: self.field(name, f) for f in self.entries[name].item.fields} for name in self.words}
+
+    def pack(self, register: str, **values: int) -> int:
+        item = self.entries[register].item
+        word = 0
+        for name, value in values.items():
+            placed = item.fields[name]
+            word |= (value & ((1 << placed.width) - 1)) << placed.shift
+        return word
+
+    async def set(self, register: str, **values: int) -> None:
+        """Write the named fields, the others keeping their shadow value."""
+        word = self.words[register]
+        for name, value in values.items():
+            placed = self.entries[register].item.fields[name]
+            word = (word & ~placed.mask) | ((value << placed.shift) & placed.mask)
+        await self.write(self.offsets[register], word)
+
+    async def read_field(self, register: str, name: str) -> int:
+        placed = self.entries[register].item.fields[name]
+        return (await self.read(self.offsets[register]) >> placed.shift) & ((1 << placed.width) - 1)
+
+    async def read_window_word(self, window: str, index: int) -> int:
+        return await self.read(self.offsets[window] + 4 * index)
+
+    @property
+    def row_mask(self) -> int:
+        return sum(w << (32 * i) for i, w in enumerate(self.row_mask_words)) & ((1 << self.p.rows) - 1)
+
+    async def read_status(self) -> dict[str, int]:
+        word = await self.read(self.offsets["STATUS"])
+        item = self.entries["STATUS"].item
+        return {n: (word >> f.shift) & ((1 << f.width) - 1) for n, f in item.fields.items()}
+
+    # ---- random bus traffic ----------------------------------------------------------------
+
+    def _predicted_read(self, entry: MapEntry, index: int) -> tuple[int, int]:
+        """(value, mask of predicted bits) of a read."""
+        item = entry.item
+        if isinstance(item, Register):
+            value = mask = 0
+            for name, placed in item.fields.items():
+                kind, access = placed.field.kind, placed.access.value
+                if kind == "constant":
+                    value |= placed.field.reset << placed.shift
+                elif kind == "counter":
+                    value |= (self.counters[entry.name] & ((1 << placed.width) - 1)) << placed.shift
+                elif access in ("W", "W1S"):
+                    pass
+                elif access == "RW":
+                    value |= self.words[entry.name] & placed.mask
+                elif entry.name == "STATUS":
+                    value |= self.status[name] << placed.shift
+                else:
+                    continue
+                mask |= placed.mask
+            return value, mask
+        if isinstance(item, VectorWindow):
+            return self.row_mask_words[index], WORD_MASK
+        golden = self.golden
+        buffers = {"RHS": golden.rhs, "TARGET": golden.targets.reshape(-1), "RESULTS": golden.results,
+                   "FAULT_MAP": golden.fault_map}
+        if entry.name in buffers:
+            return int(buffers[entry.name][index]), WORD_MASK
+        return 0, 0
+
+    def _config_value(self, register: str) -> int:
+        """A constrained random word for a configuration register (short timings, legal-ish
+        counts), random bits for the others."""
+        r = self.rng
+        p = self.p
+        small = lambda low, high: int(r.integers(low, high + 1))  # noqa: E731
+        choices = {
+            "TIMING": lambda: self.pack("TIMING", adc_samples=int(r.choice([1, 1, 2, 4, 0, 3, 1 << (p.avg_max_log2 + 1)]))),
+            "DAC_SETTLE": lambda: self.pack("DAC_SETTLE", cycles=small(0, 40)),
+            "ANALOG_SETTLE": lambda: self.pack("ANALOG_SETTLE", cycles=small(0, 40)),
+            "READ_SETTLE": lambda: self.pack("READ_SETTLE", cycles=small(0, 30)),
+            "WATCHDOG": lambda: self.pack("WATCHDOG", cycles=int(r.choice([0, small(1, 12), 4000, 4000]))),
+            "PROGRAM_PULSES": lambda: self.pack("PROGRAM_PULSES", max_pulses=small(0, 10)),
+            "PROGRAM_PULSE": lambda: self.pack("PROGRAM_PULSE", width=small(0, 8)),
+            "PROGRAM_TOLERANCE": lambda: self.pack("PROGRAM_TOLERANCE", codes=int(r.choice([0, small(1, 40), 1 << p.adc_bits]))),
+            "NMF_ITERATIONS": lambda: self.pack("NMF_ITERATIONS", count=small(0, 2), range_retries=small(0, 3)),
+            "NMF_SIZE": lambda: self.pack("NMF_SIZE", m=small(0, p.rows + 1), n=small(0, p.rows + 1), k=small(0, p.cols + 1)),
+        }
+        make = choices.get(register)
+        return make() if make is not None else int(r.integers(0, 1 << 32))
+
+    async def random_access(self) -> None:
+        """One access of a random class and operation: response and readback checked."""
+        r = self.rng
+        label = str(r.choice(list(self.classes)))
+        cls = self.classes[label]
+        op = str(r.choice(cls.ops))
+        if label == UNMAPPED:
+            while True:
+                address = int(r.integers(0, 1 << (self.map.byte_addr_width - 2))) * 4
+                if self.classify(address, READ).label == UNMAPPED:
+                    break
+            if op == READ:
+                await self.read(address)
+            else:
+                await self.write(address, int(r.integers(0, 1 << 32)))
+            return
+        entry = cls.entries[int(r.integers(0, len(cls.entries)))]
+        item = entry.item
+        if label == WINDOW_GAP:
+            index = int(r.integers(item.depth, item.span))
+        else:
+            index = 0 if entry.is_register else int(r.integers(0, item.depth))
+        address = entry.offset + 4 * index
+        if op == READ:
+            value = await self.read(address)
+            expected, mask = self._predicted_read(entry, index) if label != WINDOW_GAP else (0, 0)
+            self.check(value & mask == expected & mask,
+                       f"read {entry.name}[{index}] = 0x{value:08X}, expected 0x{expected & mask:08X} in mask "
+                       f"0x{mask:08X}")
+            return
+        strobe = 0xF if op == WRITE else int(r.choice([1, 2, 3, 4, 6, 8, 12, 7, 14]))
+        if label == WINDOW_GAP or not item.__class__ in (Register, VectorWindow, MemoryWindow):
+            value = int(r.integers(0, 1 << 32))
+        elif entry.name == "CONTROL":
+            value = 0     # a zero write strobes nothing (the command steps write the ones)
+        elif entry.is_register:
+            value = self._config_value(entry.name)
+        elif entry.name.startswith("NMF_") and item.access.writable:
+            # The NMF buffers stay at their reset contents (the golden model's): a write here
+            # uses a strobe the bus refuses, which changes nothing.
+            strobe = 0
+            op = WRITE_PARTIAL
+            value = int(r.integers(0, 1 << 32))
+        elif entry.name == "RHS":
+            value = int(r.integers(0, 1 << self.p.dac_bits))
+        elif entry.name == "TARGET":
+            value = int(r.integers(0, 1 << self.p.adc_bits))
+        else:
+            value = int(r.integers(0, 1 << 32))
+        await self.write(address, value, strobe)
+
+    # ---- commands -------------------------------------------------------------------------
+
+    async def configure(self, opcode: Opcode | int, break_one: bool) -> None:
+        """Legal values for the registers ``opcode`` uses; with ``break_one``, one of them
+        illegal (zero, out of range)."""
+        r = self.rng
+        p = self.p
+        small = lambda low, high: int(r.integers(low, high + 1))  # noqa: E731
+        values: dict[str, dict[str, int]] = {
+            "TIMING": {"adc_samples": 1 << small(0, p.avg_max_log2)},
+            "WATCHDOG": {"cycles": 4000},
+            "DAC_SETTLE": {"cycles": small(1, 30)},
+            "ANALOG_SETTLE": {"cycles": small(1, 30)},
+            "READ_SETTLE": {"cycles": small(1, 20)},
+            "PROGRAM_TOLERANCE": {"codes": small(2, 40)},
+            "PROGRAM_PULSES": {"max_pulses": small(0, 10)},
+            "PROGRAM_AMPLITUDE": {"start": small(4, 40), "step": small(1, 12)},
+            "PROGRAM_AMPLITUDE_MAX": {"max": small(40, (1 << p.prog_amp_bits) - 1)},
+            "PROGRAM_PULSE": {"width": small(1, 6)},
+            "COL_ENABLE": {"enable": small(1, (1 << p.total_cols) - 1)},
+            "NMF_SIZE": {"m": small(1, 3), "n": small(1, 3), "k": small(1, 2)},
+            "NMF_ITERATIONS": {"count": 1, "range_retries": small(0, 2)},
+            "NMF_WINDOW_BASE": {"code": small(0, 100)},
+            "NMF_WINDOW_SPAN": {"codes": small(100, 900)},
+        }
+        breaks = {
+            "TIMING": {"adc_samples": int(r.choice([0, 3, 1 << (p.avg_max_log2 + 1)]))},
+            "WATCHDOG": {"cycles": 0}, "DAC_SETTLE": {"cycles": 0}, "ANALOG_SETTLE": {"cycles": 0},
+            "READ_SETTLE": {"cycles": 0}, "PROGRAM_PULSE": {"width": 0},
+            "PROGRAM_TOLERANCE": {"codes": int(r.choice([0, 1 << p.adc_bits]))},
+            "COL_ENABLE": {"enable": 0},
+            "NMF_SIZE": {"m": int(r.choice([0, p.rows + 1])), "n": 1, "k": 1},
+            "NMF_ITERATIONS": {"count": 0},
+            "NMF_WINDOW_SPAN": {"codes": 0},
+            "NMF_WINDOW_BASE": {"code": (1 << p.adc_bits) - 50},
+        }
+        # Timeouts: a watchdog below the conversion time, or between it and the pulse time.
+        timeout = r.random()
+        if timeout < 0.08:
+            values["WATCHDOG"] = {"cycles": small(1, max(1, self.afe.adc_cycles - 1))}
+        elif timeout < 0.16:
+            width = small(6, 12)
+            pulse = self.afe.pulse_cycles(width)
+            if pulse > self.afe.adc_cycles + 1:
+                values["PROGRAM_PULSE"] = {"width": width}
+                values["WATCHDOG"] = {"cycles": small(self.afe.adc_cycles, pulse - 1)}
+        if break_one:
+            name = str(r.choice(list(breaks)))
+            values[name] = breaks[name]
+        for name, fields in values.items():
+            await self.set(name, **fields)
+        if r.random() < 0.9 or break_one is False:
+            mask = small(1, (1 << p.rows) - 1) if not (break_one and r.random() < 0.15) else 0
+            await self.write(self.offsets["ROW_MASK"], mask)
+        if r.random() < 0.5:
+            for row in range(p.rows):
+                await self.write(self.offsets["RHS"] + 4 * row, self._rhs_code())
+        if r.random() < 0.4:
+            levels = self.afe.config.device.level_targets_s()
+            for index in r.choice(p.cell_count, size=small(1, p.cell_count), replace=False):
+                code = int(self.afe.conductance_code(levels[int(r.integers(0, levels.size))]))
+                await self.write(self.offsets["TARGET"] + 4 * int(index), code)
+        row = small(0, p.rows - 1) if r.random() > 0.1 else p.rows + small(0, 3)
+        col = small(0, p.total_cols - 1) if r.random() > 0.1 else p.total_cols + small(0, 3)
+        await self.set("COMMAND", opcode=int(opcode), row=row, col=col)
+
+    def _rhs_code(self) -> int:
+        zero = 1 << (self.p.dac_bits - 1)
+        return int(np.clip(zero + self.rng.integers(-zero // 3, zero // 3), 0, (1 << self.p.dac_bits) - 1))
+
+    async def _counters(self) -> dict[str, int]:
+        return {name: await self.read_field(name, "count") for name in self.counters}
+
+    async def start_command(self) -> int:
+        """CONTROL.start; returns the time (ps) of the start strobe (cycle 0)."""
+        seen: dict[str, int] = {}
+
+        async def strobe() -> None:
+            await RisingEdge(self.dut.control__start)
+            seen["t"] = _now_ps()
+        watcher = cocotb.start_soon(strobe())
+        await self.set("CONTROL", start=1)
+        self.check(watcher.done(), "CONTROL.start strobe not seen")
+        return seen.get("t", _now_ps())
+
+    async def wait_idle(self) -> None:
+        await ClockCycles(self.dut.clk, 2)
+        if not self._all_idle():
+            self.idle.clear()
+            await with_timeout(self.idle.wait(), COMMAND_TIMEOUT_CYCLES * self.period_ps, "ps")
+
+    def _cycles(self, start_ps: int, block: str, state: str = "Done") -> int:
+        return (self.entered.get((block, state), start_ps) - start_ps) // self.period_ps
+
+    async def command_step(self) -> None:
+        r = self.rng
+        p = self.p
+        if r.random() < 0.07:
+            opcode: int = int(r.choice([o for o in range(8, 256) if o not in {op.value for op in Opcode}]))
+        else:
+            opcode = int(r.choice([op.value for op in Opcode]))
+        known = {op.value: op for op in Opcode}
+        op = known.get(opcode)
+        await self.configure(opcode, break_one=r.random() < 0.3)
+        fields = self.fields()
+        refusal, detail = expected_refusal(fields, self.row_mask, p, self.offsets)
+        self.coverage.sample("command.opcode", op.name if op else UNKNOWN_OPCODE_BIN)
+        await self.write(self.offsets["IRQ_STATUS"], 0x7)          # clear done/error/over_range
+        before = await self._counters()
+        if refusal != ErrorCode.NONE or op is Opcode.NOP:
+            await self.start_command()
+            status = await self.read_status()
+            expected = {"busy": 0, "done": 1, "error": refusal.value, "error_detail": detail}
+            self.check(status == expected, f"opcode {opcode} with {fields}: STATUS {status}, expected {expected}")
+            self.check(await self._counters() == before, "a refused command changed a counter")
+            self.coverage.sample("command.error", ErrorCode(status["error"]).name
+                                 if status["error"] in {e.value for e in ErrorCode} else "NONE")
+            self.status = expected
+            return
+        disturbance = str(r.choice(["none"] * 6 + ["abort", "soft_reset", "busy", "mute"]))
+        if disturbance == "mute":
+            self.binding.stop()
+        start_ps = await self.start_command()
+        snapshot: dict[str, str] = {}
+        action_ps = 0
+        if disturbance in ("abort", "soft_reset"):
+            estimate = self.durations.get(op.name, 300)
+            await ClockCycles(self.dut.clk, int(r.integers(0, max(2, estimate))))
+            strobe_name = f"control__{disturbance}"
+
+            async def at_strobe() -> None:
+                nonlocal action_ps
+                await RisingEdge(getattr(self.dut, strobe_name))
+                await ReadOnly()
+                action_ps = _now_ps()
+                snapshot.update(self._snapshot())
+            watcher = cocotb.start_soon(at_strobe())
+            await self.set("CONTROL", **{disturbance: 1})
+            self.check(watcher.done(), f"CONTROL.{disturbance} strobe not seen")
+            running = [b for b in self.command_blocks if snapshot.get(b, "Idle") != "Idle"]
+            target = "anls" if "anls" in running else (running[0] if running else IDLE_TARGET)
+            self.coverage.sample_cross("control.action_x_target", disturbance, target)
+        elif disturbance == "busy":
+            await ClockCycles(self.dut.clk, int(r.integers(0, 40)))
+            await self.set("CONTROL", start=1)
+            status = await self.read_status()
+            if status["busy"]:
+                self.check(status["error"] == ErrorCode.BUSY.value and status["error_detail"] == opcode,
+                           f"a start while {op.name} runs: STATUS {status}, expected BUSY with detail {opcode}")
+                self.coverage.sample("command.error", "BUSY")
+        await self.wait_idle()
+        status = await self.read_status()
+        counters = await self._counters()
+        self.durations[op.name] = (_now_ps() - start_ps) // self.period_ps
+        self.check(status["busy"] == 0, f"{op.name}: busy after every block is idle: {status}")
+        if status["error"] in {e.value for e in ErrorCode}:
+            self.coverage.sample("command.error", ErrorCode(status["error"]).name)
+        self.check(_value(self.dut.afe__mode) == AFEMode.IDLE.value and _value(self.dut.afe__loop) == 0,
+                   f"{op.name}: the AFE is not left idle with the loop open")
+        if disturbance == "none" or disturbance == "busy":
+            await self._check_with_golden(op, fields, start_ps, status, before, counters)
+            return
+        if disturbance == "mute":
+            self.check(status["done"] == 1 and status["error"] == ErrorCode.ADC_TIMEOUT.value,
+                       f"{op.name} with a silent AFE: STATUS {status}, expected ADC_TIMEOUT")
+        elif disturbance == "abort":
+            self._check_abort(op, snapshot, action_ps, status)
+            self.check((self.afe.dac_codes == p.dac_zero_code).all(), f"{op.name} aborted: DACs not at zero")
+        else:
+            self.check(status == {"busy": 0, "done": 0, "error": 0, "error_detail": 0} or
+                       not any(snapshot.get(b, "Idle") != "Idle" for b in self.command_blocks),
+                       f"{op.name} soft-reset: STATUS {status}, expected all clear")
+            if any(snapshot.get(b, "Idle") not in ("Idle",) for b in self.command_blocks):
+                self.check(all(v == 0 for v in counters.values()),
+                           f"{op.name} soft-reset: counters {counters}, expected all 0 (cleared, the "
+                           f"forgotten command not counted)")
+        self.status = status
+        await self.resync()
+
+    def _check_abort(self, op: Opcode, snapshot: dict[str, str], action_ps: int, status: dict[str, int]) -> None:
+        block = "anls" if op is Opcode.RUN_NMF else ("sequencer" if op in SOLVE_OPCODES else "programmer")
+        state = snapshot.get(block, "Idle")
+        subs = [snapshot.get(b, "Idle") for b in self.command_blocks if b != "anls"]
+        if state in NO_ABORT_STATES or (op is Opcode.RUN_NMF and any(s in NO_ABORT_STATES[2:] + ("Done",)
+                                                                     for s in subs)):
+            self.check(status["done"] == 1 and status["busy"] == 0, f"{op.name}: abort in {state}: STATUS {status}")
+            return
+        self.check(status == {"busy": 0, "done": 1, "error": ErrorCode.ABORTED.value, "error_detail": 0},
+                   f"{op.name} aborted in {block} state {state}: STATUS {status}, expected ABORTED")
+        if op is not Opcode.RUN_NMF:
+            cycles = (self.entered.get((block, "Done"), 0) - action_ps) // self.period_ps
+            self.check(cycles == self.p.rows + 2,
+                       f"{op.name} aborted in {state}: done {cycles} cycles after the abort, documented ROWS + 2 = "
+                       f"{self.p.rows + 2}")
+
+    async def _check_with_golden(self, op: Opcode, fields: dict[str, dict[str, int]], start_ps: int,
+                                 status: dict[str, int], before: dict[str, int], after: dict[str, int]) -> None:
+        p, golden = self.p, self.golden
+        start_s = start_ps / 1e12
+        avg_log2 = fields["TIMING"]["adc_samples"].bit_length() - 1
+        watchdog = fields["WATCHDOG"]["cycles"]
+        delta = {name: after[name] - before[name] for name in after}
+        col_mask = fields["COL_ENABLE"]["enable"] & ((1 << p.total_cols) - 1)
+        enabled_cols = [c for c in range(p.total_cols) if col_mask >> c & 1]
+        enabled_rows = [r for r in range(p.rows) if self.row_mask >> r & 1]
+        settings = ProgramSettings(
+            tolerance=fields["PROGRAM_TOLERANCE"]["codes"], amp_start=fields["PROGRAM_AMPLITUDE"]["start"],
+            amp_step=fields["PROGRAM_AMPLITUDE"]["step"], amp_max=fields["PROGRAM_AMPLITUDE_MAX"]["max"],
+            pulse_width=fields["PROGRAM_PULSE"]["width"], pulse_budget=fields["PROGRAM_PULSES"]["max_pulses"],
+            avg_log2=avg_log2, read_settle=fields["READ_SETTLE"]["cycles"])
+        row, col = fields["COMMAND"]["row"], fields["COMMAND"]["col"]
+        detail = 0
+        if op in SOLVE_OPCODES:
+            exp = golden.solve(Mode[op.name], row_mask=self.row_mask, col_mask=col_mask, avg_log2=avg_log2,
+                               dac_settle=fields["DAC_SETTLE"]["cycles"],
+                               analog_settle=fields["ANALOG_SETTLE"]["cycles"], watchdog_limit=watchdog,
+                               start_s=start_s)
+            block, error, done = "sequencer", exp.error, exp.done_cycle
+            if error == Error.ADC_TIMEOUT:
+                detail = enabled_cols[len(exp.words)]
+            self.check(delta["OVER_RANGE_COUNT"] == exp.over_range_count,
+                       f"{op.name}: over-range count +{delta['OVER_RANGE_COUNT']}, golden {exp.over_range_count}")
+            self.check(delta["SOLVE_COUNT"] == (error == Error.NONE), f"{op.name}: SOLVE_COUNT +{delta['SOLVE_COUNT']}")
+        elif op is Opcode.READ_CELL:
+            exp = golden.read_cell(row, col, avg_log2=avg_log2, read_settle=fields["READ_SETTLE"]["cycles"],
+                                   watchdog_limit=watchdog, start_s=start_s)
+            block, error, done = "programmer", exp.error, exp.done_cycle
+            if error == Error.ADC_TIMEOUT:
+                detail = row * p.total_cols + col
+        elif op in (Opcode.PROGRAM_CELL, Opcode.PROGRAM_MATRIX):
+            if op is Opcode.PROGRAM_CELL:
+                exp = golden.program_cell(row, col, settings, watchdog_limit=watchdog, start_s=start_s)
+                cells = [(row, col)]
+            else:
+                exp = golden.program_matrix(settings, row_mask=self.row_mask, col_mask=col_mask,
+                                            watchdog_limit=watchdog, start_s=start_s)
+                cells = [(r, c) for r in enabled_rows for c in enabled_cols]
+            block, error, done = "programmer", exp.error, exp.done_cycle
+            if error in (Error.ADC_TIMEOUT, Error.PROGRAM_TIMEOUT):
+                r, c = cells[len(exp.cells)]
+                detail = r * p.total_cols + c
+            elif error == Error.CELLS_FAILED:
+                detail = min(exp.failed_count, 0xFFFF)
+            self.check((delta["PULSE_COUNT"], delta["FAILED_CELL_COUNT"]) == (exp.pulse_count, exp.failed_count),
+                       f"{op.name}: pulses, failed +{delta['PULSE_COUNT']}, +{delta['FAILED_CELL_COUNT']}; golden "
+                       f"{exp.pulse_count}, {exp.failed_count}")
+        else:
+            assert op is Opcode.RUN_NMF
+            exp = golden.run_nmf(m=fields["NMF_SIZE"]["m"], n=fields["NMF_SIZE"]["n"], k=fields["NMF_SIZE"]["k"],
+                                 iterations=fields["NMF_ITERATIONS"]["count"], settings=settings,
+                                 dac_settle=fields["DAC_SETTLE"]["cycles"],
+                                 analog_settle=fields["ANALOG_SETTLE"]["cycles"],
+                                 g_offset=fields["NMF_WINDOW_BASE"]["code"],
+                                 g_span=fields["NMF_WINDOW_SPAN"]["codes"],
+                                 range_retries=fields["NMF_ITERATIONS"]["range_retries"],
+                                 watchdog_limit=watchdog, start_s=start_s)
+            block, error, done = "anls", exp.error, exp.done_cycle
+            detail = None if error in (Error.ADC_TIMEOUT, Error.PROGRAM_TIMEOUT, Error.CELLS_FAILED) else exp.detail
+            self.check(delta["PULSE_COUNT"] == exp.pulse_count,
+                       f"RUN_NMF: pulses +{delta['PULSE_COUNT']}, golden {exp.pulse_count}")
+        got = {"busy": status["busy"], "done": status["done"], "error": status["error"]}
+        self.check(got == {"busy": 0, "done": 1, "error": int(error)},
+                   f"{op.name}: STATUS {status}, golden error {error.name}")
+        if detail is not None:
+            self.check(status["error_detail"] == detail,
+                       f"{op.name} ({error.name}): error_detail {status['error_detail']}, expected {detail}")
+        cycles = self._cycles(start_ps, block)
+        self.check(cycles == done, f"{op.name}: {block} done in cycle {cycles}, golden {done}")
+        results = [await self.read_window_word("RESULTS", i) for i in range(p.total_cols)]
+        self.check(results == [int(w) for w in golden.results],
+                   f"{op.name}: RESULTS {results}, golden {list(golden.results)}")
+        if op in PROGRAMMER_OPCODES or op is Opcode.RUN_NMF:
+            fault_map = [await self.read_window_word("FAULT_MAP", i) for i in range(p.rows)]
+            self.check(fault_map == [int(w) for w in golden.fault_map],
+                       f"{op.name}: FAULT_MAP {fault_map}, golden {list(golden.fault_map)}")
+            conductance_equal = np.array_equal(self.afe.crossbar.conductance_s, golden.afe.crossbar.conductance_s)
+            self.check(conductance_equal, f"{op.name}: the bound AFE's conductances differ from the golden twin's")
+        if op is Opcode.RUN_NMF:
+            target = [await self.read_window_word("TARGET", i) for i in range(p.cell_count)]
+            self.check(target == [int(t) for t in golden.targets.reshape(-1)],
+                       f"RUN_NMF: TARGET {target}, golden {golden.targets.reshape(-1).tolist()}")
+        self.check(not self.binding.all_violations, f"AFE protocol: {self.binding.all_violations}")
+        self.binding.violations.clear()
+        self.afe.violations.clear()
+        self.status = status
+        self.counters = after
+
+    async def idle_control(self) -> None:
+        """An abort or a soft reset with nothing running."""
+        action = str(self.rng.choice(["abort", "soft_reset"]))
+        before = await self.read_status()
+        await self.set("CONTROL", **{action: 1})
+        self.coverage.sample_cross("control.action_x_target", action, IDLE_TARGET)
+        status = await self.read_status()
+        if action == "abort":
+            self.check(status == before, f"abort while idle changed STATUS {before} to {status}")
+        else:
+            self.check(status == {"busy": 0, "done": 0, "error": 0, "error_detail": 0},
+                       f"soft reset: STATUS {status}, expected all clear")
+            counters = await self._counters()
+            self.check(all(v == 0 for v in counters.values()), f"soft reset: counters {counters}, expected 0")
+            self.counters = counters
+        self.status = status
+
+
+def _seed() -> int:
+    options = _options()
+    if options.get("seed") is not None:
+        return int(options["seed"])
+    return int(getattr(cocotb, "RANDOM_SEED", 0) or os.environ.get("COCOTB_RANDOM_SEED", 0))
+
+
+@cocotb.test()
+async def random_commands(dut) -> None:
+    """A seeded random stream of bus accesses, commands and disturbances; every check passes."""
+    options = _options()
+    seed = _seed()
+    bench = RandomBench(dut, options, seed)
+    cocotb.log.info("random bench: seed %d, %d steps", seed, options["steps"])
+    try:
+        await bench.start()
+        for step in range(options["steps"]):
+            for _ in range(int(bench.rng.integers(1, 5))):
+                await bench.random_access()
+            if bench.rng.random() < 0.08:
+                await bench.idle_control()
+            await bench.command_step()
+        hits = bench.coverage.hits()
+    finally:
+        path = options.get("coverage_json")
+        if path:
+            write_json(Path(path), bench.coverage.hits(), seeds=[seed])
+    hit, total = covered(hits)
+    cocotb.log.info("coverage of this run: %d/%d bins\n%s", hit, total, report(hits))
+    assert not bench.failures, f"{len(bench.failures)} checks failed (seed {seed}); first: {bench.failures[:5]}"
+
+
+# --- make regress ---------------------------------------------------------------------------------
+
+def run_seed(sim: str, seed: int, steps: int, folder: Path) -> tuple[bool, Path]:
+    """One cocotb run of the bench with ``seed``; (passed, coverage JSON)."""
+    from anmf.hdl.controller import TOP_MODULE, verilog_text
+    from anmf.testbench.sim import results_summary
+    from anmf.testbench.simulators import run_bench
+
+    folder.mkdir(parents=True, exist_ok=True)
+    coverage_json = folder / f"coverage-{seed}.json"
+    coverage_json.unlink(missing_ok=True)
+    params = BuildParams(**DEFAULT_OPTIONS["params"])
+    results = run_bench(sim=sim, verilog=verilog_text(params), toplevel=TOP_MODULE,
+                        test_module="anmf.testbench.bench_random", name="random", seed=seed,
+                        extra_env=bench_env(steps=steps, coverage_json=str(coverage_json), seed=seed))
+    tests, failed = results_summary(results)
+    return tests > 0 and failed == 0 and coverage_json.is_file(), coverage_json
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m anmf.testbench.bench_random",
+                                     description="constrained-random regression with merged coverage")
+    parser.add_argument("--seeds", type=int, default=10, help="number of seeds (default 10)")
+    parser.add_argument("--first-seed", type=int, default=1, help="first seed (default 1)")
+    parser.add_argument("--sim", default="icarus", choices=["icarus", "verilator"])
+    parser.add_argument("--steps", type=int, default=DEFAULT_OPTIONS["steps"], help="steps per seed")
+    parser.add_argument("--goal", type=float, default=0.95, help="covered share required (default 0.95)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1 or args.steps < 1:
+        print("bench_random: error: --seeds and --steps must be at least 1", file=sys.stderr)
+        return 2
+    os.environ.pop("PYTEST_CURRENT_TEST", None)
+    os.environ.pop("COCOTB_RANDOM_SEED", None)
+    from anmf.testbench.simulators import BUILD_ROOT
+
+    folder = BUILD_ROOT / f"random-{args.sim}"
+    files, failed = [], []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        try:
+            ok, path = run_seed(args.sim, seed, args.steps, folder)
+        except (Exception, SystemExit) as exc:
+            ok, path = False, folder / f"coverage-{seed}.json"
+            print(f"[regress] seed {seed}: not run to the end: {type(exc).__name__}: {exc}", flush=True)
+        if path.is_file():
+            files.append(path)
+        if not ok:
+            failed.append(seed)
+        status = "PASS" if ok else "FAIL"
+        print(f"[regress] seed {seed} on {args.sim}: {status}"
+              + (f", {covered(read_json(path)[0])[0]}/{covered(read_json(path)[0])[1]} bins" if path.is_file() else ""),
+              flush=True)
+    if not files:
+        print("[regress] no coverage collected", flush=True)
+        return 1
+    hits = merge(read_json(f)[0] for f in files)
+    merged = folder / "coverage-merged.json"
+    write_json(merged, hits, seeds=[s for f in files for s in read_json(f)[1]], runs=len(files))
+    print(f"[regress] merged coverage of {len(files)} runs ({merged}):")
+    print(report(hits, goal=args.goal), flush=True)
+    if failed:
+        print(f"[regress] failing seeds: {failed} (reproduce: python -m anmf.testbench.bench_random "
+              f"--seeds 1 --first-seed SEED --sim {args.sim})")
+    hit, total = covered(hits)
+    return 0 if not failed and hit / total >= args.goal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
