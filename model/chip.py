@@ -16,8 +16,13 @@ One H-step (the W-step is the same with H^T and R^T):
    with its input halved (``e_j + 1``), at most ``max_range_retries`` times (the
    controller's over-range auto-scaling). ``x_j * 2**(e_j - e_A)`` is the solution.
 
-The array is sized to the problem (one crossbar of m x k cells): tiling onto a fixed
-ROWS x COLS array is the host driver's job, not this model's.
+Array size (docs/tiling.md): by default the model has one ``rows`` x ``cols`` crossbar (the
+default build's 64 x 8) and tiles what does not fit: a stored factor taller than the array
+is replaced by its Caratheodory row reduction (``anmf.model.tiling``), ranks beyond one
+group of components are solved group by group (block coordinate descent), masked
+right-hand sides per observation pattern; inputs are also lowered where the previous
+solution predicts an output beyond ``OUTPUT_TARGET`` of the ADC range. ``rows=None,
+cols=None`` is the single-array mode: one crossbar of m x k cells sized to each problem.
 
 Missing entries and the ridge (docs/applications.md, section 3): ``mask`` opens the row
 switch of an unobserved entry for that right-hand side only (the batched
