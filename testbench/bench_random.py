@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -58,7 +59,7 @@ from anmf.hdl.regmap import MapEntry, MemoryWindow, Register, RegisterMap, Vecto
 from anmf.hdl.registers import build_register_map
 from anmf.model.afe import AnalogFrontEnd, Mode
 from anmf.model.config import config_from_dict
-from anmf.model.formats import ProgramSettings, pack_result
+from anmf.model.formats import ProgramSettings, exponent_word, mask_words
 from anmf.model.golden import Error, GoldenController
 from anmf.testbench.afe_binding import AFEBinding, _value
 from anmf.testbench.coverage import (BUS_BLOCK, IDLE_TARGET, READ, UNKNOWN_OPCODE_BIN, UNMAPPED, WINDOW_GAP,
@@ -234,6 +235,15 @@ class RandomBench:
         self.binding: AFEBinding | None = None
         self.golden: GoldenController | None = None
         self.durations: dict[str, int] = {}
+        #: (block, state, time in ps) of every FSM change while a command runs.
+        self.trace: list[tuple[str, str, int]] = []
+        #: Cycles from a CONTROL write's call (at a clock edge) to its strobe.
+        self.write_latency = 0
+        #: The NMF buffers of the RTL equal the golden model's (False after a disturbed RUN_NMF).
+        self.nmf_synced = False
+        #: What was checked, by kind (exported with the coverage; the runner asserts on it).
+        self.stats: Counter[str] = Counter()
+        self._last_start_ps = 0
 
     # ---- checks ---------------------------------------------------------------------------
 
@@ -295,7 +305,9 @@ class RandomBench:
                 self.check(False, f"{fsm.block}: transition {previous} -> {name} is not in the RTL")
             previous = name
             self.state[fsm.block] = name
-            self.entered[(fsm.block, name)] = _now_ps()
+            now = _now_ps()
+            self.entered[(fsm.block, name)] = now
+            self.trace.append((fsm.block, name, now))
             if self._all_idle():
                 self.idle.set()
             else:
@@ -332,6 +344,7 @@ class RandomBench:
         golden.fault_map[:] = [await self.read_window_word("FAULT_MAP", i) for i in range(self.p.rows)]
         for name in self.counters:
             self.counters[name] = await self.read_field(name, "count")
+        self.nmf_synced = False
 
     # ---- bus with classification, response check and shadow ------------------------------
 
@@ -363,6 +376,7 @@ class RandomBench:
         access = self.classify(address, op)
         self._sample_access(access)
         resp = await self.bus.write(address, value, strobe)
+        self.recent = (getattr(self, "recent", []) + [(_now_ps(), hex(address), hex(value), strobe, resp)])[-12:]
         mapped = access.entry if access.label not in (UNMAPPED, WINDOW_GAP) else None
         expected = expected_response(mapped, op, index=access.index, strobe=strobe)
         self.check(resp == expected, f"write 0x{value:08X} strobe {strobe:04b} to 0x{address:X} "
@@ -509,7 +523,7 @@ class RandomBench:
                        f"0x{mask:08X}")
             return
         strobe = 0xF if op == WRITE else int(r.choice([1, 2, 3, 4, 6, 8, 12, 7, 14]))
-        if label == WINDOW_GAP or not item.__class__ in (Register, VectorWindow, MemoryWindow):
+        if label == WINDOW_GAP:
             value = int(r.integers(0, 1 << 32))
         elif entry.name == "CONTROL":
             value = 0     # a zero write strobes nothing (the command steps write the ones)
@@ -610,8 +624,11 @@ class RandomBench:
             await RisingEdge(self.dut.control__start)
             seen["t"] = _now_ps()
         watcher = cocotb.start_soon(strobe())
+        called = _now_ps()
+        self.trace.clear()
         await self.set("CONTROL", start=1)
         self.check(watcher.done(), "CONTROL.start strobe not seen")
+        self.write_latency = (seen.get("t", called) - called) // self.period_ps
         return seen.get("t", _now_ps())
 
     async def wait_idle(self) -> None:
@@ -623,40 +640,107 @@ class RandomBench:
     def _cycles(self, start_ps: int, block: str, state: str = "Done") -> int:
         return (self.entered.get((block, state), start_ps) - start_ps) // self.period_ps
 
+    async def load_nmf(self) -> None:
+        """A small random NMF problem in the NMF buffers of the RTL (over the bus) and of the
+        golden model: R codes, mask (mostly observed), W mantissas and exponents (now and then
+        at the edge of the exponent range, for EXPONENT_RANGE)."""
+        r, p, golden = self.rng, self.p, self.golden
+        rows, cols = p.rows, p.cols
+        codes = np.zeros((rows, rows), dtype=np.int64)
+        observed = np.zeros((rows, rows), dtype=bool)
+        m, n = 3, 3
+        codes[:m, :n] = r.integers(0, 1 << p.r_bits, (m, n))
+        observed[:m, :n] = r.random((m, n)) < 0.85
+        mantissa = np.zeros((rows, cols), dtype=np.int64)
+        mantissa[:m, :] = r.integers(0, 1 << (p.adc_bits - 1), (m, cols))
+        exps = np.zeros(rows + cols, dtype=np.int64)
+        top = (1 << (p.exp_bits - 1)) - 1
+        exps[rows:] = r.integers(-3, 4, cols) if r.random() < 0.8 else r.choice([-top - 1, top], cols)
+        golden.nmf_r[:] = codes
+        golden.nmf_mask[:] = observed
+        golden.nmf_w[:] = mantissa
+        golden.nmf_w_exp[:] = exps
+        golden.nmf_h[:] = 0        # RUN_NMF starts with an H-step: H only has to agree
+        golden.nmf_h_exp[:] = 0
+        writes = [("NMF_R", codes.reshape(-1)), ("NMF_MASK", mask_words(observed, rows)),
+                  ("NMF_W", mantissa.reshape(-1)), ("NMF_W_EXP", exponent_word(exps, p.exp_bits)),
+                  ("NMF_H", golden.nmf_h.reshape(-1)), ("NMF_H_EXP", golden.nmf_h_exp)]
+        for window, words in writes:
+            for index, word in enumerate(words):
+                await self.write(self.offsets[window] + 4 * index, int(word))
+        self.nmf_synced = True
+
     async def command_step(self) -> None:
+        """A random command on a random configuration: refused, golden-checked, or disturbed;
+        after a golden-checked one, sometimes its replay with an abort or soft reset aimed at
+        a state its trace went through."""
         r = self.rng
-        p = self.p
         if r.random() < 0.07:
             opcode: int = int(r.choice([o for o in range(8, 256) if o not in {op.value for op in Opcode}]))
         else:
             opcode = int(r.choice([op.value for op in Opcode]))
-        known = {op.value: op for op in Opcode}
-        op = known.get(opcode)
+        op = {o.value: o for o in Opcode}.get(opcode)
         await self.configure(opcode, break_one=r.random() < 0.3)
+        if op is Opcode.RUN_NMF and (not self.nmf_synced or r.random() < 0.5):
+            await self.load_nmf()
         fields = self.fields()
-        refusal, detail = expected_refusal(fields, self.row_mask, p, self.offsets)
         self.coverage.sample("command.opcode", op.name if op else UNKNOWN_OPCODE_BIN)
+        refusal, detail = expected_refusal(fields, self.row_mask, self.p, self.offsets)
+        if refusal != ErrorCode.NONE or op is Opcode.NOP:
+            await self.refused(opcode, fields, refusal, detail)
+            return
+        disturbance = str(r.choice(["none"] * 5 + ["abort", "soft_reset", "busy", "mute"]))
+        offset = None
+        if disturbance in ("abort", "soft_reset"):
+            offset = int(r.integers(0, max(2, self.durations.get(op.name, 300))))
+        checked = await self.run(op, fields, disturbance, offset)
+        if checked and self.trace and r.random() < 0.4:
+            # Replay with the disturbance aimed at one of the states the run went through.
+            trace = [(b, st, t) for b, st, t in self.trace if st != "Idle"]
+            start_ps = self._last_start_ps
+            block, state, t = trace[int(r.integers(0, len(trace)))]
+            offset = (t - start_ps) // self.period_ps + int(r.integers(-1, 2))
+            if op is Opcode.RUN_NMF and not self.nmf_synced:
+                return
+            self.stats["replays"] += 1
+            await self.run(op, fields, str(r.choice(["abort", "abort", "soft_reset"])), max(0, offset))
+
+    async def refused(self, opcode: int, fields: dict[str, dict[str, int]], refusal: ErrorCode, detail: int) -> None:
         await self.write(self.offsets["IRQ_STATUS"], 0x7)          # clear done/error/over_range
         before = await self._counters()
-        if refusal != ErrorCode.NONE or op is Opcode.NOP:
-            await self.start_command()
-            status = await self.read_status()
-            expected = {"busy": 0, "done": 1, "error": refusal.value, "error_detail": detail}
-            self.check(status == expected, f"opcode {opcode} with {fields}: STATUS {status}, expected {expected}")
-            self.check(await self._counters() == before, "a refused command changed a counter")
-            self.coverage.sample("command.error", ErrorCode(status["error"]).name
-                                 if status["error"] in {e.value for e in ErrorCode} else "NONE")
-            self.status = expected
-            return
-        disturbance = str(r.choice(["none"] * 6 + ["abort", "soft_reset", "busy", "mute"]))
+        await self.start_command()
+        status = await self.read_status()
+        expected = {"busy": 0, "done": 1, "error": refusal.value, "error_detail": detail}
+        self.check(status == expected, f"opcode {opcode} with {fields}: STATUS {status}, expected {expected}")
+        self.check(await self._counters() == before, "a refused command changed a counter")
+        irq = await self.read(self.offsets["IRQ_STATUS"])
+        self.check(irq & 0b11 == (0b01 if refusal == ErrorCode.NONE else 0b11),
+                   f"IRQ_STATUS 0b{irq:03b} after opcode {opcode} ({refusal.name})")
+        self.coverage.sample("command.error", refusal.name)
+        self.stats["refusals" if refusal != ErrorCode.NONE else "nops"] += 1
+        self.status = expected
+
+    async def run(self, op: Opcode, fields: dict[str, dict[str, int]], disturbance: str,
+                  offset: int | None) -> bool:
+        """Run an accepted command with ``disturbance`` ("none", "abort", "soft_reset", "busy",
+        "mute"; abort and soft reset strobed ``offset`` cycles after the start strobe) and check
+        it; True when it was checked against the golden model."""
+        r, p = self.rng, self.p
+        await self.write(self.offsets["IRQ_STATUS"], 0x7)
+        irq_before = await self.read(self.offsets["IRQ_STATUS"])
+        before = await self._counters()
         if disturbance == "mute":
             self.binding.stop()
         start_ps = await self.start_command()
+        self._last_start_ps = start_ps
         snapshot: dict[str, str] = {}
         action_ps = 0
         if disturbance in ("abort", "soft_reset"):
-            estimate = self.durations.get(op.name, 300)
-            await ClockCycles(self.dut.clk, int(r.integers(0, max(2, estimate))))
+            assert offset is not None
+            elapsed = (_now_ps() - start_ps) // self.period_ps
+            wait = offset - self.write_latency - elapsed
+            if wait > 0:
+                await ClockCycles(self.dut.clk, wait)
             strobe_name = f"control__{disturbance}"
 
             async def at_strobe() -> None:
@@ -676,11 +760,13 @@ class RandomBench:
             await self.set("CONTROL", start=1)
             status = await self.read_status()
             if status["busy"]:
-                self.check(status["error"] == ErrorCode.BUSY.value and status["error_detail"] == opcode,
-                           f"a start while {op.name} runs: STATUS {status}, expected BUSY with detail {opcode}")
+                self.check(status["error"] == ErrorCode.BUSY.value and status["error_detail"] == op.value,
+                           f"a start while {op.name} runs: STATUS {status}, expected BUSY with detail {op.value}")
                 self.coverage.sample("command.error", "BUSY")
+                self.stats["busy refusals"] += 1
         await self.wait_idle()
         status = await self.read_status()
+        cocotb.log.info("%s %s offset %s: STATUS %s, states %s", op.name, disturbance, offset, status, self.state)
         counters = await self._counters()
         self.durations[op.name] = (_now_ps() - start_ps) // self.period_ps
         self.check(status["busy"] == 0, f"{op.name}: busy after every block is idle: {status}")
@@ -688,25 +774,34 @@ class RandomBench:
             self.coverage.sample("command.error", ErrorCode(status["error"]).name)
         self.check(_value(self.dut.afe__mode) == AFEMode.IDLE.value and _value(self.dut.afe__loop) == 0,
                    f"{op.name}: the AFE is not left idle with the loop open")
-        if disturbance == "none" or disturbance == "busy":
+        if disturbance in ("none", "busy"):
             await self._check_with_golden(op, fields, start_ps, status, before, counters)
-            return
+            self.stats["golden-checked commands"] += 1
+            return True
         if disturbance == "mute":
-            self.check(status["done"] == 1 and status["error"] == ErrorCode.ADC_TIMEOUT.value,
+            # RUN_NMF checks the factor exponents before it programs (EXPONENT_RANGE first).
+            allowed = [ErrorCode.ADC_TIMEOUT.value] + ([ErrorCode.EXPONENT_RANGE.value] if op is Opcode.RUN_NMF else [])
+            self.check(status["done"] == 1 and status["error"] in allowed,
                        f"{op.name} with a silent AFE: STATUS {status}, expected ADC_TIMEOUT")
+            self.stats["silent-AFE timeouts"] += 1
         elif disturbance == "abort":
             self._check_abort(op, snapshot, action_ps, status)
             self.check((self.afe.dac_codes == p.dac_zero_code).all(), f"{op.name} aborted: DACs not at zero")
         else:
-            self.check(status == {"busy": 0, "done": 0, "error": 0, "error_detail": 0} or
-                       not any(snapshot.get(b, "Idle") != "Idle" for b in self.command_blocks),
-                       f"{op.name} soft-reset: STATUS {status}, expected all clear")
-            if any(snapshot.get(b, "Idle") not in ("Idle",) for b in self.command_blocks):
+            ran = any(snapshot.get(b, "Idle") != "Idle" for b in self.command_blocks)
+            if ran:
+                self.check(status == {"busy": 0, "done": 0, "error": 0, "error_detail": 0},
+                           f"{op.name} soft-reset in {snapshot}: STATUS {status}, expected all clear")
                 self.check(all(v == 0 for v in counters.values()),
                            f"{op.name} soft-reset: counters {counters}, expected all 0 (cleared, the "
                            f"forgotten command not counted)")
+                irq = await self.read(self.offsets["IRQ_STATUS"])
+                self.check(irq == irq_before, f"{op.name} soft-reset: IRQ_STATUS 0b{irq:03b}, was 0b{irq_before:03b} "
+                                              f"(a forgotten command reports no interrupt)")
+                self.stats["soft resets of a running command"] += 1
         self.status = status
         await self.resync()
+        return False
 
     def _check_abort(self, op: Opcode, snapshot: dict[str, str], action_ps: int, status: dict[str, int]) -> None:
         block = "anls" if op is Opcode.RUN_NMF else ("sequencer" if op in SOLVE_OPCODES else "programmer")
@@ -718,6 +813,7 @@ class RandomBench:
             return
         self.check(status == {"busy": 0, "done": 1, "error": ErrorCode.ABORTED.value, "error_detail": 0},
                    f"{op.name} aborted in {block} state {state}: STATUS {status}, expected ABORTED")
+        self.stats["aborts of a running command"] += 1
         if op is not Opcode.RUN_NMF:
             cycles = (self.entered.get((block, "Done"), 0) - action_ps) // self.period_ps
             self.check(cycles == self.p.rows + 2,
@@ -807,6 +903,13 @@ class RandomBench:
             conductance_equal = np.array_equal(self.afe.crossbar.conductance_s, golden.afe.crossbar.conductance_s)
             self.check(conductance_equal, f"{op.name}: the bound AFE's conductances differ from the golden twin's")
         if op is Opcode.RUN_NMF:
+            exp_words = {"NMF_W_EXP": exponent_word(golden.nmf_w_exp, p.exp_bits),
+                         "NMF_H_EXP": exponent_word(golden.nmf_h_exp, p.exp_bits)}
+            for window, expected in (("NMF_W", golden.nmf_w.reshape(-1)), ("NMF_H", golden.nmf_h.reshape(-1)),
+                                     *exp_words.items()):
+                words = [await self.read_window_word(window, i) for i in range(len(expected))]
+                self.check(words == [int(w) for w in expected],
+                           f"RUN_NMF ({error.name}): {window} {words}, golden {[int(w) for w in expected]}")
             target = [await self.read_window_word("TARGET", i) for i in range(p.cell_count)]
             self.check(target == [int(t) for t in golden.targets.reshape(-1)],
                        f"RUN_NMF: TARGET {target}, golden {golden.targets.reshape(-1).tolist()}")
@@ -820,6 +923,7 @@ class RandomBench:
         """An abort or a soft reset with nothing running."""
         action = str(self.rng.choice(["abort", "soft_reset"]))
         before = await self.read_status()
+        self.check(self._all_idle() and not before["busy"], f"idle {action}: a command runs ({self.state}, {before}), writes {self.recent}")
         await self.set("CONTROL", **{action: 1})
         self.coverage.sample_cross("control.action_x_target", action, IDLE_TARGET)
         status = await self.read_status()
@@ -827,7 +931,8 @@ class RandomBench:
             self.check(status == before, f"abort while idle changed STATUS {before} to {status}")
         else:
             self.check(status == {"busy": 0, "done": 0, "error": 0, "error_detail": 0},
-                       f"soft reset: STATUS {status}, expected all clear")
+                       f"soft reset: STATUS {status}, expected all clear (states {self.state}, last trace "
+                       f"{self.trace[-6:]}, now {_now_ps()})")
             counters = await self._counters()
             self.check(all(v == 0 for v in counters.values()), f"soft reset: counters {counters}, expected 0")
             self.counters = counters
@@ -860,8 +965,9 @@ async def random_commands(dut) -> None:
     finally:
         path = options.get("coverage_json")
         if path:
-            write_json(Path(path), bench.coverage.hits(), seeds=[seed])
+            write_json(Path(path), bench.coverage.hits(), seeds=[seed], stats=dict(bench.stats))
     hit, total = covered(hits)
+    cocotb.log.info("checked: %s", dict(bench.stats))
     cocotb.log.info("coverage of this run: %d/%d bins\n%s", hit, total, report(hits))
     assert not bench.failures, f"{len(bench.failures)} checks failed (seed {seed}); first: {bench.failures[:5]}"
 

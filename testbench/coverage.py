@@ -43,7 +43,7 @@ __all__ = ["FSMModel", "design_fsms", "REQUIRED_FSM_BLOCKS", "BUS_BLOCK", "Acces
            "UNMAPPED", "WINDOW_GAP", "READ", "WRITE", "WRITE_PARTIAL", "expected_response",
            "UNKNOWN_OPCODE_BIN", "IDLE_TARGET", "CONTROL_ACTIONS", "CoverageModel", "design_groups",
            "design_points", "design_crosses",
-           "write_json", "read_json", "merge", "covered", "report", "main"]
+           "write_json", "read_json", "read_stats", "merge_stats", "merge", "covered", "report", "main"]
 
 #: Blocks of the controller (dotted submodule paths) that must have an FSM: a design change
 #: that loses one fails the coverage model instead of silently dropping its bins.
@@ -344,8 +344,28 @@ class CoverageModel:
 Hits = dict[str, dict[str, int]]
 
 
-def write_json(path: Path, hits: Hits, *, seeds: Sequence[int] = (), runs: int = 1) -> None:
-    Path(path).write_text(json.dumps({"seeds": list(seeds), "runs": runs, "groups": hits}, indent=1))
+def write_json(path: Path, hits: Hits, *, seeds: Sequence[int] = (), runs: int = 1,
+               stats: Mapping[str, int] | None = None) -> None:
+    """The coverage file: hit counts by group and bin, the seeds and runs it covers, and what
+    the bench checked (``stats``: check kind -> count, added up by :func:`merge_stats`)."""
+    Path(path).write_text(json.dumps({"seeds": list(seeds), "runs": runs, "groups": hits,
+                                      "stats": dict(stats or {})}, indent=1))
+
+
+def read_stats(path: Path) -> dict[str, int]:
+    """The ``stats`` of a coverage file ({} if it has none)."""
+    try:
+        return {k: int(v) for k, v in json.loads(Path(path).read_text()).get("stats", {}).items()}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a coverage file ({type(exc).__name__}: {exc})") from None
+
+
+def merge_stats(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for stats in parts:
+        for name, count in stats.items():
+            total[name] = total.get(name, 0) + count
+    return total
 
 
 def read_json(path: Path) -> tuple[Hits, list[int], int]:
@@ -407,8 +427,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     hits = merge(h for h, _, _ in loaded)
     seeds = [s for _, ss, _ in loaded for s in ss]
+    stats = merge_stats(read_stats(f) for f in args.files)
     if args.out is not None:
-        write_json(args.out, hits, seeds=seeds, runs=sum(r for _, _, r in loaded))
+        write_json(args.out, hits, seeds=seeds, runs=sum(r for _, _, r in loaded), stats=stats)
+    print(f"checked: {stats}")
     print(report(hits, goal=args.goal))
     hit, total = covered(hits)
     return 0 if total and hit / total >= args.goal else 1
