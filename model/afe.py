@@ -58,7 +58,7 @@ from .formats import (PICOSECONDS_PER_SECOND, ProgramSettings, code_to_conductan
                       zero_code)
 
 __all__ = ["AnalogFrontEnd", "Mode", "Polarity", "CAL_REFERENCES", "CAL_DAC_LOOPBACK",
-           "deterministic_config", "BuildParamsLike"]
+           "CONTROL_NAMES", "deterministic_config", "BuildParamsLike"]
 
 FloatArray = NDArray[np.float64]
 
@@ -90,6 +90,9 @@ CAL_DAC_LOOPBACK = "dac"
 #: or the DAC loopback. Values beyond the table select ground (0 V).
 CAL_REFERENCES: tuple[float | str, ...] = (0.0, 0.5, -0.5, 0.875, -0.875, CAL_DAC_LOOPBACK)
 
+#: The level controls, in the keyword names of :meth:`AnalogFrontEnd.apply_controls`.
+CONTROL_NAMES = ("mode", "loop", "row_en", "col_en", "cell_row", "cell_col", "cal_ref_sel")
+_MODES = tuple(Mode)  # Mode by value (0 .. len - 1), without Enum's call machinery
 _LOOP_MODES = (Mode.SOLVE, Mode.SOLVE_FREE)
 _ANALOG_MODES = (Mode.SOLVE, Mode.SOLVE_FREE, Mode.MVM)
 
@@ -121,6 +124,8 @@ def deterministic_config(afe: AFEConfig) -> AFEConfig:
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if type(value) is int and low <= value and (high is None or value <= high):
+        return value  # the common case, checked without the general path's isinstance calls
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low \
             or (high is not None and value > high):
         accepted = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
@@ -271,6 +276,13 @@ class AnalogFrontEnd:
         self._loop = False
         self._row_en = np.zeros(self.rows, dtype=bool)
         self._col_en = np.zeros(self.total_cols, dtype=bool)
+        # The port bit vectors of _row_en / _col_en: an unchanged vector needs no new mask.
+        self._row_bits = 0
+        self._col_bits = 0
+        # Staged control changes (stage_controls): the time (ps) and every control's value
+        # then; None when nothing is staged.
+        self._staged_ps: int | None = None
+        self._staged_controls: dict[str, int] = {}
         self._cell = (0, 0)
         self._cal_ref = 0
         self._select_ps = 0
@@ -292,6 +304,8 @@ class AnalogFrontEnd:
     # ---- time ------------------------------------------------------------------------
 
     def _time(self, t_s: float) -> int:
+        if self._staged_ps is not None:
+            self.commit_controls()  # staged changes happened before this call's time
         t_ps = to_picoseconds(t_s)
         if t_ps < self._last_ps:
             raise ValueError(f"AnalogFrontEnd time must not go backwards: got {t_s!r} s after "
@@ -384,16 +398,61 @@ class AnalogFrontEnd:
         octets = np.frombuffer(bits.to_bytes((size + 7) // 8, "little"), dtype=np.uint8)
         return np.unpackbits(octets, bitorder="little")[:size].astype(bool)
 
+    def stage_controls(self, t_s: float, **changes: int) -> None:
+        """Control changes at ``t_s`` (keywords of :meth:`apply_controls`, the others keep
+        their values), applied together as one :meth:`apply_controls` at ``t_s`` when the
+        model next needs them: at a call with a later time (this one included), a query of
+        the analog state, or :meth:`commit_controls`. The cocotb binding stages each port
+        change as it sees it, without waiting for the end of the time step in which more
+        controls may change. Values are checked when applied."""
+        unknown = sorted(set(changes) - set(CONTROL_NAMES))
+        if unknown:
+            raise ValueError(f"unknown AFE controls {unknown}; accepted: "
+                             f"{', '.join(CONTROL_NAMES)}")
+        t_ps = to_picoseconds(t_s)
+        if self._staged_ps is not None and self._staged_ps != t_ps:
+            self.commit_controls()
+        if t_ps < self._last_ps:
+            raise ValueError(f"AnalogFrontEnd time must not go backwards: got {t_s!r} s after "
+                             f"{self._last_ps / PICOSECONDS_PER_SECOND!r} s")
+        if self._staged_ps is None:
+            self._staged_controls = self._controls_now()
+            self._staged_ps = t_ps
+        self._staged_controls.update(changes)
+
+    def commit_controls(self) -> None:
+        """Apply the staged control changes (:meth:`stage_controls`) now, at their time."""
+        if self._staged_ps is None:
+            return
+        t_ps, self._staged_ps = self._staged_ps, None
+        self._last_ps = t_ps  # staging checked that it does not go backwards
+        self._apply_controls_ps(t_ps, **self._staged_controls)
+
+    def _controls_now(self) -> dict[str, int]:
+        """The applied controls as port values (apply_controls' keywords)."""
+        return dict(mode=int(self._mode), loop=int(self._loop), row_en=self._row_bits,
+                    col_en=self._col_bits, cell_row=self._cell[0], cell_col=self._cell[1],
+                    cal_ref_sel=self._cal_ref)
+
     def apply_controls(self, t_s: float, *, mode: int, loop: int, row_en: int, col_en: int,
                        cell_row: int = 0, cell_col: int = 0, cal_ref_sel: int = 0) -> None:
         """The controller-driven level signals as they are from time ``t_s`` on (values as
         on the port: ``row_en``/``col_en`` bit vectors). Unchanged values change nothing, so
         the binding may call this on every event."""
-        t_ps = self._time(t_s)
-        new_mode = Mode(_check_int("mode", mode, 0, max(Mode)))
+        self._apply_controls_ps(self._time(t_s), mode=mode, loop=loop, row_en=row_en,
+                                col_en=col_en, cell_row=cell_row, cell_col=cell_col,
+                                cal_ref_sel=cal_ref_sel)
+
+    def _apply_controls_ps(self, t_ps: int, *, mode: int, loop: int, row_en: int, col_en: int,
+                           cell_row: int, cell_col: int, cal_ref_sel: int) -> None:
+        new_mode = _MODES[_check_int("mode", mode, 0, len(_MODES) - 1)]
         new_loop = bool(_check_int("loop", loop, 0, 1))
-        new_rows = self._mask(row_en, self.rows, "row_en")
-        new_cols = self._mask(col_en, self.total_cols, "col_en")
+        row_bits = _check_int("row_en", row_en, 0, 2 ** self.rows - 1)
+        col_bits = _check_int("col_en", col_en, 0, 2 ** self.total_cols - 1)
+        rows_changed, cols_changed = row_bits != self._row_bits, col_bits != self._col_bits
+        new_rows = self._mask(row_bits, self.rows, "row_en") if rows_changed else self._row_en
+        new_cols = self._mask(col_bits, self.total_cols, "col_en") if cols_changed \
+            else self._col_en
         _check_int("cell_row", cell_row, 0, self.rows - 1)
         _check_int("cell_col", cell_col, 0, self.total_cols - 1)
         self._cal_ref = _check_int("cal_ref_sel", cal_ref_sel, 0, 2 ** self.cal_ref_bits - 1)
@@ -401,61 +460,50 @@ class AnalogFrontEnd:
         if new_mode == Mode.READ_CELL and (self._mode != Mode.READ_CELL or new_cell != self._cell):
             self._select_ps = t_ps
         self._cell = new_cell
-        if (new_mode != self._mode or new_loop != self._loop
-                or not np.array_equal(new_rows, self._row_en)
-                or not np.array_equal(new_cols, self._col_en)):
+        if new_mode != self._mode or new_loop != self._loop or rows_changed or cols_changed:
             self._reconfigure(t_ps, mode=new_mode, loop=new_loop, row_en=new_rows,
-                              col_en=new_cols)
+                              col_en=new_cols, row_bits=int(row_bits), col_bits=int(col_bits))
 
     def set_switches(self, row_en: int, col_en: int, t_s: float) -> None:
         """``row_en``/``col_en`` bit vectors from ``t_s`` on."""
-        self.apply_controls(t_s, mode=self._mode, loop=int(self._loop), row_en=row_en,
-                            col_en=col_en, cell_row=self._cell[0], cell_col=self._cell[1],
-                            cal_ref_sel=self._cal_ref)
+        self._change_controls(t_s, row_en=row_en, col_en=col_en)
 
     def set_mode(self, mode: int, t_s: float) -> None:
         """``mode`` (:class:`Mode`) from ``t_s`` on."""
-        self.apply_controls(t_s, mode=mode, loop=int(self._loop), row_en=self._bits(self._row_en),
-                            col_en=self._bits(self._col_en), cell_row=self._cell[0],
-                            cell_col=self._cell[1], cal_ref_sel=self._cal_ref)
+        self._change_controls(t_s, mode=mode)
 
     def close_loop(self, t_s: float) -> None:
         """``loop`` rises: the transient starts from 0 V (the loop was open)."""
-        self._set_loop(True, t_s)
+        self._change_controls(t_s, loop=1)
 
     def open_loop(self, t_s: float) -> None:
         """``loop`` falls: the outputs return to 0 V."""
-        self._set_loop(False, t_s)
+        self._change_controls(t_s, loop=0)
 
     def select_cell(self, row: int, col: int, t_s: float) -> None:
         """``cell_row``/``cell_col`` from ``t_s`` on (READ_CELL, PROGRAM, DAC loopback)."""
-        self.apply_controls(t_s, mode=self._mode, loop=int(self._loop),
-                            row_en=self._bits(self._row_en), col_en=self._bits(self._col_en),
-                            cell_row=row, cell_col=col, cal_ref_sel=self._cal_ref)
+        self._change_controls(t_s, cell_row=row, cell_col=col)
 
-    def _set_loop(self, closed: bool, t_s: float) -> None:
-        self.apply_controls(t_s, mode=self._mode, loop=int(closed),
-                            row_en=self._bits(self._row_en), col_en=self._bits(self._col_en),
-                            cell_row=self._cell[0], cell_col=self._cell[1],
-                            cal_ref_sel=self._cal_ref)
-
-    @staticmethod
-    def _bits(mask: NDArray[np.bool_]) -> int:
-        return sum(1 << int(i) for i in np.flatnonzero(mask))
+    def _change_controls(self, t_s: float, **changes: int) -> None:
+        """apply_controls with ``changes`` and every other control as it is."""
+        self.commit_controls()
+        self.apply_controls(t_s, **{**self._controls_now(), **changes})
 
     @property
     def mode(self) -> Mode:
+        self.commit_controls()
         return self._mode
 
     @property
     def loop_closed(self) -> bool:
+        self.commit_controls()
         return self._loop
 
     # ---- analog state ------------------------------------------------------------------
 
     def _active(self) -> bool:
-        return (self._mode in _ANALOG_MODES and self._loop and bool(self._row_en.any())
-                and bool(self._col_en.any()))
+        return (self._mode in _ANALOG_MODES and self._loop and self._row_bits != 0
+                and self._col_bits != 0)
 
     def _advance(self, t_ps: int) -> None:
         """Cross the moment the DACs finish settling, if it lies before t_ps: the circuit's
@@ -473,12 +521,14 @@ class AnalogFrontEnd:
     def _reconfigure(self, t_ps: int, **changes: Any) -> None:
         """Apply a change at t_ps; a loop that stays closed keeps its present outputs."""
         was_active = self._active()
-        present = self._outputs_now(t_ps) if was_active else np.zeros(self.total_cols)
+        present = self._outputs_now(t_ps) if was_active else None
         for name, value in changes.items():
             setattr(self, "_" + name, value)
-        if not (was_active and self._active()):
-            present = np.zeros(self.total_cols)
-        self._rebuild(t_ps, present)
+        if not self._active():
+            self._segment = None  # what _rebuild does when nothing analog runs
+            self._break_ps = None
+            return
+        self._rebuild(t_ps, present if was_active else np.zeros(self.total_cols))
 
     def _rebuild(self, t_ps: int, start_v: FloatArray) -> None:
         self._segment = None
@@ -520,6 +570,7 @@ class AnalogFrontEnd:
     def solution(self) -> Solution | None:
         """The cached circuit Solution of the closed loop (None when the loop is not closed
         in SOLVE / SOLVE_FREE)."""
+        self.commit_controls()
         return self._segment.solution if isinstance(self._segment, _LoopSegment) else None
 
     # ---- DACs --------------------------------------------------------------------------
@@ -590,8 +641,8 @@ class AnalogFrontEnd:
         return float(g_s) / self.read_full_scale_s * self.config.adc.v_max_v
 
     def _convert_voltage(self, v: float) -> tuple[int, bool]:
-        codes, over = self.adc.convert(np.array([v]))
-        return int(codes[0]), bool(over[0])
+        code, over = self.adc.convert_one(v)
+        return int(code), over
 
     def convert(self, mux: int, t_s: float) -> tuple[int, bool]:
         """``adc_start`` at ``t_s``: (code, over_range) of the value sampled then."""

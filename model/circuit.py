@@ -26,6 +26,7 @@ events the free outputs follow a linear ODE solved by eigendecomposition.
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -368,6 +369,7 @@ class Transient:
         scale = max(np.abs(drive).max(initial=0.0), np.abs(gram @ x0_v).max(initial=0.0))
         self._drive_tol = _REL_TOL * scale * rates_per_s.max()
         self._phases = self._integrate()
+        self._starts = [phase.t_start for phase in self._phases]
 
     # ---- public -------------------------------------------------------------------
 
@@ -391,6 +393,11 @@ class Transient:
         t = np.asarray(t_s, dtype=np.float64)
         if t.ndim > 1 or np.any(np.isnan(t)) or np.any(t < 0.0):
             raise ValueError("t_s must be a time >= 0 (s), or a 1-D array of them")
+        if t.ndim == 0:
+            # One time (an ADC sample): its phase by bisection, the same phase.x call as
+            # below on the same one-element array (the same bits), without the grouping.
+            phase = self._phases[bisect.bisect_right(self._starts, float(t)) - 1]
+            return phase.x(np.atleast_1d(t) - phase.t_start)[:, 0]
         flat = np.atleast_1d(t)
         starts = np.array([phase.t_start for phase in self._phases])
         which = np.searchsorted(starts, flat, side="right") - 1

@@ -17,6 +17,7 @@ conversion input-referred noise. Sources of the defaults: docs/model-circuit.md.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -417,6 +418,31 @@ class ADC(_Converter):
             keep = v_in >= self._transitions_v[index, trial]
             codes = np.where(keep, trial, codes)
         return codes, over
+
+    def convert_one(self, voltage: float, channel: int = 0) -> tuple[int | float, bool]:
+        """:meth:`convert` of one input on one channel without building arrays (the AFE's
+        ADC converts one sample per ``adc_start``): the same arithmetic in the same order,
+        the same noise draw, the same code. The SAR search over monotonic levels (checked
+        at construction) is the number of levels at or below the input."""
+        if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) \
+                or not 0 <= channel < self._channels:
+            raise ValueError(f"ADC channel must be an integer from 0 to {self._channels - 1}; "
+                             f"got {channel!r}")
+        v = float(voltage)
+        if not math.isfinite(v):
+            raise ValueError("ADC input voltages must be finite")
+        c = self.config
+        v_in = (1.0 + self.gain_error[channel]) * v + self.offset_v[channel]
+        if c.noise_lsb > 0.0:
+            v_in = v_in + self._rng.normal(0.0, c.noise_lsb * self.lsb_v)
+        if c.bits is None:
+            return float(min(max(v_in, c.v_min_v), c.v_max_v)), bool(v_in < c.v_min_v
+                                                                       or v_in > c.v_max_v)
+        low, high = self.input_range_v()
+        assert self._transitions_v is not None
+        # Column 0 is -inf: it counts once for every input, as code 0.
+        code = int(np.searchsorted(self._transitions_v[channel], v_in, side="right")) - 1
+        return code, bool(v_in < low or v_in >= high)
 
     def voltage_of(self, codes: ArrayLike) -> FloatArray:
         """Host side: the nominal voltage a code stands for (ideal inverse)."""

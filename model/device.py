@@ -265,6 +265,9 @@ class DeviceArray:
     def check_cells(self, rows: ArrayLike, cols: ArrayLike) -> tuple[NDArray[np.intp],
                                                                       NDArray[np.intp]]:
         """rows and cols broadcast together as index arrays, range-checked (ValueError)."""
+        if type(rows) is int and type(cols) is int and 0 <= rows < self._shape[0] \
+                and 0 <= cols < self._shape[1]:  # one cell (a read): no broadcasting
+            return np.array(rows, dtype=np.intp), np.array(cols, dtype=np.intp)
         r, c = np.broadcast_arrays(np.asarray(rows), np.asarray(cols))
         for name, idx, limit in (("rows", r, self._shape[0]), ("cols", c, self._shape[1])):
             if idx.size and not np.issubdtype(idx.dtype, np.integer):
@@ -288,6 +291,9 @@ class DeviceArray:
         floor; amplitude_v is the pulse magnitude (V, >= 0), width_s its duration (s, > 0).
         Each (row, col) may appear once per call. Stuck cells do not move.
         """
+        if self._one_valid_cell(rows, cols, polarity, amplitude_v, width_s):
+            self._pulse_cell(rows, cols, polarity, amplitude_v, width_s)  # type: ignore[arg-type]
+            return
         flat, shape = self._flat_cells(rows, cols)
         pol = np.broadcast_to(np.asarray(polarity), shape).ravel()
         amp = np.broadcast_to(np.asarray(amplitude_v, dtype=float), shape).ravel()
@@ -323,6 +329,44 @@ class DeviceArray:
         self._g.flat[target] = g_new[moved]
         self._g_programmed.flat[target] = g_new[moved]
         self._age_s.flat[target] = c.drift_t0_s
+
+    def _one_valid_cell(self, row: Any, col: Any, polarity: Any, amplitude_v: Any,
+                        width_s: Any) -> bool:
+        """A pulse on one cell given as Python scalars, all valid: the scalar path applies.
+        Anything else (arrays, invalid values) takes the array path, which raises the
+        errors."""
+        rows, cols = self._shape
+        return (type(row) is int and type(col) is int and 0 <= row < rows and 0 <= col < cols
+                and (polarity == SET or polarity == RESET) and type(polarity) is int
+                and type(amplitude_v) in (int, float) and type(width_s) in (int, float)
+                and math.isfinite(amplitude_v) and amplitude_v >= 0
+                and math.isfinite(width_s) and width_s > 0)
+
+    def _pulse_cell(self, row: int, col: int, polarity: int, amplitude_v: float,
+                    width_s: float) -> None:
+        """:meth:`pulse` on one cell with scalars (the programmer's one pulse per
+        ``prog_fire``): the array path's arithmetic in the same order and with the same
+        numpy functions (the same bits), and the same noise draw, without arrays."""
+        c = self._config
+        is_set = polarity == SET
+        cell = (row, col)
+        g = self._g[cell]
+        floor, ceiling = self._floor[cell], self._ceiling[cell]
+        threshold = c.set_threshold_v if is_set else c.reset_threshold_v
+        overdrive = max(float(amplitude_v) - threshold, 0.0)
+        rate = self._set_rate[cell] if is_set else self._reset_rate[cell]
+        strength = rate * (float(width_s) / c.reference_width_s) \
+            * np.expm1(np.float64(overdrive / c.overdrive_scale_v))
+        fraction = -np.expm1(-strength)
+        step = fraction * (ceiling - g if is_set else g - floor)
+        if c.cycle_noise_rel > 0:
+            step = step * (1.0 + c.cycle_noise_rel * self._rng.standard_normal())
+        if self._stuck[cell] or not overdrive > 0:
+            return
+        g_new = min(max(g + (step if is_set else -step), floor), ceiling)
+        self._g[cell] = g_new
+        self._g_programmed[cell] = g_new
+        self._age_s[cell] = c.drift_t0_s
 
     def read(self, rows: ArrayLike, cols: ArrayLike) -> FloatArray:
         """Measured conductance (S) of the addressed cells: G (1 + read_noise_rel * N(0, 1)),

@@ -4,18 +4,24 @@ The signal list comes from the one AFE definition, ``AFESignature(params).ports(
 (Verilog ports ``<prefix>__<member>``); the binding refuses a signature with a member it
 has no role for, so a new AFE member cannot be silently left undriven or unwatched.
 
-Event-driven: each strobe has a coroutine waiting on its rising edge (``dac_we``,
-``dac_ldac``, ``adc_start``, ``prog_fire``) and each level control (mode, loop, switches,
-cell select, calibration select) has a persistent coroutine waiting on its value changes;
-the changes of one time step are applied together, once, in its ReadOnly phase. No coroutine
-wakes on every clock edge except while a ``dac_we`` burst lasts (one write per cycle) and
-for the one or two edges that place an answer. Waits of many cycles are a Timer to the
-middle of the cycle before the target edge, then that edge.
+Event-driven, and as few Python wake-ups as the port's events allow (each costs tens of
+microseconds in cocotb, more than the RTL's own cycles):
+
+- each strobe (``dac_we``, ``dac_ldac``, ``adc_start``, ``prog_fire``) has a coroutine
+  waiting on its rising edge, then on that time step's ReadOnly phase;
+- each level control (mode, loop, switches, cell select, calibration select) has a
+  persistent coroutine waiting on its value changes that only stages the new value in the
+  model (``AnalogFrontEnd.stage_controls``): the model applies the changes of one time step
+  together, at that time, when it next needs them (a later change, or any call with a
+  time; a strobe calls the model in its ReadOnly phase, after every change of its step);
+- an answer (``adc_busy`` rising and falling, ``prog_done`` rising and falling) and each
+  further write of a ``dac_we`` burst is one Timer to 1 ps after the clock edge concerned:
+  the RTL samples the answer at the following edge, as if it had been written right after
+  that edge, and every value the edge produced has settled by then.
 
 Timing (docs/afe-interface.md): the model acts at the time the strobe rises (the start of
-the strobe cycle s), with the controls as they are then (read in the ReadOnly phase and
-applied before the strobe's action, so a loop closing in the cycle of a conversion's start
-counts). ``adc_busy`` rises just after edge s+L and falls just after edge s+L+B, with
+the strobe cycle s), with the controls as they are then (staged as they changed and applied
+before the strobe's action, so a loop closing in the cycle of a conversion's start counts). ``adc_busy`` rises just after edge s+L and falls just after edge s+L+B, with
 ``adc_data``/``adc_ovr`` changing then; ``prog_done`` is high for the cycle P cycles after
 the fire cycle. L, B and P come from the AFE model (``adc_latency_cycles``,
 ``adc_busy_cycles``, ``pulse_cycles``), so the golden model derives the same cycles.
@@ -23,7 +29,7 @@ the fire cycle. L, B and P come from the AFE model (``adc_latency_cycles``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import cocotb
 from cocotb.handle import SimHandleBase
@@ -77,12 +83,37 @@ class PulseRecord:
 
 
 def _value(handle: SimHandleBase) -> int:
-    """A port's value as an unsigned int; X/Z (before reset) reads as 0."""
+    """A port's value as an unsigned int; X/Z (before reset) reads as 0.
+
+    Reads the simulator's bit string directly when the handle has one (cocotb 2's
+    ``LogicArray`` built by ``handle.value`` costs several microseconds per read, and the
+    binding reads tens of thousands of values per scenario)."""
+    raw = getattr(handle, "_handle", None)
+    if raw is not None and hasattr(raw, "get_signal_val_binstr"):
+        try:
+            return int(raw.get_signal_val_binstr(), 2)
+        except ValueError:
+            return 0
     value = handle.value
     try:
         return value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)
     except ValueError:
         return 0
+
+
+class _Delays:
+    """Timer triggers by duration (ps), built once and reused: building a Timer costs more
+    than awaiting it. One instance per coroutine: a trigger awaited by two coroutines at
+    once would fire for both at the first one's time."""
+
+    def __init__(self) -> None:
+        self._timers: dict[int, Timer] = {}
+
+    def __call__(self, picoseconds: int) -> Timer:
+        timer = self._timers.get(picoseconds)
+        if timer is None:
+            timer = self._timers[picoseconds] = Timer(picoseconds, unit="ps")
+        return timer
 
 
 class AFEBinding:
@@ -144,12 +175,6 @@ class AFEBinding:
         #: Protocol violations seen by the binding (the model's are in ``afe.violations``).
         self.violations: list[str] = []
         self._tasks: list[cocotb.task.Task[None]] = []
-        # The level controls as last applied; a watcher marks its control stale and the
-        # first of a time step's watchers applies all stale ones in ReadOnly (one model call
-        # per time step, as when one coroutine waited on any change).
-        self._controls: dict[str, int] = dict.fromkeys(CONTROLS, 0)
-        self._stale_controls: set[str] = set()
-        self._sync_pending = False
 
     # ---- life cycle ----------------------------------------------------------------------
 
@@ -164,9 +189,8 @@ class AFEBinding:
         if measured != self.period_ps:
             raise ValueError(f"the DUT clock period is {measured} ps but the AFE model's "
                              f"clock_hz gives {self.period_ps} ps")
-        # All stale: the first sync applies every control as it is then, changed or not.
-        self._stale_controls = set(CONTROLS)
-        self._sync_pending = False  # a watcher stopped while waiting for ReadOnly
+        # Every control as it is now, for the model from now on (changed or not).
+        self.afe.stage_controls(self._now_s(), **{name: self._read(name) for name in CONTROLS})
         watchers = [self._watch_control(name) for name in CONTROLS]
         for coroutine in (*watchers, self._dac_writes(), self._dac_loads(),
                           self._conversions(), self._programming()):
@@ -194,68 +218,57 @@ class AFEBinding:
     def _read(self, name: str) -> int:
         return _value(self.handles[name])
 
-    def _sync_controls(self) -> None:
-        """Apply the level controls as they are now (call in the ReadOnly phase).
+    def sync(self) -> None:
+        """Give the model the control changes staged so far (the model applies them itself
+        before any call with a later time; a caller inspecting its state between events may
+        call this)."""
+        self.afe.commit_controls()
 
-        Only the controls whose watchers woke are read: value changes resume their watchers
-        before the time step's ReadOnly phase, so in ReadOnly every change of the step is
-        marked. The watchers and the strobes both call this, so a control changing in a
-        strobe's time step counts whichever ReadOnly resumes first; without a change there
-        is nothing to apply (the model ignores unchanged values)."""
-        if not self._stale_controls:
-            return
-        for name in self._stale_controls:
-            self._controls[name] = self._read(name)
-        self._stale_controls.clear()
-        self.afe.apply_controls(self._now_s(), **self._controls)
-
-    async def _after_edges(self, count: int) -> None:
-        """From an edge time, to just after the ``count``-th following rising edge."""
-        if count > 1:
-            await Timer((2 * count - 1) * self.period_ps // 2, unit="ps")
-        await RisingEdge(self.clock)
+    def _after_edges_ps(self, count: int) -> int:
+        """From an edge time, the delay to 1 ps after the ``count``-th following edge."""
+        return count * self.period_ps + 1
 
     # ---- coroutines ----------------------------------------------------------------------
 
     async def _watch_control(self, name: str) -> None:
-        """One control's watcher, for the whole run: re-arming a ``First`` over all controls
-        after every change cost a task per control each time."""
-        change = self.handles[name].value_change
+        """One control's watcher, for the whole run (one wake-up per change): stages the
+        new value in the model (AnalogFrontEnd.stage_controls), which applies the changes of
+        one time step together, at that time, when it next needs them."""
+        handle = self.handles[name]
+        change = handle.value_change
         while True:
             await change
-            self._stale_controls.add(name)
-            if self._sync_pending:
-                continue  # another watcher of this time step applies it in ReadOnly
-            self._sync_pending = True
-            await ReadOnly()
-            self._sync_pending = False
-            self._sync_controls()
+            self.afe.stage_controls(self._now_s(), **{name: _value(handle)})
 
     async def _dac_writes(self) -> None:
         we, ldac = self.handles["dac_we"], self.handles["dac_ldac"]
+        addr, data = self.handles["dac_addr"], self.handles["dac_data"]
+        delays = _Delays()
         while True:
             await RisingEdge(we)
             await ReadOnly()
-            # A burst: one write per cycle while dac_we stays high.
+            # A burst: one write per cycle while dac_we stays high, each cycle's values read
+            # 1 ps after its edge.
+            wait_ps = self._after_edges_ps(1)
             while _value(we):
                 if _value(ldac):
                     self.violations.append(f"t={self._now_ps()} ps: dac_we and dac_ldac in "
                                            f"the same cycle")
-                self.afe.write_dac(self._read("dac_addr"), self._read("dac_data"))
+                self.afe.write_dac(_value(addr), _value(data))
                 self.dac_writes += 1
-                await RisingEdge(self.clock)
-                await ReadOnly()
+                await delays(wait_ps)
+                wait_ps = self.period_ps
 
     async def _dac_loads(self) -> None:
         ldac = self.handles["dac_ldac"]
         while True:
             await RisingEdge(ldac)
             await ReadOnly()
-            self._sync_controls()
             self.afe.load_dacs(self._now_s())
 
     async def _conversions(self) -> None:
         start = self.handles["adc_start"]
+        delays = _Delays()
         answer: cocotb.task.Task[None] | None = None
         while True:
             await RisingEdge(start)
@@ -263,25 +276,26 @@ class AFEBinding:
             if answer is not None and not answer.done():
                 self.violations.append(f"t={self._now_ps()} ps: adc_start during a conversion")
                 continue
-            self._sync_controls()
             now = self._now_ps()
             mux = self._read("adc_mux")
             code, over_range = self.afe.convert(mux, now / PICOSECONDS_PER_SECOND)
             self.conversions.append(ConversionRecord(now, mux, self._read("mode"), code,
                                                      over_range))
-            answer = cocotb.start_soon(self._answer_conversion(code, over_range))
+            answer = cocotb.start_soon(self._answer_conversion(code, over_range, delays))
 
-    async def _answer_conversion(self, code: int, over_range: bool) -> None:
+    async def _answer_conversion(self, code: int, over_range: bool,
+                                 delays: Callable[[int], Timer]) -> None:
         busy, data, ovr = (self.handles[name] for name in ("adc_busy", "adc_data", "adc_ovr"))
-        await self._after_edges(self.afe.adc_latency_cycles)
+        await delays(self._after_edges_ps(self.afe.adc_latency_cycles))
         busy.value = 1
-        await self._after_edges(self.afe.adc_busy_cycles)
+        await delays(self.afe.adc_busy_cycles * self.period_ps)
         busy.value = 0
         data.value = code
         ovr.value = int(over_range)
 
     async def _programming(self) -> None:
         fire = self.handles["prog_fire"]
+        delays = _Delays()
         answer: cocotb.task.Task[None] | None = None
         while True:
             await RisingEdge(fire)
@@ -289,18 +303,17 @@ class AFEBinding:
             if answer is not None and not answer.done():
                 self.violations.append(f"t={self._now_ps()} ps: prog_fire during a pulse")
                 continue
-            self._sync_controls()
             now = self._now_ps()
             row, col = self._read("cell_row"), self._read("cell_col")
             polarity, amplitude, width = (self._read(name) for name in STROBES["prog_fire"])
             self.afe.pulse(row, col, polarity, amplitude, width, now / PICOSECONDS_PER_SECOND)
             cycles = self.afe.pulse_cycles(width)
             self.pulses.append(PulseRecord(now, row, col, polarity, amplitude, width, cycles))
-            answer = cocotb.start_soon(self._answer_pulse(cycles))
+            answer = cocotb.start_soon(self._answer_pulse(cycles, delays))
 
-    async def _answer_pulse(self, cycles: int) -> None:
+    async def _answer_pulse(self, cycles: int, delays: Callable[[int], Timer]) -> None:
         done = self.handles["prog_done"]
-        await self._after_edges(cycles)
+        await delays(self._after_edges_ps(cycles))
         done.value = 1
-        await RisingEdge(self.clock)
+        await delays(self.period_ps)
         done.value = 0
