@@ -351,15 +351,35 @@ class ANLSSequencer(wiring.Component):
             m.d.sync += new_exp_flat.word_select(pipe_c, exp_bits).eq(Mux(alive, next_exp, 0))
             with m.If(alive & ((next_exp < exp_low) | (next_exp > exp_high)) & ~exp_bad):
                 m.d.sync += [exp_bad.eq(1), error_detail.eq(pipe_c)]
+        # TARGET codes, g_offset + ((F * g_span) >> (msb[c] + 1 - row_exp[i])): the column's
+        # largest entry in the upper half of the window, never past g_offset + g_span - 1.
+        # Three stages after the factor read, so that no cycle holds more than one of the block
+        # RAM's clock-to-out, the multiplier, and the shift and add (docs/synthesis.md):
+        # (1) register the factor word, the shift distance and the cell address; (2) multiply;
+        # (3) shift, add, write. The last write lands in the programmer's first Fetch-Target
+        # cycle; TARGET's core read port is transparent for it (hdl/regmap.py).
+        product_bits = mantissa_bits + p.adc_bits + 1
+        target_factor = Signal(mantissa_bits)
+        target_distance = [Signal(range(product_bits + 1), name=f"target_distance_{stage}")
+                           for stage in (1, 2)]
+        target_cell = [Signal(p.cell_addr_bits, name=f"target_cell_{stage}") for stage in (1, 2)]
+        target_valid = [Signal(name=f"target_valid_{stage}") for stage in (1, 2)]
+        target_product = Signal(product_bits)
+        m.d.sync += [target_valid[0].eq(target_pending), target_valid[1].eq(target_valid[0])]
         with m.If(target_pending):
-            # g_offset + ((F * g_span) >> (msb[c] + 1 - row_exp[i])): the column's largest
-            # entry in the upper half of the window, never past g_offset + g_span - 1.
             distance = Signal(signed(exp_bits + 4))
             m.d.comb += distance.eq(pipe_msb + 1 - f_exp_read)
-            scaled = (f_read * g_span) >> Mux(distance < 0, 0, distance[:exp_bits + 3])
-            m.d.comb += [self.target.en.eq(1),
-                         self.target.addr.eq(pipe_i * p.total_cols + pipe_c),
-                         self.target.data.eq(g_offset + scaled)]
+            m.d.sync += [
+                target_factor.eq(f_read),
+                target_distance[0].eq(Mux(distance < 0, 0,
+                                          Mux(distance > product_bits, product_bits, distance))),
+                target_cell[0].eq(pipe_i * p.total_cols + pipe_c),
+            ]
+        m.d.sync += [target_product.eq(target_factor * g_span),
+                     target_distance[1].eq(target_distance[0]), target_cell[1].eq(target_cell[0])]
+        m.d.comb += [self.target.en.eq(target_valid[1]),
+                     self.target.addr.eq(target_cell[1]),
+                     self.target.data.eq(g_offset + (target_product >> target_distance[1]))]
         with m.If(rhs_pending):
             observed = self.mask.data.bit_select(pipe_bit, 1)
             with m.If(observed):

@@ -414,7 +414,7 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
         offset=0x2000)
     regs.add("TARGET", MemoryWindow(
         depth=params.rows * params.total_cols, span=MAX_ROWS * MAX_COLUMNS, access=Access.RW,
-        core=CoreAccess.READ_WRITE,
+        core=CoreAccess.READ_WRITE, core_read_transparent=True,  # RUN_NMF's last write meets the first fetch
         fields={"code": (params.adc_bits, "READ_CELL reading (ADC code) the cell should give.")},
         doc="Write-verify targets: cell (row, col) at index row * (COLS + SPARE) + col. RUN_NMF writes the targets "
             "of each factor it programs here (rows 0 to m - 1 or n - 1, columns 0 to k - 1)."), offset=0x20000)

@@ -331,12 +331,16 @@ class MemoryWindow:
         signature).
     core_write_granularity : int or None
         Bits per core-side write enable (1 lets the core set single bits of an element).
+    core_read_transparent : bool
+        The core-side read port returns the data written in the same cycle to the same index
+        (by the core or the bus) instead of the old contents. Needs core=READ_WRITE.
     doc : str
         What the buffer holds and how elements are indexed.
     """
 
     def __init__(self, *, depth: int, span: int, fields: Mapping[str, tuple[int, str]], access: Access,
-                 core: CoreAccess, doc: str, core_write_granularity: int | None = None) -> None:
+                 core: CoreAccess, doc: str, core_write_granularity: int | None = None,
+                 core_read_transparent: bool = False) -> None:
         _check_int(depth, "window depth", 1, 1 << 20)
         if isinstance(span, bool) or not isinstance(span, int) or span < depth or span & (span - 1):
             raise ValueError(f"window span must be a power of two >= the depth {depth}, not {span!r}")
@@ -365,6 +369,11 @@ class MemoryWindow:
                 raise ValueError(f"core_write_granularity must divide the {self.width}-bit element of a "
                                  f"single-field window, not {core_write_granularity!r}")
         self.core_write_granularity = core_write_granularity
+        if not isinstance(core_read_transparent, bool):
+            raise ValueError(f"core_read_transparent must be a bool, not {core_read_transparent!r}")
+        if core_read_transparent and core is not CoreAccess.READ_WRITE:
+            raise ValueError("core_read_transparent needs a core read and a core write port (core=READ_WRITE)")
+        self.core_read_transparent = core_read_transparent
 
     @property
     def addr_width(self) -> int:
@@ -769,6 +778,7 @@ class RegisterFile(wiring.Component):
                 m.d.sync += read_from.eq(source)
 
         pending_info: tuple[Signal, Value] | None = None
+        writers: list[WritePort] = []  # every port that writes the memory
         bus_write_now = Signal(name=f"{name}_bus_write")
         m.d.comb += bus_write_now.eq(bus.w_stb & mapped & lanes_ok if bus_writable else 0)
         if bus_writable and window.core_writes:
@@ -786,14 +796,18 @@ class RegisterFile(wiring.Component):
                 port.en.eq(Mux(core_busy, ports.write.en, do_bus_write.replicate(len(port.en)))),
             ]
             pending_info = (pending, core_busy)
+            writers.append(port)
         else:
             if bus_writable:
                 port = memory.write_port()
                 m.d.comb += [port.addr.eq(index), Value.cast(port.data).eq(bus.w_data[:window.width]),
                              port.en.eq(bus_write_now)]
+                writers.append(port)
             if window.core_writes:
-                wiring.connect(m, wiring.flipped(ports.write), memory.write_port(
-                    granularity=window.core_write_granularity))
+                core_port = memory.write_port(granularity=window.core_write_granularity)
+                wiring.connect(m, wiring.flipped(ports.write), core_port)
+                writers.append(core_port)
         if window.core_reads:
-            wiring.connect(m, wiring.flipped(ports.read), memory.read_port())
+            transparent_for = tuple(writers) if window.core_read_transparent else ()
+            wiring.connect(m, wiring.flipped(ports.read), memory.read_port(transparent_for=transparent_for))
         return Value.cast(bus_read.data), pending_info

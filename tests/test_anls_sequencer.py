@@ -133,9 +133,11 @@ class Harness(Elaboratable):
     """ANLSSequencer + SolveSequencer + WriteVerifyProgrammer around their buffers, the blocks'
     AFE outputs OR-ed onto one AFE port (as the controller does)."""
 
-    def __init__(self, params: BuildParams, init: dict[str, list[int]]) -> None:
+    def __init__(self, params: BuildParams, init: dict[str, list[int]], *,
+                 transparent_target: bool = True) -> None:
         p = params
         self.params = params
+        self.transparent_target = transparent_target  # as the register file's TARGET window
         self.anls = ANLSSequencer(p)
         self.seq = SolveSequencer(p)
         self.prog = WriteVerifyProgrammer(p)
@@ -162,8 +164,10 @@ class Harness(Elaboratable):
             buffer = getattr(anls, name)
             wiring.connect(m, buffer.read, mem[name].read_port())
             wiring.connect(m, buffer.write, mem[name].write_port())
-        wiring.connect(m, anls.target, mem["target"].write_port())
-        wiring.connect(m, prog.target, mem["target"].read_port())
+        target_write = mem["target"].write_port()
+        wiring.connect(m, anls.target, target_write)
+        wiring.connect(m, prog.target, mem["target"].read_port(
+            transparent_for=(target_write,) if self.transparent_target else ()))
         wiring.connect(m, prog.fault_map, mem["fault_map"].write_port(granularity=1))
         wiring.connect(m, anls.rhs, seq.rhs)
         results = mem["results"].write_port()
@@ -293,11 +297,11 @@ class Outcome:
 
 def run_rtl(problem: Problem, run: Run, afe: AnalogFrontEnd, *, abort_when=None,
             hang_adc: bool = False, ports: dict[str, int] | None = None,
-            max_cycles: int = 200_000) -> Outcome:
+            max_cycles: int = 200_000, transparent_target: bool = True) -> Outcome:
     """Simulate RUN_NMF from the problem's buffers; ``abort_when(step, phase, cycle)`` raises
     abort for one cycle the first time it returns True."""
     params = problem.params
-    dut = Harness(params, problem.init())
+    dut = Harness(params, problem.init(), transparent_target=transparent_target)
     anls = dut.anls
     binding = ModelAFE(afe, dut.afe, params, probes={
         "start": anls.start, "done": anls.done, "retry": anls.retry,
@@ -443,6 +447,29 @@ def test_unequal_sizes_dead_component_and_unresolved_over_range_agree_with_the_g
     faults = np.array(rtl.buffers["fault_map"])
     assert not (faults & 0b010).any(), "the dead column is not programmed"
     assert_phase_cycles(rtl, problem)
+
+
+@pytest.mark.parametrize("k, dead", [(1, ()), (2, (0,))], ids=["k1", "k2-first-dead"])
+def test_the_last_target_write_meets_the_first_fetch_and_the_fetch_sees_it(k, dead):
+    # The TARGET pipeline's last write lands in the programmer's first Fetch-Target cycle; with
+    # a one-row factor whose first live column is its last, both are the same cell. The read
+    # port is transparent (as the register file's): the RTL agrees with the golden model, which
+    # writes every target before programming. Without transparency the fetch reads the stale
+    # code (0 after reset) and programs the cell elsewhere: the check below sees it.
+    problem = make_problem(m=1, n=4, k=k, seed=3, missing=0.0)
+    for column in dead:
+        problem.w_mantissa[:, column] = 0
+    run = Run(iterations=1)
+    afe = model_afe()
+    golden = golden_for(problem, afe)
+    rtl = run_rtl(problem, run, afe)
+    expected = run.golden(golden, problem, afe.period_ps * rtl.start_cycle / PICOSECONDS_PER_SECOND)
+    assert rtl.error == ErrorCode.NONE.value and rtl.done_cycle == expected.done_cycle
+    assert rtl.pulses == expected.pulse_count
+    assert_buffers_equal(rtl.buffers, golden_buffers(golden))
+    stale = run_rtl(problem, run, model_afe(), transparent_target=False)
+    assert (stale.pulses, stale.buffers["h"]) != (rtl.pulses, rtl.buffers["h"]), \
+        "a non-transparent TARGET read must show the hazard this test guards against"
 
 
 # --- refusals, exponent range, abort, timeout ------------------------------------------------------
