@@ -10,8 +10,10 @@ microseconds in cocotb, more than the RTL's own cycles):
 - each strobe (``dac_we``, ``dac_ldac``, ``adc_start``, ``prog_fire``) has a coroutine
   waiting on its rising edge, then on that time step's ReadOnly phase;
 - each level control (mode, loop, switches, cell select, calibration select) has a
-  persistent coroutine waiting on its value changes that only stages the new value in the
-  model (``AnalogFrontEnd.stage_controls``): the model applies the changes of one time step
+  persistent simulator callback on its value changes (a GPI callback calling a plain
+  function, below cocotb's task scheduler: a fifth of a task wake-up's cost, and these are
+  the most frequent events) that only stages the new value in the model
+  (``AnalogFrontEnd.stage_controls``): the model applies the changes of one time step
   together, at that time, when it next needs them (a later change, or any call with a
   time; a strobe calls the model in its ReadOnly phase, after every change of its step);
 - an answer (``adc_busy`` rising and falling, ``prog_done`` rising and falling) and each
@@ -32,9 +34,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import cocotb
+import cocotb.simulator
 from cocotb.handle import SimHandleBase
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ReadOnly, RisingEdge, Timer
+from cocotb.triggers import Event, ReadOnly, RisingEdge, Timer
 from amaranth.lib import wiring
 
 from anmf.hdl.afe import AFESignature
@@ -175,6 +178,10 @@ class AFEBinding:
         #: Protocol violations seen by the binding (the model's are in ``afe.violations``).
         self.violations: list[str] = []
         self._tasks: list[cocotb.task.Task[None]] = []
+        # The control watchers' simulator callbacks (re-registered as each one fires), and
+        # what they raised (a callback cannot raise into the test; the strobes re-raise it).
+        self._control_callbacks: dict[str, Any] = {}
+        self._callback_errors: list[BaseException] = []
 
     # ---- life cycle ----------------------------------------------------------------------
 
@@ -191,8 +198,9 @@ class AFEBinding:
                              f"clock_hz gives {self.period_ps} ps")
         # Every control as it is now, for the model from now on (changed or not).
         self.afe.stage_controls(self._now_s(), **{name: self._read(name) for name in CONTROLS})
-        watchers = [self._watch_control(name) for name in CONTROLS]
-        for coroutine in (*watchers, self._dac_writes(), self._dac_loads(),
+        for name in CONTROLS:
+            self._watch_control(name)
+        for coroutine in (self._keep_control_callbacks(), self._dac_writes(), self._dac_loads(),
                           self._conversions(), self._programming()):
             self._tasks.append(cocotb.start_soon(coroutine))
 
@@ -201,6 +209,20 @@ class AFEBinding:
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
+        self._drop_control_callbacks()
+
+    async def _keep_control_callbacks(self) -> None:
+        """Holds the control callbacks for the life of the test: cocotb cancels this task
+        when the test ends (or :meth:`stop` does), which removes them."""
+        try:
+            await Event().wait()
+        finally:
+            self._drop_control_callbacks()
+
+    def _drop_control_callbacks(self) -> None:
+        for callback in self._control_callbacks.values():
+            callback.deregister()
+        self._control_callbacks.clear()
 
     @property
     def all_violations(self) -> list[str]:
@@ -230,15 +252,29 @@ class AFEBinding:
 
     # ---- coroutines ----------------------------------------------------------------------
 
-    async def _watch_control(self, name: str) -> None:
-        """One control's watcher, for the whole run (one wake-up per change): stages the
-        new value in the model (AnalogFrontEnd.stage_controls), which applies the changes of
-        one time step together, at that time, when it next needs them."""
-        handle = self.handles[name]
-        change = handle.value_change
-        while True:
-            await change
-            self.afe.stage_controls(self._now_s(), **{name: _value(handle)})
+    def _watch_control(self, name: str) -> None:
+        """(Re-)registers control ``name``'s value-change callback."""
+        raw = self.handles[name]._handle
+        self._control_callbacks[name] = cocotb.simulator.register_value_change_callback(
+            raw, self._control_changed, cocotb.simulator.VALUE_CHANGE, name, raw)
+
+    def _control_changed(self, name: str, raw: Any) -> None:
+        """A control's value changed: stage it in the model (no writes, no awaits: this runs
+        outside cocotb's scheduler)."""
+        try:
+            try:
+                value = int(raw.get_signal_val_binstr(), 2)
+            except ValueError:
+                value = 0  # X/Z
+            self.afe.stage_controls(self._now_s(), **{name: value})
+        except Exception as exc:  # noqa: BLE001 - handed to the next strobe
+            self._callback_errors.append(exc)
+        if name in self._control_callbacks:  # not dropped meanwhile
+            self._watch_control(name)
+
+    def _raise_callback_error(self) -> None:
+        if self._callback_errors:
+            raise self._callback_errors[0]
 
     async def _dac_writes(self) -> None:
         we, ldac = self.handles["dac_we"], self.handles["dac_ldac"]
@@ -264,6 +300,7 @@ class AFEBinding:
         while True:
             await RisingEdge(ldac)
             await ReadOnly()
+            self._raise_callback_error()
             self.afe.load_dacs(self._now_s())
 
     async def _conversions(self) -> None:
@@ -273,6 +310,7 @@ class AFEBinding:
         while True:
             await RisingEdge(start)
             await ReadOnly()
+            self._raise_callback_error()
             if answer is not None and not answer.done():
                 self.violations.append(f"t={self._now_ps()} ps: adc_start during a conversion")
                 continue
@@ -300,6 +338,7 @@ class AFEBinding:
         while True:
             await RisingEdge(fire)
             await ReadOnly()
+            self._raise_callback_error()
             if answer is not None and not answer.done():
                 self.violations.append(f"t={self._now_ps()} ps: prog_fire during a pulse")
                 continue

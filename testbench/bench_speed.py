@@ -22,7 +22,10 @@ The ANLS runs twice: with the scenario's 200 ns ADC conversion and with the rram
 model's own 1.2 us (fewer AFE events per simulated cycle).
 
 Cycles come from the simulation time, wall seconds from ``time.perf_counter`` around the
-measured stretch inside the simulator process (build and start-up excluded). ``--profile``
+measured stretch inside the simulator process (build and start-up excluded), CPU seconds from
+``time.process_time`` around the same stretch: on a machine shared with other jobs the wall
+time also counts the waits for a core, the CPU time does not (the simulator, cocotb and the
+model run in the one process), so the CPU ratio is the steadier figure. ``--profile``
 runs cProfile around the ANLS and prints the top functions (cumulative time).
 
 This is a benchmark: it prints figures (and fails only if a cocotb test fails).
@@ -62,7 +65,7 @@ class ModelTimer:
     """Wall time spent inside the AFE model's methods (the binding's calls pass through
     unchanged): what the model's numerics cost, apart from the event mechanics."""
 
-    METHODS = ("apply_controls", "write_dac", "load_dacs", "convert", "pulse")
+    METHODS = ("apply_controls", "stage_controls", "write_dac", "load_dacs", "convert", "pulse")
 
     def __init__(self, afe: Any):
         self.seconds = 0.0
@@ -70,6 +73,8 @@ class ModelTimer:
             setattr(afe, name, self._timed(getattr(afe, name)))
 
     def _timed(self, method: Any) -> Any:
+        # perf_counter only: process_time is a system call (~1 us), and the model is called
+        # tens of thousands of times.
         def timed(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
@@ -81,28 +86,30 @@ class ModelTimer:
 
 @dataclass
 class Stretch:
-    """Simulated cycles and wall seconds accumulated over measured stretches."""
+    """Simulated cycles, wall and CPU seconds accumulated over measured stretches."""
 
     cycles: int = 0
     wall_s: float = 0.0
+    cpu_s: float = 0.0
 
-    def add(self, cycles: int, wall_s: float) -> None:
+    def add(self, cycles: int, wall_s: float, cpu_s: float) -> None:
         self.cycles += cycles
         self.wall_s += wall_s
+        self.cpu_s += cpu_s
 
 
 class _Clockwork:
-    """Measures stretches in cycles of the DUT clock and seconds of wall time."""
+    """Measures stretches in cycles of the DUT clock and seconds of wall and CPU time."""
 
     def __init__(self, period_ps: int):
         self.period_ps = period_ps
 
-    def now(self) -> tuple[float, float]:
-        return get_sim_time("ps"), time.perf_counter()
+    def now(self) -> tuple[float, float, float]:
+        return get_sim_time("ps"), time.perf_counter(), time.process_time()
 
-    def since(self, start: tuple[float, float]) -> tuple[int, float]:
-        sim_ps, wall = self.now()
-        return round(sim_ps - start[0]) // self.period_ps, wall - start[1]
+    def since(self, start: tuple[float, float, float]) -> tuple[int, float, float]:
+        sim_ps, wall, cpu = self.now()
+        return round(sim_ps - start[0]) // self.period_ps, wall - start[1], cpu - start[2]
 
 
 def _config() -> dict[str, Any]:
@@ -149,9 +156,9 @@ async def bare_rate(dut) -> None:
     clock = _Clockwork(period_ps)
     start = clock.now()
     await Timer(config["bare_cycles"] * period_ps, unit="ps")
-    cycles, wall_s = clock.since(start)
+    cycles, wall_s, cpu_s = clock.since(start)
     assert cycles == config["bare_cycles"], f"{cycles} cycles simulated, {config['bare_cycles']} asked"
-    _save("bare", {"cycles": cycles, "wall_s": wall_s})
+    _save("bare", {"cycles": cycles, "wall_s": wall_s, "cpu_s": cpu_s})
 
 
 @cocotb.test()
@@ -167,10 +174,10 @@ async def watched_idle_rate(dut) -> None:
     answered = len(bench.binding.conversions) + len(bench.binding.pulses) + bench.binding.dac_writes
     start = clock.now()
     await Timer(config["bare_cycles"] * bench.afe.period_ps, unit="ps")
-    cycles, wall_s = clock.since(start)
+    cycles, wall_s, cpu_s = clock.since(start)
     assert len(bench.binding.conversions) + len(bench.binding.pulses) + bench.binding.dac_writes \
         == answered, "the idle controller must not reach the AFE"
-    _save("watched_idle", {"cycles": cycles, "wall_s": wall_s})
+    _save("watched_idle", {"cycles": cycles, "wall_s": wall_s, "cpu_s": cpu_s})
 
 
 @cocotb.test()
@@ -207,7 +214,8 @@ async def anls_rate(dut) -> None:
     assert not bench.binding.all_violations, bench.binding.all_violations
     cocotb.log.info("ANLS %s: %d cycles in %.2f s; bus %s, irq waits %s, model %.2f s", o,
                     total.cycles, total.wall_s, vars(bus), vars(irq), model.seconds)
-    _save("anls", {"cycles": total.cycles, "wall_s": total.wall_s, "bus": vars(bus), "irq": vars(irq),
+    _save("anls", {"cycles": total.cycles, "wall_s": total.wall_s, "cpu_s": total.cpu_s,
+                   "bus": vars(bus), "irq": vars(irq),
                    "model_s": model.seconds, "problem": f"{o['problem']} {o['size']}x{o['size']} "
                    f"k={o['rank']}, {o['iters']} iterations", "stats": result.stats,
                    "transactions": dict(driver.transactions),
@@ -225,38 +233,52 @@ class Figures:
     workload: str
     cycles: int
     wall_s: float
+    cpu_s: float
 
     @property
     def rate(self) -> float:
         return self.cycles / self.wall_s if self.wall_s > 0 else float("inf")
+
+    @property
+    def cpu_rate(self) -> float:
+        return self.cycles / self.cpu_s if self.cpu_s > 0 else float("inf")
 
 
 BARE = "bare RTL (final Timer only)"
 
 
 def format_table(rows: Sequence[Figures]) -> str:
-    """sim, workload, cycles, wall s, cycles/s, ratio to the same simulator's bare rate."""
-    bare = {row.sim: row.rate for row in rows if row.workload == BARE}
+    """sim, workload, cycles, wall s, cycles/s, ratio to the same simulator's bare rate; then
+    CPU s and the ratio of the CPU rates."""
+    bare = {row.sim: (row.rate, row.cpu_rate) for row in rows if row.workload == BARE}
     width = max(len(row.workload) for row in rows)
-    lines = [f"{'sim':10} {'workload':{width}} {'cycles':>9} {'wall s':>7} {'cycles/s':>9} {'ratio':>6}"]
+    lines = [f"{'sim':10} {'workload':{width}} {'cycles':>9} {'wall s':>7} {'cycles/s':>9} "
+             f"{'ratio':>6} {'cpu s':>6} {'ratio (cpu)':>11}"]
     for row in rows:
-        ratio = f"{row.rate / bare[row.sim]:6.2f}" if row.sim in bare else f"{'-':>6}"
+        if row.sim in bare:
+            ratio = f"{row.rate / bare[row.sim][0]:6.2f}"
+            cpu_ratio = f"{row.cpu_rate / bare[row.sim][1]:11.2f}"
+        else:
+            ratio, cpu_ratio = f"{'-':>6}", f"{'-':>11}"
         lines.append(f"{row.sim:10} {row.workload:{width}} {row.cycles:9d} {row.wall_s:7.2f} "
-                     f"{row.rate:9.0f} {ratio}")
+                     f"{row.rate:9.0f} {ratio} {row.cpu_s:6.2f} {cpu_ratio}")
     return "\n".join(lines)
 
 
 def anls_rows(sim: str, label: str, anls: dict[str, Any]) -> list[Figures]:
-    """The ANLS rows: whole run, bus transactions, irq waits, irq waits less model time."""
+    """The ANLS rows: whole run, bus transactions, irq waits, irq waits less model time (its
+    CPU share estimated as its wall time times the run's CPU/wall)."""
     irq = anls["irq"]
+    model_cpu_s = anls["model_s"] * anls["cpu_s"] / anls["wall_s"] if anls["wall_s"] > 0 else 0.0
     transactions = anls["transactions"]
     return [
-        Figures(sim, f"host ANLS, {label}", anls["cycles"], anls["wall_s"]),
+        Figures(sim, f"host ANLS, {label}", anls["cycles"], anls["wall_s"], anls["cpu_s"]),
         Figures(sim, f"  AXI transactions ({transactions['read']} R + {transactions['write']} W)",
-                anls["bus"]["cycles"], anls["bus"]["wall_s"]),
-        Figures(sim, "  irq waits: commands run (AFE binding + model)", irq["cycles"], irq["wall_s"]),
+                anls["bus"]["cycles"], anls["bus"]["wall_s"], anls["bus"]["cpu_s"]),
+        Figures(sim, "  irq waits: commands run (AFE binding + model)", irq["cycles"], irq["wall_s"],
+                irq["cpu_s"]),
         Figures(sim, "  irq waits less the AFE model's time (estimate)", irq["cycles"],
-                irq["wall_s"] - anls["model_s"]),
+                irq["wall_s"] - anls["model_s"], irq["cpu_s"] - model_cpu_s),
     ]
 
 
@@ -311,16 +333,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures = json.loads(out.read_text())
             out.unlink()
             if with_bare:
-                rows.append(Figures(sim, BARE, figures["bare"]["cycles"], figures["bare"]["wall_s"]))
+                rows.append(Figures(sim, BARE, figures["bare"]["cycles"], figures["bare"]["wall_s"],
+                                    figures["bare"]["cpu_s"]))
+                idle = figures["watched_idle"]
                 rows.append(Figures(sim, "idle, scenario bench attached (no Python runs)",
-                                    figures["watched_idle"]["cycles"], figures["watched_idle"]["wall_s"]))
+                                    idle["cycles"], idle["wall_s"], idle["cpu_s"]))
             anls = figures["anls"]
             rows += anls_rows(sim, label, anls)
             host_s = anls["wall_s"] - anls["bus"]["wall_s"] - anls["irq"]["wall_s"]
             notes.append(f"{sim}, {label}: {anls['problem']}; {anls['stats']['solves']} solves, "
                          f"{anls['stats']['programs']} programs ({anls['pulses']} pulses), "
                          f"{anls['conversions']} conversions; host arithmetic between bus accesses "
-                         f"{host_s:.2f} s wall; AFE model {anls['model_s']:.2f} s")
+                         f"{host_s:.2f} s wall; AFE model {anls['model_s']:.2f} s wall")
             if args.profile:
                 stream = io.StringIO()
                 stats = pstats.Stats(str(results.parent / PROFILE_FILE), stream=stream)
