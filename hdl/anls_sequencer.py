@@ -335,15 +335,37 @@ class ANLSSequencer(wiring.Component):
         pipe_bit = Signal(range(MASK_WORD_BITS))
         m.d.sync += [scan_pending.eq(0), exp_pending.eq(0), target_pending.eq(0),
                      rhs_pending.eq(0), commit_pending.eq(0), pipe_i.eq(outer), pipe_c.eq(inner)]
+        # A block RAM's clock-to-out takes over half of a 100 MHz cycle (docs/synthesis.md), so
+        # every consumer of buffer data but the TARGET pipeline's first stage registers the word
+        # first and works on it in the cycle after (the "folded" stage below).
+        fold_valid = Signal()             # Scan-Factor: factor word and row exponent registered
+        fold_factor = Signal(mantissa_bits)
+        fold_exp = Signal(signed(exp_bits))
+        fold_c = Signal(range(cols))
+        rhs_valid = Signal()              # Scan-RHS: R entry and MASK word registered
+        rhs_entry = Signal(p.r_bits)
+        rhs_word = Signal(MASK_WORD_BITS)
+        rhs_bit = Signal(range(MASK_WORD_BITS))
+        rhs_u = Signal(range(rows))
+        commit_valid = Signal()           # Commit: scratch mantissa registered
+        commit_data = Signal(mantissa_bits)
+        commit_address = Signal(ceil_log2(rows * cols))
+        m.d.sync += [fold_valid.eq(scan_pending), rhs_valid.eq(rhs_pending),
+                     commit_valid.eq(commit_pending)]
+        with m.If(scan_pending):
+            m.d.sync += [fold_factor.eq(f_read), fold_exp.eq(f_exp_read), fold_c.eq(pipe_c)]
+        with m.If(rhs_pending):
+            m.d.sync += [rhs_entry.eq(self.r.data), rhs_word.eq(self.mask.data),
+                         rhs_bit.eq(pipe_bit), rhs_u.eq(pipe_i)]
 
         msb_flat = msb.as_value()
         new_exp_flat = new_exp.as_value()
         pipe_msb = msb[pipe_c]
-        with m.If(scan_pending):
-            candidate = highest_set_index(f_read) + f_exp_read
-            with m.If((f_read != 0) & (~live.bit_select(pipe_c, 1) | (candidate > pipe_msb))):
-                m.d.sync += [msb_flat.word_select(pipe_c, msb_shape.width).eq(candidate),
-                             live.bit_select(pipe_c, 1).eq(1)]
+        with m.If(fold_valid):
+            candidate = highest_set_index(fold_factor) + fold_exp
+            with m.If((fold_factor != 0) & (~live.bit_select(fold_c, 1) | (candidate > msb[fold_c]))):
+                m.d.sync += [msb_flat.word_select(fold_c, msb_shape.width).eq(candidate),
+                             live.bit_select(fold_c, 1).eq(1)]
         with m.If(exp_pending):
             next_exp = Signal(signed(exp_bits + 4))
             m.d.comb += next_exp.eq(-headroom - 1 - f_exp_read - pipe_msb)
@@ -380,17 +402,19 @@ class ANLSSequencer(wiring.Component):
         m.d.comb += [self.target.en.eq(target_valid[1]),
                      self.target.addr.eq(target_cell[1]),
                      self.target.data.eq(g_offset + (target_product >> target_distance[1]))]
-        with m.If(rhs_pending):
-            observed = self.mask.data.bit_select(pipe_bit, 1)
-            with m.If(observed):
-                m.d.sync += rhs_rows.bit_select(pipe_i, 1).eq(1)
-                with m.If(self.r.data > rhs_max):
-                    m.d.sync += rhs_max.eq(self.r.data)
+        with m.If(rhs_valid):
+            with m.If(rhs_word.bit_select(rhs_bit, 1)):
+                m.d.sync += rhs_rows.bit_select(rhs_u, 1).eq(1)
+                with m.If(rhs_entry > rhs_max):
+                    m.d.sync += rhs_max.eq(rhs_entry)
         with m.If(commit_pending):
-            write_output(output_address(pipe_i, pipe_c),
-                         Mux(live.bit_select(pipe_c, 1), scratch_read.data, 0))
+            # The mantissa one cycle later (registered), the row exponent (LUT RAM) at once.
+            m.d.sync += [commit_data.eq(Mux(live.bit_select(pipe_c, 1), scratch_read.data, 0)),
+                         commit_address.eq(output_address(pipe_i, pipe_c))]
             with m.If(pipe_c == 0):
                 write_output_exp(pipe_i, scratch_exp_read.data)
+        with m.If(commit_valid):
+            write_output(commit_address, commit_data)
 
         # --- the solve sequencer's RHS reads, served from R; its results, into the scratch ------
         solving = Signal()
@@ -489,7 +513,12 @@ class ANLSSequencer(wiring.Component):
                 read_factor(factor_address(outer, inner))
                 read_factor_exp(outer)
                 m.d.sync += scan_pending.eq(1)
-                walk(f_rows - 1, "Read-Exponents")
+                walk(f_rows - 1, "Scan-Fold")
+                abortable()
+
+            with m.State("Scan-Fold"):
+                # The last factor word is folded in this cycle: msb and live are final after it.
+                m.next = "Read-Exponents"
                 abortable()
 
             with m.State("Read-Exponents"):
@@ -541,6 +570,11 @@ class ANLSSequencer(wiring.Component):
                 abortable()
 
             with m.State("Scan-Drain"):
+                m.next = "Scan-Last"
+                abortable()
+
+            with m.State("Scan-Last"):
+                # The last entry is folded in this cycle: rhs_max and rhs_rows are final after it.
                 m.next = "RHS-Decide"
                 abortable()
 
@@ -639,9 +673,9 @@ class ANLSSequencer(wiring.Component):
             m.d.sync += abort_pending.eq(1)
 
         phases = {
-            NMFPhase.PREPARE: ("Scan-Factor", "Read-Exponents", "Targets"),
+            NMFPhase.PREPARE: ("Scan-Factor", "Scan-Fold", "Read-Exponents", "Targets"),
             NMFPhase.PROGRAM: ("Program-Start", "Program-Wait"),
-            NMFPhase.SOLVE: ("Scan-RHS", "Scan-Drain", "RHS-Decide", "Clear-Row", "Solve-Start",
+            NMFPhase.SOLVE: ("Scan-RHS", "Scan-Drain", "Scan-Last", "RHS-Decide", "Clear-Row", "Solve-Start",
                              "Solve-Wait", "RHS-Next"),
             NMFPhase.COMMIT: ("Commit", "Commit-Drain", "Commit-Exponents", "Half-Done"),
         }

@@ -26,8 +26,10 @@ Bus contract (all words 32 bits, addresses are word addresses on this bus):
 from __future__ import annotations
 
 import enum as py_enum
+import functools
 import inspect
 import keyword
+import operator
 import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
@@ -636,6 +638,9 @@ class RegisterFile(wiring.Component):
         written = bus.w_data & lane_mask
 
         read_word = Signal(DATA_WIDTH)   # comb: the addressed register/vector word
+        # (selected word, select) per register and vector: ORed, not a priority chain of muxes,
+        # since the selects are one-hot (the address decode); a chain is too deep for 100 MHz.
+        read_terms: list[tuple[Value, Value]] = []
         hit = Signal()                   # comb: the address is mapped
         refused_write = Signal()         # comb: a write the target does not accept
         stall = Signal()                 # comb: the write must wait for a core-side port
@@ -664,9 +669,9 @@ class RegisterFile(wiring.Component):
         for entry in self.register_map:
             sel = selected[entry.name]
             if entry.is_register:
-                self._elaborate_register(m, entry, sel, read_word, hit, refused_write, counters)
+                self._elaborate_register(m, entry, sel, read_terms, hit, refused_write, counters)
             elif isinstance(entry.item, VectorWindow):
-                self._elaborate_vector(m, entry, sel, read_word, hit, written, lane_mask)
+                self._elaborate_vector(m, entry, sel, read_terms, hit, written, lane_mask)
             else:
                 source = len(memory_reads) + 1
                 data_out, pending = self._elaborate_memory(m, entry, sel, source, read_from, hit,
@@ -675,6 +680,8 @@ class RegisterFile(wiring.Component):
                 if pending is not None:
                     pending_writes.append(pending)
 
+        m.d.comb += read_word.eq(functools.reduce(operator.or_, (Mux(select, word, 0) for word, select in read_terms),
+                                                  Const(0, DATA_WIDTH)))
         m.d.sync += [ack.eq(0), err.eq(0)]
         with m.If((bus.r_stb | bus.w_stb) & ~stall):
             m.d.sync += [ack.eq(1), err.eq(~hit | (bus.w_stb & refused_write))]
@@ -691,7 +698,8 @@ class RegisterFile(wiring.Component):
 
     # --- registers ---------------------------------------------------------------------------
 
-    def _elaborate_register(self, m: Module, entry: MapEntry, sel: Signal, read_word: Signal, hit: Signal,
+    def _elaborate_register(self, m: Module, entry: MapEntry, sel: Signal, read_terms: list[tuple[Value, Value]],
+                            hit: Signal,
                             refused_write: Signal, counters: dict[tuple[str, str], Signal]) -> None:
         """Read mux, and what a bus write and the core do to each field."""
         register: Register = entry.item  # type: ignore[assignment]
@@ -704,6 +712,8 @@ class RegisterFile(wiring.Component):
         with m.If(sel):
             m.d.comb += [hit.eq(1), refused_write.eq(0 if register.writable else 1)]
         ports = getattr(self, entry.port_name, None)
+        word = Signal(DATA_WIDTH, name=f"{entry.port_name}_read_word")
+        read_terms.append((word, sel))
         for name, placed in register.fields.items():
             field = placed.field
             bits = slice(placed.shift, placed.msb + 1)
@@ -731,23 +741,25 @@ class RegisterFile(wiring.Component):
             else:  # R, driven by the core
                 value = Value.cast(getattr(ports, name))
             if value is not None:
-                with m.If(sel):
-                    m.d.comb += read_word[bits].eq(value)
+                m.d.comb += word[bits].eq(value)
 
     # --- vector windows ----------------------------------------------------------------------
 
-    def _elaborate_vector(self, m: Module, entry: MapEntry, sel: Signal, read_word: Signal, hit: Signal,
+    def _elaborate_vector(self, m: Module, entry: MapEntry, sel: Signal, read_terms: list[tuple[Value, Value]],
+                          hit: Signal,
                           written: Value, lane_mask: Value) -> None:
         vector: VectorWindow = entry.item  # type: ignore[assignment]
         bus = self.bus
         storage = getattr(self, entry.port_name)
         index = bus.addr[:ceil_log2(vector.span)] if vector.span > 1 else Const(0, 1)
+        selected_word = Signal(DATA_WIDTH, name=f"{entry.port_name}_read_word")
+        read_terms.append((selected_word, sel))
         with m.If(sel):
             with m.Switch(index):
                 for word in range(vector.depth):
                     low, high = word * DATA_WIDTH, min((word + 1) * DATA_WIDTH, vector.bits)
                     with m.Case(word):
-                        m.d.comb += [hit.eq(1), read_word.eq(storage[low:high])]
+                        m.d.comb += [hit.eq(1), selected_word.eq(storage[low:high])]
                         with m.If(bus.w_stb):
                             width = high - low
                             m.d.sync += storage[low:high].eq((storage[low:high] & ~lane_mask[:width])

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import AFEConfig, resolve_afe
+from .formats import nmf_commit_cycles, nmf_prepare_cycles, nmf_scan_cycles
 
 __all__ = [
     "Workload", "parse_workload", "workload_matrix", "ChipActivity", "ChipConstants",
@@ -371,7 +372,8 @@ def run_nmf_cycles(*, f_rows: tuple[int, int], counts: tuple[int, int], k: int, 
         cells = f * k
         program = 1 + 3 * cells + (n_pulses + cells) * read + n_pulses * (1 + pulse_cycles) + f + 1
         solve = 2 * rows + n_solves * (5 + dac_settle + analog_settle + k * 2 ** avg_log2 * (adc_cycles + 1))
-        half = (2 * f * k + k) + program + count * (f + 3) + solve + (count * k + 1 + k + 1)
+        half = (nmf_prepare_cycles(rows=f, k=k) + program + count * (nmf_scan_cycles(rows=f) + 1)
+                + solve + nmf_commit_cycles(count=count, k=k) + 1)   # RHS-Next, Half-Done
         total += iterations * half
     return total
 

@@ -490,17 +490,19 @@ def nmf_product_scale(*, g_span: int, full_scale_s: float, g_unit_s: float, inpu
 
 
 def nmf_prepare_cycles(*, rows: int, k: int) -> int:
-    """Cycles of a half-step's preparation: scan the stored factor (rows x k reads), read
-    its k component exponents, write rows x k TARGET codes: ``2 rows k + k``."""
+    """Cycles of a half-step's preparation: scan the stored factor (rows x k reads), one
+    cycle folding the last word, read its k component exponents, write rows x k TARGET
+    codes: ``2 rows k + k + 1``."""
     _check_int("rows", rows, 1)
     _check_int("k", k, 1)
-    return 2 * rows * k + k
+    return 2 * rows * k + k + 1
 
 
 def nmf_scan_cycles(*, rows: int) -> int:
     """Cycles from the first read of a right-hand side to the solve's start (or the
-    cleared row): ``rows`` reads, one drain cycle, one decision cycle."""
-    return _check_int("rows", rows, 1) + 2
+    cleared row): ``rows`` reads, one cycle registering the last entry, one folding it, one
+    decision cycle: ``rows + 3``."""
+    return _check_int("rows", rows, 1) + 3
 
 
 def nmf_commit_cycles(*, count: int, k: int) -> int:
