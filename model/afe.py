@@ -92,7 +92,12 @@ CAL_REFERENCES: tuple[float | str, ...] = (0.0, 0.5, -0.5, 0.875, -0.875, CAL_DA
 
 #: The level controls, in the keyword names of :meth:`AnalogFrontEnd.apply_controls`.
 CONTROL_NAMES = ("mode", "loop", "row_en", "col_en", "cell_row", "cell_col", "cal_ref_sel")
-_MODES = tuple(Mode)  # Mode by value (0 .. len - 1), without Enum's call machinery
+# Members by value and as module constants: Enum calls and class attribute lookups cost
+# microseconds, and these run on every AFE event.
+_MODES = tuple(Mode)
+_READ_CELL, _PROGRAM = Mode.READ_CELL, Mode.PROGRAM
+_POLARITIES = tuple(Polarity)
+_POLARITY_SET = Polarity.SET
 _LOOP_MODES = (Mode.SOLVE, Mode.SOLVE_FREE)
 _ANALOG_MODES = (Mode.SOLVE, Mode.SOLVE_FREE, Mode.MVM)
 
@@ -457,12 +462,12 @@ class AnalogFrontEnd:
         _check_int("cell_col", cell_col, 0, self.total_cols - 1)
         self._cal_ref = _check_int("cal_ref_sel", cal_ref_sel, 0, 2 ** self.cal_ref_bits - 1)
         new_cell = (int(cell_row), int(cell_col))
-        if new_mode == Mode.READ_CELL and (self._mode != Mode.READ_CELL or new_cell != self._cell):
+        if new_mode is _READ_CELL and (self._mode is not _READ_CELL or new_cell != self._cell):
             self._select_ps = t_ps
         self._cell = new_cell
-        if new_mode != self._mode or new_loop != self._loop or rows_changed or cols_changed:
-            self._reconfigure(t_ps, mode=new_mode, loop=new_loop, row_en=new_rows,
-                              col_en=new_cols, row_bits=int(row_bits), col_bits=int(col_bits))
+        if new_mode is not self._mode or new_loop != self._loop or rows_changed or cols_changed:
+            self._reconfigure(t_ps, new_mode, new_loop, new_rows, new_cols, int(row_bits),
+                              int(col_bits))
 
     def set_switches(self, row_en: int, col_en: int, t_s: float) -> None:
         """``row_en``/``col_en`` bit vectors from ``t_s`` on."""
@@ -518,12 +523,13 @@ class AnalogFrontEnd:
             return np.zeros(self.total_cols)
         return self._segment.outputs(t_ps)
 
-    def _reconfigure(self, t_ps: int, **changes: Any) -> None:
+    def _reconfigure(self, t_ps: int, mode: Mode, loop: bool, row_en: NDArray[np.bool_],
+                     col_en: NDArray[np.bool_], row_bits: int, col_bits: int) -> None:
         """Apply a change at t_ps; a loop that stays closed keeps its present outputs."""
         was_active = self._active()
         present = self._outputs_now(t_ps) if was_active else None
-        for name, value in changes.items():
-            setattr(self, "_" + name, value)
+        self._mode, self._loop, self._row_en, self._col_en = mode, loop, row_en, col_en
+        self._row_bits, self._col_bits = row_bits, col_bits
         if not self._active():
             self._segment = None  # what _rebuild does when nothing analog runs
             self._break_ps = None
@@ -674,14 +680,14 @@ class AnalogFrontEnd:
         (recorded in :attr:`violations`)."""
         row = _check_int("cell_row", row, 0, self.rows - 1)
         col = _check_int("cell_col", col, 0, self.total_cols - 1)
-        polarity = Polarity(_check_int("prog_polarity", polarity, 0, 1))
+        polarity = _POLARITIES[_check_int("prog_polarity", polarity, 0, 1)]
         amplitude_code = _check_int("prog_amplitude", amplitude_code, 0, 2 ** self.amp_bits - 1)
         width_code = _check_int("prog_width", width_code, 0, 2 ** self.width_bits - 1)
         t_ps = self._time(t_s)
-        if self._mode != Mode.PROGRAM:
+        if self._mode is not _PROGRAM:
             self.violations.append(f"t={t_ps} ps: prog_fire in mode {self._mode.name}")
         elif width_code > 0:
-            self.crossbar.pulse(row, col, SET if polarity == Polarity.SET else RESET,
+            self.crossbar.pulse(row, col, SET if polarity is _POLARITY_SET else RESET,
                                 amplitude_code * self.amplitude_lsb_v,
                                 width_code * self.width_lsb_s)
             self._conductances_changed(t_ps)

@@ -363,6 +363,7 @@ class ADC(_Converter):
             # Column 0 (-inf) lets the SAR search index every code uniformly.
             self._transitions_v = np.concatenate(
                 [np.full((self._channels, 1), -np.inf), levels], axis=1)
+        self._input_range = self.input_range_v()  # the configuration is frozen
 
     @property
     def config(self) -> ADCConfig:
@@ -438,7 +439,7 @@ class ADC(_Converter):
         if c.bits is None:
             return float(min(max(v_in, c.v_min_v), c.v_max_v)), bool(v_in < c.v_min_v
                                                                        or v_in > c.v_max_v)
-        low, high = self.input_range_v()
+        low, high = self._input_range
         assert self._transitions_v is not None
         # Column 0 is -inf: it counts once for every input, as code 0.
         code = int(np.searchsorted(self._transitions_v[channel], v_in, side="right")) - 1

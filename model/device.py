@@ -385,6 +385,8 @@ class DeviceArray:
         rel = self._config.read_noise_rel
         if rel == 0:
             return np.ones(shape)
+        if shape == ():  # one read (a READ_CELL conversion): the same draw, without arrays
+            return np.maximum(1.0 + rel * self._rng.standard_normal(), 0.0)
         return np.maximum(1.0 + rel * self._rng.standard_normal(shape), 0.0)
 
     def _with_read_noise(self, g: FloatArray) -> FloatArray:

@@ -4,22 +4,28 @@ The signal list comes from the one AFE definition, ``AFESignature(params).ports(
 (Verilog ports ``<prefix>__<member>``); the binding refuses a signature with a member it
 has no role for, so a new AFE member cannot be silently left undriven or unwatched.
 
-Event-driven, and as few Python wake-ups as the port's events allow (each costs tens of
-microseconds in cocotb, more than the RTL's own cycles):
+Event-driven, and below cocotb's task scheduler: every event is a simulator (GPI)
+callback that calls a plain function, at a fifth of the cost of resuming a cocotb task
+(each of those costs tens of microseconds, more than the RTL's own cycles, and a scenario
+has tens of thousands of AFE events). The functions only read ports, call the model,
+write answers as immediate deposits and register the next callback; they never await.
 
-- each strobe (``dac_we``, ``dac_ldac``, ``adc_start``, ``prog_fire``) has a coroutine
-  waiting on its rising edge, then on that time step's ReadOnly phase;
-- each level control (mode, loop, switches, cell select, calibration select) has a
-  persistent simulator callback on its value changes (a GPI callback calling a plain
-  function, below cocotb's task scheduler: a fifth of a task wake-up's cost, and these are
-  the most frequent events) that only stages the new value in the model
-  (``AnalogFrontEnd.stage_controls``): the model applies the changes of one time step
+- each level control (mode, loop, switches, cell select, calibration select): a callback
+  on its value changes stages the new value in the model
+  (``AnalogFrontEnd.stage_controls``); the model applies the changes of one time step
   together, at that time, when it next needs them (a later change, or any call with a
-  time; a strobe calls the model in its ReadOnly phase, after every change of its step);
+  time);
+- each strobe (``dac_we``, ``dac_ldac``, ``adc_start``, ``prog_fire``): a callback on its
+  rising edge, then one in that time step's ReadOnly phase (after every value change of
+  the step) that calls the model;
 - an answer (``adc_busy`` rising and falling, ``prog_done`` rising and falling) and each
-  further write of a ``dac_we`` burst is one Timer to 1 ps after the clock edge concerned:
-  the RTL samples the answer at the following edge, as if it had been written right after
-  that edge, and every value the edge produced has settled by then.
+  further write of a ``dac_we`` burst: a timed callback 1 ps after the clock edge
+  concerned: the RTL samples the answer at the following edge, as if it had been written
+  right after that edge, and every value the edge produced has settled by then.
+
+An exception in a callback (a model error) cannot propagate into the simulator: it is kept
+and raised in the test by the binding's one task, which also removes the callbacks when
+cocotb cancels it at the end of the test (or :meth:`AFEBinding.stop` does).
 
 Timing (docs/afe-interface.md): the model acts at the time the strobe rises (the start of
 the strobe cycle s), with the controls as they are then (staged as they changed and applied
@@ -35,9 +41,9 @@ from typing import Any, Callable
 
 import cocotb
 import cocotb.simulator
-from cocotb.handle import SimHandleBase
+from cocotb.handle import Immediate, SimHandleBase
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import Event, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import Event, RisingEdge
 from amaranth.lib import wiring
 
 from anmf.hdl.afe import AFESignature
@@ -104,21 +110,6 @@ def _value(handle: SimHandleBase) -> int:
         return 0
 
 
-class _Delays:
-    """Timer triggers by duration (ps), built once and reused: building a Timer costs more
-    than awaiting it. One instance per coroutine: a trigger awaited by two coroutines at
-    once would fire for both at the first one's time."""
-
-    def __init__(self) -> None:
-        self._timers: dict[int, Timer] = {}
-
-    def __call__(self, picoseconds: int) -> Timer:
-        timer = self._timers.get(picoseconds)
-        if timer is None:
-            timer = self._timers[picoseconds] = Timer(picoseconds, unit="ps")
-        return timer
-
-
 class AFEBinding:
     """The AFE model ``afe`` answering the DUT's AFE ports.
 
@@ -178,10 +169,14 @@ class AFEBinding:
         #: Protocol violations seen by the binding (the model's are in ``afe.violations``).
         self.violations: list[str] = []
         self._tasks: list[cocotb.task.Task[None]] = []
-        # The control watchers' simulator callbacks (re-registered as each one fires), and
-        # what they raised (a callback cannot raise into the test; the strobes re-raise it).
-        self._control_callbacks: dict[str, Any] = {}
-        self._callback_errors: list[BaseException] = []
+        # The registered simulator callbacks by purpose (each fires once and is registered
+        # again), what they raised, and the Event that hands an error to the test.
+        self._callbacks: dict[str, Any] = {}
+        self._errors: list[BaseException] = []
+        self._error_seen = Event()
+        self._watching = False
+        self._converting = False
+        self._pulsing = False
 
     # ---- life cycle ----------------------------------------------------------------------
 
@@ -198,31 +193,45 @@ class AFEBinding:
                              f"clock_hz gives {self.period_ps} ps")
         # Every control as it is now, for the model from now on (changed or not).
         self.afe.stage_controls(self._now_s(), **{name: self._read(name) for name in CONTROLS})
+        self._watching = True
         for name in CONTROLS:
             self._watch_control(name)
-        for coroutine in (self._keep_control_callbacks(), self._dac_writes(), self._dac_loads(),
-                          self._conversions(), self._programming()):
-            self._tasks.append(cocotb.start_soon(coroutine))
+        for strobe in STROBES:
+            self._watch_strobe(strobe)
+        self._tasks.append(cocotb.start_soon(self._hold_callbacks()))
 
     def stop(self) -> None:
         """Stop watching (answers under way still complete)."""
-        for task in self._tasks:
-            task.cancel()
-        self._tasks.clear()
-        self._drop_control_callbacks()
+        self._watching = False
+        for key in [*CONTROLS, *STROBES]:
+            self._drop(key)
 
-    async def _keep_control_callbacks(self) -> None:
-        """Holds the control callbacks for the life of the test: cocotb cancels this task
-        when the test ends (or :meth:`stop` does), which removes them."""
+    async def _hold_callbacks(self) -> None:
+        """Raises a callback's error in the test; removes every callback when cocotb cancels
+        this task at the end of the test."""
         try:
-            await Event().wait()
+            await self._error_seen.wait()
+            raise self._errors[0]
         finally:
-            self._drop_control_callbacks()
+            self._watching = False
+            for key in list(self._callbacks):
+                self._drop(key)
 
-    def _drop_control_callbacks(self) -> None:
-        for callback in self._control_callbacks.values():
+    def _drop(self, key: str) -> None:
+        callback = self._callbacks.pop(key, None)
+        if callback is not None:
             callback.deregister()
-        self._control_callbacks.clear()
+
+    def _register(self, key: str, callback: Any) -> None:
+        self._callbacks[key] = callback
+
+    def _fired(self, key: str) -> None:
+        """A one-shot callback ran: forget its handle (it must not be deregistered)."""
+        self._callbacks.pop(key, None)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._errors.append(exc)
+        self._error_seen.set()
 
     @property
     def all_violations(self) -> list[str]:
@@ -250,109 +259,113 @@ class AFEBinding:
         """From an edge time, the delay to 1 ps after the ``count``-th following edge."""
         return count * self.period_ps + 1
 
-    # ---- coroutines ----------------------------------------------------------------------
+    def _raw(self, name: str) -> Any:
+        return self.handles[name]._handle
+
+    def _after(self, key: str, delay_ps: int, func: Callable[..., None], *args: Any) -> None:
+        self._register(key, cocotb.simulator.register_timed_callback(
+            delay_ps, self._run, key, func, *args))
+
+    def _in_read_only(self, key: str, func: Callable[..., None], *args: Any) -> None:
+        self._register(key, cocotb.simulator.register_readonly_callback(
+            self._run, key, func, *args))
+
+    def _run(self, key: str, func: Callable[..., None], *args: Any) -> None:
+        """Every callback goes through here: forget the fired handle, keep any error."""
+        self._fired(key)
+        try:
+            func(*args)
+        except Exception as exc:  # noqa: BLE001 - raised in the test by _hold_callbacks
+            self._failed(exc)
+
+    def _answer(self, name: str, value: int) -> None:
+        self.handles[name].set(Immediate(value))
+
+    # ---- level controls ------------------------------------------------------------------
 
     def _watch_control(self, name: str) -> None:
-        """(Re-)registers control ``name``'s value-change callback."""
-        raw = self.handles[name]._handle
-        self._control_callbacks[name] = cocotb.simulator.register_value_change_callback(
-            raw, self._control_changed, cocotb.simulator.VALUE_CHANGE, name, raw)
+        raw = self._raw(name)
+        self._register(name, cocotb.simulator.register_value_change_callback(
+            raw, self._run, cocotb.simulator.VALUE_CHANGE, name, self._control_changed, name))
 
-    def _control_changed(self, name: str, raw: Any) -> None:
-        """A control's value changed: stage it in the model (no writes, no awaits: this runs
-        outside cocotb's scheduler)."""
-        try:
-            try:
-                value = int(raw.get_signal_val_binstr(), 2)
-            except ValueError:
-                value = 0  # X/Z
-            self.afe.stage_controls(self._now_s(), **{name: value})
-        except Exception as exc:  # noqa: BLE001 - handed to the next strobe
-            self._callback_errors.append(exc)
-        if name in self._control_callbacks:  # not dropped meanwhile
+    def _control_changed(self, name: str) -> None:
+        """Stage the new value in the model, watch for the next change."""
+        if self._watching:
             self._watch_control(name)
+        self.afe.stage_controls(self._now_s(), **{name: self._read(name)})
 
-    def _raise_callback_error(self) -> None:
-        if self._callback_errors:
-            raise self._callback_errors[0]
+    # ---- strobes -------------------------------------------------------------------------
 
-    async def _dac_writes(self) -> None:
-        we, ldac = self.handles["dac_we"], self.handles["dac_ldac"]
-        addr, data = self.handles["dac_addr"], self.handles["dac_data"]
-        delays = _Delays()
-        while True:
-            await RisingEdge(we)
-            await ReadOnly()
-            # A burst: one write per cycle while dac_we stays high, each cycle's values read
-            # 1 ps after its edge.
-            wait_ps = self._after_edges_ps(1)
-            while _value(we):
-                if _value(ldac):
-                    self.violations.append(f"t={self._now_ps()} ps: dac_we and dac_ldac in "
-                                           f"the same cycle")
-                self.afe.write_dac(_value(addr), _value(data))
-                self.dac_writes += 1
-                await delays(wait_ps)
-                wait_ps = self.period_ps
+    def _watch_strobe(self, strobe: str) -> None:
+        self._register(strobe, cocotb.simulator.register_value_change_callback(
+            self._raw(strobe), self._run, cocotb.simulator.RISING, strobe, self._strobe_rose,
+            strobe))
 
-    async def _dac_loads(self) -> None:
-        ldac = self.handles["dac_ldac"]
-        while True:
-            await RisingEdge(ldac)
-            await ReadOnly()
-            self._raise_callback_error()
-            self.afe.load_dacs(self._now_s())
+    def _strobe_rose(self, strobe: str) -> None:
+        """Watch for the next rising edge; act in this time step's ReadOnly phase."""
+        if self._watching:
+            self._watch_strobe(strobe)
+        act = {"dac_we": self._dac_write, "dac_ldac": self._dac_load,
+               "adc_start": self._conversion, "prog_fire": self._pulse}[strobe]
+        self._in_read_only(f"{strobe} read-only", act)
 
-    async def _conversions(self) -> None:
-        start = self.handles["adc_start"]
-        delays = _Delays()
-        answer: cocotb.task.Task[None] | None = None
-        while True:
-            await RisingEdge(start)
-            await ReadOnly()
-            self._raise_callback_error()
-            if answer is not None and not answer.done():
-                self.violations.append(f"t={self._now_ps()} ps: adc_start during a conversion")
-                continue
-            now = self._now_ps()
-            mux = self._read("adc_mux")
-            code, over_range = self.afe.convert(mux, now / PICOSECONDS_PER_SECOND)
-            self.conversions.append(ConversionRecord(now, mux, self._read("mode"), code,
-                                                     over_range))
-            answer = cocotb.start_soon(self._answer_conversion(code, over_range, delays))
+    def _dac_write(self, first: bool = True) -> None:
+        """One write per cycle while ``dac_we`` stays high, each cycle's values read 1 ps after
+        its edge (the first in the ReadOnly phase of the rising edge's time step)."""
+        if not self._read("dac_we"):
+            return
+        if self._read("dac_ldac"):
+            self.violations.append(f"t={self._now_ps()} ps: dac_we and dac_ldac in the same "
+                                   f"cycle")
+        self.afe.write_dac(self._read("dac_addr"), self._read("dac_data"))
+        self.dac_writes += 1
+        delay = self._after_edges_ps(1) if first else self.period_ps
+        self._after("dac_we burst", delay, self._dac_write, False)
 
-    async def _answer_conversion(self, code: int, over_range: bool,
-                                 delays: Callable[[int], Timer]) -> None:
-        busy, data, ovr = (self.handles[name] for name in ("adc_busy", "adc_data", "adc_ovr"))
-        await delays(self._after_edges_ps(self.afe.adc_latency_cycles))
-        busy.value = 1
-        await delays(self.afe.adc_busy_cycles * self.period_ps)
-        busy.value = 0
-        data.value = code
-        ovr.value = int(over_range)
+    def _dac_load(self) -> None:
+        self.afe.load_dacs(self._now_s())
 
-    async def _programming(self) -> None:
-        fire = self.handles["prog_fire"]
-        delays = _Delays()
-        answer: cocotb.task.Task[None] | None = None
-        while True:
-            await RisingEdge(fire)
-            await ReadOnly()
-            self._raise_callback_error()
-            if answer is not None and not answer.done():
-                self.violations.append(f"t={self._now_ps()} ps: prog_fire during a pulse")
-                continue
-            now = self._now_ps()
-            row, col = self._read("cell_row"), self._read("cell_col")
-            polarity, amplitude, width = (self._read(name) for name in STROBES["prog_fire"])
-            self.afe.pulse(row, col, polarity, amplitude, width, now / PICOSECONDS_PER_SECOND)
-            cycles = self.afe.pulse_cycles(width)
-            self.pulses.append(PulseRecord(now, row, col, polarity, amplitude, width, cycles))
-            answer = cocotb.start_soon(self._answer_pulse(cycles, delays))
+    def _conversion(self) -> None:
+        now = self._now_ps()
+        if self._converting:
+            self.violations.append(f"t={now} ps: adc_start during a conversion")
+            return
+        mux = self._read("adc_mux")
+        code, over_range = self.afe.convert(mux, now / PICOSECONDS_PER_SECOND)
+        self.conversions.append(ConversionRecord(now, mux, self._read("mode"), code,
+                                                 over_range))
+        self._converting = True
+        self._after("adc answer", self._after_edges_ps(self.afe.adc_latency_cycles),
+                    self._busy_rises, code, over_range)
 
-    async def _answer_pulse(self, cycles: int, delays: Callable[[int], Timer]) -> None:
-        done = self.handles["prog_done"]
-        await delays(self._after_edges_ps(cycles))
-        done.value = 1
-        await delays(self.period_ps)
-        done.value = 0
+    def _busy_rises(self, code: int, over_range: bool) -> None:
+        self._answer("adc_busy", 1)
+        self._after("adc answer", self.afe.adc_busy_cycles * self.period_ps, self._busy_falls,
+                    code, over_range)
+
+    def _busy_falls(self, code: int, over_range: bool) -> None:
+        self._answer("adc_busy", 0)
+        self._answer("adc_data", code)
+        self._answer("adc_ovr", int(over_range))
+        self._converting = False
+
+    def _pulse(self) -> None:
+        now = self._now_ps()
+        if self._pulsing:
+            self.violations.append(f"t={now} ps: prog_fire during a pulse")
+            return
+        row, col = self._read("cell_row"), self._read("cell_col")
+        polarity, amplitude, width = (self._read(name) for name in STROBES["prog_fire"])
+        self.afe.pulse(row, col, polarity, amplitude, width, now / PICOSECONDS_PER_SECOND)
+        cycles = self.afe.pulse_cycles(width)
+        self.pulses.append(PulseRecord(now, row, col, polarity, amplitude, width, cycles))
+        self._pulsing = True
+        self._after("pulse answer", self._after_edges_ps(cycles), self._done_rises)
+
+    def _done_rises(self) -> None:
+        self._answer("prog_done", 1)
+        self._after("pulse answer", self.period_ps, self._done_falls)
+
+    def _done_falls(self) -> None:
+        self._answer("prog_done", 0)
+        self._pulsing = False
