@@ -32,7 +32,7 @@ import cocotb
 import numpy as np
 
 __all__ = ["JOB_ENV", "CosimResult", "run_cosim_job", "cosim_job", "run_nmf_job",
-           "ProgressBar", "job_folder"]
+           "ProgressBar", "job_folder", "host_anls_job"]
 
 #: The environment variable that names the job folder inside the simulator.
 JOB_ENV = "ANMF_COSIM_JOB"
@@ -218,3 +218,30 @@ async def run_nmf_job(bench: Any, inputs: dict[str, np.ndarray],
     if math.isnan(result.error):
         raise AssertionError("RUN_NMF's relative error is NaN")
     return outputs, summary
+
+
+# ---- the host-driven (tiled) ANLS job -------------------------------------------------------
+
+async def host_anls_job(bench: Any, inputs: dict[str, np.ndarray],
+                        options: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``anmf.host.host_anls`` on the RTL: the outer loop on the host, every NNLS a SOLVE;
+    problems beyond the array are tiled (docs/tiling.md). Inputs ``R``, ``W0``, ``H0``;
+    options ``k``, ``iterations``."""
+    from cocotb.simtime import get_sim_time
+
+    from anmf.host import host_anls
+
+    period_ps = bench.afe.period_ps
+    start_cycle = round(get_sim_time("ps")) // period_ps
+    result = await host_anls(bench.driver, inputs["R"], int(options["k"]),
+                             int(options["iterations"]), scale=bench.scale,
+                             init=(inputs["W0"], inputs["H0"]))
+    cycles = round(get_sim_time("ps")) // period_ps - start_cycle
+    summary = {"error": float(result.error), "initial_error": float(result.initial_error),
+               "cycles": int(cycles), "clock_hz": bench.clock_hz,
+               "sim_seconds": cycles / bench.clock_hz,
+               "stats": {key: float(value) for key, value in result.stats.items()},
+               "bus": dict(bench.driver.transactions)}
+    if math.isnan(result.error):
+        raise AssertionError("host ANLS's relative error is NaN")
+    return {"W": result.W, "H": result.H, "errors": np.asarray(result.errors)}, summary

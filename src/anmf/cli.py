@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .data import InputError, check_rank, load_matrix
+from .rtl_backend import SIMS
 
 EXIT_USAGE = 2
 
@@ -75,8 +76,9 @@ def _cmd_factorize(args: argparse.Namespace) -> int:
 
     R, is_image = load_matrix(args.input)
     rank = check_rank(args.rank, R.shape)
-    if args.backend == "model" and args.method != "anls":
-        raise InputError(f"--method {args.method} is not available on the model backend; accepted: anls (the chip runs ANLS)")
+    if args.backend != "reference" and args.method != "anls":
+        raise InputError(f"--method {args.method} is not available on the {args.backend} backend; "
+                         f"accepted: anls (the chip runs ANLS)")
 
     start = time.perf_counter()
     if args.backend == "reference":
@@ -85,6 +87,15 @@ def _cmd_factorize(args: argparse.Namespace) -> int:
         result = factorize(R, rank, method=args.method, iters=args.iters, seed=args.seed)
         W, H = result.W, result.H
         afe_name = None
+    elif args.backend == "rtl":
+        from anmf.model.nmf import initialize
+
+        from .rtl_backend import factorize_rtl
+
+        rtl = factorize_rtl(R, rank, args.iters, init=initialize(R, rank, "nndsvda", args.seed),
+                            afe=args.afe, seed=args.seed, sim=args.sim)
+        W, H = rtl.W, rtl.H
+        afe_name = args.afe
     else:
         from anmf.model.chip import ChipModel
         from anmf.model.config import ConfigError, resolve_afe
@@ -115,9 +126,13 @@ def _cmd_factorize(args: argparse.Namespace) -> int:
         "rel_error": float(relative_error(R, W, H)),
         "seconds": round(seconds, 4),
     }
+    if args.backend == "rtl":
+        summary.update(sim=rtl.sim, mode=rtl.mode, cycles=rtl.cycles, chip_seconds=rtl.chip_seconds,
+                       counts=rtl.counts)
     if is_image:
         summary["psnr_db"] = float(psnr_db(R, W @ H, peak=1.0))
-    line = (f"{args.input}: {R.shape[0]}x{R.shape[1]} rank {rank}, {args.method} on {args.backend}"
+    where = f"rtl ({rtl.sim}, {rtl.mode})" if args.backend == "rtl" else args.backend
+    line = (f"{args.input}: {R.shape[0]}x{R.shape[1]} rank {rank}, {args.method} on {where}"
             + (f" ({afe_name})" if afe_name else "")
             + f", {args.iters} iterations: relative error {summary['rel_error']:.4f}")
     if is_image:
@@ -133,15 +148,16 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from .apps.compress import compress, load_image, write_figures
 
     image, name = load_image(args.image)
-    result = compress(image, args.rank, backend=args.backend, iters=args.iters, afe=args.afe, seed=args.seed)
+    result = compress(image, args.rank, backend=args.backend, iters=args.iters, afe=args.afe, seed=args.seed,
+                      sim=args.sim)
     panel, convergence = write_figures(result, image, args.out, title=f"{name}: rank {result.rank}, "
                                        f"{result.iters} ANLS iterations")
     m, n = image.shape
-    where = f"model ({result.afe})" if result.afe else "reference"
+    where = f"{args.backend} ({result.afe})" if result.afe else "reference"
     bits = f"{result.value_bits}-bit " + ("float32" if args.backend == "reference" else "ADC codes")
     line = (f"{name}: {m}x{n} rank {result.rank} on {where}, {result.iters} iterations: PSNR {result.psnr_db:.2f} dB, "
             f"relative error {result.rel_error:.4f}")
-    if args.backend == "model":
+    if args.backend != "reference":
         line += f" (float reference from the same start: {result.float_psnr_db:.2f} dB, {result.float_rel_error:.4f})"
     print(line)
     print(f"storage: (m+n)k = {(m + n) * result.rank} values as {bits} = {100 * result.storage_ratio:.1f} % "
@@ -319,8 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="matrix file: .npy, .csv, or an image (.png/.jpg, read as grayscale in [0, 1])")
     p.add_argument("--rank", "-k", type=positive_int, required=True, help="factorization rank K")
     p.add_argument("--iters", type=positive_int, default=50, help="outer iterations (default 50)")
-    p.add_argument("--backend", choices=("reference", "model"), default="reference",
-                   help="reference: float NMF; model: the functional chip model (DAC, circuit, ADC)")
+    p.add_argument("--backend", choices=("reference", "model", "rtl"), default="reference",
+                   help="reference: float NMF; model: the functional chip model (DAC, circuit, ADC); "
+                        "rtl: the controller RTL in co-simulation with the analog model")
+    p.add_argument("--sim", choices=SIMS, default="verilator", help="simulator of the rtl backend (default verilator)")
     p.add_argument("--method", choices=("anls", "hals", "mu"), default="anls", help="reference algorithm (default anls)")
     p.add_argument("--afe", default="rram-3bit", help="AFE preset (ideal, rram-3bit, pessimistic) or a .toml file")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (initialization and analog noise)")
@@ -328,15 +346,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write a JSON summary to this file")
     p.set_defaults(func=_cmd_factorize)
 
-    from .apps.compress import BUNDLED_IMAGES, BUNDLED_PREFIX
+    from .apps.compress import BACKENDS, BUNDLED_IMAGES, BUNDLED_PREFIX
     from .apps.recommend import DEFAULT_ITERS, DEFAULT_RANK, DEFAULT_RIDGE
 
     p = sub.add_parser("compress", help="store an image as NMF factors W, H; PSNR, storage ratio and figures")
     p.add_argument("image", help=f"a .png/.jpg (read as grayscale in [0, 1]), or {BUNDLED_PREFIX}NAME with NAME in "
                                  f"{', '.join(BUNDLED_IMAGES)} (bundled with scikit-image)")
     p.add_argument("--rank", "-k", type=positive_int, required=True, help="factorization rank K")
-    p.add_argument("--backend", choices=("reference", "model"), default="reference",
-                   help="reference: float ANLS; model: the functional chip model (DAC, circuit, ADC)")
+    p.add_argument("--backend", choices=BACKENDS, default="reference",
+                   help="reference: float ANLS; model: the functional chip model (DAC, circuit, ADC); "
+                        "rtl: the controller RTL in co-simulation with the analog model")
+    p.add_argument("--sim", choices=SIMS, default="verilator", help="simulator of the rtl backend (default verilator)")
     p.add_argument("--iters", type=positive_int, default=30, help="ANLS iterations (default 30)")
     p.add_argument("--afe", default="rram-3bit", help="AFE preset (ideal, rram-3bit, pessimistic) or a .toml file")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the analog front end (default 0)")

@@ -31,7 +31,7 @@ from anmf.data import IMAGE_SUFFIXES, InputError, check_rank, load_matrix
 __all__ = ["BACKENDS", "BUNDLED_IMAGES", "CompressionResult", "load_image", "value_bits", "storage_ratio",
            "compress", "write_figures"]
 
-BACKENDS = ("reference", "model")
+BACKENDS = ("reference", "model", "rtl")
 #: scikit-image's images that ship inside its wheel (no download), usable as IMAGE "skimage:NAME".
 BUNDLED_IMAGES = ("camera", "coins", "moon", "text")
 BUNDLED_PREFIX = "skimage:"
@@ -127,13 +127,16 @@ def storage_ratio(shape: tuple[int, int], rank: int, bits: int, pixel_bits: int 
 
 
 def compress(image: np.ndarray, rank: int, *, backend: str = "reference", iters: int = 30,
-             afe: Any = "rram-3bit", seed: int = 0, failed_rows: str = "exclude") -> CompressionResult:
+             afe: Any = "rram-3bit", seed: int = 0, failed_rows: str = "exclude",
+             sim: str = "verilator") -> CompressionResult:
     """Factorize ``image`` (m x n, values in [0, 1]) at ``rank`` by ANLS on ``backend``.
 
-    ``afe`` (a preset name, TOML path or AFEConfig) is used by the model backend only;
-    its seed is replaced by ``seed`` so that one number fixes the whole run. ``failed_rows``
-    is the chip's policy for rows with a cell that failed write-verify ("exclude": they
-    are switched out for that half-step; "keep").
+    ``afe`` (a preset name, TOML path or AFEConfig; the rtl backend takes a preset name) is
+    used by the chip backends only; its seed is replaced by ``seed`` so that one number fixes
+    the whole run. ``failed_rows`` is the chip model's policy for rows with a cell that failed
+    write-verify ("exclude": they are switched out for that half-step; "keep"). ``sim`` is
+    the rtl backend's simulator (anmf.rtl_backend: RUN_NMF when the image fits the array,
+    else host-driven tiled ANLS; RUN_NMF reports only the final error).
     """
     from anmf.model.metrics import psnr_db, relative_error
     from anmf.model.nmf import anls, initialize
@@ -157,6 +160,16 @@ def compress(image: np.ndarray, rank: int, *, backend: str = "reference", iters:
     if backend == "reference":
         result = reference
         bits = value_bits("reference")
+    elif backend == "rtl":
+        from anmf.model.config import preset
+
+        from ..rtl_backend import factorize_rtl, rtl_scenario
+
+        rtl_scenario(afe, seed)   # the preset check, before any build
+        result = factorize_rtl(image, rank, iters, init=(W0, H0), afe=afe, seed=seed, sim=sim)
+        afe_name = afe
+        stats = dict(result.counts, cycles=result.cycles, chip_seconds=result.chip_seconds)
+        bits = value_bits("model", preset(afe))
     else:
         from anmf.model.chip import ChipModel
         from anmf.model.config import ConfigError, resolve_afe
@@ -239,7 +252,8 @@ def write_figures(result: CompressionResult, image: np.ndarray, out_dir: str | P
     figure = Figure(figsize=(5.5, 3.8))
     FigureCanvasAgg(figure)
     ax = figure.subplots()
-    steps = np.arange(0, result.errors.size + 1)
+    # RUN_NMF (rtl backend) reports only the last iterations' errors: place them at the end.
+    steps = np.concatenate([[0], np.arange(result.iters - result.errors.size + 1, result.iters + 1)])
     ax.semilogy(steps, np.concatenate([[result.initial_error], result.errors]), marker="o", markersize=3, label=label)
     if chip:
         ax.semilogy(np.arange(0, result.float_errors.size + 1),
