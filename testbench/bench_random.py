@@ -732,6 +732,13 @@ class RandomBench:
             # the same states at the same cycles, with the disturbance aimed at one of them (a
             # block first, then one of its states: the short states of RUN_NMF get their turn).
             targets = sorted({(b, st) for b, st, _ in self.trace if b != BUS_BLOCK and st != "Idle"})
+            # Coverage-directed: states with an outgoing transition not yet seen come first.
+            hits = self.coverage.hits()
+            open_targets = [(b, st) for b, st in targets
+                            if any(n == 0 and name.startswith(f"{st}->")
+                                   for name, n in hits[f"fsm.{b}.transition"].items())]
+            if open_targets and r.random() < 0.85:
+                targets = open_targets
             blocks = sorted({b for b, _ in targets})
             block = blocks[int(r.integers(0, len(blocks)))]
             states = [st for b, st in targets if b == block]
