@@ -151,7 +151,8 @@ def design_fsms(design: Any, required: Sequence[str] = REQUIRED_FSM_BLOCKS) -> t
     missing = [b for b in required if b not in blocks]
     doubled = sorted({b for b in blocks if blocks.count(b) > 1})
     if missing or doubled:
-        raise ValueError(f"FSMs of the design: {', '.join(blocks) or 'none'}; "
+        shown = ", ".join(b or "(top level)" for b in blocks) or "none"
+        raise ValueError(f"FSMs of the design: {shown}; "
                          + (f"no FSM found in {', '.join(missing)}" if missing else "")
                          + ("; " if missing and doubled else "")
                          + (f"more than one FSM in {', '.join(doubled)}" if doubled else ""))
