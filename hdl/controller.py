@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value, ValueLike
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, ValueLike
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
@@ -49,6 +49,10 @@ PROGRAMMER_OPCODES: dict[Opcode, ProgrammerCommand] = {
 }
 
 DETAIL_BITS = 16  #: width of STATUS.error_detail
+#: Fewest cycles between two register-file write strobes the AXI4-Lite slave produces (one
+#: write in flight: AW/W, the write, B, then the next AW). The controller's command checks
+#: read the registers one cycle late, which needs at least 2 (tests/test_controller.py).
+REGISTER_WRITE_SPACING = 4
 #: Cycles from a block's ``done`` cycle to the first cycle STATUS shows the outcome (STATUS is
 #: registered). A command whose CONTROL.start strobe is in cycle 0 and whose block takes T
 #: cycles (docs/solve-timing.md) reads STATUS.done = 1 from cycle T + STATUS_DELAY; a refused
@@ -89,7 +93,7 @@ class Controller(wiring.Component):
         self._sequencer = SolveSequencer(params)
         self._programmer = WriteVerifyProgrammer(params)
         try:
-            self._anls = ANLSSequencer(params)
+            self._anls = ANLSSequencer(params) if params.run_nmf else None
         except ValueError:
             for block in (self, self._sequencer, self._programmer, registers):
                 discard_unbuilt(block)
@@ -117,7 +121,8 @@ class Controller(wiring.Component):
         return self._programmer
 
     @property
-    def anls(self) -> ANLSSequencer:
+    def anls(self) -> ANLSSequencer | None:
+        """The ANLS sequencer; None in a build without RUN_NMF (``params.run_nmf`` False)."""
         return self._anls
 
     def register_offset(self, name: str) -> int:
@@ -130,7 +135,9 @@ class Controller(wiring.Component):
         m.submodules.registers = regs = self._registers
         m.submodules.sequencer = seq = self._sequencer
         m.submodules.programmer = prog = self._programmer
-        m.submodules.anls = anls = self._anls
+        anls = self._anls
+        if anls is not None:
+            m.submodules.anls = anls
 
         wiring.connect(m, wiring.flipped(self.axil), regs.axil)
         m.d.comb += self.irq.eq(regs.irq)
@@ -148,22 +155,27 @@ class Controller(wiring.Component):
         # --- buffers ------------------------------------------------------------------------------
         # The solve sequencer's RHS comes from the RHS window, or from R through the ANLS
         # sequencer while RUN_NMF runs; its results go to RESULTS and are watched by RUN_NMF.
-        nmf_running = anls.busy
+        nmf_running = anls.busy if anls is not None else Const(0)
         m.d.comb += [
             regs.rhs.read.addr.eq(seq.rhs.addr), regs.rhs.read.en.eq(seq.rhs.en & ~nmf_running),
-            anls.rhs.addr.eq(seq.rhs.addr), anls.rhs.en.eq(seq.rhs.en & nmf_running),
-            seq.rhs.data.eq(Mux(nmf_running, anls.rhs.data, regs.rhs.read.data)),
-            anls.result.addr.eq(seq.result.addr), anls.result.en.eq(seq.result.en),
-            Value.cast(anls.result.data).eq(Value.cast(seq.result.data)),
         ]
         wiring.connect(m, prog.target, regs.target.read)
         wiring.connect(m, prog.fault_map, regs.fault_map.write)
         m.d.comb += regs.fault_map.read.en.eq(0)  # the core only writes the fault map (so far)
-        wiring.connect(m, anls.target, regs.target.write)
-        wiring.connect(m, anls.r, regs.nmf_r.read)
-        wiring.connect(m, anls.mask, regs.nmf_mask.read)
-        for name in ("w", "h", "w_exp", "h_exp"):
-            wiring.connect(m, getattr(anls, name), getattr(regs, f"nmf_{name}"))
+        if anls is not None:
+            m.d.comb += [
+                anls.rhs.addr.eq(seq.rhs.addr), anls.rhs.en.eq(seq.rhs.en & nmf_running),
+                seq.rhs.data.eq(Mux(nmf_running, anls.rhs.data, regs.rhs.read.data)),
+                anls.result.addr.eq(seq.result.addr), anls.result.en.eq(seq.result.en),
+                Value.cast(anls.result.data).eq(Value.cast(seq.result.data)),
+            ]
+            wiring.connect(m, anls.target, regs.target.write)
+            wiring.connect(m, anls.r, regs.nmf_r.read)
+            wiring.connect(m, anls.mask, regs.nmf_mask.read)
+            for name in ("w", "h", "w_exp", "h_exp"):
+                wiring.connect(m, getattr(anls, name), getattr(regs, f"nmf_{name}"))
+        else:
+            m.d.comb += [seq.rhs.data.eq(regs.rhs.read.data), regs.target.write.en.eq(0)]
 
         # --- command decode -----------------------------------------------------------------------
         opcode = Value.cast(regs.command.opcode)
@@ -181,17 +193,13 @@ class Controller(wiring.Component):
         is_matrix = opcode == Opcode.PROGRAM_MATRIX.value
         is_program = opcode_in((Opcode.PROGRAM_CELL, Opcode.PROGRAM_MATRIX))
         is_read = opcode == Opcode.READ_CELL.value
-        is_nmf = opcode == Opcode.RUN_NMF.value
+        # Without RUN_NMF in the build its opcode is unknown (UNKNOWN_OPCODE).
+        is_nmf = (opcode == Opcode.RUN_NMF.value) if anls is not None else Const(0)
         uses_masks = is_solve | is_matrix
         uses_adc = is_solve | is_cell | is_matrix | is_nmf
         runs_solves = is_solve | is_nmf
         runs_programs = is_program | is_nmf
         reads_cells = is_cell | is_matrix | is_nmf
-        nmf_size = regs.nmf_size
-        window_base, window_span = regs.nmf_window_base.code, regs.nmf_window_span.codes
-        nmf_iterations = regs.nmf_iterations.count
-        bad_size = ((nmf_size.m == 0) | (nmf_size.m > p.rows) | (nmf_size.n == 0) | (nmf_size.n > p.rows) |
-                    (nmf_size.k == 0) | (nmf_size.k > p.cols))
 
         # The averaging count must be a power of two from 1 to 2**avg_max_log2; the blocks get
         # the exponent, the position of its single set bit.
@@ -201,28 +209,40 @@ class Controller(wiring.Component):
         m.d.comb += avg_log2.eq(lowest_set_index(adc_samples[:p.avg_max_log2 + 1]))
 
         running = Signal()
-        m.d.comb += running.eq(seq.busy | prog.busy | anls.busy)
+        m.d.comb += running.eq(seq.busy | prog.busy | nmf_running)
         forgetting = Signal()  # a soft reset aborted the running command: report nothing of it
+
+        def nmf_checks(group: str) -> list[tuple[Value, ErrorCode, int]]:
+            """RUN_NMF's own checks (none without RUN_NMF in the build)."""
+            if anls is None:
+                return []
+            if group == "size":
+                size = regs.nmf_size
+                bad_size = ((size.m == 0) | (size.m > p.rows) | (size.n == 0) | (size.n > p.rows) |
+                            (size.k == 0) | (size.k > p.cols))
+                return [(is_nmf & bad_size, ErrorCode.BAD_DIMENSION, offset("NMF_SIZE")),
+                        (is_nmf & (regs.nmf_iterations.count == 0), ErrorCode.BAD_DIMENSION,
+                         offset("NMF_ITERATIONS"))]
+            base, span = regs.nmf_window_base.code, regs.nmf_window_span.codes
+            return [(is_nmf & (span == 0), ErrorCode.BAD_WINDOW, offset("NMF_WINDOW_SPAN")),
+                    (is_nmf & (base + span > 1 << p.adc_bits), ErrorCode.BAD_WINDOW,
+                     offset("NMF_WINDOW_BASE"))]
 
         # Validation, in the documented order (docs/controller.md); the first failing check wins.
         refusal = Signal(ErrorCode)
         refusal_detail = Signal(DETAIL_BITS)
         offset = self.register_offset
         checks = [
-            (running, ErrorCode.BUSY, opcode),
             (~(is_nop | uses_adc), ErrorCode.UNKNOWN_OPCODE, opcode),
             (is_cell & ((row >= p.rows) | (col >= p.total_cols)), ErrorCode.BAD_DIMENSION,
              offset("COMMAND")),
             (uses_masks & (row_mask == 0), ErrorCode.BAD_DIMENSION, offset("ROW_MASK")),
             (uses_masks & (col_mask == 0), ErrorCode.BAD_DIMENSION, offset("COL_ENABLE")),
-            (is_nmf & bad_size, ErrorCode.BAD_DIMENSION, offset("NMF_SIZE")),
-            (is_nmf & (nmf_iterations == 0), ErrorCode.BAD_DIMENSION, offset("NMF_ITERATIONS")),
+            *nmf_checks("size"),
             (uses_adc & ~count_ok, ErrorCode.BAD_AVERAGING, offset("TIMING")),
             (runs_programs & ((tolerance == 0) | (tolerance >= 1 << p.adc_bits)),
              ErrorCode.BAD_TOLERANCE, offset("PROGRAM_TOLERANCE")),
-            (is_nmf & (window_span == 0), ErrorCode.BAD_WINDOW, offset("NMF_WINDOW_SPAN")),
-            (is_nmf & (window_base + window_span > 1 << p.adc_bits), ErrorCode.BAD_WINDOW,
-             offset("NMF_WINDOW_BASE")),
+            *nmf_checks("window"),
             (uses_adc & (regs.watchdog.cycles == 0), ErrorCode.BAD_TIMING, offset("WATCHDOG")),
             (runs_solves & (regs.dac_settle.cycles == 0), ErrorCode.BAD_TIMING, offset("DAC_SETTLE")),
             (runs_solves & (regs.analog_settle.cycles == 0), ErrorCode.BAD_TIMING,
@@ -232,9 +252,21 @@ class Controller(wiring.Component):
             (runs_programs & (regs.program_pulse.width == 0), ErrorCode.BAD_TIMING,
              offset("PROGRAM_PULSE")),
         ]
+        # The checks but BUSY depend on registers only the bus writes; they are evaluated every
+        # cycle into a register, so the start strobe sees the outcome of the cycle before (a
+        # priority chain of 16 checks is too deep for 100 MHz, docs/synthesis.md). That is the
+        # outcome for the current registers: the register file takes at most one bus write per
+        # REGISTER_WRITE_SPACING cycles, and CONTROL.start pulses the cycle after its own write.
+        register_refusal = Signal(ErrorCode)
+        register_detail = Signal(DETAIL_BITS)
         for index, (failed, error, detail) in enumerate(checks):
             with (m.If if index == 0 else m.Elif)(failed):
-                m.d.comb += [refusal.eq(error), refusal_detail.eq(saturate(detail, DETAIL_BITS))]
+                m.d.comb += [register_refusal.eq(error), register_detail.eq(saturate(detail, DETAIL_BITS))]
+        settled_refusal = Signal(ErrorCode)
+        settled_detail = Signal(DETAIL_BITS)
+        m.d.sync += [settled_refusal.eq(register_refusal), settled_detail.eq(register_detail)]
+        m.d.comb += [refusal.eq(Mux(running, ErrorCode.BUSY, settled_refusal)),
+                     refusal_detail.eq(Mux(running, opcode, settled_detail))]
 
         soft_reset = regs.control.soft_reset
         start = Signal()
@@ -280,40 +312,12 @@ class Controller(wiring.Component):
             "read_settle": saturate(regs.read_settle.cycles, p.timer_bits),
             "watchdog_limit": saturate(regs.watchdog.cycles, p.timer_bits),
         }
-        # While RUN_NMF runs the ANLS sequencer drives the blocks' commands (their starts and
-        # aborts are ORed: the host cannot start a block then, and both may abort).
-        for block, command, signature, host in (
-                (seq, anls.solve, solve_command_signature(p), host_solve),
-                (prog, anls.program, program_command_signature(p), host_program)):
-            for name, member in signature.members.items():
-                port, driven = getattr(block, name), getattr(command, name)
-                if member.flow == wiring.In:
-                    m.d.comb += driven.eq(port)
-                elif name in ("start", "abort"):
-                    m.d.comb += port.eq(host[name] | driven)
-                else:
-                    m.d.comb += port.eq(Mux(nmf_running, driven, host[name]))
-
-        nmf_port_width = {name: len(getattr(anls, name)) for name in ("m", "n", "k")}
-        m.d.comb += [
-            anls.start.eq(accepted & is_nmf),
-            anls.abort.eq(abort),
-            anls.m.eq(saturate(nmf_size.m, nmf_port_width["m"])),
-            anls.n.eq(saturate(nmf_size.n, nmf_port_width["n"])),
-            anls.k.eq(saturate(nmf_size.k, nmf_port_width["k"])),
-            anls.iterations.eq(nmf_iterations),
-            anls.range_retries.eq(regs.nmf_iterations.range_retries),
-            anls.g_offset.eq(saturate(window_base, p.adc_bits)),
-            anls.g_span.eq(window_span),
-        ]
-        for name in ("avg_log2", "dac_settle", "analog_settle", "watchdog_limit"):
-            m.d.comb += getattr(anls, name).eq(host_solve[name])
-        for name in ("tolerance", "amp_start", "amp_step", "amp_max", "pulse_width", "pulse_budget",
-                     "read_settle"):
-            m.d.comb += getattr(anls, name).eq(host_program[name])
-        progress = regs.nmf_progress
-        m.d.comb += [progress.iteration.eq(anls.iteration), progress.step.eq(anls.step),
-                     progress.phase.eq(anls.phase), progress.rhs_done.eq(anls.rhs_done)]
+        if anls is None:
+            for block, host in ((seq, host_solve), (prog, host_program)):
+                for name, value in host.items():
+                    m.d.comb += getattr(block, name).eq(value)
+        else:
+            self._elaborate_nmf(m, anls, regs, seq, prog, host_solve, host_program, accepted, is_nmf, abort)
 
         # The cell of a READ_CELL, kept for storing its reading into RESULTS at the end.
         reading_cell = Signal()
@@ -331,9 +335,11 @@ class Controller(wiring.Component):
 
         # --- results: the sequencer's columns, or a READ_CELL reading at COMMAND.col ------------
         # A block's done inside RUN_NMF is the ANLS sequencer's business, not the host's.
-        finished = anls.done | ((seq.done | prog.done) & ~nmf_running)
+        nmf_done = anls.done if anls is not None else Const(0)
+        finished = nmf_done | ((seq.done | prog.done) & ~nmf_running)
         finished_error = Signal(ErrorCode)
-        m.d.comb += finished_error.eq(Mux(anls.done, anls.error, Mux(seq.done, seq.error, prog.error)))
+        block_error = Mux(seq.done, seq.error, prog.error)
+        m.d.comb += finished_error.eq(block_error if anls is None else Mux(anls.done, anls.error, block_error))
         store_reading = prog.done & reading_cell & (prog.error == ErrorCode.NONE)
         results = regs.results.write
         with m.If(seq.result.en):
@@ -354,10 +360,13 @@ class Controller(wiring.Component):
                 (prog.fault_map.en & prog.fault_map.data).any() & reporting),
             regs.over_range_count.count_inc.eq(Mux(reporting, over_range_samples, 0)),
             regs.irq_status.over_range_set.eq((over_range_samples != 0) & reporting),
-            regs.nmf_retry_count.count_inc.eq(anls.retry & reporting),
-            regs.nmf_unresolved_count.count_inc.eq(anls.unresolved & reporting),
-            regs.nmf_irq.progress_set.eq(anls.iteration_done & reporting),
         ]
+        if anls is not None:
+            m.d.comb += [
+                regs.nmf_retry_count.count_inc.eq(anls.retry & reporting),
+                regs.nmf_unresolved_count.count_inc.eq(anls.unresolved & reporting),
+                regs.nmf_irq.progress_set.eq(anls.iteration_done & reporting),
+            ]
 
         # --- STATUS and interrupts ----------------------------------------------------------------
         done = Signal()
@@ -376,7 +385,8 @@ class Controller(wiring.Component):
             with m.Case(ErrorCode.CELLS_FAILED):
                 m.d.comb += finished_detail.eq(saturate(prog.failed_count, DETAIL_BITS))
             with m.Case(ErrorCode.EXPONENT_RANGE):
-                m.d.comb += finished_detail.eq(anls.error_detail)
+                if anls is not None:
+                    m.d.comb += finished_detail.eq(anls.error_detail)
 
         def report(outcome: ValueLike, detail: ValueLike) -> None:
             m.d.sync += [done.eq(1), error.eq(outcome), error_detail.eq(detail)]
@@ -404,6 +414,49 @@ class Controller(wiring.Component):
             with m.Else():
                 m.d.sync += [done.eq(0), error.eq(ErrorCode.NONE), error_detail.eq(0)]
         return m
+
+
+    def _elaborate_nmf(self, m: Module, anls: ANLSSequencer, regs: ControllerRegisters, seq: SolveSequencer,
+                       prog: WriteVerifyProgrammer, host_solve: dict[str, Value], host_program: dict[str, Value],
+                       accepted: Value, is_nmf: Value, abort: Value) -> None:
+        """RUN_NMF's wiring: the ANLS sequencer's operands and progress, and its command ports
+        in front of the blocks'."""
+        p = self._params
+        nmf_running = anls.busy
+        # While RUN_NMF runs the ANLS sequencer drives the blocks' commands (their starts and
+        # aborts are ORed: the host cannot start a block then, and both may abort).
+        for block, command, signature, host in (
+                (seq, anls.solve, solve_command_signature(p), host_solve),
+                (prog, anls.program, program_command_signature(p), host_program)):
+            for name, member in signature.members.items():
+                port, driven = getattr(block, name), getattr(command, name)
+                if member.flow == wiring.In:
+                    m.d.comb += driven.eq(port)
+                elif name in ("start", "abort"):
+                    m.d.comb += port.eq(host[name] | driven)
+                else:
+                    m.d.comb += port.eq(Mux(nmf_running, driven, host[name]))
+
+        nmf_port_width = {name: len(getattr(anls, name)) for name in ("m", "n", "k")}
+        m.d.comb += [
+            anls.start.eq(accepted & is_nmf),
+            anls.abort.eq(abort),
+            anls.m.eq(saturate(regs.nmf_size.m, nmf_port_width["m"])),
+            anls.n.eq(saturate(regs.nmf_size.n, nmf_port_width["n"])),
+            anls.k.eq(saturate(regs.nmf_size.k, nmf_port_width["k"])),
+            anls.iterations.eq(regs.nmf_iterations.count),
+            anls.range_retries.eq(regs.nmf_iterations.range_retries),
+            anls.g_offset.eq(saturate(regs.nmf_window_base.code, p.adc_bits)),
+            anls.g_span.eq(regs.nmf_window_span.codes),
+        ]
+        for name in ("avg_log2", "dac_settle", "analog_settle", "watchdog_limit"):
+            m.d.comb += getattr(anls, name).eq(host_solve[name])
+        for name in ("tolerance", "amp_start", "amp_step", "amp_max", "pulse_width", "pulse_budget",
+                     "read_settle"):
+            m.d.comb += getattr(anls, name).eq(host_program[name])
+        progress = regs.nmf_progress
+        m.d.comb += [progress.iteration.eq(anls.iteration), progress.step.eq(anls.step),
+                     progress.phase.eq(anls.phase), progress.rhs_done.eq(anls.rhs_done)]
 
 
 def verilog_text(params: BuildParams | None = None) -> str:

@@ -30,6 +30,7 @@ _INT_FIELDS: tuple[tuple[str, int, int], ...] = (
     ("cal_ref_bits", 1, 8),
     ("r_bits", 1, 32),
     ("exp_bits", 4, 16),
+    ("counter_bits", 8, 32),
 )
 
 #: RUN_NMF's over-range retries per right-hand side are a 4-bit register field: at most 15.
@@ -63,6 +64,13 @@ class BuildParams:
     exp_bits
         Width of a RUN_NMF factor exponent (two's complement). It must hold the largest
         right-hand side exponent, ``r_bits - 1 + MAX_RANGE_RETRIES``.
+    counter_bits
+        Width of the event counters (SOLVE_COUNT, PULSE_COUNT, ...; they saturate at
+        ``2**counter_bits - 1``). Narrower counters make a smaller build.
+    run_nmf
+        Build RUN_NMF: the ANLS sequencer and its registers and buffers (NMF_*). Without it
+        the register map has no NMF_* entries, RUN_NMF is refused as UNKNOWN_OPCODE, and the
+        host runs ANLS itself with SOLVE and PROGRAM_MATRIX (a smaller build: the iCE40's).
     """
 
     rows: int = 64
@@ -78,8 +86,13 @@ class BuildParams:
     cal_ref_bits: int = 3
     r_bits: int = 16
     exp_bits: int = 8
+    counter_bits: int = 32
+    run_nmf: bool = True
 
     def __post_init__(self) -> None:
+        if self.run_nmf not in (True, False) or type(self.run_nmf) not in (bool, int):
+            raise ValueError(f"run_nmf must be True or False (or 1 or 0), got {self.run_nmf!r}")
+        object.__setattr__(self, "run_nmf", bool(self.run_nmf))
         for name, low, high in _INT_FIELDS:
             value = getattr(self, name)
             if type(value) is not int or not low <= value <= high:

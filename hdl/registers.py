@@ -324,8 +324,10 @@ class NMFIrq(Register):
 
 # --- counters ------------------------------------------------------------------------------
 
-def _counter(doc: str, increment_width: int = 1) -> Register:
-    return Register({"count": CounterField(32, "Events since reset or CONTROL.soft_reset; saturates at 0xFFFFFFFF.",
+def _counter(params: BuildParams, doc: str, increment_width: int = 1) -> Register:
+    top = (1 << params.counter_bits) - 1
+    return Register({"count": CounterField(params.counter_bits, f"Events since reset or CONTROL.soft_reset; "
+                                                                 f"saturates at 0x{top:X}.",
                                            cleared_by="CONTROL.soft_reset", increment_width=increment_width)},
                     doc=doc)
 
@@ -338,7 +340,8 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
     if not isinstance(params, BuildParams):
         raise ValueError(f"params must be a BuildParams, not {params!r}")
     _check_params(params)
-    regs = RegisterMap("ANMF", asdict(params))
+    # Every parameter as an integer (run_nmf: 1 or 0), for the docs and the host's constants.
+    regs = RegisterMap("ANMF", {name: int(value) for name, value in asdict(params).items()})
     regs.add("ID", Identity(), offset=0x000)
     regs.add("VERSION", Version(), offset=0x004)
     regs.add("PARAMS_ARRAY", ArrayParams(params), offset=0x008)
@@ -367,24 +370,16 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
     regs.add("PROGRAM_AMPLITUDE", ProgramAmplitude(params), offset=0x048)
     regs.add("PROGRAM_AMPLITUDE_MAX", ProgramAmplitudeMax(params), offset=0x04C)
     regs.add("PROGRAM_PULSE", ProgramPulse(params), offset=0x050)
-    regs.add("SOLVE_COUNT", _counter("SOLVE, SOLVE_FREE and MVM commands completed without error."), offset=0x060)
-    regs.add("PULSE_COUNT", _counter("Programming pulses fired."), offset=0x064)
-    regs.add("OVER_RANGE_COUNT", _counter("ADC samples flagged over range (solves and cell reads); a solve's samples "
+    regs.add("SOLVE_COUNT", _counter(params, "SOLVE, SOLVE_FREE and MVM commands completed without error."), offset=0x060)
+    regs.add("PULSE_COUNT", _counter(params, "Programming pulses fired."), offset=0x064)
+    regs.add("OVER_RANGE_COUNT", _counter(params, "ADC samples flagged over range (solves and cell reads); a solve's samples "
                                           "are added at once when it ends.",
                                           increment_width=bits_for(params.total_cols << params.avg_max_log2)),
              offset=0x068)
-    regs.add("FAILED_CELL_COUNT", _counter("Cells write-verify left out of tolerance (also set in FAULT_MAP)."),
+    regs.add("FAILED_CELL_COUNT", _counter(params, "Cells write-verify left out of tolerance (also set in FAULT_MAP)."),
              offset=0x06C)
-    regs.add("NMF_SIZE", NMFSize(params), offset=0x070)
-    regs.add("NMF_ITERATIONS", NMFIterations(), offset=0x074)
-    regs.add("NMF_WINDOW_BASE", NMFWindowBase(params), offset=0x078)
-    regs.add("NMF_WINDOW_SPAN", NMFWindowSpan(params), offset=0x07C)
-    regs.add("NMF_PROGRESS", NMFProgress(params), offset=0x080)
-    regs.add("NMF_IRQ", NMFIrq(), offset=0x084)
-    regs.add("NMF_RETRY_COUNT", _counter("RUN_NMF solves repeated with a halved input after an over-range solution."),
-             offset=0x088)
-    regs.add("NMF_UNRESOLVED_COUNT", _counter("RUN_NMF right-hand sides still over range after the last retry (the "
-                                              "clipped solution was kept)."), offset=0x08C)
+    if params.run_nmf:
+        _add_nmf_registers(regs, params)
 
     regs.add("RESULTS", MemoryWindow(
         depth=params.total_cols, span=MAX_COLUMNS, access=Access.R, core=CoreAccess.WRITE,
@@ -419,6 +414,27 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
         doc="Write-verify targets: cell (row, col) at index row * (COLS + SPARE) + col. RUN_NMF writes the targets "
             "of each factor it programs here (rows 0 to m - 1 or n - 1, columns 0 to k - 1)."), offset=0x20000)
 
+    if params.run_nmf:
+        _add_nmf_windows(regs, params)
+    return regs
+
+
+def _add_nmf_registers(regs: RegisterMap, params: BuildParams) -> None:
+    """RUN_NMF's registers (built with ``params.run_nmf`` only)."""
+    regs.add("NMF_SIZE", NMFSize(params), offset=0x070)
+    regs.add("NMF_ITERATIONS", NMFIterations(), offset=0x074)
+    regs.add("NMF_WINDOW_BASE", NMFWindowBase(params), offset=0x078)
+    regs.add("NMF_WINDOW_SPAN", NMFWindowSpan(params), offset=0x07C)
+    regs.add("NMF_PROGRESS", NMFProgress(params), offset=0x080)
+    regs.add("NMF_IRQ", NMFIrq(), offset=0x084)
+    regs.add("NMF_RETRY_COUNT", _counter(params, "RUN_NMF solves repeated with a halved input after an over-range solution."),
+             offset=0x088)
+    regs.add("NMF_UNRESOLVED_COUNT", _counter(params, "RUN_NMF right-hand sides still over range after the last retry (the "
+                                              "clipped solution was kept)."), offset=0x08C)
+
+
+def _add_nmf_windows(regs: RegisterMap, params: BuildParams) -> None:
+    """RUN_NMF's buffers (built with ``params.run_nmf`` only)."""
     mantissa = params.mantissa_bits
     exponent_doc = (f"Signed exponent, {params.exp_bits}-bit two's complement. Index i < ROWS: the exponent of "
                     f"right-hand side i (a row of W, a column of H); index ROWS + c: component c's.")
@@ -456,7 +472,6 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
         fields={"code": (params.r_bits, "Unsigned entry of R (R_BITS bits); the host scales R into this range.")},
         doc="R (m x n): entry (i, j) at index i * ROWS + j. Each right-hand side gets its own power-of-two "
             "scale on the way to the DACs (docs/anls-sequencer.md)."), offset=0x400000)
-    return regs
 
 
 class ControllerRegisters(RegisterFile):
@@ -482,6 +497,8 @@ class ControllerRegisters(RegisterFile):
         causes = ("done", "error", "over_range")
         pending = Cat(getattr(self.irq_status, c) for c in causes)
         enabled = Cat(getattr(self.irq_enable, c) for c in causes)
-        progress = self.nmf_irq.progress & self.nmf_irq.progress_enable
-        m.d.comb += self.irq.eq((pending & enabled).any() | progress)
+        irq = (pending & enabled).any()
+        if self.params.run_nmf:
+            irq |= self.nmf_irq.progress & self.nmf_irq.progress_enable
+        m.d.comb += self.irq.eq(irq)
         return m

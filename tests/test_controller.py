@@ -17,7 +17,8 @@ from anmf.cli import main as anmf_main
 from anmf.hdl.afe import AFEMode, AFESignature
 from anmf.hdl.axi4lite import Response
 from anmf.hdl.codes import ErrorCode, Opcode
-from anmf.hdl.controller import STATUS_DELAY, TOP_MODULE, Controller, saturate, verilog_text
+from anmf.hdl.controller import (REGISTER_WRITE_SPACING, STATUS_DELAY, TOP_MODULE, Controller, saturate,
+                                  verilog_text)
 from anmf.hdl.params import BuildParams
 from anmf.hdl.registers import build_register_map
 from anmf.hdl.regmap_export import HostRegisterMap, host_constants
@@ -242,6 +243,90 @@ def test_nop_completes_in_the_next_cycle_and_touches_nothing():
     assert bench.status_cycles(start) == STATUS_DELAY
     assert bench.afe.dac_writes == [] and bench.afe.conversions == []
 
+
+
+def test_register_writes_are_spaced_so_the_registered_command_checks_see_the_current_registers():
+    # The command checks are registered (hdl/controller.py): a start must come at least 2 cycles
+    # after the last register write. The fastest master (AW, W, B ready held high) cannot do
+    # better than REGISTER_WRITE_SPACING; and a SOLVE whose ROW_MASK was cleared, then set,
+    # then COMMAND and CONTROL.start written back to back is accepted, one with the mask
+    # cleared just before is refused.
+    bench = Bench(SMALL, dict(gain=np.ones((16, 6), dtype=int), gain_shift=4))
+    strobes: list[int] = []
+    seen = {}
+    bus = bench.dut.registers.register_file.bus
+
+    async def watch(ctx):
+        cycle = 0
+        async for _clk, _rst, w_stb in ctx.tick().sample(bus.w_stb):
+            if w_stb:
+                strobes.append(cycle)
+            cycle += 1
+
+    async def testbench(ctx):
+        axil = bench.dut.axil
+        ctx.set(axil.awaddr, bench.regs.IRQ_ENABLE.offset)
+        ctx.set(axil.wdata, 0)
+        ctx.set(axil.wstrb, 0xF)
+        ctx.set(axil.bready, 1)
+        ctx.set(axil.awvalid, 1)
+        ctx.set(axil.wvalid, 1)
+        await ctx.tick().repeat(40)
+        ctx.set(axil.awvalid, 0)
+        ctx.set(axil.wvalid, 0)
+        await ctx.tick().repeat(4)
+        await bench.setup(ctx, COL_ENABLE=mask(range(4)))
+        await bench.write_words(ctx, "ROW_MASK", [0])
+        await bench.write_words(ctx, "ROW_MASK", [0xFFFF])
+        seen["accepted"], _ = await bench.command(ctx, Opcode.SOLVE)
+        await bench.write_words(ctx, "ROW_MASK", [0])
+        seen["refused"], _ = await bench.command(ctx, Opcode.SOLVE)
+
+    bench.sim.add_process(watch)
+    bench.run(testbench)
+    gaps = [b - a for a, b in zip(strobes, strobes[1:])]
+    assert len(strobes) > 5 and min(gaps) == REGISTER_WRITE_SPACING >= 2, gaps
+    assert seen["accepted"] == status_word(ErrorCode.NONE)
+    assert seen["refused"] == status_word(ErrorCode.BAD_DIMENSION, bench.regs.ROW_MASK.offset)
+
+WITHOUT_NMF = BuildParams(rows=16, cols=4, spare=1, counter_bits=16, run_nmf=False)   # the iCE40's build
+
+
+def test_a_build_without_run_nmf_refuses_it_unmaps_its_registers_and_still_solves():
+    bench = Bench(WITHOUT_NMF, dict(gain=np.ones((16, 5), dtype=int), gain_shift=4))
+    full = host_constants(build_register_map(BuildParams(rows=16, cols=4, spare=1)))
+    seen = {}
+
+    async def testbench(ctx):
+        seen["refused"], seen["start"] = await bench.command(ctx, Opcode.RUN_NMF)
+        seen["nmf_size"] = await bench.host(ctx).read(full.NMF_SIZE.offset)
+        seen["nmf_w"] = await bench.host(ctx).write(full.NMF_W.address(0), 5)
+        await bench.setup(ctx, ROW_MASK=mask(range(16)), COL_ENABLE=mask(range(4)))
+        seen["solve"], _ = await bench.command(ctx, Opcode.SOLVE)
+        seen["count"] = await bench.read(ctx, "SOLVE_COUNT")
+
+    bench.run(testbench)
+    assert seen["refused"] == status_word(ErrorCode.UNKNOWN_OPCODE, Opcode.RUN_NMF.value)
+    assert seen["nmf_size"] == (0, Response.SLVERR) and seen["nmf_w"] == Response.SLVERR
+    assert seen["solve"] == status_word(ErrorCode.NONE) and seen["count"] == {"count": 1}
+    assert bench.dut.anls is None
+    names = {entry.name for entry in build_register_map(WITHOUT_NMF)}
+    assert not any(name.startswith("NMF_") for name in names)
+    assert {"SOLVE_COUNT", "TARGET", "FAULT_MAP", "RESULTS"} <= names
+    counter = build_register_map(WITHOUT_NMF)["SOLVE_COUNT"].item.fields["count"]
+    assert counter.field.width == 16 and "saturates at 0xFFFF." in counter.field.doc
+    assert build_register_map(WITHOUT_NMF).params["run_nmf"] == 0
+
+
+def test_build_options_run_nmf_and_counter_bits_are_validated():
+    for value, text in ((2, "2"), ("yes", "'yes'"), (None, "None")):
+        with pytest.raises(ValueError) as info:
+            BuildParams(run_nmf=value)
+        assert str(info.value) == f"run_nmf must be True or False (or 1 or 0), got {text}"
+    with pytest.raises(ValueError) as info:
+        BuildParams(counter_bits=40)
+    assert str(info.value) == "counter_bits must be an integer from 8 to 32, got 40"
+    assert BuildParams(run_nmf=0).run_nmf is False and BuildParams().counter_bits == 32
 
 # --- write-verify and READ_CELL -----------------------------------------------------------------------
 
