@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import cocotb
 import cocotb.simulator
-from cocotb.handle import Immediate, SimHandleBase
+from cocotb.handle import SimHandleBase, _GPISetAction
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import Event, RisingEdge
 from amaranth.lib import wiring
@@ -52,6 +52,9 @@ from anmf.model.afe import AnalogFrontEnd
 from anmf.model.formats import PICOSECONDS_PER_SECOND
 
 __all__ = ["AFEBinding", "ConversionRecord", "PulseRecord", "STROBES", "ANSWERS", "CONTROLS"]
+
+#: The GPI action of ``Immediate`` writes (applied at once, not at the next ReadWrite phase).
+_NO_DELAY = _GPISetAction.NO_DELAY.value
 
 #: Strobe member -> the members it carries (sampled in the strobe cycle).
 STROBES: dict[str, tuple[str, ...]] = {
@@ -177,6 +180,8 @@ class AFEBinding:
         self._watching = False
         self._converting = False
         self._pulsing = False
+        # Picoseconds per simulator step, set by start() (None: ask cocotb's get_sim_time).
+        self._steps_to_ps: int | None = None
 
     # ---- life cycle ----------------------------------------------------------------------
 
@@ -184,6 +189,8 @@ class AFEBinding:
         """Drive the answers to their idle value, check the clock period, start watching."""
         for name in ANSWERS:
             self.handles[name].value = 0
+        precision = cocotb.simulator.get_precision()
+        self._steps_to_ps = 10 ** (precision + 12) if precision >= -12 else None
         await RisingEdge(self.clock)
         first = get_sim_time("ps")
         await RisingEdge(self.clock)
@@ -241,7 +248,10 @@ class AFEBinding:
     # ---- helpers -------------------------------------------------------------------------
 
     def _now_ps(self) -> int:
-        return round(get_sim_time("ps"))
+        if self._steps_to_ps is None:
+            return round(get_sim_time("ps"))
+        high, low = cocotb.simulator.get_sim_time()  # in simulator steps
+        return (high << 32 | low) * self._steps_to_ps
 
     def _now_s(self) -> float:
         return self._now_ps() / PICOSECONDS_PER_SECOND
@@ -279,7 +289,9 @@ class AFEBinding:
             self._failed(exc)
 
     def _answer(self, name: str, value: int) -> None:
-        self.handles[name].set(Immediate(value))
+        """Drive an answer now: what ``handle.set(Immediate(value))`` does, without building
+        cocotb's value objects (tens of thousands of answers per scenario)."""
+        self.handles[name]._handle.set_signal_val_int(_NO_DELAY, value)
 
     # ---- level controls ------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
     python -m anmf.testbench.bench_speed [--sim icarus|verilator|all] [--iters N]
                                          [--bare-cycles N] [--profile]
 
-Three cocotb tests on the controller's Verilog of the host-driven scenarios
+Four cocotb tests on the controller's Verilog of the host-driven scenarios
 (testbench/bench_scenarios.py: its DEFAULT_OPTIONS build, one build per simulator):
 
 - ``bare_rate``: the RTL clocked through reset and then only a final ``Timer`` (no Python in
@@ -11,6 +11,10 @@ Three cocotb tests on the controller's Verilog of the host-driven scenarios
 - ``watched_idle_rate``: the same with the scenario bench attached but idle (AFE binding,
   AXI4-Lite master, irq line): what their registered edge and value-change callbacks cost
   while no Python runs;
+- ``wakeup_cost``: the same RTL with Python woken at every rising clock edge, once by a
+  simulator callback calling a plain function (how AFEBinding answers AFE events), once by a
+  cocotb task awaiting the edge (how the bus master and the driver wait): the cost of one
+  wake-up beyond the bare cycle, which bounds what a workload with that many events can reach;
 - ``anls_rate``: the host-driven ANLS scenario: ``anmf.host.host_anls`` on the RTL through
   ``RegisterDriver`` over AXI4-Lite, the AFE model answering through ``AFEBinding``, as
   bench_scenarios' ``host_anls_matches_reference`` runs it (same bench, options and data)
@@ -51,6 +55,7 @@ from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, RisingEdge, Timer
 
 from anmf.cli import positive_int
+from anmf.testbench.bench_scenarios import DEFAULT_OPTIONS, ENV_VAR
 
 __all__ = ["Figures", "ModelTimer", "Stretch", "main", "format_table", "anls_rows"]
 
@@ -139,7 +144,6 @@ def _timed_async(method: Callable[..., Awaitable[Any]], clock: _Clockwork,
 @cocotb.test()
 async def bare_rate(dut) -> None:
     """The RTL out of reset, clocked with no Python in the loop: one Timer to the end."""
-    from anmf.testbench.bench_scenarios import DEFAULT_OPTIONS, ENV_VAR
 
     config = _config()
     options = json.loads(os.environ[ENV_VAR]) if ENV_VAR in os.environ else DEFAULT_OPTIONS
@@ -178,6 +182,45 @@ async def watched_idle_rate(dut) -> None:
     assert len(bench.binding.conversions) + len(bench.binding.pulses) + bench.binding.dac_writes \
         == answered, "the idle controller must not reach the AFE"
     _save("watched_idle", {"cycles": cycles, "wall_s": wall_s, "cpu_s": cpu_s})
+
+
+@cocotb.test()
+async def wakeup_cost(dut) -> None:
+    """What one Python wake-up costs on top of the RTL: the clock's rising edges, a tenth of
+    the bare run's cycles, once each answered by a simulator callback calling a plain
+    function (how AFEBinding handles AFE events) and once by a cocotb task awaiting
+    ``RisingEdge`` (how a coroutine testbench, the bus master, the driver wait)."""
+    import cocotb.simulator
+
+    config = _config()
+    options = json.loads(os.environ[ENV_VAR]) if ENV_VAR in os.environ else DEFAULT_OPTIONS
+    period_ps = round(1e12 / float(options["clock_hz"]))
+    Clock(dut.clk, period_ps, unit="ps", impl="gpi").start()
+    cycles = max(1, config["bare_cycles"] // 10)
+    clock = _Clockwork(period_ps)
+    raw = dut.clk._handle
+    seen = [0]
+    callback: list[Any] = [None]
+
+    def on_edge() -> None:
+        seen[0] += 1
+        callback[0] = cocotb.simulator.register_value_change_callback(
+            raw, on_edge, cocotb.simulator.RISING)
+
+    await RisingEdge(dut.clk)
+    start = clock.now()
+    on_edge()
+    seen[0] = 0
+    await Timer(cycles * period_ps, unit="ps")
+    callback[0].deregister()
+    callback_figures = clock.since(start)
+    assert abs(seen[0] - cycles) <= 1, f"{seen[0]} callbacks in {cycles} cycles"
+    start = clock.now()
+    for _ in range(cycles):
+        await RisingEdge(dut.clk)
+    task_figures = clock.since(start)
+    _save("wakeups", {"callback": dict(zip(("cycles", "wall_s", "cpu_s"), callback_figures)),
+                      "task": dict(zip(("cycles", "wall_s", "cpu_s"), task_figures))})
 
 
 @cocotb.test()
@@ -326,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"bench-sim: error: {exc}", file=sys.stderr)
                 return 2
             tests, failed = results_summary(results)
-            if failed or tests != (3 if with_bare else 1):
+            if failed or tests != (4 if with_bare else 1):
                 print(f"bench-sim: {failed} of {tests} cocotb tests failed on {sim}: {results}",
                       file=sys.stderr)
                 return 1
@@ -338,6 +381,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 idle = figures["watched_idle"]
                 rows.append(Figures(sim, "idle, scenario bench attached (no Python runs)",
                                     idle["cycles"], idle["wall_s"], idle["cpu_s"]))
+                bare = rows[-2]
+                for kind, label in (("callback", "simulator callback"), ("task", "cocotb task")):
+                    run = figures["wakeups"][kind]
+                    rows.append(Figures(sim, f"a {label} at every rising edge", run["cycles"],
+                                        run["wall_s"], run["cpu_s"]))
+                    extra_us = [1e6 * (spent - run["cycles"] / rate) / run["cycles"] for spent, rate
+                                in ((run["wall_s"], bare.rate), (run["cpu_s"], bare.cpu_rate))]
+                    notes.append(f"{sim}: one wake-up by a {label} costs {extra_us[0]:.1f} us wall, "
+                                 f"{extra_us[1]:.1f} us CPU beyond the bare RTL's cycle")
             anls = figures["anls"]
             rows += anls_rows(sim, label, anls)
             host_s = anls["wall_s"] - anls["bus"]["wall_s"] - anls["irq"]["wall_s"]
