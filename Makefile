@@ -7,12 +7,13 @@ SIM    ?= icarus
 TEST   ?=
 WAVES  ?= 0
 SEED   ?=
+SEEDS  ?= 10
 PYTEST_ARGS ?=
 BENCH_SIM_ARGS ?=
 # WAVES=1 on Verilator writes FST, whose writer needs the LZ4 headers.
 WAVE_DEPS := $(if $(filter-out 0,$(WAVES)),$(if $(filter verilator all,$(SIM)),fst-deps))
 
-.PHONY: setup test demo bench-model bench-sim sim fst-deps verilog lint synth clean help
+.PHONY: setup test demo bench-model bench-sim sim regress fst-deps verilog lint synth clean help
 
 help:
 	@echo "make test         set up, then run the test suite"
@@ -21,6 +22,9 @@ help:
 	@echo "make sim [SIM=icarus|verilator|all] [TEST=bench|module|cocotb test] [WAVES=1] [SEED=n]"
 	@echo "                  run cocotb benches without pytest (all by default); prints the seed and"
 	@echo "                  the JUnit files; COCOTB_RANDOM_SEED=n (or SEED=n) reproduces a run"
+	@echo "make regress [SEEDS=10] [SIM=icarus|verilator]"
+	@echo "                  constrained-random bench on seeds 1..SEEDS; merged functional coverage"
+	@echo "                  (build/random-SIM/coverage-merged.json), fails below 95% of the bins"
 	@echo "make bench-sim    simulated cycles/s on Icarus and Verilator: AFE-bound workload vs bare RTL"
 	@echo "make verilog      write the controller's Verilog to build/anmf_controller.v"
 	@echo "make lint         Verilator --lint-only -Wall on the generated Verilog"
@@ -54,6 +58,9 @@ bench-model: setup
 sim: setup $(WAVE_DEPS)
 	$(PY) -m anmf.testbench.sim --sim $(SIM) $(if $(TEST),--test $(TEST)) $(if $(SEED),--seed $(SEED)) \
 	  $(if $(filter-out 0,$(WAVES)),--waves)
+
+regress: setup
+	$(PY) -m anmf.testbench.bench_random --seeds $(SEEDS) --sim $(SIM)
 
 bench-sim: setup
 	$(PY) -m anmf.testbench.bench_speed $(BENCH_SIM_ARGS)

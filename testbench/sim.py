@@ -195,6 +195,16 @@ def _run_nmf(folder: Path) -> BenchRun:
     return BenchRun(verilog_text(runner.PARAMS), TOP_MODULE, run_nmf_env())
 
 
+def _random(folder: Path) -> BenchRun:
+    from anmf.hdl.controller import TOP_MODULE, verilog_text
+    from anmf.testbench.bench_random import bench_env
+
+    runner = _runner_module("test_random_cocotb")
+    folder.mkdir(parents=True, exist_ok=True)
+    return BenchRun(verilog_text(runner.PARAMS), TOP_MODULE,
+                    bench_env(steps=runner.STEPS, coverage_json=str(folder / "coverage-sim.json")))
+
+
 BENCHES: tuple[Bench, ...] = (
     Bench("axi_regs", "anmf.testbench.bench_axi_regs",
           "AXI4-Lite slave + register file: reset values, windows, byte writes, SLVERR", _axi_regs),
@@ -216,6 +226,9 @@ BENCHES: tuple[Bench, ...] = (
     Bench("run_nmf", "anmf.testbench.bench_run_nmf",
           "RUN_NMF from the host over AXI4-Lite: bit for bit vs the golden model, error vs float ANLS, abort",
           _run_nmf),
+    Bench("random", "anmf.testbench.bench_random",
+          "constrained-random commands, bus accesses, aborts and a silent AFE vs the golden model and "
+          "the documented behaviour, with functional coverage (make regress: many seeds)", _random),
 )
 
 
