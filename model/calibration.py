@@ -60,9 +60,10 @@ REF_ZERO, REF_PLUS_HALF, REF_MINUS_HALF, REF_PLUS_7_8, REF_MINUS_7_8, REF_DAC_LO
 #: Order of the ADC references per channel: the calibrating pair first, then the checks.
 ADC_REFERENCE_ORDER = (REF_PLUS_HALF, REF_MINUS_HALF, REF_ZERO, REF_PLUS_7_8, REF_MINUS_7_8)
 CHECK_REFERENCES = (REF_ZERO, REF_PLUS_7_8, REF_MINUS_7_8)
-#: Ideal deviation from the zero code of each reference, in units of 2^(bits-4) LSB.
-_REFERENCE_SIXTEENTHS = {REF_ZERO: 0, REF_PLUS_HALF: 8, REF_MINUS_HALF: -8, REF_PLUS_7_8: 14,
-                         REF_MINUS_7_8: -14}
+#: Ideal deviation from the zero code of each reference in eighths of the positive full scale
+#: 2^(bits-1) LSB, i.e. in units of 2^(bits-4) LSB.
+_REFERENCE_EIGHTHS = {REF_ZERO: 0, REF_PLUS_HALF: 4, REF_MINUS_HALF: -4, REF_PLUS_7_8: 7,
+                      REF_MINUS_7_8: -7}
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -130,7 +131,7 @@ def pack_coefficient(coefficient: Coefficient, *, adc_bits: int, dac_bits: int) 
     """Word = offset (two's complement) in bits [OB-1:0], gain in [OB+GAIN_BITS-1:OB], valid
     in bit OB+GAIN_BITS, OB = ``offset_bits`` (``anmf.hdl.calibrator.coefficient_layout``)."""
     ob = offset_bits(adc_bits, dac_bits)
-    _check_int("offset", coefficient.offset + (1 << (ob - 1)), 0, (1 << ob) - 1)
+    _check_int("offset", coefficient.offset, -(1 << (ob - 1)), (1 << (ob - 1)) - 1)
     _check_int("gain", coefficient.gain, 0, (1 << GAIN_BITS) - 1)
     return (coefficient.offset & ((1 << ob) - 1)) | coefficient.gain << ob \
         | int(coefficient.valid) << (ob + GAIN_BITS)
@@ -155,7 +156,7 @@ def averaged_q(total: int, avg_log2: int) -> int:
 
 def ideal_q(reference: int, bits: int) -> int:
     """Ideal deviation of a reference from the zero code (2^-FRAC_BITS LSB)."""
-    return _REFERENCE_SIXTEENTHS[reference] << (bits - 4 + FRAC_BITS)
+    return _REFERENCE_EIGHTHS[reference] << (bits - 4 + FRAC_BITS)
 
 
 def deviation_q(value_q: int, bits: int) -> int:
