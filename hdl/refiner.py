@@ -1,0 +1,409 @@
+"""Refiner: iterative refinement (mixed precision) of an analog NNLS solve.
+
+The digital side keeps the problem exactly: A (the READ_CELL codes write-verify read back,
+minus ``a_offset``), B (signed words) and X (unsigned words); the analog side only ever
+solves for a correction. docs/refinement.md has the definition, the formats and the
+measured convergence; ``anmf.model.refinement.golden_refine`` is the same sequence in
+Python, bit for bit and cycle for cycle.
+
+Sequence (``start`` in cycle 0):
+
+1. Clear: X := 0, one word per cycle (COLS cycles).
+2. Per pass: Setup; MAC: ``R_i = B_i - sum_j (A_ij - a_offset) X_j`` over the enabled rows
+   and the active columns (one multiply per cycle; in pass 0 nothing is active and one
+   zero product per row stands in); two pipeline cycles; Scale: the peak ``OR_i |R_i|``
+   gives the exponent ``e = msb(peak) - (DAC_BITS - 2) + headroom``.
+3. Solve: the solve sequencer runs SOLVE (pass 0, columns ``col_mask``) or SOLVE_FREE
+   (later passes, the active columns), its DAC codes served from R on the fly:
+   ``zero + clamp(round(R_i / 2**e))``; its results are captured.
+4. Accumulate, per solved column: ``X_j += round((code - zero) * gain *
+   2**(msb + headroom - gain_shift))``, clamped to [0, 2**x_bits - 1]; X_j > 0 makes j
+   active. Two pipeline cycles, then the next pass.
+5. After ``passes`` + 1 solves (or when R = 0, or no column is active any more) the last
+   residual has been computed (``residual_msb``) and the Refiner is done.
+
+Abort: forwarded to the solve sequencer while it runs (it takes its safe exit and reports
+ABORTED); in the Refiner's own states ``done`` follows in the next cycle with ABORTED. The
+Refiner never drives the AFE itself.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .afe import AFEMode, lowest_set_index
+from .anls_sequencer import highest_set_index, solve_command_signature
+from .codes import ErrorCode
+from .params import BuildParams
+from .solve_sequencer import result_layout
+
+__all__ = ["Refiner", "GAIN_BITS", "GAIN_SHIFT_BITS", "PASS_BITS", "HEADROOM_BITS"]
+
+GAIN_BITS = 18        #: correction gain operand (unsigned)
+GAIN_SHIFT_BITS = 6   #: correction shift operand
+PASS_BITS = 4         #: refinement passes after pass 0 (0..15)
+HEADROOM_BITS = 2     #: DAC headroom bits (0..3)
+
+
+def _check_width(name: str, value: object, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+class Refiner(wiring.Component):
+    """REFINE: pass 0 (clamped SOLVE) plus ``passes`` refinement passes. Operands are sampled
+    in the ``start`` cycle.
+
+    Args:
+        params: build parameters (rows, cols, converter widths, averaging, timers).
+        x_bits: width of X (unsigned), 4..40.
+        b_bits: width of B (two's complement), 4..48.
+
+    Operands: ``row_mask`` (rows of the problem), ``col_mask`` (its columns, COLS bits),
+    ``passes``, ``a_offset`` (code of the zero conductance), ``gain``, ``gain_shift``,
+    ``headroom``, and the solves' ``avg_log2``, ``dac_settle``, ``analog_settle``,
+    ``watchdog_limit``.
+
+    Outputs: ``passes_done`` (solves accumulated), ``residual_msb`` (leading one of the last
+    residual's peak; 0 also when R = 0), ``over_range`` (a solve result was over range).
+
+    Buffers, as memory ports presented to the outside: ``a_write`` (A codes, cell (i, j) at
+    i * COLS + j), ``b_write`` (B by row), ``x_read`` (X by column). Blocks: ``solve``
+    (the solve sequencer's command ports), ``rhs`` (serves its rhs reads), ``result``
+    (takes its result writes).
+
+    Errors, checked in this order at start (``done`` in cycle 1, nothing else happens):
+    row_mask or col_mask zero -> BAD_DIMENSION; avg_log2 above avg_max_log2 ->
+    BAD_AVERAGING; watchdog_limit zero -> BAD_TIMING. A solve's ADC_TIMEOUT or ABORTED ends
+    the run with it.
+    """
+
+    def __init__(self, params: BuildParams, *, x_bits: int = 24, b_bits: int = 32):
+        if not isinstance(params, BuildParams):
+            self._MustUse__silence = True  # a rejected object is no unused design to warn of
+            raise TypeError(f"params must be a BuildParams, got {params!r}")
+        try:
+            _check_width("x_bits", x_bits, 4, 40)
+            _check_width("b_bits", b_bits, 4, 48)
+            if params.dac_bits < 2:
+                raise ValueError(f"dac_bits must be at least 2 for REFINE (a sign bit and a "
+                                 f"magnitude), got {params.dac_bits}")
+        except ValueError:
+            self._MustUse__silence = True
+            raise
+        self._params = params
+        self.x_bits, self.b_bits = x_bits, b_bits
+        p = params
+        product_bits = p.adc_bits + 1 + x_bits
+        #: Residual width: B minus COLS products never wraps (RefineFormat.r_bits).
+        self.r_bits = max(b_bits, product_bits + max(1, (p.cols - 1).bit_length())) + 1
+        super().__init__({
+            "start": In(1),
+            "abort": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(ErrorCode),
+            # operands
+            "row_mask": In(p.rows),
+            "col_mask": In(p.cols),
+            "passes": In(PASS_BITS),
+            "a_offset": In(p.adc_bits),
+            "gain": In(GAIN_BITS),
+            "gain_shift": In(GAIN_SHIFT_BITS),
+            "headroom": In(HEADROOM_BITS),
+            "avg_log2": In(p.avg_log2_bits),
+            "dac_settle": In(p.timer_bits),
+            "analog_settle": In(p.timer_bits),
+            "watchdog_limit": In(p.timer_bits),
+            # progress
+            "passes_done": Out(range(2 ** PASS_BITS + 1)),
+            "residual_msb": Out(range(self.r_bits)),
+            "over_range": Out(1),
+            # buffers
+            "a_write": Out(memory.WritePort.Signature(addr_width=ceil_log2(p.rows * p.cols),
+                                                      shape=p.adc_bits)),
+            "b_write": Out(memory.WritePort.Signature(addr_width=p.row_addr_bits,
+                                                      shape=signed(b_bits))),
+            "x_read": Out(memory.ReadPort.Signature(addr_width=ceil_log2(p.cols),
+                                                    shape=x_bits)),
+            # blocks
+            "solve": Out(solve_command_signature(p)),
+            "rhs": Out(memory.ReadPort.Signature(addr_width=p.row_addr_bits, shape=p.dac_bits)),
+            "result": Out(memory.WritePort.Signature(addr_width=p.col_addr_bits,
+                                                     shape=result_layout(p))),
+        })
+
+    @property
+    def params(self) -> BuildParams:
+        return self._params
+
+    def elaborate(self, platform) -> Module:
+        p = self._params
+        m = Module()
+        rows, cols = p.rows, p.cols
+        r_bits, x_bits = self.r_bits, self.x_bits
+        x_top = 2 ** x_bits - 1
+
+        # --- buffers ----------------------------------------------------------------------
+        m.submodules.a_mem = a_mem = memory.Memory(shape=p.adc_bits, depth=rows * cols, init=[])
+        m.submodules.b_mem = b_mem = memory.Memory(shape=signed(self.b_bits), depth=rows,
+                                                   init=[])
+        m.submodules.r_mem = r_mem = memory.Memory(shape=signed(r_bits), depth=rows, init=[])
+        m.submodules.x_mem = x_mem = memory.Memory(shape=x_bits, depth=cols, init=[])
+        m.submodules.y_mem = y_mem = memory.Memory(shape=result_layout(p), depth=p.total_cols,
+                                                   init=[])
+        a_host, b_host = a_mem.write_port(), b_mem.write_port()
+        for outer, inner in ((self.a_write, a_host), (self.b_write, b_host)):
+            m.d.comb += [inner.addr.eq(outer.addr), inner.data.eq(outer.data),
+                         inner.en.eq(outer.en)]
+        x_host = x_mem.read_port()
+        m.d.comb += [x_host.addr.eq(self.x_read.addr), x_host.en.eq(self.x_read.en),
+                     self.x_read.data.eq(x_host.data)]
+        a_read, b_read = a_mem.read_port(), b_mem.read_port()
+        x_fetch, x_write = x_mem.read_port(), x_mem.write_port()
+        r_write, r_serve = r_mem.write_port(), r_mem.read_port()
+        y_write, y_fetch = y_mem.write_port(), y_mem.read_port()
+
+        # --- operands sampled at start ------------------------------------------------------
+        row_mask = Signal(rows)
+        col_mask = Signal(cols)
+        passes = Signal(PASS_BITS)
+        a_offset = Signal(p.adc_bits)
+        gain = Signal(GAIN_BITS)
+        gain_shift = Signal(GAIN_SHIFT_BITS)
+        headroom = Signal(HEADROOM_BITS)
+        avg_log2 = Signal(p.avg_log2_bits)
+        dac_settle = Signal(p.timer_bits)
+        analog_settle = Signal(p.timer_bits)
+        watchdog_limit = Signal(p.timer_bits)
+
+        # --- state --------------------------------------------------------------------------
+        error = Signal(ErrorCode)
+        passes_done = Signal.like(self.passes_done)
+        residual_msb = Signal.like(self.residual_msb)
+        over_range = Signal()
+        active = Signal(cols)          # columns with X > 0
+        mac_cols = Signal(cols)        # columns the MAC walks in this pass
+        solve_cols = Signal(cols)      # columns of this pass's solve
+        fetch_row = Signal(p.row_addr_bits)
+        rows_left = Signal(rows)       # enabled rows after fetch_row
+        cols_left = Signal(cols)
+        clear_col = Signal(range(cols))
+        peak = Signal(r_bits)          # OR of |R_i|
+        shift_right = Signal(range(r_bits + 2 ** HEADROOM_BITS))   # e when e > 0
+        shift_left = Signal(range(p.dac_bits))                       # -e when e < 0
+        correction_left = Signal(range(r_bits + 2 ** HEADROOM_BITS))  # msb + headroom
+        accumulating = Signal()        # the pipeline carries corrections, not MAC terms
+
+        # --- the multiplier pipeline: fetch, multiply (stage 1), add (stage 2) --------------
+        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_row = Signal(p.row_addr_bits)
+        s1_col = Signal(range(cols))
+        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
+        s2_row = Signal(p.row_addr_bits)
+        s2_col = Signal(range(cols))
+        operand_bits = max(x_bits, GAIN_BITS)
+        product = Signal(signed(p.adc_bits + 2 + operand_bits))
+        b_word = Signal(signed(self.b_bits))
+        x_old = Signal(x_bits)
+        acc = Signal(signed(r_bits))
+        m.d.sync += [s1_valid.eq(0), s2_valid.eq(s1_valid), s2_first.eq(s1_first),
+                     s2_last.eq(s1_last), s2_row.eq(s1_row), s2_col.eq(s1_col)]
+
+        # Stage 1: memory data of the fetch; the one multiplier.
+        a_term = Signal(signed(p.adc_bits + 1))
+        y_term = Signal(signed(p.adc_bits + 1))
+        m.d.comb += [a_term.eq(a_read.data - a_offset),
+                     y_term.eq(y_fetch.data.code - (1 << (p.adc_bits - 1)))]
+        factor_a = Mux(accumulating, y_term, a_term)
+        factor_b = Mux(accumulating, gain, x_fetch.data)
+        with m.If(s1_valid):
+            m.d.sync += [product.eq(factor_a * factor_b), b_word.eq(b_read.data),
+                         x_old.eq(x_fetch.data)]
+
+        # Stage 2, MAC: acc = (first ? B : acc) - product; the row's last term writes R.
+        acc_next = Signal(signed(r_bits))
+        m.d.comb += acc_next.eq(Mux(s2_first, b_word, acc) - product)
+        magnitude = Mux(acc_next[-1], -acc_next, acc_next)[:r_bits]
+        with m.If(s2_valid & ~accumulating):
+            m.d.sync += acc.eq(acc_next)
+            with m.If(s2_last):
+                m.d.comb += [r_write.en.eq(1), r_write.addr.eq(s2_row), r_write.data.eq(acc_next)]
+                m.d.sync += peak.eq(peak | magnitude)
+
+        # Stage 2, Accumulate: X_j += round(product * 2**(msb + headroom - gain_shift)).
+        half_step = (Const(1, 2 ** GAIN_SHIFT_BITS) << gain_shift) >> 1
+        delta = ((product << correction_left) + half_step) >> gain_shift
+        x_sum = Signal(signed(len(delta) + 2))
+        m.d.comb += x_sum.eq(x_old + delta)
+        x_new = Mux(x_sum[-1], 0, Mux(x_sum > x_top, x_top, x_sum))[:x_bits]
+        with m.If(s2_valid & accumulating):
+            m.d.comb += [x_write.en.eq(1), x_write.addr.eq(s2_col), x_write.data.eq(x_new)]
+            m.d.sync += active.bit_select(s2_col, 1).eq(x_new != 0)
+
+        # --- the solve sequencer: RHS codes from R, results into Y -------------------------
+        solving = Signal()
+        m.d.comb += [r_serve.addr.eq(self.rhs.addr), r_serve.en.eq(self.rhs.en)]
+        rounding = (Const(1, r_bits + 2 ** HEADROOM_BITS + 1) << shift_right) >> 1
+        scaled_down = (r_serve.data + rounding) >> shift_right
+        scaled_up = r_serve.data << shift_left
+        scaled = Signal(signed(r_bits + p.dac_bits + 1))
+        m.d.comb += scaled.eq(Mux(shift_left != 0, scaled_up, scaled_down))
+        top = 2 ** (p.dac_bits - 1)
+        clamped = Mux(scaled >= top, top - 1, Mux(scaled < -top, -top, scaled))
+        m.d.comb += self.rhs.data.eq((clamped + top)[:p.dac_bits])
+        with m.If(solving & self.result.en):
+            m.d.comb += [y_write.en.eq(1), y_write.addr.eq(self.result.addr),
+                         y_write.data.eq(self.result.data)]
+            m.d.sync += over_range.eq(over_range | self.result.data.over_range)
+
+        solve = self.solve
+        first_pass = passes_done == 0
+        m.d.comb += [
+            solve.mode.eq(Mux(first_pass, AFEMode.SOLVE, AFEMode.SOLVE_FREE)),
+            solve.row_mask.eq(row_mask), solve.col_mask.eq(solve_cols),
+            solve.avg_log2.eq(avg_log2), solve.dac_settle.eq(dac_settle),
+            solve.analog_settle.eq(analog_settle), solve.watchdog_limit.eq(watchdog_limit),
+        ]
+
+        # --- validation at start ------------------------------------------------------------
+        start_error = Signal(ErrorCode)
+        with m.If((self.row_mask == 0) | (self.col_mask == 0)):
+            m.d.comb += start_error.eq(ErrorCode.BAD_DIMENSION)
+        with m.Elif(self.avg_log2 > p.avg_max_log2):
+            m.d.comb += start_error.eq(ErrorCode.BAD_AVERAGING)
+        with m.Elif(self.watchdog_limit == 0):
+            m.d.comb += start_error.eq(ErrorCode.BAD_TIMING)
+        with m.Else():
+            m.d.comb += start_error.eq(ErrorCode.NONE)
+
+        def abortable():
+            # Last in a state so that it overrides that state's own next-state choice.
+            with m.If(self.abort):
+                m.d.sync += error.eq(ErrorCode.ABORTED)
+                m.next = "Done"
+
+        msb_now = highest_set_index(peak)
+
+        with m.FSM(init="Idle") as fsm:
+            with m.State("Idle"):
+                with m.If(self.start):
+                    m.d.sync += error.eq(start_error)
+                    with m.If(start_error != ErrorCode.NONE):
+                        m.next = "Done"
+                    with m.Else():
+                        m.d.sync += [
+                            row_mask.eq(self.row_mask), col_mask.eq(self.col_mask),
+                            passes.eq(self.passes), a_offset.eq(self.a_offset),
+                            gain.eq(self.gain), gain_shift.eq(self.gain_shift),
+                            headroom.eq(self.headroom), avg_log2.eq(self.avg_log2),
+                            dac_settle.eq(self.dac_settle),
+                            analog_settle.eq(self.analog_settle),
+                            watchdog_limit.eq(self.watchdog_limit),
+                            passes_done.eq(0), residual_msb.eq(0), over_range.eq(0),
+                            active.eq(0), clear_col.eq(0),
+                        ]
+                        m.next = "Clear"
+
+            with m.State("Clear"):
+                m.d.comb += [x_write.en.eq(1), x_write.addr.eq(clear_col), x_write.data.eq(0)]
+                m.d.sync += clear_col.eq(clear_col + 1)
+                with m.If(clear_col == cols - 1):
+                    m.next = "Setup"
+                abortable()
+
+            with m.State("Setup"):
+                # Pass 0 (nothing active, X = 0): one zero product per row makes R = B.
+                walk = Mux(active != 0, active, col_mask & -col_mask)
+                m.d.sync += [mac_cols.eq(walk), cols_left.eq(walk), accumulating.eq(0),
+                             fetch_row.eq(lowest_set_index(row_mask)),
+                             rows_left.eq(row_mask & (row_mask - 1)), peak.eq(0)]
+                m.next = "MAC"
+                abortable()
+
+            with m.State("MAC"):
+                col = lowest_set_index(cols_left)
+                rest = cols_left & (cols_left - 1)
+                m.d.comb += [a_read.addr.eq(fetch_row * cols + col), x_fetch.addr.eq(col),
+                             b_read.addr.eq(fetch_row)]
+                m.d.sync += [s1_valid.eq(1), s1_first.eq(cols_left == mac_cols),
+                             s1_last.eq(rest == 0), s1_row.eq(fetch_row), s1_col.eq(col)]
+                with m.If(rest != 0):
+                    m.d.sync += cols_left.eq(rest)
+                with m.Elif(rows_left != 0):
+                    m.d.sync += [fetch_row.eq(lowest_set_index(rows_left)),
+                                 rows_left.eq(rows_left & (rows_left - 1)),
+                                 cols_left.eq(mac_cols)]
+                with m.Else():
+                    m.next = "MAC-Drain"
+                abortable()
+
+            with m.State("MAC-Drain"):
+                m.next = "MAC-Last"
+                abortable()
+
+            with m.State("MAC-Last"):
+                m.next = "Scale"
+                abortable()
+
+            with m.State("Scale"):
+                exponent = msb_now + headroom - (p.dac_bits - 2)   # may be negative
+                m.d.sync += [residual_msb.eq(msb_now), correction_left.eq(msb_now + headroom),
+                             shift_right.eq(Mux(exponent > 0, exponent, 0)),
+                             shift_left.eq(Mux(exponent < 0, -exponent, 0)),
+                             solve_cols.eq(Mux(first_pass, col_mask, active))]
+                finished = (passes_done == passes + 1) | (peak == 0) | \
+                    (~first_pass & (active == 0))
+                with m.If(finished):
+                    m.next = "Done"
+                with m.Else():
+                    m.next = "Solve-Start"
+                abortable()
+
+            with m.State("Solve-Start"):
+                m.d.comb += [solve.start.eq(~self.abort), solving.eq(1)]
+                m.next = "Solve-Wait"
+                abortable()
+
+            with m.State("Solve-Wait"):
+                m.d.comb += [solve.abort.eq(self.abort), solving.eq(1)]
+                with m.If(solve.done):
+                    with m.If(solve.error != ErrorCode.NONE):
+                        m.d.sync += error.eq(solve.error)
+                        m.next = "Done"
+                    with m.Elif(self.abort):
+                        m.d.sync += error.eq(ErrorCode.ABORTED)
+                        m.next = "Done"
+                    with m.Else():
+                        m.d.sync += [cols_left.eq(solve_cols), accumulating.eq(1)]
+                        m.next = "Accumulate"
+
+            with m.State("Accumulate"):
+                col = lowest_set_index(cols_left)
+                rest = cols_left & (cols_left - 1)
+                m.d.comb += [y_fetch.addr.eq(col), x_fetch.addr.eq(col)]
+                m.d.sync += [s1_valid.eq(1), s1_col.eq(col), cols_left.eq(rest)]
+                with m.If(rest == 0):
+                    m.next = "Accumulate-Drain"
+                abortable()
+
+            with m.State("Accumulate-Drain"):
+                m.next = "Accumulate-Last"
+                abortable()
+
+            with m.State("Accumulate-Last"):
+                m.d.sync += passes_done.eq(passes_done + 1)
+                m.next = "Setup"
+                abortable()
+
+            with m.State("Done"):
+                m.d.comb += self.done.eq(1)
+                m.next = "Idle"
+
+        m.d.comb += [self.busy.eq(~fsm.ongoing("Idle")), self.error.eq(error),
+                     self.passes_done.eq(passes_done), self.residual_msb.eq(residual_msb),
+                     self.over_range.eq(over_range)]
+        return m

@@ -1,0 +1,298 @@
+"""The Refiner (hdl/refiner.py) in amaranth.sim driving a real SolveSequencer, with the
+code-level AFE model (model/afe.py) answering the AFE port: X, passes, residual exponent,
+over-range and the done cycle equal golden_refine's bit for bit; the residual target on
+16 x 8 problems; abort; refusals; constructor validation."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+from amaranth.hdl import Elaboratable, Module, Value
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from anmf.hdl.afe import AFESignature
+from anmf.hdl.anls_sequencer import solve_command_signature
+from anmf.hdl.codes import ErrorCode
+from anmf.hdl.params import BuildParams
+from anmf.hdl.refiner import Refiner
+from anmf.hdl.solve_sequencer import SolveSequencer
+from anmf.model.afe import AnalogFrontEnd
+from anmf.model.config import preset
+from anmf.model.formats import PICOSECONDS_PER_SECOND
+from anmf.model.golden import Error, GoldenController
+from anmf.model.refinement import (RefineFormat, correction_gain, golden_refine,
+                                   relative_residual)
+
+PARAMS = BuildParams(rows=16, cols=8, spare=0, avg_max_log2=2)
+FMT = RefineFormat(x_bits=24, b_bits=32)
+CONTROLS = ("mode", "loop", "row_en", "col_en", "cell_row", "cell_col", "cal_ref_sel")
+B_FRAC_BITS = 20
+
+
+def exact(message: str) -> str:
+    return "^" + re.escape(message) + "$"
+
+
+def model_afe(seed: int) -> AnalogFrontEnd:
+    """rram-3bit, deterministic, 10-bit converters, a 30 ns ADC (4 cycles) for short runs."""
+    config = preset("rram-3bit").replace(seed=seed)
+    config = config.replace(adc=config.adc.replace(conversion_time_s=30e-9))
+    return AnalogFrontEnd.from_build_params(config, PARAMS, deterministic=True)
+
+
+class ModelAFE:
+    """The AFE model behind the AFE port, one Python step per cycle, with the cocotb
+    binding's timing (tests/test_anls_sequencer.py has the full one; REFINE needs no pulses)."""
+
+    def __init__(self, afe: AnalogFrontEnd, port: Any) -> None:
+        self.afe, self.port = afe, port
+        self.outputs = [p.name for p in AFESignature(PARAMS).ports() if p.flow == wiring.Out]
+        self.cycle = 0
+        self.conversions = 0
+
+    async def process(self, ctx) -> None:
+        afe, port = self.afe, self.port
+        signals = [Value.cast(getattr(port, n)) for n in self.outputs]
+        applied = tuple(0 for _ in CONTROLS)
+        phase, count, answer = "idle", 0, (0, False)
+        async for _clk, _rst, *values in ctx.tick().sample(*signals):
+            s = dict(zip(self.outputs, values))
+            cycle, self.cycle = self.cycle, self.cycle + 1
+            t = cycle * afe.period_ps / PICOSECONDS_PER_SECOND
+            controls = tuple(s[name] for name in CONTROLS)
+            if controls != applied:
+                afe.apply_controls(t, **dict(zip(CONTROLS, controls)))
+                applied = controls
+            if s["dac_we"]:
+                afe.write_dac(s["dac_addr"], s["dac_data"])
+            if s["dac_ldac"]:
+                afe.load_dacs(t)
+            if s["adc_start"]:
+                answer = afe.convert(s["adc_mux"], t)
+                self.conversions += 1
+                phase, count = "latency", afe.adc_latency_cycles
+            if phase == "latency":
+                count -= 1
+                if count == 0:
+                    ctx.set(port.adc_busy, 1)
+                    phase, count = "busy", afe.adc_busy_cycles
+            elif phase == "busy":
+                count -= 1
+                if count == 0:
+                    ctx.set(port.adc_busy, 0)
+                    ctx.set(port.adc_data, answer[0])
+                    ctx.set(port.adc_ovr, int(answer[1]))
+                    phase = "idle"
+
+
+class Harness(Elaboratable):
+    """Refiner + SolveSequencer; the sequencer's AFE port is the harness's."""
+
+    def __init__(self) -> None:
+        self.refiner = Refiner(PARAMS, x_bits=FMT.x_bits, b_bits=FMT.b_bits)
+        self.seq = SolveSequencer(PARAMS)
+        self.afe = AFESignature(PARAMS).flip().create()
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        ref, seq = self.refiner, self.seq
+        m.submodules.refiner, m.submodules.seq = ref, seq
+        wiring.connect(m, ref.rhs, seq.rhs)
+        m.d.comb += [ref.result.addr.eq(seq.result.addr), ref.result.data.eq(seq.result.data),
+                     ref.result.en.eq(seq.result.en)]
+        for name, member in solve_command_signature(PARAMS).members.items():
+            if member.flow == wiring.Out:
+                m.d.comb += getattr(seq, name).eq(getattr(ref.solve, name))
+            else:
+                m.d.comb += getattr(ref.solve, name).eq(getattr(seq, name))
+        for port in AFESignature(PARAMS).ports():
+            outer, inner = Value.cast(getattr(self.afe, port.name)), \
+                Value.cast(getattr(seq.afe, port.name))
+            m.d.comb += outer.eq(inner) if port.flow == wiring.Out else inner.eq(outer)
+        return m
+
+
+def make_problem(afe: AnalogFrontEnd, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """A well-conditioned 16 x 8 problem placed in ``afe`` (levels plus a +-0.3 uS placement
+    error, as write-verify leaves them), its read-back codes, B = A_read x_true (in the
+    range of the read-back matrix), 20 fraction bits. Returns (a_codes, b, a_offset)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = PARAMS.rows, PARAMS.cols
+    while True:
+        levels = rng.integers(0, 8, (rows, cols))
+        if np.linalg.cond(levels) <= 20:
+            break
+    circuit = afe.config.circuit
+    g = circuit.g_offset_s + circuit.g_unit_s * levels + rng.uniform(-3e-7, 3e-7, (rows, cols))
+    afe.set_conductances(np.maximum(g, circuit.g_offset_s), 0.0)
+    a_codes = np.array([[afe.read_cell(i, j, 0.0)[0] for j in range(cols)] for i in range(rows)])
+    a_offset = int(afe.conductance_code(circuit.g_offset_s))
+    b = (a_codes - a_offset) @ rng.uniform(0.1, 1.0, cols)
+    b *= 0.8 * 511 / np.abs(b).max()
+    return a_codes, np.rint(b * 2.0 ** B_FRAC_BITS).astype(np.int64), a_offset
+
+
+def operands(afe: AnalogFrontEnd, a_offset: int, **changes: int) -> dict[str, int]:
+    gain, gain_shift = correction_gain(afe)
+    return dict(row_mask=2 ** PARAMS.rows - 1, col_mask=2 ** PARAMS.cols - 1, passes=3,
+                a_offset=a_offset, gain=gain, gain_shift=gain_shift, headroom=2, avg_log2=0,
+                dac_settle=3, analog_settle=60, watchdog_limit=200) | changes
+
+
+def run_rtl(afe: AnalogFrontEnd, a_codes: np.ndarray, b: np.ndarray, ops: dict[str, int], *,
+            abort_at: int | None = None, max_cycles: int = 20_000) -> dict[str, Any]:
+    """Load A and B through the Refiner's ports, start, and return what it left; ``abort_at``:
+    raise abort for one cycle that many cycles after start."""
+    dut = Harness()
+    ref = dut.refiner
+    binding = ModelAFE(afe, dut.afe)
+    sim = Simulator(dut)
+    sim.add_clock(afe.period_ps / PICOSECONDS_PER_SECOND)
+    sim.add_process(binding.process)
+    seen: dict[str, Any] = {}
+
+    async def testbench(ctx):
+        ctx.set(ref.a_write.en, 1)
+        for address, code in enumerate(a_codes.ravel()):
+            ctx.set(ref.a_write.addr, address)
+            ctx.set(ref.a_write.data, int(code))
+            await ctx.tick()
+        ctx.set(ref.a_write.en, 0)
+        ctx.set(ref.b_write.en, 1)
+        for row, word in enumerate(b):
+            ctx.set(ref.b_write.addr, row)
+            ctx.set(ref.b_write.data, int(word))
+            await ctx.tick()
+        ctx.set(ref.b_write.en, 0)
+        for name, value in ops.items():
+            ctx.set(getattr(ref, name), value)
+        seen["start"] = binding.cycle
+        ctx.set(ref.start, 1)
+        await ctx.tick()
+        ctx.set(ref.start, 0)
+        for cycle in range(1, max_cycles):
+            if abort_at is not None:
+                ctx.set(ref.abort, int(cycle == abort_at))
+            if ctx.get(ref.done):
+                break
+            await ctx.tick()
+        else:
+            raise AssertionError(f"REFINE did not finish in {max_cycles} cycles")
+        seen.update(done_cycle=cycle, error=ctx.get(ref.error),
+                    passes_done=ctx.get(ref.passes_done), msb=ctx.get(ref.residual_msb),
+                    over_range=ctx.get(ref.over_range))
+        ctx.set(ref.abort, 0)
+        await ctx.tick()
+        seen["busy_after"] = ctx.get(ref.busy)
+        x = []
+        for col in range(PARAMS.cols):
+            ctx.set(ref.x_read.addr, col)
+            await ctx.tick()
+            x.append(ctx.get(ref.x_read.data))
+        seen["x"] = np.array(x)
+        seen["afe_idle"] = [ctx.get(Value.cast(getattr(dut.afe, n)))
+                            for n in ("mode", "loop", "row_en", "col_en")]
+
+    sim.add_testbench(testbench)
+    sim.run()
+    seen["conversions"] = binding.conversions
+    return seen
+
+
+def golden_run(afe: AnalogFrontEnd, seed: int, b, ops, start_cycle: int):
+    """golden_refine on a twin of ``afe`` given the same problem (same seed, same cells)."""
+    twin = afe.twin()
+    a_codes, _, a_offset = make_problem(twin, seed)
+    golden = GoldenController(PARAMS, twin)
+    arguments = {k: v for k, v in ops.items() if k != "a_offset"}
+    return golden_refine(golden, fmt=FMT, b=b, a_codes=a_codes, a_offset=a_offset,
+                         start_s=start_cycle * afe.period_ps / PICOSECONDS_PER_SECOND,
+                         **arguments)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_refine_equals_the_golden_model_and_meets_the_residual_target(seed):
+    afe = model_afe(seed)
+    a_codes, b, a_offset = make_problem(afe, seed)
+    ops = operands(afe, a_offset)
+    rtl = run_rtl(afe, a_codes, b, ops)
+    expected = golden_run(afe, seed, b, ops, rtl["start"])
+    assert expected.error == Error.NONE and rtl["error"] == ErrorCode.NONE
+    assert rtl["x"].tolist() == expected.x.tolist()
+    assert rtl["done_cycle"] == expected.done_cycle
+    assert (rtl["passes_done"], rtl["msb"], rtl["over_range"]) == \
+        (expected.passes_done, expected.peaks[-1], int(expected.over_range))
+    assert rtl["passes_done"] == 4 and rtl["busy_after"] == 0
+    assert rtl["afe_idle"] == [0, 0, 0, 0]
+    assert rtl["conversions"] == 4 * PARAMS.cols
+    # The target (read-back matrix): below 2**-12 after pass 3, the fourth solve (measured:
+    # seed 0 2**-6.4, -11.1, -15.2, -19.1; seed 3 2**-6.2, -8.2, -11.4, -14.3).
+    a_read = (a_codes - a_offset).astype(float)
+    eta = [relative_residual(a_read, b, x) for x in expected.history]
+    assert eta[0] > 2 ** -9, f"pass 0 alone is analog precision: {eta}"
+    assert eta[3] < 2 ** -14 and eta[3] < eta[1] / 16, f"relative residual per pass: {eta}"
+    assert expected.peaks[-1] < expected.peaks[0] - 10, "the residual peak fell 2**10-fold"
+
+
+def test_zero_passes_is_the_clamped_solve_alone_and_b_zero_stops_at_once():
+    afe = model_afe(1)
+    a_codes, b, a_offset = make_problem(afe, 1)
+    ops = operands(afe, a_offset, passes=0, col_mask=0b1011_0110)
+    rtl = run_rtl(afe, a_codes, b, ops)
+    expected = golden_run(afe, 1, b, ops, rtl["start"])
+    assert rtl["x"].tolist() == expected.x.tolist() and rtl["done_cycle"] == expected.done_cycle
+    assert rtl["passes_done"] == 1 and rtl["conversions"] == 5
+    assert not rtl["x"][[0, 3, 6]].any(), "columns outside col_mask stay 0"
+    zero = run_rtl(model_afe(1), a_codes, np.zeros_like(b), ops)
+    # Clear (8), Setup, 16 MAC cycles, 2 drain, Scale: R = 0 ends before any solve.
+    assert (zero["error"], zero["done_cycle"], zero["conversions"]) == (ErrorCode.NONE, 29, 0)
+    assert not zero["x"].any()
+
+
+# Cycle 20 is in the first MAC (Clear 1-8, Setup 9, MAC 10-25); 40 in the first solve's
+# settling (Solve-Start 29).
+@pytest.mark.parametrize("abort_at, in_solve", [(20, False), (40, True)])
+def test_abort_in_own_states_and_during_a_solve(abort_at, in_solve):
+    afe = model_afe(2)
+    a_codes, b, a_offset = make_problem(afe, 2)
+    rtl = run_rtl(afe, a_codes, b, operands(afe, a_offset), abort_at=abort_at)
+    assert rtl["error"] == ErrorCode.ABORTED and rtl["busy_after"] == 0
+    assert rtl["afe_idle"] == [0, 0, 0, 0]
+    # Own states: done the next cycle. In a solve: the sequencer's safe exit (ROWS + 2),
+    # then the Refiner's Done.
+    assert rtl["done_cycle"] == abort_at + (PARAMS.rows + 3 if in_solve else 1)
+    assert rtl["conversions"] == 0
+
+
+REFUSALS = [({"row_mask": 0}, ErrorCode.BAD_DIMENSION), ({"col_mask": 0}, ErrorCode.BAD_DIMENSION),
+            ({"avg_log2": 3}, ErrorCode.BAD_AVERAGING), ({"watchdog_limit": 0}, ErrorCode.BAD_TIMING),
+            ({"row_mask": 0, "avg_log2": 3}, ErrorCode.BAD_DIMENSION)]
+
+
+@pytest.mark.parametrize("changes, code", REFUSALS)
+def test_refused_starts_end_in_cycle_one(changes, code):
+    afe = model_afe(0)
+    a_codes, b, a_offset = make_problem(afe, 0)
+    ops = operands(afe, a_offset, **changes)
+    rtl = run_rtl(afe, a_codes, b, ops)
+    assert (rtl["error"], rtl["done_cycle"], rtl["conversions"]) == (code, 1, 0)
+    expected = golden_run(afe, 0, b, ops, rtl["start"])
+    assert (expected.error.value, expected.done_cycle) == (code.value, 1)
+
+
+def test_constructor_validation_messages():
+    with pytest.raises(TypeError, match=exact("params must be a BuildParams, got 3")):
+        Refiner(3)
+    with pytest.raises(ValueError, match=exact("x_bits must be an integer from 4 to 40, got 41")):
+        Refiner(PARAMS, x_bits=41)
+    with pytest.raises(ValueError, match=exact("b_bits must be an integer from 4 to 48, got 2")):
+        Refiner(PARAMS, b_bits=2)
+    with pytest.raises(ValueError, match=exact(
+            "dac_bits must be at least 2 for REFINE (a sign bit and a magnitude), got 1")):
+        Refiner(BuildParams(dac_bits=1))
+    refiner = Refiner(PARAMS)
+    refiner._MustUse__silence = True   # built only to read its derived width
+    assert refiner.r_bits == FMT.r_bits(adc_bits=PARAMS.adc_bits, cols=PARAMS.cols) == 41
