@@ -295,4 +295,4 @@ def test_constructor_validation_messages():
         Refiner(BuildParams(dac_bits=1))
     refiner = Refiner(PARAMS)
     refiner._MustUse__silence = True   # built only to read its derived width
-    assert refiner.r_bits == FMT.r_bits(adc_bits=PARAMS.adc_bits, cols=PARAMS.cols) == 41
+    assert refiner.r_bits == FMT.r_bits(adc_bits=PARAMS.adc_bits, cols=PARAMS.cols) == 39
