@@ -517,7 +517,7 @@ class Calibrator(wiring.Component):
                 abortable()
 
             with m.State("Opamp-Fetch"):
-                m.d.comb += [self.coeff_read.en.eq(1), self.coeff_read.addr.eq(channel)]
+                m.d.comb += self.coeff_read.addr.eq(channel)
                 m.d.sync += [samples_left.eq((Const(1, p.avg_max_log2 + 1) << avg_log2) - 1),
                              sample_sum.eq(0), point_over.eq(0)]
                 m.next = "Convert-Start"
@@ -605,5 +605,7 @@ class Calibrator(wiring.Component):
                          afe.cal_ref_sel.eq(ctl_ref), afe.cell_row.eq(ctl_cell_row),
                          afe.row_en.eq(ctl_row_en), afe.col_en.eq(ctl_col_en),
                          afe.adc_mux.eq(ctl_mux)]
+        # A read port's en rests at 1: hold the fetched word through the conversions.
+        m.d.comb += self.coeff_read.en.eq(fsm.ongoing("Opamp-Fetch"))
         m.d.comb += self.busy.eq(~fsm.ongoing("Idle"))
         return m

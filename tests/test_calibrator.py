@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from amaranth.back import verilog
 from amaranth.hdl import Module, Value
 from amaranth.lib import memory, wiring
 from amaranth.sim import Simulator
@@ -207,6 +208,28 @@ def test_coefficients_quality_and_done_cycle_equal_the_golden_bit_for_bit(name):
     assert [c["adc_mux"] for c in opamp] == [0] * 4 + [2] * 4
     assert bench.afe.protocol_errors == [] and rtl_afe.violations == []
     assert_idle(out, rtl_afe)
+
+
+@pytest.mark.parametrize("adc_bits, dac_bits", [(12, 8), (8, 12)])
+def test_mixed_converter_widths_equal_the_golden(adc_bits, dac_bits):
+    # The loopback is rescaled between ADC and DAC LSBs (rounded shift one way, exact the other).
+    params = BuildParams(rows=2, cols=2, spare=0, adc_bits=adc_bits, dac_bits=dac_bits,
+                         avg_max_log2=1)
+    rtl_afe, golden_afe = model_afe(params=params), model_afe(params=params)
+    settings = settings_for(rtl_afe, col_mask=0b10, row_mask=0b11, avg_log2=1)
+    out = Bench(rtl_afe, params).run(settings)
+    golden = cal.golden_calibration(params, golden_afe, settings)
+    identity = cal.pack_coefficient(cal.IDENTITY, adc_bits=adc_bits, dac_bits=dac_bits)
+    assert out["words"] == [golden.words.get(a, identity)
+                            for a in range(calibration_memory_depth(params))]
+    assert (out["cycles"], out["quality"], out["failed"]) == \
+        (golden.done_cycle, golden.quality, golden.failed_count)
+    assert golden.failed_count == 0 and golden.quality < 2 * 2 ** cal.FRAC_BITS
+
+
+def test_calibrator_converts_to_verilog():
+    text = verilog.convert(Calibrator(PARAMS), name="calibrator")
+    assert "module calibrator" in text and "afe__cal_ref_sel" in text
 
 
 def test_over_range_reference_stores_identity_and_counts_a_failure():
