@@ -380,7 +380,7 @@ def study_afe(seed: int, *, deterministic: bool = True,
 
 
 def study(seeds: Sequence[int], *, passes: int = 4, fmt: RefineFormat = RefineFormat(),
-          b_frac_bits: int = 20, kind: str = "read-back", headroom: int = 1,
+          b_frac_bits: int = 20, kind: str = "read-back", headroom: int = 2,
           avg_log2: int = 0, deterministic: bool = True,
           analog_settle: int = 100) -> list[StudyRow]:
     """Run :func:`golden_refine` on one 16 x 8 problem per seed (rram-3bit, 10-bit
@@ -437,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      "rram-3bit, 10-bit converters).")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--passes", type=int, default=4)
-    parser.add_argument("--headroom", type=int, default=1)
+    parser.add_argument("--headroom", type=int, default=2)
     parser.add_argument("--x-bits", type=int, default=24)
     parser.add_argument("--b-frac-bits", type=int, default=20)
     parser.add_argument("--avg-log2", type=int, default=0)
