@@ -215,6 +215,7 @@ async def wakeup_cost(dut) -> None:
     callback[0].deregister()
     callback_figures = clock.since(start)
     assert abs(seen[0] - cycles) <= 1, f"{seen[0]} callbacks in {cycles} cycles"
+    await RisingEdge(dut.clk)
     start = clock.now()
     for _ in range(cycles):
         await RisingEdge(dut.clk)
@@ -276,14 +277,16 @@ class Figures:
     workload: str
     cycles: int
     wall_s: float
-    cpu_s: float
+    cpu_s: float | None = None  # None: not measured
 
     @property
     def rate(self) -> float:
         return self.cycles / self.wall_s if self.wall_s > 0 else float("inf")
 
     @property
-    def cpu_rate(self) -> float:
+    def cpu_rate(self) -> float | None:
+        if self.cpu_s is None:
+            return None
         return self.cycles / self.cpu_s if self.cpu_s > 0 else float("inf")
 
 
@@ -291,20 +294,23 @@ BARE = "bare RTL (final Timer only)"
 
 
 def format_table(rows: Sequence[Figures]) -> str:
-    """sim, workload, cycles, wall s, cycles/s, ratio to the same simulator's bare rate; then
-    CPU s and the ratio of the CPU rates."""
-    bare = {row.sim: (row.rate, row.cpu_rate) for row in rows if row.workload == BARE}
+    """sim, workload, cycles, wall s, cycles/s, ratio to the same simulator's bare rate; when
+    every row has its CPU time, also CPU s and the ratio of the CPU rates."""
+    bare = {row.sim: row for row in rows if row.workload == BARE}
+    with_cpu = all(row.cpu_s is not None for row in rows)
     width = max(len(row.workload) for row in rows)
-    lines = [f"{'sim':10} {'workload':{width}} {'cycles':>9} {'wall s':>7} {'cycles/s':>9} "
-             f"{'ratio':>6} {'cpu s':>6} {'ratio (cpu)':>11}"]
+    lines = [f"{'sim':10} {'workload':{width}} {'cycles':>9} {'wall s':>7} {'cycles/s':>9} {'ratio':>6}"
+             + (f" {'cpu s':>6} {'ratio (cpu)':>11}" if with_cpu else "")]
     for row in rows:
-        if row.sim in bare:
-            ratio = f"{row.rate / bare[row.sim][0]:6.2f}"
-            cpu_ratio = f"{row.cpu_rate / bare[row.sim][1]:11.2f}"
-        else:
-            ratio, cpu_ratio = f"{'-':>6}", f"{'-':>11}"
-        lines.append(f"{row.sim:10} {row.workload:{width}} {row.cycles:9d} {row.wall_s:7.2f} "
-                     f"{row.rate:9.0f} {ratio} {row.cpu_s:6.2f} {cpu_ratio}")
+        base = bare.get(row.sim)
+        line = (f"{row.sim:10} {row.workload:{width}} {row.cycles:9d} {row.wall_s:7.2f} "
+                f"{row.rate:9.0f} " + (f"{row.rate / base.rate:6.2f}" if base else f"{'-':>6}"))
+        if with_cpu:
+            assert row.cpu_rate is not None
+            cpu_ratio = f"{row.cpu_rate / base.cpu_rate:11.2f}" if base and base.cpu_rate \
+                else f"{'-':>11}"
+            line += f" {row.cpu_s:6.2f} {cpu_ratio}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -312,16 +318,20 @@ def anls_rows(sim: str, label: str, anls: dict[str, Any]) -> list[Figures]:
     """The ANLS rows: whole run, bus transactions, irq waits, irq waits less model time (its
     CPU share estimated as its wall time times the run's CPU/wall)."""
     irq = anls["irq"]
-    model_cpu_s = anls["model_s"] * anls["cpu_s"] / anls["wall_s"] if anls["wall_s"] > 0 else 0.0
+    cpu_s = anls.get("cpu_s")
+    model_cpu_s = None if cpu_s is None else \
+        anls["model_s"] * cpu_s / anls["wall_s"] if anls["wall_s"] > 0 else 0.0
+    irq_cpu_s = irq.get("cpu_s")
     transactions = anls["transactions"]
     return [
-        Figures(sim, f"host ANLS, {label}", anls["cycles"], anls["wall_s"], anls["cpu_s"]),
+        Figures(sim, f"host ANLS, {label}", anls["cycles"], anls["wall_s"], cpu_s),
         Figures(sim, f"  AXI transactions ({transactions['read']} R + {transactions['write']} W)",
-                anls["bus"]["cycles"], anls["bus"]["wall_s"], anls["bus"]["cpu_s"]),
+                anls["bus"]["cycles"], anls["bus"]["wall_s"], anls["bus"].get("cpu_s")),
         Figures(sim, "  irq waits: commands run (AFE binding + model)", irq["cycles"], irq["wall_s"],
-                irq["cpu_s"]),
+                irq_cpu_s),
         Figures(sim, "  irq waits less the AFE model's time (estimate)", irq["cycles"],
-                irq["wall_s"] - anls["model_s"], irq["cpu_s"] - model_cpu_s),
+                irq["wall_s"] - anls["model_s"],
+                None if irq_cpu_s is None or model_cpu_s is None else irq_cpu_s - model_cpu_s),
     ]
 
 
@@ -382,13 +392,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(Figures(sim, "idle, scenario bench attached (no Python runs)",
                                     idle["cycles"], idle["wall_s"], idle["cpu_s"]))
                 bare = rows[-2]
-                for kind, label in (("callback", "simulator callback"), ("task", "cocotb task")):
+                for kind, waker in (("callback", "simulator callback"), ("task", "cocotb task")):
                     run = figures["wakeups"][kind]
-                    rows.append(Figures(sim, f"a {label} at every rising edge", run["cycles"],
+                    rows.append(Figures(sim, f"a {waker} at every rising edge", run["cycles"],
                                         run["wall_s"], run["cpu_s"]))
                     extra_us = [1e6 * (spent - run["cycles"] / rate) / run["cycles"] for spent, rate
                                 in ((run["wall_s"], bare.rate), (run["cpu_s"], bare.cpu_rate))]
-                    notes.append(f"{sim}: one wake-up by a {label} costs {extra_us[0]:.1f} us wall, "
+                    notes.append(f"{sim}: one wake-up by a {waker} costs {extra_us[0]:.1f} us wall, "
                                  f"{extra_us[1]:.1f} us CPU beyond the bare RTL's cycle")
             anls = figures["anls"]
             rows += anls_rows(sim, label, anls)
