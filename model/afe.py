@@ -92,6 +92,7 @@ CAL_REFERENCES: tuple[float | str, ...] = (0.0, 0.5, -0.5, 0.875, -0.875, CAL_DA
 
 #: The level controls, in the keyword names of :meth:`AnalogFrontEnd.apply_controls`.
 CONTROL_NAMES = ("mode", "loop", "row_en", "col_en", "cell_row", "cell_col", "cal_ref_sel")
+_CONTROL_SET = frozenset(CONTROL_NAMES)
 # Members by value and as module constants: Enum calls and class attribute lookups cost
 # microseconds, and these run on every AFE event.
 _MODES = tuple(Mode)
@@ -410,10 +411,9 @@ class AnalogFrontEnd:
         the analog state, or :meth:`commit_controls`. The cocotb binding stages each port
         change as it sees it, without waiting for the end of the time step in which more
         controls may change. Values are checked when applied."""
-        unknown = sorted(set(changes) - set(CONTROL_NAMES))
-        if unknown:
-            raise ValueError(f"unknown AFE controls {unknown}; accepted: "
-                             f"{', '.join(CONTROL_NAMES)}")
+        if not _CONTROL_SET.issuperset(changes):
+            raise ValueError(f"unknown AFE controls {sorted(set(changes) - _CONTROL_SET)}; "
+                             f"accepted: {', '.join(CONTROL_NAMES)}")
         t_ps = to_picoseconds(t_s)
         if self._staged_ps is not None and self._staged_ps != t_ps:
             self.commit_controls()
