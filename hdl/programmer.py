@@ -218,10 +218,10 @@ class WriteVerifyProgrammer(wiring.Component):
         # Compare: the averaged code against the target.
         average = Signal(p.adc_bits)
         m.d.comb += average.eq(rounded_average(sample_sum, avg_log2, p.sum_bits))
-        distance = Mux(average >= target_code, average - target_code, target_code - average)
+        distance = Mux(read_code >= target_code, read_code - target_code, target_code - read_code)
         within = distance <= tolerance
         wanted = Signal(ProgPolarity)
-        m.d.comb += wanted.eq(Mux(average < target_code, ProgPolarity.SET, ProgPolarity.RESET))
+        m.d.comb += wanted.eq(Mux(read_code < target_code, ProgPolarity.SET, ProgPolarity.RESET))
         grown = amplitude + amp_step                         # one bit wider: no wrap
         next_amplitude = Mux(pulsed & (wanted == polarity),
                              Mux(grown > amp_max, amp_max, grown),
@@ -305,13 +305,19 @@ class WriteVerifyProgrammer(wiring.Component):
                         samples_left.eq(samples_left - 1),
                     ]
                     with m.If(samples_left == 0):
-                        m.next = "Compare"
+                        m.next = "Average"
                     with m.Else():
                         m.next = "Read-Start"
                 abortable()
 
-            with m.State("Compare"):
+            with m.State("Average"):
+                # The averaged code is registered here and compared in the next cycle: both in
+                # one cycle are too deep for 100 MHz (docs/synthesis.md).
                 m.d.sync += [read_code.eq(average), read_over_range.eq(sample_over_range)]
+                m.next = "Compare"
+                abortable()
+
+            with m.State("Compare"):
                 with m.If(command == ProgrammerCommand.READ_CELL):
                     m.d.sync += error.eq(ErrorCode.NONE)
                     m.next = "Done"

@@ -63,10 +63,14 @@ def solve_cycles(*, rows: int, cols: int, avg_log2: int, dac_settle: int,
     return 2 * rows + 4 + dac_settle + analog_settle + conversions * (adc_cycles + 1)
 
 
+def rounding_half(avg_log2, width: int):
+    """2**(avg_log2-1), 0 when avg_log2 = 0: what rounds a sum of 2**avg_log2 samples."""
+    return ((Const(1, width + 1) << avg_log2) >> 1)[:width]
+
+
 def rounded_average(total, avg_log2, width: int):
     """(total + 2**(avg_log2-1)) >> avg_log2 with 0 added when avg_log2 = 0 (RTL expression)."""
-    half = (Const(1, width + 1) << avg_log2) >> 1
-    return (total + half) >> avg_log2
+    return (total + rounding_half(avg_log2, width)) >> avg_log2
 
 
 class SolveSequencer(wiring.Component):
@@ -165,7 +169,8 @@ class SolveSequencer(wiring.Component):
             m.d.comb += [
                 self.result.en.eq(1),
                 self.result.addr.eq(store_col),
-                self.result.data.code.eq(rounded_average(store_sum, avg_log2, p.sum_bits)),
+                # The sum started at the rounding half (below): only the shift is left here.
+                self.result.data.code.eq(store_sum >> avg_log2),
                 self.result.data.over_range.eq(store_over_range),
             ]
 
@@ -229,7 +234,7 @@ class SolveSequencer(wiring.Component):
                             current_col.eq(first_col),
                             cols_left.eq(self.col_mask & (self.col_mask - 1)),
                             samples_left.eq(last_sample_index(self.avg_log2)),
-                            sample_sum.eq(0),
+                            sample_sum.eq(rounding_half(self.avg_log2, p.sum_bits)),
                             sample_over_range.eq(0),
                             over_range_count.eq(0),
                         ]
@@ -307,7 +312,7 @@ class SolveSequencer(wiring.Component):
                             store_col.eq(current_col),
                             store_sum.eq(total),
                             store_over_range.eq(over_range),
-                            sample_sum.eq(0),
+                            sample_sum.eq(rounding_half(avg_log2, p.sum_bits)),
                             sample_over_range.eq(0),
                             samples_left.eq(last_sample_index(avg_log2)),
                         ]

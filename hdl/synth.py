@@ -205,7 +205,8 @@ def format_report(report: SynthReport) -> str:
     """A small text table of the report."""
     p = report.params
     lines = [f"{report.target}: {report.device}, ROWS={p['rows']} COLS={p['cols']} SPARE={p['spare']} "
-             f"DAC_BITS={p['dac_bits']} ADC_BITS={p['adc_bits']} ({report.seconds:.0f} s)",
+             f"DAC_BITS={p['dac_bits']} ADC_BITS={p['adc_bits']} COUNTER_BITS={p['counter_bits']} "
+             f"RUN_NMF={int(p['run_nmf'])} ({report.seconds:.0f} s)",
              (f"  {'fmax':<12}{report.fmax_mhz:8.2f} MHz  (goal {report.target_mhz:.0f} MHz: "
               f"{'met' if report.timing_met else 'MISSED'})" if report.fmax_mhz is not None else
               f"  does not fit the device: {', '.join(report.overflowing())} over 100 %")]
@@ -227,10 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, help="ROWS instead of the target's documented configuration")
     parser.add_argument("--cols", type=int, help="COLS instead of the target's documented configuration")
     parser.add_argument("--spare", type=int, help="SPARE instead of the target's documented configuration")
+    parser.add_argument("--counter-bits", type=int, help="event counter width instead of the target's")
+    parser.add_argument("--run-nmf", type=int, help="1: build RUN_NMF, 0: leave it out (instead of the target's)")
     args = parser.parse_args(argv)
     try:
         params = None
-        overrides = {name: getattr(args, name) for name in ("rows", "cols", "spare")
+        overrides = {name: getattr(args, name) for name in ("rows", "cols", "spare", "counter_bits", "run_nmf")
                      if getattr(args, name) is not None}
         if overrides:
             params = dataclasses.replace(check_target(args.target).params, **overrides)

@@ -366,7 +366,7 @@ def run_nmf_cycles(*, f_rows: tuple[int, int], counts: tuple[int, int], k: int, 
     skipped right-hand side. Per half-step kind (H, W): the stored factor's rows, the
     right-hand sides, rows driven summed over solves, solves (retries included) and pulses,
     each per half-step of that kind. The programmer's cells cost 3 + (p + 1) R + p (1 + t_prog)."""
-    read = read_settle + 2 ** avg_log2 * (adc_cycles + 1) + 1
+    read = read_settle + 2 ** avg_log2 * (adc_cycles + 1) + 2   # settle, conversions, Average, Compare
     total = 1
     for f, count, rows, n_solves, n_pulses in zip(f_rows, counts, solve_rows, solves, pulses):
         cells = f * k
@@ -402,7 +402,7 @@ def chip_cost(workload: Workload, activity: ChipActivity, *, afe: AFEConfig | st
     pulse_cycles = _cycles(config.programming.width_s + c.pulse_overhead_s, clock)
     read_settle = _cycles(c.read_settle_s, clock)
     avg = int(config.programming.reads_per_verify).bit_length() - 1
-    read_cycles = read_settle + 2 ** avg * (t_adc + 1) + 1
+    read_cycles = read_settle + 2 ** avg * (t_adc + 1) + 2   # settle, conversions, Average, Compare
     verify_read_s = read_cycles / clock
     if architecture.parallel_converters:
         # Rows loaded in one cycle, all columns converted at once.

@@ -147,12 +147,12 @@ def solve_cycles(*, rows: int, cols: int, avg_log2: int, dac_settle: int,
 
 
 def read_cycles(*, read_settle: int, avg_log2: int, adc_cycles: int) -> int:
-    """Cycles of one programmer verify read: ``read_settle + 2**a (t_adc + 1) + 1``
-    (settle, conversions, Compare)."""
+    """Cycles of one programmer verify read: ``read_settle + 2**a (t_adc + 1) + 2``
+    (settle, conversions, Average, Compare)."""
     _check_int("read_settle", read_settle, 0)
     _check_int("avg_log2", avg_log2, 0)
     _check_int("adc_cycles", adc_cycles, 2)
-    return read_settle + 2 ** avg_log2 * (adc_cycles + 1) + 1
+    return read_settle + 2 ** avg_log2 * (adc_cycles + 1) + 2
 
 
 def cell_cycles(*, pulses: int, read_settle: int, avg_log2: int, adc_cycles: int,

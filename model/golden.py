@@ -185,7 +185,7 @@ class GoldenController:
         self.results = np.zeros(self.total_cols, dtype=np.int64)
         #: FAULT_MAP buffer: one word per row, bit c = column c failed.
         self.fault_map = np.zeros(self.rows, dtype=np.int64)
-        #: The programmer's last averaged read (every Compare updates it).
+        #: The programmer's last averaged read (every Average updates it).
         self.read_code = 0
         self.read_over_range = False
         self._next_start_ps = 0
@@ -423,10 +423,10 @@ class GoldenController:
                 state["over_range_samples"] += over
                 cycle += t_adc + 1
             average = rounded_average(total, s.avg_log2)
-            # Compare: mode back to IDLE; read_code updated.
+            # Average: mode back to IDLE; read_code updated. Compare follows.
             afe.apply_controls(at(cycle), mode=Mode.IDLE, loop=0, row_en=0, col_en=0)
             self.read_code, self.read_over_range = average, over_range
-            return average, cycle
+            return average, cycle + 1
 
         cycle = 1  # Next-Cell
         try:

@@ -128,9 +128,9 @@ def test_conductance_codes_and_tolerance():
 
 
 def test_programmer_cycle_formulas():
-    assert read_cycles(read_settle=16, avg_log2=2, adc_cycles=10) == 16 + 4 * 11 + 1
+    assert read_cycles(read_settle=16, avg_log2=2, adc_cycles=10) == 16 + 4 * 11 + 2
     assert cell_cycles(pulses=2, read_settle=0, avg_log2=0, adc_cycles=2,
-                       pulse_cycles=3) == 3 + 3 * 4 + 2 * 4
+                       pulse_cycles=3) == 3 + 3 * 5 + 2 * 4
 
 
 # ---- solves --------------------------------------------------------------------------

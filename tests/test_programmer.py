@@ -117,8 +117,8 @@ def reference_pulses(cell: int, target: int, *, tolerance, amp_start, amp_step, 
 
 
 def read_cycles(read_settle: int, avg_log2: int, adc_cycles: int) -> int:
-    """One verify read: settle, the conversions back to back, Compare (docs/solve-timing.md)."""
-    return read_settle + 2 ** avg_log2 * (adc_cycles + 1) + 1
+    """One verify read: settle, the conversions back to back, Average, Compare (docs/solve-timing.md)."""
+    return read_settle + 2 ** avg_log2 * (adc_cycles + 1) + 2
 
 
 def cell_cycles(pulses: int, read: int, prog_latency: int) -> int:
