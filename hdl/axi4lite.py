@@ -11,7 +11,8 @@ Behaviour:
   each; AR likewise. One outstanding transaction per channel: AWREADY/WREADY stay low from
   acceptance until the B handshake, ARREADY until the R handshake.
 * BVALID/RVALID, once high, stay high with stable BRESP/RDATA/RRESP until BREADY/RREADY.
-* Reads and writes share the register bus; when both are waiting they alternate.
+* Reads and writes share the register bus; when both are waiting they alternate. The picked
+  access is registered (address and direction) and strobes the register bus one cycle later.
 * Responses: SLVERR when the register file refuses the access (unmapped address, read-only
   register or window, partial window write) or the address has bits set above the register
   map; OKAY otherwise. Never EXOKAY or DECERR.
@@ -132,31 +133,37 @@ class AXI4LiteSlave(wiring.Component):
         read_waiting = ar_full & ~rvalid
         aw_outside = aw_addr[high:].any() if len(aw_addr) > high else 0
         ar_outside = ar_addr[high:].any() if len(ar_addr) > high else 0
-        writing = Signal()  # bus.addr follows the write channel
-
-        m.d.comb += [bus.addr.eq(Mux(writing, aw_addr[low:high], ar_addr[low:high])),
-                     bus.w_data.eq(w_data), bus.w_strb.eq(w_strb)]
+        # The picked channel and its word address are registered before the strobe ("Strobe"):
+        # the register file decodes a register, not the arbitration (too deep for 100 MHz on the
+        # ECP5, docs/synthesis.md). Each access takes one cycle more than the register file's.
+        writing = Signal()                  # the access in Strobe/Write is a write
+        bus_addr = Signal.like(bus.addr)
+        m.d.comb += [bus.addr.eq(bus_addr), bus.w_data.eq(w_data), bus.w_strb.eq(w_strb)]
 
         with m.FSM(name="axil_fsm"):
             with m.State("Idle"):
                 pick_write = write_waiting & (~read_waiting | ~prefer_read)
-                m.d.comb += writing.eq(pick_write)
                 with m.If(pick_write):
                     m.d.sync += prefer_read.eq(1)
                     with m.If(aw_outside):
                         m.d.sync += [bvalid.eq(1), bresp.eq(Response.SLVERR)]
                     with m.Else():
-                        m.d.comb += bus.w_stb.eq(1)
-                        m.next = "Write"
+                        m.d.sync += [writing.eq(1), bus_addr.eq(aw_addr[low:high])]
+                        m.next = "Strobe"
                 with m.Elif(read_waiting):
                     m.d.sync += prefer_read.eq(0)
                     with m.If(ar_outside):
                         m.d.sync += [rvalid.eq(1), rresp.eq(Response.SLVERR), rdata.eq(0)]
                     with m.Else():
-                        m.d.comb += bus.r_stb.eq(1)
-                        m.next = "Read"
+                        m.d.sync += [writing.eq(0), bus_addr.eq(ar_addr[low:high])]
+                        m.next = "Strobe"
+            with m.State("Strobe"):
+                m.d.comb += [bus.w_stb.eq(writing), bus.r_stb.eq(~writing)]
+                with m.If(writing):
+                    m.next = "Write"
+                with m.Else():
+                    m.next = "Read"
             with m.State("Write"):
-                m.d.comb += writing.eq(1)
                 with m.If(bus.ack):
                     m.d.sync += [bvalid.eq(1), bresp.eq(Mux(bus.err, Response.SLVERR, Response.OKAY))]
                     m.next = "Idle"
