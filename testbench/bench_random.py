@@ -810,9 +810,21 @@ class RandomBench:
             self.coverage.sample_cross("control.action_x_target", disturbance, target)
         elif disturbance == "busy":
             await ClockCycles(self.dut.clk, int(r.integers(0, 40)))
+            seen: dict[str, int] = {}
+
+            async def second_start() -> None:
+                await RisingEdge(self.dut.control__start)
+                seen["t"] = _now_ps()
+            watcher = cocotb.start_soon(second_start())
             await self.set("CONTROL", start=1)
+            self.check(watcher.done(), "second CONTROL.start strobe not seen")
+            block = self._block_of(op)
+            state = self.states_at(seen.get("t", 0))[block]
             status = await self.read_status()
-            if status["busy"]:
+            if state == "Idle":
+                # The command had ended: the second start ran it again (checked by outcome only).
+                disturbance = "restart"
+            elif status["busy"]:
                 self.check(status["error"] == ErrorCode.BUSY.value and status["error_detail"] == op.value,
                            f"a start while {op.name} runs: STATUS {status}, expected BUSY with detail {op.value}")
                 self.coverage.sample("command.error", "BUSY")
@@ -828,10 +840,17 @@ class RandomBench:
         self.check(_value(self.dut.afe__mode) == AFEMode.IDLE.value and _value(self.dut.afe__loop) == 0,
                    f"{op.name}: the AFE is not left idle with the loop open")
         if disturbance in ("none", "busy"):
+            if disturbance == "busy":
+                irq = await self.read(self.offsets["IRQ_STATUS"])
+                self.check(irq & 0b10 == 0b10, f"{op.name}: IRQ_STATUS 0b{irq:03b} after a refused second start "
+                                               f"(error expected)")
             await self._check_with_golden(op, fields, start_ps, status, before, counters)
             self.stats["golden-checked commands"] += 1
             return True
-        if disturbance == "mute":
+        if disturbance == "restart":
+            self.check(status["done"] == 1, f"{op.name} started again after its end: STATUS {status}")
+            self.stats["second starts after the end"] += 1
+        elif disturbance == "mute":
             # A command that reaches the AFE times out; RUN_NMF may end before (EXPONENT_RANGE,
             # or nothing to program or solve).
             used_afe = any(b != BUS_BLOCK and b != "anls" for b, _, _ in self.trace)
@@ -862,8 +881,12 @@ class RandomBench:
         await self.resync()
         return False
 
+    @staticmethod
+    def _block_of(op: Opcode) -> str:
+        return "anls" if op is Opcode.RUN_NMF else ("sequencer" if op in SOLVE_OPCODES else "programmer")
+
     def _check_abort(self, op: Opcode, snapshot: dict[str, str], action_ps: int, status: dict[str, int]) -> None:
-        block = "anls" if op is Opcode.RUN_NMF else ("sequencer" if op in SOLVE_OPCODES else "programmer")
+        block = self._block_of(op)
         state = snapshot.get(block, "Idle")
         subs = [snapshot.get(b, "Idle") for b in self.command_blocks if b != "anls"]
         if state in NO_ABORT_STATES or (op is Opcode.RUN_NMF and any(s in NO_ABORT_STATES[2:] + ("Done",)
