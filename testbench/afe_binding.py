@@ -5,9 +5,9 @@ The signal list comes from the one AFE definition, ``AFESignature(params).ports(
 has no role for, so a new AFE member cannot be silently left undriven or unwatched.
 
 Event-driven, and below cocotb's task scheduler: every event is a simulator (GPI)
-callback that calls a plain function, at a fifth of the cost of resuming a cocotb task
-(each of those costs tens of microseconds, more than the RTL's own cycles, and a scenario
-has tens of thousands of AFE events). The functions only read ports, call the model,
+callback that calls a plain function, at about a third of the cost of resuming a cocotb
+task (bench_speed's ``wakeup_cost``: 2 to 3 us against 6 to 9 us of CPU beyond a bare
+Verilator cycle of about 8 us; a scenario has tens of thousands of AFE events). The functions only read ports, call the model,
 write answers as immediate deposits and register the next callback; they never await.
 
 - each level control (mode, loop, switches, cell select, calibration select): a callback
@@ -24,12 +24,14 @@ write answers as immediate deposits and register the next callback; they never a
   right after that edge, and every value the edge produced has settled by then.
 
 An exception in a callback (a model error) cannot propagate into the simulator: it is kept
-and raised in the test by the binding's one task, which also removes the callbacks when
-cocotb cancels it at the end of the test (or :meth:`AFEBinding.stop` does).
+and raised in the test by the binding's one task, which also removes every callback when
+cocotb cancels it at the end of the test (:meth:`AFEBinding.stop` removes the watching
+ones; answers under way complete).
 
 Timing (docs/afe-interface.md): the model acts at the time the strobe rises (the start of
 the strobe cycle s), with the controls as they are then (staged as they changed and applied
-before the strobe's action, so a loop closing in the cycle of a conversion's start counts). ``adc_busy`` rises just after edge s+L and falls just after edge s+L+B, with
+before the strobe's action, so a loop closing in the cycle of a conversion's start counts).
+``adc_busy`` rises just after edge s+L and falls just after edge s+L+B, with
 ``adc_data``/``adc_ovr`` changing then; ``prog_done`` is high for the cycle P cycles after
 the fire cycle. L, B and P come from the AFE model (``adc_latency_cycles``,
 ``adc_busy_cycles``, ``pulse_cycles``), so the golden model derives the same cycles.
