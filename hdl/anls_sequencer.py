@@ -495,17 +495,18 @@ class ANLSSequencer(wiring.Component):
 
         with m.FSM(init="Idle") as fsm:
             with m.State("Idle"):
+                # Operands loaded in every idle cycle (internal; read only after a start), so
+                # that the start does not enable all of them (docs/synthesis.md).
+                m.d.sync += [size_m.eq(self.m), size_n.eq(self.n), rank.eq(self.k),
+                             iterations.eq(self.iterations), range_retries.eq(self.range_retries),
+                             g_offset.eq(self.g_offset), g_span.eq(self.g_span)]
+                m.d.sync += [latched[name].eq(getattr(self, name)) for name in latched]
                 with m.If(self.start):
                     m.d.sync += [error.eq(start_error), abort_pending.eq(0), error_detail.eq(0)]
                     with m.If(start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
-                        m.d.sync += [size_m.eq(self.m), size_n.eq(self.n), rank.eq(self.k),
-                                     iterations.eq(self.iterations),
-                                     range_retries.eq(self.range_retries),
-                                     g_offset.eq(self.g_offset), g_span.eq(self.g_span),
-                                     step.eq(NMFStep.H), iteration.eq(0)]
-                        m.d.sync += [latched[name].eq(getattr(self, name)) for name in latched]
+                        m.d.sync += [step.eq(NMFStep.H), iteration.eq(0)]
                         begin_half_step()
 
             # -- prepare ------------------------------------------------------------------------

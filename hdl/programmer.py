@@ -229,30 +229,32 @@ class WriteVerifyProgrammer(wiring.Component):
 
         with m.FSM(init="Idle") as fsm:
             with m.State("Idle"):
+                # The operands are loaded in every idle cycle (internal state, read only after a
+                # start): the start decides the next state and clears the outputs' counts only,
+                # instead of enabling all these registers (docs/synthesis.md).
+                one_row = Const(1, p.rows) << self.cell_row
+                one_col = Const(1, p.total_cols) << self.cell_col
+                m.d.sync += [
+                    command.eq(self.command),
+                    rows_left.eq(Mux(single_cell, one_row, self.row_mask)),
+                    cols_left.eq(Mux(single_cell, one_col, self.col_mask)),
+                    col_mask.eq(Mux(single_cell, one_col, self.col_mask)),
+                    tolerance.eq(self.tolerance),
+                    amp_start.eq(self.amp_start),
+                    amp_step.eq(self.amp_step),
+                    amp_max.eq(self.amp_max),
+                    pulse_width.eq(self.pulse_width),
+                    pulse_budget.eq(self.pulse_budget),
+                    avg_log2.eq(self.avg_log2),
+                    read_settle.eq(self.read_settle),
+                    watchdog_limit.eq(self.watchdog_limit),
+                ]
                 with m.If(self.start):
                     m.d.sync += error.eq(start_error)
                     with m.If(start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
-                        one_row = Const(1, p.rows) << self.cell_row
-                        one_col = Const(1, p.total_cols) << self.cell_col
-                        m.d.sync += [
-                            command.eq(self.command),
-                            rows_left.eq(Mux(single_cell, one_row, self.row_mask)),
-                            cols_left.eq(Mux(single_cell, one_col, self.col_mask)),
-                            col_mask.eq(Mux(single_cell, one_col, self.col_mask)),
-                            tolerance.eq(self.tolerance),
-                            amp_start.eq(self.amp_start),
-                            amp_step.eq(self.amp_step),
-                            amp_max.eq(self.amp_max),
-                            pulse_width.eq(self.pulse_width),
-                            pulse_budget.eq(self.pulse_budget),
-                            avg_log2.eq(self.avg_log2),
-                            read_settle.eq(self.read_settle),
-                            watchdog_limit.eq(self.watchdog_limit),
-                            pulse_count.eq(0),
-                            failed_count.eq(0),
-                        ]
+                        m.d.sync += [pulse_count.eq(0), failed_count.eq(0)]
                         m.next = "Next-Cell"
 
             with m.State("Next-Cell"):

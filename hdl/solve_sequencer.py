@@ -215,29 +215,33 @@ class SolveSequencer(wiring.Component):
 
         with m.FSM(init="Idle") as fsm:
             with m.State("Idle"):
+                # The operands and the first column are loaded in every idle cycle, not only on
+                # start (internal state: nothing reads it before a start): the start then only
+                # decides the next state, instead of enabling all these registers (too deep
+                # for 100 MHz behind the command decode, docs/synthesis.md).
+                first_col = lowest_set_index(self.col_mask)
+                m.d.sync += [
+                    solve_mode.eq(self.mode),
+                    row_mask.eq(self.row_mask),
+                    col_mask.eq(self.col_mask),
+                    avg_log2.eq(self.avg_log2),
+                    dac_settle.eq(self.dac_settle),
+                    analog_settle.eq(self.analog_settle),
+                    watchdog_limit.eq(self.watchdog_limit),
+                    rows_left.eq(self.row_mask),
+                    write_pending.eq(0),
+                    current_col.eq(first_col),
+                    cols_left.eq(self.col_mask & (self.col_mask - 1)),
+                    samples_left.eq(last_sample_index(self.avg_log2)),
+                    sample_sum.eq(rounding_half(self.avg_log2, p.sum_bits)),
+                    sample_over_range.eq(0),
+                ]
                 with m.If(self.start):
                     m.d.sync += error.eq(start_error)
                     with m.If(start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
-                        first_col = lowest_set_index(self.col_mask)
-                        m.d.sync += [
-                            solve_mode.eq(self.mode),
-                            row_mask.eq(self.row_mask),
-                            col_mask.eq(self.col_mask),
-                            avg_log2.eq(self.avg_log2),
-                            dac_settle.eq(self.dac_settle),
-                            analog_settle.eq(self.analog_settle),
-                            watchdog_limit.eq(self.watchdog_limit),
-                            rows_left.eq(self.row_mask),
-                            write_pending.eq(0),
-                            current_col.eq(first_col),
-                            cols_left.eq(self.col_mask & (self.col_mask - 1)),
-                            samples_left.eq(last_sample_index(self.avg_log2)),
-                            sample_sum.eq(rounding_half(self.avg_log2, p.sum_bits)),
-                            sample_over_range.eq(0),
-                            over_range_count.eq(0),
-                        ]
+                        m.d.sync += over_range_count.eq(0)
                         m.next = "Load-DAC"
 
             with m.State("Load-DAC"):
