@@ -27,7 +27,7 @@ loop open, every DAC written the zero-volt code and applied, then done.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import enum, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -218,8 +218,13 @@ class WriteVerifyProgrammer(wiring.Component):
         # Compare: the averaged code against the target.
         average = Signal(p.adc_bits)
         m.d.comb += average.eq(rounded_average(sample_sum, avg_log2, p.sum_bits))
-        distance = Mux(read_code >= target_code, read_code - target_code, target_code - read_code)
-        within = distance <= tolerance
+        # |code - target| <= tolerance as two comparisons against bounds registered beforehand
+        # (the target is fetched several cycles before the first Compare): one comparator deep
+        # instead of a subtraction, a comparison and the decisions behind them.
+        bound_shape = signed(p.adc_bits + 3)
+        within_low, within_high = Signal(bound_shape), Signal(bound_shape)
+        m.d.sync += [within_low.eq(target_code - tolerance), within_high.eq(target_code + tolerance)]
+        within = (read_code >= within_low) & (read_code <= within_high)
         wanted = Signal(ProgPolarity)
         m.d.comb += wanted.eq(Mux(read_code < target_code, ProgPolarity.SET, ProgPolarity.RESET))
         grown = amplitude + amp_step                         # one bit wider: no wrap
