@@ -740,7 +740,9 @@ class RandomBench:
             if open_targets and r.random() < 0.85:
                 targets = open_targets
             blocks = sorted({b for b, _ in targets})
-            block = blocks[int(r.integers(0, len(blocks)))]
+            own = self._block_of(op)
+            # The command's own block first (a RUN_NMF replay aims at the ANLS sequencer).
+            block = own if own in blocks and r.random() < 0.6 else blocks[int(r.integers(0, len(blocks)))]
             states = [st for b, st in targets if b == block]
             state = states[int(r.integers(0, len(states)))]
             times = [t for b, st, t in self.trace if (b, st) == (block, state)]
