@@ -55,7 +55,7 @@ from anmf.hdl.afe import AFEMode
 from anmf.hdl.codes import ErrorCode, Opcode
 from anmf.hdl.controller import PROGRAMMER_OPCODES, SOLVE_OPCODES, Controller
 from anmf.hdl.params import BuildParams
-from anmf.hdl.regmap import MapEntry, MemoryWindow, Register, RegisterMap, VectorWindow
+from anmf.hdl.regmap import MapEntry, Register, RegisterMap, VectorWindow
 from anmf.hdl.registers import build_register_map
 from anmf.model.afe import AnalogFrontEnd, Mode
 from anmf.model.config import config_from_dict
@@ -85,7 +85,6 @@ COMMAND_TIMEOUT_CYCLES = 400_000
 ADC_LATENCIES = (1, 2, 3, 5)
 #: Safe-exit states: an abort there (or in Idle/Done) has no effect (docs/controller.md).
 NO_ABORT_STATES = ("Idle", "Done", "Safe-Zero-DAC", "Safe-LDAC")
-REPO = Path(__file__).resolve().parent.parent
 
 
 def bench_env(**overrides: Any) -> dict[str, str]:
