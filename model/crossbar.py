@@ -237,6 +237,11 @@ class Crossbar:
         column at virtual ground, and divides the column current by read_voltage_v. So it
         returns the effective conductance times (1 + read noise).
         """
+        if not self._config.ir_drop and type(rows) is int and type(cols) is int \
+                and 0 <= rows < self.shape[0] and 0 <= cols < self.shape[1]:
+            # One cell without IR drop (a READ_CELL conversion, write-verify's common case): the
+            # same value and noise draw without building the whole effective matrix.
+            return self.devices.conductance_s[rows, cols] * self.devices.read_noise_factors(())
         r, c = self.devices.check_cells(rows, cols)
         return self.effective_conductance_s()[r, c] * self.devices.read_noise_factors(r.shape)
 

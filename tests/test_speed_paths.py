@@ -132,3 +132,17 @@ def test_axi_bus_rejects_an_unknown_master():
     with pytest.raises(ValueError, match=exact(
             "master must be one of direct, cocotbext-axi; got 'fast'")):
         AxiLiteRegisterBus(None, None, None, master="fast")
+
+
+@pytest.mark.parametrize("ir_drop", [False, True])
+def test_crossbar_one_cell_read_equals_the_array_read(ir_drop: bool):
+    from anmf.model.crossbar import Crossbar
+
+    config = preset("rram-3bit")
+    crossbar_config = config.crossbar.replace(rows=8, cols=4, spare=1, ir_drop=ir_drop)
+    one, many = (Crossbar(crossbar_config, config.device, np.random.default_rng(7)) for _ in range(2))
+    cells = np.random.default_rng(8).integers(0, (8, 5), size=(50, 2))
+    for row, col in cells:
+        expected = many.read(np.array(row), np.array(col))   # the array path (0-d index arrays)
+        assert one.read(int(row), int(col)) == expected
+    assert one.read(7, 4) == many.read(np.array(7), np.array(4))
