@@ -431,8 +431,13 @@ class ANLSSequencer(wiring.Component):
 
         # --- block operands ---------------------------------------------------------------------
         solve, program = self.solve, self.program
-        unused_rows = Signal(range(rows + 1))   # the factor's rows are 0 .. f_rows - 1
+        # The programmer's row mask (the factor's rows 0 .. f_rows - 1) is registered: f_rows is
+        # fixed from a half-step's first cycle, long before Program-Start, and the shift behind it
+        # is too deep to sit in front of the programmer's start (docs/synthesis.md).
+        unused_rows = Signal(range(rows + 1))
+        factor_rows_mask = Signal(rows)
         m.d.comb += unused_rows.eq(rows - f_rows)
+        m.d.sync += factor_rows_mask.eq(Const(2 ** rows - 1, rows) >> unused_rows)
         m.d.comb += [
             solve.abort.eq(abort_any & self.busy),
             solve.mode.eq(AFEMode.SOLVE),
@@ -440,7 +445,7 @@ class ANLSSequencer(wiring.Component):
             solve.col_mask.eq(live),
             program.abort.eq(abort_any & self.busy),
             program.command.eq(ProgrammerCommand.PROGRAM_MATRIX),
-            program.row_mask.eq(Const(2 ** rows - 1, rows) >> unused_rows),
+            program.row_mask.eq(factor_rows_mask),
             program.col_mask.eq(live),
         ]
         for name in ("avg_log2", "dac_settle", "analog_settle", "watchdog_limit"):
