@@ -1,0 +1,522 @@
+"""`anmf faults`: the fault-injection campaign (issue #6).
+
+For each fault the same fixed problem (the 32 x 32 camera crop at rank 4, 5 host-driven ANLS
+iterations from nndsvda on the scenario build, 32 x 8 + 2 spares, rram-3bit AFE with noise)
+runs twice on a chip with that fault: with the matching feature and without it. A row holds
+what the host observed (``detected``, ``corrected``: from status, error codes, fault maps,
+calibration entries and quality, write-verify reports; never from the injected truth) and
+the relative errors ``||R - W H||_F / ||R||_F`` of both runs (the truth scores the features).
+
+| fault | feature |
+|---|---|
+| stuck cells 1 % / 5 % | spare-column repair from the fault map (``host_anls(repair=True)``) |
+| dead ADC channel | CALIBRATE finds the channel's ADC entry invalid; its column moves to a spare |
+| ADC / DAC offset and gain 5 % of full scale | CALIBRATE, corrections on the DAC and ADC codes |
+| drift (a day between programming and the solves) | refresh: write-verify again before solving |
+| an AFE that never answers | the watchdog (limit 4000 cycles vs. the largest, 65535) |
+
+Backends are pluggable (:data:`BACKENDS`): ``model`` runs the host code on the golden model
+(:class:`~anmf.host.ModelDriver`); ``rtl`` needs CALIBRATE and the refresh in the controller
+and raises :class:`BackendUnavailable` until then. CALIBRATE is not in the controller yet:
+:class:`CampaignAFE` models its planned integration (docs/calibration.md, "Integration
+plan"): ``golden_calibration`` once, then every DAC code corrected before it is written and
+every ADC code after conversion, in the controller between the sequencers and the AFE port.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from anmf.host import AnalogScale, ModelDriver, Timing, host_anls
+from anmf.host.driver import ChipError, ErrorCode, ProgramReport
+from anmf.model import calibration as cal
+from anmf.model.afe import AnalogFrontEnd, Mode
+from anmf.model.config import config_from_dict
+from anmf.model.metrics import relative_error
+
+__all__ = ["FAULTS", "BACKENDS", "RTL_UNAVAILABLE", "FaultRow", "BackendUnavailable",
+           "CampaignAFE", "CampaignProblem", "run_campaign", "format_table", "write_json"]
+
+#: The campaign's faults, in table order.
+FAULTS: tuple[str, ...] = ("stuck-1%", "stuck-5%", "dead-adc-channel", "adc-offset-gain-5%",
+                           "dac-offset-gain-5%", "drift-1-day", "silent-afe")
+#: The feature each fault's "with" run switches on.
+FEATURES: dict[str, str] = {
+    "stuck-1%": "spare-column repair",
+    "stuck-5%": "spare-column repair",
+    "dead-adc-channel": "calibration check + remap to a spare",
+    "adc-offset-gain-5%": "calibration (ADC, DAC corrections)",
+    "dac-offset-gain-5%": "calibration (ADC, DAC corrections)",
+    "drift-1-day": "refresh (write-verify before solving)",
+    "silent-afe": "watchdog (limit 4000 cycles)",
+}
+RTL_UNAVAILABLE = ("anmf faults --backend rtl: not available yet: needs CALIBRATE (with the "
+                   "DAC/ADC corrections) and the refresh in the controller; use --backend model")
+#: A fault injected at 5 % of full scale (the converters span -1 .. +1 V).
+FIVE_PERCENT = 0.05
+#: The dead ADC channel: physical column 1 (W's second component), reading the zero code.
+DEAD_CHANNEL = 1
+#: Time between programming and the solves in the drift row (s), and the device's drift
+#: exponent there (the pessimistic preset's nu = 0.02 +- 0.01: rram-3bit's 0.005 moves a cell
+#: by ~5 % in a day, within the write-verify tolerance).
+DRIFT_INTERVAL_S = 86_400.0
+DRIFT_NU = (0.02, 0.01)
+#: A conversion of an AFE that never answers lasts this many cycles (beyond any limit).
+SILENT_CYCLES = 1 << 40
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run the campaign yet (the message says what it needs)."""
+
+
+@dataclass(frozen=True)
+class FaultRow:
+    """One fault: what the host observed with the feature, and both runs' relative errors
+    (None where the run produced no factors)."""
+
+    fault: str
+    feature: str
+    detected: bool
+    corrected: bool
+    rel_error_with: float | None
+    rel_error_without: float | None
+    #: The same problem on the fault-free chip (the target a correction aims at).
+    rel_error_fault_free: float
+    #: What ``detected`` and ``corrected`` were decided from.
+    evidence: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CampaignAFE(AnalogFrontEnd):
+    """The AFE model with the campaign's injectable faults, and the calibration corrections
+    as the controller will apply them.
+
+    Args:
+        dead_channel: physical column whose ADC channel reads ``dead_code`` whatever its
+            input (None: every channel works).
+        dead_code: the constant code of the dead channel (default: the zero code, 0 V).
+        other options: :class:`~anmf.model.afe.AnalogFrontEnd`.
+
+    :attr:`silent` (set it at any time): the ADC never ends a conversion (the golden model's
+    watchdog sees a conversion longer than any limit). :meth:`install_calibration`: from then
+    on every DAC code is corrected before it is written and every ADC code after conversion
+    (its channel's entry; the op-amp entries are diagnostic, docs/calibration.md, "Limits").
+    """
+
+    def __init__(self, afe: Any, *, dead_channel: int | None = None,
+                 dead_code: int | None = None, **options: Any):
+        super().__init__(afe, **options)
+        if dead_channel is not None and (isinstance(dead_channel, bool) or not isinstance(
+                dead_channel, int) or not 0 <= dead_channel < self.total_cols):
+            raise ValueError(f"dead_channel must be a column from 0 to {self.total_cols - 1} or "
+                             f"None; got {dead_channel!r}")
+        top = 2 ** self.adc_bits - 1
+        if dead_code is not None and (isinstance(dead_code, bool) or not isinstance(
+                dead_code, int) or not 0 <= dead_code <= top):
+            raise ValueError(f"dead_code must be an ADC code from 0 to {top} or None; got "
+                             f"{dead_code!r}")
+        self.dead_channel = dead_channel
+        self.dead_code = 2 ** (self.adc_bits - 1) if dead_code is None else dead_code
+        self.silent = False
+        self.calibration: cal.CalibrationOutcome | None = None
+
+    @property
+    def adc_cycles(self) -> int:
+        return SILENT_CYCLES if self.silent else super().adc_cycles
+
+    def install_calibration(self, outcome: cal.CalibrationOutcome) -> None:
+        """Correct every later DAC write and ADC conversion with ``outcome``'s entries."""
+        if not isinstance(outcome, cal.CalibrationOutcome):
+            raise ValueError(f"outcome must be a CalibrationOutcome; got "
+                             f"{type(outcome).__name__}")
+        self.calibration = outcome
+
+    def _entry(self, kind: str, index: int) -> cal.Coefficient:
+        assert self.calibration is not None
+        return self.calibration.entries.get((kind, index), cal.IDENTITY)
+
+    def write_dac(self, addr: int, code: int) -> None:
+        if self.calibration is not None:
+            code, _ = cal.correct_code(int(code), self._entry("dac", addr), self.dac_bits)
+        super().write_dac(addr, code)
+
+    def convert(self, mux: int, t_s: float) -> tuple[int, bool]:
+        code, over = super().convert(mux, t_s)
+        if mux == self.dead_channel:
+            code, over = self.dead_code, False
+        if self.calibration is not None:
+            code, saturated = cal.correct_code(code, self._entry("adc", mux), self.adc_bits)
+            over = over or saturated
+        return code, over
+
+
+@dataclass(frozen=True)
+class CampaignProblem:
+    """The fixed problem and chip of the campaign (bench_scenarios' camera scenario)."""
+
+    size: int = 32
+    rank: int = 4
+    iterations: int = 5
+    #: AFE seed of every chip (each fault's chip has the same devices and converters).
+    afe_seed: int = 11
+
+    def data(self) -> np.ndarray:
+        from anmf.testbench.bench_scenarios import anls_problem
+        return anls_problem("camera", self.size, self.rank, 0)
+
+
+class _CampaignDriver(ModelDriver):
+    """ModelDriver whose PROGRAM_MATRIX is followed by ``drift_s`` of drift before the
+    solves, and (``refresh``) by a second PROGRAM_MATRIX of the same targets from the cells'
+    present state: the refresh (the targets are still in the controller's buffer)."""
+
+    def __init__(self, params: Any, afe: CampaignAFE, *, drift_s: float = 0.0,
+                 refresh: bool = False):
+        super().__init__(params, afe)
+        self.params = params
+        self.drift_s, self.refresh = drift_s, refresh
+        self.refresh_reports: list[ProgramReport] = []
+
+    async def _program_matrix(self, row_mask: int, col_enable: int) -> ProgramReport:
+        report = await super()._program_matrix(row_mask, col_enable)
+        if self.drift_s > 0:
+            self.afe.crossbar.advance_time(self.drift_s)
+            if self.refresh:
+                report = await super()._program_matrix(row_mask, col_enable)
+                self.refresh_reports.append(report)
+        return report
+
+    @property
+    def now_cycles(self) -> int:
+        """The controller cycle in which the next command may start."""
+        return self.golden._next_start_ps // self.golden.period_ps
+
+    def calibrate(self, avg_log2: int = 2) -> cal.CalibrationOutcome:
+        """CALIBRATE as the controller will run it (every channel and row), started in the
+        next free cycle; the corrections are installed in the AFE."""
+        assert self.timing is not None
+        afe = self.afe
+        assert isinstance(afe, CampaignAFE)
+        settings = cal.CalibrationSettings(
+            col_mask=2 ** self.info.total_cols - 1, row_mask=2 ** self.info.rows - 1,
+            avg_log2=avg_log2, cal_settle=2, dac_settle=self.timing.dac_settle,
+            analog_settle=self.timing.analog_settle)
+        golden = self.golden
+        start_ps = golden._next_start_ps
+        outcome = cal.golden_calibration(self.params, afe, settings,
+                                         start_s=start_ps / 1e12)
+        # The golden controller does not know CALIBRATE yet: its next command starts after it.
+        golden._next_start_ps = start_ps + (outcome.done_cycle + 1) * golden.period_ps
+        afe.install_calibration(outcome)
+        return outcome
+
+
+# ---- one chip, one run ---------------------------------------------------------------------
+
+#: Every chip of the campaign: the scenario AFE without its random stuck cells (the stuck
+#: rows inject their own; the others isolate their fault).
+_BASE_DEVICE = {"stuck_high_rate": 0.0, "stuck_low_rate": 0.0}
+
+
+@dataclass
+class _Chip:
+    driver: _CampaignDriver
+    afe: CampaignAFE
+    scale: AnalogScale
+    timing: Timing
+
+
+async def _chip(problem: CampaignProblem, seed: int, *, device: dict[str, Any] | None = None,
+                dead_channel: int | None = None, drift_s: float = 0.0, refresh: bool = False,
+                watchdog: int | None = None) -> _Chip:
+    """A configured ModelDriver on the scenario build with the given faults."""
+    from anmf.testbench.bench_scenarios import DEFAULT_OPTIONS, ScenarioChip
+
+    afe_options = dict(DEFAULT_OPTIONS["afe"], seed=seed)
+    afe_options["device"] = {**afe_options.get("device", {}), **_BASE_DEVICE, **(device or {})}
+    scenario = ScenarioChip(DEFAULT_OPTIONS, afe_overrides={"device": afe_options["device"]},
+                            afe_seed=seed)
+    afe = CampaignAFE.from_build_params(config_from_dict(afe_options), scenario.params,
+                                        dead_channel=dead_channel, **scenario.afe_options)
+    driver = _CampaignDriver(scenario.params, afe, drift_s=drift_s, refresh=refresh)
+    timing = scenario.timing if watchdog is None else Timing(
+        adc_samples=scenario.timing.adc_samples, dac_settle=scenario.timing.dac_settle,
+        analog_settle=scenario.timing.analog_settle, watchdog=watchdog)
+    await driver.configure(timing=timing, programming=scenario.programming)
+    return _Chip(driver, afe, AnalogScale.from_afe(afe), timing)
+
+
+class _SolveLog:
+    """The enable masks of the solves and the failed cells of each column's last
+    programming: which columns the host used at the end, and whether they verified."""
+
+    def __init__(self, driver: _CampaignDriver):
+        self.masks: list[int] = []
+        self.failed_by_column: dict[int, int] = {}
+        solve, program = driver._solve, driver._program_matrix
+
+        async def logged_solve(rhs: Any, row_mask: int, col_enable: int, mode: str) -> Any:
+            self.masks.append(col_enable)
+            return await solve(rhs, row_mask, col_enable, mode)
+
+        async def logged_program(row_mask: int, col_enable: int) -> ProgramReport:
+            report = await program(row_mask, col_enable)
+            per_column = report.fault_map.sum(axis=0)
+            for c in report.columns:
+                self.failed_by_column[c] = int(per_column[c])
+            return report
+
+        driver._solve = logged_solve            # type: ignore[method-assign]
+        driver._program_matrix = logged_program  # type: ignore[method-assign]
+
+    def final_columns(self) -> set[int]:
+        """Columns enabled in the last iteration's two half-steps (the last two runs of equal
+        enable masks)."""
+        groups: list[int] = []
+        for mask in self.masks:
+            if not groups or groups[-1] != mask:
+                groups.append(mask)
+        return {c for mask in groups[-2:] for c in range(mask.bit_length()) if mask >> c & 1}
+
+    def failed_in_use(self) -> int:
+        """Failed cells (last verify) in the columns the last iteration used."""
+        return sum(self.failed_by_column.get(c, 0) for c in self.final_columns())
+
+
+async def _anls(chip: _Chip, R: np.ndarray, problem: CampaignProblem,
+                repair: bool = True) -> float:
+    result = await host_anls(chip.driver, R, problem.rank, problem.iterations,
+                             scale=chip.scale, repair=repair)
+    return float(relative_error(R, result.W, result.H))
+
+
+# ---- the faults ------------------------------------------------------------------------------
+
+def _stuck_device(fraction: float) -> dict[str, float]:
+    # rram-3bit's split: 2/7 stuck high (at the ceiling), 5/7 stuck low (never formed).
+    return {"stuck_high_rate": fraction * 2 / 7, "stuck_low_rate": fraction * 5 / 7}
+
+
+async def _stuck_row(fault: str, fraction: float, problem: CampaignProblem, seed: int,
+                     R: np.ndarray) -> tuple[bool, bool, float, float, str]:
+    chip = await _chip(problem, seed, device=_stuck_device(fraction))
+    log = _SolveLog(chip.driver)
+    with_error = await _anls(chip, R, problem, repair=True)
+    faulty = sorted(c for c, n in log.failed_by_column.items() if n)
+    failed_in_use = log.failed_in_use()
+    without = await _chip(problem, seed, device=_stuck_device(fraction))
+    without_error = await _anls(without, R, problem, repair=False)
+    counters = await chip.driver.counters()
+    evidence = (f"fault maps: {counters.failed_cells} failed cells over all programmings, "
+                f"columns with failures {faulty}; failed cells in the columns of the last "
+                f"iteration: {failed_in_use}")
+    return counters.failed_cells > 0, failed_in_use == 0, with_error, without_error, evidence
+
+
+async def _dead_channel_row(problem: CampaignProblem, seed: int,
+                            R: np.ndarray) -> tuple[bool, bool, float, float, str]:
+    chip = await _chip(problem, seed, dead_channel=DEAD_CHANNEL)
+    outcome = chip.driver.calibrate()
+    dead = [c for c in range(chip.driver.info.total_cols) if not outcome.entries[("adc", c)].valid]
+    log = _SolveLog(chip.driver)
+    with_error = await _anls(chip, R, problem, repair=True)
+    in_use = sorted(set(dead) & log.final_columns())
+    without = await _chip(problem, seed, dead_channel=DEAD_CHANNEL)
+    without_error = await _anls(without, R, problem, repair=False)
+    evidence = (f"CALIBRATE: ADC entries invalid for channels {dead}; of them in use in the "
+                f"last iteration: {in_use} (columns used: {sorted(log.final_columns())})")
+    return bool(dead), bool(dead) and not in_use, with_error, without_error, evidence
+
+
+def _converter_fault(afe: CampaignAFE, which: str, seed: int) -> None:
+    """5 % of full scale: the ADC +50 mV and +5 % gain; each row DAC +-50 mV and +-5 %
+    (signs from the seeded generator)."""
+    if which == "adc":
+        afe.adc.offset_v[:] = FIVE_PERCENT * afe.config.adc.v_max_v
+        afe.adc.gain_error[:] = FIVE_PERCENT
+        return
+    rng = np.random.default_rng(seed)
+    signs = rng.choice([-1.0, 1.0], size=(2, afe.rows))
+    afe.dac.offset_v[:] = signs[0] * FIVE_PERCENT * afe.config.dac.v_max_v
+    afe.dac.gain_error[:] = signs[1] * FIVE_PERCENT
+
+
+#: An entry beyond these is a converter out of its data sheet (rram-3bit's are ~1 mV, 0.2 %).
+_OFFSET_ALARM_LSB = 4
+_GAIN_ALARM = 0.01
+#: Corrected: every ADC/DAC entry valid and the check references within this (LSB) through
+#: the corrections (noise on: one read's noise and the INL bow stay, docs/calibration.md).
+_QUALITY_LSB = 2.0
+
+
+async def _converter_row(which: str, problem: CampaignProblem, seed: int,
+                         R: np.ndarray) -> tuple[bool, bool, float, float, str]:
+    chip = await _chip(problem, seed)
+    _converter_fault(chip.afe, which, seed)
+    outcome = chip.driver.calibrate()
+    converters = [(kind, i) for (kind, i) in outcome.entries if kind in ("adc", "dac")]
+    entries = [outcome.entries[key] for key in converters]
+    one = 2 ** cal.FRAC_BITS
+    alarms = [key for key, e in zip(converters, entries)
+              if e.valid and (abs(e.offset) > _OFFSET_ALARM_LSB * one
+                              or abs(e.gain / cal.GAIN_ONE - 1) > _GAIN_ALARM)]
+    invalid = [key for key, e in zip(converters, entries) if not e.valid]
+    with_error = await _anls(chip, R, problem)
+    without = await _chip(problem, seed)
+    _converter_fault(without.afe, which, seed)
+    without_error = await _anls(without, R, problem)
+    kinds = sorted({kind for kind, _ in alarms})
+    quality = outcome.quality / one
+    evidence = (f"CALIBRATE: {len(alarms)} entries beyond {_OFFSET_ALARM_LSB} LSB offset or "
+                f"{_GAIN_ALARM:.0%} gain ({', '.join(kinds) or 'none'}), {len(invalid)} ADC/DAC "
+                f"entries invalid, quality {quality:.2f} LSB")
+    return bool(alarms), not invalid and quality <= _QUALITY_LSB, with_error, without_error, \
+        evidence
+
+
+async def _drift_row(problem: CampaignProblem, seed: int,
+                     R: np.ndarray) -> tuple[bool, bool, float, float, str]:
+    device = {"drift_nu_mean": DRIFT_NU[0], "drift_nu_std": DRIFT_NU[1]}
+    chip = await _chip(problem, seed, device=device, drift_s=DRIFT_INTERVAL_S, refresh=True)
+    with_error = await _anls(chip, R, problem)
+    reports = chip.driver.refresh_reports
+    pulses = sum(r.pulses for r in reports)
+    failed = sum(r.failed_cells for r in reports)
+    without = await _chip(problem, seed, device=device, drift_s=DRIFT_INTERVAL_S)
+    without_error = await _anls(without, R, problem)
+    evidence = (f"refresh: {len(reports)} write-verify passes after the drift interval gave "
+                f"{pulses} pulses (cells found out of tolerance), {failed} cells left failed")
+    return pulses > 0, failed == 0, with_error, without_error, evidence
+
+
+async def _silent_attempt(problem: CampaignProblem, seed: int, R: np.ndarray,
+                          watchdog: int | None) -> tuple[bool, int, str]:
+    """Run the NMF on an AFE that stops answering; returns (contained: the command ended with
+    a timeout, the controller idle, and the next command works once the AFE answers again),
+    the cycles until the failing command ended, and what happened."""
+    chip = await _chip(problem, seed, watchdog=watchdog)
+    driver = chip.driver
+    chip.afe.silent = True
+    started = driver.now_cycles
+    try:
+        await _anls(chip, R, problem)
+        return False, driver.now_cycles - started, "the NMF ended without an error"
+    except ChipError as error:
+        failed_command, code = error.command, error.error
+    cycles = driver.now_cycles - started
+    status = await driver.status()
+    # The AFE answers again (a host-side AFE reset); the next command must work.
+    chip.afe.silent = False
+    info = driver.info
+    rhs = np.full(info.rows, 1 << (info.dac_bits - 1), dtype=np.int64)
+    try:
+        await driver.solve(rhs, 2 ** info.rows - 1, 1, "SOLVE")
+        next_ok = (await driver.status()).error == ErrorCode.NONE
+    except ChipError:
+        next_ok = False
+    contained = code in (ErrorCode.ADC_TIMEOUT, ErrorCode.PROGRAM_TIMEOUT) \
+        and not status.busy and next_ok
+    return contained, cycles, (f"{failed_command} ended with {code.name} after {cycles} cycles, "
+                               f"busy={status.busy}, next SOLVE "
+                               f"{'worked' if next_ok else 'failed'}")
+
+
+async def _silent_row(problem: CampaignProblem, seed: int,
+                      R: np.ndarray) -> tuple[bool, bool, None, None, str]:
+    with_watchdog = await _silent_attempt(problem, seed, R, None)
+    # Without the feature: the largest limit the timer holds (0 is refused with BAD_TIMING,
+    # so the watchdog cannot be switched off).
+    largest = (await _chip(problem, seed)).driver.info.max_timer
+    without_watchdog = await _silent_attempt(problem, seed, R, largest)
+    evidence = (f"watchdog 4000: {with_watchdog[2]}; watchdog at its largest ({largest}, the "
+                f"timer cannot be switched off): {without_watchdog[2]}")
+    return with_watchdog[0], False, None, None, evidence
+
+
+_ROWS: dict[str, Callable[..., Any]] = {
+    "stuck-1%": lambda p, s, R: _stuck_row("stuck-1%", 0.01, p, s, R),
+    "stuck-5%": lambda p, s, R: _stuck_row("stuck-5%", 0.05, p, s, R),
+    "dead-adc-channel": _dead_channel_row,
+    "adc-offset-gain-5%": lambda p, s, R: _converter_row("adc", p, s, R),
+    "dac-offset-gain-5%": lambda p, s, R: _converter_row("dac", p, s, R),
+    "drift-1-day": _drift_row,
+    "silent-afe": _silent_row,
+}
+
+
+# ---- backends ---------------------------------------------------------------------------------
+
+async def _model_rows(faults: tuple[str, ...], problem: CampaignProblem,
+                      seed: int) -> list[FaultRow]:
+    R = problem.data()
+    baseline = await _anls(await _chip(problem, seed), R, problem)
+    rows = []
+    for fault in faults:
+        started = time.perf_counter()
+        detected, corrected, with_error, without_error, evidence = \
+            await _ROWS[fault](problem, seed, R)
+        rows.append(FaultRow(fault, FEATURES[fault], bool(detected), bool(corrected),
+                             with_error, without_error, baseline, evidence,
+                             round(time.perf_counter() - started, 2)))
+    return rows
+
+
+def _rtl_rows(faults: tuple[str, ...], problem: CampaignProblem, seed: int) -> list[FaultRow]:
+    raise BackendUnavailable(RTL_UNAVAILABLE)
+
+
+#: Backend name -> the function producing the rows (the rtl backend slots in here).
+BACKENDS: dict[str, Callable[[tuple[str, ...], CampaignProblem, int], list[FaultRow]]] = {
+    "model": lambda faults, problem, seed: asyncio.run(_model_rows(faults, problem, seed)),
+    "rtl": _rtl_rows,
+}
+
+
+def run_campaign(backend: str = "model", *, faults: tuple[str, ...] | None = None,
+                 seed: int = 11, problem: CampaignProblem | None = None) -> list[FaultRow]:
+    """The campaign's rows for ``faults`` (default: all of :data:`FAULTS`).
+
+    Args:
+        backend: "model" (golden model) or "rtl" (not available yet: BackendUnavailable).
+        seed: the AFE's seed (devices, stuck-cell placement, converter errors, noise) and
+            the DAC fault's signs.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
+    faults = FAULTS if faults is None else tuple(faults)
+    unknown = [f for f in faults if f not in FAULTS]
+    if unknown or not faults:
+        raise ValueError(f"unknown faults {unknown}; accepted: {', '.join(FAULTS)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
+    return BACKENDS[backend](faults, problem or CampaignProblem(), seed)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def format_table(rows: list[FaultRow]) -> str:
+    """A Markdown table of the rows (docs/faults.md carries one)."""
+    lines = ["| fault | feature | detected | corrected | rel. error with | without | "
+             "fault-free |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.fault} | {r.feature} | {'yes' if r.detected else 'no'} | "
+                     f"{'yes' if r.corrected else 'no'} | {_number(r.rel_error_with)} | "
+                     f"{_number(r.rel_error_without)} | {_number(r.rel_error_fault_free)} |")
+    return "\n".join(lines)
+
+
+def write_json(rows: list[FaultRow], path: str | Path) -> None:
+    """The rows as a JSON list of objects (keys: :class:`FaultRow`'s fields)."""
+    Path(path).write_text(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
