@@ -230,7 +230,8 @@ class PinnedController(Elaboratable):
         """Mark this wrapper and the controller's blocks as deliberately never elaborated (a
         refused pin-out, or a pin count looked at without a build): no UnusedElaboratable warning."""
         c = self.controller
-        for block in (self, c, c.registers, c.registers.register_file, c.sequencer, c.programmer, c.anls):
+        for block in (self, c, c.registers, c.registers.register_file, c.registers._slave, c.sequencer, c.programmer,
+                      c.anls):
             if block is None:  # no RUN_NMF in the build
                 continue
             discard_unbuilt(block)
