@@ -318,6 +318,21 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0 if report.fits else 1
 
 
+# --- faults ------------------------------------------------------------------------------
+
+def _cmd_faults(args: argparse.Namespace) -> int:
+    from .faults import BackendUnavailable, format_table, run_campaign, write_json
+
+    try:
+        rows = run_campaign(args.backend, seed=args.seed)
+    except (BackendUnavailable, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    print(format_table(rows))
+    if args.json:
+        write_json(rows, args.json, backend=args.backend, seed=args.seed)
+    return 0
+
+
 def _add_build_options(p: argparse.ArgumentParser) -> None:
     """The controller's build parameters, shared by `regmap` and `verilog`."""
     p.add_argument("--rows", type=positive_int, default=64, help="ROWS build parameter (default 64)")
@@ -424,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the report as JSON to this file")
     p.add_argument("--build-dir", help="build folder (default build/synth-TARGET)")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("faults", help="fault-injection campaign: each fault with and without its feature (docs/faults.md)")
+    p.add_argument("--backend", choices=("model", "rtl"), default="model", help="model (golden model) or rtl (not yet)")
+    p.add_argument("--json", help="write the rows as JSON to this file")
+    p.add_argument("--seed", type=non_negative_int, default=11, help="AFE seed: devices, converter errors, noise (default 11)")
+    p.set_defaults(func=_cmd_faults)
 
     return parser
 

@@ -57,8 +57,8 @@ FEATURES: dict[str, str] = {
     "drift-1-day": "refresh (write-verify before solving)",
     "silent-afe": "watchdog (limit 4000 cycles)",
 }
-RTL_UNAVAILABLE = ("anmf faults --backend rtl: not available yet: needs CALIBRATE (with the "
-                   "DAC/ADC corrections) and the refresh in the controller; use --backend model")
+RTL_UNAVAILABLE = ("backend rtl is not available yet: needs CALIBRATE (with its DAC/ADC "
+                   "corrections) and REFRESH in the controller RTL; use --backend model")
 #: A fault injected at 5 % of full scale (the converters span -1 .. +1 V).
 FIVE_PERCENT = 0.05
 #: The dead ADC channel: physical column 1 (W's second component), reading the zero code.
@@ -167,8 +167,6 @@ class CampaignProblem:
     size: int = 32
     rank: int = 4
     iterations: int = 5
-    #: AFE seed of every chip (each fault's chip has the same devices and converters).
-    afe_seed: int = 11
 
     def data(self) -> np.ndarray:
         from anmf.testbench.bench_scenarios import anls_problem
@@ -517,6 +515,14 @@ def format_table(rows: list[FaultRow]) -> str:
     return "\n".join(lines)
 
 
-def write_json(rows: list[FaultRow], path: str | Path) -> None:
-    """The rows as a JSON list of objects (keys: :class:`FaultRow`'s fields)."""
-    Path(path).write_text(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
+def write_json(rows: list[FaultRow], path: str | Path, *, backend: str, seed: int,
+               problem: CampaignProblem | None = None) -> None:
+    """``{"backend", "seed", "problem", "rows"}``: the rows as objects with
+    :class:`FaultRow`'s keys (``fault``, ``detected``, ``corrected``, ``rel_error_with``,
+    ``rel_error_without``, ...; a run without factors has null errors)."""
+    payload = {"backend": backend, "seed": seed,
+               "problem": asdict(problem or CampaignProblem()),
+               "rows": [r.to_dict() for r in rows]}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
