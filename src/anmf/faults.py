@@ -89,8 +89,10 @@ class FaultRow:
     rel_error_without: float | None
     #: The same problem on the fault-free chip (the target a correction aims at).
     rel_error_fault_free: float
-    #: What ``detected`` and ``corrected`` were decided from.
+    #: What ``detected`` and ``corrected`` were decided from (the host's observations).
     evidence: str
+    #: What was injected (the truth the observations are scored against).
+    injected: str
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,7 +178,10 @@ class CampaignProblem:
 class _CampaignDriver(ModelDriver):
     """ModelDriver whose PROGRAM_MATRIX is followed by ``drift_s`` of drift before the
     solves, and (``refresh``) by a second PROGRAM_MATRIX of the same targets from the cells'
-    present state: the refresh (the targets are still in the controller's buffer)."""
+    present state: the refresh (the targets are still in the controller's buffer).
+
+    It also keeps what the host sees and the campaign decides from: the column enable mask of
+    every solve, and each column's failed cells in its last fault map."""
 
     def __init__(self, params: Any, afe: CampaignAFE, *, drift_s: float = 0.0,
                  refresh: bool = False):
@@ -184,6 +189,8 @@ class _CampaignDriver(ModelDriver):
         self.params = params
         self.drift_s, self.refresh = drift_s, refresh
         self.refresh_reports: list[ProgramReport] = []
+        self.solve_masks: list[int] = []
+        self.failed_by_column: dict[int, int] = {}
 
     async def _program_matrix(self, row_mask: int, col_enable: int) -> ProgramReport:
         report = await super()._program_matrix(row_mask, col_enable)
@@ -192,7 +199,26 @@ class _CampaignDriver(ModelDriver):
             if self.refresh:
                 report = await super()._program_matrix(row_mask, col_enable)
                 self.refresh_reports.append(report)
+        per_column = report.fault_map.sum(axis=0)
+        self.failed_by_column.update((c, int(per_column[c])) for c in report.columns)
         return report
+
+    async def _solve(self, rhs: Any, row_mask: int, col_enable: int, mode: str) -> Any:
+        self.solve_masks.append(col_enable)
+        return await super()._solve(rhs, row_mask, col_enable, mode)
+
+    def final_columns(self) -> set[int]:
+        """Columns enabled in the last iteration's two half-steps (the last two runs of
+        equal enable masks)."""
+        groups: list[int] = []
+        for mask in self.solve_masks:
+            if not groups or groups[-1] != mask:
+                groups.append(mask)
+        return {c for mask in groups[-2:] for c in range(mask.bit_length()) if mask >> c & 1}
+
+    def failed_in_use(self) -> int:
+        """Failed cells (last fault map) in the columns the last iteration used."""
+        return sum(self.failed_by_column.get(c, 0) for c in self.final_columns())
 
     @property
     def now_cycles(self) -> int:
@@ -254,43 +280,6 @@ async def _chip(problem: CampaignProblem, seed: int, *, device: dict[str, Any] |
     return _Chip(driver, afe, AnalogScale.from_afe(afe), timing)
 
 
-class _SolveLog:
-    """The enable masks of the solves and the failed cells of each column's last
-    programming: which columns the host used at the end, and whether they verified."""
-
-    def __init__(self, driver: _CampaignDriver):
-        self.masks: list[int] = []
-        self.failed_by_column: dict[int, int] = {}
-        solve, program = driver._solve, driver._program_matrix
-
-        async def logged_solve(rhs: Any, row_mask: int, col_enable: int, mode: str) -> Any:
-            self.masks.append(col_enable)
-            return await solve(rhs, row_mask, col_enable, mode)
-
-        async def logged_program(row_mask: int, col_enable: int) -> ProgramReport:
-            report = await program(row_mask, col_enable)
-            per_column = report.fault_map.sum(axis=0)
-            for c in report.columns:
-                self.failed_by_column[c] = int(per_column[c])
-            return report
-
-        driver._solve = logged_solve            # type: ignore[method-assign]
-        driver._program_matrix = logged_program  # type: ignore[method-assign]
-
-    def final_columns(self) -> set[int]:
-        """Columns enabled in the last iteration's two half-steps (the last two runs of equal
-        enable masks)."""
-        groups: list[int] = []
-        for mask in self.masks:
-            if not groups or groups[-1] != mask:
-                groups.append(mask)
-        return {c for mask in groups[-2:] for c in range(mask.bit_length()) if mask >> c & 1}
-
-    def failed_in_use(self) -> int:
-        """Failed cells (last verify) in the columns the last iteration used."""
-        return sum(self.failed_by_column.get(c, 0) for c in self.final_columns())
-
-
 async def _anls(chip: _Chip, R: np.ndarray, problem: CampaignProblem,
                 repair: bool = True) -> float:
     result = await host_anls(chip.driver, R, problem.rank, problem.iterations,
@@ -300,40 +289,56 @@ async def _anls(chip: _Chip, R: np.ndarray, problem: CampaignProblem,
 
 # ---- the faults ------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _Outcome:
+    """One fault's runs: the host's observations, both errors, and the injected truth."""
+
+    detected: bool
+    corrected: bool
+    rel_error_with: float | None
+    rel_error_without: float | None
+    evidence: str
+    injected: str
+
+
 def _stuck_device(fraction: float) -> dict[str, float]:
     # rram-3bit's split: 2/7 stuck high (at the ceiling), 5/7 stuck low (never formed).
     return {"stuck_high_rate": fraction * 2 / 7, "stuck_low_rate": fraction * 5 / 7}
 
 
-async def _stuck_row(fault: str, fraction: float, problem: CampaignProblem, seed: int,
-                     R: np.ndarray) -> tuple[bool, bool, float, float, str]:
+async def _stuck_row(fraction: float, problem: CampaignProblem, seed: int,
+                     R: np.ndarray) -> _Outcome:
     chip = await _chip(problem, seed, device=_stuck_device(fraction))
-    log = _SolveLog(chip.driver)
     with_error = await _anls(chip, R, problem, repair=True)
-    faulty = sorted(c for c, n in log.failed_by_column.items() if n)
-    failed_in_use = log.failed_in_use()
+    faulty = sorted(c for c, n in chip.driver.failed_by_column.items() if n)
+    failed_in_use = chip.driver.failed_in_use()
     without = await _chip(problem, seed, device=_stuck_device(fraction))
     without_error = await _anls(without, R, problem, repair=False)
     counters = await chip.driver.counters()
     evidence = (f"fault maps: {counters.failed_cells} failed cells over all programmings, "
                 f"columns with failures {faulty}; failed cells in the columns of the last "
                 f"iteration: {failed_in_use}")
-    return counters.failed_cells > 0, failed_in_use == 0, with_error, without_error, evidence
+    stuck = chip.afe.crossbar.stuck_mask
+    injected = (f"{int(stuck.sum())} stuck cells, {int(stuck[:, :chip.driver.info.cols].sum())} "
+                f"of them in the {chip.driver.info.cols} main columns")
+    return _Outcome(counters.failed_cells > 0, failed_in_use == 0, with_error, without_error,
+                    evidence, injected)
 
 
 async def _dead_channel_row(problem: CampaignProblem, seed: int,
-                            R: np.ndarray) -> tuple[bool, bool, float, float, str]:
+                            R: np.ndarray) -> _Outcome:
     chip = await _chip(problem, seed, dead_channel=DEAD_CHANNEL)
     outcome = chip.driver.calibrate()
     dead = [c for c in range(chip.driver.info.total_cols) if not outcome.entries[("adc", c)].valid]
-    log = _SolveLog(chip.driver)
     with_error = await _anls(chip, R, problem, repair=True)
-    in_use = sorted(set(dead) & log.final_columns())
+    used = chip.driver.final_columns()
+    in_use = sorted(set(dead) & used)
     without = await _chip(problem, seed, dead_channel=DEAD_CHANNEL)
     without_error = await _anls(without, R, problem, repair=False)
     evidence = (f"CALIBRATE: ADC entries invalid for channels {dead}; of them in use in the "
-                f"last iteration: {in_use} (columns used: {sorted(log.final_columns())})")
-    return bool(dead), bool(dead) and not in_use, with_error, without_error, evidence
+                f"last iteration: {in_use} (columns used: {sorted(used)})")
+    return _Outcome(bool(dead), bool(dead) and not in_use, with_error, without_error, evidence,
+                    f"ADC channel {DEAD_CHANNEL} reads code {chip.afe.dead_code} (0 V)")
 
 
 def _converter_fault(afe: CampaignAFE, which: str, seed: int) -> None:
@@ -358,7 +363,7 @@ _QUALITY_LSB = 2.0
 
 
 async def _converter_row(which: str, problem: CampaignProblem, seed: int,
-                         R: np.ndarray) -> tuple[bool, bool, float, float, str]:
+                         R: np.ndarray) -> _Outcome:
     chip = await _chip(problem, seed)
     _converter_fault(chip.afe, which, seed)
     outcome = chip.driver.calibrate()
@@ -378,12 +383,14 @@ async def _converter_row(which: str, problem: CampaignProblem, seed: int,
     evidence = (f"CALIBRATE: {len(alarms)} entries beyond {_OFFSET_ALARM_LSB} LSB offset or "
                 f"{_GAIN_ALARM:.0%} gain ({', '.join(kinds) or 'none'}), {len(invalid)} ADC/DAC "
                 f"entries invalid, quality {quality:.2f} LSB")
-    return bool(alarms), not invalid and quality <= _QUALITY_LSB, with_error, without_error, \
-        evidence
+    injected = ("ADC +50 mV, +5 % gain" if which == "adc"
+                else "every row DAC +-50 mV, +-5 % gain (seeded signs)")
+    return _Outcome(bool(alarms), not invalid and quality <= _QUALITY_LSB, with_error,
+                    without_error, evidence, injected)
 
 
 async def _drift_row(problem: CampaignProblem, seed: int,
-                     R: np.ndarray) -> tuple[bool, bool, float, float, str]:
+                     R: np.ndarray) -> _Outcome:
     device = {"drift_nu_mean": DRIFT_NU[0], "drift_nu_std": DRIFT_NU[1]}
     chip = await _chip(problem, seed, device=device, drift_s=DRIFT_INTERVAL_S, refresh=True)
     with_error = await _anls(chip, R, problem)
@@ -394,7 +401,10 @@ async def _drift_row(problem: CampaignProblem, seed: int,
     without_error = await _anls(without, R, problem)
     evidence = (f"refresh: {len(reports)} write-verify passes after the drift interval gave "
                 f"{pulses} pulses (cells found out of tolerance), {failed} cells left failed")
-    return pulses > 0, failed == 0, with_error, without_error, evidence
+    injected = (f"{DRIFT_INTERVAL_S:.0f} s between each programming and its solves, nu = "
+                f"{DRIFT_NU[0]} +- {DRIFT_NU[1]} (G x {DRIFT_INTERVAL_S ** -DRIFT_NU[0]:.2f} at "
+                f"the mean nu)")
+    return _Outcome(pulses > 0, failed == 0, with_error, without_error, evidence, injected)
 
 
 async def _silent_attempt(problem: CampaignProblem, seed: int, R: np.ndarray,
@@ -430,7 +440,7 @@ async def _silent_attempt(problem: CampaignProblem, seed: int, R: np.ndarray,
 
 
 async def _silent_row(problem: CampaignProblem, seed: int,
-                      R: np.ndarray) -> tuple[bool, bool, None, None, str]:
+                      R: np.ndarray) -> _Outcome:
     with_watchdog = await _silent_attempt(problem, seed, R, None)
     # Without the feature: the largest limit the timer holds (0 is refused with BAD_TIMING,
     # so the watchdog cannot be switched off).
@@ -438,12 +448,13 @@ async def _silent_row(problem: CampaignProblem, seed: int,
     without_watchdog = await _silent_attempt(problem, seed, R, largest)
     evidence = (f"watchdog 4000: {with_watchdog[2]}; watchdog at its largest ({largest}, the "
                 f"timer cannot be switched off): {without_watchdog[2]}")
-    return with_watchdog[0], False, None, None, evidence
+    return _Outcome(with_watchdog[0], False, None, None, evidence,
+                    "the ADC never ends a conversion (from the first command of the NMF)")
 
 
 _ROWS: dict[str, Callable[..., Any]] = {
-    "stuck-1%": lambda p, s, R: _stuck_row("stuck-1%", 0.01, p, s, R),
-    "stuck-5%": lambda p, s, R: _stuck_row("stuck-5%", 0.05, p, s, R),
+    "stuck-1%": lambda p, s, R: _stuck_row(0.01, p, s, R),
+    "stuck-5%": lambda p, s, R: _stuck_row(0.05, p, s, R),
     "dead-adc-channel": _dead_channel_row,
     "adc-offset-gain-5%": lambda p, s, R: _converter_row("adc", p, s, R),
     "dac-offset-gain-5%": lambda p, s, R: _converter_row("dac", p, s, R),
@@ -461,11 +472,11 @@ async def _model_rows(faults: tuple[str, ...], problem: CampaignProblem,
     rows = []
     for fault in faults:
         started = time.perf_counter()
-        detected, corrected, with_error, without_error, evidence = \
-            await _ROWS[fault](problem, seed, R)
-        rows.append(FaultRow(fault, FEATURES[fault], bool(detected), bool(corrected),
-                             with_error, without_error, baseline, evidence,
-                             round(time.perf_counter() - started, 2)))
+        outcome: _Outcome = await _ROWS[fault](problem, seed, R)
+        rows.append(FaultRow(fault, FEATURES[fault], bool(outcome.detected),
+                             bool(outcome.corrected), outcome.rel_error_with,
+                             outcome.rel_error_without, baseline, outcome.evidence,
+                             outcome.injected, round(time.perf_counter() - started, 2)))
     return rows
 
 
