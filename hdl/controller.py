@@ -330,14 +330,13 @@ class Controller(wiring.Component):
         afe = self.afe
         # The AFE values are recorded and the cell index computed from the records (not from the
         # strobe cycle's AFE outputs: the multiply behind them was on the ECP5's critical path).
-        last_target = Signal(DETAIL_BITS)
         last_was_cell = Signal()
         last_row, last_col = Signal.like(afe.cell_row), Signal.like(afe.cell_col)
         last_mux = Signal.like(afe.adc_mux)
         with m.If(afe.adc_start):
             m.d.sync += [last_was_cell.eq(afe.mode == AFEMode.READ_CELL), last_row.eq(afe.cell_row),
                          last_col.eq(afe.cell_col), last_mux.eq(afe.adc_mux)]
-        m.d.comb += last_target.eq(Mux(last_was_cell, last_row * p.total_cols + last_col, last_mux))
+        last_target = Mux(last_was_cell, last_row * p.total_cols + last_col, last_mux)
 
         # --- results: the sequencer's columns, or a READ_CELL reading at COMMAND.col ------------
         # A block's done inside RUN_NMF is the ANLS sequencer's business, not the host's.

@@ -712,8 +712,7 @@ class RegisterFile(wiring.Component):
         with m.If(sel):
             m.d.comb += [hit.eq(1), refused_write.eq(0 if register.writable else 1)]
         ports = getattr(self, entry.port_name, None)
-        word = Signal(DATA_WIDTH, name=f"{entry.port_name}_read_word")
-        read_terms.append((word, sel))
+        readable: list[tuple[int, Value]] = []   # (lowest bit, value) of the readable fields
         for name, placed in register.fields.items():
             field = placed.field
             bits = slice(placed.shift, placed.msb + 1)
@@ -741,7 +740,18 @@ class RegisterFile(wiring.Component):
             else:  # R, driven by the core
                 value = Value.cast(getattr(ports, name))
             if value is not None:
-                m.d.comb += word[bits].eq(value)
+                readable.append((placed.shift, Value.cast(value)[:placed.msb + 1 - placed.shift]))
+        # The word as an expression (no named signal: a register of constants would leave it unused).
+        parts: list[Value] = []
+        position = 0
+        for shift, value in sorted(readable, key=lambda item: item[0]):
+            if shift > position:
+                parts.append(Const(0, shift - position))
+            parts.append(value)
+            position = shift + len(value)
+        if position < DATA_WIDTH:
+            parts.append(Const(0, DATA_WIDTH - position))
+        read_terms.append((Cat(*parts), sel))
 
     # --- vector windows ----------------------------------------------------------------------
 
