@@ -138,6 +138,17 @@ class WriteVerifyProgrammer(wiring.Component):
 
         # Cell walk: rows_left holds the current row as its lowest bit.
         rows_left = Signal(p.rows)
+        # rows_left without its lowest bit, and whether that leaves none, registered from
+        # rows_left in every cycle: rows_left changes only in Next-Cell (and in Idle), and the
+        # row-finished branch that reads these is never taken in the cycle after such a change
+        # (the first Next-Cell after a start or a row change always has columns left). The
+        # subtraction and the wide zero test are too deep in front of the done decision
+        # (docs/synthesis.md).
+        rows_after = Signal(p.rows)
+        on_last_row = Signal()
+        m.d.sync += [rows_after.eq(rows_left & (rows_left - 1)),
+                     on_last_row.eq((rows_left & (rows_left - 1)) == 0)]
+        any_failed = Signal()   # failed_count != 0, kept as a flag for the same reason
         cols_left = Signal(p.total_cols)
         row = Signal(p.row_addr_bits)
         col = Signal(p.col_addr_bits)
@@ -259,7 +270,7 @@ class WriteVerifyProgrammer(wiring.Component):
                     with m.If(start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
-                        m.d.sync += [pulse_count.eq(0), failed_count.eq(0)]
+                        m.d.sync += [pulse_count.eq(0), failed_count.eq(0), any_failed.eq(0)]
                         m.next = "Next-Cell"
 
             with m.State("Next-Cell"):
@@ -272,10 +283,9 @@ class WriteVerifyProgrammer(wiring.Component):
                     m.next = "Fetch-Target"
                 with m.Else():
                     # Row finished: the next row starts over with every enabled column.
-                    m.d.sync += [rows_left.eq(rows_left & (rows_left - 1)),
-                                 cols_left.eq(col_mask)]
-                    with m.If((rows_left & (rows_left - 1)) == 0):
-                        m.d.sync += error.eq(Mux(failed_count != 0, ErrorCode.CELLS_FAILED,
+                    m.d.sync += [rows_left.eq(rows_after), cols_left.eq(col_mask)]
+                    with m.If(on_last_row):
+                        m.d.sync += error.eq(Mux(any_failed, ErrorCode.CELLS_FAILED,
                                                  ErrorCode.NONE))
                         m.next = "Done"
                 abortable()
@@ -362,7 +372,8 @@ class WriteVerifyProgrammer(wiring.Component):
                     self.fault_map.addr.eq(row),
                     self.fault_map.data.eq(cell_failed.replicate(p.total_cols)),
                 ]
-                m.d.sync += failed_count.eq(failed_count + cell_failed)
+                m.d.sync += [failed_count.eq(failed_count + cell_failed),
+                             any_failed.eq(any_failed | cell_failed)]
                 m.next = "Next-Cell"
                 abortable()
 

@@ -74,7 +74,8 @@ def rounded_average(total, avg_log2, width: int):
 
 
 class SolveSequencer(wiring.Component):
-    """One solve or MVM. Parameters are sampled in the ``start`` cycle.
+    """One solve or MVM. Parameters are sampled in the ``start`` cycle and must be held
+    from the cycle before it (the start checks see that cycle's operands).
 
     Ports (besides start/abort/busy/done/error, see docs/solve-timing.md):
     ``mode`` (SOLVE, SOLVE_FREE or MVM), ``row_mask``, ``col_mask`` (physical columns),
@@ -187,6 +188,14 @@ class SolveSequencer(wiring.Component):
             m.d.comb += start_error.eq(ErrorCode.BAD_TIMING)
         with m.Else():
             m.d.comb += start_error.eq(ErrorCode.NONE)
+        # The checks are evaluated every cycle into a register, so a start sees the outcome for
+        # the operands of the cycle before: the checks and the decisions behind the start are
+        # too deep for 100 MHz in one cycle (docs/synthesis.md). Both drivers hold the operands
+        # from the cycle before the start (the controller: registers written at least
+        # REGISTER_WRITE_SPACING cycles earlier; the ANLS sequencer: registered in the states
+        # before Solve-Start).
+        settled_start_error = Signal(ErrorCode)
+        m.d.sync += settled_start_error.eq(start_error)
 
         def abortable():
             # Last in a state so that it overrides that state's own next-state choice.
@@ -237,8 +246,8 @@ class SolveSequencer(wiring.Component):
                     sample_over_range.eq(0),
                 ]
                 with m.If(self.start):
-                    m.d.sync += error.eq(start_error)
-                    with m.If(start_error != ErrorCode.NONE):
+                    m.d.sync += error.eq(settled_start_error)
+                    with m.If(settled_start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
                         m.d.sync += over_range_count.eq(0)

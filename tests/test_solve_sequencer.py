@@ -66,6 +66,9 @@ class Bench:
                             ("analog_settle", analog_settle),
                             ("watchdog_limit", watchdog_limit)):
             ctx.set(getattr(dut, port), value)
+        # The operands are held from the cycle before the start (the start checks are
+        # registered, docs/solve-timing.md).
+        await ctx.tick()
         ctx.set(dut.start, 1)
         if abort_at == 0:
             ctx.set(dut.abort, 1)
@@ -306,6 +309,39 @@ def test_bad_parameters_report_the_error_and_change_nothing(name):
     assert count_after == count
 
 
+
+def test_start_checks_see_the_operands_of_the_cycle_before_the_start():
+    # The checks are registered (docs/synthesis.md, E8): a column mask that becomes 0 only in
+    # the start cycle is not refused, one that is 0 the cycle before and valid in the start
+    # cycle is. Both drivers hold their operands, so neither case occurs in the controller.
+    bench = Bench(SMALL, [100] * SMALL.rows)
+    seen = []
+
+    async def start_with(ctx, before: int, at_start: int) -> ErrorCode:
+        dut = bench.dut
+        for port, value in (("mode", AFEMode.SOLVE), ("row_mask", 1), ("avg_log2", 0),
+                            ("dac_settle", 2), ("analog_settle", 3), ("watchdog_limit", 100)):
+            ctx.set(getattr(dut, port), value)
+        ctx.set(dut.col_mask, before)
+        await ctx.tick()
+        ctx.set(dut.col_mask, at_start)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        while not ctx.get(dut.done):
+            await ctx.tick()
+        error = ErrorCode(ctx.get(dut.error))
+        await ctx.tick()
+        return error
+
+    async def testbench(ctx):
+        seen.append(await start_with(ctx, before=0, at_start=1))
+        seen.append(await start_with(ctx, before=1, at_start=0))
+
+    bench.run(testbench)
+    assert seen[0] == ErrorCode.BAD_DIMENSION
+    assert seen[1] == ErrorCode.NONE
+
 @pytest.mark.parametrize("fault", ["never_busy", "stuck_busy"])
 def test_adc_watchdog_timeout_recovers_to_a_safe_state(fault):
     bench = Bench(SMALL, [300] * SMALL.rows, adc_fault=fault,
@@ -321,9 +357,10 @@ def test_adc_watchdog_timeout_recovers_to_a_safe_state(fault):
     bench.run(testbench)
     (outcome,) = seen
     assert outcome.error == ErrorCode.ADC_TIMEOUT
-    # start in cycle 0, load 3 rows (4 cycles), ldac, 2 + 3 settle cycles, then the strobe
+    # operands in cycle 0, start in cycle 1, load 3 rows (4 cycles), ldac, 2 + 3 settle
+    # cycles, then the strobe (first_conversion counts from the start)
     first_conversion = 1 + (3 + 1) + 1 + 2 + 3
-    assert [c.cycle for c in bench.afe.conversions] == [first_conversion]
+    assert [c.cycle - 1 for c in bench.afe.conversions] == [first_conversion]
     # timeout seen limit cycles after the strobe, then rows zero writes, ldac, done
     assert outcome.cycles == first_conversion + limit + SMALL.rows + 2
     assert bench.afe.ldac_cycles[-1] == bench.afe.dac_writes[-1][0] + 1
