@@ -35,7 +35,7 @@ from .afe import SAFE_EXIT_STATE, AFEMode, AFESignature, ProgPolarity, emit_safe
     lowest_set_index
 from .codes import ErrorCode
 from .params import BuildParams
-from .solve_sequencer import rounded_average
+from .solve_sequencer import rounded_average, rounding_half
 from .watchdog import Watchdog
 
 __all__ = ["ProgrammerCommand", "WriteVerifyProgrammer"]
@@ -152,8 +152,14 @@ class WriteVerifyProgrammer(wiring.Component):
         cols_left = Signal(p.total_cols)
         row = Signal(p.row_addr_bits)
         col = Signal(p.col_addr_bits)
+        # TARGET's address row * total_cols + col: the product is registered from the row the
+        # walk would pick now (lowest_set_index(rows_left)) in every cycle, so in Fetch-Target,
+        # the cycle after Next-Cell picked row and col, it is that row's; the multiply in front
+        # of the buffer's address and its bypass compare is too deep (docs/synthesis.md).
+        row_base = Signal(p.cell_addr_bits)
+        m.d.sync += row_base.eq(lowest_set_index(rows_left) * p.total_cols)
         cell_address = Signal(p.cell_addr_bits)
-        m.d.comb += cell_address.eq(row * p.total_cols + col)
+        m.d.comb += cell_address.eq(row_base + col)
         target_code = Signal(p.adc_bits)
         target_pending = Signal()
 
@@ -232,12 +238,24 @@ class WriteVerifyProgrammer(wiring.Component):
         # |code - target| <= tolerance as two comparisons against bounds registered beforehand
         # (the target is fetched several cycles before the first Compare): one comparator deep
         # instead of a subtraction, a comparison and the decisions behind them.
-        bound_shape = signed(p.adc_bits + 3)
-        within_low, within_high = Signal(bound_shape), Signal(bound_shape)
-        m.d.sync += [within_low.eq(target_code - tolerance), within_high.eq(target_code + tolerance)]
-        within = (read_code >= within_low) & (read_code <= within_high)
+        # The comparisons are made on the sample sum, against bounds scaled to it, and registered
+        # in Average with the code: code = (sum + half) >> avg_log2, so code >= L <=> sum >=
+        # (L << avg_log2) - half, code <= H <=> sum <= ((H + 1) << avg_log2) - half - 1, code < T
+        # <=> sum < (T << avg_log2) - half. The bounds are registered from the target (latched
+        # the cycle after Fetch-Target, which comes at least four cycles before Average),
+        # tolerance and avg_log2: Compare then decides on three flags (docs/synthesis.md).
+        half = rounding_half(avg_log2, p.sum_bits)
+        bound_shape = signed(max(p.adc_bits, p.tolerance_bits) + p.avg_max_log2 + 3)
+        sum_low, sum_high, sum_target = (Signal(bound_shape) for _ in range(3))
+        m.d.sync += [
+            sum_low.eq(((target_code - tolerance) << avg_log2) - half),
+            sum_high.eq(((target_code + tolerance + 1) << avg_log2) - half - 1),
+            sum_target.eq((target_code << avg_log2) - half),
+        ]
+        within = Signal()
+        below_target = Signal()
         wanted = Signal(ProgPolarity)
-        m.d.comb += wanted.eq(Mux(read_code < target_code, ProgPolarity.SET, ProgPolarity.RESET))
+        m.d.comb += wanted.eq(Mux(below_target, ProgPolarity.SET, ProgPolarity.RESET))
         grown = amplitude + amp_step                         # one bit wider: no wrap
         next_amplitude = Mux(pulsed & (wanted == polarity),
                              Mux(grown > amp_max, amp_max, grown),
@@ -330,7 +348,9 @@ class WriteVerifyProgrammer(wiring.Component):
             with m.State("Average"):
                 # The averaged code is registered here and compared in the next cycle: both in
                 # one cycle are too deep for 100 MHz (docs/synthesis.md).
-                m.d.sync += [read_code.eq(average), read_over_range.eq(sample_over_range)]
+                m.d.sync += [read_code.eq(average), read_over_range.eq(sample_over_range),
+                             within.eq((sample_sum >= sum_low) & (sample_sum <= sum_high)),
+                             below_target.eq(sample_sum < sum_target)]
                 m.next = "Compare"
                 abortable()
 
