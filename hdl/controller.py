@@ -252,16 +252,27 @@ class Controller(wiring.Component):
             (runs_programs & (regs.program_pulse.width == 0), ErrorCode.BAD_TIMING,
              offset("PROGRAM_PULSE")),
         ]
-        # The checks but BUSY depend on registers only the bus writes; they are evaluated every
-        # cycle into a register, so the start strobe sees the outcome of the cycle before (a
-        # priority chain of 16 checks is too deep for 100 MHz, docs/synthesis.md). That is the
-        # outcome for the current registers: the register file takes at most one bus write per
-        # REGISTER_WRITE_SPACING cycles, and CONTROL.start pulses the cycle after its own write.
+        # The checks but BUSY depend on registers only the bus writes; they are evaluated in two
+        # registered stages (each check's outcome, then the first failing one), so the start
+        # strobe sees the outcome for the registers of two cycles before (a priority chain of 16
+        # checks behind their comparisons is too deep for 100 MHz, docs/synthesis.md). That is
+        # the outcome for the current registers: the register file takes at most one bus write
+        # per REGISTER_WRITE_SPACING (>= 2) cycles, and CONTROL.start pulses the cycle after its
+        # own write (CONTROL is no operand of any check).
+        check_failed = Signal(len(checks))
+        check_details = [Signal(DETAIL_BITS, name=f"check_detail_{index}")
+                         for index in range(len(checks))]
+        for index, (failed, _, detail) in enumerate(checks):
+            m.d.sync += check_failed[index].eq(failed)
+            if isinstance(detail, int):
+                m.d.comb += check_details[index].eq(saturate(detail, DETAIL_BITS))
+            else:
+                m.d.sync += check_details[index].eq(saturate(detail, DETAIL_BITS))
         register_refusal = Signal(ErrorCode)
         register_detail = Signal(DETAIL_BITS)
-        for index, (failed, error, detail) in enumerate(checks):
-            with (m.If if index == 0 else m.Elif)(failed):
-                m.d.comb += [register_refusal.eq(error), register_detail.eq(saturate(detail, DETAIL_BITS))]
+        for index, (_, error, _) in enumerate(checks):
+            with (m.If if index == 0 else m.Elif)(check_failed[index]):
+                m.d.comb += [register_refusal.eq(error), register_detail.eq(check_details[index])]
         settled_refusal = Signal(ErrorCode)
         settled_detail = Signal(DETAIL_BITS)
         m.d.sync += [settled_refusal.eq(register_refusal), settled_detail.eq(register_detail)]

@@ -50,7 +50,8 @@ class ProgrammerCommand(enum.Enum, shape=2):
 
 
 class WriteVerifyProgrammer(wiring.Component):
-    """Write-verify of RRAM cells through the AFE. Parameters are sampled at ``start``.
+    """Write-verify of RRAM cells through the AFE. Parameters are sampled at ``start`` and must
+    be held from the cycle before it (the start checks see that cycle's operands).
 
     Ports (besides start/abort/busy/done/error): ``command``, ``cell_row``, ``cell_col``,
     ``row_mask``, ``col_mask``, ``tolerance`` (codes), ``amp_start``, ``amp_step``,
@@ -211,6 +212,10 @@ class WriteVerifyProgrammer(wiring.Component):
             m.d.comb += start_error.eq(ErrorCode.BAD_TIMING)
         with m.Else():
             m.d.comb += start_error.eq(ErrorCode.NONE)
+        # Registered as in the solve sequencer: a start sees the outcome for the operands of the
+        # cycle before, which both drivers hold (docs/synthesis.md).
+        settled_start_error = Signal(ErrorCode)
+        m.d.sync += settled_start_error.eq(start_error)
 
         def abortable():
             with m.If(self.abort):
@@ -284,8 +289,8 @@ class WriteVerifyProgrammer(wiring.Component):
                     watchdog_limit.eq(self.watchdog_limit),
                 ]
                 with m.If(self.start):
-                    m.d.sync += error.eq(start_error)
-                    with m.If(start_error != ErrorCode.NONE):
+                    m.d.sync += error.eq(settled_start_error)
+                    with m.If(settled_start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
                         m.d.sync += [pulse_count.eq(0), failed_count.eq(0), any_failed.eq(0)]

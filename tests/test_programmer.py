@@ -68,6 +68,8 @@ class Bench:
             signal = getattr(dut, port)
             # a raw int may be outside an enum port's members (the unknown command)
             ctx.set(Value.cast(signal) if isinstance(value, int) else signal, value)
+        # The operands are held from the cycle before the start (registered start checks).
+        await ctx.tick()
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -321,6 +323,30 @@ BAD_COMMANDS = {
     "priority": (dict(cell_col=6, tolerance=0, watchdog_limit=0), ErrorCode.BAD_DIMENSION),
 }
 
+
+
+def test_start_checks_see_the_operands_of_the_cycle_before_the_start():
+    # Registered checks (docs/synthesis.md): a watchdog limit that is 0 the cycle before the
+    # start is refused even when valid in the start cycle. Both drivers hold their operands.
+    bench = Bench(SMALL, [100] * SMALL.cell_count)
+    seen = []
+
+    async def testbench(ctx):
+        dut = bench.dut
+        for port, value in (COMMAND_DEFAULTS | dict(command=ProgrammerCommand.READ_CELL)).items():
+            ctx.set(getattr(dut, port), value)
+        ctx.set(dut.watchdog_limit, 0)
+        await ctx.tick()
+        ctx.set(dut.watchdog_limit, 60)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        while not ctx.get(dut.done):
+            await ctx.tick()
+        seen.append(ErrorCode(ctx.get(dut.error)))
+
+    bench.run(testbench)
+    assert seen == [ErrorCode.BAD_TIMING]
 
 @pytest.mark.parametrize("name", BAD_COMMANDS)
 def test_bad_parameters_report_the_error_and_change_nothing(name):
