@@ -157,8 +157,12 @@ class WriteVerifyProgrammer(wiring.Component):
         # walk would pick now (lowest_set_index(rows_left)) in every cycle, so in Fetch-Target,
         # the cycle after Next-Cell picked row and col, it is that row's; the multiply in front
         # of the buffer's address and its bypass compare is too deep (docs/synthesis.md).
+        # The product by the constant is written as a sum of shifts (one adder per set bit of
+        # total_cols): Yosys maps `* total_cols` to a DSP multiplier, 3.9 ns on the ECP5.
         row_base = Signal(p.cell_addr_bits)
-        m.d.sync += row_base.eq(lowest_set_index(rows_left) * p.total_cols)
+        next_row = lowest_set_index(rows_left)
+        m.d.sync += row_base.eq(sum(next_row << bit for bit in range(p.total_cols.bit_length())
+                                    if p.total_cols >> bit & 1))
         cell_address = Signal(p.cell_addr_bits)
         m.d.comb += cell_address.eq(row_base + col)
         target_code = Signal(p.adc_bits)
