@@ -244,21 +244,24 @@ class WriteVerifyProgrammer(wiring.Component):
         # Compare: the averaged code against the target.
         average = Signal(p.adc_bits)
         m.d.comb += average.eq(rounded_average(sample_sum, avg_log2, p.sum_bits))
-        # |code - target| <= tolerance as two comparisons against bounds registered beforehand
-        # (the target is fetched several cycles before the first Compare): one comparator deep
-        # instead of a subtraction, a comparison and the decisions behind them.
-        # The comparisons are made on the sample sum, against bounds scaled to it, and registered
-        # in Average with the code: code = (sum + half) >> avg_log2, so code >= L <=> sum >=
+        # |code - target| <= tolerance and code < target are decided on the sample sum, against
+        # bounds scaled to it, and registered in Average with the code (Compare then decides on
+        # flags, docs/synthesis.md I6): code = (sum + half) >> avg_log2, so code >= L <=> sum >=
         # (L << avg_log2) - half, code <= H <=> sum <= ((H + 1) << avg_log2) - half - 1, code < T
-        # <=> sum < (T << avg_log2) - half. The bounds are registered from the target (latched
-        # the cycle after Fetch-Target, which comes at least four cycles before Average),
-        # tolerance and avg_log2: Compare then decides on three flags (docs/synthesis.md).
+        # <=> sum < (T << avg_log2) - half. The bounds take two registered steps after the target
+        # latch (the cycle after Fetch-Target): code-domain bounds, then the scaling (one step was
+        # the iCE40's critical path, I9). They are valid from the fourth cycle after Fetch-Target,
+        # the earliest Average (Read-Start, at least two Read-Wait cycles).
         half = rounding_half(avg_log2, p.sum_bits)
+        code_bound_shape = signed(max(p.adc_bits, p.tolerance_bits) + 3)
+        code_low, code_high_next = Signal(code_bound_shape), Signal(code_bound_shape)
+        m.d.sync += [code_low.eq(target_code - tolerance),
+                     code_high_next.eq(target_code + tolerance + 1)]
         bound_shape = signed(max(p.adc_bits, p.tolerance_bits) + p.avg_max_log2 + 3)
         sum_low, sum_high, sum_target = (Signal(bound_shape) for _ in range(3))
         m.d.sync += [
-            sum_low.eq(((target_code - tolerance) << avg_log2) - half),
-            sum_high.eq(((target_code + tolerance + 1) << avg_log2) - half - 1),
+            sum_low.eq((code_low << avg_log2) - half),
+            sum_high.eq((code_high_next << avg_log2) - half - 1),
             sum_target.eq((target_code << avg_log2) - half),
         ]
         within = Signal()

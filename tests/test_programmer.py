@@ -288,15 +288,19 @@ def test_program_matrix_walks_enabled_cells_row_by_row():
     assert afe.violations == []
 
 
-@pytest.mark.parametrize("cell, failed", [(200, False), (221, True)])
-def test_zero_pulse_budget_only_verifies(cell, failed):
+# The band edges (210 +/- 10), also with the fastest read (no settling, quickest ADC): the
+# verify bounds are registered in steps after the target fetch and must be ready by then.
+@pytest.mark.parametrize("fast", [False, True], ids=["default-read", "fastest-read"])
+@pytest.mark.parametrize("cell, failed", [(200, False), (220, False), (199, True), (221, True)])
+def test_zero_pulse_budget_only_verifies(cell, failed, fast):
     cells = np.full((SMALL.rows, SMALL.total_cols), cell)
-    bench = Bench(SMALL, np.full(cells.shape, 210), fault_init=0, cells=cells)
+    timing = dict(adc_latency=1, adc_busy_cycles=1) if fast else {}
+    bench = Bench(SMALL, np.full(cells.shape, 210), fault_init=0, cells=cells, **timing)
     seen = []
 
     async def testbench(ctx):
         seen.append(await bench.command(ctx, cell_row=1, cell_col=1, pulse_budget=0,
-                                        tolerance=10))
+                                        tolerance=10, read_settle=0 if fast else 2))
         seen.append(bench.fault_map(ctx)[1, 1])
 
     bench.run(testbench)
