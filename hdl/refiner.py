@@ -264,7 +264,10 @@ class Refiner(wiring.Component):
         first_pass = passes_done == 0
         m.d.comb += [
             solve.mode.eq(Mux(first_pass, AFEMode.SOLVE, AFEMode.SOLVE_FREE)),
-            solve.row_mask.eq(row_mask), solve.col_mask.eq(solve_cols),
+            # The solve sequencer checks its inputs as they were the cycle before start
+            # (docs/solve-timing.md): the column set comes from registers that are stable
+            # from Scale on, not from solve_cols, which Scale itself writes.
+            solve.row_mask.eq(row_mask), solve.col_mask.eq(Mux(first_pass, col_mask, active)),
             solve.avg_log2.eq(avg_log2), solve.dac_settle.eq(dac_settle),
             solve.analog_settle.eq(analog_settle), solve.watchdog_limit.eq(watchdog_limit),
         ]
