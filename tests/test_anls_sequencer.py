@@ -34,6 +34,7 @@ from anmf.model.formats import (PICOSECONDS_PER_SECOND, ProgramSettings, exponen
 from anmf.model.golden import Error, GoldenController
 
 import test_controller as tc   # the controller bench and its helpers (module import: no test collected)
+from model_adc import ModelADC
 
 PARAMS = BuildParams(rows=8, cols=3, spare=1, avg_max_log2=2)
 CONTROLS = ("mode", "loop", "row_en", "col_en", "cell_row", "cell_col", "cal_ref_sel")
@@ -79,7 +80,7 @@ class ModelAFE:
         signals = [Value.cast(getattr(port, n)) for n in self.outputs] + \
             [Value.cast(v) for v in self.probes.values()]
         applied = tuple(0 for _ in CONTROLS)
-        adc_count, adc_phase, answer = 0, "idle", (0, False)
+        adc = ModelADC(afe, port, hang=self.hang_adc)
         prog_count = 0
         async for _clk, _rst, *values in ctx.tick().sample(*signals):
             s = dict(zip(self.outputs, values[:len(self.outputs)]))
@@ -97,22 +98,10 @@ class ModelAFE:
             if s["dac_ldac"]:
                 afe.load_dacs(t)
             if s["adc_start"]:
-                assert adc_phase == "idle", f"cycle {cycle}: adc_start during a conversion"
-                answer = afe.convert(s["adc_mux"], t)
+                assert adc.idle, f"cycle {cycle}: adc_start during a conversion"
+                adc.start(s["adc_mux"], t)
                 self.conversions += 1
-                adc_phase, adc_count = "latency", afe.adc_latency_cycles
-            if adc_phase == "latency":
-                adc_count -= 1
-                if adc_count == 0 and not self.hang_adc:
-                    ctx.set(port.adc_busy, 1)
-                    adc_phase, adc_count = "busy", afe.adc_busy_cycles
-            elif adc_phase == "busy":
-                adc_count -= 1
-                if adc_count == 0:
-                    ctx.set(port.adc_busy, 0)
-                    ctx.set(port.adc_data, answer[0])
-                    ctx.set(port.adc_ovr, int(answer[1]))
-                    adc_phase = "idle"
+            adc.tick(ctx)
             if prog_count:
                 prog_count -= 1
                 if prog_count == 0:

@@ -25,6 +25,7 @@ from anmf.model import calibration as cal
 from anmf.model.afe import AnalogFrontEnd
 from anmf.model.config import preset
 from anmf.model.formats import PICOSECONDS_PER_SECOND
+from model_adc import ModelADC
 
 PARAMS = BuildParams(rows=4, cols=2, spare=1, avg_max_log2=2)
 CONTROLS = ("mode", "loop", "row_en", "col_en", "cell_row", "cell_col", "cal_ref_sel")
@@ -68,7 +69,7 @@ class ModelAFE:
         afe, port = self.afe, self.port
         signals = [Value.cast(getattr(port, n)) for n in self.outputs]
         applied = tuple(0 for _ in CONTROLS)
-        adc_count, adc_phase, answer = 0, "idle", (0, False)
+        adc = ModelADC(afe, port, hang=self.hang_adc)
         async for _clk, _rst, *values in ctx.tick().sample(*signals):
             s = dict(zip(self.outputs, values))
             cycle, self.cycle = self.cycle, self.cycle + 1
@@ -85,24 +86,12 @@ class ModelAFE:
                 afe.load_dacs(t)
                 self.ldac_cycles.append(cycle)
             if s["adc_start"]:
-                if adc_phase != "idle":
+                if not adc.idle:
                     self.protocol_errors.append(f"cycle {cycle}: adc_start while busy")
-                answer = afe.convert(s["adc_mux"], t)
+                adc.start(s["adc_mux"], t)
                 self.conversions.append((cycle, dict(zip(CONTROLS, controls),
                                                      adc_mux=s["adc_mux"])))
-                adc_phase, adc_count = "latency", afe.adc_latency_cycles
-            if adc_phase == "latency":
-                adc_count -= 1
-                if adc_count == 0 and not self.hang_adc:
-                    ctx.set(port.adc_busy, 1)
-                    adc_phase, adc_count = "busy", afe.adc_busy_cycles
-            elif adc_phase == "busy":
-                adc_count -= 1
-                if adc_count == 0:
-                    ctx.set(port.adc_busy, 0)
-                    ctx.set(port.adc_data, answer[0])
-                    ctx.set(port.adc_ovr, int(answer[1]))
-                    adc_phase = "idle"
+            adc.tick(ctx)
 
 
 IDENTITY_WORD = cal.pack_coefficient(cal.IDENTITY, adc_bits=PARAMS.adc_bits,

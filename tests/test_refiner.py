@@ -25,6 +25,7 @@ from anmf.model.formats import PICOSECONDS_PER_SECOND
 from anmf.model.golden import Error, GoldenController
 from anmf.model.refinement import (RefineFormat, correction_gain, golden_refine,
                                    relative_residual)
+from model_adc import ModelADC
 
 PARAMS = BuildParams(rows=16, cols=8, spare=0, avg_max_log2=2)
 FMT = RefineFormat(x_bits=24, b_bits=32)
@@ -57,7 +58,7 @@ class ModelAFE:
         afe, port = self.afe, self.port
         signals = [Value.cast(getattr(port, n)) for n in self.outputs]
         applied = tuple(0 for _ in CONTROLS)
-        phase, count, answer = "idle", 0, (0, False)
+        adc = ModelADC(afe, port)
         async for _clk, _rst, *values in ctx.tick().sample(*signals):
             s = dict(zip(self.outputs, values))
             cycle, self.cycle = self.cycle, self.cycle + 1
@@ -71,21 +72,9 @@ class ModelAFE:
             if s["dac_ldac"]:
                 afe.load_dacs(t)
             if s["adc_start"]:
-                answer = afe.convert(s["adc_mux"], t)
+                adc.start(s["adc_mux"], t)
                 self.conversions += 1
-                phase, count = "latency", afe.adc_latency_cycles
-            if phase == "latency":
-                count -= 1
-                if count == 0:
-                    ctx.set(port.adc_busy, 1)
-                    phase, count = "busy", afe.adc_busy_cycles
-            elif phase == "busy":
-                count -= 1
-                if count == 0:
-                    ctx.set(port.adc_busy, 0)
-                    ctx.set(port.adc_data, answer[0])
-                    ctx.set(port.adc_ovr, int(answer[1]))
-                    phase = "idle"
+            adc.tick(ctx)
 
 
 class Harness(Elaboratable):
