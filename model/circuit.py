@@ -779,6 +779,14 @@ class NNLSCircuit:
         self.reference_conductance_s: FloatArray = config.g_offset_s * (
             1.0 + rng.normal(0.0, config.compensation_mismatch, self.cols))
 
+    def _check_conductances(self, G_s: ArrayLike) -> FloatArray:
+        G = np.asarray(G_s, dtype=np.float64)
+        if G.shape != (self.rows, self.cols):
+            raise ValueError(f"G_s must have shape ({self.rows}, {self.cols}); got {G.shape}")
+        if not np.all(np.isfinite(G)) or np.any(G < 0.0):
+            raise ValueError("G_s must hold finite conductances >= 0 (S)")
+        return G
+
     def solve(self, G_s: ArrayLike, v_in: ArrayLike, row_enable: ArrayLike | None = None,
               col_enable: ArrayLike | None = None, mode: str = "clamped",
               x0_v: ArrayLike | None = None) -> Solution:
@@ -795,11 +803,7 @@ class NNLSCircuit:
         """
         c = self.config
         mode = _check_mode(mode)
-        G = np.asarray(G_s, dtype=np.float64)
-        if G.shape != (self.rows, self.cols):
-            raise ValueError(f"G_s must have shape ({self.rows}, {self.cols}); got {G.shape}")
-        if not np.all(np.isfinite(G)) or np.any(G < 0.0):
-            raise ValueError("G_s must hold finite conductances >= 0 (S)")
+        G = self._check_conductances(G_s)
         v = np.asarray(v_in, dtype=np.float64)
         one_rhs = v.ndim == 1
         if v.ndim not in (1, 2) or v.shape[0] != self.rows:
@@ -860,11 +864,7 @@ class NNLSCircuit:
         """
         c = self.config
         mode = _check_mode(mode)
-        G = np.asarray(G_s, dtype=np.float64)
-        if G.shape != (self.rows, self.cols):
-            raise ValueError(f"G_s must have shape ({self.rows}, {self.cols}); got {G.shape}")
-        if not np.all(np.isfinite(G)) or np.any(G < 0.0):
-            raise ValueError("G_s must hold finite conductances >= 0 (S)")
+        G = self._check_conductances(G_s)
         V = np.asarray(v_in, dtype=np.float64)
         if V.ndim != 2 or V.shape[0] != self.rows:
             raise ValueError(f"v_in must have shape ({self.rows}, nrhs); got {V.shape}")
