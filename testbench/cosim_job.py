@@ -67,7 +67,7 @@ def _resolve(function: str) -> HostJob:
 
 def run_cosim_job(function: str, inputs: dict[str, np.ndarray], options: dict[str, Any], *,
                   scenario: dict[str, Any], sim: str = "verilator",
-                  name: str = "cosim_job") -> CosimResult:
+                  name: str = "cosim_job", bench: str | None = None) -> CosimResult:
     """Run host job ``function`` ("module:function") on the RTL in ``sim``.
 
     Args:
@@ -77,6 +77,9 @@ def run_cosim_job(function: str, inputs: dict[str, np.ndarray], options: dict[st
             afe, clock_hz, deterministic, seed).
         name: the build folder's name (one per build configuration: the Verilog is rebuilt
             when it changes).
+        bench: the bench class ("module:Class", constructed as ``Class(dut)``; default
+            ``ScenarioBench``): a ScenarioBench subclass, e.g. one whose AFE model carries
+            injected faults (testbench/bench_faults.py).
 
     Raises RuntimeError when the simulation ended without the job's outputs.
     """
@@ -88,13 +91,18 @@ def run_cosim_job(function: str, inputs: dict[str, np.ndarray], options: dict[st
     if sim not in SIMULATORS:
         raise ValueError(f"unknown simulator {sim!r}; accepted: {', '.join(SIMULATORS)}")
     _resolve(function)   # fail here, not inside the simulator
+    if bench is not None:
+        _resolve(bench)
     started = time.perf_counter()
     folder = job_folder(name, sim)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in ("outputs.npz", "result.json"):
         (folder / stale).unlink(missing_ok=True)
     np.savez(folder / "inputs.npz", **inputs)
-    (folder / "job.json").write_text(json.dumps({"function": function, "options": options}))
+    spec: dict[str, Any] = {"function": function, "options": options}
+    if bench is not None:
+        spec["bench"] = bench
+    (folder / "job.json").write_text(json.dumps(spec))
     params = BuildParams(**scenario["params"])
     results = run_bench(sim=sim, verilog=verilog_text(params), toplevel=TOP_MODULE,
                         test_module="anmf.testbench.cosim_job", name=name, testcase="cosim_job",
@@ -125,7 +133,8 @@ async def cosim_job(dut: Any) -> None:
     spec = json.loads((folder / "job.json").read_text())
     with np.load(folder / "inputs.npz") as data:
         inputs = {key: data[key] for key in data.files}
-    bench = ScenarioBench(dut)
+    bench_class = _resolve(spec["bench"]) if "bench" in spec else ScenarioBench
+    bench = bench_class(dut)
     await bench.start()
     period_ps = bench.afe.period_ps
     bench.driver.cycle_counter = lambda: round(get_sim_time("ps")) // period_ps

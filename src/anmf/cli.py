@@ -324,7 +324,7 @@ def _cmd_faults(args: argparse.Namespace) -> int:
     from .faults import BackendUnavailable, format_table, run_campaign, write_json
 
     try:
-        rows = run_campaign(args.backend, seed=args.seed)
+        rows = run_campaign(args.backend, seed=args.seed, sim=args.sim)
     except (BackendUnavailable, ValueError) as exc:
         raise InputError(str(exc)) from None
     print(format_table(rows))
@@ -441,7 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("faults", help="fault-injection campaign: each fault with and without its feature (docs/faults.md)")
-    p.add_argument("--backend", choices=("model", "rtl"), default="model", help="model (golden model) or rtl (not yet)")
+    p.add_argument("--backend", choices=("model", "rtl"), default="model",
+                   help="model (golden model) or rtl (the controller RTL in co-simulation)")
+    p.add_argument("--sim", choices=SIMS, default="verilator", help="simulator of the rtl backend (default verilator)")
     p.add_argument("--json", help="write the rows as JSON to this file")
     p.add_argument("--seed", type=non_negative_int, default=11, help="AFE seed: devices, converter errors, noise (default 11)")
     p.set_defaults(func=_cmd_faults)

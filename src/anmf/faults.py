@@ -40,6 +40,7 @@ from anmf.model import calibration as cal
 from anmf.model.afe import AnalogFrontEnd, Mode
 from anmf.model.config import config_from_dict
 from anmf.model.metrics import relative_error
+from anmf.rtl_backend import SIMS
 
 __all__ = ["FAULTS", "BACKENDS", "RTL_UNAVAILABLE", "FaultRow", "BackendUnavailable",
            "CampaignAFE", "CampaignProblem", "run_campaign", "format_table", "write_json"]
@@ -94,6 +95,8 @@ class FaultRow:
     #: What was injected (the truth the observations are scored against).
     injected: str
     seconds: float
+    #: Why the "with" run did not happen (its feature is not in this backend), else None.
+    unavailable: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,11 +133,19 @@ class CampaignAFE(AnalogFrontEnd):
         self.dead_channel = dead_channel
         self.dead_code = 2 ** (self.adc_bits - 1) if dead_code is None else dead_code
         self.silent = False
+        #: How long a silent ADC holds busy on the RTL (the binding's answer needs an end).
+        self.silent_busy_cycles = SILENT_CYCLES
         self.calibration: cal.CalibrationOutcome | None = None
 
     @property
     def adc_cycles(self) -> int:
         return SILENT_CYCLES if self.silent else super().adc_cycles
+
+    @property
+    def adc_busy_cycles(self) -> int:
+        """While silent, ``adc_busy`` stays high for :attr:`silent_busy_cycles` (the AFE
+        binding's answer on the RTL; the golden model reads :attr:`adc_cycles`)."""
+        return self.silent_busy_cycles if self.silent else super().adc_busy_cycles
 
     def install_calibration(self, outcome: cal.CalibrationOutcome) -> None:
         """Correct every later DAC write and ADC conversion with ``outcome``'s entries."""
@@ -175,6 +186,16 @@ class CampaignProblem:
         return anls_problem("camera", self.size, self.rank, 0)
 
 
+def final_columns(solve_masks: list[int]) -> set[int]:
+    """Columns enabled in the last iteration's two half-steps (the last two runs of equal
+    enable masks among the solves' column enables, in order)."""
+    groups: list[int] = []
+    for mask in solve_masks:
+        if not groups or groups[-1] != mask:
+            groups.append(mask)
+    return {c for mask in groups[-2:] for c in range(mask.bit_length()) if mask >> c & 1}
+
+
 class _CampaignDriver(ModelDriver):
     """ModelDriver whose PROGRAM_MATRIX is followed by ``drift_s`` of drift before the
     solves, and (``refresh``) by a second PROGRAM_MATRIX of the same targets from the cells'
@@ -208,13 +229,8 @@ class _CampaignDriver(ModelDriver):
         return await super()._solve(rhs, row_mask, col_enable, mode)
 
     def final_columns(self) -> set[int]:
-        """Columns enabled in the last iteration's two half-steps (the last two runs of
-        equal enable masks)."""
-        groups: list[int] = []
-        for mask in self.solve_masks:
-            if not groups or groups[-1] != mask:
-                groups.append(mask)
-        return {c for mask in groups[-2:] for c in range(mask.bit_length()) if mask >> c & 1}
+        """Columns enabled in the last iteration's two half-steps."""
+        return final_columns(self.solve_masks)
 
     def failed_in_use(self) -> int:
         """Failed cells (last fault map) in the columns the last iteration used."""
@@ -341,7 +357,7 @@ async def _dead_channel_row(problem: CampaignProblem, seed: int,
                     f"ADC channel {DEAD_CHANNEL} reads code {chip.afe.dead_code} (0 V)")
 
 
-def _converter_fault(afe: CampaignAFE, which: str, seed: int) -> None:
+def inject_converter_fault(afe: CampaignAFE, which: str, seed: int) -> None:
     """5 % of full scale: the ADC +50 mV and +5 % gain; each row DAC +-50 mV and +-5 %
     (signs from the seeded generator)."""
     if which == "adc":
@@ -365,7 +381,7 @@ _QUALITY_LSB = 2.0
 async def _converter_row(which: str, problem: CampaignProblem, seed: int,
                          R: np.ndarray) -> _Outcome:
     chip = await _chip(problem, seed)
-    _converter_fault(chip.afe, which, seed)
+    inject_converter_fault(chip.afe, which, seed)
     outcome = chip.driver.calibrate()
     converters = [(kind, i) for (kind, i) in outcome.entries if kind in ("adc", "dac")]
     entries = [outcome.entries[key] for key in converters]
@@ -376,7 +392,7 @@ async def _converter_row(which: str, problem: CampaignProblem, seed: int,
     invalid = [key for key, e in zip(converters, entries) if not e.valid]
     with_error = await _anls(chip, R, problem)
     without = await _chip(problem, seed)
-    _converter_fault(without.afe, which, seed)
+    inject_converter_fault(without.afe, which, seed)
     without_error = await _anls(without, R, problem)
     kinds = sorted({kind for kind, _ in alarms})
     quality = outcome.quality / one
@@ -480,25 +496,168 @@ async def _model_rows(faults: tuple[str, ...], problem: CampaignProblem,
     return rows
 
 
-def _rtl_rows(faults: tuple[str, ...], problem: CampaignProblem, seed: int) -> list[FaultRow]:
-    raise BackendUnavailable(RTL_UNAVAILABLE)
+# ---- the rtl backend: cocotb runs of the controller RTL (testbench/bench_faults.py) -------
+
+#: Why a row's "with" run is missing on the rtl backend (the feature is not in the RTL).
+NO_CALIBRATE_RTL = ("CALIBRATE (with its DAC/ADC corrections) is not in the controller RTL "
+                    "yet")
 
 
-#: Backend name -> the function producing the rows (the rtl backend slots in here).
-BACKENDS: dict[str, Callable[[tuple[str, ...], CampaignProblem, int], list[FaultRow]]] = {
-    "model": lambda faults, problem, seed: asyncio.run(_model_rows(faults, problem, seed)),
+class _RtlRuns:
+    """One co-simulated job per NMF run: the campaign's chip (the scenario bench at AFE seed
+    ``seed``, random stuck cells off, ``device`` overrides) with the fault of ``options``."""
+
+    def __init__(self, problem: CampaignProblem, seed: int, sim: str):
+        from anmf.model.nmf import initialize
+
+        self.problem, self.seed, self.sim = problem, seed, sim
+        self.R = problem.data()
+        self.W0, self.H0 = initialize(self.R, problem.rank, "nndsvda", 0)
+
+    def scenario(self, device: dict[str, Any] | None) -> dict[str, Any]:
+        from anmf.testbench.bench_scenarios import DEFAULT_OPTIONS
+
+        afe = dict(DEFAULT_OPTIONS["afe"], seed=self.seed)
+        afe["device"] = {**afe.get("device", {}), **_BASE_DEVICE, **(device or {})}
+        return {**DEFAULT_OPTIONS, "afe": afe}
+
+    def run(self, device: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
+        """The job's result (``bench_faults.fault_run_job``'s observations)."""
+        from anmf.testbench.bench_faults import BENCH
+        from anmf.testbench.cosim_job import run_cosim_job
+
+        job = run_cosim_job("anmf.testbench.bench_faults:fault_run_job", {"R": self.R},
+                            {"k": self.problem.rank, "iterations": self.problem.iterations,
+                             **options},
+                            scenario=self.scenario(device), sim=self.sim, name="faults",
+                            bench=BENCH)
+        return job.result
+
+
+def _rtl_stuck(runs: _RtlRuns, fraction: float) -> _Outcome:
+    device = _stuck_device(fraction)
+    with_run = runs.run(device, repair=True)
+    without_run = runs.run(device, repair=False)
+    failed = with_run["counters"]["failed_cells"]
+    faulty = [int(c) for c, n in with_run["failed_by_column"].items() if n]
+    evidence = (f"fault maps: {failed} failed cells over all programmings, columns with "
+                f"failures {faulty}; failed cells in the columns of the last iteration: "
+                f"{with_run['failed_in_use']}")
+    truth = with_run["injected"]
+    injected = (f"{truth['stuck_cells']} stuck cells, {truth['stuck_in_main']} of them in the "
+                f"main columns")
+    return _Outcome(failed > 0, with_run["failed_in_use"] == 0, with_run["rel_error"],
+                    without_run["rel_error"], evidence, injected)
+
+
+def _rtl_dead_channel(runs: _RtlRuns) -> _Outcome:
+    # Without CALIBRATE in the RTL the fault map finds the channel: its verify reads fail
+    # every cell of the column; the repair moves the column to a spare.
+    with_run = runs.run(dead_channel=DEAD_CHANNEL, repair=True)
+    without_run = runs.run(dead_channel=DEAD_CHANNEL, repair=False)
+    rows = runs.problem.size
+    whole = [int(c) for c, n in with_run["failed_by_column"].items() if n >= rows]
+    used = with_run["final_columns"]
+    in_use = sorted(set(whole) & set(used))
+    evidence = (f"fault maps: every programmed cell failed in columns {whole} (a column that "
+                f"reads nothing); of them in use in the last iteration: {in_use} (columns "
+                f"used: {used})")
+    return _Outcome(bool(whole), bool(whole) and not in_use, with_run["rel_error"],
+                    without_run["rel_error"], evidence,
+                    f"ADC channel {DEAD_CHANNEL} reads the zero code (0 V)")
+
+
+def _rtl_converter(runs: _RtlRuns, which: str) -> _Outcome:
+    without_run = runs.run(converter=which, converter_seed=runs.seed)
+    injected = ("ADC +50 mV, +5 % gain" if which == "adc"
+                else "every row DAC +-50 mV, +-5 % gain (seeded signs)")
+    return _Outcome(False, False, None, without_run["rel_error"],
+                    f"no CALIBRATE on the RTL: {NO_CALIBRATE_RTL}", injected)
+
+
+def _rtl_drift(runs: _RtlRuns) -> _Outcome:
+    device = {"drift_nu_mean": DRIFT_NU[0], "drift_nu_std": DRIFT_NU[1]}
+    with_run = runs.run(device, drift_s=DRIFT_INTERVAL_S, refresh=True)
+    without_run = runs.run(device, drift_s=DRIFT_INTERVAL_S)
+    refresh = with_run["refresh"]
+    evidence = (f"refresh (PROGRAM_MATRIX again): {refresh['passes']} write-verify passes "
+                f"after the drift interval gave {refresh['pulses']} pulses (cells found out of "
+                f"tolerance), {refresh['failed_cells']} cells left failed")
+    injected = (f"{DRIFT_INTERVAL_S:.0f} s between each programming and its solves, nu = "
+                f"{DRIFT_NU[0]} +- {DRIFT_NU[1]}")
+    return _Outcome(refresh["pulses"] > 0, refresh["failed_cells"] == 0,
+                    with_run["rel_error"], without_run["rel_error"], evidence, injected)
+
+
+def _describe_attempt(attempt: dict[str, Any]) -> str:
+    return (f"{attempt['command']} ended with {attempt['error']} {attempt['cycles']} cycles "
+            f"after the NMF began, busy={attempt['busy']}, next SOLVE "
+            f"{'worked' if attempt['next_solve'] else 'failed'}")
+
+
+def _rtl_silent(runs: _RtlRuns) -> _Outcome:
+    # None: the scenario's watchdog (4000 cycles); then the largest limit (0 is refused).
+    result = runs.run(silent=True, watchdogs=[None, "max"])
+    attempts = result["attempts"]
+    limited = attempts[0]
+    contained = limited["error"] in (ErrorCode.ADC_TIMEOUT.name,
+                                     ErrorCode.PROGRAM_TIMEOUT.name) \
+        and not limited["busy"] and limited["next_solve"]
+    evidence = "; ".join(f"watchdog {a['watchdog']}: {_describe_attempt(a)}" for a in attempts)
+    return _Outcome(contained, False, None, None, evidence,
+                    "the ADC holds busy beyond any watchdog limit (from the first command of "
+                    "the NMF)")
+
+
+_RTL_ROWS: dict[str, Callable[[_RtlRuns], _Outcome]] = {
+    "stuck-1%": lambda runs: _rtl_stuck(runs, 0.01),
+    "stuck-5%": lambda runs: _rtl_stuck(runs, 0.05),
+    "dead-adc-channel": _rtl_dead_channel,
+    "adc-offset-gain-5%": lambda runs: _rtl_converter(runs, "adc"),
+    "dac-offset-gain-5%": lambda runs: _rtl_converter(runs, "dac"),
+    "drift-1-day": _rtl_drift,
+    "silent-afe": _rtl_silent,
+}
+#: Rows whose "with" run needs a feature the RTL lacks: the reason.
+_RTL_UNAVAILABLE: dict[str, str] = {"adc-offset-gain-5%": NO_CALIBRATE_RTL,
+                                    "dac-offset-gain-5%": NO_CALIBRATE_RTL}
+
+
+def _rtl_rows(faults: tuple[str, ...], problem: CampaignProblem, seed: int,
+              sim: str) -> list[FaultRow]:
+    runs = _RtlRuns(problem, seed, sim)
+    baseline = runs.run()["rel_error"]
+    rows = []
+    for fault in faults:
+        started = time.perf_counter()
+        outcome = _RTL_ROWS[fault](runs)
+        rows.append(FaultRow(fault, FEATURES[fault], bool(outcome.detected),
+                             bool(outcome.corrected), outcome.rel_error_with,
+                             outcome.rel_error_without, baseline, outcome.evidence,
+                             outcome.injected, round(time.perf_counter() - started, 2),
+                             _RTL_UNAVAILABLE.get(fault)))
+    return rows
+
+
+#: Backend name -> the function producing the rows: (faults, problem, seed, sim).
+BACKENDS: dict[str, Callable[[tuple[str, ...], CampaignProblem, int, str], list[FaultRow]]] = {
+    "model": lambda faults, problem, seed, sim: asyncio.run(_model_rows(faults, problem, seed)),
     "rtl": _rtl_rows,
 }
 
 
 def run_campaign(backend: str = "model", *, faults: tuple[str, ...] | None = None,
-                 seed: int = 11, problem: CampaignProblem | None = None) -> list[FaultRow]:
+                 seed: int = 11, problem: CampaignProblem | None = None,
+                 sim: str = "verilator") -> list[FaultRow]:
     """The campaign's rows for ``faults`` (default: all of :data:`FAULTS`).
 
     Args:
-        backend: "model" (golden model) or "rtl" (not available yet: BackendUnavailable).
+        backend: "model" (golden model) or "rtl" (cocotb runs of the controller RTL,
+            testbench/bench_faults.py; rows whose feature the RTL lacks have a null "with"
+            error and say why in ``unavailable``).
         seed: the AFE's seed (devices, stuck-cell placement, converter errors, noise) and
             the DAC fault's signs.
+        sim: the rtl backend's simulator, "verilator" or "icarus".
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
@@ -508,7 +667,9 @@ def run_campaign(backend: str = "model", *, faults: tuple[str, ...] | None = Non
         raise ValueError(f"unknown faults {unknown}; accepted: {', '.join(FAULTS)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
-    return BACKENDS[backend](faults, problem or CampaignProblem(), seed)
+    if sim not in SIMS:
+        raise ValueError(f"unknown simulator {sim!r}; accepted: {', '.join(SIMS)}")
+    return BACKENDS[backend](faults, problem or CampaignProblem(), seed, sim)
 
 
 def _number(value: float | None) -> str:

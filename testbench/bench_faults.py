@@ -1,0 +1,182 @@
+"""The fault campaign's RTL runs (``anmf faults --backend rtl``, docs/faults.md).
+
+One co-simulated host job per run (``anmf.testbench.cosim_job.run_cosim_job`` with
+:class:`FaultBench`): the controller RTL, the host driver over AXI4-Lite, and the campaign's
+AFE model (:class:`anmf.faults.CampaignAFE`, the scenario AFE with injectable faults) bound to
+the AFE port. :func:`fault_run_job` injects one fault, runs the campaign's NMF
+(``host_anls``) with or without the feature, and returns what the host observed (fault maps,
+counters, the columns the solves enabled, status and error codes) next to the relative
+error; ``anmf.faults`` decides ``detected`` and ``corrected`` from those observations.
+
+Faults given in the job's options (stuck cells and the drift exponent come through the
+scenario's AFE configuration, the device section):
+
+- ``dead_channel``: that column's ADC channel reads the zero code;
+- ``converter`` "adc" / "dac": the ADC or each row DAC off by 5 % of full scale in offset
+  and gain (``anmf.faults.inject_converter_fault``);
+- ``drift_s``: that much drift after every PROGRAM_MATRIX, before the solves; with
+  ``refresh`` a second PROGRAM_MATRIX of the same targets follows (write-verify again);
+- ``silent``: the ADC stops ending conversions (busy stays high) for longer than any
+  watchdog limit, from the first command of the NMF; the job then waits until the AFE
+  answers again and checks that the next SOLVE works.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from cocotb.triggers import ClockCycles
+
+from anmf.faults import CampaignAFE, final_columns, inject_converter_fault
+from anmf.host import AnalogScale, Timing, host_anls
+from anmf.host.driver import ChipDriver, ChipError, ErrorCode, ProgramReport
+from anmf.model.config import config_from_dict
+from anmf.model.metrics import relative_error
+from anmf.testbench.afe_binding import AFEBinding
+from anmf.testbench.bench_scenarios import ScenarioBench
+from anmf.testbench.scoreboard import CheckedDriver
+
+__all__ = ["FaultBench", "ObservingDriver", "fault_run_job", "BENCH"]
+
+#: The bench class of the campaign's jobs, as ``run_cosim_job(bench=...)`` takes it.
+BENCH = "anmf.testbench.bench_faults:FaultBench"
+
+
+class FaultBench(ScenarioBench):
+    """The scenario bench with :class:`~anmf.faults.CampaignAFE` (the same configuration,
+    seed and options) bound to the DUT instead of the plain AFE model."""
+
+    def __init__(self, dut: Any):
+        super().__init__(dut)
+        self.afe = CampaignAFE.from_build_params(config_from_dict(self.options["afe"]),
+                                                 self.params, **self.afe_options)
+        self.binding = AFEBinding(dut, self.afe, self.params, clock=dut.clk)
+        self.scale = AnalogScale.from_afe(self.afe)
+        # No scoreboards: a faulty chip is meant to miss them; the job scores the NMF.
+        self.checked = CheckedDriver(self.driver, self.afe.crossbar.effective_conductance_s,
+                                     solves=None, programs=None)
+
+
+class ObservingDriver(CheckedDriver):
+    """The RTL's driver as the campaign's host uses it: every call forwarded; after each
+    PROGRAM_MATRIX ``drift_s`` of drift passes on the AFE model (the injected fault) and,
+    with ``refresh``, PROGRAM_MATRIX runs again on the same targets. Keeps what the host
+    sees: each solve's column enables, each column's failed cells in its last fault map, the
+    refresh passes' reports."""
+
+    def __init__(self, inner: ChipDriver, afe: CampaignAFE, *, drift_s: float = 0.0,
+                 refresh: bool = False):
+        super().__init__(inner, afe.crossbar.effective_conductance_s, solves=None,
+                         programs=None)
+        self.afe = afe
+        self.drift_s, self.refresh = drift_s, refresh
+        self.refresh_reports: list[ProgramReport] = []
+        self.solve_masks: list[int] = []
+        self.failed_by_column: dict[int, int] = {}
+
+    async def _program_matrix(self, row_mask: int, col_enable: int) -> ProgramReport:
+        report = await super()._program_matrix(row_mask, col_enable)
+        if self.drift_s > 0:
+            self.afe.crossbar.advance_time(self.drift_s)
+            if self.refresh:
+                report = await super()._program_matrix(row_mask, col_enable)
+                self.refresh_reports.append(report)
+        per_column = report.fault_map.sum(axis=0)
+        self.failed_by_column.update((c, int(per_column[c])) for c in report.columns)
+        return report
+
+    async def _solve(self, rhs: Any, row_mask: int, col_enable: int, mode: str) -> Any:
+        self.solve_masks.append(col_enable)
+        return await super()._solve(rhs, row_mask, col_enable, mode)
+
+
+async def _silent_attempt(bench: FaultBench, driver: ObservingDriver, R: np.ndarray, k: int,
+                          iterations: int) -> dict[str, Any]:
+    """The NMF on an ADC that stops answering: which command ended how, after how many
+    cycles, the status then, and whether a SOLVE works once the AFE answers again."""
+    afe = bench.afe
+    info = driver.info
+    # Busy stays high past any watchdog limit; the conversion then ends (the AFE recovers).
+    afe.silent_busy_cycles = info.max_timer + 1024
+    afe.silent = True
+    started = driver.cycle_counter()
+    outcome: dict[str, Any] = {"command": None, "error": None}
+    try:
+        await host_anls(driver, R, k, iterations, scale=bench.scale)
+    except ChipError as error:
+        outcome.update(command=error.command, error=error.error.name)
+    outcome["cycles"] = driver.cycle_counter() - started
+    status = await driver.status()
+    outcome["busy"] = bool(status.busy)
+    outcome["status_error"] = status.error.name
+    # The host waits out the stalled conversion (an AFE reset would do the same), then the
+    # next command must work.
+    await ClockCycles(bench.dut.clk, afe.silent_busy_cycles)
+    afe.silent = False
+    rhs = np.full(info.rows, 1 << (info.dac_bits - 1), dtype=np.int64)
+    try:
+        await driver.solve(rhs, 2 ** info.rows - 1, 1, "SOLVE")
+        outcome["next_solve"] = (await driver.status()).error == ErrorCode.NONE
+    except ChipError:
+        outcome["next_solve"] = False
+    return outcome
+
+
+async def fault_run_job(bench: FaultBench, inputs: dict[str, np.ndarray],
+                        options: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """One campaign run on the RTL. Inputs ``R``; options ``k``, ``iterations``, ``repair``
+    (host spare-column repair), ``dead_channel``, ``converter`` ("adc", "dac" or None) with
+    ``converter_seed``, ``drift_s``, ``refresh``, ``silent`` with ``watchdogs`` (one NMF
+    attempt per watchdog limit, in order: cycles, "max" for the largest, None for the
+    scenario's)."""
+    R = inputs["R"]
+    k, iterations = int(options["k"]), int(options["iterations"])
+    afe = bench.afe
+    inner = bench.driver
+    driver = ObservingDriver(inner, afe, drift_s=float(options.get("drift_s", 0.0)),
+                             refresh=bool(options.get("refresh", False)))
+    driver.cycle_counter = inner.cycle_counter
+    await driver.identify()
+    await driver.configure(timing=bench.timing, programming=bench.programming)
+    if options.get("dead_channel") is not None:
+        afe.dead_channel = int(options["dead_channel"])
+    if options.get("converter"):
+        inject_converter_fault(afe, options["converter"], int(options["converter_seed"]))
+    result: dict[str, Any] = {"max_timer": driver.info.max_timer}
+    outputs: dict[str, np.ndarray] = {}
+    if options.get("silent"):
+        attempts = []
+        for watchdog in options["watchdogs"]:
+            limit = driver.info.max_timer if watchdog == "max" else watchdog
+            timing = bench.timing if limit is None else Timing(
+                adc_samples=bench.timing.adc_samples, dac_settle=bench.timing.dac_settle,
+                analog_settle=bench.timing.analog_settle, watchdog=int(limit))
+            await driver.configure(timing=timing)
+            attempts.append({"watchdog": timing.watchdog,
+                             **await _silent_attempt(bench, driver, R, k, iterations)})
+        result["attempts"] = attempts
+        return outputs, result
+    started = driver.cycle_counter()
+    nmf = await host_anls(driver, R, k, iterations, scale=bench.scale,
+                          repair=bool(options.get("repair", True)))
+    counters = await driver.counters()
+    error = float(relative_error(R, nmf.W, nmf.H))
+    if math.isnan(error):
+        raise AssertionError("the NMF's relative error is NaN")
+    used = final_columns(driver.solve_masks)
+    result.update(
+        rel_error=error, cycles=driver.cycle_counter() - started,
+        counters={"solves": counters.solves, "pulses": counters.pulses,
+                  "over_range": counters.over_range, "failed_cells": counters.failed_cells},
+        failed_by_column={str(c): n for c, n in sorted(driver.failed_by_column.items())},
+        final_columns=sorted(used),
+        failed_in_use=sum(driver.failed_by_column.get(c, 0) for c in used),
+        refresh={"passes": len(driver.refresh_reports),
+                 "pulses": sum(r.pulses for r in driver.refresh_reports),
+                 "failed_cells": sum(r.failed_cells for r in driver.refresh_reports)},
+        # The injected truth, for the row's `injected` text only.
+        injected={"stuck_cells": int(afe.crossbar.stuck_mask.sum()),
+                  "stuck_in_main": int(afe.crossbar.stuck_mask[:, :driver.info.cols].sum())})
+    outputs.update(W=nmf.W, H=nmf.H)
+    return outputs, result
