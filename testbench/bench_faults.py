@@ -16,8 +16,8 @@ scenario's AFE configuration, the device section):
   and gain (``anmf.faults.inject_converter_fault``);
 - ``drift_s``: that much drift after every PROGRAM_MATRIX, before the solves; with
   ``refresh`` a second PROGRAM_MATRIX of the same targets follows (write-verify again);
-- ``silent``: the ADC stops ending conversions (busy stays high) for longer than any
-  watchdog limit, from the first command of the NMF; the job then waits until the AFE
+- ``silent``: the ADC stops ending conversions (busy stays high 1024 cycles past the
+  watchdog limit), from the first command of the NMF; the job then waits until the AFE
   answers again and checks that the next SOLVE works.
 """
 from __future__ import annotations
@@ -97,8 +97,10 @@ async def _silent_attempt(bench: FaultBench, driver: ObservingDriver, R: np.ndar
     cycles, the status then, and whether a SOLVE works once the AFE answers again."""
     afe = bench.afe
     info = driver.info
-    # Busy stays high past any watchdog limit; the conversion then ends (the AFE recovers).
-    afe.silent_busy_cycles = info.max_timer + 1024
+    assert driver.timing is not None
+    # Busy stays high well past the watchdog limit; then the conversion ends (the AFE
+    # recovers), so that the next command can be tried.
+    afe.silent_busy_cycles = driver.timing.watchdog + 1024
     afe.silent = True
     started = driver.cycle_counter()
     outcome: dict[str, Any] = {"command": None, "error": None}

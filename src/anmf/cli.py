@@ -321,11 +321,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 # --- faults ------------------------------------------------------------------------------
 
 def _cmd_faults(args: argparse.Namespace) -> int:
-    from .faults import BackendUnavailable, format_table, run_campaign, write_json
+    from .faults import format_table, run_campaign, write_json
 
     try:
         rows = run_campaign(args.backend, seed=args.seed, sim=args.sim)
-    except (BackendUnavailable, ValueError) as exc:
+    except ValueError as exc:
         raise InputError(str(exc)) from None
     print(format_table(rows))
     if args.json:

@@ -16,11 +16,14 @@ the relative errors ``||R - W H||_F / ||R||_F`` of both runs (the truth scores t
 | an AFE that never answers | the watchdog (limit 4000 cycles vs. the largest, 65535) |
 
 Backends are pluggable (:data:`BACKENDS`): ``model`` runs the host code on the golden model
-(:class:`~anmf.host.ModelDriver`); ``rtl`` needs CALIBRATE and the refresh in the controller
-and raises :class:`BackendUnavailable` until then. CALIBRATE is not in the controller yet:
-:class:`CampaignAFE` models its planned integration (docs/calibration.md, "Integration
-plan"): ``golden_calibration`` once, then every DAC code corrected before it is written and
-every ADC code after conversion, in the controller between the sequencers and the AFE port.
+(:class:`~anmf.host.ModelDriver`); ``rtl`` runs it on the controller RTL in cocotb (Icarus
+or Verilator), one co-simulated job per NMF run (testbench/bench_faults.py), the faults
+injected into the AFE model behind the AFE binding. A row whose feature the RTL lacks has a
+null "with" error and the reason in ``unavailable``. On the model backend CALIBRATE is
+modelled: :class:`CampaignAFE` applies its planned integration (docs/calibration.md,
+"Integration plan"): ``golden_calibration`` once, then every DAC code corrected before it is
+written and every ADC code after conversion, in the controller between the sequencers and
+the AFE port.
 """
 from __future__ import annotations
 
@@ -42,8 +45,8 @@ from anmf.model.config import config_from_dict
 from anmf.model.metrics import relative_error
 from anmf.rtl_backend import SIMS
 
-__all__ = ["FAULTS", "BACKENDS", "RTL_UNAVAILABLE", "FaultRow", "BackendUnavailable",
-           "CampaignAFE", "CampaignProblem", "run_campaign", "format_table", "write_json"]
+__all__ = ["FAULTS", "BACKENDS", "FaultRow", "CampaignAFE", "CampaignProblem", "run_campaign",
+           "format_table", "write_json", "final_columns", "inject_converter_fault"]
 
 #: The campaign's faults, in table order.
 FAULTS: tuple[str, ...] = ("stuck-1%", "stuck-5%", "dead-adc-channel", "adc-offset-gain-5%",
@@ -58,8 +61,6 @@ FEATURES: dict[str, str] = {
     "drift-1-day": "refresh (write-verify before solving)",
     "silent-afe": "watchdog (limit 4000 cycles)",
 }
-RTL_UNAVAILABLE = ("backend rtl is not available yet: needs CALIBRATE (with its DAC/ADC "
-                   "corrections) and REFRESH in the controller RTL; use --backend model")
 #: A fault injected at 5 % of full scale (the converters span -1 .. +1 V).
 FIVE_PERCENT = 0.05
 #: The dead ADC channel: physical column 1 (W's second component), reading the zero code.
@@ -71,10 +72,6 @@ DRIFT_INTERVAL_S = 86_400.0
 DRIFT_NU = (0.02, 0.01)
 #: A conversion of an AFE that never answers lasts this many cycles (beyond any limit).
 SILENT_CYCLES = 1 << 40
-
-
-class BackendUnavailable(RuntimeError):
-    """The backend cannot run the campaign yet (the message says what it needs)."""
 
 
 @dataclass(frozen=True)
@@ -605,8 +602,8 @@ def _rtl_silent(runs: _RtlRuns) -> _Outcome:
         and not limited["busy"] and limited["next_solve"]
     evidence = "; ".join(f"watchdog {a['watchdog']}: {_describe_attempt(a)}" for a in attempts)
     return _Outcome(contained, False, None, None, evidence,
-                    "the ADC holds busy beyond any watchdog limit (from the first command of "
-                    "the NMF)")
+                    "the ADC holds busy 1024 cycles beyond the watchdog limit (from the first "
+                    "command of the NMF)")
 
 
 _RTL_ROWS: dict[str, Callable[[_RtlRuns], _Outcome]] = {
