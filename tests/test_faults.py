@@ -113,6 +113,9 @@ def test_bad_backend_fault_and_seed_are_refused(capsys: pytest.CaptureFixture[st
     with pytest.raises(ValueError, match=r"^unknown simulator 'xsim'; accepted: verilator, "
                                          r"icarus$"):
         run_campaign("rtl", sim="xsim")
+    with pytest.raises(SystemExit):
+        main(["faults", "--backend", "rtl", "--sim", "xsim"])
+    assert "invalid choice: 'xsim'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["faults", "--backend", "fpga"])
     assert exit_info.value.code == 2
@@ -207,3 +210,12 @@ def test_rtl_stuck_cell_is_seen_in_the_fault_map_and_repaired(
     assert 0.04 < r["rel_error_fault_free"] < 0.12
     assert r["rel_error_with"] < 1.03 * r["rel_error_fault_free"], r
     assert r["rel_error_without"] < 1.2 * r["rel_error_fault_free"], r
+
+
+def test_rtl_rows_equal_the_model_rows_bit_for_bit(rtl_rows: dict[str, Any]) -> None:
+    """The golden model is bit-exact with the RTL: the same host code on ModelDriver with the
+    same faulty AFE gives the same errors (every run of the row and the fault-free one)."""
+    model = run_campaign("model", faults=("stuck-1%",), problem=SMALL)[0].to_dict()
+    rtl = rtl_rows["stuck-1%"]
+    for key in ("rel_error_with", "rel_error_without", "rel_error_fault_free"):
+        assert rtl[key] == model[key], (key, rtl[key], model[key])
