@@ -128,6 +128,9 @@ class SolveResult:
     columns: tuple[int, ...]
     codes: NDArray[np.int64]
     over_range: NDArray[np.bool_]
+    #: SOLVE_EXPONENT: the over-range retries the results took; they are for the RHS codes'
+    #: offsets from zero times 2**-exponent (docs/controller.md). 0 without retries.
+    exponent: int = 0
 
     @property
     def any_over_range(self) -> bool:
@@ -819,8 +822,10 @@ class RegisterDriver(ChipDriver):
         cols = set_bits(col_enable)
         results = self.regs.RESULTS
         words = [await self._read(results.address(c)) for c in cols]
+        exponent = (await self._get("SOLVE_EXPONENT"))["exponent"] \
+            if hasattr(self.regs, "SOLVE_EXPONENT") else 0
         return SolveResult(cols, np.array([results.code.get(w) for w in words], dtype=np.int64),
-                           np.array([bool(results.over_range.get(w)) for w in words]))
+                           np.array([bool(results.over_range.get(w)) for w in words]), exponent)
 
     async def _read_cell(self, row: int, col: int) -> CellReading:
         assert self.programming is not None
