@@ -28,7 +28,7 @@ Refiner never drives the AFE itself.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -228,8 +228,7 @@ class Refiner(wiring.Component):
         # Stage 2, Accumulate: X_j += round(product * 2**(msb + headroom - gain_shift)).
         half_step = (Const(1, 2 ** GAIN_SHIFT_BITS) << gain_shift) >> 1
         delta = ((product << correction_left) + half_step) >> gain_shift
-        x_sum = Signal(signed(len(delta) + 2))
-        m.d.comb += x_sum.eq(x_old + delta)
+        x_sum = Value.cast(x_old + delta)   # an expression: Verilator sees no unused signal
         x_new = Mux(x_sum[-1], 0, Mux(x_sum > x_top, x_top, x_sum))[:x_bits]
         with m.If(s2_valid & accumulating):
             m.d.comb += [x_write.en.eq(1), x_write.addr.eq(s2_col), x_write.data.eq(x_new)]

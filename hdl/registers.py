@@ -557,7 +557,7 @@ def _add_nmf_windows(regs: RegisterMap, params: BuildParams) -> None:
         doc="Exponents of H: H[c, j] = NMF_H[c * ROWS + j] * 2**(NMF_H_EXP[ROWS + c] + NMF_H_EXP[j]); replaced "
             "when an H-step commits."), offset=0x6000)
     regs.add("NMF_W", MemoryWindow(
-        depth=params.rows * params.cols, span=MAX_REFINE_CELLS, access=Access.RW, core=CoreAccess.READ_WRITE,
+        depth=params.rows * params.cols, span=MAX_ROWS * MAX_COLUMNS, access=Access.RW, core=CoreAccess.READ_WRITE,
         fields={"mantissa": (mantissa, "Unsigned mantissa (ADC_BITS - 1 bits): a solve's code above the zero "
                                        "code.")},
         doc="W (m x k) mantissas: entry (i, c) at index i * COLS + c. The host writes the initial W; RUN_NMF "
