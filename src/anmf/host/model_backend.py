@@ -24,7 +24,7 @@ from anmf.model.golden import GoldenController
 from .driver import (NMF_STEPS, SUPPORTED_MAJOR_VERSION, CellReading, ChipDriver, ChipError,
                      ChipInfo, Counters, ErrorCode, NMFFactors, NMFProgress, NMFReport,
                      NMFSettings, ProgramReport, ProgressCallback, SolveResult, Status, Timing,
-                     set_bits)
+                     UnsupportedChip, set_bits)
 
 __all__ = ["ModelDriver"]
 
@@ -149,6 +149,8 @@ class ModelDriver(ChipDriver):
 
     def __init__(self, params: BuildParamsLike, afe: AnalogFrontEnd):
         self.golden = _ObservedGolden(params, afe)
+        #: The build has REFINE (BuildParams.refinement; a plain parameter mapping: yes).
+        self.refinement = bool(getattr(params, "refinement", True))
         super().__init__(ChipInfo.from_params(params, MODEL_VERSION))
         self.afe = afe
         self._status = Status(busy=False, done=False, error=ErrorCode.NONE, detail=0)
@@ -232,6 +234,9 @@ class ModelDriver(ChipDriver):
     async def _refine(self, b: NDArray[np.int64], a_codes: NDArray[np.int64] | None, *,
                       passes: int, row_mask: int, col_enable: int, a_offset: int, gain: int,
                       gain_shift: int, headroom: int) -> tuple[NDArray[np.int64], int, int, bool]:
+        if not self.refinement:
+            raise UnsupportedChip("refine: the chip was built without REFINE (no REFINE_* "
+                                  "registers)")
         timing = self.timing
         assert timing is not None
         golden = self.golden
