@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 import test_controller as tc   # the controller bench and its helpers (module import: no test collected)
@@ -258,3 +259,69 @@ def test_refinement_flag_is_validated_and_refine_needs_a_small_enough_a_window()
         build_register_map(BuildParams(rows=1024, cols=8, run_nmf=False))
     assert build_register_map(BuildParams(rows=1024, cols=8, run_nmf=False,
                                           refinement=False))["RESULTS"].offset == 0x100
+
+
+#: Where the abort strobe lands, relative to the first run's done cycle d: (cycle offset,
+#: solve runs started, STATUS.error, SOLVE_EXPONENT, RANGE_RETRY_COUNT).
+ABORT_AT_RETRY = {
+    # In the done cycle: the run ends normally (the sequencer ignores an abort in its done
+    # cycle) and the retry is not decided: its clipped results stand.
+    "done-cycle": (0, 1, ErrorCode.NONE, 0, 0),
+    # In the cycle the retry would start: it is not started, the solve ends ABORTED. The
+    # exponent and the retry count changed in the done cycle (the decision), before the abort.
+    "retry-start": (1, 1, ErrorCode.ABORTED, 1, 1),
+    # In the retry's first cycle: the retry runs its safe exit and ends ABORTED.
+    "retry-running": (2, 2, ErrorCode.ABORTED, 1, 1),
+}
+
+
+@pytest.mark.parametrize("name", ABORT_AT_RETRY)
+def test_abort_in_the_cycle_a_retry_would_start_ends_aborted_without_starting_it(name):
+    offset, runs, error, exponent, retries = ABORT_AT_RETRY[name]
+    afe = model_afe(seed=3)
+    golden = GoldenController(PARAMS, afe.twin())
+    place_low_levels(afe, golden)
+    rng = np.random.default_rng(3)
+    rhs = np.clip(512 + (300 * rng.uniform(-0.2, 1, PARAMS.rows)).astype(np.int64), 0, 1023)
+    golden.load_rhs(rhs)
+    first_run = golden.solve(Mode.SOLVE_FREE, row_mask=2 ** PARAMS.rows - 1,
+                             col_mask=2 ** PARAMS.cols - 1, avg_log2=0,
+                             dac_settle=TIMING["DAC_SETTLE"], analog_settle=TIMING["ANALOG_SETTLE"],
+                             watchdog_limit=TIMING["WATCHDOG"])
+    assert first_run.over_range_count > 0, "the first run must go over range (a retry follows)"
+    bench = ModelBench(afe)
+    seen: dict[str, Any] = {}
+
+    async def testbench(ctx):
+        await bench.setup(ctx, **TIMING, SOLVE_RETRIES=4)
+        await bench.write_words(ctx, "RHS", rhs)
+        # The bus's latency from a write's call to its strobe (an abort while idle does nothing).
+        called = bench.cycle
+        await bench.write(ctx, "CONTROL", abort=1)
+        latency = bench.strobes("abort")[-1] - called
+        seen["start"] = await bench.start(ctx, Opcode.SOLVE_FREE)
+        seen["target"] = seen["start"] + first_run.done_cycle + offset
+        while bench.cycle < seen["target"] - latency:
+            await ctx.tick()
+        await bench.write(ctx, "CONTROL", abort=1)
+        seen["abort"] = bench.strobes("abort")[-1]
+        seen["status"] = await bench.wait_done(ctx)
+        for register in ("SOLVE_EXPONENT", "RANGE_RETRY_COUNT", "SOLVE_COUNT", "STATUS"):
+            seen[register] = await bench.read(ctx, register)
+        seen["RESULTS"] = await bench.read_words(ctx, "RESULTS")
+        seen["afe"] = {name: ctx.get(Value.cast(getattr(bench.dut.afe, name)))
+                       for name in ("mode", "loop", "row_en", "col_en", "adc_start", "prog_fire")}
+
+    bench.run(testbench)
+    assert seen["abort"] == seen["target"], "the abort strobe missed the cycle under test"
+    assert len(bench.afe.seen["seq"]) == runs, f"solve runs started: {bench.afe.seen['seq']}"
+    assert seen["status"] == tc.status_word(error)
+    assert seen["SOLVE_EXPONENT"] == {"exponent": exponent}
+    assert seen["RANGE_RETRY_COUNT"] == {"count": retries}
+    assert seen["SOLVE_COUNT"] == {"count": 1}, "only the first run completed"
+    if runs == 1:
+        # Nothing ran after the first run: RESULTS are its words, STATUS came one cycle after
+        # the abort (retry-start) or after its done.
+        assert seen["RESULTS"] == [first_run.words[c] for c in range(PARAMS.cols)]
+        assert bench.status_cycles(seen["start"]) == first_run.done_cycle + offset + tc.STATUS_DELAY
+    assert all(value == 0 for value in seen["afe"].values()), f"AFE not idle: {seen['afe']}"
