@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, ValueLike
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, ValueLike, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
@@ -29,8 +29,9 @@ from .axi4lite import AXI4LiteRegisterFile
 from .codes import ErrorCode, Opcode
 from .params import BuildParams
 from .programmer import ProgrammerCommand, WriteVerifyProgrammer
+from .refiner import Refiner
 from .regmap import discard_unbuilt
-from .registers import ControllerRegisters
+from .registers import REFINE_B_BITS, REFINE_X_BITS, SOLVE_RETRY_BITS, ControllerRegisters
 from .solve_sequencer import SolveSequencer
 
 __all__ = ["Controller", "saturate", "verilog_text", "TOP_MODULE", "STATUS_DELAY", "SOLVE_OPCODES",
@@ -94,9 +95,12 @@ class Controller(wiring.Component):
         self._programmer = WriteVerifyProgrammer(params)
         try:
             self._anls = ANLSSequencer(params) if params.run_nmf else None
+            self._refiner = Refiner(params, x_bits=REFINE_X_BITS, b_bits=REFINE_B_BITS) \
+                if params.refinement else None
         except ValueError:
-            for block in (self, self._sequencer, self._programmer, registers):
-                discard_unbuilt(block)
+            for block in (self, self._sequencer, self._programmer, registers, self._anls):
+                if block is not None:
+                    discard_unbuilt(block)
             raise
         super().__init__({
             "axil": registers.signature.members["axil"],
@@ -125,6 +129,11 @@ class Controller(wiring.Component):
         """The ANLS sequencer; None in a build without RUN_NMF (``params.run_nmf`` False)."""
         return self._anls
 
+    @property
+    def refiner(self) -> Refiner | None:
+        """The Refiner; None in a build without REFINE (``params.refinement`` False)."""
+        return self._refiner
+
     def register_offset(self, name: str) -> int:
         """Byte offset of register or window ``name`` (what error_detail reports)."""
         return self._registers.register_file.register_map[name].offset
@@ -138,6 +147,9 @@ class Controller(wiring.Component):
         anls = self._anls
         if anls is not None:
             m.submodules.anls = anls
+        refiner = self._refiner
+        if refiner is not None:
+            m.submodules.refiner = refiner
 
         wiring.connect(m, wiring.flipped(self.axil), regs.axil)
         m.d.comb += self.irq.eq(regs.irq)
@@ -155,17 +167,41 @@ class Controller(wiring.Component):
         # --- buffers ------------------------------------------------------------------------------
         # The solve sequencer's RHS comes from the RHS window, or from R through the ANLS
         # sequencer while RUN_NMF runs; its results go to RESULTS and are watched by RUN_NMF.
+        # REFINE serves the RHS from its residual and takes the results the same way.
         nmf_running = anls.busy if anls is not None else Const(0)
+        refine_running = refiner.busy if refiner is not None else Const(0)
+        block_rhs = nmf_running | refine_running
         m.d.comb += [
-            regs.rhs.read.addr.eq(seq.rhs.addr), regs.rhs.read.en.eq(seq.rhs.en & ~nmf_running),
+            regs.rhs.read.addr.eq(seq.rhs.addr), regs.rhs.read.en.eq(seq.rhs.en & ~block_rhs),
         ]
+        # Host solves: the RHS codes scaled by 2**-solve_exponent on the way to the DACs (the
+        # over-range retry): zero + ((code - zero) >> e), an arithmetic shift.
+        solve_exponent = Signal(SOLVE_RETRY_BITS)
+        zero = p.dac_zero_code
+        host_rhs = Signal(p.dac_bits)
+        offset_code = Signal(signed(p.dac_bits + 1))
+        m.d.comb += [offset_code.eq(regs.rhs.read.data - zero),
+                     host_rhs.eq((offset_code >> solve_exponent) + zero)]
+        rhs_data = host_rhs
+        if refiner is not None:
+            m.d.comb += [
+                refiner.rhs.addr.eq(seq.rhs.addr), refiner.rhs.en.eq(seq.rhs.en & refine_running),
+                refiner.result.addr.eq(seq.result.addr), refiner.result.en.eq(seq.result.en),
+                Value.cast(refiner.result.data).eq(Value.cast(seq.result.data)),
+            ]
+            wiring.connect(m, refiner.a, regs.refine_a.read)
+            wiring.connect(m, refiner.b, regs.refine_b.read)
+            wiring.connect(m, refiner.x, regs.refine_x.read)
+            wiring.connect(m, refiner.x_write, regs.refine_x.write)
+            rhs_data = Mux(refine_running, refiner.rhs.data, rhs_data)
+            self._elaborate_a_capture(m, regs, prog)
         wiring.connect(m, prog.target, regs.target.read)
         wiring.connect(m, prog.fault_map, regs.fault_map.write)
         m.d.comb += regs.fault_map.read.en.eq(0)  # the core only writes the fault map (so far)
         if anls is not None:
             m.d.comb += [
                 anls.rhs.addr.eq(seq.rhs.addr), anls.rhs.en.eq(seq.rhs.en & nmf_running),
-                seq.rhs.data.eq(Mux(nmf_running, anls.rhs.data, regs.rhs.read.data)),
+                seq.rhs.data.eq(Mux(nmf_running, anls.rhs.data, rhs_data)),
                 anls.result.addr.eq(seq.result.addr), anls.result.en.eq(seq.result.en),
                 Value.cast(anls.result.data).eq(Value.cast(seq.result.data)),
             ]
@@ -175,7 +211,7 @@ class Controller(wiring.Component):
             for name in ("w", "h", "w_exp", "h_exp"):
                 wiring.connect(m, getattr(anls, name), getattr(regs, f"nmf_{name}"))
         else:
-            m.d.comb += [seq.rhs.data.eq(regs.rhs.read.data), regs.target.write.en.eq(0)]
+            m.d.comb += [seq.rhs.data.eq(rhs_data), regs.target.write.en.eq(0)]
 
         # --- command decode -----------------------------------------------------------------------
         opcode = Value.cast(regs.command.opcode)
@@ -195,9 +231,10 @@ class Controller(wiring.Component):
         is_read = opcode == Opcode.READ_CELL.value
         # Without RUN_NMF in the build its opcode is unknown (UNKNOWN_OPCODE).
         is_nmf = (opcode == Opcode.RUN_NMF.value) if anls is not None else Const(0)
-        uses_masks = is_solve | is_matrix
-        uses_adc = is_solve | is_cell | is_matrix | is_nmf
-        runs_solves = is_solve | is_nmf
+        is_refine = (opcode == Opcode.REFINE.value) if refiner is not None else Const(0)
+        uses_masks = is_solve | is_matrix | is_refine
+        uses_adc = is_solve | is_cell | is_matrix | is_nmf | is_refine
+        runs_solves = is_solve | is_nmf | is_refine
         runs_programs = is_program | is_nmf
         reads_cells = is_cell | is_matrix | is_nmf
 
@@ -209,7 +246,8 @@ class Controller(wiring.Component):
         m.d.comb += avg_log2.eq(lowest_set_index(adc_samples[:p.avg_max_log2 + 1]))
 
         running = Signal()
-        m.d.comb += running.eq(seq.busy | prog.busy | nmf_running)
+        retry_pending = Signal()  # a host solve's over-range retry starts in this cycle
+        m.d.comb += running.eq(seq.busy | prog.busy | nmf_running | refine_running | retry_pending)
         forgetting = Signal()  # a soft reset aborted the running command: report nothing of it
 
         def nmf_checks(group: str) -> list[tuple[Value, ErrorCode, int]]:
@@ -238,6 +276,8 @@ class Controller(wiring.Component):
              offset("COMMAND")),
             (uses_masks & (row_mask == 0), ErrorCode.BAD_DIMENSION, offset("ROW_MASK")),
             (uses_masks & (col_mask == 0), ErrorCode.BAD_DIMENSION, offset("COL_ENABLE")),
+            # REFINE solves on the COLS columns only (not the spares).
+            (is_refine & (col_mask[:p.cols] == 0), ErrorCode.BAD_DIMENSION, offset("COL_ENABLE")),
             *nmf_checks("size"),
             (uses_adc & ~count_ok, ErrorCode.BAD_AVERAGING, offset("TIMING")),
             (runs_programs & ((tolerance == 0) | (tolerance >= 1 << p.adc_bits)),
@@ -295,7 +335,7 @@ class Controller(wiring.Component):
                 m.d.comb += prog_command.eq(command)
         abort = regs.control.abort | soft_reset
         host_solve = {
-            "start": accepted & is_solve,
+            "start": (accepted & is_solve) | (retry_pending & ~abort),
             "abort": abort,
             "mode": solve_mode,
             "row_mask": row_mask,
@@ -323,12 +363,33 @@ class Controller(wiring.Component):
             "read_settle": saturate(regs.read_settle.cycles, p.timer_bits),
             "watchdog_limit": saturate(regs.watchdog.cycles, p.timer_bits),
         }
-        if anls is None:
-            for block, host in ((seq, host_solve), (prog, host_program)):
-                for name, value in host.items():
-                    m.d.comb += getattr(block, name).eq(value)
-        else:
-            self._elaborate_nmf(m, anls, regs, seq, prog, host_solve, host_program, accepted, is_nmf, abort)
+        # While RUN_NMF or REFINE runs, its sequencer drives the blocks' commands (their starts
+        # and aborts are ORed: the host cannot start a block then, and all may abort).
+        solve_drivers: list[tuple[Value, Any]] = []
+        program_drivers: list[tuple[Value, Any]] = []
+        if anls is not None:
+            solve_drivers.append((nmf_running, anls.solve))
+            program_drivers.append((nmf_running, anls.program))
+            self._elaborate_nmf(m, anls, regs, host_solve, host_program, accepted, is_nmf, abort)
+        if refiner is not None:
+            solve_drivers.append((refine_running, refiner.solve))
+            self._elaborate_refine(m, refiner, regs, host_solve, accepted & is_refine, abort)
+        for block, signature, host, drivers in (
+                (seq, solve_command_signature(p), host_solve, solve_drivers),
+                (prog, program_command_signature(p), host_program, program_drivers)):
+            for name, member in signature.members.items():
+                port = getattr(block, name)
+                if member.flow == wiring.In:
+                    for _, command in drivers:
+                        m.d.comb += getattr(command, name).eq(port)
+                elif name in ("start", "abort"):
+                    m.d.comb += port.eq(host[name] | Cat(getattr(c, name) for _, c in drivers).any()
+                                        if drivers else host[name])
+                else:
+                    value = host[name]
+                    for busy, command in drivers:
+                        value = Mux(busy, getattr(command, name), value)
+                    m.d.comb += port.eq(value)
 
         # The cell of a READ_CELL, kept for storing its reading into RESULTS at the end.
         reading_cell = Signal()
@@ -352,10 +413,35 @@ class Controller(wiring.Component):
         # --- results: the sequencer's columns, or a READ_CELL reading at COMMAND.col ------------
         # A block's done inside RUN_NMF is the ANLS sequencer's business, not the host's.
         nmf_done = anls.done if anls is not None else Const(0)
-        finished = nmf_done | ((seq.done | prog.done) & ~nmf_running)
+        refine_done = refiner.done if refiner is not None else Const(0)
+        # The over-range retry (docs/controller.md): a host solve whose results are over range
+        # runs again, the cycle after its done, with the input halved once more, until
+        # SOLVE_RETRIES.limit retries; the last run's results stand (still over range or not).
+        host_solving = Signal()
+        retrying = Signal()
+        retry_limit = regs.solve_retries.limit
+        m.d.comb += retrying.eq(host_solving & seq.done & (seq.error == ErrorCode.NONE) &
+                                (seq.over_range_count != 0) & (solve_exponent < retry_limit) & ~abort)
+        m.d.sync += retry_pending.eq(retrying)
+        with m.If(retrying):
+            m.d.sync += solve_exponent.eq(solve_exponent + 1)
+        with m.Elif(accepted & is_solve):
+            m.d.sync += solve_exponent.eq(0)
+        aborted_retry = retry_pending & abort   # the retry is not started: the solve ends ABORTED
+        finished = nmf_done | refine_done | aborted_retry | \
+            ((seq.done | prog.done) & ~nmf_running & ~refine_running & ~retrying)
+        with m.If(accepted & is_solve):
+            m.d.sync += host_solving.eq(1)
+        with m.Elif(finished):
+            m.d.sync += host_solving.eq(0)
+        m.d.comb += regs.solve_exponent.exponent.eq(solve_exponent)
         finished_error = Signal(ErrorCode)
-        block_error = Mux(seq.done, seq.error, prog.error)
-        m.d.comb += finished_error.eq(block_error if anls is None else Mux(anls.done, anls.error, block_error))
+        block_error = Mux(aborted_retry, ErrorCode.ABORTED, Mux(seq.done, seq.error, prog.error))
+        if anls is not None:
+            block_error = Mux(anls.done, anls.error, block_error)
+        if refiner is not None:
+            block_error = Mux(refiner.done, refiner.error, block_error)
+        m.d.comb += finished_error.eq(block_error)
         store_reading = prog.done & reading_cell & (prog.error == ErrorCode.NONE)
         results = regs.results.write
         with m.If(seq.result.en):
@@ -377,6 +463,7 @@ class Controller(wiring.Component):
             regs.over_range_count.count_inc.eq(Mux(reporting, over_range_samples, 0)),
             regs.irq_status.over_range_set.eq((over_range_samples != 0) & reporting),
         ]
+        m.d.comb += regs.range_retry_count.count_inc.eq(retrying & reporting)
         if anls is not None:
             m.d.comb += [
                 regs.nmf_retry_count.count_inc.eq(anls.retry & reporting),
@@ -432,27 +519,12 @@ class Controller(wiring.Component):
         return m
 
 
-    def _elaborate_nmf(self, m: Module, anls: ANLSSequencer, regs: ControllerRegisters, seq: SolveSequencer,
-                       prog: WriteVerifyProgrammer, host_solve: dict[str, Value], host_program: dict[str, Value],
+    def _elaborate_nmf(self, m: Module, anls: ANLSSequencer, regs: ControllerRegisters,
+                       host_solve: dict[str, Value], host_program: dict[str, Value],
                        accepted: Value, is_nmf: Value, abort: Value) -> None:
-        """RUN_NMF's wiring: the ANLS sequencer's operands and progress, and its command ports
-        in front of the blocks'."""
+        """RUN_NMF's wiring: the ANLS sequencer's operands and progress (its command ports are
+        wired in front of the blocks' in elaborate)."""
         p = self._params
-        nmf_running = anls.busy
-        # While RUN_NMF runs the ANLS sequencer drives the blocks' commands (their starts and
-        # aborts are ORed: the host cannot start a block then, and both may abort).
-        for block, command, signature, host in (
-                (seq, anls.solve, solve_command_signature(p), host_solve),
-                (prog, anls.program, program_command_signature(p), host_program)):
-            for name, member in signature.members.items():
-                port, driven = getattr(block, name), getattr(command, name)
-                if member.flow == wiring.In:
-                    m.d.comb += driven.eq(port)
-                elif name in ("start", "abort"):
-                    m.d.comb += port.eq(host[name] | driven)
-                else:
-                    m.d.comb += port.eq(Mux(nmf_running, driven, host[name]))
-
         nmf_port_width = {name: len(getattr(anls, name)) for name in ("m", "n", "k")}
         m.d.comb += [
             anls.start.eq(accepted & is_nmf),
@@ -473,6 +545,39 @@ class Controller(wiring.Component):
         progress = regs.nmf_progress
         m.d.comb += [progress.iteration.eq(anls.iteration), progress.step.eq(anls.step),
                      progress.phase.eq(anls.phase), progress.rhs_done.eq(anls.rhs_done)]
+
+
+    def _elaborate_refine(self, m: Module, refiner: Refiner, regs: ControllerRegisters,
+                          host_solve: dict[str, Value], start: Value, abort: Value) -> None:
+        """REFINE's wiring: the Refiner's operands and progress."""
+        p = self._params
+        control, gain = regs.refine_control, regs.refine_gain
+        m.d.comb += [
+            refiner.start.eq(start), refiner.abort.eq(abort),
+            refiner.row_mask.eq(regs.row_mask), refiner.col_mask.eq(regs.col_enable.enable[:p.cols]),
+            refiner.passes.eq(control.passes), refiner.headroom.eq(control.headroom),
+            refiner.a_offset.eq(control.a_offset),
+            refiner.gain.eq(gain.gain), refiner.gain_shift.eq(gain.shift),
+        ]
+        for name in ("avg_log2", "dac_settle", "analog_settle", "watchdog_limit"):
+            m.d.comb += getattr(refiner, name).eq(host_solve[name])
+        status = regs.refine_status
+        m.d.comb += [status.passes_done.eq(refiner.passes_done),
+                     status.residual_msb.eq(refiner.residual_msb),
+                     status.over_range.eq(refiner.over_range)]
+
+    def _elaborate_a_capture(self, m: Module, regs: ControllerRegisters, prog: WriteVerifyProgrammer) -> None:
+        """REFINE_A: the programmer's final verify reading of each cell it records (its fault-map
+        write, one column bit, in the cycle after the reading was registered) goes to cell
+        (row, col) of A, for the COLS columns (not the spares)."""
+        p = self._params
+        col = lowest_set_index(prog.fault_map.en)
+        capture = regs.refine_a.write
+        m.d.comb += [
+            capture.en.eq(prog.fault_map.en[:p.cols].any()),
+            capture.addr.eq(prog.fault_map.addr * p.cols + col),
+            capture.data.eq(prog.read_code),
+        ]
 
 
 def verilog_text(params: BuildParams | None = None) -> str:

@@ -28,7 +28,7 @@ Refiner never drives the AFE itself.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -70,8 +70,10 @@ class Refiner(wiring.Component):
     Outputs: ``passes_done`` (solves accumulated), ``residual_msb`` (leading one of the last
     residual's peak; 0 also when R = 0), ``over_range`` (a solve result was over range).
 
-    Buffers, as memory ports presented to the outside: ``a_write`` (A codes, cell (i, j) at
-    i * COLS + j), ``b_write`` (B by row), ``x_read`` (X by column). Blocks: ``solve``
+    Buffers, memory ports of memories outside (the controller's REFINE_A/B/X windows), read
+    ports without transparency: ``a`` (A codes, cell (i, j) at i * COLS + j), ``b`` (B by
+    row, ``b_bits`` two's complement), ``x`` and ``x_write`` (X by column; the Refiner reads
+    and writes it). Blocks: ``solve``
     (the solve sequencer's command ports), ``rhs`` (serves its rhs reads), ``result``
     (takes its result writes).
 
@@ -122,13 +124,13 @@ class Refiner(wiring.Component):
             "passes_done": Out(range(2 ** PASS_BITS + 1)),
             "residual_msb": Out(range(self.r_bits)),
             "over_range": Out(1),
-            # buffers
-            "a_write": Out(memory.WritePort.Signature(addr_width=ceil_log2(p.rows * p.cols),
-                                                      shape=p.adc_bits)),
-            "b_write": Out(memory.WritePort.Signature(addr_width=p.row_addr_bits,
-                                                      shape=signed(b_bits))),
-            "x_read": Out(memory.ReadPort.Signature(addr_width=ceil_log2(p.cols),
-                                                    shape=x_bits)),
+            # buffers (memories outside: the controller's REFINE_A/B/X windows)
+            "a": In(memory.ReadPort.Signature(addr_width=ceil_log2(p.rows * p.cols),
+                                              shape=p.adc_bits)),
+            "b": In(memory.ReadPort.Signature(addr_width=p.row_addr_bits, shape=b_bits)),
+            "x": In(memory.ReadPort.Signature(addr_width=ceil_log2(p.cols), shape=x_bits)),
+            "x_write": In(memory.WritePort.Signature(addr_width=ceil_log2(p.cols),
+                                                     shape=x_bits)),
             # blocks
             "solve": Out(solve_command_signature(p)),
             "rhs": Out(memory.ReadPort.Signature(addr_width=p.row_addr_bits, shape=p.dac_bits)),
@@ -147,23 +149,12 @@ class Refiner(wiring.Component):
         r_bits, x_bits = self.r_bits, self.x_bits
         x_top = 2 ** x_bits - 1
 
-        # --- buffers ----------------------------------------------------------------------
-        m.submodules.a_mem = a_mem = memory.Memory(shape=p.adc_bits, depth=rows * cols, init=[])
-        m.submodules.b_mem = b_mem = memory.Memory(shape=signed(self.b_bits), depth=rows,
-                                                   init=[])
+        # --- buffers: A, B, X outside (non-transparent read ports); R and Y inside ---------
         m.submodules.r_mem = r_mem = memory.Memory(shape=signed(r_bits), depth=rows, init=[])
-        m.submodules.x_mem = x_mem = memory.Memory(shape=x_bits, depth=cols, init=[])
         m.submodules.y_mem = y_mem = memory.Memory(shape=result_layout(p), depth=p.total_cols,
                                                    init=[])
-        a_host, b_host = a_mem.write_port(), b_mem.write_port()
-        for outer, inner in ((self.a_write, a_host), (self.b_write, b_host)):
-            m.d.comb += [inner.addr.eq(outer.addr), inner.data.eq(outer.data),
-                         inner.en.eq(outer.en)]
-        x_host = x_mem.read_port()
-        m.d.comb += [x_host.addr.eq(self.x_read.addr), x_host.en.eq(self.x_read.en),
-                     self.x_read.data.eq(x_host.data)]
-        a_read, b_read = a_mem.read_port(), b_mem.read_port()
-        x_fetch, x_write = x_mem.read_port(), x_mem.write_port()
+        a_read, b_read = self.a, self.b
+        x_fetch, x_write = self.x, self.x_write
         r_write, r_serve = r_mem.write_port(), r_mem.read_port()
         y_write, y_fetch = y_mem.write_port(), y_mem.read_port()
 
@@ -221,7 +212,7 @@ class Refiner(wiring.Component):
         factor_a = Mux(accumulating, y_term, a_term)
         factor_b = Mux(accumulating, gain, x_fetch.data)
         with m.If(s1_valid):
-            m.d.sync += [product.eq(factor_a * factor_b), b_word.eq(b_read.data),
+            m.d.sync += [product.eq(factor_a * factor_b), b_word.eq(b_read.data.as_signed()),
                          x_old.eq(x_fetch.data)]
 
         # Stage 2, MAC: acc = (first ? B : acc) - product; the row's last term writes R.
@@ -237,8 +228,7 @@ class Refiner(wiring.Component):
         # Stage 2, Accumulate: X_j += round(product * 2**(msb + headroom - gain_shift)).
         half_step = (Const(1, 2 ** GAIN_SHIFT_BITS) << gain_shift) >> 1
         delta = ((product << correction_left) + half_step) >> gain_shift
-        x_sum = Signal(signed(len(delta) + 2))
-        m.d.comb += x_sum.eq(x_old + delta)
+        x_sum = Value.cast(x_old + delta)   # an expression: Verilator sees no unused signal
         x_new = Mux(x_sum[-1], 0, Mux(x_sum > x_top, x_top, x_sum))[:x_bits]
         with m.If(s2_valid & accumulating):
             m.d.comb += [x_write.en.eq(1), x_write.addr.eq(s2_col), x_write.data.eq(x_new)]

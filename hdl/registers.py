@@ -17,13 +17,14 @@ from amaranth.utils import bits_for
 from .anls_sequencer import ITERATION_BITS, RETRY_BITS, ANLSSequencer, NMFPhase, NMFStep
 from .codes import ErrorCode, Opcode
 from .params import BuildParams
+from .refiner import GAIN_BITS, GAIN_SHIFT_BITS, HEADROOM_BITS, PASS_BITS
 from .regmap import (Access, ConstField, CoreAccess, CounterField, Field, MemoryWindow, Register, RegisterFile,
                      RegisterMap, VectorWindow, discard_unbuilt)
 
 __all__ = ["MAGIC", "VERSION", "MAX_ROWS", "MAX_COLUMNS", "build_register_map", "ControllerRegisters"]
 
 MAGIC = 0x414E4D46  #: "ANMF" in ASCII: the ID register, so a host knows it talks to this design
-VERSION = (1, 2)    #: (major, minor) of the register map; major changes break host drivers
+VERSION = (1, 3)    #: (major, minor) of the register map; major changes break host drivers
 MAX_ROWS = 1024     #: rows the fixed window spans leave room for
 MAX_COLUMNS = 32    #: COLS + SPARE: one fault-map word, one COL_ENABLE word
 
@@ -35,6 +36,9 @@ def _check_params(params: BuildParams) -> None:
     if params.total_cols > MAX_COLUMNS:
         raise ValueError(f"cols + spare must be at most {MAX_COLUMNS} for the register map (one COL_ENABLE word, "
                          f"one FAULT_MAP word per row), not {params.cols} + {params.spare} = {params.total_cols}")
+    if params.refinement and params.rows * params.cols > MAX_REFINE_CELLS:
+        raise ValueError(f"rows * cols must be at most {MAX_REFINE_CELLS} for the REFINE_A window, not "
+                         f"{params.rows} * {params.cols} = {params.rows * params.cols} (or build without refinement)")
 
 
 def _fit(value: int, width: int) -> int:
@@ -322,6 +326,70 @@ class NMFIrq(Register):
     progress_enable = Field(Access.RW, 1, "Interrupt when progress is set.", at=8)
 
 
+# --- REFINE and the over-range retry of host solves --------------------------------------------
+
+#: Widths of the Refiner's buffers in this controller (RefineFormat's defaults): B is one bus word.
+REFINE_X_BITS = 24
+REFINE_B_BITS = 32
+#: SOLVE_RETRIES.limit is 4 bits: at most 15 halvings of the DAC input.
+SOLVE_RETRY_BITS = 4
+#: REFINE_A's span (words): the REFINE windows share 0xA000-0xFFFF, so ROWS x COLS <= 4096 with REFINE.
+MAX_REFINE_CELLS = 4096
+
+
+class RefineControl(Register):
+    """REFINE's operands besides the correction gain (docs/refinement.md)."""
+
+    def __init__(self, params: BuildParams) -> None:
+        half = 1 << (params.adc_bits - 1)
+        super().__init__({
+            "passes": Field(Access.RW, PASS_BITS, "Refinement passes after the clamped pass 0: REFINE runs passes + 1 "
+                                                  "solves at most.", reset=4),
+            "headroom": Field(Access.RW, HEADROOM_BITS, "DAC bits the scaled residual leaves unused (2 measured "
+                                                        "best).", reset=2, at=4),
+            "a_offset": Field(Access.RW, params.adc_bits, "READ_CELL code of the conductance that stands for 0 "
+                                                          "(A = REFINE_A - a_offset). Reset: the rram-3bit offset "
+                                                          "conductance's code, as NMF_WINDOW_BASE.",
+                              reset=half + round(half * 0.5 / 40), at=8),
+        })
+
+
+class RefineGain(Register):
+    """REFINE's correction gain: X steps per ADC step of a correction = gain * 2**(msb + headroom - shift)
+    (``anmf.model.refinement.correction_gain``). Reset: rram-3bit's (132972, 35)."""
+
+    gain = Field(Access.RW, GAIN_BITS, "Gain mantissa (unsigned).", reset=132972)
+    shift = Field(Access.RW, GAIN_SHIFT_BITS, "Gain shift.", reset=35, at=24)
+
+
+class RefineStatus(Register):
+    """Progress and outcome of the last (or running) REFINE, driven by the Refiner."""
+
+    def __init__(self, params: BuildParams, r_bits: int) -> None:
+        super().__init__({
+            "passes_done": Field(Access.R, bits_for(2 ** PASS_BITS), "Solves accumulated into REFINE_X."),
+            "residual_msb": Field(Access.R, bits_for(r_bits - 1), "Leading one of the last residual's peak "
+                                                                  "max |B - A X| (0 also when it is 0).", at=8),
+            "over_range": Field(Access.R, 1, "A solve result of the run was over range (it was accepted clipped; "
+                                             "the next pass corrects it).", at=16),
+        })
+
+
+class SolveRetries(Register):
+    """Over-range retry of SOLVE, SOLVE_FREE and MVM (docs/controller.md): a solve with an over-range result
+    runs again with the DAC input halved (code zero + (code - zero) >> e after e retries)."""
+
+    limit = Field(Access.RW, SOLVE_RETRY_BITS, "Retries at most; 0 (reset) turns the retry off. When the last one "
+                                               "is still over range its clipped results are kept (RESULTS.over_range "
+                                               "set, STATUS.error NONE).")
+
+
+class SolveExponent(Register):
+    """Input scale of the last SOLVE, SOLVE_FREE or MVM's results: RESULTS are for RHS * 2**-exponent."""
+
+    exponent = Field(Access.R, SOLVE_RETRY_BITS, "Retries the results took (the DAC input was halved that often).")
+
+
 # --- counters ------------------------------------------------------------------------------
 
 def _counter(params: BuildParams, doc: str, increment_width: int = 1) -> Register:
@@ -380,6 +448,12 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
              offset=0x06C)
     if params.run_nmf:
         _add_nmf_registers(regs, params)
+    regs.add("SOLVE_RETRIES", SolveRetries(), offset=0x0C0)
+    regs.add("SOLVE_EXPONENT", SolveExponent(), offset=0x0C4)
+    regs.add("RANGE_RETRY_COUNT", _counter(params, "SOLVE, SOLVE_FREE and MVM runs repeated with a halved input "
+                                           "after an over-range result (SOLVE_RETRIES)."), offset=0x0C8)
+    if params.refinement:
+        _add_refine_registers(regs, params)
 
     regs.add("RESULTS", MemoryWindow(
         depth=params.total_cols, span=MAX_COLUMNS, access=Access.R, core=CoreAccess.WRITE,
@@ -416,7 +490,40 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
 
     if params.run_nmf:
         _add_nmf_windows(regs, params)
+    if params.refinement:
+        _add_refine_windows(regs, params)
     return regs
+
+
+def refine_r_bits(params: BuildParams) -> int:
+    """Width of the Refiner's residual words in this controller (``Refiner.r_bits``)."""
+    product_bits = params.adc_bits + 1 + REFINE_X_BITS
+    return max(REFINE_B_BITS, product_bits + max(1, (params.cols - 1).bit_length())) + 1
+
+
+def _add_refine_registers(regs: RegisterMap, params: BuildParams) -> None:
+    """REFINE's registers (built with ``params.refinement`` only)."""
+    regs.add("REFINE_CONTROL", RefineControl(params), offset=0x0B0)
+    regs.add("REFINE_GAIN", RefineGain(), offset=0x0B4)
+    regs.add("REFINE_STATUS", RefineStatus(params, refine_r_bits(params)), offset=0x0B8)
+
+
+def _add_refine_windows(regs: RegisterMap, params: BuildParams) -> None:
+    """REFINE's buffers (built with ``params.refinement`` only)."""
+    regs.add("REFINE_B", MemoryWindow(
+        depth=params.rows, span=MAX_ROWS, access=Access.RW, core=CoreAccess.READ,
+        fields={"word": (REFINE_B_BITS, "B_i, two's complement: DAC steps times 2**f (the host's f).")},
+        doc="REFINE's right-hand side B, row i at index i (rows outside ROW_MASK are not used)."), offset=0xA000)
+    regs.add("REFINE_X", MemoryWindow(
+        depth=params.cols, span=MAX_COLUMNS, access=Access.R, core=CoreAccess.READ_WRITE,
+        fields={"word": (REFINE_X_BITS, "X_j, unsigned, in B units per A unit; saturates at 2**24 - 1.")},
+        doc="REFINE's solution X, column j at index j (cleared by each REFINE)."), offset=0xB000)
+    regs.add("REFINE_A", MemoryWindow(
+        depth=params.rows * params.cols, span=MAX_REFINE_CELLS, access=Access.RW, core=CoreAccess.READ_WRITE,
+        fields={"code": (params.adc_bits, "READ_CELL code of cell (i, j).")},
+        doc="REFINE's matrix: cell (i, j) (j < COLS) at index i * COLS + j. Write-verify (PROGRAM_CELL, "
+            "PROGRAM_MATRIX, RUN_NMF's programming) stores each cell's final verify reading here; the host may "
+            "write it too (a write waits while write-verify stores)."), offset=0xC000)
 
 
 def _add_nmf_registers(regs: RegisterMap, params: BuildParams) -> None:

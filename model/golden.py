@@ -34,7 +34,7 @@ from .formats import (PICOSECONDS_PER_SECOND, ProgramSettings, factor_from_fixed
                       unpack_result, zero_code)
 
 __all__ = ["GoldenController", "Error", "SolveOutcome", "CellOutcome", "ProgramOutcome",
-           "ReadOutcome", "SOLVE_MODES", "NMFOutcome"]
+           "ReadOutcome", "SOLVE_MODES", "NMFOutcome", "RetrySolveOutcome"]
 
 #: AFE modes the solve sequencer runs (SOLVE, SOLVE_FREE, MVM).
 SOLVE_MODES: tuple[Mode, ...] = (Mode.SOLVE, Mode.SOLVE_FREE, Mode.MVM)
@@ -70,6 +70,18 @@ class SolveOutcome:
     over_range_count: int
     #: Cycle of ``done``, counted from the ``start`` cycle.
     done_cycle: int
+
+
+@dataclass(frozen=True)
+class RetrySolveOutcome:
+    """A host SOLVE / SOLVE_FREE / MVM with the over-range retry (SOLVE_RETRIES)."""
+
+    error: Error
+    words: dict[int, int]      #: the last run's result words, by physical column
+    over_range_count: int      #: samples flagged adc_ovr over all runs
+    done_cycle: int            #: the last run's done, counted from the first run's start
+    exponent: int              #: SOLVE_EXPONENT: retries taken (inputs scaled by 2**-exponent)
+    retries: int               #: RANGE_RETRY_COUNT's increment (= exponent)
 
 
 @dataclass(frozen=True)
@@ -202,6 +214,11 @@ class GoldenController:
         #: rows, H's columns), [rows, rows + cols) per component.
         self.nmf_w_exp = np.zeros(self.rows + cols, dtype=np.int64)
         self.nmf_h_exp = np.zeros(self.rows + cols, dtype=np.int64)
+        # REFINE buffers (docs/refinement.md): REFINE_A (rows x cols READ_CELL codes, the last
+        # verify read of each programmed cell), REFINE_B (signed words), REFINE_X (unsigned).
+        self.refine_a = np.zeros((self.rows, cols), dtype=np.int64)
+        self.refine_b = np.zeros(self.rows, dtype=np.int64)
+        self.refine_x = np.zeros(cols, dtype=np.int64)
 
     # ---- time --------------------------------------------------------------------------
 
@@ -323,6 +340,59 @@ class GoldenController:
         done = cycle + n + 1
         self._end(start_ps, done)
         return SolveOutcome(Error.NONE, words, over_range_count, done)
+
+    def solve_with_retries(self, mode: Mode | int, *, retries: int, row_mask: int, col_mask: int,
+                           avg_log2: int, dac_settle: int, analog_settle: int,
+                           watchdog_limit: int | None = None,
+                           start_s: float | None = None) -> RetrySolveOutcome:
+        """A host solve with the controller's over-range retry (docs/controller.md): while a
+        run's results are over range and fewer than ``retries`` (SOLVE_RETRIES.limit) retries
+        were taken, run again from the cycle after its done with the ``rhs`` codes scaled to
+        ``zero + ((code - zero) >> e)``, e the retry count; the last run's results stand."""
+        retries = self._operand("retries", retries, 4)
+        host_rhs = self.rhs.copy()
+        start_ps = self._begin(start_s)
+        cycle, over_range_count, exponent = 0, 0, 0
+        try:
+            while True:
+                self.rhs[:] = self.zero_code + ((host_rhs - self.zero_code) >> exponent)
+                run = self.solve(mode, row_mask=row_mask, col_mask=col_mask, avg_log2=avg_log2,
+                                 dac_settle=dac_settle, analog_settle=analog_settle,
+                                 watchdog_limit=watchdog_limit,
+                                 start_s=(start_ps + cycle * self.period_ps) / PICOSECONDS_PER_SECOND)
+                over_range_count += run.over_range_count
+                if run.error != Error.NONE or run.over_range_count == 0 or exponent == retries:
+                    break
+                exponent += 1
+                cycle += run.done_cycle + 1
+        finally:
+            self.rhs[:] = host_rhs
+        return RetrySolveOutcome(run.error, run.words, over_range_count, cycle + run.done_cycle,
+                                 exponent, exponent)
+
+    # ---- REFINE ------------------------------------------------------------------------
+
+    def refine(self, *, passes: int, a_offset: int, gain: int, gain_shift: int, headroom: int,
+               row_mask: int, col_mask: int, avg_log2: int, dac_settle: int, analog_settle: int,
+               watchdog_limit: int | None = None, start_s: float | None = None):
+        """REFINE on ``refine_a`` and ``refine_b`` into ``refine_x``, as the controller's
+        Refiner runs it (``anmf.model.refinement.golden_refine`` with the controller's
+        formats: X 24 bits, B 32 bits); ``col_mask`` has COLS bits. The RHS buffer keeps its
+        contents (the Refiner serves the DACs itself); RESULTS gets each solve's words."""
+        from .refinement import RefineFormat, golden_refine   # refinement imports this module
+        host_rhs = self.rhs.copy()
+        try:
+            outcome = golden_refine(self, fmt=RefineFormat(x_bits=24, b_bits=32), b=self.refine_b,
+                                    a_codes=self.refine_a, a_offset=a_offset, gain=gain,
+                                    gain_shift=gain_shift, passes=passes, row_mask=row_mask,
+                                    col_mask=col_mask, headroom=headroom, avg_log2=avg_log2,
+                                    dac_settle=dac_settle, analog_settle=analog_settle,
+                                    watchdog_limit=watchdog_limit, start_s=start_s)
+        finally:
+            self.rhs[:] = host_rhs
+        if outcome.error == Error.NONE or outcome.passes_done or outcome.peaks:
+            self.refine_x[:] = outcome.x
+        return outcome
 
     # ---- READ_CELL / PROGRAM_CELL / PROGRAM_MATRIX -------------------------------------
 
@@ -470,6 +540,8 @@ class GoldenController:
                     self.fault_map[r] = (int(self.fault_map[r]) & ~bit) | (bit if failed else 0)
                     state["failed_count"] += failed
                     cells.append(CellOutcome(r, c, target, pulses, average, failed))
+                    if c < self.p["cols"]:
+                        self.refine_a[r, c] = average   # REFINE_A keeps the final verify read
                     cycle += 1  # Record
                 cycle += 1  # Next-Cell: the row is finished
         except _Timeout as timeout:

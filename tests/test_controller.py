@@ -764,7 +764,7 @@ def test_interrupt_line_follows_status_and_enable():
         seen.append(("line around the nop", bench.trace[start].irq, bench.trace[start + STATUS_DELAY].irq))
         await bench.write(ctx, "IRQ_ENABLE", error=1)
         await bench.write(ctx, "IRQ_STATUS", done=1)
-        await bench.command(ctx, 9)
+        await bench.command(ctx, 255)
         await step(ctx, "unknown opcode")
         await bench.write(ctx, "IRQ_STATUS", error=1)
         await step(ctx, "error cleared")

@@ -354,7 +354,7 @@ def test_host_owned_registers_are_written_once_for_the_same_value() -> None:
     run(driver.configure(timing=TIMING, programming=PROGRAMMING))
     first = len(bus.accesses)
     run(driver.configure(timing=TIMING, programming=PROGRAMMING))
-    assert first == 9 and len(bus.accesses) == first, "an unchanged configuration is not rewritten"
+    assert first == 10 and len(bus.accesses) == first, "an unchanged configuration is not rewritten"
     run(driver.configure(timing=replace(TIMING, analog_settle=9)))
     assert bus.accesses[first:] == [("write", SMALL_REGS.ANALOG_SETTLE.offset)]
 

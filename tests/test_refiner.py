@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from amaranth.hdl import Elaboratable, Module, Value
-from amaranth.lib import wiring
+from amaranth.lib import memory, wiring
 from amaranth.sim import Simulator
 
 from anmf.hdl.afe import AFESignature
@@ -78,17 +78,33 @@ class ModelAFE:
 
 
 class Harness(Elaboratable):
-    """Refiner + SolveSequencer; the sequencer's AFE port is the harness's."""
+    """Refiner + SolveSequencer + the A, B, X memories (the controller's windows); the
+    sequencer's AFE port is the harness's; ``a_write``, ``b_write``, ``x_read`` are the host's
+    ports on the memories."""
 
     def __init__(self) -> None:
         self.refiner = Refiner(PARAMS, x_bits=FMT.x_bits, b_bits=FMT.b_bits)
         self.seq = SolveSequencer(PARAMS)
         self.afe = AFESignature(PARAMS).flip().create()
+        self.a_mem = memory.Memory(shape=PARAMS.adc_bits, depth=PARAMS.rows * PARAMS.cols,
+                                   init=[])
+        self.b_mem = memory.Memory(shape=FMT.b_bits, depth=PARAMS.rows, init=[])
+        self.x_mem = memory.Memory(shape=FMT.x_bits, depth=PARAMS.cols, init=[])
+        self.a_write, self.b_write = self.a_mem.write_port(), self.b_mem.write_port()
+        self.x_read = self.x_mem.read_port()
 
     def elaborate(self, platform) -> Module:
         m = Module()
         ref, seq = self.refiner, self.seq
         m.submodules.refiner, m.submodules.seq = ref, seq
+        m.submodules.a_mem, m.submodules.b_mem = self.a_mem, self.b_mem
+        m.submodules.x_mem = self.x_mem
+        for inner, port in ((ref.a, self.a_mem.read_port()), (ref.b, self.b_mem.read_port()),
+                            (ref.x, self.x_mem.read_port())):
+            m.d.comb += [port.addr.eq(inner.addr), port.en.eq(inner.en), inner.data.eq(port.data)]
+        x_write = self.x_mem.write_port()
+        m.d.comb += [x_write.addr.eq(ref.x_write.addr), x_write.data.eq(ref.x_write.data),
+                     x_write.en.eq(ref.x_write.en)]
         wiring.connect(m, ref.rhs, seq.rhs)
         m.d.comb += [ref.result.addr.eq(seq.result.addr), ref.result.data.eq(seq.result.data),
                      ref.result.en.eq(seq.result.en)]
@@ -144,18 +160,18 @@ def run_rtl(afe: AnalogFrontEnd, a_codes: np.ndarray, b: np.ndarray, ops: dict[s
     seen: dict[str, Any] = {}
 
     async def testbench(ctx):
-        ctx.set(ref.a_write.en, 1)
+        ctx.set(dut.a_write.en, 1)
         for address, code in enumerate(a_codes.ravel()):
-            ctx.set(ref.a_write.addr, address)
-            ctx.set(ref.a_write.data, int(code))
+            ctx.set(dut.a_write.addr, address)
+            ctx.set(dut.a_write.data, int(code))
             await ctx.tick()
-        ctx.set(ref.a_write.en, 0)
-        ctx.set(ref.b_write.en, 1)
+        ctx.set(dut.a_write.en, 0)
+        ctx.set(dut.b_write.en, 1)
         for row, word in enumerate(b):
-            ctx.set(ref.b_write.addr, row)
-            ctx.set(ref.b_write.data, int(word))
+            ctx.set(dut.b_write.addr, row)
+            ctx.set(dut.b_write.data, int(word) & (2 ** FMT.b_bits - 1))
             await ctx.tick()
-        ctx.set(ref.b_write.en, 0)
+        ctx.set(dut.b_write.en, 0)
         for name, value in ops.items():
             ctx.set(getattr(ref, name), value)
         seen["start"] = binding.cycle
@@ -178,9 +194,9 @@ def run_rtl(afe: AnalogFrontEnd, a_codes: np.ndarray, b: np.ndarray, ops: dict[s
         seen["busy_after"] = ctx.get(ref.busy)
         x = []
         for col in range(PARAMS.cols):
-            ctx.set(ref.x_read.addr, col)
+            ctx.set(dut.x_read.addr, col)
             await ctx.tick()
-            x.append(ctx.get(ref.x_read.data))
+            x.append(ctx.get(dut.x_read.data))
         seen["x"] = np.array(x)
         seen["afe_idle"] = [ctx.get(Value.cast(getattr(dut.afe, n)))
                             for n in ("mode", "loop", "row_en", "col_en")]

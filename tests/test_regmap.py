@@ -219,7 +219,8 @@ def test_json_description_has_the_documented_schema() -> None:
             assert f["access"] in {"R", "W", "RW", "RW1C", "W1S"}
     names = {w["name"] for w in desc["windows"]}
     assert names == {"RESULTS", "ROW_MASK", "RHS", "FAULT_MAP", "TARGET",
-                     "NMF_R", "NMF_MASK", "NMF_W", "NMF_H", "NMF_W_EXP", "NMF_H_EXP"}
+                     "NMF_R", "NMF_MASK", "NMF_W", "NMF_H", "NMF_W_EXP", "NMF_H_EXP",
+                     "REFINE_A", "REFINE_B", "REFINE_X"}
     for win in desc["windows"]:
         assert {"name", "offset", "depth", "width", "access", "doc"} <= set(win), win["name"]
     by_name = {w["name"]: w for w in desc["windows"]}
@@ -243,7 +244,7 @@ def test_required_registers_are_present() -> None:
     assert "power of two" in DEFAULT.TIMING.adc_samples.doc and "BAD_AVERAGING" in DEFAULT.TIMING.adc_samples.doc
 
 
-@pytest.mark.parametrize("params", [BuildParams(), BuildParams(rows=1024, cols=30, spare=2, adc_bits=16),
+@pytest.mark.parametrize("params", [BuildParams(), BuildParams(rows=1024, cols=30, spare=2, adc_bits=16, refinement=False),
                                     BuildParams(rows=2, cols=2, spare=0, timer_bits=32)])
 def test_offsets_are_unique_aligned_and_fixed_across_builds(params: BuildParams) -> None:
     desc = describe(build_register_map(params))
@@ -364,7 +365,7 @@ def test_host_constants_come_from_the_declarations() -> None:
 @pytest.mark.parametrize("make, message", [
     (lambda: DEFAULT.COMMAND.row.put(4096), "COMMAND.row holds 12 bits (0 to 4095), not 4096"),
     (lambda: DEFAULT.COMMAND.opcode.put("FLY"), "COMMAND.opcode has no value named 'FLY'; accepted: NOP, SOLVE, "
-                                                "SOLVE_FREE, MVM, READ_CELL, PROGRAM_CELL, PROGRAM_MATRIX, RUN_NMF"),
+                                                "SOLVE_FREE, MVM, READ_CELL, PROGRAM_CELL, PROGRAM_MATRIX, RUN_NMF, REFINE"),
     (lambda: DEFAULT.COMMAND.row.put("x"), "COMMAND.row has no value named 'x'; accepted: integers only"),
     (lambda: DEFAULT.RHS.address(64), "RHS index must be from 0 to 63, not 64"),
     (lambda: DEFAULT.COMMAND.nothing, "COMMAND has no field 'nothing'; fields: opcode, row, col"),

@@ -25,9 +25,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from anmf.hdl.regmap_export import HostRegisterMap
+from anmf.hdl.registers import REFINE_B_BITS, SOLVE_RETRY_BITS
 from anmf.model.formats import (ProgramSettings, exponent_word, factor_from_fixed, mask_words,
                                 word_exponent)
 from anmf.model.golden import Error as ErrorCode
+from anmf.model.refinement import GAIN_BITS, GAIN_SHIFT_BITS, HEADROOM_BITS, PASS_BITS
 
 from .bus import BusError, InterruptLine, RegisterBus
 
@@ -36,7 +38,7 @@ __all__ = [
     "ProgramReport", "CellReading", "Status", "Counters", "ErrorCode", "ChipError",
     "CommandTimeout", "UnsupportedChip", "SOLVE_MODES", "ID_MAGIC", "SUPPORTED_MAJOR_VERSION",
     "NMFSettings", "NMFProgress", "NMFReport", "NMFFactors", "NMF_PHASES", "NMF_STEPS",
-    "ProgressCallback",
+    "ProgressCallback", "RefineResult",
 ]
 
 #: What the ID register reads ("ANMF").
@@ -118,6 +120,10 @@ class Timing:
     analog_settle: int = 100
     #: Bound on every wait for the AFE (one conversion, one pulse).
     watchdog: int = 4000
+    #: SOLVE_RETRIES: a solve (SOLVE, SOLVE_FREE, MVM) with an over-range result runs again
+    #: with the DAC input halved, at most this many times (0: no retry; docs/controller.md).
+    #: :attr:`SolveResult.exponent` says how often the input was halved.
+    solve_retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,9 @@ class SolveResult:
     columns: tuple[int, ...]
     codes: NDArray[np.int64]
     over_range: NDArray[np.bool_]
+    #: SOLVE_EXPONENT: the over-range retries the results took; they are for the RHS codes'
+    #: offsets from zero times 2**-exponent (docs/controller.md). 0 without retries.
+    exponent: int = 0
 
     @property
     def any_over_range(self) -> bool:
@@ -177,6 +186,23 @@ class Counters:
     pulses: int
     over_range: int
     failed_cells: int
+    #: RANGE_RETRY_COUNT: solves repeated with a halved input (:attr:`Timing.solve_retries`).
+    range_retries: int = 0
+
+
+@dataclass(frozen=True)
+class RefineResult:
+    """One REFINE (docs/refinement.md): X of every solution column and REFINE_STATUS.
+
+    ``x_words`` are REFINE_X (unsigned, B units per A unit: ``B ~ (REFINE_A - a_offset) @
+    x_words``); ``x`` is the same in the units of ``b`` before its scaling, ``x_words *
+    2**-b_frac_bits`` (the ``b_frac_bits`` given to :meth:`ChipDriver.refine`)."""
+
+    x_words: NDArray[np.int64]   #: (COLS,); columns outside col_enable are 0
+    x: NDArray[np.float64]       #: (COLS,)
+    passes_done: int             #: solves accumulated into X (pass 0 included)
+    residual_msb: int            #: leading one of the last residual's peak max |B - A X|
+    over_range: bool             #: a solve result of the run was over range (accepted clipped)
 
 
 class ChipError(RuntimeError):
@@ -364,6 +390,8 @@ class ChipDriver(abc.ABC):
                              f"{samples!r}")
         for name in ("dac_settle", "analog_settle", "watchdog"):
             _check_range(f"Timing.{name}", getattr(timing, name), 1, info.max_timer, "cycles")
+        _check_range("Timing.solve_retries", timing.solve_retries, 0, 2 ** SOLVE_RETRY_BITS - 1,
+                     "retries")
 
     def check_programming(self, settings: ProgramSettings) -> None:
         """Raise ValueError unless the controller accepts ``settings``."""
@@ -420,6 +448,51 @@ class ChipDriver(abc.ABC):
         if self.timing is None:
             raise RuntimeError("solve needs the timing: call configure(timing=Timing(...)) first")
         return await self._solve(rhs, row_mask, col_enable, mode)
+
+    async def refine(self, b: ArrayLike, *, passes: int, row_mask: int, col_enable: int,
+                     a_offset: int, gain: int, gain_shift: int, headroom: int = 2,
+                     b_frac_bits: int = 0, a_codes: ArrayLike | None = None) -> RefineResult:
+        """REFINE (docs/refinement.md): minimise ||B - A X|| over X >= 0 with A = REFINE_A -
+        ``a_offset`` on the enabled rows and solution columns, by ``passes`` + 1 analog solves
+        at most. ``b``: ROWS words (32-bit two's complement, DAC steps times
+        2**``b_frac_bits``; rows outside ``row_mask`` are not used); ``col_enable``: a mask of
+        the COLS solution columns (REFINE uses no spare); ``gain``, ``gain_shift``: X steps per
+        ADC step of a correction (``anmf.model.refinement.correction_gain``); ``a_codes``
+        (ROWS x COLS READ_CELL codes) replaces REFINE_A first, else REFINE_A holds what
+        write-verify read back. Solve timing and averaging: :meth:`configure`'s Timing."""
+        info = self.info
+        words = np.asarray(b)
+        low, high = -2 ** (REFINE_B_BITS - 1), 2 ** (REFINE_B_BITS - 1) - 1
+        if words.dtype.kind not in "iu" or words.shape != (info.rows,) or \
+                (words.size and (words.min() < low or words.max() > high)):
+            raise ValueError(f"b must be a ({info.rows},) vector of integers from {low} to {high} "
+                             f"({REFINE_B_BITS}-bit two's complement); got {words.dtype} array of "
+                             f"shape {words.shape}")
+        passes = _check_range("passes", passes, 0, 2 ** PASS_BITS - 1, "passes after pass 0")
+        row_mask = _check_mask("row_mask", row_mask, info.rows, "rows")
+        col_enable = _check_mask("col_enable", col_enable, info.cols, "solution columns")
+        a_offset = _check_range("a_offset", a_offset, 0, 2 ** info.adc_bits - 1, "ADC codes")
+        gain = _check_range("gain", gain, 0, 2 ** GAIN_BITS - 1)
+        gain_shift = _check_range("gain_shift", gain_shift, 0, 2 ** GAIN_SHIFT_BITS - 1)
+        headroom = _check_range("headroom", headroom, 0, 2 ** HEADROOM_BITS - 1, "DAC bits")
+        b_frac_bits = _check_range("b_frac_bits", b_frac_bits, 0, REFINE_B_BITS - 1, "bits")
+        a = None if a_codes is None else _check_codes(
+            "a_codes", a_codes, f"a ({info.rows}, {info.cols}) array (ROWS x COLS)",
+            info.adc_bits, lambda s: s == (info.rows, info.cols))
+        if self.timing is None:
+            raise RuntimeError("refine needs the timing: call configure(timing=Timing(...)) first")
+        x_words, passes_done, residual_msb, over_range = await self._refine(
+            words.astype(np.int64), a, passes=passes, row_mask=row_mask, col_enable=col_enable,
+            a_offset=a_offset, gain=gain, gain_shift=gain_shift, headroom=headroom)
+        return RefineResult(x_words, x_words * 2.0 ** -b_frac_bits, passes_done, residual_msb,
+                            over_range)
+
+    async def _refine(self, b: NDArray[np.int64], a_codes: NDArray[np.int64] | None, *,
+                      passes: int, row_mask: int, col_enable: int, a_offset: int, gain: int,
+                      gain_shift: int, headroom: int) -> tuple[NDArray[np.int64], int, int, bool]:
+        """REFINE's backend hook (arguments validated): (REFINE_X, passes_done, residual_msb,
+        over_range). Not abstract, like RUN_NMF's: a backend without it refuses."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement REFINE")
 
     async def read_cell(self, row: int, col: int) -> CellReading:
         """READ_CELL of (row, col), averaged and settled as the programming settings say."""
@@ -605,7 +678,7 @@ _HOST_OWNED = ("COMMAND", "COL_ENABLE", "IRQ_ENABLE", "TIMING", "DAC_SETTLE", "A
                "WATCHDOG", "PROGRAM_TOLERANCE", "PROGRAM_PULSES", "PROGRAM_AMPLITUDE",
                "PROGRAM_AMPLITUDE_MAX", "PROGRAM_PULSE", "READ_SETTLE", "ROW_MASK", "RHS",
                "TARGET", "NMF_SIZE", "NMF_ITERATIONS", "NMF_WINDOW_BASE", "NMF_WINDOW_SPAN",
-               "NMF_R", "NMF_MASK")
+               "NMF_R", "NMF_MASK", "SOLVE_RETRIES", "REFINE_CONTROL", "REFINE_GAIN", "REFINE_B")
 
 
 class RegisterDriver(ChipDriver):
@@ -659,6 +732,8 @@ class RegisterDriver(ChipDriver):
     def _host_owned_ranges(self) -> list[tuple[int, int]]:
         ranges = []
         for name in _HOST_OWNED:
+            if not hasattr(self.regs, name):   # a build without the feature (RUN_NMF, REFINE)
+                continue
             item = getattr(self.regs, name)
             depth = getattr(item, "depth", 1)
             ranges.append((item.offset, item.offset + 4 * depth))
@@ -731,6 +806,7 @@ class RegisterDriver(ChipDriver):
             await self._set("DAC_SETTLE", cycles=timing.dac_settle)
             await self._set("ANALOG_SETTLE", cycles=timing.analog_settle)
             await self._set("WATCHDOG", cycles=timing.watchdog)
+            await self._set("SOLVE_RETRIES", limit=timing.solve_retries)
         if programming is not None:
             s = programming
             await self._set("PROGRAM_TOLERANCE", codes=s.tolerance)
@@ -819,8 +895,34 @@ class RegisterDriver(ChipDriver):
         cols = set_bits(col_enable)
         results = self.regs.RESULTS
         words = [await self._read(results.address(c)) for c in cols]
+        exponent = (await self._get("SOLVE_EXPONENT"))["exponent"]
         return SolveResult(cols, np.array([results.code.get(w) for w in words], dtype=np.int64),
-                           np.array([bool(results.over_range.get(w)) for w in words]))
+                           np.array([bool(results.over_range.get(w)) for w in words]), exponent)
+
+    async def _refine(self, b: NDArray[np.int64], a_codes: NDArray[np.int64] | None, *,
+                      passes: int, row_mask: int, col_enable: int, a_offset: int, gain: int,
+                      gain_shift: int, headroom: int) -> tuple[NDArray[np.int64], int, int, bool]:
+        if not hasattr(self.regs, "REFINE_CONTROL"):
+            raise UnsupportedChip("refine: the chip was built without REFINE (no REFINE_* "
+                                  "registers)")
+        assert self.timing is not None
+        regs = self.regs
+        await self._set("TIMING", adc_samples=self.timing.adc_samples)
+        if a_codes is not None:
+            await self._write_words("REFINE_A", np.arange(a_codes.size), a_codes.ravel())
+        rows = np.array(set_bits(row_mask), dtype=np.int64)
+        await self._write_words("REFINE_B", rows, b[rows] & 0xFFFF_FFFF)
+        await self._write_row_mask(row_mask)
+        await self._set("COL_ENABLE", enable=col_enable)
+        await self._set("REFINE_CONTROL", passes=passes, headroom=headroom, a_offset=a_offset)
+        await self._set("REFINE_GAIN", gain=gain, shift=gain_shift)
+        status = await self._run("REFINE")
+        if status.error != ErrorCode.NONE:
+            raise ChipError("REFINE", status.error, status.detail)
+        x = regs.REFINE_X.word.get(await self._read_words("REFINE_X", np.arange(self.info.cols)))
+        refine_status = await self._get("REFINE_STATUS")
+        return (np.asarray(x, dtype=np.int64), refine_status["passes_done"],
+                refine_status["residual_msb"], bool(refine_status["over_range"]))
 
     async def _read_cell(self, row: int, col: int) -> CellReading:
         assert self.programming is not None
@@ -967,7 +1069,8 @@ class RegisterDriver(ChipDriver):
 
     async def counters(self) -> Counters:
         values = [(await self._get(name))["count"] for name in
-                  ("SOLVE_COUNT", "PULSE_COUNT", "OVER_RANGE_COUNT", "FAILED_CELL_COUNT")]
+                  ("SOLVE_COUNT", "PULSE_COUNT", "OVER_RANGE_COUNT", "FAILED_CELL_COUNT",
+                   "RANGE_RETRY_COUNT")]
         return Counters(*values)
 
     async def _until_not_busy(self, what: str) -> Status:

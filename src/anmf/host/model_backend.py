@@ -24,7 +24,7 @@ from anmf.model.golden import GoldenController
 from .driver import (NMF_STEPS, SUPPORTED_MAJOR_VERSION, CellReading, ChipDriver, ChipError,
                      ChipInfo, Counters, ErrorCode, NMFFactors, NMFProgress, NMFReport,
                      NMFSettings, ProgramReport, ProgressCallback, SolveResult, Status, Timing,
-                     set_bits)
+                     UnsupportedChip, set_bits)
 
 __all__ = ["ModelDriver"]
 
@@ -100,10 +100,27 @@ class _NMFTracker:
             self._phase("SOLVE", rhs_done + 1)
 
 
+class _SolveTally:
+    """Counts the golden model's solves inside one host command (the over-range retry's runs,
+    REFINE's passes) as SOLVE_COUNT and OVER_RANGE_COUNT count them, and keeps the last one."""
+
+    def __init__(self) -> None:
+        self.solves = self.over_range = 0
+        self.last: Any = None
+
+    def before_solve(self) -> None:
+        return None
+
+    def after_solve(self, outcome: Any, adc_bits: int) -> None:
+        self.solves += int(outcome.error == ErrorCode.NONE)
+        self.over_range += outcome.over_range_count
+        self.last = outcome
+
+
 class _ObservedGolden(GoldenController):
     """The golden model with an optional observer of RUN_NMF's programming and solves."""
 
-    observer: _NMFTracker | None = None
+    observer: _NMFTracker | _SolveTally | None = None
 
     def program_matrix(self, *args: Any, **kwargs: Any) -> Any:
         if self.observer is not None:
@@ -132,10 +149,13 @@ class ModelDriver(ChipDriver):
 
     def __init__(self, params: BuildParamsLike, afe: AnalogFrontEnd):
         self.golden = _ObservedGolden(params, afe)
+        #: The build has REFINE (BuildParams.refinement; a plain parameter mapping: yes).
+        self.refinement = bool(getattr(params, "refinement", True))
         super().__init__(ChipInfo.from_params(params, MODEL_VERSION))
         self.afe = afe
         self._status = Status(busy=False, done=False, error=ErrorCode.NONE, detail=0)
-        self._counts = {"solves": 0, "pulses": 0, "over_range": 0, "failed_cells": 0}
+        self._counts = {"solves": 0, "pulses": 0, "over_range": 0, "failed_cells": 0,
+                        "range_retries": 0}
         self._nmf_counts = {"retries": 0, "unresolved": 0}
         self._nmf_progress = NMFProgress(0, "H", "IDLE", 0)
         self._pending_nmf: NMFSettings | None = None
@@ -193,19 +213,60 @@ class ModelDriver(ChipDriver):
         rows = list(set_bits(row_mask))
         # Only the enabled rows' RHS entries are written, as RegisterDriver does.
         self.golden.rhs[rows] = rhs[rows]
-        outcome = self.golden.solve(Mode[mode], row_mask=row_mask, col_mask=col_enable,
-                                    avg_log2=timing.adc_samples.bit_length() - 1,
-                                    dac_settle=timing.dac_settle,
-                                    analog_settle=timing.analog_settle,
-                                    watchdog_limit=timing.watchdog)
-        self._count(over_range=outcome.over_range_count,
-                    solves=int(outcome.error == ErrorCode.NONE))
+        tally = _SolveTally()
+        self.golden.observer = tally
+        try:
+            outcome = self.golden.solve_with_retries(
+                Mode[mode], retries=timing.solve_retries, row_mask=row_mask, col_mask=col_enable,
+                avg_log2=timing.adc_samples.bit_length() - 1, dac_settle=timing.dac_settle,
+                analog_settle=timing.analog_settle, watchdog_limit=timing.watchdog)
+        finally:
+            self.golden.observer = None
+        self._count(over_range=outcome.over_range_count, solves=tally.solves,
+                    range_retries=outcome.retries)
         cols = set_bits(col_enable)
         detail = cols[len(outcome.words)] if outcome.error == ErrorCode.ADC_TIMEOUT else 0
         self._finish(mode, ErrorCode(outcome.error), detail)
         unpacked = [unpack_result(outcome.words[c], self.info.adc_bits) for c in cols]
         return SolveResult(cols, np.array([code for code, _ in unpacked], dtype=np.int64),
-                           np.array([over for _, over in unpacked], dtype=bool))
+                           np.array([over for _, over in unpacked], dtype=bool), outcome.exponent)
+
+    async def _refine(self, b: NDArray[np.int64], a_codes: NDArray[np.int64] | None, *,
+                      passes: int, row_mask: int, col_enable: int, a_offset: int, gain: int,
+                      gain_shift: int, headroom: int) -> tuple[NDArray[np.int64], int, int, bool]:
+        if not self.refinement:
+            raise UnsupportedChip("refine: the chip was built without REFINE (no REFINE_* "
+                                  "registers)")
+        timing = self.timing
+        assert timing is not None
+        golden = self.golden
+        if a_codes is not None:
+            golden.refine_a[:] = a_codes
+        rows = list(set_bits(row_mask))
+        # Only the enabled rows' B words are written, as RegisterDriver does.
+        golden.refine_b[rows] = b[rows]
+        tally = _SolveTally()
+        golden.observer = tally
+        try:
+            outcome = golden.refine(passes=passes, a_offset=a_offset, gain=gain,
+                                    gain_shift=gain_shift, headroom=headroom, row_mask=row_mask,
+                                    col_mask=col_enable,
+                                    avg_log2=timing.adc_samples.bit_length() - 1,
+                                    dac_settle=timing.dac_settle,
+                                    analog_settle=timing.analog_settle,
+                                    watchdog_limit=timing.watchdog)
+        finally:
+            golden.observer = None
+        self._count(over_range=tally.over_range, solves=tally.solves)
+        detail = 0
+        if outcome.error == ErrorCode.ADC_TIMEOUT and tally.last is not None:
+            # The column whose conversion timed out: the first one the failed solve lacks.
+            solved = set_bits(col_enable) if outcome.passes_done == 0 else \
+                tuple(j for j in range(self.info.cols) if outcome.x[j] > 0)
+            detail = solved[len(tally.last.words)]
+        self._finish("REFINE", ErrorCode(outcome.error), detail)
+        return (golden.refine_x.copy(), outcome.passes_done, max(outcome.peaks[-1], 0)
+                if outcome.peaks else 0, bool(outcome.over_range))
 
     async def _read_cell(self, row: int, col: int) -> CellReading:
         assert self.programming is not None and self.timing is not None
