@@ -71,6 +71,10 @@ class BuildParams:
         Build RUN_NMF: the ANLS sequencer and its registers and buffers (NMF_*). Without it
         the register map has no NMF_* entries, RUN_NMF is refused as UNKNOWN_OPCODE, and the
         host runs ANLS itself with SOLVE and PROGRAM_MATRIX (a smaller build: the iCE40's).
+    spare_remap
+        Build REFRESH and the transparent spare-column remap (hdl/column_remap.py, its
+        REMAP_* / REFRESH_* registers and the REMAP_MAP window). Without it REFRESH is refused
+        as UNKNOWN_OPCODE, the registers answer SLVERR and columns are never translated.
     """
 
     rows: int = 64
@@ -88,11 +92,15 @@ class BuildParams:
     exp_bits: int = 8
     counter_bits: int = 32
     run_nmf: bool = True
+    spare_remap: bool = True
 
     def __post_init__(self) -> None:
         if self.run_nmf not in (True, False) or type(self.run_nmf) not in (bool, int):
             raise ValueError(f"run_nmf must be True or False (or 1 or 0), got {self.run_nmf!r}")
         object.__setattr__(self, "run_nmf", bool(self.run_nmf))
+        if self.spare_remap not in (True, False) or type(self.spare_remap) not in (bool, int):
+            raise ValueError(f"spare_remap must be True or False (or 1 or 0), got {self.spare_remap!r}")
+        object.__setattr__(self, "spare_remap", bool(self.spare_remap))
         for name, low, high in _INT_FIELDS:
             value = getattr(self, name)
             if type(value) is not int or not low <= value <= high:

@@ -219,7 +219,7 @@ def test_json_description_has_the_documented_schema() -> None:
             assert f["access"] in {"R", "W", "RW", "RW1C", "W1S"}
     names = {w["name"] for w in desc["windows"]}
     assert names == {"RESULTS", "ROW_MASK", "RHS", "FAULT_MAP", "TARGET",
-                     "NMF_R", "NMF_MASK", "NMF_W", "NMF_H", "NMF_W_EXP", "NMF_H_EXP"}
+                     "NMF_R", "NMF_MASK", "NMF_W", "NMF_H", "NMF_W_EXP", "NMF_H_EXP", "REMAP_MAP"}
     for win in desc["windows"]:
         assert {"name", "offset", "depth", "width", "access", "doc"} <= set(win), win["name"]
     by_name = {w["name"]: w for w in desc["windows"]}
