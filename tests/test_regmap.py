@@ -364,7 +364,7 @@ def test_host_constants_come_from_the_declarations() -> None:
 @pytest.mark.parametrize("make, message", [
     (lambda: DEFAULT.COMMAND.row.put(4096), "COMMAND.row holds 12 bits (0 to 4095), not 4096"),
     (lambda: DEFAULT.COMMAND.opcode.put("FLY"), "COMMAND.opcode has no value named 'FLY'; accepted: NOP, SOLVE, "
-                                                "SOLVE_FREE, MVM, READ_CELL, PROGRAM_CELL, PROGRAM_MATRIX, RUN_NMF"),
+                                                "SOLVE_FREE, MVM, READ_CELL, PROGRAM_CELL, PROGRAM_MATRIX, RUN_NMF, REFRESH"),
     (lambda: DEFAULT.COMMAND.row.put("x"), "COMMAND.row has no value named 'x'; accepted: integers only"),
     (lambda: DEFAULT.RHS.address(64), "RHS index must be from 0 to 63, not 64"),
     (lambda: DEFAULT.COMMAND.nothing, "COMMAND has no field 'nothing'; fields: opcode, row, col"),
