@@ -29,7 +29,7 @@ programmer takes it (ABORTED, its safe exit).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Const, Module, Mux, Signal
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -106,8 +106,12 @@ class ColumnRemap(wiring.Component):
 
         # --- translation ---------------------------------------------------------------------
         def to_physical(vector):
-            return Cat(Cat(vector[l] & (physical[l] == c) for l in range(n)).any()
-                       for c in range(n))
+            # Bit l moves to bit physical[l]: one shifted one-hot per column, ORed (a single
+            # expression, so that the named result is one net).
+            moved = Const(0, n)
+            for l in range(n):
+                moved = moved | Mux(vector[l], Const(1, n) << physical[l], 0)
+            return moved[:n]
         m.d.comb += [
             self.physical_col_en.eq(to_physical(self.logical_col_en)),
             self.physical_fault_en.eq(to_physical(self.logical_fault_en)),

@@ -98,6 +98,9 @@ class ProgramOutcome:
     #: the (logical, physical spare) moves kept, in order; ``cells``, ``pulse_count`` and
     #: ``over_range_samples`` then include the spare trials, ``failed_count`` is the walk's.
     remaps: tuple[tuple[int, int], ...] = ()
+    #: ADC_TIMEOUT / PROGRAM_TIMEOUT: the cell index ``row * total_cols + physical column`` of
+    #: the cell being worked on (STATUS.error_detail); otherwise 0.
+    timeout_cell: int = 0
     #: Cells the walk verified, and those of them that got at least one pulse.
     checked: int = 0
     reprogrammed: int = 0
@@ -503,7 +506,8 @@ class GoldenController:
             done = self._safe_exit(at, timeout.cycle + 1)
             self._end(start_ps, done)
             return ProgramOutcome(timeout.error, tuple(cells), state["pulse_count"],
-                                  state["failed_count"], state["over_range_samples"], done), \
+                                  state["failed_count"], state["over_range_samples"], done,
+                                  timeout_cell=r * self.total_cols + self.column_map[c]), \
                 state["over_range_samples"]
         done = cycle
         self._end(start_ps, done)
@@ -576,7 +580,7 @@ class GoldenController:
         self._end(start_ps, done)
         return ProgramOutcome(error, tuple(cells), pulses, walk.failed_count, over, done,
                               remaps=tuple(remaps), checked=walk.checked,
-                              reprogrammed=walk.reprogrammed)
+                              reprogrammed=walk.reprogrammed, timeout_cell=trial.timeout_cell)
 
     # ---- RUN_NMF -----------------------------------------------------------------------
 
