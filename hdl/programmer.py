@@ -62,8 +62,10 @@ class WriteVerifyProgrammer(wiring.Component):
     (last averaged read), ``pulse_count`` (pulses of the last command), ``failed_count``
     (cells failed by the last command), ``failed_cols`` (bit c: a cell of column c failed in
     the last command), ``checked_count`` (cells the last program command verified),
-    ``reprogrammed_count`` (those of them that got at least one pulse), ``over_range_sample`` (high in each cycle a sample
-    flagged ``adc_ovr`` is accumulated, for the controller's counter); ``afe``.
+    ``reprogrammed_count`` (those of them that got at least one pulse), ``over_range_sample``
+    (high in each cycle a sample flagged ``adc_ovr`` is accumulated, for the controller's
+    counter); ``afe``. The controller's column remap (hdl/column_remap.py) translates the
+    columns on the AFE port and the fault map's bit enable: the programmer sees logical columns.
 
     Errors, checked in this order at start (nothing else happens then): command 3 ->
     UNKNOWN_OPCODE; READ_CELL/PROGRAM_CELL with cell_row >= rows or cell_col >= total_cols,
