@@ -14,6 +14,9 @@ error_detail, interrupts, counters, abort and soft reset, the cycle overhead); i
   busy.
 * The blocks drive all-zero AFE outputs while idle and only one runs at a time, so their AFE
   outputs are ORed; the AFE's answers go to both.
+* REFRESH runs the programmer's PROGRAM_MATRIX walk; the column remap (hdl/column_remap.py,
+  docs/fault-handling.md) translates the blocks' logical columns to physical ones on the AFE
+  port and may follow a PROGRAM_MATRIX / REFRESH walk with spare trials before it ends.
 """
 from __future__ import annotations
 
@@ -157,7 +160,7 @@ class Controller(wiring.Component):
         # --- AFE: idle blocks drive 0, so OR the outputs; the AFE's answers go to both -----------
         # The blocks work in logical columns; the remap translates the column members to
         # physical ones (hdl/column_remap.py).
-        translated = {"col_en": "col_en", "adc_mux": "adc_mux", "cell_col": "cell_col"}
+        translated = ("col_en", "adc_mux", "cell_col")
         for port in AFESignature(p).ports():
             outer = Value.cast(getattr(self.afe, port.name))
             seq_member = Value.cast(getattr(seq.afe, port.name))
@@ -508,7 +511,6 @@ class Controller(wiring.Component):
                            remap: ColumnRemap, refresh_walk_done: Value, programmed: Value,
                            reporting: Value) -> None:
         """REFRESH's result registers, the drift timer and the remap's registers."""
-        p = self._params
         result = regs.refresh_result
         with m.If(refresh_walk_done & reporting):
             m.d.sync += [result.checked.eq(saturate(prog.checked_count, 16)),
