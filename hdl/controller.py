@@ -528,7 +528,11 @@ class Controller(wiring.Component):
         interval = regs.refresh_interval.ticks
         m.d.comb += regs.refresh_elapsed.ticks.eq(elapsed)
         tick = armed & (prescaler == REFRESH_TICK_CYCLES - 1)
-        with m.If(programmed & reporting):
+        # The restart is registered: the end-of-command decision behind `programmed` in front of
+        # the timer's 32-bit enable was the iCE40's critical path.
+        restart = Signal()
+        m.d.sync += restart.eq(programmed & reporting)
+        with m.If(restart):
             m.d.sync += [armed.eq(1), prescaler.eq(0), elapsed.eq(0)]
         with m.Elif(armed):
             m.d.sync += prescaler.eq(prescaler + 1)

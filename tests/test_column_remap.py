@@ -252,9 +252,9 @@ def test_refresh_due_interrupt_rises_interval_ticks_after_the_last_programming()
     bench.run(testbench)
     assert seen["before"] == {"ticks": 0}, "the timer waits for the first programming"
     assert seen["status"]["error"] == ErrorCode.NONE.value
-    # The timer restarts in the cycle after done; refresh_due is set at the end of the
-    # interval-th tick and the line follows one cycle later.
-    assert seen["irq_cycle"] - seen["end"] == interval * REFRESH_TICK_CYCLES + 1
+    # The timer restarts two cycles after done (registered); refresh_due is set at the end of
+    # the interval-th tick and the line follows one cycle later.
+    assert seen["irq_cycle"] - seen["end"] == interval * REFRESH_TICK_CYCLES + 2
     assert seen["elapsed"] == {"ticks": interval}
     assert seen["pending"]["refresh_due"] == 1 and seen["irq_after_clear"] == 0
 
