@@ -185,10 +185,12 @@ class Controller(wiring.Component):
         if remap is None:
             wiring.connect(m, prog.fault_map, regs.fault_map.write)
         else:
-            # FAULT_MAP is physical: the programmer's one-hot bit enable goes through the map.
+            # FAULT_MAP is physical: the programmer's one-hot bit enable goes through the map. The
+            # translated write is registered (it lands one cycle later, still before the command's
+            # done): the map behind the programmer's Record state was the iCE40's critical path.
             fault_write = regs.fault_map.write
-            m.d.comb += [fault_write.addr.eq(prog.fault_map.addr), fault_write.data.eq(prog.fault_map.data),
-                         remap.logical_fault_en.eq(prog.fault_map.en),
+            m.d.comb += remap.logical_fault_en.eq(prog.fault_map.en)
+            m.d.sync += [fault_write.addr.eq(prog.fault_map.addr), fault_write.data.eq(prog.fault_map.data),
                          fault_write.en.eq(remap.physical_fault_en)]
             wiring.connect(m, remap.map_write, regs.remap_map.write)
         m.d.comb += regs.fault_map.read.en.eq(0)  # the core only writes the fault map (so far)
