@@ -19,6 +19,7 @@ class Opcode(enum.Enum, shape=8):
     PROGRAM_MATRIX = 6  #: write-verify every enabled cell from the target buffer
     RUN_NMF = 7         #: NMF_ITERATIONS rounds of ANLS on the NMF buffers (docs/anls-sequencer.md)
     REFINE = 9          #: iterative refinement of an NNLS solve on REFINE_A/B into REFINE_X (docs/refinement.md)
+    REFRESH = 10        #: re-verify every enabled cell against TARGET, re-program the drifted ones
 
 
 class ErrorCode(enum.Enum, shape=8):

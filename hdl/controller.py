@@ -14,6 +14,9 @@ error_detail, interrupts, counters, abort and soft reset, the cycle overhead); i
   busy.
 * The blocks drive all-zero AFE outputs while idle and only one runs at a time, so their AFE
   outputs are ORed; the AFE's answers go to both.
+* REFRESH runs the programmer's PROGRAM_MATRIX walk; the column remap (hdl/column_remap.py,
+  docs/fault-handling.md) translates the blocks' logical columns to physical ones on the AFE
+  port and may follow a PROGRAM_MATRIX / REFRESH walk with spare trials before it ends.
 """
 from __future__ import annotations
 
@@ -27,11 +30,12 @@ from .afe import AFEMode, AFESignature, lowest_set_index
 from .anls_sequencer import ANLSSequencer, program_command_signature, solve_command_signature
 from .axi4lite import AXI4LiteRegisterFile
 from .codes import ErrorCode, Opcode
+from .column_remap import ColumnRemap
 from .params import BuildParams
 from .programmer import ProgrammerCommand, WriteVerifyProgrammer
 from .refiner import Refiner
 from .regmap import discard_unbuilt
-from .registers import REFINE_B_BITS, REFINE_X_BITS, SOLVE_RETRY_BITS, ControllerRegisters
+from .registers import REFINE_B_BITS, REFINE_X_BITS, REFRESH_TICK_CYCLES, SOLVE_RETRY_BITS, ControllerRegisters
 from .solve_sequencer import SolveSequencer
 
 __all__ = ["Controller", "saturate", "verilog_text", "TOP_MODULE", "STATUS_DELAY", "SOLVE_OPCODES",
@@ -93,12 +97,14 @@ class Controller(wiring.Component):
         self._registers = registers
         self._sequencer = SolveSequencer(params)
         self._programmer = WriteVerifyProgrammer(params)
+        self._remap = ColumnRemap(params) if params.spare_remap else None
         try:
             self._anls = ANLSSequencer(params) if params.run_nmf else None
             self._refiner = Refiner(params, x_bits=REFINE_X_BITS, b_bits=REFINE_B_BITS) \
                 if params.refinement else None
         except ValueError:
-            for block in (self, self._sequencer, self._programmer, registers, self._anls):
+            for block in (self, self._sequencer, self._programmer, registers, self._anls,
+                          getattr(self, "_remap", None)):
                 if block is not None:
                     discard_unbuilt(block)
             raise
@@ -134,6 +140,11 @@ class Controller(wiring.Component):
         """The Refiner; None in a build without REFINE (``params.refinement`` False)."""
         return self._refiner
 
+    @property
+    def remap(self) -> ColumnRemap | None:
+        """The column remap; None in a build without it (``params.spare_remap`` False)."""
+        return self._remap
+
     def register_offset(self, name: str) -> int:
         """Byte offset of register or window ``name`` (what error_detail reports)."""
         return self._registers.register_file.register_map[name].offset
@@ -150,17 +161,27 @@ class Controller(wiring.Component):
         refiner = self._refiner
         if refiner is not None:
             m.submodules.refiner = refiner
+        remap = self._remap
+        if remap is not None:
+            m.submodules.remap = remap
 
         wiring.connect(m, wiring.flipped(self.axil), regs.axil)
         m.d.comb += self.irq.eq(regs.irq)
 
         # --- AFE: idle blocks drive 0, so OR the outputs; the AFE's answers go to both -----------
+        # The blocks work in logical columns; the remap translates the column members to
+        # physical ones (hdl/column_remap.py).
+        translated = ("col_en", "adc_mux", "cell_col")
         for port in AFESignature(p).ports():
             outer = Value.cast(getattr(self.afe, port.name))
             seq_member = Value.cast(getattr(seq.afe, port.name))
             prog_member = Value.cast(getattr(prog.afe, port.name))
             if port.flow == wiring.Out:
-                m.d.comb += outer.eq(seq_member | prog_member)
+                if remap is not None and port.name in translated:
+                    m.d.comb += [getattr(remap, f"logical_{port.name}").eq(seq_member | prog_member),
+                                 outer.eq(getattr(remap, f"physical_{port.name}"))]
+                else:
+                    m.d.comb += outer.eq(seq_member | prog_member)
             else:
                 m.d.comb += [seq_member.eq(outer), prog_member.eq(outer)]
 
@@ -196,7 +217,17 @@ class Controller(wiring.Component):
             rhs_data = Mux(refine_running, refiner.rhs.data, rhs_data)
             self._elaborate_a_capture(m, regs, prog)
         wiring.connect(m, prog.target, regs.target.read)
-        wiring.connect(m, prog.fault_map, regs.fault_map.write)
+        if remap is None:
+            wiring.connect(m, prog.fault_map, regs.fault_map.write)
+        else:
+            # FAULT_MAP is physical: the programmer's one-hot bit enable goes through the map. The
+            # translated write is registered (it lands one cycle later, still before the command's
+            # done): the map behind the programmer's Record state was the iCE40's critical path.
+            fault_write = regs.fault_map.write
+            m.d.comb += remap.logical_fault_en.eq(prog.fault_map.en)
+            m.d.sync += [fault_write.addr.eq(prog.fault_map.addr), fault_write.data.eq(prog.fault_map.data),
+                         fault_write.en.eq(remap.physical_fault_en)]
+            wiring.connect(m, remap.map_write, regs.remap_map.write)
         m.d.comb += regs.fault_map.read.en.eq(0)  # the core only writes the fault map (so far)
         if anls is not None:
             m.d.comb += [
@@ -226,8 +257,10 @@ class Controller(wiring.Component):
         is_nop = opcode == Opcode.NOP.value
         is_solve = opcode_in(SOLVE_OPCODES)
         is_cell = opcode_in((Opcode.READ_CELL, Opcode.PROGRAM_CELL))
-        is_matrix = opcode == Opcode.PROGRAM_MATRIX.value
-        is_program = opcode_in((Opcode.PROGRAM_CELL, Opcode.PROGRAM_MATRIX))
+        # REFRESH runs the programmer's PROGRAM_MATRIX walk: it takes the same checks.
+        is_refresh = (opcode == Opcode.REFRESH.value) if remap is not None else Const(0)
+        is_matrix = (opcode == Opcode.PROGRAM_MATRIX.value) | is_refresh
+        is_program = opcode_in((Opcode.PROGRAM_CELL, Opcode.PROGRAM_MATRIX)) | is_refresh
         is_read = opcode == Opcode.READ_CELL.value
         # Without RUN_NMF in the build its opcode is unknown (UNKNOWN_OPCODE).
         is_nmf = (opcode == Opcode.RUN_NMF.value) if anls is not None else Const(0)
@@ -247,7 +280,8 @@ class Controller(wiring.Component):
 
         running = Signal()
         retry_pending = Signal()  # a host solve's over-range retry starts in this cycle
-        m.d.comb += running.eq(seq.busy | prog.busy | nmf_running | refine_running | retry_pending)
+        remap_busy = remap.busy if remap is not None else Const(0)
+        m.d.comb += running.eq(seq.busy | prog.busy | nmf_running | refine_running | retry_pending | remap_busy)
         forgetting = Signal()  # a soft reset aborted the running command: report nothing of it
 
         def nmf_checks(group: str) -> list[tuple[Value, ErrorCode, int]]:
@@ -333,6 +367,8 @@ class Controller(wiring.Component):
         for op, command in PROGRAMMER_OPCODES.items():
             with m.If(opcode == op.value):
                 m.d.comb += prog_command.eq(command)
+        with m.If(is_refresh):
+            m.d.comb += prog_command.eq(ProgrammerCommand.PROGRAM_MATRIX)
         abort = regs.control.abort | soft_reset
         host_solve = {
             "start": (accepted & is_solve) | (retry_pending & ~abort),
@@ -363,6 +399,24 @@ class Controller(wiring.Component):
             "read_settle": saturate(regs.read_settle.cycles, p.timer_bits),
             "watchdog_limit": saturate(regs.watchdog.cycles, p.timer_bits),
         }
+        # A host PROGRAM_MATRIX / REFRESH: its walk's end goes to the remap, which may run spare
+        # trials (with the walk's operands, latched at the start) before the command ends.
+        walk_running = Signal()
+        walk_is_refresh = Signal()
+        walk_failed = Signal.like(prog.failed_count)
+        if remap is not None:
+            latched = {name: Signal.like(host_program[name], name=f"walk_{name}")
+                       for name in host_program if name not in ("start", "abort", "command", "col_mask")}
+            with m.If(accepted & is_matrix):
+                m.d.sync += [latched[name].eq(host_program[name]) for name in latched]
+            repairing = remap.busy
+            host_program = {
+                **{name: Mux(repairing, latched[name], value) if name in latched else value
+                   for name, value in host_program.items()},
+                "start": host_program["start"] | remap.trial_start,
+                "command": Mux(repairing, ProgrammerCommand.PROGRAM_MATRIX, host_program["command"]),
+                "col_mask": Mux(repairing, remap.trial_col_mask, host_program["col_mask"]),
+            }
         # While RUN_NMF or REFINE runs, its sequencer drives the blocks' commands (their starts
         # and aborts are ORed: the host cannot start a block then, and all may abort).
         solve_drivers: list[tuple[Value, Any]] = []
@@ -428,8 +482,23 @@ class Controller(wiring.Component):
         with m.Elif(accepted & is_solve):
             m.d.sync += solve_exponent.eq(0)
         aborted_retry = retry_pending & abort   # the retry is not started: the solve ends ABORTED
+        # A host PROGRAM_MATRIX / REFRESH walk's done goes to the remap, which ends the command.
+        prog_finished = prog.done if remap is None else prog.done & ~walk_running
         finished = nmf_done | refine_done | aborted_retry | \
-            ((seq.done | prog.done) & ~nmf_running & ~refine_running & ~retrying)
+            ((seq.done | prog_finished) & ~nmf_running & ~refine_running & ~retrying)
+        if remap is not None:
+            walk_done = prog.done & walk_running & ~remap.busy
+            m.d.comb += [remap.walk_done.eq(walk_done), remap.prog_done.eq(prog.done),
+                         remap.prog_error.eq(prog.error), remap.failed_cols.eq(prog.failed_cols),
+                         remap.abort.eq(abort), remap.enable.eq(regs.remap_control.enable),
+                         remap.clear.eq(regs.remap_control.clear & ~running)]
+            finished = finished | remap.finished
+            with m.If(walk_done):
+                m.d.sync += walk_failed.eq(prog.failed_count)
+        with m.If(accepted):
+            m.d.sync += [walk_running.eq(is_matrix), walk_is_refresh.eq(is_refresh)]
+        with m.Elif(finished):
+            m.d.sync += walk_running.eq(0)
         with m.If(accepted & is_solve):
             m.d.sync += host_solving.eq(1)
         with m.Elif(finished):
@@ -437,6 +506,8 @@ class Controller(wiring.Component):
         m.d.comb += regs.solve_exponent.exponent.eq(solve_exponent)
         finished_error = Signal(ErrorCode)
         block_error = Mux(aborted_retry, ErrorCode.ABORTED, Mux(seq.done, seq.error, prog.error))
+        if remap is not None:
+            block_error = Mux(remap.finished, remap.outcome, block_error)
         if anls is not None:
             block_error = Mux(anls.done, anls.error, block_error)
         if refiner is not None:
@@ -471,6 +542,10 @@ class Controller(wiring.Component):
                 regs.nmf_irq.progress_set.eq(anls.iteration_done & reporting),
             ]
 
+        if remap is not None:
+            self._elaborate_refresh(m, regs, prog, remap, walk_done & walk_is_refresh,
+                                    finished & walk_running | nmf_done, reporting)
+
         # --- STATUS and interrupts ----------------------------------------------------------------
         done = Signal()
         error = Signal(ErrorCode)
@@ -486,7 +561,9 @@ class Controller(wiring.Component):
             with m.Case(ErrorCode.ADC_TIMEOUT, ErrorCode.PROGRAM_TIMEOUT):
                 m.d.comb += finished_detail.eq(last_target)
             with m.Case(ErrorCode.CELLS_FAILED):
-                m.d.comb += finished_detail.eq(saturate(prog.failed_count, DETAIL_BITS))
+                # After spare trials the walk's count (latched), not the last trial's.
+                m.d.comb += finished_detail.eq(saturate(Mux(remap_busy, walk_failed, prog.failed_count),
+                                                        DETAIL_BITS))
             with m.Case(ErrorCode.EXPONENT_RANGE):
                 if anls is not None:
                     m.d.comb += finished_detail.eq(anls.error_detail)
@@ -518,6 +595,39 @@ class Controller(wiring.Component):
                 m.d.sync += [done.eq(0), error.eq(ErrorCode.NONE), error_detail.eq(0)]
         return m
 
+
+    def _elaborate_refresh(self, m: Module, regs: ControllerRegisters, prog: WriteVerifyProgrammer,
+                           remap: ColumnRemap, refresh_walk_done: Value, programmed: Value,
+                           reporting: Value) -> None:
+        """REFRESH's result registers, the drift timer and the remap's registers."""
+        result = regs.refresh_result
+        with m.If(refresh_walk_done & reporting):
+            m.d.sync += [result.checked.eq(saturate(prog.checked_count, 16)),
+                         result.reprogrammed.eq(saturate(prog.reprogrammed_count, 16)),
+                         regs.refresh_failed.cells.eq(saturate(prog.failed_count, 16))]
+        m.d.comb += [regs.remap_count.count_inc.eq(remap.remapped & reporting),
+                     regs.prog_irq.remap_set.eq(remap.remapped & reporting),
+                     regs.remap_status.spares_left.eq(remap.spares_left)]
+
+        # Drift timer: ticks of REFRESH_TICK_CYCLES since the last matrix programming ended
+        # (armed by the first); refresh_due rises in the tick that makes elapsed = interval.
+        armed = Signal()
+        prescaler = Signal(range(REFRESH_TICK_CYCLES))
+        elapsed = Signal(32)
+        interval = regs.refresh_interval.ticks
+        m.d.comb += regs.refresh_elapsed.ticks.eq(elapsed)
+        tick = armed & (prescaler == REFRESH_TICK_CYCLES - 1)
+        # The restart is registered: the end-of-command decision behind `programmed` in front of
+        # the timer's 32-bit enable was the iCE40's critical path.
+        restart = Signal()
+        m.d.sync += restart.eq(programmed & reporting)
+        with m.If(restart):
+            m.d.sync += [armed.eq(1), prescaler.eq(0), elapsed.eq(0)]
+        with m.Elif(armed):
+            m.d.sync += prescaler.eq(prescaler + 1)
+            with m.If(tick & (elapsed != 0xFFFF_FFFF)):
+                m.d.sync += elapsed.eq(elapsed + 1)
+                m.d.comb += regs.prog_irq.refresh_due_set.eq((interval != 0) & (elapsed + 1 == interval))
 
     def _elaborate_nmf(self, m: Module, anls: ANLSSequencer, regs: ControllerRegisters,
                        host_solve: dict[str, Value], host_program: dict[str, Value],

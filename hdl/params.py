@@ -75,6 +75,10 @@ class BuildParams:
         Build REFINE: the Refiner (iterative refinement, docs/refinement.md) and its
         registers and windows (REFINE_*). Without it REFINE is refused as UNKNOWN_OPCODE and
         the register map has no REFINE_* entries.
+    spare_remap
+        Build REFRESH and the transparent spare-column remap (hdl/column_remap.py, its
+        REMAP_* / REFRESH_* registers and the REMAP_MAP window). Without it REFRESH is refused
+        as UNKNOWN_OPCODE, the registers answer SLVERR and columns are never translated.
     """
 
     rows: int = 64
@@ -93,9 +97,10 @@ class BuildParams:
     counter_bits: int = 32
     run_nmf: bool = True
     refinement: bool = True
+    spare_remap: bool = True
 
     def __post_init__(self) -> None:
-        for flag in ("run_nmf", "refinement"):
+        for flag in ("run_nmf", "refinement", "spare_remap"):
             value = getattr(self, flag)
             if value not in (True, False) or type(value) not in (bool, int):
                 raise ValueError(f"{flag} must be True or False (or 1 or 0), got {value!r}")

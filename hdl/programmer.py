@@ -60,8 +60,12 @@ class WriteVerifyProgrammer(wiring.Component):
     address ``row * total_cols + col``, target codes), ``fault_map`` (write port, address =
     row, ``total_cols`` bits with a write enable per bit); ``read_code``/``read_over_range``
     (last averaged read), ``pulse_count`` (pulses of the last command), ``failed_count``
-    (cells failed by the last command), ``over_range_sample`` (high in each cycle a sample
-    flagged ``adc_ovr`` is accumulated, for the controller's counter); ``afe``.
+    (cells failed by the last command), ``failed_cols`` (bit c: a cell of column c failed in
+    the last command), ``checked_count`` (cells the last program command verified),
+    ``reprogrammed_count`` (those of them that got at least one pulse), ``over_range_sample``
+    (high in each cycle a sample flagged ``adc_ovr`` is accumulated, for the controller's
+    counter); ``afe``. The controller's column remap (hdl/column_remap.py) translates the
+    columns on the AFE port and the fault map's bit enable: the programmer sees logical columns.
 
     Errors, checked in this order at start (nothing else happens then): command 3 ->
     UNKNOWN_OPCODE; READ_CELL/PROGRAM_CELL with cell_row >= rows or cell_col >= total_cols,
@@ -105,6 +109,9 @@ class WriteVerifyProgrammer(wiring.Component):
             "read_over_range": Out(1),
             "pulse_count": Out(range(p.cell_count * (2 ** p.pulse_budget_bits - 1) + 1)),
             "failed_count": Out(range(p.cell_count + 1)),
+            "failed_cols": Out(p.total_cols),
+            "checked_count": Out(range(p.cell_count + 1)),
+            "reprogrammed_count": Out(range(p.cell_count + 1)),
             "over_range_sample": Out(1),
             "afe": Out(AFESignature(p)),
         })
@@ -185,7 +192,12 @@ class WriteVerifyProgrammer(wiring.Component):
         read_over_range = Signal()
         pulse_count = Signal.like(self.pulse_count)
         failed_count = Signal.like(self.failed_count)
+        failed_cols = Signal.like(self.failed_cols)
+        checked_count = Signal.like(self.checked_count)
+        reprogrammed_count = Signal.like(self.reprogrammed_count)
         m.d.comb += [
+            self.failed_cols.eq(failed_cols), self.checked_count.eq(checked_count),
+            self.reprogrammed_count.eq(reprogrammed_count),
             self.error.eq(error), self.read_code.eq(read_code),
             self.read_over_range.eq(read_over_range), self.pulse_count.eq(pulse_count),
             self.failed_count.eq(failed_count),
@@ -300,7 +312,9 @@ class WriteVerifyProgrammer(wiring.Component):
                     with m.If(settled_start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
-                        m.d.sync += [pulse_count.eq(0), failed_count.eq(0), any_failed.eq(0)]
+                        m.d.sync += [pulse_count.eq(0), failed_count.eq(0), any_failed.eq(0),
+                                     failed_cols.eq(0), checked_count.eq(0),
+                                     reprogrammed_count.eq(0)]
                         m.next = "Next-Cell"
 
             with m.State("Next-Cell"):
@@ -405,7 +419,10 @@ class WriteVerifyProgrammer(wiring.Component):
                     self.fault_map.data.eq(cell_failed.replicate(p.total_cols)),
                 ]
                 m.d.sync += [failed_count.eq(failed_count + cell_failed),
-                             any_failed.eq(any_failed | cell_failed)]
+                             any_failed.eq(any_failed | cell_failed),
+                             failed_cols.eq(failed_cols | (cell_failed << col)),
+                             checked_count.eq(checked_count + 1),
+                             reprogrammed_count.eq(reprogrammed_count + pulsed)]
                 m.next = "Next-Cell"
                 abortable()
 

@@ -21,7 +21,8 @@ from .refiner import GAIN_BITS, GAIN_SHIFT_BITS, HEADROOM_BITS, PASS_BITS
 from .regmap import (Access, ConstField, CoreAccess, CounterField, Field, MemoryWindow, Register, RegisterFile,
                      RegisterMap, VectorWindow, discard_unbuilt)
 
-__all__ = ["MAGIC", "VERSION", "MAX_ROWS", "MAX_COLUMNS", "build_register_map", "ControllerRegisters"]
+__all__ = ["MAGIC", "VERSION", "MAX_ROWS", "MAX_COLUMNS", "build_register_map", "ControllerRegisters",
+           "REFRESH_TICK_CYCLES"]
 
 MAGIC = 0x414E4D46  #: "ANMF" in ASCII: the ID register, so a host knows it talks to this design
 VERSION = (1, 3)    #: (major, minor) of the register map; major changes break host drivers
@@ -388,6 +389,70 @@ class SolveExponent(Register):
     """Input scale of the last SOLVE, SOLVE_FREE or MVM's results: RESULTS are for RHS * 2**-exponent."""
 
     exponent = Field(Access.R, SOLVE_RETRY_BITS, "Retries the results took (the DAC input was halved that often).")
+# --- REFRESH and spare-column remap (built with params.spare_remap) -------------------------
+
+#: Clock cycles per REFRESH_INTERVAL / REFRESH_ELAPSED tick (2**12).
+REFRESH_TICK_CYCLES = 4096
+
+
+class RemapControl(Register):
+    """The transparent spare-column remap (docs/fault-handling.md)."""
+
+    enable = Field(Access.RW, 1, "After a PROGRAM_MATRIX or REFRESH leaves failed cells in a column c < COLS, "
+                                 "program a free spare with column c's targets and, if it passes, route logical "
+                                 "column c to it from then on. Reset: 0 (off: failed cells end with CELLS_FAILED "
+                                 "as without the remap).")
+    clear = Field(Access.W1S, 1, "Forget the map (every column on its own physical column) and free every spare. "
+                                 "Ignored while a command runs.", at=8)
+
+
+class RemapStatus(Register):
+    """State of the spare pool, driven by the controller."""
+
+    def __init__(self, params: BuildParams) -> None:
+        super().__init__({
+            "spares_left": Field(Access.R, bits_for(params.spare),
+                                 "Spare columns neither holding a remapped column nor found bad by a failed "
+                                 "trial."),
+        })
+
+
+class ProgIrq(Register):
+    """Interrupts of REFRESH's drift timer and of the remap, beside IRQ_STATUS / IRQ_ENABLE: the line is
+    also high while a bit here and its enable are both set."""
+
+    refresh_due = Field(Access.RW1C, 1, "REFRESH_ELAPSED reached REFRESH_INTERVAL: time for a REFRESH (the "
+                                        "controller never starts one itself); write 1 to clear.")
+    remap = Field(Access.RW1C, 1, "A column was remapped to a spare (REMAP_COUNT went up); write 1 to clear.")
+    refresh_due_enable = Field(Access.RW, 1, "Interrupt when refresh_due is set.", at=8)
+    remap_enable = Field(Access.RW, 1, "Interrupt when remap is set.")
+
+
+class RefreshInterval(Register):
+    """The drift interval: REFRESH is due this long after the last PROGRAM_MATRIX, REFRESH or RUN_NMF."""
+
+    ticks = Field(Access.RW, 32, f"Interval in ticks of {REFRESH_TICK_CYCLES} clock cycles (41 us at 100 MHz; "
+                                 f"the largest, 2**32 - 1, is about 49 hours). 0: never due. Reset: 0.")
+
+
+class RefreshElapsed(Register):
+    """Time since the last matrix programming, driven by the controller."""
+
+    ticks = Field(Access.R, 32, f"Ticks of {REFRESH_TICK_CYCLES} cycles since the last PROGRAM_MATRIX, REFRESH "
+                                f"or RUN_NMF ended (0 until the first; saturates).")
+
+
+class RefreshResult(Register):
+    """What the last REFRESH found (its own walk; not the spare trials behind it)."""
+
+    checked = Field(Access.R, 16, "Cells verified (enabled rows x enabled columns).")
+    reprogrammed = Field(Access.R, 16, "Cells found out of tolerance and given pulses.", at=16)
+
+
+class RefreshFailed(Register):
+    """Cells the last REFRESH left out of tolerance (also in FAULT_MAP, FAILED_CELL_COUNT)."""
+
+    cells = Field(Access.R, 16, "Failed cells of the last REFRESH's walk.")
 
 
 # --- counters ------------------------------------------------------------------------------
@@ -454,6 +519,8 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
                                            "after an over-range result (SOLVE_RETRIES)."), offset=0x0C8)
     if params.refinement:
         _add_refine_registers(regs, params)
+    if params.spare_remap:
+        _add_remap_registers(regs, params)
 
     regs.add("RESULTS", MemoryWindow(
         depth=params.total_cols, span=MAX_COLUMNS, access=Access.R, core=CoreAccess.WRITE,
@@ -492,6 +559,14 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
         _add_nmf_windows(regs, params)
     if params.refinement:
         _add_refine_windows(regs, params)
+    if params.spare_remap:
+        regs.add("REMAP_MAP", MemoryWindow(
+            depth=params.total_cols, span=MAX_COLUMNS, access=Access.R, core=CoreAccess.WRITE,
+            fields={"physical": (8, "Physical column logical column c uses."),
+                    "remapped": (1, "Column c has been moved: physical differs from c.")},
+            doc="The column map: entry c for logical column c (the column the host addresses in COL_ENABLE, "
+                "COMMAND.col, RESULTS, TARGET). It follows the map within COLS + SPARE cycles of a change (after "
+                "reset too)."), offset=0x10000)
     return regs
 
 
@@ -524,6 +599,18 @@ def _add_refine_windows(regs: RegisterMap, params: BuildParams) -> None:
         doc="REFINE's matrix: cell (i, j) (j < COLS) at index i * COLS + j. Write-verify (PROGRAM_CELL, "
             "PROGRAM_MATRIX, RUN_NMF's programming) stores each cell's final verify reading here; the host may "
             "write it too (a write waits while write-verify stores)."), offset=0xC000)
+
+
+def _add_remap_registers(regs: RegisterMap, params: BuildParams) -> None:
+    """REFRESH's and the remap's registers (built with ``params.spare_remap`` only)."""
+    regs.add("REMAP_CONTROL", RemapControl(), offset=0x0D0)
+    regs.add("REMAP_STATUS", RemapStatus(params), offset=0x0D4)
+    regs.add("REMAP_COUNT", _counter(params, "Columns moved to a spare by the remap."), offset=0x0D8)
+    regs.add("PROG_IRQ", ProgIrq(), offset=0x0DC)
+    regs.add("REFRESH_INTERVAL", RefreshInterval(), offset=0x0E0)
+    regs.add("REFRESH_ELAPSED", RefreshElapsed(), offset=0x0E4)
+    regs.add("REFRESH_RESULT", RefreshResult(), offset=0x0E8)
+    regs.add("REFRESH_FAILED", RefreshFailed(), offset=0x0EC)
 
 
 def _add_nmf_registers(regs: RegisterMap, params: BuildParams) -> None:
@@ -607,5 +694,8 @@ class ControllerRegisters(RegisterFile):
         irq = (pending & enabled).any()
         if self.params.run_nmf:
             irq |= self.nmf_irq.progress & self.nmf_irq.progress_enable
+        if self.params.spare_remap:
+            irq |= (self.prog_irq.refresh_due & self.prog_irq.refresh_due_enable) | \
+                   (self.prog_irq.remap & self.prog_irq.remap_enable)
         m.d.comb += self.irq.eq(irq)
         return m

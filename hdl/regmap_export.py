@@ -123,7 +123,8 @@ def render_markdown(register_map: RegisterMap) -> str:
         "window element one aligned 32-bit word (the two low address bits are ignored). Offsets are the same "
         "for every build; window indices past the build's depth are unmapped. The NMF_* registers and windows "
         "exist only in builds with RUN_NMF = 1 (`BuildParams.run_nmf`); elsewhere their addresses are unmapped "
-        "and RUN_NMF is refused (UNKNOWN_OPCODE).",
+        "and RUN_NMF is refused (UNKNOWN_OPCODE). Likewise REMAP_*, REFRESH_*, PROG_IRQ and REMAP_MAP exist only "
+        "with SPARE_REMAP = 1 (`BuildParams.spare_remap`; else REFRESH is refused).",
         "",
         "Bus responses (AXI4-Lite): SLVERR for an unmapped address, a write to a register without writable "
         "fields, a write to a read-only window, and a window write whose WSTRB leaves out a byte lane holding "

@@ -8,7 +8,7 @@ quantization and finite gain on) it gives the RTL's result words, fault map and 
 bit for bit: tests/test_afe_binding.py compares them on Icarus and Verilator.
 
 The buffers mirror the controller's: ``rhs`` (DAC codes by row), ``targets`` (READ_CELL
-codes by cell), ``results`` (result words by physical column), ``fault_map`` (one
+codes by cell), ``results`` (result words by logical column), ``fault_map`` (one
 ``total_cols``-bit word per row), and RUN_NMF's ``nmf_r``, ``nmf_mask``, ``nmf_w``,
 ``nmf_h``, ``nmf_w_exp``, ``nmf_h_exp`` (docs/anls-sequencer.md). The host fills ``rhs``,
 ``targets`` and the NMF inputs and reads the others, as it does over the register map.
@@ -64,7 +64,7 @@ class SolveOutcome:
     """One SOLVE / SOLVE_FREE / MVM."""
 
     error: Error
-    #: Result words this command wrote, by physical column (``results`` holds all).
+    #: Result words this command wrote, by logical column (``results`` holds all).
     words: dict[int, int]
     #: Samples flagged ``adc_ovr``.
     over_range_count: int
@@ -106,6 +106,16 @@ class ProgramOutcome:
     failed_count: int
     over_range_samples: int
     done_cycle: int
+    #: Host PROGRAM_MATRIX / REFRESH with the remap (:meth:`GoldenController.program_command`):
+    #: the (logical, physical spare) moves kept, in order; ``cells``, ``pulse_count`` and
+    #: ``over_range_samples`` then include the spare trials, ``failed_count`` is the walk's.
+    remaps: tuple[tuple[int, int], ...] = ()
+    #: ADC_TIMEOUT / PROGRAM_TIMEOUT: the cell index ``row * total_cols + physical column`` of
+    #: the cell being worked on (STATUS.error_detail); otherwise 0.
+    timeout_cell: int = 0
+    #: Cells the walk verified, and those of them that got at least one pulse.
+    checked: int = 0
+    reprogrammed: int = 0
 
 
 @dataclass(frozen=True)
@@ -191,12 +201,17 @@ class GoldenController:
         self.zero_code = zero_code(self.p["dac_bits"])
         #: RHS buffer: DAC code by row.
         self.rhs = np.full(self.rows, self.zero_code, dtype=np.int64)
-        #: TARGET buffer: READ_CELL code by (row, physical column).
+        #: TARGET buffer: READ_CELL code by (row, logical column).
         self.targets = np.zeros((self.rows, self.total_cols), dtype=np.int64)
-        #: RESULTS buffer: result word by physical column.
+        #: RESULTS buffer: result word by logical column (``column_map`` gives the physical).
         self.results = np.zeros(self.total_cols, dtype=np.int64)
-        #: FAULT_MAP buffer: one word per row, bit c = column c failed.
+        #: FAULT_MAP buffer: one word per row, bit c = physical column c failed.
         self.fault_map = np.zeros(self.rows, dtype=np.int64)
+        #: Column map, logical -> physical (hdl/column_remap.py); spares taken by the remap
+        #: (holding a column or found bad); the remap's enable (REMAP_CONTROL.enable).
+        self.column_map = list(range(self.total_cols))
+        self.spares_taken: set[int] = set()
+        self.remap_enabled = False
         #: The programmer's last averaged read (every Average updates it).
         self.read_code = 0
         self.read_over_range = False
@@ -256,6 +271,18 @@ class GoldenController:
             mask >>= 1
             index += 1
 
+    def _physical_mask(self, mask: int) -> int:
+        return sum(1 << self.column_map[c] for c in self._set_bits(mask))
+
+    def clear_remap(self) -> None:
+        """REMAP_CONTROL.clear: every column on its own physical column, every spare free."""
+        self.column_map = list(range(self.total_cols))
+        self.spares_taken = set()
+
+    @property
+    def spares_left(self) -> int:
+        return self.p["spare"] - len(self.spares_taken)
+
     def _safe_exit(self, at, cycle: int) -> int:
         """The safe exit from ``cycle`` on: AFE idle, the zero code written to every DAC,
         then ldac; returns the done cycle."""
@@ -309,7 +336,8 @@ class GoldenController:
         afe.load_dacs(at(n + 2))
         # Settle-DAC; the loop closes in the first Settle-Analog (or Convert-Start) cycle.
         cycle = n + 3 + dac_settle
-        afe.apply_controls(at(cycle), mode=mode, loop=1, row_en=row_mask, col_en=col_mask)
+        afe.apply_controls(at(cycle), mode=mode, loop=1, row_en=row_mask,
+                           col_en=self._physical_mask(col_mask))
         cycle += analog_settle
         t_adc = afe.adc_cycles
         words: dict[int, int] = {}
@@ -318,7 +346,7 @@ class GoldenController:
             for col in cols:
                 total, over_range = 0, False
                 for _ in range(2 ** avg_log2):
-                    code, over = afe.convert(col, at(cycle))
+                    code, over = afe.convert(self.column_map[col], at(cycle))
                     if t_adc > watchdog:
                         raise _Timeout(Error.ADC_TIMEOUT, cycle + watchdog)
                     total += code
@@ -480,6 +508,7 @@ class GoldenController:
 
         def verify_read(r: int, c: int, cycle: int) -> tuple[int, int]:
             """Read-Settle, Read-Start/Read-Wait per sample; returns (average, Compare cycle)."""
+            c = self.column_map[c]
             afe.apply_controls(at(cycle), mode=Mode.READ_CELL, loop=0, row_en=0, col_en=0,
                                cell_row=r, cell_col=c)
             cycle += s.read_settle
@@ -526,9 +555,10 @@ class GoldenController:
                             amplitude = min(s.amp_start, s.amp_max)
                         polarity, pulsed = wanted, True
                         cycle += 1  # Compare; Fire follows
+                        physical = self.column_map[c]
                         afe.apply_controls(at(cycle), mode=Mode.PROGRAM, loop=0, row_en=0,
-                                           col_en=0, cell_row=r, cell_col=c)
-                        afe.pulse(r, c, polarity, amplitude, s.pulse_width, at(cycle))
+                                           col_en=0, cell_row=r, cell_col=physical)
+                        afe.pulse(r, physical, polarity, amplitude, s.pulse_width, at(cycle))
                         pulses += 1
                         state["pulse_count"] += 1
                         pulse_cycles = afe.pulse_cycles(s.pulse_width)
@@ -536,7 +566,7 @@ class GoldenController:
                             raise _Timeout(Error.PROGRAM_TIMEOUT, cycle + watchdog)
                         cycle += 1 + pulse_cycles  # Fire, Pulse-Wait; prog_done in the last
                     cycle += 1  # Compare; Record follows
-                    bit = 1 << c
+                    bit = 1 << self.column_map[c]   # FAULT_MAP is physical
                     self.fault_map[r] = (int(self.fault_map[r]) & ~bit) | (bit if failed else 0)
                     state["failed_count"] += failed
                     cells.append(CellOutcome(r, c, target, pulses, average, failed))
@@ -548,13 +578,81 @@ class GoldenController:
             done = self._safe_exit(at, timeout.cycle + 1)
             self._end(start_ps, done)
             return ProgramOutcome(timeout.error, tuple(cells), state["pulse_count"],
-                                  state["failed_count"], state["over_range_samples"], done), \
+                                  state["failed_count"], state["over_range_samples"], done,
+                                  timeout_cell=r * self.total_cols + self.column_map[c]), \
                 state["over_range_samples"]
         done = cycle
         self._end(start_ps, done)
         error = Error.CELLS_FAILED if state["failed_count"] else Error.NONE
         return ProgramOutcome(error, tuple(cells), state["pulse_count"], state["failed_count"],
-                              state["over_range_samples"], done), state["over_range_samples"]
+                              state["over_range_samples"], done, checked=len(cells),
+                              reprogrammed=sum(cell.pulses > 0 for cell in cells)), \
+            state["over_range_samples"]
+
+    # ---- host PROGRAM_MATRIX / REFRESH: the walk, then the spare-column remap ------------
+
+    def refresh(self, settings: ProgramSettings, *, row_mask: int, col_mask: int,
+                watchdog_limit: int | None = None,
+                start_s: float | None = None) -> ProgramOutcome:
+        """REFRESH: the same walk as PROGRAM_MATRIX (every enabled cell read against its target,
+        pulses only for those out of tolerance), then the remap like PROGRAM_MATRIX."""
+        return self.program_command(settings, row_mask=row_mask, col_mask=col_mask,
+                                    watchdog_limit=watchdog_limit, start_s=start_s)
+
+    def program_command(self, settings: ProgramSettings, *, row_mask: int, col_mask: int,
+                        watchdog_limit: int | None = None,
+                        start_s: float | None = None) -> ProgramOutcome:
+        """A host PROGRAM_MATRIX (or REFRESH): :meth:`program_matrix`'s walk and, with
+        ``remap_enabled``, the spare trials of hdl/column_remap.py: per failed column j < COLS
+        (lowest first) and free spare s (lowest first), the trial starts 3 cycles after the
+        previous done (Choose, Hold, Start) and walks column j with the map swapped (j on s);
+        it keeps the swap if it passes, marks s taken either way. ``done_cycle`` is the last
+        trial's done, counted from the walk's start."""
+        start_ps = self._begin(start_s)
+        self._next_start_ps = start_ps
+        walk = self.program_matrix(settings, row_mask=row_mask, col_mask=col_mask,
+                                   watchdog_limit=watchdog_limit)
+        cols = self.p["cols"]
+        main = (1 << cols) - 1
+        failed_cols = sum(1 << col for col in {cell.col for cell in walk.cells if cell.failed})
+
+        def free_spares() -> list[int]:
+            return [c for c in range(cols, self.total_cols) if c not in self.spares_taken]
+
+        if not (self.remap_enabled and walk.error == Error.CELLS_FAILED
+                and failed_cols & main and free_spares()):
+            return walk
+        cells, pulses, over = list(walk.cells), walk.pulse_count, walk.over_range_samples
+        pending, remaps, done, error = failed_cols, [], walk.done_cycle, walk.error
+        while True:
+            j = next(self._set_bits(pending & main))
+            spare = free_spares()[0]
+            was = self.column_map[j]
+            self.column_map[j], self.column_map[spare] = spare, was
+            self._next_start_ps = start_ps + (done + 3) * self.period_ps
+            trial = self.program_matrix(settings, row_mask=row_mask, col_mask=1 << j,
+                                        watchdog_limit=watchdog_limit)
+            cells += trial.cells
+            pulses += trial.pulse_count
+            over += trial.over_range_samples
+            done += 3 + trial.done_cycle
+            if trial.error in (Error.NONE, Error.CELLS_FAILED):
+                self.spares_taken.add(spare)
+            if trial.error == Error.NONE:
+                pending &= ~(1 << j)
+                remaps.append((j, spare))
+            else:
+                self.column_map[j], self.column_map[spare] = was, spare
+                if trial.error != Error.CELLS_FAILED:
+                    error = trial.error
+                    break
+            if not (pending & main and free_spares()):
+                error = Error.CELLS_FAILED if pending else Error.NONE
+                break
+        self._end(start_ps, done)
+        return ProgramOutcome(error, tuple(cells), pulses, walk.failed_count, over, done,
+                              remaps=tuple(remaps), checked=walk.checked,
+                              reprogrammed=walk.reprogrammed, timeout_cell=trial.timeout_cell)
 
     # ---- RUN_NMF -----------------------------------------------------------------------
 

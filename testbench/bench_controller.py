@@ -27,6 +27,7 @@ ADC_BUSY = 3          #: cycles adc_busy stays high
 PULSE_CYCLES = 4      #: cycles from prog_fire to prog_done
 PULSE_DIVISOR = 4     #: a pulse moves a cell by amplitude // PULSE_DIVISOR codes
 MAX_POLLS = 400       #: STATUS reads before a command counts as hung
+MATRIX_POLLS = 20_000  #: the same for a whole-matrix write-verify (PROGRAM_MATRIX, REFRESH)
 
 
 def _regs() -> HostRegisterMap:
@@ -59,6 +60,7 @@ class AfeResponder:
     dac_output: np.ndarray = field(init=False)
     conversions: list[tuple[int, int, int, bool]] = field(default_factory=list)  # (mode, mux, code, ovr)
     pulses: list[tuple[int, int, int, int]] = field(default_factory=list)        # (row, col, polarity, amp)
+    stuck: set[tuple[int, int]] = field(default_factory=set)   #: (row, physical col) cells pulses do not move
 
     def __post_init__(self) -> None:
         self.dac_zero = 1 << (self.dac_bits - 1)
@@ -126,7 +128,7 @@ class AfeResponder:
             polarity, amplitude = _int(self._afe("prog_polarity")), _int(self._afe("prog_amplitude"))
             self.pulses.append((row, col, polarity, amplitude))
             await ClockCycles(self.dut.clk, PULSE_CYCLES)
-            step = amplitude // PULSE_DIVISOR
+            step = 0 if (row, col) in self.stuck else amplitude // PULSE_DIVISOR
             self.cells[row, col] = min(max(int(self.cells[row, col]) + (-step if polarity else step), 0),
                                        self.full_scale)
             self._afe("prog_done").value = 1
@@ -174,15 +176,15 @@ class Host:
             words.append(window.unpack(value))
         return words
 
-    async def run(self, opcode: str, row: int = 0, col: int = 0) -> dict[str, int]:
+    async def run(self, opcode: str, row: int = 0, col: int = 0, max_polls: int = MAX_POLLS) -> dict[str, int]:
         """COMMAND, CONTROL.start, then STATUS polled until done (bounded)."""
         await self.write("COMMAND", opcode=opcode, row=row, col=col)
         await self.write("CONTROL", start=1)
-        for _ in range(MAX_POLLS):
+        for _ in range(max_polls):
             status = await self.read("STATUS")
             if status["done"] and not status["busy"]:
                 return status
-        raise AssertionError(f"{opcode} did not finish within {MAX_POLLS} STATUS reads")
+        raise AssertionError(f"{opcode} did not finish within {max_polls} STATUS reads")
 
 
 async def _start(dut, *, seed: int) -> tuple[Host, AfeResponder]:
@@ -280,3 +282,65 @@ async def refused_accesses_and_commands(dut) -> None:
     assert status == {"busy": 0, "done": 1, "error": unknown, "error_detail": 0x7F}, status
     assert afe.conversions == [] and afe.pulses == [], "a refused command reached the AFE"
     assert (await host.read("IRQ_STATUS")) == {"done": 1, "error": 1, "over_range": 0}
+
+
+@cocotb.test()
+async def remap_and_refresh(dut) -> None:
+    """Stuck cells in column 1: PROGRAM_MATRIX with REMAP_CONTROL.enable moves logical column 1 to the
+    first spare (REMAP_MAP, REMAP_COUNT, PROG_IRQ.remap), a SOLVE converts the spare for column 1 and
+    RESULTS[1] holds its linear map; then the cells drift and REFRESH re-programs exactly the cells
+    out of tolerance (REFRESH_RESULT), reading the spare for column 1."""
+    host, afe = await _start(dut, seed=6)
+    regs = host.regs
+    p = regs.params
+    rows, cols, spare = p["rows"], p["cols"], p["cols"]   # the first spare's physical index
+    total_cols = cols + p["spare"]
+    tolerance = 3
+    rng = np.random.default_rng(16)
+    targets = rng.integers(300, 700, (rows, total_cols))
+    afe.cells[:, :] = targets + rng.integers(-60, 60, (rows, total_cols))
+    afe.stuck = {(2, 1), (5, 1)}
+    afe.cells[2, 1] = afe.cells[5, 1] = 0
+    await host.write_window("TARGET", targets.ravel())
+    await host.write("PROGRAM_TOLERANCE", codes=tolerance)
+    await host.write("PROGRAM_AMPLITUDE", start=16, step=8)
+    await host.write("COL_ENABLE", enable=(1 << cols) - 1)
+    await host.write("REMAP_CONTROL", enable=1)
+
+    status = await host.run("PROGRAM_MATRIX", max_polls=MATRIX_POLLS)
+    assert status["error"] == 0, f"PROGRAM_MATRIX with a spare free ends NONE, got {status}"
+    column_map = [entry["physical"] for entry in await host.read_window("REMAP_MAP")]
+    expected_map = list(range(total_cols))
+    expected_map[1], expected_map[spare] = spare, 1
+    assert column_map[:total_cols] == expected_map, column_map
+    assert (await host.read("REMAP_COUNT"))["count"] == 1
+    assert (await host.read("REMAP_STATUS"))["spares_left"] == p["spare"] - 1
+    assert (await host.read("PROG_IRQ"))["remap"] == 1
+    for r in range(rows):
+        assert abs(int(afe.cells[r, spare]) - int(targets[r, 1])) <= tolerance, "spare holds column 1's targets"
+    fault_words = [w["cells"] for w in await host.read_window("FAULT_MAP")]
+    assert [w >> 1 & 1 for w in fault_words] == [int(r in (2, 5)) for r in range(rows)], "physical column 1 failed"
+
+    rhs = afe.dac_zero + np.random.default_rng(17).integers(-150, 150, rows)
+    for name, value in (("DAC_SETTLE", 3), ("ANALOG_SETTLE", 5), ("WATCHDOG", 50)):
+        await host.write(name, cycles=value)
+    await host.write_window("RHS", rhs)
+    afe.conversions.clear()
+    status = await host.run("SOLVE")
+    assert status["error"] == 0, status
+    assert [mux for _, mux, _, _ in afe.conversions] == expected_map[:cols], "logical 1 converts the spare"
+    results = await host.read_window("RESULTS")
+    code, over = afe.column_value(spare, (1 << rows) - 1)
+    assert results[1] == {"code": code, "over_range": int(over)}, f"RESULTS[1] = {results[1]}, spare gives {code}"
+
+    drifted = [(r, c) for r in range(rows) for c in (0, spare) if r % 2 == 0]
+    for r, c in drifted:
+        afe.cells[r, c] -= 20
+    pulses_before = len(afe.pulses)
+    status = await host.run("REFRESH", max_polls=MATRIX_POLLS)
+    assert status["error"] == 0, status
+    result = await host.read("REFRESH_RESULT")
+    assert result == {"checked": rows * cols, "reprogrammed": len(drifted)}, result
+    assert (await host.read("REFRESH_FAILED"))["cells"] == 0
+    assert {(r, c) for r, c, _, _ in afe.pulses[pulses_before:]} == set(drifted), "only drifted cells pulsed"
+    assert (await host.read("PULSE_COUNT"))["count"] == len(afe.pulses)

@@ -113,9 +113,13 @@ def expected_refusal(fields: dict[str, dict[str, int]], row_mask: int, p: BuildP
     op = known[opcode]
     if op is Opcode.NOP:
         return ErrorCode.NONE, 0
+    if op is Opcode.REFRESH and not p.spare_remap:
+        return ErrorCode.UNKNOWN_OPCODE, opcode
     solve, nmf = op in SOLVE_OPCODES, op is Opcode.RUN_NMF
     cell = op in (Opcode.READ_CELL, Opcode.PROGRAM_CELL)
-    matrix, program = op is Opcode.PROGRAM_MATRIX, op in (Opcode.PROGRAM_CELL, Opcode.PROGRAM_MATRIX)
+    # REFRESH takes PROGRAM_MATRIX's checks (it runs the same walk).
+    matrix = op in (Opcode.PROGRAM_MATRIX, Opcode.REFRESH)
+    program = op in (Opcode.PROGRAM_CELL, Opcode.PROGRAM_MATRIX, Opcode.REFRESH)
     command, size = fields["COMMAND"], fields["NMF_SIZE"]
     samples = fields["TIMING"]["adc_samples"]
     tolerance = fields["PROGRAM_TOLERANCE"]["codes"]
@@ -353,9 +357,23 @@ class RandomBench:
                                         for i in range(self.p.cell_count)], golden.targets.shape)
         golden.results[:] = [await self.read_window_word("RESULTS", i) for i in range(self.p.total_cols)]
         golden.fault_map[:] = [await self.read_window_word("FAULT_MAP", i) for i in range(self.p.rows)]
+        if self.p.spare_remap:
+            await self._resync_remap(golden)
         for name in self.counters:
             self.counters[name] = await self.read_field(name, "count")
         self.nmf_synced = False
+
+    async def _resync_remap(self, golden: GoldenController) -> None:
+        """The golden model's column map, remap enable and taken spares from the RTL. A spare a
+        failed trial took is not visible in REMAP_MAP: the lowest free ones stand for those
+        (exact with one spare, the default build)."""
+        p = self.p
+        golden.column_map = [(await self.read_window_word("REMAP_MAP", c)) & 0xFF for c in range(p.total_cols)]
+        golden.remap_enabled = bool(self.words["REMAP_CONTROL"] & 1)
+        held = {phys for logical, phys in enumerate(golden.column_map) if phys != logical and phys >= p.cols}
+        left = await self.read_field("REMAP_STATUS", "spares_left")
+        free = [s for s in range(p.cols, p.total_cols) if s not in held]
+        golden.spares_taken = held | set(free[:len(free) - left])
 
     # ---- bus with classification, response check and shadow ------------------------------
 
@@ -402,6 +420,12 @@ class RandomBench:
             keep = sum(f.mask for f in item.fields.values() if f.access.value in ("RW", "W"))
             old = self.words[entry.name]
             self.words[entry.name] = (old & ~(keep & lanes)) | (value & keep & lanes)
+            if entry.name == "REMAP_CONTROL":
+                # The golden model follows the enable; a clear while idle (the bench writes
+                # between commands) forgets its map as the RTL does.
+                self.golden.remap_enabled = bool(self.words[entry.name] & 1)
+                if value & lanes & item.fields["clear"].mask:
+                    self.golden.clear_remap()
         elif isinstance(item, VectorWindow):
             bits_here = min(32, max(0, item.bits - 32 * index))
             keep = ((1 << bits_here) - 1) & lanes
@@ -592,7 +616,7 @@ class RandomBench:
         }
         # Timeouts: a watchdog below the conversion time, or between it and the pulse time.
         timeout = r.random()
-        if opcode in (Opcode.PROGRAM_CELL.value, Opcode.PROGRAM_MATRIX.value) and timeout < 0.25:
+        if opcode in (Opcode.PROGRAM_CELL.value, Opcode.PROGRAM_MATRIX.value, Opcode.REFRESH.value) and timeout < 0.25:
             timeout = 0.1     # the pulse timeout, more often where a pulse can happen
         if timeout < 0.08:
             values["WATCHDOG"] = {"cycles": small(1, max(1, self.afe.adc_cycles - 1))}
@@ -927,7 +951,7 @@ class RandomBench:
                                start_s=start_s)
             block, error, done = "sequencer", exp.error, exp.done_cycle
             if error == Error.ADC_TIMEOUT:
-                detail = enabled_cols[len(exp.words)]
+                detail = golden.column_map[enabled_cols[len(exp.words)]]   # the physical column
             self.check(delta["OVER_RANGE_COUNT"] == exp.over_range_count,
                        f"{op.name}: over-range count +{delta['OVER_RANGE_COUNT']}, golden {exp.over_range_count}")
             self.check(delta["SOLVE_COUNT"] == (error == Error.NONE), f"{op.name}: SOLVE_COUNT +{delta['SOLVE_COUNT']}")
@@ -936,24 +960,33 @@ class RandomBench:
                                    watchdog_limit=watchdog, start_s=start_s)
             block, error, done = "programmer", exp.error, exp.done_cycle
             if error == Error.ADC_TIMEOUT:
-                detail = row * p.total_cols + col
-        elif op in (Opcode.PROGRAM_CELL, Opcode.PROGRAM_MATRIX):
+                detail = row * p.total_cols + golden.column_map[col]
+        elif op in (Opcode.PROGRAM_CELL, Opcode.PROGRAM_MATRIX, Opcode.REFRESH):
             if op is Opcode.PROGRAM_CELL:
                 exp = golden.program_cell(row, col, settings, watchdog_limit=watchdog, start_s=start_s)
-                cells = [(row, col)]
             else:
-                exp = golden.program_matrix(settings, row_mask=self.row_mask, col_mask=col_mask,
-                                            watchdog_limit=watchdog, start_s=start_s)
-                cells = [(r, c) for r in enabled_rows for c in enabled_cols]
+                # The host command: the walk, then the remap's spare trials when enabled.
+                run_command = golden.refresh if op is Opcode.REFRESH else golden.program_command
+                exp = run_command(settings, row_mask=self.row_mask, col_mask=col_mask, watchdog_limit=watchdog,
+                                  start_s=start_s)
             block, error, done = "programmer", exp.error, exp.done_cycle
             if error in (Error.ADC_TIMEOUT, Error.PROGRAM_TIMEOUT):
-                r, c = cells[len(exp.cells)]
-                detail = r * p.total_cols + c
+                detail = exp.timeout_cell
             elif error == Error.CELLS_FAILED:
                 detail = min(exp.failed_count, 0xFFFF)
-            self.check((delta["PULSE_COUNT"], delta["FAILED_CELL_COUNT"]) == (exp.pulse_count, exp.failed_count),
+            failed_cells = sum(cell.failed for cell in exp.cells)
+            self.check((delta["PULSE_COUNT"], delta["FAILED_CELL_COUNT"]) == (exp.pulse_count, failed_cells),
                        f"{op.name}: pulses, failed +{delta['PULSE_COUNT']}, +{delta['FAILED_CELL_COUNT']}; golden "
-                       f"{exp.pulse_count}, {exp.failed_count}")
+                       f"{exp.pulse_count}, {failed_cells}")
+            if "REMAP_COUNT" in delta:
+                self.check(delta["REMAP_COUNT"] == len(exp.remaps),
+                           f"{op.name}: REMAP_COUNT +{delta['REMAP_COUNT']}, golden remaps {exp.remaps}")
+                if exp.remaps:
+                    self.stats["spare remaps"] += len(exp.remaps)
+            if op is Opcode.REFRESH and error in (Error.NONE, Error.CELLS_FAILED):
+                result = {n: await self.read_field("REFRESH_RESULT", n) for n in ("checked", "reprogrammed")}
+                self.check(result == {"checked": exp.checked, "reprogrammed": exp.reprogrammed},
+                           f"REFRESH: REFRESH_RESULT {result}, golden {exp.checked}, {exp.reprogrammed}")
         else:
             assert op is Opcode.RUN_NMF
             exp = golden.run_nmf(m=fields["NMF_SIZE"]["m"], n=fields["NMF_SIZE"]["n"], k=fields["NMF_SIZE"]["k"],
@@ -979,7 +1012,10 @@ class RandomBench:
         results = [await self.read_window_word("RESULTS", i) for i in range(p.total_cols)]
         self.check(results == [int(w) for w in golden.results],
                    f"{op.name}: RESULTS {results}, golden {list(golden.results)}")
-        if op in PROGRAMMER_OPCODES or op is Opcode.RUN_NMF:
+        if p.spare_remap:
+            column_map = [(await self.read_window_word("REMAP_MAP", c)) & 0xFF for c in range(p.total_cols)]
+            self.check(column_map == golden.column_map, f"{op.name}: REMAP_MAP {column_map}, golden {golden.column_map}")
+        if op in PROGRAMMER_OPCODES or op in (Opcode.RUN_NMF, Opcode.REFRESH):
             fault_map = [await self.read_window_word("FAULT_MAP", i) for i in range(p.rows)]
             self.check(fault_map == [int(w) for w in golden.fault_map],
                        f"{op.name}: FAULT_MAP {fault_map}, golden {list(golden.fault_map)}")

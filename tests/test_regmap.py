@@ -220,7 +220,7 @@ def test_json_description_has_the_documented_schema() -> None:
     names = {w["name"] for w in desc["windows"]}
     assert names == {"RESULTS", "ROW_MASK", "RHS", "FAULT_MAP", "TARGET",
                      "NMF_R", "NMF_MASK", "NMF_W", "NMF_H", "NMF_W_EXP", "NMF_H_EXP",
-                     "REFINE_A", "REFINE_B", "REFINE_X"}
+                     "REFINE_A", "REFINE_B", "REFINE_X", "REMAP_MAP"}
     for win in desc["windows"]:
         assert {"name", "offset", "depth", "width", "access", "doc"} <= set(win), win["name"]
     by_name = {w["name"]: w for w in desc["windows"]}
@@ -365,7 +365,7 @@ def test_host_constants_come_from_the_declarations() -> None:
 @pytest.mark.parametrize("make, message", [
     (lambda: DEFAULT.COMMAND.row.put(4096), "COMMAND.row holds 12 bits (0 to 4095), not 4096"),
     (lambda: DEFAULT.COMMAND.opcode.put("FLY"), "COMMAND.opcode has no value named 'FLY'; accepted: NOP, SOLVE, "
-                                                "SOLVE_FREE, MVM, READ_CELL, PROGRAM_CELL, PROGRAM_MATRIX, RUN_NMF, REFINE"),
+                                                "SOLVE_FREE, MVM, READ_CELL, PROGRAM_CELL, PROGRAM_MATRIX, RUN_NMF, REFINE, REFRESH"),
     (lambda: DEFAULT.COMMAND.row.put("x"), "COMMAND.row has no value named 'x'; accepted: integers only"),
     (lambda: DEFAULT.RHS.address(64), "RHS index must be from 0 to 63, not 64"),
     (lambda: DEFAULT.COMMAND.nothing, "COMMAND has no field 'nothing'; fields: opcode, row, col"),

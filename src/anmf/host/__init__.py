@@ -6,13 +6,13 @@ docs/host-driver.md describes the API, the scaling and the scoreboards' toleranc
 from .anls import AnalogScale, HostAnlsResult, check_problem, host_anls
 from .bus import BusError, InterruptLine, RegisterBus
 from .driver import (SOLVE_MODES, CellReading, ChipDriver, ChipError, ChipInfo, CommandTimeout,
-                     Counters, ErrorCode, ProgramReport, ProgramSettings, RegisterDriver,
-                     SolveResult, Status, Timing, UnsupportedChip)
+                     Counters, ErrorCode, ProgramReport, ProgramSettings, RefreshReport,
+                     RegisterDriver, RemapState, SolveResult, Status, Timing, UnsupportedChip)
 from .model_backend import ModelDriver
 
 __all__ = [
     "AnalogScale", "HostAnlsResult", "check_problem", "host_anls", "BusError", "InterruptLine",
     "RegisterBus", "SOLVE_MODES", "CellReading", "ChipDriver", "ChipError", "ChipInfo",
     "CommandTimeout", "Counters", "ErrorCode", "ProgramReport", "ProgramSettings",
-    "RegisterDriver", "SolveResult", "Status", "Timing", "UnsupportedChip", "ModelDriver",
+    "RefreshReport", "RegisterDriver", "RemapState", "SolveResult", "Status", "Timing", "UnsupportedChip", "ModelDriver",
 ]

@@ -38,7 +38,7 @@ __all__ = [
     "ProgramReport", "CellReading", "Status", "Counters", "ErrorCode", "ChipError",
     "CommandTimeout", "UnsupportedChip", "SOLVE_MODES", "ID_MAGIC", "SUPPORTED_MAJOR_VERSION",
     "NMFSettings", "NMFProgress", "NMFReport", "NMFFactors", "NMF_PHASES", "NMF_STEPS",
-    "ProgressCallback", "RefineResult",
+    "ProgressCallback", "RefineResult", "RefreshReport", "RemapState",
 ]
 
 #: What the ID register reads ("ANMF").
@@ -158,6 +158,34 @@ class ProgramReport:
     @property
     def cells(self) -> int:
         return len(self.rows) * len(self.columns)
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    """One REFRESH: what its walk found (REFRESH_RESULT, REFRESH_FAILED) and the pulses it fired
+    (spare trials of the remap included)."""
+
+    error: ErrorCode          #: NONE or CELLS_FAILED
+    checked: int              #: cells verified
+    reprogrammed: int         #: cells found out of tolerance and given pulses
+    failed: int               #: cells left out of tolerance by the walk
+    pulses: int
+
+
+@dataclass(frozen=True)
+class RemapState:
+    """The transparent spare-column remap (REMAP_CONTROL, REMAP_MAP, REMAP_STATUS, REMAP_COUNT)."""
+
+    enabled: bool
+    #: Physical column of each logical column (identity: nothing moved).
+    column_map: tuple[int, ...]
+    spares_left: int
+    count: int                #: columns moved since reset or soft_reset
+
+    @property
+    def remapped(self) -> dict[int, int]:
+        """Logical columns below COLS that moved, with their physical spare."""
+        return {c: p for c, p in enumerate(self.column_map) if p != c}
 
 
 @dataclass(frozen=True)
@@ -433,6 +461,38 @@ class ChipDriver(abc.ABC):
         col_enable = _check_mask("col_enable", col_enable, self.info.total_cols, "columns")
         self._need_programming("program_matrix")
         return await self._program_matrix(row_mask, col_enable)
+
+    async def refresh(self, row_mask: int, col_enable: int) -> RefreshReport:
+        """REFRESH: re-verify every enabled row x enabled column against its target and
+        re-program (write-verify) those out of tolerance; with the remap enabled, a column left
+        with failed cells moves to a spare like after PROGRAM_MATRIX."""
+        row_mask = _check_mask("row_mask", row_mask, self.info.rows, "rows")
+        col_enable = _check_mask("col_enable", col_enable, self.info.total_cols, "columns")
+        self._need_programming("refresh")
+        return await self._refresh(row_mask, col_enable)
+
+    async def set_remap(self, enable: bool, *, clear: bool = False) -> None:
+        """REMAP_CONTROL: switch the transparent spare-column remap on or off; ``clear`` first
+        forgets the map (every column on its own, every spare free)."""
+        if enable not in (True, False) or clear not in (True, False):
+            raise ValueError(f"enable and clear must be True or False; got {enable!r}, {clear!r}")
+        await self._set_remap(bool(enable), bool(clear))
+
+    async def remap_state(self) -> RemapState:
+        """The column map, spares left and remap count now."""
+        return await self._remap_state()
+
+    # REFRESH and remap hooks: not abstract (wrappers need not forward them); a backend
+    # without them refuses.
+
+    async def _refresh(self, row_mask: int, col_enable: int) -> RefreshReport:
+        raise NotImplementedError(f"{type(self).__name__} does not implement REFRESH")
+
+    async def _set_remap(self, enable: bool, clear: bool) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement the spare-column remap")
+
+    async def _remap_state(self) -> RemapState:
+        raise NotImplementedError(f"{type(self).__name__} does not implement the spare-column remap")
 
     async def solve(self, rhs_codes: ArrayLike, row_mask: int, col_enable: int,
                     mode: str = "SOLVE") -> SolveResult:
@@ -879,6 +939,43 @@ class RegisterDriver(ChipDriver):
             word = window.cells.get(await self._read(window.address(row)))
             fault_map[row, list(cols)] = [bool(word >> c & 1) for c in cols]
         return ProgramReport(status.error, pulses, failed, fault_map, rows, cols)
+
+    async def _refresh(self, row_mask: int, col_enable: int) -> RefreshReport:
+        self._need_remap_build("REFRESH")
+        assert self.programming is not None
+        await self._set("TIMING", adc_samples=2 ** self.programming.avg_log2)
+        await self._write_row_mask(row_mask)
+        await self._set("COL_ENABLE", enable=col_enable)
+        pulses_before = (await self._get("PULSE_COUNT"))["count"]
+        status = await self._run("REFRESH")
+        if status.error not in (ErrorCode.NONE, ErrorCode.CELLS_FAILED):
+            raise ChipError("REFRESH", status.error, status.detail)
+        pulses = (await self._get("PULSE_COUNT"))["count"] - pulses_before
+        result = await self._get("REFRESH_RESULT")
+        failed = (await self._get("REFRESH_FAILED"))["cells"]
+        return RefreshReport(status.error, result["checked"], result["reprogrammed"], failed, pulses)
+
+    def _need_remap_build(self, what: str) -> None:
+        if not self.regs.params.get("spare_remap", 0):
+            raise NotImplementedError(f"{what}: this build has no REFRESH or spare-column remap "
+                                      f"(SPARE_REMAP = 0)")
+
+    async def _set_remap(self, enable: bool, clear: bool) -> None:
+        self._need_remap_build("set_remap")
+        if clear:
+            await self._set("REMAP_CONTROL", enable=int(enable), clear=1)
+        else:
+            await self._set("REMAP_CONTROL", enable=int(enable))
+
+    async def _remap_state(self) -> RemapState:
+        self._need_remap_build("remap_state")
+        window = self.regs.REMAP_MAP
+        column_map = []
+        for c in range(self.info.total_cols):
+            column_map.append(window.physical.get(await self._read(window.address(c))))
+        return RemapState(bool((await self._get("REMAP_CONTROL"))["enable"]), tuple(column_map),
+                          (await self._get("REMAP_STATUS"))["spares_left"],
+                          (await self._get("REMAP_COUNT"))["count"])
 
     async def _solve(self, rhs: NDArray[np.int64], row_mask: int, col_enable: int,
                      mode: str) -> SolveResult:

@@ -23,8 +23,8 @@ from anmf.model.golden import GoldenController
 
 from .driver import (NMF_STEPS, SUPPORTED_MAJOR_VERSION, CellReading, ChipDriver, ChipError,
                      ChipInfo, Counters, ErrorCode, NMFFactors, NMFProgress, NMFReport,
-                     NMFSettings, ProgramReport, ProgressCallback, SolveResult, Status, Timing,
-                     UnsupportedChip, set_bits)
+                     NMFSettings, ProgramReport, ProgressCallback, RefreshReport, RemapState,
+                     SolveResult, Status, Timing, UnsupportedChip, set_bits)
 
 __all__ = ["ModelDriver"]
 
@@ -159,6 +159,7 @@ class ModelDriver(ChipDriver):
         self._nmf_counts = {"retries": 0, "unresolved": 0}
         self._nmf_progress = NMFProgress(0, "H", "IDLE", 0)
         self._pending_nmf: NMFSettings | None = None
+        self._remap_count = 0
 
     async def identify(self) -> ChipInfo:
         return self.info
@@ -184,11 +185,14 @@ class ModelDriver(ChipDriver):
 
     async def _program_matrix(self, row_mask: int, col_enable: int) -> ProgramReport:
         assert self.programming is not None and self.timing is not None
-        outcome = self.golden.program_matrix(self.programming, row_mask=row_mask,
-                                             col_mask=col_enable,
-                                             watchdog_limit=self.timing.watchdog)
-        self._count(pulses=outcome.pulse_count, failed_cells=outcome.failed_count,
+        # The host command: the walk, then the remap's spare trials when it is enabled.
+        outcome = self.golden.program_command(self.programming, row_mask=row_mask,
+                                              col_mask=col_enable,
+                                              watchdog_limit=self.timing.watchdog)
+        self._count(pulses=outcome.pulse_count,
+                    failed_cells=sum(cell.failed for cell in outcome.cells),
                     over_range=outcome.over_range_samples)
+        self._remap_count += len(outcome.remaps)
         detail = min(outcome.failed_count, 0xFFFF) if outcome.error == ErrorCode.CELLS_FAILED \
             else self._timeout_detail(outcome)
         self._finish("PROGRAM_MATRIX", ErrorCode(outcome.error), detail,
@@ -198,6 +202,29 @@ class ModelDriver(ChipDriver):
         fault_map[np.ix_(rows, cols)] = self.golden.fault_cells()[np.ix_(rows, cols)]
         return ProgramReport(ErrorCode(outcome.error), outcome.pulse_count,
                              outcome.failed_count, fault_map, rows, cols)
+
+    async def _refresh(self, row_mask: int, col_enable: int) -> RefreshReport:
+        assert self.programming is not None and self.timing is not None
+        outcome = self.golden.refresh(self.programming, row_mask=row_mask, col_mask=col_enable,
+                                      watchdog_limit=self.timing.watchdog)
+        self._count(pulses=outcome.pulse_count,
+                    failed_cells=sum(cell.failed for cell in outcome.cells),
+                    over_range=outcome.over_range_samples)
+        self._remap_count += len(outcome.remaps)
+        detail = min(outcome.failed_count, 0xFFFF) if outcome.error == ErrorCode.CELLS_FAILED \
+            else self._timeout_detail(outcome)
+        self._finish("REFRESH", ErrorCode(outcome.error), detail, raise_on=(ErrorCode.CELLS_FAILED,))
+        return RefreshReport(ErrorCode(outcome.error), outcome.checked, outcome.reprogrammed,
+                             outcome.failed_count, outcome.pulse_count)
+
+    async def _set_remap(self, enable: bool, clear: bool) -> None:
+        if clear:
+            self.golden.clear_remap()
+        self.golden.remap_enabled = enable
+
+    async def _remap_state(self) -> RemapState:
+        g = self.golden
+        return RemapState(g.remap_enabled, tuple(g.column_map), g.spares_left, self._remap_count)
 
     def _timeout_detail(self, outcome: Any) -> int:
         """STATUS.error_detail of a programmer timeout: the cell being worked on."""
@@ -359,5 +386,6 @@ class ModelDriver(ChipDriver):
         self._status = Status(busy=False, done=False, error=ErrorCode.NONE, detail=0)
         self._counts = dict.fromkeys(self._counts, 0)
         self._nmf_counts = dict.fromkeys(self._nmf_counts, 0)
+        self._remap_count = 0
         self._pending_nmf = None
         return self._status

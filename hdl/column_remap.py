@@ -1,0 +1,211 @@
+"""Transparent spare-column remap: the column map between the blocks (which work in logical
+columns) and the AFE port (physical columns), and the repair sequence that fills it.
+
+The map is a permutation of the ``total_cols`` columns, the identity after reset and after
+``clear``. Moving logical column j to a free spare s swaps two entries: j goes to s, and
+logical s (a spare the host no longer should use) to j's old physical column. Translated
+on the way to the AFE: ``col_en`` and the fault map's bit enables (bit vectors), ``adc_mux``
+and ``cell_col`` (indices). RESULTS, TARGET and COL_ENABLE stay logical; FAULT_MAP is
+physical (it describes the array's cells).
+
+Repair (docs/fault-handling.md), when ``enable`` is set: a host PROGRAM_MATRIX or REFRESH
+whose walk ends (``walk_done``, cycle T) with CELLS_FAILED and failed cells in a column
+below COLS, with a spare free, is not finished: per such column j, lowest first, and per
+free spare s, lowest first:
+
+* Choose (T + 1): the map swaps j and s; ``trial_col_mask`` = 1 << j.
+* Hold (T + 2): the programmer's operands settle (its start check reads the cycle before).
+* Start (T + 3): ``trial_start``: the programmer runs PROGRAM_MATRIX on column j (the
+  latched rows and settings), that is on physical spare s with column j's targets.
+* Trial, until the programmer's done (cycle U): NONE keeps the swap (``remapped``), the spare
+  is taken and j is repaired; CELLS_FAILED undoes the swap and marks s bad (taken); any other
+  error undoes the swap and ends the command with it. With columns and spares left the next
+  Choose is U + 1; otherwise the command ends in U (``finished``).
+
+The outcome is CELLS_FAILED while any failed column of the walk is unrepaired (spares
+used up, or failed cells in a spare column the host enabled), else NONE. An ``abort``
+in Choose, Hold or Start ends the command there with ABORTED (swap undone); in Trial the
+programmer takes it (ABORTED, its safe exit).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .afe import lowest_set_index
+from .codes import ErrorCode
+from .params import BuildParams
+
+__all__ = ["ColumnRemap", "MAP_ENTRY_LAYOUT"]
+
+#: A REMAP_MAP window entry: the physical column of a logical one, and whether it moved.
+MAP_ENTRY_LAYOUT = data.StructLayout({"physical": 8, "remapped": 1})
+
+
+class ColumnRemap(wiring.Component):
+    """Column map, AFE column translation and the repair sequence (module docstring).
+
+    Ports: ``enable``, ``clear`` (ignored while busy), ``abort``; ``walk_done`` (the walk of a
+    host PROGRAM_MATRIX / REFRESH ends this cycle), ``prog_done``, ``prog_error``, ``failed_cols``
+    (the programmer's); ``busy`` (a repair runs), ``trial_start``, ``trial_col_mask``,
+    ``finished`` / ``outcome`` (the command ends this cycle, with this error), ``remapped``
+    (a swap was kept this cycle), ``spares_left``; translation ``logical_*`` -> ``physical_*``;
+    ``map_write`` (the REMAP_MAP window, written from ``dirty`` entries one per cycle).
+    """
+
+    def __init__(self, params: BuildParams):
+        if not isinstance(params, BuildParams):
+            self._MustUse__silence = True
+            raise TypeError(f"params must be a BuildParams, got {params!r}")
+        self._params = p = params
+        super().__init__({
+            "enable": In(1),
+            "clear": In(1),
+            "abort": In(1),
+            "walk_done": In(1),
+            "prog_done": In(1),
+            "prog_error": In(ErrorCode),
+            "failed_cols": In(p.total_cols),
+            "busy": Out(1),
+            "trial_start": Out(1),
+            "trial_col_mask": Out(p.total_cols),
+            "finished": Out(1),
+            "outcome": Out(ErrorCode),
+            "remapped": Out(1),
+            "spares_left": Out(range(p.spare + 1)),
+            "logical_col_en": In(p.total_cols),
+            "physical_col_en": Out(p.total_cols),
+            "logical_fault_en": In(p.total_cols),
+            "physical_fault_en": Out(p.total_cols),
+            "logical_adc_mux": In(p.col_addr_bits),
+            "physical_adc_mux": Out(p.col_addr_bits),
+            "logical_cell_col": In(p.col_addr_bits),
+            "physical_cell_col": Out(p.col_addr_bits),
+            "map_write": In(memory.WritePort.Signature(addr_width=p.col_addr_bits,
+                                                        shape=MAP_ENTRY_LAYOUT)),
+        })
+
+    @property
+    def params(self) -> BuildParams:
+        return self._params
+
+    def elaborate(self, platform) -> Module:
+        p = self._params
+        m = Module()
+        n = p.total_cols
+        main_mask = (1 << p.cols) - 1
+        spare_mask = ((1 << n) - 1) ^ main_mask   # physical spare columns, as a column vector
+
+        physical = Array(Signal(p.col_addr_bits, init=c, name=f"physical_{c}") for c in range(n))
+        # A spare is taken when it holds a remapped column or failed its trial.
+        taken = Signal(n)
+        free = Signal(n)
+        m.d.comb += free.eq(~taken & spare_mask)
+        m.d.comb += self.spares_left.eq(sum(free[c] for c in range(p.cols, n)) if p.spare else 0)
+
+        # --- translation ---------------------------------------------------------------------
+        def to_physical(vector):
+            # Bit l moves to bit physical[l]: one shifted one-hot per column, ORed (a single
+            # expression, so that the named result is one net).
+            moved = Const(0, n)
+            for l in range(n):
+                moved = moved | Mux(vector[l], Const(1, n) << physical[l], 0)
+            return moved[:n]
+        m.d.comb += [
+            self.physical_col_en.eq(to_physical(self.logical_col_en)),
+            self.physical_fault_en.eq(to_physical(self.logical_fault_en)),
+            self.physical_adc_mux.eq(physical[self.logical_adc_mux]),
+            self.physical_cell_col.eq(physical[self.logical_cell_col]),
+        ]
+
+        # --- REMAP_MAP mirror: one dirty entry written per cycle (all after reset) -------------
+        dirty = Signal(n, init=(1 << n) - 1)
+        entry = lowest_set_index(dirty)
+        m.d.comb += [
+            self.map_write.en.eq(dirty != 0),
+            self.map_write.addr.eq(entry),
+            self.map_write.data.physical.eq(physical[entry]),
+            self.map_write.data.remapped.eq(physical[entry] != entry),
+        ]
+        mark_dirty = Signal(n)
+        m.d.sync += dirty.eq((dirty & ~(Const(1, n) << entry)) | mark_dirty)
+
+        # --- repair sequence -----------------------------------------------------------------
+        pending = Signal(n)        # failed columns of the walk not repaired yet
+        column = Signal(p.col_addr_bits)   # j of the running trial
+        spare = Signal(p.col_addr_bits)    # s of the running trial
+        column_was = Signal(p.col_addr_bits)  # physical[j] before the swap
+
+        def undo_swap():
+            m.d.sync += [physical[column].eq(column_was), physical[spare].eq(spare)]
+
+        def finish(outcome):
+            m.d.comb += [self.finished.eq(1), self.outcome.eq(outcome)]
+            m.next = "Idle"
+
+        with m.FSM(init="Idle") as fsm:
+            with m.State("Idle"):
+                repairable = (self.failed_cols & main_mask) != 0
+                with m.If(self.walk_done):
+                    with m.If(self.enable & (self.prog_error == ErrorCode.CELLS_FAILED) &
+                              repairable & (free != 0)):
+                        m.d.sync += pending.eq(self.failed_cols)
+                        m.next = "Choose"
+                    with m.Else():
+                        m.d.comb += [self.finished.eq(1), self.outcome.eq(self.prog_error)]
+                with m.Elif(self.clear):
+                    m.d.sync += [taken.eq(0)] + [physical[c].eq(c) for c in range(n)]
+                    m.d.comb += mark_dirty.eq((1 << n) - 1)
+
+            with m.State("Choose"):
+                j = lowest_set_index(pending & main_mask)
+                s = lowest_set_index(free)
+                with m.If(self.abort):
+                    finish(ErrorCode.ABORTED)
+                with m.Else():
+                    m.d.sync += [column.eq(j), spare.eq(s), column_was.eq(physical[j]),
+                                 physical[j].eq(s), physical[s].eq(physical[j]),
+                                 self.trial_col_mask.eq(Const(1, n) << j)]
+                    m.next = "Hold"
+
+            with m.State("Hold"):
+                with m.If(self.abort):
+                    undo_swap()
+                    finish(ErrorCode.ABORTED)
+                with m.Else():
+                    m.next = "Start"
+
+            with m.State("Start"):
+                with m.If(self.abort):
+                    undo_swap()
+                    finish(ErrorCode.ABORTED)
+                with m.Else():
+                    m.d.comb += self.trial_start.eq(1)
+                    m.next = "Trial"
+
+            with m.State("Trial"):
+                with m.If(self.prog_done):
+                    passed = self.prog_error == ErrorCode.NONE
+                    spare_bad = self.prog_error == ErrorCode.CELLS_FAILED
+                    column_bit = Const(1, n) << column
+                    spare_bit = Const(1, n) << spare
+                    pending_next = Signal(n)
+                    free_next = Signal(n)
+                    m.d.comb += [pending_next.eq(pending & ~(column_bit & passed.replicate(n))),
+                                 free_next.eq(free & ~spare_bit)]
+                    with m.If(passed | spare_bad):
+                        m.d.sync += [taken.eq(taken | spare_bit), pending.eq(pending_next)]
+                    with m.If(passed):
+                        m.d.comb += [self.remapped.eq(1), mark_dirty.eq(column_bit | spare_bit)]
+                    with m.Else():
+                        undo_swap()
+                    with m.If(~passed & ~spare_bad):
+                        finish(self.prog_error)
+                    with m.Elif(((pending_next & main_mask) != 0) & (free_next != 0)):
+                        m.next = "Choose"
+                    with m.Else():
+                        finish(Mux(pending_next != 0, ErrorCode.CELLS_FAILED, ErrorCode.NONE))
+
+        m.d.comb += self.busy.eq(~fsm.ongoing("Idle"))
+        return m
