@@ -15,7 +15,7 @@ scenario's AFE configuration, the device section):
 - ``converter`` "adc" / "dac": the ADC or each row DAC off by 5 % of full scale in offset
   and gain (``anmf.faults.inject_converter_fault``);
 - ``drift_s``: that much drift after every PROGRAM_MATRIX, before the solves; with
-  ``refresh`` a second PROGRAM_MATRIX of the same targets follows (write-verify again);
+  ``refresh`` a REFRESH of the same cells follows (write-verify of those out of tolerance);
 - ``silent``: the ADC stops ending conversions (busy stays high 1024 cycles past the
   watchdog limit), from the first command of the NMF; the job then waits until the AFE
   answers again and checks that the next SOLVE works.
@@ -30,7 +30,8 @@ from cocotb.triggers import ClockCycles
 
 from anmf.faults import CampaignAFE, final_columns, inject_converter_fault
 from anmf.host import AnalogScale, Timing, host_anls
-from anmf.host.driver import ChipDriver, ChipError, ErrorCode, ProgramReport
+from anmf.host.driver import (ChipDriver, ChipError, ErrorCode, ProgramReport, RefreshReport,
+                              RemapState)
 from anmf.model.config import config_from_dict
 from anmf.model.metrics import relative_error
 from anmf.testbench.afe_binding import AFEBinding
@@ -61,9 +62,9 @@ class FaultBench(ScenarioBench):
 class ObservingDriver(CheckedDriver):
     """The RTL's driver as the campaign's host uses it: every call forwarded; after each
     PROGRAM_MATRIX ``drift_s`` of drift passes on the AFE model (the injected fault) and,
-    with ``refresh``, PROGRAM_MATRIX runs again on the same targets. Keeps what the host
-    sees: each solve's column enables, each column's failed cells in its last fault map, the
-    refresh passes' reports."""
+    with ``refresh``, a REFRESH of the same cells follows. Keeps what the host sees: each
+    solve's column enables, each PROGRAM_MATRIX's outcome, each column's failed cells in its
+    last fault map, the REFRESH reports."""
 
     def __init__(self, inner: ChipDriver, afe: CampaignAFE, *, drift_s: float = 0.0,
                  refresh: bool = False):
@@ -71,17 +72,18 @@ class ObservingDriver(CheckedDriver):
                          programs=None)
         self.afe = afe
         self.drift_s, self.refresh = drift_s, refresh
-        self.refresh_reports: list[ProgramReport] = []
+        self.refresh_reports: list[RefreshReport] = []
         self.solve_masks: list[int] = []
+        self.program_errors: list[str] = []
         self.failed_by_column: dict[int, int] = {}
 
     async def _program_matrix(self, row_mask: int, col_enable: int) -> ProgramReport:
         report = await super()._program_matrix(row_mask, col_enable)
+        self.program_errors.append(report.error.name)
         if self.drift_s > 0:
             self.afe.crossbar.advance_time(self.drift_s)
             if self.refresh:
-                report = await super()._program_matrix(row_mask, col_enable)
-                self.refresh_reports.append(report)
+                self.refresh_reports.append(await self.inner.refresh(row_mask, col_enable))
         per_column = report.fault_map.sum(axis=0)
         self.failed_by_column.update((c, int(per_column[c])) for c in report.columns)
         return report
@@ -89,6 +91,15 @@ class ObservingDriver(CheckedDriver):
     async def _solve(self, rhs: Any, row_mask: int, col_enable: int, mode: str) -> Any:
         self.solve_masks.append(col_enable)
         return await super()._solve(rhs, row_mask, col_enable, mode)
+
+    async def _refresh(self, row_mask: int, col_enable: int) -> RefreshReport:
+        return await self.inner.refresh(row_mask, col_enable)
+
+    async def _set_remap(self, enable: bool, clear: bool) -> None:
+        await self.inner.set_remap(enable, clear=clear)
+
+    async def _remap_state(self) -> RemapState:
+        return await self.inner.remap_state()
 
 
 async def _silent_attempt(bench: FaultBench, driver: ObservingDriver, R: np.ndarray, k: int,
@@ -128,7 +139,8 @@ async def _silent_attempt(bench: FaultBench, driver: ObservingDriver, R: np.ndar
 async def fault_run_job(bench: FaultBench, inputs: dict[str, np.ndarray],
                         options: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """One campaign run on the RTL. Inputs ``R``; options ``k``, ``iterations``, ``repair``
-    (host spare-column repair), ``dead_channel``, ``converter`` ("adc", "dac" or None) with
+    (host spare-column repair), ``remap`` (the controller's spare-column remap on, cleared),
+    ``dead_channel``, ``converter`` ("adc", "dac" or None) with
     ``converter_seed``, ``drift_s``, ``refresh``, ``silent`` with ``watchdogs`` (one NMF
     attempt per watchdog limit, in order: cycles, "max" for the largest, None for the
     scenario's)."""
@@ -159,6 +171,8 @@ async def fault_run_job(bench: FaultBench, inputs: dict[str, np.ndarray],
                              **await _silent_attempt(bench, driver, R, k, iterations)})
         result["attempts"] = attempts
         return outputs, result
+    if options.get("remap"):
+        await driver.set_remap(True, clear=True)
     started = driver.cycle_counter()
     nmf = await host_anls(driver, R, k, iterations, scale=bench.scale,
                           repair=bool(options.get("repair", True)))
@@ -174,11 +188,20 @@ async def fault_run_job(bench: FaultBench, inputs: dict[str, np.ndarray],
         failed_by_column={str(c): n for c, n in sorted(driver.failed_by_column.items())},
         final_columns=sorted(used),
         failed_in_use=sum(driver.failed_by_column.get(c, 0) for c in used),
+        program_errors=driver.program_errors,
         refresh={"passes": len(driver.refresh_reports),
+                 "checked": sum(r.checked for r in driver.refresh_reports),
+                 "reprogrammed": sum(r.reprogrammed for r in driver.refresh_reports),
                  "pulses": sum(r.pulses for r in driver.refresh_reports),
-                 "failed_cells": sum(r.failed_cells for r in driver.refresh_reports)},
+                 "failed_cells": sum(r.failed for r in driver.refresh_reports)},
         # The injected truth, for the row's `injected` text only.
         injected={"stuck_cells": int(afe.crossbar.stuck_mask.sum()),
                   "stuck_in_main": int(afe.crossbar.stuck_mask[:, :driver.info.cols].sum())})
+    if options.get("remap"):
+        remap = await driver.remap_state()
+        result["remap"] = {"count": remap.count, "spares_left": remap.spares_left,
+                           "moved": {str(c): p for c, p in remap.remapped.items()
+                                     if c < driver.info.cols},
+                           "column_map": list(remap.column_map)}
     outputs.update(W=nmf.W, H=nmf.H)
     return outputs, result

@@ -532,18 +532,21 @@ class _RtlRuns:
 
 
 def _rtl_stuck(runs: _RtlRuns, fraction: float) -> _Outcome:
+    # With: the controller's transparent spare-column remap (the host's repair off: the two
+    # do not mix, docs/fault-handling.md). Without: neither.
     device = _stuck_device(fraction)
-    with_run = runs.run(device, repair=True)
+    with_run = runs.run(device, repair=False, remap=True)
     without_run = runs.run(device, repair=False)
     failed = with_run["counters"]["failed_cells"]
-    faulty = [int(c) for c, n in with_run["failed_by_column"].items() if n]
-    evidence = (f"fault maps: {failed} failed cells over all programmings, columns with "
-                f"failures {faulty}; failed cells in the columns of the last iteration: "
-                f"{with_run['failed_in_use']}")
+    remap = with_run["remap"]
+    last = with_run["program_errors"][-2:]
+    evidence = (f"FAILED_CELL_COUNT {failed} over all programmings (spare trials included); "
+                f"remap: {remap['count']} columns moved {remap['moved']}, {remap['spares_left']} "
+                f"spares left; the last iteration's PROGRAM_MATRIX ended {', '.join(last)}")
     truth = with_run["injected"]
     injected = (f"{truth['stuck_cells']} stuck cells, {truth['stuck_in_main']} of them in the "
                 f"main columns")
-    return _Outcome(failed > 0, with_run["failed_in_use"] == 0, with_run["rel_error"],
+    return _Outcome(failed > 0, all(e == "NONE" for e in last), with_run["rel_error"],
                     without_run["rel_error"], evidence, injected)
 
 
@@ -577,12 +580,13 @@ def _rtl_drift(runs: _RtlRuns) -> _Outcome:
     with_run = runs.run(device, drift_s=DRIFT_INTERVAL_S, refresh=True)
     without_run = runs.run(device, drift_s=DRIFT_INTERVAL_S)
     refresh = with_run["refresh"]
-    evidence = (f"refresh (PROGRAM_MATRIX again): {refresh['passes']} write-verify passes "
-                f"after the drift interval gave {refresh['pulses']} pulses (cells found out of "
-                f"tolerance), {refresh['failed_cells']} cells left failed")
+    evidence = (f"REFRESH after the drift interval, {refresh['passes']} times: "
+                f"{refresh['reprogrammed']} of {refresh['checked']} cells found out of "
+                f"tolerance and re-programmed ({refresh['pulses']} pulses), "
+                f"{refresh['failed_cells']} cells left failed")
     injected = (f"{DRIFT_INTERVAL_S:.0f} s between each programming and its solves, nu = "
                 f"{DRIFT_NU[0]} +- {DRIFT_NU[1]}")
-    return _Outcome(refresh["pulses"] > 0, refresh["failed_cells"] == 0,
+    return _Outcome(refresh["reprogrammed"] > 0, refresh["failed_cells"] == 0,
                     with_run["rel_error"], without_run["rel_error"], evidence, injected)
 
 
