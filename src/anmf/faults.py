@@ -550,19 +550,24 @@ def _rtl_stuck(runs: _RtlRuns, fraction: float) -> _Outcome:
                     without_run["rel_error"], evidence, injected)
 
 
+def _physical_in_use(run: dict[str, Any]) -> list[int]:
+    """The physical columns behind the last iteration's logical ones (the remap's map)."""
+    column_map = run["remap"]["column_map"]
+    return sorted(column_map[c] for c in run["final_columns"])
+
+
 def _rtl_dead_channel(runs: _RtlRuns) -> _Outcome:
-    # Without CALIBRATE in the RTL the fault map finds the channel: its verify reads fail
-    # every cell of the column; the repair moves the column to a spare.
-    with_run = runs.run(dead_channel=DEAD_CHANNEL, repair=True)
+    # The dead channel's verify reads fail every cell of its column: the controller's remap
+    # moves the column to a spare (the host's repair off). Without: no remap.
+    with_run = runs.run(dead_channel=DEAD_CHANNEL, repair=False, remap=True)
     without_run = runs.run(dead_channel=DEAD_CHANNEL, repair=False)
-    rows = runs.problem.size
-    whole = [int(c) for c, n in with_run["failed_by_column"].items() if n >= rows]
-    used = with_run["final_columns"]
-    in_use = sorted(set(whole) & set(used))
-    evidence = (f"fault maps: every programmed cell failed in columns {whole} (a column that "
-                f"reads nothing); of them in use in the last iteration: {in_use} (columns "
-                f"used: {used})")
-    return _Outcome(bool(whole), bool(whole) and not in_use, with_run["rel_error"],
+    remap = with_run["remap"]
+    last = with_run["program_errors"][-2:]
+    evidence = (f"FAILED_CELL_COUNT {with_run['counters']['failed_cells']}; remap: "
+                f"{remap['count']} columns moved {remap['moved']}; the last iteration's "
+                f"PROGRAM_MATRIX ended {', '.join(last)} (physical columns used: "
+                f"{_physical_in_use(with_run)})")
+    return _Outcome(remap["count"] > 0, all(e == "NONE" for e in last), with_run["rel_error"],
                     without_run["rel_error"], evidence,
                     f"ADC channel {DEAD_CHANNEL} reads the zero code (0 V)")
 
