@@ -596,8 +596,11 @@ class RegisterFile(wiring.Component):
     (named like the register, lower case) and per window, see :meth:`Register.core_members`,
     :meth:`MemoryWindow.core_members`, :meth:`VectorWindow.core_members`.
 
-    Bus behaviour: reads and writes answer one cycle after the strobe, except a write to a window
-    the core also writes, which waits while the core writes (the core wins; nothing is lost).
+    Bus behaviour: writes answer one cycle after the strobe, except a write to a window the core
+    also writes, which waits while the core writes (the core wins; nothing is lost). Reads answer
+    two cycles after the strobe: the strobe registers the address decode, the next cycle forms the
+    word (decode and read mux in one cycle are too deep for the iCE40, docs/synthesis.md), so
+    ``addr`` must stay held until ``ack`` as the bus contract says.
     ``err`` answers: an unmapped address (including window indices past the depth), a write to a
     register without writable fields or to a read-only window, and a window write whose ``w_strb``
     leaves out a byte lane holding element bits (no partial element updates). Register writes honour
@@ -637,10 +640,12 @@ class RegisterFile(wiring.Component):
         lane_mask = Cat(bus.w_strb[lane].replicate(8) for lane in range(WORD_BYTES))
         written = bus.w_data & lane_mask
 
-        read_word = Signal(DATA_WIDTH)   # comb: the addressed register/vector word
+        read_word = Signal(DATA_WIDTH)   # comb: the word of the registered read selects
         # (selected word, select) per register and vector: ORed, not a priority chain of muxes,
         # since the selects are one-hot (the address decode); a chain is too deep for 100 MHz.
         read_terms: list[tuple[Value, Value]] = []
+        read_pending = Signal()          # the read's decode is registered; its word is formed now
+        read_refused = Signal()          # the pending read's address is unmapped
         hit = Signal()                   # comb: the address is mapped
         refused_write = Signal()         # comb: a write the target does not accept
         stall = Signal()                 # comb: the write must wait for a core-side port
@@ -660,9 +665,10 @@ class RegisterFile(wiring.Component):
                 with m.Case(_pattern(entry.offset // WORD_BYTES, entry.span_words, addr_width)):
                     m.d.comb += selected[entry.name].eq(1)
 
+        m.d.sync += read_pending.eq(bus.r_stb)
         with m.If(bus.r_stb):
             # Registers answer from read_latch; a memory window below points read_from at its port.
-            m.d.sync += [read_latch.eq(Mux(hit, read_word, 0)), read_from.eq(0)]
+            m.d.sync += [read_refused.eq(~hit), read_from.eq(0)]
 
         memory_reads: list[tuple[int, Value]] = []
         pending_writes: list[tuple[Signal, Value]] = []  # (pending flag, core busy)
@@ -680,11 +686,17 @@ class RegisterFile(wiring.Component):
                 if pending is not None:
                     pending_writes.append(pending)
 
-        m.d.comb += read_word.eq(functools.reduce(operator.or_, (Mux(select, word, 0) for word, select in read_terms),
+        read_selects = [Signal(name=f"read_select_{number}") for number in range(len(read_terms))]
+        with m.If(bus.r_stb):
+            m.d.sync += [registered.eq(select) for registered, (_, select) in zip(read_selects, read_terms)]
+        m.d.comb += read_word.eq(functools.reduce(operator.or_, (Mux(registered, word, 0) for registered, (word, _)
+                                                                 in zip(read_selects, read_terms)),
                                                   Const(0, DATA_WIDTH)))
         m.d.sync += [ack.eq(0), err.eq(0)]
-        with m.If((bus.r_stb | bus.w_stb) & ~stall):
-            m.d.sync += [ack.eq(1), err.eq(~hit | (bus.w_stb & refused_write))]
+        with m.If(read_pending):
+            m.d.sync += [read_latch.eq(read_word), ack.eq(1), err.eq(read_refused)]
+        with m.If(bus.w_stb & ~stall):
+            m.d.sync += [ack.eq(1), err.eq(~hit | refused_write)]
         for pending, core_busy in pending_writes:
             # A stalled window write answers once its port is free (never an error: it was checked).
             with m.If(pending & ~core_busy):
@@ -764,12 +776,16 @@ class RegisterFile(wiring.Component):
         index = bus.addr[:ceil_log2(vector.span)] if vector.span > 1 else Const(0, 1)
         selected_word = Signal(DATA_WIDTH, name=f"{entry.port_name}_read_word")
         read_terms.append((selected_word, sel))
+        with m.Switch(index):  # the word by index alone: the read select is registered (see elaborate)
+            for word in range(vector.depth):
+                with m.Case(word):
+                    m.d.comb += selected_word.eq(storage[word * DATA_WIDTH:min((word + 1) * DATA_WIDTH, vector.bits)])
         with m.If(sel):
             with m.Switch(index):
                 for word in range(vector.depth):
                     low, high = word * DATA_WIDTH, min((word + 1) * DATA_WIDTH, vector.bits)
                     with m.Case(word):
-                        m.d.comb += [hit.eq(1), selected_word.eq(storage[low:high])]
+                        m.d.comb += hit.eq(1)
                         with m.If(bus.w_stb):
                             width = high - low
                             m.d.sync += storage[low:high].eq((storage[low:high] & ~lane_mask[:width])

@@ -517,7 +517,9 @@ def test_counter_saturates_instead_of_wrapping() -> None:
         ctx.set(dut.events.n_inc, 3)
         await ctx.tick()
         await ctx.tick()
+        ctx.set(dut.events.n_inc, 0)
         assert await bus.read(4) == 6
+        ctx.set(dut.events.n_inc, 3)
         await ctx.tick()
         ctx.set(dut.events.n_inc, 0)
         assert await bus.read(4) == 7, "3-bit counter saturates at 7"
@@ -629,9 +631,11 @@ def test_unmapped_gap_answers_err_with_zero() -> None:
 
     async def bench(ctx: Any) -> None:
         bus = BusMaster(ctx, dut.bus)
+        value, err, cycles = await bus.access(DEFAULT.ROW_MASK.offset)
+        assert not err and value == 0xFFFF_FFFF and cycles == 2, "a mapped read answers two cycles after the strobe"
         for addr in (0x028, 0x0FC, 0x180, 0x3000, 0x1_FFFC):
             value, err, cycles = await bus.access(addr)
-            assert err and value == 0 and cycles == 1, f"0x{addr:X}"
+            assert err and value == 0 and cycles == 2, f"0x{addr:X}: reads answer two cycles after the strobe"
             _, err, _ = await bus.access(addr, 0xFFFF_FFFF)
             assert err, f"write 0x{addr:X}"
 
