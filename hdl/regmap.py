@@ -813,12 +813,17 @@ class RegisterFile(wiring.Component):
         lanes_ok = bus.w_strb[:-(-window.width // 8)].all()
         bus_writable = window.access is Access.RW
 
+        # The bus port reads at the address of every cycle: the address is on the bus a cycle
+        # before the strobe (bus contract), so the strobe's cycle has the word and registers it.
+        # The answer then comes from a flip-flop, not from the block RAM's clock-to-out and the
+        # window mux behind it (too deep for 100 MHz on the ECP5, docs/synthesis.md E14).
         bus_read = memory.read_port()
-        m.d.comb += [bus_read.addr.eq(index), bus_read.en.eq(bus.r_stb & mapped)]
+        bus_word = Signal(window.width, name=f"{name}_bus_word")
+        m.d.comb += [bus_read.addr.eq(index), bus_read.en.eq(1)]
         with m.If(mapped):
             m.d.comb += refused_write.eq(~lanes_ok if bus_writable else 1)
             with m.If(bus.r_stb):
-                m.d.sync += read_from.eq(source)
+                m.d.sync += [read_from.eq(source), bus_word.eq(Value.cast(bus_read.data))]
 
         pending_info: tuple[Signal, Value] | None = None
         writers: list[WritePort] = []  # every port that writes the memory
@@ -853,4 +858,4 @@ class RegisterFile(wiring.Component):
         if window.core_reads:
             transparent_for = tuple(writers) if window.core_read_transparent else ()
             wiring.connect(m, wiring.flipped(ports.read), memory.read_port(transparent_for=transparent_for))
-        return Value.cast(bus_read.data), pending_info
+        return bus_word, pending_info
