@@ -369,7 +369,10 @@ class ANLSSequencer(wiring.Component):
         m.d.sync += target_msb.eq(msb[inner])
         with m.If(fold_valid):
             candidate = highest_set_index(fold_factor) + fold_exp
-            with m.If((fold_factor != 0) & (~live.bit_select(fold_c, 1) | (candidate > msb[fold_c]))):
+            # candidate > msb[c] as lead > msb[c] - exp: the subtraction runs beside the
+            # leading-one search instead of after it (docs/synthesis.md E15).
+            above_peak = highest_set_index(fold_factor) > msb[fold_c] - fold_exp
+            with m.If((fold_factor != 0) & (~live.bit_select(fold_c, 1) | above_peak)):
                 m.d.sync += [msb_flat.word_select(fold_c, msb_shape.width).eq(candidate),
                              live.bit_select(fold_c, 1).eq(1)]
         with m.If(exp_pending):
