@@ -531,6 +531,38 @@ def test_counter_saturates_instead_of_wrapping() -> None:
     simulate(dut, bench)
 
 
+def test_counter_clear_wins_over_an_increment_in_its_cycle() -> None:
+    # Increment and clear are registered in the register file; their order is the core's.
+    regs = RegisterMap("CLR")
+    regs.add("CTRL", _Clear(), offset=0)
+    regs.add("EVENTS", Register({"n": CounterField(4, "Events.", cleared_by="CTRL.clear")},
+                                doc="A small counter."), offset=4)
+    dut = RegisterFile(regs)
+
+    async def bench(ctx: Any) -> None:
+        bus = BusMaster(ctx, dut.bus)
+        ctx.set(dut.events.n_inc, 1)
+        for _ in range(3):
+            await ctx.tick()
+        ctx.set(dut.events.n_inc, 0)
+        assert await bus.read(4) == 3
+        ctx.set(dut.bus.addr, 0)
+        await ctx.tick()
+        ctx.set(dut.bus.w_data, 1)
+        ctx.set(dut.bus.w_stb, 1)
+        await ctx.tick()
+        ctx.set(dut.bus.w_stb, 0)
+        assert ctx.get(dut.ctrl.clear), "the clear pulses the cycle after the write strobe"
+        ctx.set(dut.events.n_inc, 1)   # an increment in the clear's cycle: dropped
+        await ctx.tick()
+        assert not ctx.get(dut.ctrl.clear)
+        await ctx.tick()               # and one in the cycle after: counted
+        ctx.set(dut.events.n_inc, 0)
+        assert await bus.read(4) == 1
+
+    simulate(dut, bench)
+
+
 def test_memory_windows_connect_bus_and_core() -> None:
     dut = ControllerRegisters()
     rng = np.random.default_rng(5)
