@@ -361,9 +361,18 @@ class ANLSSequencer(wiring.Component):
         msb_flat = msb.as_value()
         new_exp_flat = new_exp.as_value()
         pipe_msb = msb[pipe_c]
+        # For the TARGET codes msb[c] is registered with pipe_c (not a mux behind it: that mux and
+        # the distance arithmetic after it were too deep for 100 MHz, docs/synthesis.md E12); msb
+        # is final long before Targets. (Read-Exponents' first column needs the mux: the last
+        # fold lands in its first cycle.)
+        target_msb = Signal(msb_shape)
+        m.d.sync += target_msb.eq(msb[inner])
         with m.If(fold_valid):
             candidate = highest_set_index(fold_factor) + fold_exp
-            with m.If((fold_factor != 0) & (~live.bit_select(fold_c, 1) | (candidate > msb[fold_c]))):
+            # candidate > msb[c] as lead > msb[c] - exp: the subtraction runs beside the
+            # leading-one search instead of after it (docs/synthesis.md E15).
+            above_peak = highest_set_index(fold_factor) > msb[fold_c] - fold_exp
+            with m.If((fold_factor != 0) & (~live.bit_select(fold_c, 1) | above_peak)):
                 m.d.sync += [msb_flat.word_select(fold_c, msb_shape.width).eq(candidate),
                              live.bit_select(fold_c, 1).eq(1)]
         with m.If(exp_pending):
@@ -382,23 +391,23 @@ class ANLSSequencer(wiring.Component):
         # cycle; TARGET's core read port is transparent for it (hdl/regmap.py).
         product_bits = mantissa_bits + p.adc_bits + 1
         target_factor = Signal(mantissa_bits)
-        target_distance = [Signal(range(product_bits + 1), name=f"target_distance_{stage}")
-                           for stage in (1, 2)]
+        # The distance unclamped in stage 1, clamped to 0 .. product_bits in stage 2.
+        target_distance = [Signal(signed(exp_bits + 4), name="target_distance_1"),
+                           Signal(range(product_bits + 1), name="target_distance_2")]
         target_cell = [Signal(p.cell_addr_bits, name=f"target_cell_{stage}") for stage in (1, 2)]
         target_valid = [Signal(name=f"target_valid_{stage}") for stage in (1, 2)]
         target_product = Signal(product_bits)
         m.d.sync += [target_valid[0].eq(target_pending), target_valid[1].eq(target_valid[0])]
         with m.If(target_pending):
-            distance = Signal(signed(exp_bits + 4))
-            m.d.comb += distance.eq(pipe_msb + 1 - f_exp_read)
             m.d.sync += [
                 target_factor.eq(f_read),
-                target_distance[0].eq(Mux(distance < 0, 0,
-                                          Mux(distance > product_bits, product_bits, distance))),
+                target_distance[0].eq(target_msb + 1 - f_exp_read),
                 target_cell[0].eq(pipe_i * p.total_cols + pipe_c),
             ]
+        distance = target_distance[0]
         m.d.sync += [target_product.eq(target_factor * g_span),
-                     target_distance[1].eq(target_distance[0]), target_cell[1].eq(target_cell[0])]
+                     target_distance[1].eq(Mux(distance < 0, 0, Mux(distance > product_bits, product_bits, distance))),
+                     target_cell[1].eq(target_cell[0])]
         m.d.comb += [self.target.en.eq(target_valid[1]),
                      self.target.addr.eq(target_cell[1]),
                      self.target.data.eq(g_offset + (target_product >> target_distance[1]))]

@@ -12,7 +12,9 @@ Behaviour:
   acceptance until the B handshake, ARREADY until the R handshake.
 * BVALID/RVALID, once high, stay high with stable BRESP/RDATA/RRESP until BREADY/RREADY.
 * Reads and writes share the register bus; when both are waiting they alternate. The picked
-  access is registered (address and direction) and strobes the register bus one cycle later.
+  access is registered (address and direction) and strobes the register bus one cycle later; its
+  address is on the bus from the picking cycle, so the register file decodes it the cycle before
+  the strobe (the register bus contract, :mod:`.regmap`).
 * Responses: SLVERR when the register file refuses the access (unmapped address, read-only
   register or window, partial window write) or the address has bits set above the register
   map; OKAY otherwise. Never EXOKAY or DECERR.
@@ -143,6 +145,8 @@ class AXI4LiteSlave(wiring.Component):
         with m.FSM(name="axil_fsm"):
             with m.State("Idle"):
                 pick_write = write_waiting & (~read_waiting | ~prefer_read)
+                # The address of the access being picked, a cycle before its strobe (held in bus_addr).
+                m.d.comb += bus.addr.eq(Mux(pick_write, aw_addr[low:high], ar_addr[low:high]))
                 with m.If(pick_write):
                     m.d.sync += prefer_read.eq(1)
                     with m.If(aw_outside):

@@ -17,8 +17,10 @@ host's constants, so no bit position is written down twice.
 
 Bus contract (all words 32 bits, addresses are word addresses on this bus):
 
-* the master raises ``r_stb`` or ``w_stb`` for one cycle with ``addr`` (and ``w_data``,
-  ``w_strb`` for writes) and holds ``addr``/``w_data``/``w_strb`` stable until ``ack``;
+* the master sets ``addr`` at least one cycle before it raises ``r_stb`` or ``w_stb`` for one
+  cycle (with ``w_data``, ``w_strb`` for writes) and holds ``addr``/``w_data``/``w_strb`` stable
+  until ``ack``: the slave decodes the address in the cycle before the strobe (a register stage;
+  decode and read mux or write enables in one cycle are too deep for the iCE40, docs/synthesis.md);
 * ``ack`` rises for one cycle, one or more cycles after the strobe; ``r_data`` is valid in that
   cycle; ``err`` in that cycle means the access was refused and had no effect;
 * one access at a time: no new strobe before the previous ``ack``.
@@ -165,7 +167,8 @@ class CounterField(Field):
     The core adds ``<field>_inc`` (``increment_width`` bits; a 1-bit strobe by default) every
     cycle; the count saturates at its maximum (a wrapped counter would look small exactly when
     something went badly wrong) and is cleared by the W1S field named in ``cleared_by``
-    (``"REGISTER.field"``); a clear wins over an increment in the same cycle.
+    (``"REGISTER.field"``); a clear wins over an increment in the same cycle. Both are registered
+    before they act: the count shows an increment or a clear two cycles after the core's cycle.
     """
 
     def __init__(self, width: int, doc: str, *, cleared_by: str, increment_width: int = 1,
@@ -598,6 +601,8 @@ class RegisterFile(wiring.Component):
 
     Bus behaviour: reads and writes answer one cycle after the strobe, except a write to a window
     the core also writes, which waits while the core writes (the core wins; nothing is lost).
+    The address decode is registered: ``addr`` must be on the bus from the cycle before the strobe
+    (the bus contract in the module doc).
     ``err`` answers: an unmapped address (including window indices past the depth), a write to a
     register without writable fields or to a read-only window, and a window write whose ``w_strb``
     leaves out a byte lane holding element bits (no partial element updates). Register writes honour
@@ -641,7 +646,7 @@ class RegisterFile(wiring.Component):
         # (selected word, select) per register and vector: ORed, not a priority chain of muxes,
         # since the selects are one-hot (the address decode); a chain is too deep for 100 MHz.
         read_terms: list[tuple[Value, Value]] = []
-        hit = Signal()                   # comb: the address is mapped
+        hit = Signal()                   # the address is mapped (registered decode)
         refused_write = Signal()         # comb: a write the target does not accept
         stall = Signal()                 # comb: the write must wait for a core-side port
         read_latch = Signal(DATA_WIDTH)
@@ -653,28 +658,40 @@ class RegisterFile(wiring.Component):
                     for name, f in e.item.fields.items() if f.field.kind == "counter"}  # type: ignore[union-attr]
 
         # Address decode only; everything else is built outside the switch so that core-side
-        # connections do not depend on the bus address.
-        selected = {e.name: Signal(name=f"{e.port_name}_selected") for e in self.register_map}
+        # connections do not depend on the bus address. Registered every cycle: the master sets
+        # the address a cycle before the strobe, so the strobe's cycle starts from flip-flops
+        # (one-hot selects of the mapped entries, window indices within the depth, and hit).
+        in_span = {e.name: Signal(name=f"{e.port_name}_in_span") for e in self.register_map}
         with m.Switch(bus.addr):
             for entry in self.register_map:
                 with m.Case(_pattern(entry.offset // WORD_BYTES, entry.span_words, addr_width)):
-                    m.d.comb += selected[entry.name].eq(1)
+                    m.d.comb += in_span[entry.name].eq(1)
+        selected = {e.name: Signal(name=f"{e.port_name}_selected") for e in self.register_map}
+        mapped_now: list[Value] = []
+        for entry in self.register_map:
+            mapped = in_span[entry.name]
+            depth = None if entry.is_register else entry.item.depth  # type: ignore[union-attr]
+            if depth is not None and depth < entry.span_words:  # indices past the depth are unmapped
+                mapped = mapped & (bus.addr[:ceil_log2(entry.span_words)] < depth)
+            m.d.sync += selected[entry.name].eq(mapped)
+            mapped_now.append(mapped)
+        m.d.sync += hit.eq(Cat(mapped_now).any())
 
         with m.If(bus.r_stb):
             # Registers answer from read_latch; a memory window below points read_from at its port.
-            m.d.sync += [read_latch.eq(Mux(hit, read_word, 0)), read_from.eq(0)]
+            m.d.sync += [read_latch.eq(read_word), read_from.eq(0)]  # 0 when nothing is selected
 
         memory_reads: list[tuple[int, Value]] = []
         pending_writes: list[tuple[Signal, Value]] = []  # (pending flag, core busy)
         for entry in self.register_map:
             sel = selected[entry.name]
             if entry.is_register:
-                self._elaborate_register(m, entry, sel, read_terms, hit, refused_write, counters)
+                self._elaborate_register(m, entry, sel, read_terms, refused_write, counters)
             elif isinstance(entry.item, VectorWindow):
-                self._elaborate_vector(m, entry, sel, read_terms, hit, written, lane_mask)
+                self._elaborate_vector(m, entry, sel, read_terms, written, lane_mask)
             else:
                 source = len(memory_reads) + 1
-                data_out, pending = self._elaborate_memory(m, entry, sel, source, read_from, hit,
+                data_out, pending = self._elaborate_memory(m, entry, sel, source, read_from,
                                                            refused_write, stall)
                 memory_reads.append((source, data_out))
                 if pending is not None:
@@ -699,7 +716,6 @@ class RegisterFile(wiring.Component):
     # --- registers ---------------------------------------------------------------------------
 
     def _elaborate_register(self, m: Module, entry: MapEntry, sel: Signal, read_terms: list[tuple[Value, Value]],
-                            hit: Signal,
                             refused_write: Signal, counters: dict[tuple[str, str], Signal]) -> None:
         """Read mux, and what a bus write and the core do to each field."""
         register: Register = entry.item  # type: ignore[assignment]
@@ -710,7 +726,7 @@ class RegisterFile(wiring.Component):
         if register.writable:  # a refused write must not reach the fields
             m.d.comb += write.eq(bus.w_stb & sel)
         with m.If(sel):
-            m.d.comb += [hit.eq(1), refused_write.eq(0 if register.writable else 1)]
+            m.d.comb += refused_write.eq(0 if register.writable else 1)
         ports = getattr(self, entry.port_name, None)
         readable: list[tuple[int, Value]] = []   # (lowest bit, value) of the readable fields
         for name, placed in register.fields.items():
@@ -720,8 +736,15 @@ class RegisterFile(wiring.Component):
                 value: Value | None = Const(field.reset, field.width)
             elif field.kind == "counter":
                 value = count = counters[(entry.name, name)]
-                total = count + getattr(ports, f"{name}_inc")  # one bit wider: overflow shows
-                with m.If(self._strobe(field.cleared_by)):  # type: ignore[attr-defined]
+                # Increment and clear registered first: the core's logic behind an increment and
+                # the saturating add are too deep for one iCE40 cycle (docs/synthesis.md I11).
+                # The count follows both one cycle later; the clear still wins.
+                increment = Signal(field.increment_width, name=f"{entry.port_name}_{name}_increment")
+                clear = Signal(name=f"{entry.port_name}_{name}_clear")
+                m.d.sync += [increment.eq(getattr(ports, f"{name}_inc")),
+                             clear.eq(self._strobe(field.cleared_by))]  # type: ignore[attr-defined]
+                total = count + increment  # one bit wider: overflow shows
+                with m.If(clear):
                     m.d.sync += count.eq(0)
                 with m.Else():
                     m.d.sync += count.eq(Mux(total[field.width], (1 << field.width) - 1, total))
@@ -756,7 +779,6 @@ class RegisterFile(wiring.Component):
     # --- vector windows ----------------------------------------------------------------------
 
     def _elaborate_vector(self, m: Module, entry: MapEntry, sel: Signal, read_terms: list[tuple[Value, Value]],
-                          hit: Signal,
                           written: Value, lane_mask: Value) -> None:
         vector: VectorWindow = entry.item  # type: ignore[assignment]
         bus = self.bus
@@ -769,7 +791,7 @@ class RegisterFile(wiring.Component):
                 for word in range(vector.depth):
                     low, high = word * DATA_WIDTH, min((word + 1) * DATA_WIDTH, vector.bits)
                     with m.Case(word):
-                        m.d.comb += [hit.eq(1), selected_word.eq(storage[low:high])]
+                        m.d.comb += selected_word.eq(storage[low:high])
                         with m.If(bus.w_stb):
                             width = high - low
                             m.d.sync += storage[low:high].eq((storage[low:high] & ~lane_mask[:width])
@@ -777,7 +799,7 @@ class RegisterFile(wiring.Component):
 
     # --- memory windows ----------------------------------------------------------------------
 
-    def _elaborate_memory(self, m: Module, entry: MapEntry, sel: Signal, source: int, read_from: Signal, hit: Signal,
+    def _elaborate_memory(self, m: Module, entry: MapEntry, sel: Signal, source: int, read_from: Signal,
                           refused_write: Signal, stall: Signal) -> tuple[Value, tuple[Signal, Value] | None]:
         window: MemoryWindow = entry.item  # type: ignore[assignment]
         bus = self.bus
@@ -786,18 +808,22 @@ class RegisterFile(wiring.Component):
         m.submodules[f"{name}_memory"] = memory
         ports = getattr(self, name)
         index = bus.addr[:ceil_log2(window.span)] if window.span > 1 else Const(0, 1)
-        mapped = Signal(name=f"{name}_mapped")
-        m.d.comb += mapped.eq(sel & (index < window.depth))
+        mapped = sel  # the registered decode includes the index check
         # A partial write would need a read-modify-write of the element: refuse it instead.
         lanes_ok = bus.w_strb[:-(-window.width // 8)].all()
         bus_writable = window.access is Access.RW
 
+        # The bus port reads at the address of every cycle: the address is on the bus a cycle
+        # before the strobe (bus contract), so the strobe's cycle has the word and registers it.
+        # The answer then comes from a flip-flop, not from the block RAM's clock-to-out and the
+        # window mux behind it (too deep for 100 MHz on the ECP5, docs/synthesis.md E14).
         bus_read = memory.read_port()
-        m.d.comb += [bus_read.addr.eq(index), bus_read.en.eq(bus.r_stb & mapped)]
+        bus_word = Signal(window.width, name=f"{name}_bus_word")
+        m.d.comb += [bus_read.addr.eq(index), bus_read.en.eq(1)]
         with m.If(mapped):
-            m.d.comb += [hit.eq(1), refused_write.eq(~lanes_ok if bus_writable else 1)]
+            m.d.comb += refused_write.eq(~lanes_ok if bus_writable else 1)
             with m.If(bus.r_stb):
-                m.d.sync += read_from.eq(source)
+                m.d.sync += [read_from.eq(source), bus_word.eq(Value.cast(bus_read.data))]
 
         pending_info: tuple[Signal, Value] | None = None
         writers: list[WritePort] = []  # every port that writes the memory
@@ -832,4 +858,4 @@ class RegisterFile(wiring.Component):
         if window.core_reads:
             transparent_for = tuple(writers) if window.core_read_transparent else ()
             wiring.connect(m, wiring.flipped(ports.read), memory.read_port(transparent_for=transparent_for))
-        return Value.cast(bus_read.data), pending_info
+        return bus_word, pending_info

@@ -168,6 +168,41 @@ def test_reads_and_writes_in_flight_together_both_complete() -> None:
     assert results["reads"] == [(REGS.ID.reset, Response.OKAY)] * 4
 
 
+def test_the_bus_address_is_set_the_cycle_before_each_strobe() -> None:
+    # The register file decodes the address in the cycle before the strobe (regmap's bus contract),
+    # also when the slave alternates reads and writes to different registers.
+    dut = new_dut()
+    bus = dut.register_file.bus
+    strobes: list[tuple[int, int, str]] = []   # (address before, address at, kind) per strobe
+
+    async def writer(ctx: Any) -> None:
+        host = AxiLiteHost(ctx, dut.axil)
+        for value in (11, 22, 33):
+            assert await host.write(REGS.DAC_SETTLE.offset, value) == Response.OKAY
+
+    async def reader(ctx: Any) -> None:
+        host = AxiLiteHost(ctx, dut.axil)
+        for _ in range(3):
+            assert await host.read(REGS.ID.offset) == (REGS.ID.reset, Response.OKAY)
+
+    async def monitor(ctx: Any) -> None:
+        previous = 0
+        async for _clk, _rst, addr, r_stb, w_stb in ctx.tick().sample(bus.addr, bus.r_stb, bus.w_stb):
+            if r_stb or w_stb:
+                strobes.append((previous, addr, "read" if r_stb else "write"))
+            previous = addr
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(writer)
+    sim.add_testbench(reader)
+    sim.add_testbench(monitor, background=True)
+    sim.run()
+    assert sorted(kind for _, _, kind in strobes) == ["read"] * 3 + ["write"] * 3
+    assert {kind for before, at, kind in strobes if before != at} == set(), strobes
+    assert {at for _, at, kind in strobes if kind == "write"} == {REGS.DAC_SETTLE.offset // 4}
+
+
 def test_addresses_above_the_map_answer_slverr_without_aliasing() -> None:
     dut = new_dut(addr_width=32)
 

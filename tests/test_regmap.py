@@ -40,7 +40,8 @@ def simulate(dut: Any, *testbenches: Callable, processes: tuple[Callable, ...] =
 
 
 class BusMaster:
-    """Drives the register bus: one access at a time, addr/data held until ack."""
+    """Drives the register bus: one access at a time, addr set the cycle before the strobe and
+    held with the data until ack (the bus contract)."""
 
     def __init__(self, ctx: Any, bus: Any) -> None:
         self.ctx, self.bus = ctx, bus
@@ -50,6 +51,7 @@ class BusMaster:
         """(r_data, err, cycles from strobe to ack)."""
         ctx, bus = self.ctx, self.bus
         ctx.set(bus.addr, byte_addr // 4)
+        await ctx.tick()  # the register file decodes the address in the cycle before the strobe
         strobe = bus.r_stb if data is None else bus.w_stb
         if data is not None:
             ctx.set(bus.w_data, data)
@@ -464,6 +466,7 @@ def test_rw1c_bits_are_set_by_the_core_cleared_by_the_bus_and_drive_irq() -> Non
         assert await bus.read(irq.offset) == irq.pack(done=1), "writing 0 leaves bits alone"
         # The core sets done in the very cycle the bus clears it: the new event wins.
         ctx.set(dut.bus.addr, irq.offset // 4)
+        await ctx.tick()  # the address a cycle before the strobe
         ctx.set(dut.bus.w_data, irq.pack(done=1))
         ctx.set(dut.bus.w_stb, 1)
         ctx.set(dut.irq_status.done_set, 1)
@@ -529,6 +532,38 @@ def test_counter_saturates_instead_of_wrapping() -> None:
     simulate(dut, bench)
 
 
+def test_counter_clear_wins_over_an_increment_in_its_cycle() -> None:
+    # Increment and clear are registered in the register file; their order is the core's.
+    regs = RegisterMap("CLR")
+    regs.add("CTRL", _Clear(), offset=0)
+    regs.add("EVENTS", Register({"n": CounterField(4, "Events.", cleared_by="CTRL.clear")},
+                                doc="A small counter."), offset=4)
+    dut = RegisterFile(regs)
+
+    async def bench(ctx: Any) -> None:
+        bus = BusMaster(ctx, dut.bus)
+        ctx.set(dut.events.n_inc, 1)
+        for _ in range(3):
+            await ctx.tick()
+        ctx.set(dut.events.n_inc, 0)
+        assert await bus.read(4) == 3
+        ctx.set(dut.bus.addr, 0)
+        await ctx.tick()
+        ctx.set(dut.bus.w_data, 1)
+        ctx.set(dut.bus.w_stb, 1)
+        await ctx.tick()
+        ctx.set(dut.bus.w_stb, 0)
+        assert ctx.get(dut.ctrl.clear), "the clear pulses the cycle after the write strobe"
+        ctx.set(dut.events.n_inc, 1)   # an increment in the clear's cycle: dropped
+        await ctx.tick()
+        assert not ctx.get(dut.ctrl.clear)
+        await ctx.tick()               # and one in the cycle after: counted
+        ctx.set(dut.events.n_inc, 0)
+        assert await bus.read(4) == 1
+
+    simulate(dut, bench)
+
+
 def test_memory_windows_connect_bus_and_core() -> None:
     dut = ControllerRegisters()
     rng = np.random.default_rng(5)
@@ -581,10 +616,11 @@ def test_fault_map_bus_write_waits_for_the_core_and_both_land() -> None:
         bus = BusMaster(ctx, dut.bus)
         await bus.write(fault.address(4), 0b1000000001)
         # The core sets bit 2 of row 4 for three cycles running; the bus writes row 7 meanwhile.
+        ctx.set(dut.bus.addr, fault.address(7) // 4)
+        await ctx.tick()  # the address a cycle before the strobe
         ctx.set(dut.fault_map.write.addr, 4)
         ctx.set(dut.fault_map.write.data, 0x3FF)
         ctx.set(dut.fault_map.write.en, 1 << 2)
-        ctx.set(dut.bus.addr, fault.address(7) // 4)
         ctx.set(dut.bus.w_data, 0b11)
         ctx.set(dut.bus.w_stb, 1)
         await ctx.tick()
