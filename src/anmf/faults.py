@@ -18,8 +18,9 @@ the relative errors ``||R - W H||_F / ||R||_F`` of both runs (the truth scores t
 Backends are pluggable (:data:`BACKENDS`): ``model`` runs the host code on the golden model
 (:class:`~anmf.host.ModelDriver`); ``rtl`` runs it on the controller RTL in cocotb (Icarus
 or Verilator), one co-simulated job per NMF run (testbench/bench_faults.py), the faults
-injected into the AFE model behind the AFE binding. A row whose feature the RTL lacks has a
-null "with" error and the reason in ``unavailable``. On the model backend CALIBRATE is
+injected into the AFE model behind the AFE binding; there the stuck cells and the dead
+channel meet the controller's spare-column remap and the drift REFRESH (docs/faults.md). A
+row whose feature the RTL lacks has a null "with" error and the reason in ``unavailable``. On the model backend CALIBRATE is
 modelled: :class:`CampaignAFE` applies its planned integration (docs/calibration.md,
 "Integration plan"): ``golden_calibration`` once, then every DAC code corrected before it is
 written and every ADC code after conversion, in the controller between the sequencers and
