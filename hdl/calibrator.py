@@ -41,7 +41,7 @@ from .solve_sequencer import rounded_average
 from .watchdog import Watchdog
 
 __all__ = ["Calibrator", "CodeCorrection", "coefficient_layout", "corrected_deviation",
-           "calibration_memory_depth"]
+           "calibration_memory_depth", "round_shift_value"]
 
 
 def _check_params(params: object) -> BuildParams:
@@ -72,7 +72,7 @@ def calibration_memory_depth(params: BuildParams) -> int:
     return cal.memory_depth(params.rows, params.total_cols)
 
 
-def _round_shift(value: Value, shift: int) -> Value:
+def round_shift_value(value: Value, shift: int) -> Value:
     """``model.calibration.round_shift`` on a signed value (arithmetic shift)."""
     if shift <= 0:
         return value << -shift
@@ -83,7 +83,7 @@ def corrected_deviation(deviation: Value, offset: Value, gain: Value) -> Value:
     """``(deviation - offset) * gain`` rounded by GAIN_FRAC_BITS (``correct_deviation``):
     one signed multiplier."""
     product = (deviation.as_signed() - offset.as_signed()) * gain.as_unsigned()
-    return _round_shift(product, cal.GAIN_FRAC_BITS)
+    return round_shift_value(product, cal.GAIN_FRAC_BITS)
 
 
 class CodeCorrection(wiring.Component):
@@ -124,7 +124,7 @@ class CodeCorrection(wiring.Component):
         if self._with_subtract:
             corrected = corrected - self.subtract
         code = Signal(signed(len(corrected) + 2))
-        m.d.comb += code.eq(zero + _round_shift(corrected, cal.FRAC_BITS))
+        m.d.comb += code.eq(zero + round_shift_value(corrected, cal.FRAC_BITS))
         top = (1 << bits) - 1
         with m.If(code < 0):
             m.d.comb += [self.corrected.eq(0), self.saturated.eq(1)]
@@ -398,7 +398,7 @@ class Calibrator(wiring.Component):
 
             # ---- two-point coefficient (ADC and DAC) --------------------------------------
             with m.State("Offset"):
-                m.d.sync += offset.eq(_round_shift(high + low, 1))
+                m.d.sync += offset.eq(round_shift_value(high + low, 1))
                 distance = high - low
                 with m.If(phase == ADC):
                     load_divider(distance, adc_bits - 1)
@@ -477,7 +477,7 @@ class Calibrator(wiring.Component):
 
             with m.State("DAC-Point"):
                 m.d.comb += [mul_offset.eq(lb_offset), mul_gain.eq(lb_gain)]
-                in_dac_lsb = _round_shift(corrected, adc_bits - dac_bits)
+                in_dac_lsb = round_shift_value(corrected, adc_bits - dac_bits)
                 with m.If(high_level):
                     m.d.sync += [high.eq(in_dac_lsb), pair_over.eq(pair_over | point_over)]
                     m.next = "DAC-Zero"

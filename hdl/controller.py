@@ -17,6 +17,8 @@ error_detail, interrupts, counters, abort and soft reset, the cycle overhead); i
 """
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, ValueLike
@@ -26,6 +28,7 @@ from amaranth.lib.wiring import Out
 from .afe import AFEMode, AFESignature, lowest_set_index
 from .anls_sequencer import ANLSSequencer, program_command_signature, solve_command_signature
 from .axi4lite import AXI4LiteRegisterFile
+from .calibrator import Calibrator
 from .codes import ErrorCode, Opcode
 from .params import BuildParams
 from .programmer import ProgrammerCommand, WriteVerifyProgrammer
@@ -94,9 +97,12 @@ class Controller(wiring.Component):
         self._programmer = WriteVerifyProgrammer(params)
         try:
             self._anls = ANLSSequencer(params) if params.run_nmf else None
+            self._calibrator = Calibrator(params) if params.calibration else None
         except ValueError:
             for block in (self, self._sequencer, self._programmer, registers):
                 discard_unbuilt(block)
+            if getattr(self, "_anls", None) is not None:
+                discard_unbuilt(self._anls)
             raise
         super().__init__({
             "axil": registers.signature.members["axil"],
@@ -125,6 +131,11 @@ class Controller(wiring.Component):
         """The ANLS sequencer; None in a build without RUN_NMF (``params.run_nmf`` False)."""
         return self._anls
 
+    @property
+    def calibrator(self) -> Calibrator | None:
+        """The calibrator; None in a build without CALIBRATE (``params.calibration`` False)."""
+        return self._calibrator
+
     def register_offset(self, name: str) -> int:
         """Byte offset of register or window ``name`` (what error_detail reports)."""
         return self._registers.register_file.register_map[name].offset
@@ -138,6 +149,10 @@ class Controller(wiring.Component):
         anls = self._anls
         if anls is not None:
             m.submodules.anls = anls
+        calibrator = self._calibrator
+        if calibrator is not None:
+            m.submodules.calibrator = calibrator
+        afe_blocks = [seq.afe, prog.afe] + ([calibrator.afe] if calibrator is not None else [])
 
         wiring.connect(m, wiring.flipped(self.axil), regs.axil)
         m.d.comb += self.irq.eq(regs.irq)
@@ -145,12 +160,11 @@ class Controller(wiring.Component):
         # --- AFE: idle blocks drive 0, so OR the outputs; the AFE's answers go to both -----------
         for port in AFESignature(p).ports():
             outer = Value.cast(getattr(self.afe, port.name))
-            seq_member = Value.cast(getattr(seq.afe, port.name))
-            prog_member = Value.cast(getattr(prog.afe, port.name))
+            members = [Value.cast(getattr(block, port.name)) for block in afe_blocks]
             if port.flow == wiring.Out:
-                m.d.comb += outer.eq(seq_member | prog_member)
+                m.d.comb += outer.eq(functools.reduce(operator.or_, members))
             else:
-                m.d.comb += [seq_member.eq(outer), prog_member.eq(outer)]
+                m.d.comb += [member.eq(outer) for member in members]
 
         # --- buffers ------------------------------------------------------------------------------
         # The solve sequencer's RHS comes from the RHS window, or from R through the ANLS
@@ -195,9 +209,11 @@ class Controller(wiring.Component):
         is_read = opcode == Opcode.READ_CELL.value
         # Without RUN_NMF in the build its opcode is unknown (UNKNOWN_OPCODE).
         is_nmf = (opcode == Opcode.RUN_NMF.value) if anls is not None else Const(0)
-        uses_masks = is_solve | is_matrix
-        uses_adc = is_solve | is_cell | is_matrix | is_nmf
-        runs_solves = is_solve | is_nmf
+        # Without CALIBRATE in the build its opcode is unknown too.
+        is_cal = (opcode == Opcode.CALIBRATE.value) if calibrator is not None else Const(0)
+        uses_masks = is_solve | is_matrix | is_cal
+        uses_adc = is_solve | is_cell | is_matrix | is_nmf | is_cal
+        runs_solves = is_solve | is_nmf | is_cal
         runs_programs = is_program | is_nmf
         reads_cells = is_cell | is_matrix | is_nmf
 
@@ -209,7 +225,8 @@ class Controller(wiring.Component):
         m.d.comb += avg_log2.eq(lowest_set_index(adc_samples[:p.avg_max_log2 + 1]))
 
         running = Signal()
-        m.d.comb += running.eq(seq.busy | prog.busy | nmf_running)
+        cal_busy = calibrator.busy if calibrator is not None else Const(0)
+        m.d.comb += running.eq(seq.busy | prog.busy | nmf_running | cal_busy)
         forgetting = Signal()  # a soft reset aborted the running command: report nothing of it
 
         def nmf_checks(group: str) -> list[tuple[Value, ErrorCode, int]]:
@@ -251,6 +268,8 @@ class Controller(wiring.Component):
              offset("READ_SETTLE")),
             (runs_programs & (regs.program_pulse.width == 0), ErrorCode.BAD_TIMING,
              offset("PROGRAM_PULSE")),
+            *([(is_cal & (regs.cal_settle.cycles == 0), ErrorCode.BAD_TIMING, offset("CAL_SETTLE"))]
+              if calibrator is not None else []),
         ]
         # The checks but BUSY depend on registers only the bus writes; they are evaluated in two
         # registered stages (each check's outcome, then the first failing one), so the start
@@ -323,6 +342,8 @@ class Controller(wiring.Component):
             "read_settle": saturate(regs.read_settle.cycles, p.timer_bits),
             "watchdog_limit": saturate(regs.watchdog.cycles, p.timer_bits),
         }
+        if calibrator is not None:
+            self._elaborate_calibration(m, calibrator, regs, seq, accepted & is_cal, abort, host_solve)
         if anls is None:
             for block, host in ((seq, host_solve), (prog, host_program)):
                 for name, value in host.items():
@@ -352,9 +373,15 @@ class Controller(wiring.Component):
         # --- results: the sequencer's columns, or a READ_CELL reading at COMMAND.col ------------
         # A block's done inside RUN_NMF is the ANLS sequencer's business, not the host's.
         nmf_done = anls.done if anls is not None else Const(0)
-        finished = nmf_done | ((seq.done | prog.done) & ~nmf_running)
+        cal_done = calibrator.done if calibrator is not None else Const(0)
+        finished = nmf_done | ((seq.done | prog.done | cal_done) & ~nmf_running)
         finished_error = Signal(ErrorCode)
         block_error = Mux(seq.done, seq.error, prog.error)
+        cal_failed = Const(0)
+        if calibrator is not None:
+            # The calibrator ends with NONE when it ran through; failed entries make it CAL_FAILED.
+            cal_failed = (calibrator.error == ErrorCode.NONE) & (calibrator.failed_count != 0)
+            block_error = Mux(cal_done, Mux(cal_failed, ErrorCode.CAL_FAILED, calibrator.error), block_error)
         m.d.comb += finished_error.eq(block_error if anls is None else Mux(anls.done, anls.error, block_error))
         store_reading = prog.done & reading_cell & (prog.error == ErrorCode.NONE)
         results = regs.results.write
@@ -400,6 +427,9 @@ class Controller(wiring.Component):
                 m.d.comb += finished_detail.eq(last_target)
             with m.Case(ErrorCode.CELLS_FAILED):
                 m.d.comb += finished_detail.eq(saturate(prog.failed_count, DETAIL_BITS))
+            with m.Case(ErrorCode.CAL_FAILED):
+                if calibrator is not None:
+                    m.d.comb += finished_detail.eq(saturate(calibrator.failed_count, DETAIL_BITS))
             with m.Case(ErrorCode.EXPONENT_RANGE):
                 if anls is not None:
                     m.d.comb += finished_detail.eq(anls.error_detail)
@@ -431,6 +461,36 @@ class Controller(wiring.Component):
                 m.d.sync += [done.eq(0), error.eq(ErrorCode.NONE), error_detail.eq(0)]
         return m
 
+
+    def _elaborate_calibration(self, m: Module, calibrator: Calibrator, regs: ControllerRegisters,
+                               seq: SolveSequencer, start: Value, abort: Value,
+                               host_solve: dict[str, Value]) -> None:
+        """CALIBRATE's wiring: the calibrator's operands, the calibration memory's ports (the
+        calibrator writes it and reads it back, the solve sequencer reads its corrections), the
+        corrections' enables and the outcome registers."""
+        p = self._params
+        m.d.comb += [
+            calibrator.start.eq(start),
+            calibrator.abort.eq(abort),
+            calibrator.col_mask.eq(host_solve["col_mask"]),
+            calibrator.row_mask.eq(host_solve["row_mask"]),
+            calibrator.cal_settle.eq(saturate(regs.cal_settle.cycles, p.timer_bits)),
+        ]
+        for name in ("avg_log2", "dac_settle", "analog_settle", "watchdog_limit"):
+            m.d.comb += getattr(calibrator, name).eq(host_solve[name])
+        window = regs.cal_coeff
+        write = calibrator.coeff_write
+        m.d.comb += [window.write.en.eq(write.en), window.write.addr.eq(write.addr),
+                     Value.cast(window.write.data).eq(Value.cast(write.data))]
+        for port, reader in ((window.read, calibrator.coeff_read), (window.read_1, seq.coeff),
+                             (window.read_2, seq.opamp_coeff)):
+            m.d.comb += [port.addr.eq(reader.addr), port.en.eq(reader.en),
+                         Value.cast(reader.data).eq(Value.cast(port.data))]
+        control = regs.cal_control
+        m.d.comb += [seq.cal_enable.adc.eq(control.adc), seq.cal_enable.dac.eq(control.dac),
+                     seq.cal_enable.opamp.eq(control.opamp),
+                     regs.cal_quality.residual.eq(calibrator.quality),
+                     regs.cal_failed.count.eq(saturate(calibrator.failed_count, 16))]
 
     def _elaborate_nmf(self, m: Module, anls: ANLSSequencer, regs: ControllerRegisters, seq: SolveSequencer,
                        prog: WriteVerifyProgrammer, host_solve: dict[str, Value], host_program: dict[str, Value],

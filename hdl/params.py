@@ -71,6 +71,10 @@ class BuildParams:
         Build RUN_NMF: the ANLS sequencer and its registers and buffers (NMF_*). Without it
         the register map has no NMF_* entries, RUN_NMF is refused as UNKNOWN_OPCODE, and the
         host runs ANLS itself with SOLVE and PROGRAM_MATRIX (a smaller build: the iCE40's).
+    calibration
+        Build CALIBRATE: the calibrator, the calibration memory (CAL_COEFF) and the
+        corrections in the solve path (docs/calibration.md). Without it the register map has
+        no CAL_* entries and CALIBRATE is refused as UNKNOWN_OPCODE.
     """
 
     rows: int = 64
@@ -88,11 +92,14 @@ class BuildParams:
     exp_bits: int = 8
     counter_bits: int = 32
     run_nmf: bool = True
+    calibration: bool = True
 
     def __post_init__(self) -> None:
-        if self.run_nmf not in (True, False) or type(self.run_nmf) not in (bool, int):
-            raise ValueError(f"run_nmf must be True or False (or 1 or 0), got {self.run_nmf!r}")
-        object.__setattr__(self, "run_nmf", bool(self.run_nmf))
+        for flag in ("run_nmf", "calibration"):
+            value = getattr(self, flag)
+            if value not in (True, False) or type(value) not in (bool, int):
+                raise ValueError(f"{flag} must be True or False (or 1 or 0), got {value!r}")
+            object.__setattr__(self, flag, bool(value))
         for name, low, high in _INT_FIELDS:
             value = getattr(self, name)
             if type(value) is not int or not low <= value <= high:
