@@ -31,6 +31,9 @@ MAX_COLUMNS = 32    #: COLS + SPARE: one fault-map word, one COL_ENABLE word
 
 def _check_params(params: BuildParams) -> None:
     """What the register map needs beyond BuildParams' own checks."""
+    if params.calibration and cal.word_bits(params.adc_bits, params.dac_bits) > 32:
+        raise ValueError(f"calibration needs adc_bits and dac_bits of at most 10 (a 32-bit CAL_COEFF word), not "
+                         f"{max(params.adc_bits, params.dac_bits)}; build with calibration=False")
     if params.rows > MAX_ROWS:
         raise ValueError(f"rows must be at most {MAX_ROWS} for the register map's fixed windows, not {params.rows}")
     if params.total_cols > MAX_COLUMNS:

@@ -445,7 +445,7 @@ def test_over_range_samples_count_and_interrupt():
 REGS = host_constants(build_register_map(SMALL))
 BAD_COMMANDS = {
     # name: (register changes, opcode, row, col, error, detail)
-    "opcode-8": ({}, 8, 0, 0, ErrorCode.UNKNOWN_OPCODE, 8),
+    "opcode-16": ({}, 16, 0, 0, ErrorCode.UNKNOWN_OPCODE, 16),
     "opcode-255": ({}, 255, 0, 0, ErrorCode.UNKNOWN_OPCODE, 255),
     "read-row-past-array": ({}, Opcode.READ_CELL, 16, 0, ErrorCode.BAD_DIMENSION, REGS.COMMAND.offset),
     "read-row-4095": ({}, Opcode.READ_CELL, 4095, 0, ErrorCode.BAD_DIMENSION, REGS.COMMAND.offset),
