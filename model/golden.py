@@ -382,7 +382,8 @@ class GoldenController:
                   start_s: float | None = None) -> CalibrateOutcome:
         """CALIBRATE as the calibrator runs it (``anmf.model.calibration.golden_calibration``):
         the coefficient words into ``cal_words``, ``cal_quality`` and ``cal_failed_count``
-        updated. The watchdog is only checked at start (the golden run has no timeout path)."""
+        updated. A watchdog below the ADC's cycles times the first conversion out (ADC_TIMEOUT,
+        then the safe exit), as in the RTL."""
         p = self.p
         timer_bits = p["timer_bits"]
         col_mask = self._operand("col_mask", col_mask, self.total_cols)
@@ -405,6 +406,18 @@ class GoldenController:
         if error != Error.NONE:
             self._end(start_ps, 1)
             return CalibrateOutcome(error, self.cal_quality, self.cal_failed_count, 1)
+        self.cal_quality = self.cal_failed_count = 0   # cleared at start, as the calibrator does
+        if self.afe.adc_cycles > watchdog:
+            # The first conversion (channel 0's +1/2 FS point, after Setup and cal_settle) times out.
+            at = self._clock(start_ps)
+            channel = next(self._set_bits(col_mask))
+            self.afe.apply_controls(at(2), mode=Mode.CAL, loop=0, row_en=0, col_en=0,
+                                    cal_ref_sel=cal.REF_PLUS_HALF)
+            first = 2 + cal_settle
+            self.afe.convert(channel, at(first))
+            done = self._safe_exit(at, first + watchdog + 1)
+            self._end(start_ps, done)
+            return CalibrateOutcome(Error.ADC_TIMEOUT, 0, 0, done)
         settings = cal.CalibrationSettings(col_mask=col_mask, row_mask=row_mask,
                                            avg_log2=avg_log2, cal_settle=cal_settle,
                                            dac_settle=dac_settle, analog_settle=analog_settle)
