@@ -344,6 +344,8 @@ async def calibrate_then_solve_equals_golden(dut) -> None:
     assert (await driver.get("CAL_QUALITY"))["residual"] == expected.quality
     assert (await driver.get("CAL_FAILED"))["count"] == expected.failed_count
     assert expected.error == Error.NONE and expected.quality < 16, expected
+    cocotb.log.info("CALIBRATE: done in cycle %d, quality %d/16 LSB, %d failed entries", done.done_cycle,
+                    expected.quality, expected.failed_count)
 
     rhs = np.array([560 + 8 * (r % 5) for r in range(params.rows)])
     codes = {}
