@@ -233,3 +233,24 @@ def test_a_build_without_calibration_refuses_calibrate_and_unmaps_its_registers(
             assert resp == Response.SLVERR, f"{name} answered {resp} in a build without calibration"
 
     bench.run(testbench)
+
+
+def test_calibrate_watchdog_timeout_equals_the_golden_model():
+    """A watchdog below the ADC's cycles: the first conversion times out (ADC_TIMEOUT, detail the
+    first enabled channel) in the golden model's cycle; the DACs end at 0 V."""
+    bench = Bench()
+    golden = GoldenController(PARAMS, model_afe(faulty=True))
+    assert golden.afe.adc_cycles > 3
+
+    async def testbench(ctx):
+        await bench.setup(ctx, WATCHDOG=3, COL_ENABLE=0b110)
+        status, start, cycles = await bench.command(ctx, Opcode.CALIBRATE)
+        outcome = golden.calibrate(col_mask=0b110, row_mask=ALL_ROWS, avg_log2=2, cal_settle=2, dac_settle=50,
+                                   analog_settle=40, watchdog_limit=3, start_s=start * 1e-8)
+        assert outcome.error == Error.ADC_TIMEOUT
+        assert (status["error"], status["error_detail"]) == (ErrorCode.ADC_TIMEOUT.value, 1)
+        assert cycles == outcome.done_cycle + STATUS_DELAY
+        assert (await bench.read(ctx, "CAL_QUALITY"))["residual"] == outcome.quality == 0
+        assert (bench.model.afe.dac_codes == PARAMS.dac_zero_code).all()
+
+    bench.run(testbench)
