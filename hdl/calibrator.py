@@ -41,7 +41,7 @@ from .solve_sequencer import rounded_average
 from .watchdog import Watchdog
 
 __all__ = ["Calibrator", "CodeCorrection", "coefficient_layout", "corrected_deviation",
-           "calibration_memory_depth", "round_shift_value"]
+           "calibration_memory_depth", "round_shift_value", "corrected_code", "code_from_corrected"]
 
 
 def _check_params(params: object) -> BuildParams:
@@ -86,6 +86,25 @@ def corrected_deviation(deviation: Value, offset: Value, gain: Value) -> Value:
     return round_shift_value(product, cal.GAIN_FRAC_BITS)
 
 
+def code_from_corrected(corrected: Value, bits: int) -> tuple[Value, Value]:
+    """``model.calibration.code_from_deviation``: zero + round(corrected / 2^F), clamped to a
+    ``bits``-bit code, and whether it was clamped (expressions)."""
+    code = (1 << (bits - 1)) + round_shift_value(corrected, cal.FRAC_BITS)
+    top = (1 << bits) - 1
+    clamped = Mux(code < 0, 0, Mux(code > top, top, code))
+    return clamped[:bits], (code < 0) | (code > top)
+
+
+def corrected_code(code: Value, coefficient: Value, bits: int,
+                   subtract: Value | None = None) -> tuple[Value, Value]:
+    """``model.calibration.correct_code`` as expressions: (corrected code, clamped)."""
+    deviation = (Cat(code, Const(0, 1)).as_signed() - (1 << (bits - 1))) << cal.FRAC_BITS
+    corrected = corrected_deviation(deviation, coefficient.offset, coefficient.gain)
+    if subtract is not None:
+        corrected = corrected - subtract
+    return code_from_corrected(corrected, bits)
+
+
 class CodeCorrection(wiring.Component):
     """Combinational correction of a ``bits``-bit code (``model.calibration.correct_code``):
     ``corrected`` = zero + round((code - zero) * 2^F - offset) * gain - subtract), saturated,
@@ -117,21 +136,9 @@ class CodeCorrection(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        bits = self._bits
-        zero = 1 << (bits - 1)
-        deviation = (Cat(self.code, Const(0, 1)).as_signed() - zero) << cal.FRAC_BITS
-        corrected = corrected_deviation(deviation, self.coefficient.offset, self.coefficient.gain)
-        if self._with_subtract:
-            corrected = corrected - self.subtract
-        code = Signal(signed(len(corrected) + 2))
-        m.d.comb += code.eq(zero + round_shift_value(corrected, cal.FRAC_BITS))
-        top = (1 << bits) - 1
-        with m.If(code < 0):
-            m.d.comb += [self.corrected.eq(0), self.saturated.eq(1)]
-        with m.Elif(code > top):
-            m.d.comb += [self.corrected.eq(top), self.saturated.eq(1)]
-        with m.Else():
-            m.d.comb += self.corrected.eq(code)
+        corrected, saturated = corrected_code(self.code, self.coefficient, self._bits,
+                                              self.subtract if self._with_subtract else None)
+        m.d.comb += [self.corrected.eq(corrected), self.saturated.eq(saturated)]
         return m
 
 

@@ -7,13 +7,16 @@ error_detail, interrupts, counters, abort and soft reset, the cycle overhead); i
 * CONTROL.start validates COMMAND and the registers it uses in the cycle the strobe arrives and,
   if they pass, starts the block in that same cycle: SOLVE/SOLVE_FREE/MVM go to the solve
   sequencer, READ_CELL/PROGRAM_CELL/PROGRAM_MATRIX to the programmer, RUN_NMF to the ANLS
-  sequencer (which then drives the other two blocks' command ports), NOP completes at once.
+  sequencer (which then drives the other two blocks' command ports), CALIBRATE to the
+  calibrator, NOP completes at once.
   A refused command sets STATUS.error and error_detail and changes nothing else.
 * STATUS.done/error/error_detail are registered: they change the cycle after the block's done
   cycle (or after the start strobe, for a refused command or NOP); STATUS.busy is the blocks'
   busy.
 * The blocks drive all-zero AFE outputs while idle and only one runs at a time, so their AFE
-  outputs are ORed; the AFE's answers go to both.
+  outputs are ORed; the AFE's answers go to all of them.
+* The calibration memory (CAL_COEFF) is written by the calibrator and read by the bus, the
+  calibrator and the solve sequencer (its corrections, enabled by CAL_CONTROL).
 """
 from __future__ import annotations
 
@@ -157,7 +160,7 @@ class Controller(wiring.Component):
         wiring.connect(m, wiring.flipped(self.axil), regs.axil)
         m.d.comb += self.irq.eq(regs.irq)
 
-        # --- AFE: idle blocks drive 0, so OR the outputs; the AFE's answers go to both -----------
+        # --- AFE: idle blocks drive 0, so OR the outputs; the AFE's answers go to all of them ------
         for port in AFESignature(p).ports():
             outer = Value.cast(getattr(self.afe, port.name))
             members = [Value.cast(getattr(block, port.name)) for block in afe_blocks]
@@ -377,7 +380,6 @@ class Controller(wiring.Component):
         finished = nmf_done | ((seq.done | prog.done | cal_done) & ~nmf_running)
         finished_error = Signal(ErrorCode)
         block_error = Mux(seq.done, seq.error, prog.error)
-        cal_failed = Const(0)
         if calibrator is not None:
             # The calibrator ends with NONE when it ran through; failed entries make it CAL_FAILED.
             cal_failed = (calibrator.error == ErrorCode.NONE) & (calibrator.failed_count != 0)
@@ -490,7 +492,7 @@ class Controller(wiring.Component):
         m.d.comb += [seq.cal_enable.adc.eq(control.adc), seq.cal_enable.dac.eq(control.dac),
                      seq.cal_enable.opamp.eq(control.opamp),
                      regs.cal_quality.residual.eq(calibrator.quality),
-                     regs.cal_failed.count.eq(saturate(calibrator.failed_count, 16))]
+                     regs.cal_failed.count.eq(calibrator.failed_count)]
 
     def _elaborate_nmf(self, m: Module, anls: ANLSSequencer, regs: ControllerRegisters, seq: SolveSequencer,
                        prog: WriteVerifyProgrammer, host_solve: dict[str, Value], host_program: dict[str, Value],

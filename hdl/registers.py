@@ -352,7 +352,8 @@ class CalFailed(Register):
     """Outcome of the last CALIBRATE: entries stored as identity because their measurement failed."""
 
     def __init__(self, params: BuildParams) -> None:
-        super().__init__({"count": Field(Access.R, 16, "Entries of CAL_COEFF the last CALIBRATE could not "
+        depth = cal.memory_depth(params.rows, params.total_cols)
+        super().__init__({"count": Field(Access.R, bits_for(depth), "Entries of CAL_COEFF the last CALIBRATE could not "
                                                        "measure (over range, gain outside 1/2 to 2, offset "
                                                        "too large); CALIBRATE then ends with CAL_FAILED.")})
 

@@ -418,11 +418,10 @@ class SolveSequencer(wiring.Component):
                                solve_mode: Value, store_pending: Value, store_col: Value,
                                store_over_range: Value) -> None:
         """The DAC path's correction and the readout path's two registered stages."""
-        from .calibrator import CodeCorrection, round_shift_value  # (it imports this module)
+        from .calibrator import code_from_corrected, corrected_code, round_shift_value  # (it imports this module)
         p = self._params
-        m.submodules.dac_correction = dac_correction = CodeCorrection(p, p.dac_bits, with_subtract=False)
-        m.d.comb += [dac_correction.code.eq(self.rhs.data), dac_correction.coefficient.eq(self.coeff.data),
-                     dac_code.eq(Mux(cal_enable.dac, dac_correction.corrected, self.rhs.data))]
+        corrected_dac, _ = corrected_code(self.rhs.data, self.coeff.data, p.dac_bits)
+        m.d.comb += dac_code.eq(Mux(cal_enable.dac, corrected_dac, self.rhs.data))
 
         # Stage 1 (store_pending): (code - zero) * 2^F - offset, times the gain, registered.
         word = self.coeff.data
@@ -441,18 +440,8 @@ class SolveSequencer(wiring.Component):
                      corrected_over_range.eq(store_over_range)]
 
         # Stage 2: rounded, the op-amp offset off, rounded to a code, clamped, written.
-        corrected = round_shift_value(product, cal.GAIN_FRAC_BITS) - subtract
-        code = Signal(signed(len(corrected) + 2))
-        m.d.comb += code.eq((1 << (p.adc_bits - 1)) + round_shift_value(corrected, cal.FRAC_BITS))
-        top = (1 << p.adc_bits) - 1
-        clamped = Signal(p.adc_bits)
-        saturated = Signal()
-        with m.If(code < 0):
-            m.d.comb += [clamped.eq(0), saturated.eq(1)]
-        with m.Elif(code > top):
-            m.d.comb += [clamped.eq(top), saturated.eq(1)]
-        with m.Else():
-            m.d.comb += clamped.eq(code)
+        clamped, saturated = code_from_corrected(round_shift_value(product, cal.GAIN_FRAC_BITS) - subtract,
+                                                 p.adc_bits)
         with m.If(corrected_pending):
             m.d.comb += [
                 self.result.en.eq(1),
