@@ -9,14 +9,16 @@ the formats and the cycle formula). Sequence, for a start in cycle 0:
    0, +7/8, -7/8 (``ADC_REFERENCE_ORDER``): Setup (mode CAL, ``cal_ref_sel``, ``adc_mux`` = c),
    ``cal_settle`` cycles, ``2**avg_log2`` conversions. After the pair: Offset, Divide
    (``DIVIDE_CYCLES``, a restoring divider), Store (word into the memory); after each check
-   reference: Check (corrected residual, worst kept in ``quality``).
+   reference: Correct (the registered multiply), Check (corrected residual, worst kept in
+   ``quality``).
 2. DAC phase, per enabled row r: Write (the low loopback code), LDAC, ``dac_settle`` cycles,
    Setup (``cal_ref_sel`` = loopback, ``cell_row`` = r), ``cal_settle``, conversions,
-   Point (corrected through the loopback channel's coefficient); the same at the high code;
+   Correct, Point (corrected through the loopback channel's coefficient); the same at the
+   high code;
    Write-Zero, Zero-LDAC (the row back at 0 V), Offset, Divide, Store.
 3. Op-amp phase: ``dac_settle`` cycles with the AFE idle, Close (SOLVE_FREE, loop, the
    enabled rows and columns), ``analog_settle`` cycles, then per column Fetch (its ADC
-   coefficient from the memory), conversions, Point (offset word stored). Then Done.
+   coefficient from the memory), conversions, Correct, Point (offset word stored). Then Done.
 
 Controls (mode, loop, switches, ``adc_mux``, ``cal_ref_sel``, ``cell_row``) are registers
 set by the Setup/Close cycles and driven only outside Idle, Done and the safe exit, so the
@@ -267,11 +269,17 @@ class Calibrator(wiring.Component):
         m.d.comb += [self.error.eq(error), self.quality.eq(quality),
                      self.failed_count.eq(failed_count)]
 
-        # The one shared multiplier: which coefficient it uses depends on the state.
+        # The one shared multiplier, registered: Correct multiplies the point with the phase's
+        # coefficient (registers only: the op-amp phase copies its memory word into cur_* first),
+        # the state after it rounds the product. (A memory read, the multiply and the quality
+        # update in one cycle were a 30 ns path on the ECP5.)
         mul_offset = Signal(signed(ob))
         mul_gain = Signal(cal.GAIN_BITS)
+        m.d.comb += [mul_offset.eq(Mux(phase == DAC, lb_offset, cur_offset)),
+                     mul_gain.eq(Mux(phase == DAC, lb_gain, cur_gain))]
+        product = Signal(signed(wide + cal.GAIN_BITS + 2))
         corrected = Signal(signed(wide))
-        m.d.comb += corrected.eq(corrected_deviation(point, mul_offset, mul_gain))
+        m.d.comb += corrected.eq(round_shift_value(product, cal.GAIN_FRAC_BITS))
 
         # Mean of the finished point as a deviation (combinational in the last sample's cycle).
         total = Signal(p.sum_bits)
@@ -379,8 +387,18 @@ class Calibrator(wiring.Component):
                 begin_point()
                 abortable()
 
+            with m.State("Correct"):
+                m.d.sync += product.eq((point.as_signed() - mul_offset) * mul_gain)
+                with m.Switch(phase):
+                    with m.Case(ADC):
+                        m.next = "ADC-Check"
+                    with m.Case(DAC):
+                        m.next = "DAC-Point"
+                    with m.Default():
+                        m.next = "Opamp-Point"
+                abortable()
+
             with m.State("ADC-Check"):
-                m.d.comb += [mul_offset.eq(cur_offset), mul_gain.eq(cur_gain)]
                 ideal = Mux(ref_index == 3, cal.ideal_q(cal.REF_PLUS_7_8, adc_bits),
                             Mux(ref_index == 4, cal.ideal_q(cal.REF_MINUS_7_8, adc_bits), 0))
                 residual = Signal(signed(wide + 2))
@@ -483,7 +501,6 @@ class Calibrator(wiring.Component):
                 abortable()
 
             with m.State("DAC-Point"):
-                m.d.comb += [mul_offset.eq(lb_offset), mul_gain.eq(lb_gain)]
                 in_dac_lsb = round_shift_value(corrected, adc_bits - dac_bits)
                 with m.If(high_level):
                     m.d.sync += [high.eq(in_dac_lsb), pair_over.eq(pair_over | point_over)]
@@ -531,8 +548,6 @@ class Calibrator(wiring.Component):
                 abortable()
 
             with m.State("Opamp-Point"):
-                m.d.comb += [mul_offset.eq(self.coeff_read.data.offset),
-                             mul_gain.eq(self.coeff_read.data.gain)]
                 valid = Signal(name="opamp_valid")
                 m.d.comb += valid.eq(~point_over & (corrected >= -limit) & (corrected < limit))
                 m.d.comb += [self.coeff_write.en.eq(1),
@@ -558,6 +573,10 @@ class Calibrator(wiring.Component):
             with m.State("Convert-Start"):
                 m.d.comb += [afe.adc_start.eq(~self.abort), watchdog.restart.eq(1)]
                 m.d.sync += saw_busy.eq(0)
+                with m.If(phase == OPAMP):
+                    # The column's ADC word, fetched in Opamp-Fetch (held: en rests at 0).
+                    m.d.sync += [cur_offset.eq(self.coeff_read.data.offset),
+                                 cur_gain.eq(self.coeff_read.data.gain)]
                 m.next = "Convert-Wait"
                 abortable()
 
@@ -592,11 +611,9 @@ class Calibrator(wiring.Component):
                                                      pair_over.eq(pair_over | over)]
                                         m.next = "Offset"
                                     with m.Default():
-                                        m.next = "ADC-Check"
-                            with m.Case(DAC):
-                                m.next = "DAC-Point"
+                                        m.next = "Correct"
                             with m.Default():
-                                m.next = "Opamp-Point"
+                                m.next = "Correct"
                 abortable()
 
             emit_safe_exit(m, afe, p, then="Done")

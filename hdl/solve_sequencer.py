@@ -423,8 +423,14 @@ class SolveSequencer(wiring.Component):
         corrected_dac, _ = corrected_code(self.rhs.data, self.coeff.data, p.dac_bits)
         m.d.comb += dac_code.eq(Mux(cal_enable.dac, corrected_dac, self.rhs.data))
 
+        # The column's words, registered every cycle: in a column's last-sample cycle they hold
+        # that column's words (addressed since the cycle after the column began), so stage 1
+        # starts from registers, not from the memory's output (its clock-to-out is long).
+        word = Signal.like(self.coeff.data)
+        opamp_offset = Signal.like(self.opamp_coeff.data.offset)
+        m.d.sync += [word.eq(self.coeff.data), opamp_offset.eq(self.opamp_coeff.data.offset)]
+
         # Stage 1 (store_pending): (code - zero) * 2^F - offset, times the gain, registered.
-        word = self.coeff.data
         offset = Mux(cal_enable.adc, word.offset, 0)
         gain = Mux(cal_enable.adc, word.gain, cal.GAIN_ONE)
         deviation = (Cat(averaged_code, Const(0, 1)).as_signed() - (1 << (p.adc_bits - 1))) << cal.FRAC_BITS
@@ -434,8 +440,7 @@ class SolveSequencer(wiring.Component):
         corrected_col = Signal.like(store_col)
         corrected_over_range = Signal()
         m.d.sync += [product.eq((deviation - offset.as_signed()) * gain),
-                     subtract.eq(Mux(cal_enable.opamp & (solve_mode != AFEMode.MVM),
-                                     self.opamp_coeff.data.offset, 0)),
+                     subtract.eq(Mux(cal_enable.opamp & (solve_mode != AFEMode.MVM), opamp_offset, 0)),
                      corrected_pending.eq(store_pending), corrected_col.eq(store_col),
                      corrected_over_range.eq(store_over_range)]
 

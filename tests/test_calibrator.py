@@ -302,11 +302,11 @@ def test_coefficient_word_round_trip_and_layout_agree():
 
 
 def test_cycle_formula_by_hand():
-    # P = 1 + 2 + 4 * 5 = 23; C = 2: 2 * (115 + 17 + 5); N = 3: 3 * (2 * (23 + 3 + 50) + 21);
-    # op-amp: 50 + 1 + 40 + 2 * 22.
+    # P = 1 + 2 + 4 * 5 = 23; C = 2: 2 * (115 + 17 + 8); N = 3: 3 * (2 * (23 + 4 + 50) + 21);
+    # op-amp: 50 + 1 + 40 + 2 * 23.
     assert cal.calibration_cycles(channels=2, rows=3, avg_log2=2, cal_settle=2, dac_settle=50,
                                   analog_settle=40, adc_cycles=4) == \
-        1 + 2 * 137 + 3 * 173 + 50 + 1 + 40 + 44
+        1 + 2 * 140 + 3 * 175 + 50 + 1 + 40 + 46
 
 
 # ---- errors, abort, watchdog -----------------------------------------------------------------
