@@ -230,6 +230,7 @@ class Calibrator(wiring.Component):
         cols_left = Signal(p.total_cols)    # enabled columns after ``channel``
         loopback_channel = Signal(p.col_addr_bits)
         first_channel = Signal()            # the channel being calibrated is the loopback one
+        fresh = Signal()                    # no point measured yet: quality, failed_count to clear
         row = Signal(p.row_addr_bits)
         rows_left = Signal(p.rows)          # enabled rows after ``row``
         ref_index = Signal(range(len(cal.ADC_REFERENCE_ORDER)))
@@ -357,31 +358,37 @@ class Calibrator(wiring.Component):
 
         with m.FSM(init="Idle") as fsm:
             with m.State("Idle"):
+                # The operands and the walks are loaded in every idle cycle, not only on start
+                # (internal state: nothing reads it before a start), so that the start only
+                # decides the next state: behind the controller's command decode, a start that
+                # enables all these registers was a 16 ns path on the ECP5. quality and
+                # failed_count keep the last calibration's figures until ADC-Setup clears them.
+                first_col = lowest_set_index(self.col_mask)
+                m.d.sync += [
+                    col_mask.eq(self.col_mask), row_mask.eq(self.row_mask),
+                    avg_log2.eq(self.avg_log2), cal_settle.eq(self.cal_settle),
+                    dac_settle.eq(self.dac_settle),
+                    analog_settle.eq(self.analog_settle),
+                    watchdog_limit.eq(self.watchdog_limit),
+                    channel.eq(first_col), loopback_channel.eq(first_col),
+                    first_channel.eq(1), fresh.eq(1),
+                    cols_left.eq(self.col_mask & (self.col_mask - 1)),
+                    ref_index.eq(0), phase.eq(ADC),
+                    ctl_mode.eq(AFEMode.IDLE), ctl_loop.eq(0), ctl_ref.eq(0),
+                    ctl_cell_row.eq(0), ctl_row_en.eq(0), ctl_col_en.eq(0),
+                    ctl_mux.eq(0),
+                ]
                 with m.If(self.start):
                     m.d.sync += error.eq(start_error)
                     with m.If(start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
-                        first_col = lowest_set_index(self.col_mask)
-                        m.d.sync += [
-                            col_mask.eq(self.col_mask), row_mask.eq(self.row_mask),
-                            avg_log2.eq(self.avg_log2), cal_settle.eq(self.cal_settle),
-                            dac_settle.eq(self.dac_settle),
-                            analog_settle.eq(self.analog_settle),
-                            watchdog_limit.eq(self.watchdog_limit),
-                            channel.eq(first_col), loopback_channel.eq(first_col),
-                            first_channel.eq(1),
-                            cols_left.eq(self.col_mask & (self.col_mask - 1)),
-                            ref_index.eq(0), phase.eq(ADC), quality.eq(0),
-                            failed_count.eq(0),
-                            ctl_mode.eq(AFEMode.IDLE), ctl_loop.eq(0), ctl_ref.eq(0),
-                            ctl_cell_row.eq(0), ctl_row_en.eq(0), ctl_col_en.eq(0),
-                            ctl_mux.eq(0),
-                        ]
                         m.next = "ADC-Setup"
 
             # ---- ADC phase --------------------------------------------------------------
             with m.State("ADC-Setup"):
+                with m.If(fresh):   # the first cycle of this calibration
+                    m.d.sync += [quality.eq(0), failed_count.eq(0), fresh.eq(0)]
                 m.d.sync += [ctl_mode.eq(AFEMode.CAL), ctl_ref.eq(adc_reference(ref_index)),
                              ctl_mux.eq(channel), phase.eq(ADC)]
                 begin_point()
