@@ -231,6 +231,8 @@ class Calibrator(wiring.Component):
         loopback_channel = Signal(p.col_addr_bits)
         first_channel = Signal()            # the channel being calibrated is the loopback one
         fresh = Signal()                    # no point measured yet: quality, failed_count to clear
+        check_magnitude = Signal(wide + 2)  # |residual| of the last check point
+        check_pending = Signal()            # ... to be compared with quality in this cycle
         row = Signal(p.row_addr_bits)
         rows_left = Signal(p.rows)          # enabled rows after ``row``
         ref_index = Signal(range(len(cal.ADC_REFERENCE_ORDER)))
@@ -353,6 +355,11 @@ class Calibrator(wiring.Component):
             with m.Else():
                 then()
 
+        top = (1 << cal.QUALITY_BITS) - 1
+        m.d.sync += check_pending.eq(0)
+        with m.If(check_pending & (check_magnitude > quality)):
+            m.d.sync += quality.eq(Mux(check_magnitude > top, top, check_magnitude))
+
         dac_low, dac_high = cal.loopback_codes(dac_bits)
         limit = 1 << (ob - 1)
 
@@ -409,12 +416,11 @@ class Calibrator(wiring.Component):
                 ideal = Mux(ref_index == 3, cal.ideal_q(cal.REF_PLUS_7_8, adc_bits),
                             Mux(ref_index == 4, cal.ideal_q(cal.REF_MINUS_7_8, adc_bits), 0))
                 residual = Signal(signed(wide + 2))
-                magnitude = Signal(wide + 2)
-                m.d.comb += [residual.eq(corrected - ideal),
-                             magnitude.eq(Mux(residual < 0, -residual, residual))]
-                top = (1 << cal.QUALITY_BITS) - 1
-                with m.If(magnitude > quality):
-                    m.d.sync += quality.eq(Mux(magnitude > top, top, magnitude))
+                m.d.comb += residual.eq(corrected - ideal)
+                # The worst residual is kept in the next cycle (whatever state that is): the
+                # comparison behind the rounding and the residual was the ECP5's longest path.
+                m.d.sync += [check_magnitude.eq(Mux(residual < 0, -residual, residual)),
+                             check_pending.eq(1)]
                 m.d.sync += ref_index.eq(ref_index + 1)
                 m.next = "ADC-Setup"
                 with m.If(ref_index == len(cal.ADC_REFERENCE_ORDER) - 1):
