@@ -9,14 +9,16 @@ the formats and the cycle formula). Sequence, for a start in cycle 0:
    0, +7/8, -7/8 (``ADC_REFERENCE_ORDER``): Setup (mode CAL, ``cal_ref_sel``, ``adc_mux`` = c),
    ``cal_settle`` cycles, ``2**avg_log2`` conversions. After the pair: Offset, Divide
    (``DIVIDE_CYCLES``, a restoring divider), Store (word into the memory); after each check
-   reference: Check (corrected residual, worst kept in ``quality``).
+   reference: Correct (the registered multiply), Check (corrected residual, worst kept in
+   ``quality``).
 2. DAC phase, per enabled row r: Write (the low loopback code), LDAC, ``dac_settle`` cycles,
    Setup (``cal_ref_sel`` = loopback, ``cell_row`` = r), ``cal_settle``, conversions,
-   Point (corrected through the loopback channel's coefficient); the same at the high code;
+   Correct, Point (corrected through the loopback channel's coefficient); the same at the
+   high code;
    Write-Zero, Zero-LDAC (the row back at 0 V), Offset, Divide, Store.
 3. Op-amp phase: ``dac_settle`` cycles with the AFE idle, Close (SOLVE_FREE, loop, the
    enabled rows and columns), ``analog_settle`` cycles, then per column Fetch (its ADC
-   coefficient from the memory), conversions, Point (offset word stored). Then Done.
+   coefficient from the memory), conversions, Correct, Point (offset word stored). Then Done.
 
 Controls (mode, loop, switches, ``adc_mux``, ``cal_ref_sel``, ``cell_row``) are registers
 set by the Setup/Close cycles and driven only outside Idle, Done and the safe exit, so the
@@ -41,7 +43,7 @@ from .solve_sequencer import rounded_average
 from .watchdog import Watchdog
 
 __all__ = ["Calibrator", "CodeCorrection", "coefficient_layout", "corrected_deviation",
-           "calibration_memory_depth"]
+           "calibration_memory_depth", "round_shift_value", "corrected_code", "code_from_corrected"]
 
 
 def _check_params(params: object) -> BuildParams:
@@ -72,7 +74,7 @@ def calibration_memory_depth(params: BuildParams) -> int:
     return cal.memory_depth(params.rows, params.total_cols)
 
 
-def _round_shift(value: Value, shift: int) -> Value:
+def round_shift_value(value: Value, shift: int) -> Value:
     """``model.calibration.round_shift`` on a signed value (arithmetic shift)."""
     if shift <= 0:
         return value << -shift
@@ -83,7 +85,26 @@ def corrected_deviation(deviation: Value, offset: Value, gain: Value) -> Value:
     """``(deviation - offset) * gain`` rounded by GAIN_FRAC_BITS (``correct_deviation``):
     one signed multiplier."""
     product = (deviation.as_signed() - offset.as_signed()) * gain.as_unsigned()
-    return _round_shift(product, cal.GAIN_FRAC_BITS)
+    return round_shift_value(product, cal.GAIN_FRAC_BITS)
+
+
+def code_from_corrected(corrected: Value, bits: int) -> tuple[Value, Value]:
+    """``model.calibration.code_from_deviation``: zero + round(corrected / 2^F), clamped to a
+    ``bits``-bit code, and whether it was clamped (expressions)."""
+    code = (1 << (bits - 1)) + round_shift_value(corrected, cal.FRAC_BITS)
+    top = (1 << bits) - 1
+    clamped = Mux(code < 0, 0, Mux(code > top, top, code))
+    return clamped[:bits], (code < 0) | (code > top)
+
+
+def corrected_code(code: Value, coefficient: Value, bits: int,
+                   subtract: Value | None = None) -> tuple[Value, Value]:
+    """``model.calibration.correct_code`` as expressions: (corrected code, clamped)."""
+    deviation = (Cat(code, Const(0, 1)).as_signed() - (1 << (bits - 1))) << cal.FRAC_BITS
+    corrected = corrected_deviation(deviation, coefficient.offset, coefficient.gain)
+    if subtract is not None:
+        corrected = corrected - subtract
+    return code_from_corrected(corrected, bits)
 
 
 class CodeCorrection(wiring.Component):
@@ -117,21 +138,9 @@ class CodeCorrection(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        bits = self._bits
-        zero = 1 << (bits - 1)
-        deviation = (Cat(self.code, Const(0, 1)).as_signed() - zero) << cal.FRAC_BITS
-        corrected = corrected_deviation(deviation, self.coefficient.offset, self.coefficient.gain)
-        if self._with_subtract:
-            corrected = corrected - self.subtract
-        code = Signal(signed(len(corrected) + 2))
-        m.d.comb += code.eq(zero + _round_shift(corrected, cal.FRAC_BITS))
-        top = (1 << bits) - 1
-        with m.If(code < 0):
-            m.d.comb += [self.corrected.eq(0), self.saturated.eq(1)]
-        with m.Elif(code > top):
-            m.d.comb += [self.corrected.eq(top), self.saturated.eq(1)]
-        with m.Else():
-            m.d.comb += self.corrected.eq(code)
+        corrected, saturated = corrected_code(self.code, self.coefficient, self._bits,
+                                              self.subtract if self._with_subtract else None)
+        m.d.comb += [self.corrected.eq(corrected), self.saturated.eq(saturated)]
         return m
 
 
@@ -221,6 +230,9 @@ class Calibrator(wiring.Component):
         cols_left = Signal(p.total_cols)    # enabled columns after ``channel``
         loopback_channel = Signal(p.col_addr_bits)
         first_channel = Signal()            # the channel being calibrated is the loopback one
+        fresh = Signal()                    # no point measured yet: quality, failed_count to clear
+        check_magnitude = Signal(wide + 2)  # |residual| of the last check point
+        check_pending = Signal()            # ... to be compared with quality in this cycle
         row = Signal(p.row_addr_bits)
         rows_left = Signal(p.rows)          # enabled rows after ``row``
         ref_index = Signal(range(len(cal.ADC_REFERENCE_ORDER)))
@@ -260,11 +272,17 @@ class Calibrator(wiring.Component):
         m.d.comb += [self.error.eq(error), self.quality.eq(quality),
                      self.failed_count.eq(failed_count)]
 
-        # The one shared multiplier: which coefficient it uses depends on the state.
+        # The one shared multiplier, registered: Correct multiplies the point with the phase's
+        # coefficient (registers only: the op-amp phase copies its memory word into cur_* first),
+        # the state after it rounds the product. (A memory read, the multiply and the quality
+        # update in one cycle were a 30 ns path on the ECP5.)
         mul_offset = Signal(signed(ob))
         mul_gain = Signal(cal.GAIN_BITS)
+        m.d.comb += [mul_offset.eq(Mux(phase == DAC, lb_offset, cur_offset)),
+                     mul_gain.eq(Mux(phase == DAC, lb_gain, cur_gain))]
+        product = Signal(signed(wide + cal.GAIN_BITS + 2))
         corrected = Signal(signed(wide))
-        m.d.comb += corrected.eq(corrected_deviation(point, mul_offset, mul_gain))
+        m.d.comb += corrected.eq(round_shift_value(product, cal.GAIN_FRAC_BITS))
 
         # Mean of the finished point as a deviation (combinational in the last sample's cycle).
         total = Signal(p.sum_bits)
@@ -337,52 +355,72 @@ class Calibrator(wiring.Component):
             with m.Else():
                 then()
 
+        top = (1 << cal.QUALITY_BITS) - 1
+        m.d.sync += check_pending.eq(0)
+        with m.If(check_pending & (check_magnitude > quality)):
+            m.d.sync += quality.eq(Mux(check_magnitude > top, top, check_magnitude))
+
         dac_low, dac_high = cal.loopback_codes(dac_bits)
         limit = 1 << (ob - 1)
 
         with m.FSM(init="Idle") as fsm:
             with m.State("Idle"):
+                # The operands and the walks are loaded in every idle cycle, not only on start
+                # (internal state: nothing reads it before a start), so that the start only
+                # decides the next state: behind the controller's command decode, a start that
+                # enables all these registers was a 16 ns path on the ECP5. quality and
+                # failed_count keep the last calibration's figures until ADC-Setup clears them.
+                first_col = lowest_set_index(self.col_mask)
+                m.d.sync += [
+                    col_mask.eq(self.col_mask), row_mask.eq(self.row_mask),
+                    avg_log2.eq(self.avg_log2), cal_settle.eq(self.cal_settle),
+                    dac_settle.eq(self.dac_settle),
+                    analog_settle.eq(self.analog_settle),
+                    watchdog_limit.eq(self.watchdog_limit),
+                    channel.eq(first_col), loopback_channel.eq(first_col),
+                    first_channel.eq(1), fresh.eq(1),
+                    cols_left.eq(self.col_mask & (self.col_mask - 1)),
+                    ref_index.eq(0), phase.eq(ADC),
+                    ctl_mode.eq(AFEMode.IDLE), ctl_loop.eq(0), ctl_ref.eq(0),
+                    ctl_cell_row.eq(0), ctl_row_en.eq(0), ctl_col_en.eq(0),
+                    ctl_mux.eq(0),
+                ]
                 with m.If(self.start):
                     m.d.sync += error.eq(start_error)
                     with m.If(start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
-                        first_col = lowest_set_index(self.col_mask)
-                        m.d.sync += [
-                            col_mask.eq(self.col_mask), row_mask.eq(self.row_mask),
-                            avg_log2.eq(self.avg_log2), cal_settle.eq(self.cal_settle),
-                            dac_settle.eq(self.dac_settle),
-                            analog_settle.eq(self.analog_settle),
-                            watchdog_limit.eq(self.watchdog_limit),
-                            channel.eq(first_col), loopback_channel.eq(first_col),
-                            first_channel.eq(1),
-                            cols_left.eq(self.col_mask & (self.col_mask - 1)),
-                            ref_index.eq(0), phase.eq(ADC), quality.eq(0),
-                            failed_count.eq(0),
-                            ctl_mode.eq(AFEMode.IDLE), ctl_loop.eq(0), ctl_ref.eq(0),
-                            ctl_cell_row.eq(0), ctl_row_en.eq(0), ctl_col_en.eq(0),
-                            ctl_mux.eq(0),
-                        ]
                         m.next = "ADC-Setup"
 
             # ---- ADC phase --------------------------------------------------------------
             with m.State("ADC-Setup"):
+                with m.If(fresh):   # the first cycle of this calibration
+                    m.d.sync += [quality.eq(0), failed_count.eq(0), fresh.eq(0)]
                 m.d.sync += [ctl_mode.eq(AFEMode.CAL), ctl_ref.eq(adc_reference(ref_index)),
                              ctl_mux.eq(channel), phase.eq(ADC)]
                 begin_point()
                 abortable()
 
+            with m.State("Correct"):
+                m.d.sync += product.eq((point.as_signed() - mul_offset) * mul_gain)
+                with m.Switch(phase):
+                    with m.Case(ADC):
+                        m.next = "ADC-Check"
+                    with m.Case(DAC):
+                        m.next = "DAC-Point"
+                    with m.Default():
+                        m.next = "Opamp-Point"
+                abortable()
+
             with m.State("ADC-Check"):
-                m.d.comb += [mul_offset.eq(cur_offset), mul_gain.eq(cur_gain)]
                 ideal = Mux(ref_index == 3, cal.ideal_q(cal.REF_PLUS_7_8, adc_bits),
                             Mux(ref_index == 4, cal.ideal_q(cal.REF_MINUS_7_8, adc_bits), 0))
                 residual = Signal(signed(wide + 2))
-                magnitude = Signal(wide + 2)
-                m.d.comb += [residual.eq(corrected - ideal),
-                             magnitude.eq(Mux(residual < 0, -residual, residual))]
-                top = (1 << cal.QUALITY_BITS) - 1
-                with m.If(magnitude > quality):
-                    m.d.sync += quality.eq(Mux(magnitude > top, top, magnitude))
+                m.d.comb += residual.eq(corrected - ideal)
+                # The worst residual is kept in the next cycle (whatever state that is): the
+                # comparison behind the rounding and the residual was the ECP5's longest path.
+                m.d.sync += [check_magnitude.eq(Mux(residual < 0, -residual, residual)),
+                             check_pending.eq(1)]
                 m.d.sync += ref_index.eq(ref_index + 1)
                 m.next = "ADC-Setup"
                 with m.If(ref_index == len(cal.ADC_REFERENCE_ORDER) - 1):
@@ -398,7 +436,7 @@ class Calibrator(wiring.Component):
 
             # ---- two-point coefficient (ADC and DAC) --------------------------------------
             with m.State("Offset"):
-                m.d.sync += offset.eq(_round_shift(high + low, 1))
+                m.d.sync += offset.eq(round_shift_value(high + low, 1))
                 distance = high - low
                 with m.If(phase == ADC):
                     load_divider(distance, adc_bits - 1)
@@ -476,8 +514,7 @@ class Calibrator(wiring.Component):
                 abortable()
 
             with m.State("DAC-Point"):
-                m.d.comb += [mul_offset.eq(lb_offset), mul_gain.eq(lb_gain)]
-                in_dac_lsb = _round_shift(corrected, adc_bits - dac_bits)
+                in_dac_lsb = round_shift_value(corrected, adc_bits - dac_bits)
                 with m.If(high_level):
                     m.d.sync += [high.eq(in_dac_lsb), pair_over.eq(pair_over | point_over)]
                     m.next = "DAC-Zero"
@@ -524,8 +561,6 @@ class Calibrator(wiring.Component):
                 abortable()
 
             with m.State("Opamp-Point"):
-                m.d.comb += [mul_offset.eq(self.coeff_read.data.offset),
-                             mul_gain.eq(self.coeff_read.data.gain)]
                 valid = Signal(name="opamp_valid")
                 m.d.comb += valid.eq(~point_over & (corrected >= -limit) & (corrected < limit))
                 m.d.comb += [self.coeff_write.en.eq(1),
@@ -551,6 +586,10 @@ class Calibrator(wiring.Component):
             with m.State("Convert-Start"):
                 m.d.comb += [afe.adc_start.eq(~self.abort), watchdog.restart.eq(1)]
                 m.d.sync += saw_busy.eq(0)
+                with m.If(phase == OPAMP):
+                    # The column's ADC word, fetched in Opamp-Fetch (held: en rests at 0).
+                    m.d.sync += [cur_offset.eq(self.coeff_read.data.offset),
+                                 cur_gain.eq(self.coeff_read.data.gain)]
                 m.next = "Convert-Wait"
                 abortable()
 
@@ -585,11 +624,9 @@ class Calibrator(wiring.Component):
                                                      pair_over.eq(pair_over | over)]
                                         m.next = "Offset"
                                     with m.Default():
-                                        m.next = "ADC-Check"
-                            with m.Case(DAC):
-                                m.next = "DAC-Point"
+                                        m.next = "Correct"
                             with m.Default():
-                                m.next = "Opamp-Point"
+                                m.next = "Correct"
                 abortable()
 
             emit_safe_exit(m, afe, p, then="Done")

@@ -18,6 +18,7 @@ class Opcode(enum.Enum, shape=8):
     PROGRAM_CELL = 5    #: write-verify one cell to its target code
     PROGRAM_MATRIX = 6  #: write-verify every enabled cell from the target buffer
     RUN_NMF = 7         #: NMF_ITERATIONS rounds of ANLS on the NMF buffers (docs/anls-sequencer.md)
+    CALIBRATE = 8       #: measure ADC/DAC offset and gain, op-amp offsets into CAL_COEFF (docs/calibration.md)
     REFINE = 9          #: iterative refinement of an NNLS solve on REFINE_A/B into REFINE_X (docs/refinement.md)
     REFRESH = 10        #: re-verify every enabled cell against TARGET, re-program the drifted ones
 
@@ -38,3 +39,4 @@ class ErrorCode(enum.Enum, shape=8):
     CELLS_FAILED = 10    #: write-verify left cells out of tolerance (see fault map, counters)
     EXPONENT_RANGE = 11  #: RUN_NMF: a factor exponent would leave the EXP_BITS range (nothing committed)
     BAD_WINDOW = 12      #: RUN_NMF: NMF_WINDOW_SPAN 0 or the window beyond the ADC code range
+    CAL_FAILED = 13      #: CALIBRATE stored identity for entries it could not measure (detail: how many)

@@ -7,19 +7,24 @@ error_detail, interrupts, counters, abort and soft reset, the cycle overhead); i
 * CONTROL.start validates COMMAND and the registers it uses in the cycle the strobe arrives and,
   if they pass, starts the block in that same cycle: SOLVE/SOLVE_FREE/MVM go to the solve
   sequencer, READ_CELL/PROGRAM_CELL/PROGRAM_MATRIX to the programmer, RUN_NMF to the ANLS
-  sequencer (which then drives the other two blocks' command ports), NOP completes at once.
+  sequencer (which then drives the other two blocks' command ports), CALIBRATE to the
+  calibrator, NOP completes at once.
   A refused command sets STATUS.error and error_detail and changes nothing else.
 * STATUS.done/error/error_detail are registered: they change the cycle after the block's done
   cycle (or after the start strobe, for a refused command or NOP); STATUS.busy is the blocks'
   busy.
 * The blocks drive all-zero AFE outputs while idle and only one runs at a time, so their AFE
-  outputs are ORed; the AFE's answers go to both.
+  outputs are ORed; the AFE's answers go to all of them.
 * REFRESH runs the programmer's PROGRAM_MATRIX walk; the column remap (hdl/column_remap.py,
   docs/fault-handling.md) translates the blocks' logical columns to physical ones on the AFE
   port and may follow a PROGRAM_MATRIX / REFRESH walk with spare trials before it ends.
+* The calibration memory (CAL_COEFF) is written by the calibrator and read by the bus, the
+  calibrator and the solve sequencer (its corrections, enabled by CAL_CONTROL).
 """
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, ValueLike, signed
@@ -29,6 +34,7 @@ from amaranth.lib.wiring import Out
 from .afe import AFEMode, AFESignature, lowest_set_index
 from .anls_sequencer import ANLSSequencer, program_command_signature, solve_command_signature
 from .axi4lite import AXI4LiteRegisterFile
+from .calibrator import Calibrator
 from .codes import ErrorCode, Opcode
 from .column_remap import ColumnRemap
 from .params import BuildParams
@@ -100,11 +106,12 @@ class Controller(wiring.Component):
         self._remap = ColumnRemap(params) if params.spare_remap else None
         try:
             self._anls = ANLSSequencer(params) if params.run_nmf else None
+            self._calibrator = Calibrator(params) if params.calibration else None
             self._refiner = Refiner(params, x_bits=REFINE_X_BITS, b_bits=REFINE_B_BITS) \
                 if params.refinement else None
         except ValueError:
-            for block in (self, self._sequencer, self._programmer, registers, self._anls,
-                          getattr(self, "_remap", None)):
+            for block in (self, self._sequencer, self._programmer, registers, getattr(self, "_anls", None),
+                          self._remap, getattr(self, "_calibrator", None)):
                 if block is not None:
                     discard_unbuilt(block)
             raise
@@ -136,6 +143,11 @@ class Controller(wiring.Component):
         return self._anls
 
     @property
+    def calibrator(self) -> Calibrator | None:
+        """The calibrator; None in a build without CALIBRATE (``params.calibration`` False)."""
+        return self._calibrator
+
+    @property
     def refiner(self) -> Refiner | None:
         """The Refiner; None in a build without REFINE (``params.refinement`` False)."""
         return self._refiner
@@ -158,6 +170,10 @@ class Controller(wiring.Component):
         anls = self._anls
         if anls is not None:
             m.submodules.anls = anls
+        calibrator = self._calibrator
+        if calibrator is not None:
+            m.submodules.calibrator = calibrator
+        afe_blocks = [seq.afe, prog.afe] + ([calibrator.afe] if calibrator is not None else [])
         refiner = self._refiner
         if refiner is not None:
             m.submodules.refiner = refiner
@@ -168,22 +184,22 @@ class Controller(wiring.Component):
         wiring.connect(m, wiring.flipped(self.axil), regs.axil)
         m.d.comb += self.irq.eq(regs.irq)
 
-        # --- AFE: idle blocks drive 0, so OR the outputs; the AFE's answers go to both -----------
+        # --- AFE: idle blocks drive 0, so OR the outputs; the AFE's answers go to all of them ------
         # The blocks work in logical columns; the remap translates the column members to
         # physical ones (hdl/column_remap.py).
         translated = ("col_en", "adc_mux", "cell_col")
         for port in AFESignature(p).ports():
             outer = Value.cast(getattr(self.afe, port.name))
-            seq_member = Value.cast(getattr(seq.afe, port.name))
-            prog_member = Value.cast(getattr(prog.afe, port.name))
+            members = [Value.cast(getattr(block, port.name)) for block in afe_blocks]
             if port.flow == wiring.Out:
+                driven = functools.reduce(operator.or_, members)
                 if remap is not None and port.name in translated:
-                    m.d.comb += [getattr(remap, f"logical_{port.name}").eq(seq_member | prog_member),
+                    m.d.comb += [getattr(remap, f"logical_{port.name}").eq(driven),
                                  outer.eq(getattr(remap, f"physical_{port.name}"))]
                 else:
-                    m.d.comb += outer.eq(seq_member | prog_member)
+                    m.d.comb += outer.eq(driven)
             else:
-                m.d.comb += [seq_member.eq(outer), prog_member.eq(outer)]
+                m.d.comb += [member.eq(outer) for member in members]
 
         # --- buffers ------------------------------------------------------------------------------
         # The solve sequencer's RHS comes from the RHS window, or from R through the ANLS
@@ -264,10 +280,12 @@ class Controller(wiring.Component):
         is_read = opcode == Opcode.READ_CELL.value
         # Without RUN_NMF in the build its opcode is unknown (UNKNOWN_OPCODE).
         is_nmf = (opcode == Opcode.RUN_NMF.value) if anls is not None else Const(0)
+        # Without CALIBRATE in the build its opcode is unknown too.
+        is_cal = (opcode == Opcode.CALIBRATE.value) if calibrator is not None else Const(0)
         is_refine = (opcode == Opcode.REFINE.value) if refiner is not None else Const(0)
-        uses_masks = is_solve | is_matrix | is_refine
-        uses_adc = is_solve | is_cell | is_matrix | is_nmf | is_refine
-        runs_solves = is_solve | is_nmf | is_refine
+        uses_masks = is_solve | is_matrix | is_cal | is_refine
+        uses_adc = is_solve | is_cell | is_matrix | is_nmf | is_cal | is_refine
+        runs_solves = is_solve | is_nmf | is_cal | is_refine
         runs_programs = is_program | is_nmf
         reads_cells = is_cell | is_matrix | is_nmf
 
@@ -281,7 +299,9 @@ class Controller(wiring.Component):
         running = Signal()
         retry_pending = Signal()  # a host solve's over-range retry starts in this cycle
         remap_busy = remap.busy if remap is not None else Const(0)
-        m.d.comb += running.eq(seq.busy | prog.busy | nmf_running | refine_running | retry_pending | remap_busy)
+        cal_busy = calibrator.busy if calibrator is not None else Const(0)
+        m.d.comb += running.eq(seq.busy | prog.busy | nmf_running | refine_running | retry_pending | remap_busy |
+                               cal_busy)
         forgetting = Signal()  # a soft reset aborted the running command: report nothing of it
 
         def nmf_checks(group: str) -> list[tuple[Value, ErrorCode, int]]:
@@ -325,6 +345,8 @@ class Controller(wiring.Component):
              offset("READ_SETTLE")),
             (runs_programs & (regs.program_pulse.width == 0), ErrorCode.BAD_TIMING,
              offset("PROGRAM_PULSE")),
+            *([(is_cal & (regs.cal_settle.cycles == 0), ErrorCode.BAD_TIMING, offset("CAL_SETTLE"))]
+              if calibrator is not None else []),
         ]
         # The checks but BUSY depend on registers only the bus writes; they are evaluated in two
         # registered stages (each check's outcome, then the first failing one), so the start
@@ -399,6 +421,8 @@ class Controller(wiring.Component):
             "read_settle": saturate(regs.read_settle.cycles, p.timer_bits),
             "watchdog_limit": saturate(regs.watchdog.cycles, p.timer_bits),
         }
+        if calibrator is not None:
+            self._elaborate_calibration(m, calibrator, regs, seq, accepted & is_cal, abort, host_solve)
         # A host PROGRAM_MATRIX / REFRESH: its walk's end goes to the remap, which may run spare
         # trials (with the walk's operands, latched at the start) before the command ends.
         walk_running = Signal()
@@ -484,8 +508,9 @@ class Controller(wiring.Component):
         aborted_retry = retry_pending & abort   # the retry is not started: the solve ends ABORTED
         # A host PROGRAM_MATRIX / REFRESH walk's done goes to the remap, which ends the command.
         prog_finished = prog.done if remap is None else prog.done & ~walk_running
+        cal_done = calibrator.done if calibrator is not None else Const(0)
         finished = nmf_done | refine_done | aborted_retry | \
-            ((seq.done | prog_finished) & ~nmf_running & ~refine_running & ~retrying)
+            ((seq.done | prog_finished | cal_done) & ~nmf_running & ~refine_running & ~retrying)
         if remap is not None:
             walk_done = prog.done & walk_running & ~remap.busy
             m.d.comb += [remap.walk_done.eq(walk_done), remap.prog_done.eq(prog.done),
@@ -506,6 +531,10 @@ class Controller(wiring.Component):
         m.d.comb += regs.solve_exponent.exponent.eq(solve_exponent)
         finished_error = Signal(ErrorCode)
         block_error = Mux(aborted_retry, ErrorCode.ABORTED, Mux(seq.done, seq.error, prog.error))
+        if calibrator is not None:
+            # The calibrator ends with NONE when it ran through; failed entries make it CAL_FAILED.
+            cal_failed = (calibrator.error == ErrorCode.NONE) & (calibrator.failed_count != 0)
+            block_error = Mux(cal_done, Mux(cal_failed, ErrorCode.CAL_FAILED, calibrator.error), block_error)
         if remap is not None:
             block_error = Mux(remap.finished, remap.outcome, block_error)
         if anls is not None:
@@ -564,6 +593,9 @@ class Controller(wiring.Component):
                 # After spare trials the walk's count (latched), not the last trial's.
                 m.d.comb += finished_detail.eq(saturate(Mux(remap_busy, walk_failed, prog.failed_count),
                                                         DETAIL_BITS))
+            with m.Case(ErrorCode.CAL_FAILED):
+                if calibrator is not None:
+                    m.d.comb += finished_detail.eq(saturate(calibrator.failed_count, DETAIL_BITS))
             with m.Case(ErrorCode.EXPONENT_RANGE):
                 if anls is not None:
                     m.d.comb += finished_detail.eq(anls.error_detail)
@@ -628,6 +660,36 @@ class Controller(wiring.Component):
             with m.If(tick & (elapsed != 0xFFFF_FFFF)):
                 m.d.sync += elapsed.eq(elapsed + 1)
                 m.d.comb += regs.prog_irq.refresh_due_set.eq((interval != 0) & (elapsed + 1 == interval))
+
+    def _elaborate_calibration(self, m: Module, calibrator: Calibrator, regs: ControllerRegisters,
+                               seq: SolveSequencer, start: Value, abort: Value,
+                               host_solve: dict[str, Value]) -> None:
+        """CALIBRATE's wiring: the calibrator's operands, the calibration memory's ports (the
+        calibrator writes it and reads it back, the solve sequencer reads its corrections), the
+        corrections' enables and the outcome registers."""
+        p = self._params
+        m.d.comb += [
+            calibrator.start.eq(start),
+            calibrator.abort.eq(abort),
+            calibrator.col_mask.eq(host_solve["col_mask"]),
+            calibrator.row_mask.eq(host_solve["row_mask"]),
+            calibrator.cal_settle.eq(saturate(regs.cal_settle.cycles, p.timer_bits)),
+        ]
+        for name in ("avg_log2", "dac_settle", "analog_settle", "watchdog_limit"):
+            m.d.comb += getattr(calibrator, name).eq(host_solve[name])
+        window = regs.cal_coeff
+        write = calibrator.coeff_write
+        m.d.comb += [window.write.en.eq(write.en), window.write.addr.eq(write.addr),
+                     Value.cast(window.write.data).eq(Value.cast(write.data))]
+        for port, reader in ((window.read, calibrator.coeff_read), (window.read_1, seq.coeff),
+                             (window.read_2, seq.opamp_coeff)):
+            m.d.comb += [port.addr.eq(reader.addr), port.en.eq(reader.en),
+                         Value.cast(reader.data).eq(Value.cast(port.data))]
+        control = regs.cal_control
+        m.d.comb += [seq.cal_enable.adc.eq(control.adc), seq.cal_enable.dac.eq(control.dac),
+                     seq.cal_enable.opamp.eq(control.opamp),
+                     regs.cal_quality.residual.eq(calibrator.quality),
+                     regs.cal_failed.count.eq(calibrator.failed_count)]
 
     def _elaborate_nmf(self, m: Module, anls: ANLSSequencer, regs: ControllerRegisters,
                        host_solve: dict[str, Value], host_program: dict[str, Value],

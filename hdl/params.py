@@ -71,6 +71,10 @@ class BuildParams:
         Build RUN_NMF: the ANLS sequencer and its registers and buffers (NMF_*). Without it
         the register map has no NMF_* entries, RUN_NMF is refused as UNKNOWN_OPCODE, and the
         host runs ANLS itself with SOLVE and PROGRAM_MATRIX (a smaller build: the iCE40's).
+    calibration
+        Build CALIBRATE: the calibrator, the calibration memory (CAL_COEFF) and the
+        corrections in the solve path (docs/calibration.md). Without it the register map has
+        no CAL_* entries and CALIBRATE is refused as UNKNOWN_OPCODE.
     refinement
         Build REFINE: the Refiner (iterative refinement, docs/refinement.md) and its
         registers and windows (REFINE_*). Without it REFINE is refused as UNKNOWN_OPCODE and
@@ -96,11 +100,12 @@ class BuildParams:
     exp_bits: int = 8
     counter_bits: int = 32
     run_nmf: bool = True
+    calibration: bool = True
     refinement: bool = True
     spare_remap: bool = True
 
     def __post_init__(self) -> None:
-        for flag in ("run_nmf", "refinement", "spare_remap"):
+        for flag in ("run_nmf", "calibration", "refinement", "spare_remap"):
             value = getattr(self, flag)
             if value not in (True, False) or type(value) not in (bool, int):
                 raise ValueError(f"{flag} must be True or False (or 1 or 0), got {value!r}")

@@ -14,6 +14,7 @@ from amaranth.hdl import Cat, Module
 from amaranth.lib.wiring import Out
 from amaranth.utils import bits_for
 
+from ..model import calibration as cal   # the coefficient word's one definition
 from .anls_sequencer import ITERATION_BITS, RETRY_BITS, ANLSSequencer, NMFPhase, NMFStep
 from .codes import ErrorCode, Opcode
 from .params import BuildParams
@@ -32,6 +33,9 @@ MAX_COLUMNS = 32    #: COLS + SPARE: one fault-map word, one COL_ENABLE word
 
 def _check_params(params: BuildParams) -> None:
     """What the register map needs beyond BuildParams' own checks."""
+    if params.calibration and cal.word_bits(params.adc_bits, params.dac_bits) > 32:
+        raise ValueError(f"calibration needs adc_bits and dac_bits of at most 10 (a 32-bit CAL_COEFF word), not "
+                         f"{max(params.adc_bits, params.dac_bits)}; build with calibration=False")
     if params.rows > MAX_ROWS:
         raise ValueError(f"rows must be at most {MAX_ROWS} for the register map's fixed windows, not {params.rows}")
     if params.total_cols > MAX_COLUMNS:
@@ -453,6 +457,60 @@ class RefreshFailed(Register):
     """Cells the last REFRESH left out of tolerance (also in FAULT_MAP, FAILED_CELL_COUNT)."""
 
     cells = Field(Access.R, 16, "Failed cells of the last REFRESH's walk.")
+# --- CALIBRATE -----------------------------------------------------------------------------
+
+class CalControl(Register):
+    """Which calibration corrections the solves apply (docs/calibration.md). Each bit is latched when a
+    solve starts. With the reset contents of CAL_COEFF (identity words) a correction changes nothing."""
+
+    adc = Field(Access.RW, 1, "Correct every solve result (SOLVE, SOLVE_FREE, MVM, and RUN_NMF's solves) with "
+                              "its channel's ADC word. Reset 1.", reset=1)
+    dac = Field(Access.RW, 1, "Correct every right-hand side code with its row's DAC word on the way to the "
+                              "DAC. Reset 1.", reset=1)
+    opamp = Field(Access.RW, 1, "Subtract the column's op-amp offset word from SOLVE and SOLVE_FREE results "
+                                "(not MVM). Reset 0: the offsets are measured with the matrix programmed at "
+                                "CALIBRATE time and hold for that matrix only.", at=2)
+
+
+class CalQuality(Register):
+    """Outcome of the last CALIBRATE: the worst corrected residual of the ADC check references."""
+
+    residual = Field(Access.R, 16, "Worst |corrected reading - ideal| over the channels and the 0, +7/8 and "
+                                   "-7/8 full-scale references, in 1/16 ADC LSB; saturates at 0xFFFF.")
+
+
+class CalFailed(Register):
+    """Outcome of the last CALIBRATE: entries stored as identity because their measurement failed."""
+
+    def __init__(self, params: BuildParams) -> None:
+        depth = cal.memory_depth(params.rows, params.total_cols)
+        super().__init__({"count": Field(Access.R, bits_for(depth), "Entries of CAL_COEFF the last CALIBRATE could not "
+                                                       "measure (over range, gain outside 1/2 to 2, offset "
+                                                       "too large); CALIBRATE then ends with CAL_FAILED.")})
+
+
+def _add_cal_registers(regs: RegisterMap, params: BuildParams) -> None:
+    """CALIBRATE's registers and its coefficient window (built with ``params.calibration`` only)."""
+    regs.add("CAL_SETTLE", Cycles(params, doc="Calibration reference settling time.", reset=4,
+                                  field_doc="Cycles from selecting a reference (or a loopback row) to the first "
+                                            "conversion of CALIBRATE."), offset=0x090)
+    regs.add("CAL_CONTROL", CalControl(), offset=0x094)
+    regs.add("CAL_QUALITY", CalQuality(), offset=0x098)
+    regs.add("CAL_FAILED", CalFailed(params), offset=0x09C)
+    ob = cal.offset_bits(params.adc_bits, params.dac_bits)
+    identity = cal.pack_coefficient(cal.IDENTITY, adc_bits=params.adc_bits, dac_bits=params.dac_bits)
+    total = params.total_cols
+    regs.add("CAL_COEFF", MemoryWindow(
+        depth=cal.memory_depth(params.rows, total), span=2 * MAX_ROWS, access=Access.R,
+        core=CoreAccess.READ_WRITE, core_read_ports=3, init=identity,
+        fields={"offset": (ob, f"Signed offset ({ob}-bit two's complement), 1/16 LSB of its converter (op-amp "
+                               f"words: ADC LSB)."),
+                "gain": (cal.GAIN_BITS, "Gain, 1.0 = 0x8000 (15 fractional bits); op-amp words 0."),
+                "valid": (1, "The entry was measured; 0: identity (offset 0, gain 1.0), the reset contents.")},
+        doc=f"Calibration coefficients, written by CALIBRATE: ADC channel c at index c, DAC row r at index "
+            f"COLS + SPARE + r, op-amp column c at index COLS + SPARE + ROWS + c "
+            f"({cal.memory_depth(params.rows, total)} words in this build). Reset: every word identity."),
+        offset=0x8000)
 
 
 # --- counters ------------------------------------------------------------------------------
@@ -521,6 +579,8 @@ def build_register_map(params: BuildParams | None = None) -> RegisterMap:
         _add_refine_registers(regs, params)
     if params.spare_remap:
         _add_remap_registers(regs, params)
+    if params.calibration:
+        _add_cal_registers(regs, params)
 
     regs.add("RESULTS", MemoryWindow(
         depth=params.total_cols, span=MAX_COLUMNS, access=Access.R, core=CoreAccess.WRITE,

@@ -339,13 +339,18 @@ class MemoryWindow:
     core_read_transparent : bool
         The core-side read port returns the data written in the same cycle to the same index
         (by the core or the bus) instead of the old contents. Needs core=READ_WRITE.
+    core_read_ports : int
+        Core-side read ports: ``read``, then ``read_1``, ``read_2``... (one memory, several
+        readers that look up different elements in the same cycle).
+    init : int
+        Every element's contents after reset (the element's bits as an integer).
     doc : str
         What the buffer holds and how elements are indexed.
     """
 
     def __init__(self, *, depth: int, span: int, fields: Mapping[str, tuple[int, str]], access: Access,
                  core: CoreAccess, doc: str, core_write_granularity: int | None = None,
-                 core_read_transparent: bool = False) -> None:
+                 core_read_transparent: bool = False, core_read_ports: int = 1, init: int = 0) -> None:
         _check_int(depth, "window depth", 1, 1 << 20)
         if isinstance(span, bool) or not isinstance(span, int) or span < depth or span & (span - 1):
             raise ValueError(f"window span must be a power of two >= the depth {depth}, not {span!r}")
@@ -379,6 +384,11 @@ class MemoryWindow:
         if core_read_transparent and core is not CoreAccess.READ_WRITE:
             raise ValueError("core_read_transparent needs a core read and a core write port (core=READ_WRITE)")
         self.core_read_transparent = core_read_transparent
+        _check_int(core_read_ports, "core_read_ports", 1, 8)
+        if core_read_ports > 1 and not self.core_reads:
+            raise ValueError("core_read_ports above 1 needs a core read port (core=READ or READ_WRITE)")
+        self.core_read_ports = core_read_ports
+        self.init = _check_int(init, "window init", 0, (1 << self.width) - 1)
 
     @property
     def addr_width(self) -> int:
@@ -404,11 +414,19 @@ class MemoryWindow:
     def core_writes(self) -> bool:
         return self.core in (CoreAccess.WRITE, CoreAccess.READ_WRITE)
 
+    @property
+    def read_port_names(self) -> tuple[str, ...]:
+        """Names of the core-side read ports (none if the core does not read)."""
+        if not self.core_reads:
+            return ()
+        return ("read",) + tuple(f"read_{index}" for index in range(1, self.core_read_ports))
+
     def core_members(self) -> dict[str, wiring.Member]:
         """``read``/``write``: memory port signatures as the memory itself presents them."""
         members: dict[str, wiring.Member] = {}
         if self.core_reads:
-            members["read"] = Out(ReadPort.Signature(addr_width=self.addr_width, shape=self.shape))
+            for name in self.read_port_names:
+                members[name] = Out(ReadPort.Signature(addr_width=self.addr_width, shape=self.shape))
         if self.core_writes:
             members["write"] = Out(WritePort.Signature(addr_width=self.addr_width, shape=self.shape,
                                                        granularity=self.core_write_granularity))
@@ -804,7 +822,9 @@ class RegisterFile(wiring.Component):
         window: MemoryWindow = entry.item  # type: ignore[assignment]
         bus = self.bus
         name = entry.port_name
-        memory = Memory(shape=window.shape, depth=window.depth, init=[])
+        element = data.Const(window.shape, window.init) if isinstance(window.shape, data.Layout) else window.init
+        init = [element] * window.depth if window.init else []
+        memory = Memory(shape=window.shape, depth=window.depth, init=init)
         m.submodules[f"{name}_memory"] = memory
         ports = getattr(self, name)
         index = bus.addr[:ceil_log2(window.span)] if window.span > 1 else Const(0, 1)
@@ -857,5 +877,7 @@ class RegisterFile(wiring.Component):
                 writers.append(core_port)
         if window.core_reads:
             transparent_for = tuple(writers) if window.core_read_transparent else ()
-            wiring.connect(m, wiring.flipped(ports.read), memory.read_port(transparent_for=transparent_for))
+            for read_name in window.read_port_names:
+                wiring.connect(m, wiring.flipped(getattr(ports, read_name)),
+                               memory.read_port(transparent_for=transparent_for))
         return bus_word, pending_info

@@ -20,22 +20,37 @@ Sequence (docs/solve-timing.md has the cycle formula, docs/afe-interface.md the 
    conversions on purpose (digital activity next to the ADC), which costs these N+1 cycles.
 7. Done: ``done`` for one cycle with ``error``.
 
+Calibration corrections (a build with ``params.calibration``, docs/calibration.md): ``coeff``
+reads the calibration memory, the row's DAC word in Load-DAC (with the RHS read, same
+latency) and the column's ADC word during its conversions; ``opamp_coeff`` reads the column's
+op-amp word. With ``cal_enable.dac`` the code written into a row DAC is the RHS code corrected
+by the row's word (combinational between the RHS read and ``dac_data``, which leaves the
+chip). A result goes through two more registered stages instead of one: the cycle after the
+last sample the averaged code, minus the ADC offset, times the gain (registered: the product
+is the long path); the next cycle rounded, the op-amp offset subtracted (``cal_enable.opamp``,
+SOLVE and SOLVE_FREE), rounded, clamped, written with over_range also set when clamped. The
+last result is still written before Zero-LDAC, so the cycle count does not change.
+
 Every ADC wait is bounded by the watchdog (``watchdog_limit`` cycles from adc_start to the
 end of the conversion): on expiry, or on ``abort`` in any busy state, the safe exit writes
 the zero-volt code to every DAC, applies them, and reports ADC_TIMEOUT or ABORTED.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..model import calibration as cal   # the correction's one definition
 from .afe import SAFE_EXIT_STATE, AFEMode, AFESignature, emit_safe_exit, lowest_set_index
 from .codes import ErrorCode
 from .params import BuildParams
 from .watchdog import Watchdog
 
-__all__ = ["SolveSequencer", "result_layout", "solve_cycles", "SOLVE_MODES"]
+__all__ = ["SolveSequencer", "result_layout", "solve_cycles", "SOLVE_MODES", "CalEnable"]
+
+#: Which calibration corrections a solve applies (CAL_CONTROL's bits, latched at start).
+CalEnable = data.StructLayout({"adc": 1, "dac": 1, "opamp": 1})
 
 #: AFE modes the sequencer runs; any other ``mode`` is rejected with UNKNOWN_OPCODE.
 SOLVE_MODES: tuple[AFEMode, ...] = (AFEMode.SOLVE, AFEMode.SOLVE_FREE, AFEMode.MVM)
@@ -95,7 +110,14 @@ class SolveSequencer(wiring.Component):
             raise TypeError(f"params must be a BuildParams, got {params!r}")
         self._params = params
         p = params
-        super().__init__({
+        calibration_ports = {}
+        if p.calibration:
+            from .calibrator import calibration_memory_depth, coefficient_layout  # (it imports this module)
+            coeff_port = memory.ReadPort.Signature(
+                addr_width=max(1, (calibration_memory_depth(p) - 1).bit_length()), shape=coefficient_layout(p))
+            calibration_ports = {"cal_enable": In(CalEnable), "coeff": In(coeff_port),
+                                 "opamp_coeff": In(coeff_port)}
+        super().__init__({**calibration_ports,
             "start": In(1),
             "abort": In(1),
             "busy": Out(1),
@@ -166,14 +188,23 @@ class SolveSequencer(wiring.Component):
         m.d.comb += [self.error.eq(error), self.over_range_count.eq(over_range_count)]
 
         m.d.sync += store_pending.eq(0)
-        with m.If(store_pending):
-            m.d.comb += [
-                self.result.en.eq(1),
-                self.result.addr.eq(store_col),
-                # The sum started at the rounding half (below): only the shift is left here.
-                self.result.data.code.eq(store_sum >> avg_log2),
-                self.result.data.over_range.eq(store_over_range),
-            ]
+        # The sum started at the rounding half (below): only the shift is left here.
+        averaged_code = Signal(p.adc_bits)
+        m.d.comb += averaged_code.eq(store_sum >> avg_log2)
+        cal_enable = Signal(CalEnable)
+        dac_code = Signal(p.dac_bits)
+        if not p.calibration:
+            m.d.comb += dac_code.eq(self.rhs.data)
+            with m.If(store_pending):
+                m.d.comb += [
+                    self.result.en.eq(1),
+                    self.result.addr.eq(store_col),
+                    self.result.data.code.eq(averaged_code),
+                    self.result.data.over_range.eq(store_over_range),
+                ]
+        else:
+            self._elaborate_corrections(m, averaged_code, dac_code, cal_enable, solve_mode, store_pending,
+                                        store_col, store_over_range)
 
         # Validation of the start parameters, in the documented priority order.
         start_error = Signal(ErrorCode)
@@ -245,6 +276,8 @@ class SolveSequencer(wiring.Component):
                     sample_sum.eq(rounding_half(self.avg_log2, p.sum_bits)),
                     sample_over_range.eq(0),
                 ]
+                if p.calibration:
+                    m.d.sync += cal_enable.eq(self.cal_enable)
                 with m.If(self.start):
                     m.d.sync += error.eq(settled_start_error)
                     with m.If(settled_start_error != ErrorCode.NONE):
@@ -269,7 +302,7 @@ class SolveSequencer(wiring.Component):
                     m.d.comb += [
                         afe.dac_we.eq(1),
                         afe.dac_addr.eq(write_row),
-                        afe.dac_data.eq(self.rhs.data),
+                        afe.dac_data.eq(dac_code),
                     ]
                 abortable()
 
@@ -371,4 +404,53 @@ class SolveSequencer(wiring.Component):
                 afe.adc_mux.eq(current_col),
             ]
         m.d.comb += self.busy.eq(~fsm.ongoing("Idle"))
+        if p.calibration:
+            # The row's DAC word with the RHS read (Load-DAC), else the column's ADC word; en rests at 1.
+            m.d.comb += [
+                self.coeff.addr.eq(Mux(fsm.ongoing("Load-DAC"), p.total_cols + next_row, current_col)),
+                self.coeff.en.eq(1),
+                self.opamp_coeff.addr.eq(p.total_cols + p.rows + current_col),
+                self.opamp_coeff.en.eq(1),
+            ]
         return m
+
+    def _elaborate_corrections(self, m: Module, averaged_code: Value, dac_code: Signal, cal_enable: Value,
+                               solve_mode: Value, store_pending: Value, store_col: Value,
+                               store_over_range: Value) -> None:
+        """The DAC path's correction and the readout path's two registered stages."""
+        from .calibrator import code_from_corrected, corrected_code, round_shift_value  # (it imports this module)
+        p = self._params
+        corrected_dac, _ = corrected_code(self.rhs.data, self.coeff.data, p.dac_bits)
+        m.d.comb += dac_code.eq(Mux(cal_enable.dac, corrected_dac, self.rhs.data))
+
+        # The column's words, registered every cycle: in a column's last-sample cycle they hold
+        # that column's words (addressed since the cycle after the column began), so stage 1
+        # starts from registers, not from the memory's output (its clock-to-out is long).
+        word = Signal.like(self.coeff.data)
+        opamp_offset = Signal.like(self.opamp_coeff.data.offset)
+        m.d.sync += [word.eq(self.coeff.data), opamp_offset.eq(self.opamp_coeff.data.offset)]
+
+        # Stage 1 (store_pending): (code - zero) * 2^F - offset, times the gain, registered.
+        offset = Mux(cal_enable.adc, word.offset, 0)
+        gain = Mux(cal_enable.adc, word.gain, cal.GAIN_ONE)
+        deviation = (Cat(averaged_code, Const(0, 1)).as_signed() - (1 << (p.adc_bits - 1))) << cal.FRAC_BITS
+        product = Signal(signed(len(deviation) + len(word.offset) + cal.GAIN_BITS + 2))
+        subtract = Signal.like(self.opamp_coeff.data.offset)
+        corrected_pending = Signal()
+        corrected_col = Signal.like(store_col)
+        corrected_over_range = Signal()
+        m.d.sync += [product.eq((deviation - offset.as_signed()) * gain),
+                     subtract.eq(Mux(cal_enable.opamp & (solve_mode != AFEMode.MVM), opamp_offset, 0)),
+                     corrected_pending.eq(store_pending), corrected_col.eq(store_col),
+                     corrected_over_range.eq(store_over_range)]
+
+        # Stage 2: rounded, the op-amp offset off, rounded to a code, clamped, written.
+        clamped, saturated = code_from_corrected(round_shift_value(product, cal.GAIN_FRAC_BITS) - subtract,
+                                                 p.adc_bits)
+        with m.If(corrected_pending):
+            m.d.comb += [
+                self.result.en.eq(1),
+                self.result.addr.eq(corrected_col),
+                self.result.data.code.eq(clamped),
+                self.result.data.over_range.eq(corrected_over_range | saturated),
+            ]

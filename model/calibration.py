@@ -252,8 +252,8 @@ def calibration_cycles(*, channels: int, rows: int, avg_log2: int, cal_settle: i
                        dac_settle: int, analog_settle: int, adc_cycles: int) -> int:
     """Cycles from ``start`` to ``done`` of a completed CALIBRATE (docs/calibration.md):
 
-        T = 1 + C (5 P + DIVIDE_CYCLES + 5) + N (2 (P + 3 + t_dac) + DIVIDE_CYCLES + 4)
-              + t_dac + 1 + t_an + C (2^a (t_adc + 1) + 2)
+        T = 1 + C (5 P + DIVIDE_CYCLES + 8) + N (2 (P + 4 + t_dac) + DIVIDE_CYCLES + 4)
+              + t_dac + 1 + t_an + C (2^a (t_adc + 1) + 3)
 
     with P = 1 + t_cal + 2^a (t_adc + 1), the cycles of one measured point."""
     for name, value, low in (("channels", channels, 1), ("rows", rows, 1),
@@ -263,9 +263,9 @@ def calibration_cycles(*, channels: int, rows: int, avg_log2: int, cal_settle: i
         _check_int(name, value, low)
     conversions = (1 << avg_log2) * (adc_cycles + 1)
     point = 1 + cal_settle + conversions
-    return (1 + channels * (5 * point + DIVIDE_CYCLES + 5)
-            + rows * (2 * (point + 3 + dac_settle) + DIVIDE_CYCLES + 4)
-            + dac_settle + 1 + analog_settle + channels * (conversions + 2))
+    return (1 + channels * (5 * point + DIVIDE_CYCLES + 8)
+            + rows * (2 * (point + 4 + dac_settle) + DIVIDE_CYCLES + 4)
+            + dac_settle + 1 + analog_settle + channels * (conversions + 3))
 
 
 @dataclass
@@ -359,7 +359,7 @@ def golden_calibration(params: "BuildParamsLike", afe: "AnalogFrontEnd",
             value, _, cycle = measure(cycle, cal_ref_sel=reference)
             corrected = correct_deviation(deviation_q(value, adc_bits), coefficient)
             quality = max(quality, abs(corrected - ideal_q(reference, adc_bits)))
-            cycle += 1   # check
+            cycle += 2   # correct (the registered multiply), check
     loopback = adc_coefficients[channels[0]]
     mux = channels[0]
     for row in row_list:
@@ -371,7 +371,7 @@ def golden_calibration(params: "BuildParamsLike", afe: "AnalogFrontEnd",
                                          cal_ref_sel=REF_DAC_LOOPBACK, cell_row=row)
             corrected = correct_deviation(deviation_q(value, adc_bits), loopback)
             measured.append((rescale(corrected, adc_bits, dac_bits), over))
-            cycle += 1   # loopback correct
+            cycle += 2   # correct (the registered multiply), loopback point
         afe.write_dac(row, dac_zero)               # Write-Zero
         afe.load_dacs(at(cycle + 1))               # Zero-LDAC
         (low, over_low), (high, over_high) = measured
@@ -393,7 +393,7 @@ def golden_calibration(params: "BuildParamsLike", afe: "AnalogFrontEnd",
         coefficient = Coefficient(offset, 0, True) if valid else Coefficient(0, 0, False)
         store("opamp", channel, opamp_address(channel, rows=rows, total_cols=total_cols),
               coefficient)
-        cycle += 1   # correct and store
+        cycle += 2   # correct (the registered multiply), store
     drive(cycle, mode=int(Mode.IDLE), loop=0, row_en=0, col_en=0)   # Done: released
     failed = sum(not c.valid for c in entries.values())
     return CalibrationOutcome(words, min(quality, (1 << QUALITY_BITS) - 1), failed, cycle,

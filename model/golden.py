@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from . import calibration as cal
 from .afe import AnalogFrontEnd, BuildParamsLike, Mode, Polarity
 from .formats import (PICOSECONDS_PER_SECOND, ProgramSettings, factor_from_fixed, factor_peaks,
                       factor_targets, leading_one, mask_from_words, next_component_exponent,
@@ -34,7 +35,7 @@ from .formats import (PICOSECONDS_PER_SECOND, ProgramSettings, factor_from_fixed
                       unpack_result, zero_code)
 
 __all__ = ["GoldenController", "Error", "SolveOutcome", "CellOutcome", "ProgramOutcome",
-           "ReadOutcome", "SOLVE_MODES", "NMFOutcome", "RetrySolveOutcome"]
+           "ReadOutcome", "SOLVE_MODES", "NMFOutcome", "RetrySolveOutcome", "CalEnable", "CalibrateOutcome"]
 
 #: AFE modes the solve sequencer runs (SOLVE, SOLVE_FREE, MVM).
 SOLVE_MODES: tuple[Mode, ...] = (Mode.SOLVE, Mode.SOLVE_FREE, Mode.MVM)
@@ -57,6 +58,7 @@ class Error(IntEnum):
     CELLS_FAILED = 10
     EXPONENT_RANGE = 11
     BAD_WINDOW = 12
+    CAL_FAILED = 13
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,25 @@ class NMFOutcome:
     done_cycle: int
 
 
+@dataclass(frozen=True)
+class CalEnable:
+    """Which corrections the solves apply (CAL_CONTROL; its reset values)."""
+
+    adc: bool = True     #: solve results through their channel's ADC word
+    dac: bool = True     #: right-hand side codes through their row's DAC word
+    opamp: bool = False  #: the column's op-amp offset off SOLVE / SOLVE_FREE results
+
+
+@dataclass(frozen=True)
+class CalibrateOutcome:
+    """One CALIBRATE."""
+
+    error: Error
+    quality: int        #: worst check residual, 2^-4 ADC LSB (CAL_QUALITY)
+    failed_count: int   #: entries stored as identity (CAL_FAILED)
+    done_cycle: int
+
+
 class _Timeout(Exception):
     """The watchdog expired in cycle ``cycle`` (internal control flow)."""
 
@@ -216,6 +237,13 @@ class GoldenController:
         self.read_code = 0
         self.read_over_range = False
         self._next_start_ps = 0
+        #: CAL_COEFF: packed coefficient words (reset: identity); CAL_CONTROL's enables.
+        self.cal_words = np.full(cal.memory_depth(self.rows, self.total_cols),
+                                 cal.pack_coefficient(cal.IDENTITY, adc_bits=self.p["adc_bits"],
+                                                      dac_bits=self.p["dac_bits"]), dtype=np.int64)
+        self.cal_enable = CalEnable()
+        self.cal_quality = 0
+        self.cal_failed_count = 0
         # RUN_NMF buffers, in the layouts of the NMF_* windows (docs/anls-sequencer.md).
         cols = self.p["cols"]
         #: NMF_R: R codes, entry (i, j) of R at [i, j] (rows x rows).
@@ -332,7 +360,7 @@ class GoldenController:
         n = len(rows)
         # Load-DAC: the write of the k-th enabled row is in cycle k + 2; Load-LDAC in N + 2.
         for row in rows:
-            afe.write_dac(row, int(self.rhs[row]))
+            afe.write_dac(row, self._dac_code(row, int(self.rhs[row])))
         afe.load_dacs(at(n + 2))
         # Settle-DAC; the loop closes in the first Settle-Analog (or Convert-Start) cycle.
         cycle = n + 3 + dac_settle
@@ -353,7 +381,8 @@ class GoldenController:
                     over_range |= over
                     over_range_count += over
                     cycle += t_adc + 1
-                word = pack_result(rounded_average(total, avg_log2), over_range, p["adc_bits"])
+                code, clipped = self._corrected_result(col, rounded_average(total, avg_log2), mode)
+                word = pack_result(code, over_range or clipped, p["adc_bits"])
                 words[col] = word
                 self.results[col] = word
         except _Timeout as timeout:
@@ -421,6 +450,83 @@ class GoldenController:
         if outcome.error == Error.NONE or outcome.passes_done or outcome.peaks:
             self.refine_x[:] = outcome.x
         return outcome
+
+    # ---- calibration ---------------------------------------------------------------------
+
+    def _coefficient(self, address: int) -> cal.Coefficient:
+        return cal.unpack_coefficient(int(self.cal_words[address]), adc_bits=self.p["adc_bits"],
+                                      dac_bits=self.p["dac_bits"])
+
+    def _dac_code(self, row: int, wanted: int) -> int:
+        """The code the solve sequencer writes into row ``row``'s DAC for RHS code ``wanted``."""
+        if not self.cal_enable.dac:
+            return wanted
+        word = self._coefficient(cal.dac_address(row, rows=self.rows, total_cols=self.total_cols))
+        return cal.correct_code(wanted, word, self.p["dac_bits"])[0]
+
+    def _corrected_result(self, col: int, code: int, mode: int) -> tuple[int, bool]:
+        """A solve's averaged ``code`` of column ``col`` through the readout correction:
+        (result code, clamped)."""
+        shape = dict(rows=self.rows, total_cols=self.total_cols)
+        word = self._coefficient(cal.adc_address(col, **shape)) if self.cal_enable.adc \
+            else cal.IDENTITY
+        subtract = 0
+        if self.cal_enable.opamp and mode != Mode.MVM:
+            subtract = self._coefficient(cal.opamp_address(col, **shape)).offset
+        return cal.correct_code(code, word, self.p["adc_bits"], subtract)
+
+    def calibrate(self, *, col_mask: int, row_mask: int, avg_log2: int, cal_settle: int,
+                  dac_settle: int, analog_settle: int, watchdog_limit: int | None = None,
+                  start_s: float | None = None) -> CalibrateOutcome:
+        """CALIBRATE as the calibrator runs it (``anmf.model.calibration.golden_calibration``):
+        the coefficient words into ``cal_words``, ``cal_quality`` and ``cal_failed_count``
+        updated. A watchdog below the ADC's cycles times the first conversion out (ADC_TIMEOUT,
+        then the safe exit), as in the RTL."""
+        p = self.p
+        timer_bits = p["timer_bits"]
+        col_mask = self._operand("col_mask", col_mask, self.total_cols)
+        row_mask = self._operand("row_mask", row_mask, self.rows)
+        avg_log2 = self._operand("avg_log2", avg_log2, max(1, p["avg_max_log2"].bit_length()))
+        for name, value in (("cal_settle", cal_settle), ("dac_settle", dac_settle),
+                            ("analog_settle", analog_settle)):
+            self._operand(name, value, timer_bits)
+        watchdog = self._operand("watchdog_limit", 2 ** timer_bits - 1
+                                 if watchdog_limit is None else watchdog_limit, timer_bits)
+        start_ps = self._begin(start_s)
+        if row_mask == 0 or col_mask == 0:
+            error = Error.BAD_DIMENSION
+        elif avg_log2 > p["avg_max_log2"]:
+            error = Error.BAD_AVERAGING
+        elif watchdog == 0:
+            error = Error.BAD_TIMING
+        else:
+            error = Error.NONE
+        if error != Error.NONE:
+            self._end(start_ps, 1)
+            return CalibrateOutcome(error, self.cal_quality, self.cal_failed_count, 1)
+        self.cal_quality = self.cal_failed_count = 0   # cleared at start, as the calibrator does
+        if self.afe.adc_cycles > watchdog:
+            # The first conversion (channel 0's +1/2 FS point, after Setup and cal_settle) times out.
+            at = self._clock(start_ps)
+            channel = next(self._set_bits(col_mask))
+            self.afe.apply_controls(at(2), mode=Mode.CAL, loop=0, row_en=0, col_en=0,
+                                    cal_ref_sel=cal.REF_PLUS_HALF)
+            first = 2 + cal_settle
+            self.afe.convert(channel, at(first))
+            done = self._safe_exit(at, first + watchdog + 1)
+            self._end(start_ps, done)
+            return CalibrateOutcome(Error.ADC_TIMEOUT, 0, 0, done)
+        settings = cal.CalibrationSettings(col_mask=col_mask, row_mask=row_mask,
+                                           avg_log2=avg_log2, cal_settle=cal_settle,
+                                           dac_settle=dac_settle, analog_settle=analog_settle)
+        outcome = cal.golden_calibration(self.params, self.afe, settings,
+                                         start_s=start_ps / PICOSECONDS_PER_SECOND)
+        for address, word in outcome.words.items():
+            self.cal_words[address] = word
+        self.cal_quality, self.cal_failed_count = outcome.quality, outcome.failed_count
+        self._end(start_ps, outcome.done_cycle)
+        return CalibrateOutcome(Error.CAL_FAILED if outcome.failed_count else Error.NONE,
+                                outcome.quality, outcome.failed_count, outcome.done_cycle)
 
     # ---- READ_CELL / PROGRAM_CELL / PROGRAM_MATRIX -------------------------------------
 

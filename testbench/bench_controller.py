@@ -344,3 +344,95 @@ async def remap_and_refresh(dut) -> None:
     assert (await host.read("REFRESH_FAILED"))["cells"] == 0
     assert {(r, c) for r, c, _, _ in afe.pulses[pulses_before:]} == set(drifted), "only drifted cells pulsed"
     assert (await host.read("PULSE_COUNT"))["count"] == len(afe.pulses)
+
+
+# ---- CALIBRATE with the AFE model ------------------------------------------------------------
+
+def _calibration_afe(params, *, faulty: bool):
+    """rram-3bit (seed 3, deterministic, a 30 ns ADC), every cell at a random level; ``faulty``:
+    ADC +50 mV (5 % of the 1 V full scale) and +5 % gain, every DAC -50 mV and -5 %."""
+    from anmf.model.afe import AnalogFrontEnd
+    from anmf.model.config import preset
+
+    config = preset("rram-3bit").replace(seed=3)
+    config = config.replace(adc=config.adc.replace(conversion_time_s=30e-9))
+    afe = AnalogFrontEnd.from_build_params(config, params, deterministic=True, clock_hz=100e6)
+    levels = afe.config.device.level_targets_s()
+    afe.set_conductances(levels[np.random.default_rng(1).integers(1, levels.size,
+                                                                  (afe.rows, afe.total_cols))], 0.0)
+    if faulty:
+        afe.adc.offset_v[:], afe.adc.gain_error[:] = 0.05, 0.05
+        afe.dac.offset_v[:], afe.dac.gain_error[:] = -0.05, -0.05
+    return afe
+
+
+@cocotb.test()
+async def calibrate_then_solve_equals_golden(dut) -> None:
+    """The AFE model (5 % FS ADC and DAC offset and gain errors) on the AFE port: CALIBRATE's
+    coefficients over the bus, CAL_QUALITY, CAL_FAILED and its done cycle equal the golden
+    model's; the corrected SOLVE_FREE equals the golden's and is closer to the fault-free AFE's
+    result than the uncorrected one (CAL_CONTROL off)."""
+    from anmf.hdl.codes import Opcode
+    from anmf.hdl.params import BuildParams
+    from anmf.model.afe import Mode
+    from anmf.model.golden import CalEnable, Error, GoldenController
+    from anmf.testbench.afe_binding import AFEBinding
+    from anmf.testbench.bench_afe_binding import WATCHDOG, ControllerDriver, Operands
+
+    regs = _regs()
+    params = BuildParams(**regs.params)
+    afe = _calibration_afe(params, faulty=True)
+    golden = GoldenController(params, _calibration_afe(params, faulty=True))
+    binding = AFEBinding(dut, afe, params, clock=dut.clk)
+    Clock(dut.clk, afe.period_ps, unit="ps").start()
+    dut.rst.value = 1
+    await binding.start()
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, 2)
+    driver = ControllerDriver(dut, params, afe.period_ps)
+    await driver.start()
+    rows, cols = 2 ** params.rows - 1, 2 ** params.total_cols - 1
+    ops = Operands(row_mask=rows, col_mask=cols, avg_log2=2, dac_settle=50, analog_settle=40)
+    await driver._masks(ops)
+    await driver.set("TIMING", adc_samples=4)
+    await driver.set("DAC_SETTLE", cycles=50)
+    await driver.set("ANALOG_SETTLE", cycles=40)
+    await driver.set("CAL_SETTLE", cycles=2)
+    done = await driver._run(Opcode.CALIBRATE)
+    expected = golden.calibrate(col_mask=cols, row_mask=rows, avg_log2=2, cal_settle=2, dac_settle=50,
+                                analog_settle=40, watchdog_limit=WATCHDOG, start_s=done.start_s)
+    assert (done.error, done.done_cycle) == (expected.error, expected.done_cycle), (done, expected)
+    words = await driver.read_window("CAL_COEFF")
+    assert words == [int(w) for w in golden.cal_words], "CAL_COEFF differs from the golden words"
+    assert (await driver.get("CAL_QUALITY"))["residual"] == expected.quality
+    assert (await driver.get("CAL_FAILED"))["count"] == expected.failed_count
+    assert expected.error == Error.NONE and expected.quality < 16, expected
+    cocotb.log.info("CALIBRATE: done in cycle %d, quality %d/16 LSB, %d failed entries", done.done_cycle,
+                    expected.quality, expected.failed_count)
+
+    rhs = np.array([560 + 8 * (r % 5) for r in range(params.rows)])
+    codes = {}
+    for label, enable in (("corrected", CalEnable()), ("raw", CalEnable(adc=False, dac=False))):
+        await driver.set("CAL_CONTROL", adc=int(enable.adc), dac=int(enable.dac), opamp=int(enable.opamp))
+        golden.cal_enable = enable
+        solved = await driver.solve(Mode.SOLVE_FREE, rhs, ops)
+        golden.load_rhs(rhs)
+        reference = golden.solve(Mode.SOLVE_FREE, row_mask=rows, col_mask=cols, avg_log2=2, dac_settle=50,
+                                 analog_settle=40, watchdog_limit=WATCHDOG, start_s=solved.start_s)
+        results = await driver.results()
+        assert results == [reference.words[c] for c in range(params.total_cols)], (label, results, reference)
+        assert solved.done_cycle == reference.done_cycle, (label, solved, reference)
+        codes[label] = [w & (2 ** params.adc_bits - 1) for w in results]
+        if label == "corrected":
+            ideal = GoldenController(params, _calibration_afe(params, faulty=False))
+            ideal.load_rhs(rhs)
+            fault_free = ideal.solve(Mode.SOLVE_FREE, row_mask=rows, col_mask=cols, avg_log2=2, dac_settle=50,
+                                     analog_settle=40, start_s=solved.start_s)
+            codes["fault-free"] = [fault_free.words[c] & (2 ** params.adc_bits - 1)
+                                   for c in range(params.total_cols)]
+    errors = {label: max(abs(a - b) for a, b in zip(codes[label], codes["fault-free"]))
+              for label in ("corrected", "raw")}
+    cocotb.log.info("SOLVE_FREE codes %s; worst error vs fault-free %s", codes, errors)
+    assert errors["corrected"] < errors["raw"], errors
+    assert not binding.all_violations, binding.all_violations

@@ -60,7 +60,7 @@ from anmf.hdl.registers import build_register_map
 from anmf.model.afe import AnalogFrontEnd, Mode
 from anmf.model.config import config_from_dict
 from anmf.model.formats import ProgramSettings, exponent_word, mask_words
-from anmf.model.golden import Error, GoldenController
+from anmf.model.golden import CalEnable, Error, GoldenController
 from anmf.testbench.afe_binding import AFEBinding, _value
 from anmf.testbench.coverage import (BUS_BLOCK, IDLE_TARGET, READ, UNKNOWN_OPCODE_BIN, UNMAPPED, WINDOW_GAP,
                                      WRITE, WRITE_PARTIAL, CoverageModel, FSMModel, access_classes,
@@ -115,7 +115,7 @@ def expected_refusal(fields: dict[str, dict[str, int]], row_mask: int, p: BuildP
         return ErrorCode.NONE, 0
     if op is Opcode.REFRESH and not p.spare_remap:
         return ErrorCode.UNKNOWN_OPCODE, opcode
-    solve, nmf = op in SOLVE_OPCODES, op is Opcode.RUN_NMF
+    solve, nmf, calibrate = op in SOLVE_OPCODES, op is Opcode.RUN_NMF, op is Opcode.CALIBRATE
     cell = op in (Opcode.READ_CELL, Opcode.PROGRAM_CELL)
     # REFRESH takes PROGRAM_MATRIX's checks (it runs the same walk).
     matrix = op in (Opcode.PROGRAM_MATRIX, Opcode.REFRESH)
@@ -126,8 +126,9 @@ def expected_refusal(fields: dict[str, dict[str, int]], row_mask: int, p: BuildP
     base, span = fields["NMF_WINDOW_BASE"]["code"], fields["NMF_WINDOW_SPAN"]["codes"]
     checks = [
         (cell and (command["row"] >= p.rows or command["col"] >= p.total_cols), ErrorCode.BAD_DIMENSION, "COMMAND"),
-        ((solve or matrix) and row_mask == 0, ErrorCode.BAD_DIMENSION, "ROW_MASK"),
-        ((solve or matrix) and fields["COL_ENABLE"]["enable"] == 0, ErrorCode.BAD_DIMENSION, "COL_ENABLE"),
+        ((solve or matrix or calibrate) and row_mask == 0, ErrorCode.BAD_DIMENSION, "ROW_MASK"),
+        ((solve or matrix or calibrate) and fields["COL_ENABLE"]["enable"] == 0, ErrorCode.BAD_DIMENSION,
+         "COL_ENABLE"),
         (nmf and not (0 < size["m"] <= p.rows and 0 < size["n"] <= p.rows and 0 < size["k"] <= p.cols),
          ErrorCode.BAD_DIMENSION, "NMF_SIZE"),
         (nmf and fields["NMF_ITERATIONS"]["count"] == 0, ErrorCode.BAD_DIMENSION, "NMF_ITERATIONS"),
@@ -137,10 +138,12 @@ def expected_refusal(fields: dict[str, dict[str, int]], row_mask: int, p: BuildP
         (nmf and span == 0, ErrorCode.BAD_WINDOW, "NMF_WINDOW_SPAN"),
         (nmf and base + span > 1 << p.adc_bits, ErrorCode.BAD_WINDOW, "NMF_WINDOW_BASE"),
         (fields["WATCHDOG"]["cycles"] == 0, ErrorCode.BAD_TIMING, "WATCHDOG"),
-        ((solve or nmf) and fields["DAC_SETTLE"]["cycles"] == 0, ErrorCode.BAD_TIMING, "DAC_SETTLE"),
-        ((solve or nmf) and fields["ANALOG_SETTLE"]["cycles"] == 0, ErrorCode.BAD_TIMING, "ANALOG_SETTLE"),
+        ((solve or nmf or calibrate) and fields["DAC_SETTLE"]["cycles"] == 0, ErrorCode.BAD_TIMING, "DAC_SETTLE"),
+        ((solve or nmf or calibrate) and fields["ANALOG_SETTLE"]["cycles"] == 0, ErrorCode.BAD_TIMING,
+         "ANALOG_SETTLE"),
         ((cell or matrix or nmf) and fields["READ_SETTLE"]["cycles"] == 0, ErrorCode.BAD_TIMING, "READ_SETTLE"),
         ((program or nmf) and fields["PROGRAM_PULSE"]["width"] == 0, ErrorCode.BAD_TIMING, "PROGRAM_PULSE"),
+        (calibrate and fields["CAL_SETTLE"]["cycles"] == 0, ErrorCode.BAD_TIMING, "CAL_SETTLE"),
     ]
     for failed, error, register in checks:
         if failed:
@@ -359,6 +362,8 @@ class RandomBench:
         golden.fault_map[:] = [await self.read_window_word("FAULT_MAP", i) for i in range(self.p.rows)]
         if self.p.spare_remap:
             await self._resync_remap(golden)
+        if "CAL_COEFF" in self.offsets:   # an interrupted CALIBRATE stores some words
+            golden.cal_words[:] = [await self.read_window_word("CAL_COEFF", i) for i in range(len(golden.cal_words))]
         for name in self.counters:
             self.counters[name] = await self.read_field(name, "count")
         self.nmf_synced = False
@@ -501,7 +506,7 @@ class RandomBench:
             return self.row_mask_words[index], WORD_MASK
         golden = self.golden
         buffers = {"RHS": golden.rhs, "TARGET": golden.targets.reshape(-1), "RESULTS": golden.results,
-                   "FAULT_MAP": golden.fault_map}
+                   "FAULT_MAP": golden.fault_map, "CAL_COEFF": golden.cal_words}
         if entry.name in buffers:
             return int(buffers[entry.name][index]), WORD_MASK
         return 0, 0
@@ -523,6 +528,7 @@ class RandomBench:
             "PROGRAM_TOLERANCE": lambda: self.pack("PROGRAM_TOLERANCE", codes=int(r.choice([0, small(1, 40), 1 << p.adc_bits]))),
             "NMF_ITERATIONS": lambda: self.pack("NMF_ITERATIONS", count=small(0, 2), range_retries=small(0, 3)),
             "NMF_SIZE": lambda: self.pack("NMF_SIZE", m=small(0, p.rows + 1), n=small(0, p.rows + 1), k=small(0, p.cols + 1)),
+            "CAL_SETTLE": lambda: self.pack("CAL_SETTLE", cycles=small(0, 8)),
         }
         make = choices.get(register)
         return make() if make is not None else int(r.integers(0, 1 << 32))
@@ -603,6 +609,8 @@ class RandomBench:
             "NMF_WINDOW_BASE": {"code": small(0, 100)},
             "NMF_WINDOW_SPAN": {"codes": small(100, 900)},
         }
+        if "CAL_SETTLE" in self.offsets:
+            values["CAL_SETTLE"] = {"cycles": small(1, 6)}
         breaks = {
             "TIMING": {"adc_samples": int(r.choice([0, 3, 1 << (p.avg_max_log2 + 1)]))},
             "WATCHDOG": {"cycles": 0}, "DAC_SETTLE": {"cycles": 0}, "ANALOG_SETTLE": {"cycles": 0},
@@ -614,6 +622,8 @@ class RandomBench:
             "NMF_WINDOW_SPAN": {"codes": 0},
             "NMF_WINDOW_BASE": {"code": (1 << p.adc_bits) - 50},
         }
+        if "CAL_SETTLE" in self.offsets:
+            breaks["CAL_SETTLE"] = {"cycles": 0}
         # Timeouts: a watchdog below the conversion time, or between it and the pulse time.
         timeout = r.random()
         if opcode in (Opcode.PROGRAM_CELL.value, Opcode.PROGRAM_MATRIX.value, Opcode.REFRESH.value) and timeout < 0.25:
@@ -908,6 +918,8 @@ class RandomBench:
 
     @staticmethod
     def _block_of(op: Opcode) -> str:
+        if op is Opcode.CALIBRATE:
+            return "calibrator"
         return "anls" if op is Opcode.RUN_NMF else ("sequencer" if op in SOLVE_OPCODES else "programmer")
 
     def _check_abort(self, op: Opcode, snapshot: dict[str, str], action_ps: int, status: dict[str, int]) -> None:
@@ -944,7 +956,25 @@ class RandomBench:
             avg_log2=avg_log2, read_settle=fields["READ_SETTLE"]["cycles"])
         row, col = fields["COMMAND"]["row"], fields["COMMAND"]["col"]
         detail = 0
-        if op in SOLVE_OPCODES:
+        if "CAL_CONTROL" in fields:   # the corrections the solves apply (the host may have changed them)
+            control = fields["CAL_CONTROL"]
+            golden.cal_enable = CalEnable(adc=bool(control["adc"]), dac=bool(control["dac"]),
+                                          opamp=bool(control["opamp"]))
+        if op is Opcode.CALIBRATE:
+            exp = golden.calibrate(col_mask=col_mask, row_mask=self.row_mask, avg_log2=avg_log2,
+                                   cal_settle=fields["CAL_SETTLE"]["cycles"], dac_settle=fields["DAC_SETTLE"]["cycles"],
+                                   analog_settle=fields["ANALOG_SETTLE"]["cycles"], watchdog_limit=watchdog,
+                                   start_s=start_s)
+            block, error, done = "calibrator", exp.error, exp.done_cycle
+            detail = enabled_cols[0] if error == Error.ADC_TIMEOUT else (
+                min(exp.failed_count, 0xFFFF) if error == Error.CAL_FAILED else 0)
+            words = [await self.read_window_word("CAL_COEFF", i) for i in range(len(golden.cal_words))]
+            self.check(words == [int(w) for w in golden.cal_words],
+                       f"CALIBRATE: CAL_COEFF {words}, golden {[int(w) for w in golden.cal_words]}")
+            outcome = (await self.read_field("CAL_QUALITY", "residual"), await self.read_field("CAL_FAILED", "count"))
+            self.check(outcome == (exp.quality, exp.failed_count),
+                       f"CALIBRATE: quality, failed {outcome}, golden {exp.quality}, {exp.failed_count}")
+        elif op in SOLVE_OPCODES:
             exp = golden.solve(Mode[op.name], row_mask=self.row_mask, col_mask=col_mask, avg_log2=avg_log2,
                                dac_settle=fields["DAC_SETTLE"]["cycles"],
                                analog_settle=fields["ANALOG_SETTLE"]["cycles"], watchdog_limit=watchdog,

@@ -47,7 +47,7 @@ __all__ = ["FSMModel", "design_fsms", "REQUIRED_FSM_BLOCKS", "BUS_BLOCK", "Acces
 
 #: Blocks of the controller (dotted submodule paths) that must have an FSM: a design change
 #: that loses one fails the coverage model instead of silently dropping its bins.
-REQUIRED_FSM_BLOCKS: tuple[str, ...] = ("registers.axil_slave", "sequencer", "programmer", "anls", "remap")
+REQUIRED_FSM_BLOCKS: tuple[str, ...] = ("registers.axil_slave", "sequencer", "programmer", "anls", "remap", "calibrator")
 #: The bus slave's FSM: not a command block (abort/soft reset targets are the others).
 BUS_BLOCK = "registers.axil_slave"
 

@@ -38,6 +38,8 @@ BENCH = {
 }
 #: Block ports that the harness turns into flat buffers instead of passing through.
 _BUFFER_PORTS = ("afe", "rhs", "result", "target", "fault_map")
+#: The solve sequencer's calibration ports: left undriven, so cal_enable is 0 (no correction).
+_CALIBRATION_PORTS = ("cal_enable", "coeff", "opamp_coeff")
 
 
 class SolveProgramHarness(wiring.Component):
@@ -54,7 +56,7 @@ class SolveProgramHarness(wiring.Component):
         members: dict[str, wiring.Member] = {}
         for prefix, block in self._blocks():
             for name, member in block.signature.members.items():
-                if name not in _BUFFER_PORTS:
+                if name not in _BUFFER_PORTS + _CALIBRATION_PORTS:
                     members[f"{prefix}_{name}"] = member
         p = params
         members.update({
@@ -76,7 +78,7 @@ class SolveProgramHarness(wiring.Component):
         m.submodules.programmer = prog = self.programmer
         for prefix, block in self._blocks():
             for name, member in block.signature.members.items():
-                if name in _BUFFER_PORTS:
+                if name in _BUFFER_PORTS + _CALIBRATION_PORTS:
                     continue
                 outer, inner = getattr(self, f"{prefix}_{name}"), getattr(block, name)
                 if member.flow == In:

@@ -24,11 +24,9 @@ from anmf.hdl.params import BuildParams
 from anmf.model import calibration as cal
 from anmf.model.afe import AnalogFrontEnd
 from anmf.model.config import preset
-from anmf.model.formats import PICOSECONDS_PER_SECOND
-from model_adc import ModelADC
+from model_afe import ModelAFE
 
 PARAMS = BuildParams(rows=4, cols=2, spare=1, avg_max_log2=2)
-CONTROLS = ("mode", "loop", "row_en", "col_en", "cell_row", "cell_col", "cal_ref_sel")
 
 
 def exact(message: str) -> str:
@@ -48,50 +46,6 @@ def settings_for(afe: AnalogFrontEnd, *, col_mask: int = 0b101, row_mask: int = 
     dac_settle = math.ceil(afe.config.dac.settle_time_s * afe.clock_hz)
     return cal.CalibrationSettings(col_mask=col_mask, row_mask=row_mask, avg_log2=avg_log2,
                                    cal_settle=2, dac_settle=dac_settle, analog_settle=40)
-
-
-class ModelAFE:
-    """The AFE model answering an AFE port in amaranth.sim, with the cocotb binding's timing
-    (testbench/afe_binding.py): every action at the start of its strobe cycle, controls first;
-    adc_busy rises L cycles after the start and falls B cycles later with the data."""
-
-    def __init__(self, afe: AnalogFrontEnd, port: Any, params: BuildParams, *,
-                 hang_adc: bool = False) -> None:
-        self.afe, self.port = afe, port
-        self.outputs = [p.name for p in AFESignature(params).ports() if p.flow == wiring.Out]
-        self.hang_adc = hang_adc
-        self.cycle = 0
-        self.conversions: list[tuple[int, dict[str, int]]] = []   # (cycle, controls)
-        self.ldac_cycles: list[int] = []
-        self.protocol_errors: list[str] = []
-
-    async def process(self, ctx) -> None:
-        afe, port = self.afe, self.port
-        signals = [Value.cast(getattr(port, n)) for n in self.outputs]
-        applied = tuple(0 for _ in CONTROLS)
-        adc = ModelADC(afe, port, hang=self.hang_adc)
-        async for _clk, _rst, *values in ctx.tick().sample(*signals):
-            s = dict(zip(self.outputs, values))
-            cycle, self.cycle = self.cycle, self.cycle + 1
-            t = cycle * afe.period_ps / PICOSECONDS_PER_SECOND
-            controls = tuple(s[name] for name in CONTROLS)
-            if controls != applied:
-                afe.apply_controls(t, **dict(zip(CONTROLS, controls)))
-                applied = controls
-            if s["dac_we"] and s["dac_ldac"]:
-                self.protocol_errors.append(f"cycle {cycle}: dac_we with dac_ldac")
-            if s["dac_we"]:
-                afe.write_dac(s["dac_addr"], s["dac_data"])
-            if s["dac_ldac"]:
-                afe.load_dacs(t)
-                self.ldac_cycles.append(cycle)
-            if s["adc_start"]:
-                if not adc.idle:
-                    self.protocol_errors.append(f"cycle {cycle}: adc_start while busy")
-                adc.start(s["adc_mux"], t)
-                self.conversions.append((cycle, dict(zip(CONTROLS, controls),
-                                                     adc_mux=s["adc_mux"])))
-            adc.tick(ctx)
 
 
 IDENTITY_WORD = cal.pack_coefficient(cal.IDENTITY, adc_bits=PARAMS.adc_bits,
@@ -348,11 +302,11 @@ def test_coefficient_word_round_trip_and_layout_agree():
 
 
 def test_cycle_formula_by_hand():
-    # P = 1 + 2 + 4 * 5 = 23; C = 2: 2 * (115 + 17 + 5); N = 3: 3 * (2 * (23 + 3 + 50) + 21);
-    # op-amp: 50 + 1 + 40 + 2 * 22.
+    # P = 1 + 2 + 4 * 5 = 23; C = 2: 2 * (115 + 17 + 8); N = 3: 3 * (2 * (23 + 4 + 50) + 21);
+    # op-amp: 50 + 1 + 40 + 2 * 23.
     assert cal.calibration_cycles(channels=2, rows=3, avg_log2=2, cal_settle=2, dac_settle=50,
                                   analog_settle=40, adc_cycles=4) == \
-        1 + 2 * 137 + 3 * 173 + 50 + 1 + 40 + 44
+        1 + 2 * 140 + 3 * 175 + 50 + 1 + 40 + 46
 
 
 # ---- errors, abort, watchdog -----------------------------------------------------------------

@@ -445,7 +445,7 @@ def test_over_range_samples_count_and_interrupt():
 REGS = host_constants(build_register_map(SMALL))
 BAD_COMMANDS = {
     # name: (register changes, opcode, row, col, error, detail)
-    "opcode-8": ({}, 8, 0, 0, ErrorCode.UNKNOWN_OPCODE, 8),
+    "opcode-16": ({}, 16, 0, 0, ErrorCode.UNKNOWN_OPCODE, 16),
     "opcode-255": ({}, 255, 0, 0, ErrorCode.UNKNOWN_OPCODE, 255),
     "read-row-past-array": ({}, Opcode.READ_CELL, 16, 0, ErrorCode.BAD_DIMENSION, REGS.COMMAND.offset),
     "read-row-4095": ({}, Opcode.READ_CELL, 4095, 0, ErrorCode.BAD_DIMENSION, REGS.COMMAND.offset),
@@ -835,3 +835,9 @@ def test_anmf_verilog_writes_the_top_level_and_refuses_bad_parameters(tmp_path, 
                    "one FAULT_MAP word per row), not 31 + 2 = 33\n")
     assert anmf_main(["verilog", "--dac-bits", "30"]) == 2
     assert capsys.readouterr().err == "anmf: error: dac_bits must be an integer from 1 to 24, got 30\n"
+    assert anmf_main(["verilog", "--adc-bits", "12"]) == 2
+    assert capsys.readouterr().err == ("anmf: error: calibration needs adc_bits and dac_bits of at most 10 (a "
+                                       "32-bit CAL_COEFF word), not 12; build with calibration=False\n")
+    assert anmf_main(["verilog", "-o", str(out), "--rows", "16", "--cols", "4", "--adc-bits", "12",
+                      "--no-calibration"]) == 0
+    assert out.read_text() == verilog_text(BuildParams(rows=16, cols=4, adc_bits=12, calibration=False))

@@ -414,3 +414,20 @@ def test_same_seed_same_outcome_even_with_noise():
                              dac_settle=5, analog_settle=5)
         outcomes.append((outcome, solve, golden.fault_map.tolist()))
     assert outcomes[0] == outcomes[1]
+
+
+def test_calibrate_refusals_and_identity_corrections():
+    """CALIBRATE's start errors in the calibrator's order (done in cycle 1, nothing stored); with
+    the reset (identity) words the corrections change no code."""
+    golden = make_golden()
+    words = golden.cal_words.copy()
+    args = dict(col_mask=1, row_mask=1, avg_log2=0, cal_settle=1, dac_settle=1, analog_settle=1)
+    for changes, error in (({"col_mask": 0}, Error.BAD_DIMENSION), ({"row_mask": 0}, Error.BAD_DIMENSION),
+                           ({"avg_log2": 3}, Error.BAD_AVERAGING), ({"watchdog_limit": 0}, Error.BAD_TIMING)):
+        outcome = golden.calibrate(**{**args, **changes})
+        assert (outcome.error, outcome.done_cycle) == (error, 1), changes
+    assert (golden.cal_words == words).all()
+    for code in (0, 1, 511, 512, 1023):
+        assert golden._dac_code(3, code) == code
+        for mode in (Mode.SOLVE, Mode.MVM):
+            assert golden._corrected_result(2, code, mode) == (code, False)

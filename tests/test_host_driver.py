@@ -30,6 +30,7 @@ from anmf.hdl.regmap_export import host_constants
 from anmf.host import (AnalogScale, BusError, ChipError, ChipInfo, CommandTimeout, ErrorCode,
                        ModelDriver, ProgramSettings, RegisterDriver, SolveResult, Timing,
                        UnsupportedChip, check_problem, host_anls)
+from anmf.host import Corrections
 from anmf.host.anls import placement
 from anmf.model.afe import AnalogFrontEnd
 from anmf.model.chip import ChipModel
@@ -314,11 +315,17 @@ REFUSALS: dict[str, tuple[Callable[[RegisterDriver], Awaitable[Any]], type, str]
                             "got int64 array of shape (4, 3)"),
     "cell": (lambda d: d.read_cell(16, 0), ValueError,
              "row must be an integer from 0 to 15; got 16"),
+    "unconfigured calibrate": (lambda d: d.calibrate(1, 1), RuntimeError,
+                               "calibrate needs the timing: call configure(timing=Timing(...)) first"),
+    "cal settle": (lambda d: d.calibrate(1, 1, cal_settle=0), ValueError,
+                   "cal_settle must be an integer from 1 to 65535 (cycles); got 0"),
+    "corrections": (lambda d: d.set_corrections({"adc": True}), ValueError,
+                    "corrections must be a Corrections; got dict"),
 }
 
 
 #: Refusals of command arguments, checked on a driver that was configured.
-CONFIGURED_FIRST = ("rhs shape", "rhs range", "no rows", "columns", "mode", "targets", "cell")
+CONFIGURED_FIRST = ("rhs shape", "rhs range", "no rows", "columns", "mode", "targets", "cell", "cal settle")
 
 
 @pytest.mark.parametrize("case", REFUSALS)
@@ -593,3 +600,48 @@ def test_scoreboards_pass_a_model_run_and_catch_corrupted_results() -> None:
     targets[row, col] += 100
     assert not programs.check(report, targets, afe.crossbar.effective_conductance_s(),
                               driver.programming).ok
+
+
+# ---- CALIBRATE ------------------------------------------------------------------------------
+
+def test_calibrate_and_corrections_on_the_rtl_equal_the_model_driver() -> None:
+    """RegisterDriver on the controller with the AFE model on its port, and ModelDriver on a
+    twin AFE: the same report (coefficients, quality, failures); CAL_CONTROL follows
+    set_corrections; a build without calibration is refused."""
+    from model_afe import ModelAFE
+    from test_controller_calibration import PARAMS, model_afe
+
+    timing = Timing(adc_samples=4, dac_settle=50, analog_settle=40, watchdog=300)
+    dut = Controller(PARAMS)
+    binding = ModelAFE(model_afe(faulty=True), dut.afe, PARAMS)
+    sim = Simulator(dut)
+    sim.add_clock(PERIOD_S)
+    sim.add_process(binding.process)
+    out: dict[str, Any] = {}
+
+    async def testbench(ctx: Any) -> None:
+        driver = RegisterDriver(AmaranthBus(ctx, dut.axil), host_constants(build_register_map(PARAMS)))
+        await driver.configure(timing=timing)
+        out["report"] = await driver.calibrate(0b1111, 0b111, cal_settle=2)
+        await driver.set_corrections(Corrections(adc=False, dac=True, opamp=True))
+        out["control"] = await driver._get("CAL_CONTROL")
+
+    sim.add_testbench(testbench)
+    sim.run()
+    model = ModelDriver(PARAMS, model_afe(faulty=True))
+    run(model.configure(timing=timing))
+    expected = run(model.calibrate(0b1111, 0b111, cal_settle=2))
+    report = out["report"]
+    assert report == expected
+    assert report.error == ErrorCode.NONE and report.failed_count == 0 and report.quality_lsb < 1
+    adc = report.coefficients[("adc", 0)]
+    assert adc.valid and abs(adc.gain / 2 ** 15 - 1 / 1.05) < 0.01, adc    # the +5 % gain error
+    assert out["control"] == {"adc": 0, "dac": 1, "opamp": 1}
+    run(model.set_corrections(Corrections(opamp=True)))
+    assert model.golden.cal_enable.opamp
+
+    plain = BuildParams(rows=4, cols=2, spare=1, avg_max_log2=2, calibration=False)
+    driver = RegisterDriver(UntouchableBus(), host_constants(build_register_map(plain)))
+    driver.timing = timing
+    with pytest.raises(UnsupportedChip, match="built with calibration=False"):
+        run(driver.calibrate(1, 1))

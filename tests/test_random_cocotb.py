@@ -76,7 +76,7 @@ def test_groups_follow_the_enums_and_the_register_map(fsms) -> None:
         assert label in labels, label
     assert len(groups["bus.access"]) == sum(len(c.ops) for c in classes)
     assert groups["control.action_x_target"] == tuple(
-        f"{a} @ {t}" for a in ("abort", "soft_reset") for t in ("idle", "sequencer", "programmer", "anls", "remap"))
+        f"{a} @ {t}" for a in ("abort", "soft_reset") for t in ("idle", "sequencer", "programmer", "anls", "remap", "calibrator"))
     for fsm in fsms:
         assert len(groups[f"fsm.{fsm.block}.transition"]) == len(fsm.transitions)
 

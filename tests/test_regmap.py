@@ -160,6 +160,10 @@ def _memory(**overrides: Any) -> MemoryWindow:
                                                 "(core=WRITE or READ_WRITE)"),
     (lambda: _memory(core=CoreAccess.WRITE, core_write_granularity=3),
      "core_write_granularity must divide the 10-bit element of a single-field window, not 3"),
+    (lambda: _memory(core=CoreAccess.WRITE, core_read_ports=2),
+     "core_read_ports above 1 needs a core read port (core=READ or READ_WRITE)"),
+    (lambda: _memory(core_read_ports=0), "core_read_ports must be an integer from 1 to 8, not 0"),
+    (lambda: _memory(init=1024), "window init must be an integer from 0 to 1023, not 1024"),
     (lambda: VectorWindow(bits=40, span=1, doc="v"), "window span must be a power of two >= the depth 2, not 1"),
     (lambda: VectorWindow(bits=4, span=1, doc="v", reset=16), "vector reset must fit in 4 bits, not 16"),
     (lambda: RegisterMap("lower"), "register map name must be an upper-case identifier, not 'lower'"),
@@ -191,6 +195,9 @@ def test_layer_validation_messages(make: Callable[[], Any], message: str) -> Non
     (lambda: ControllerRegisters({"rows": 64}), "params must be a BuildParams, not {'rows': 64}"),
     (lambda: ControllerRegisters(BuildParams(rows=0)), "rows must be an integer from 2 to 1024, got 0"),
     (lambda: ControllerRegisters(BuildParams(dac_bits=25)), "dac_bits must be an integer from 1 to 24, got 25"),
+    (lambda: build_register_map(BuildParams(adc_bits=12)),
+     "calibration needs adc_bits and dac_bits of at most 10 (a 32-bit CAL_COEFF word), not 12; build with "
+     "calibration=False"),
 ])
 def test_controller_register_parameters_are_validated(make: Callable[[], Any], message: str) -> None:
     with pytest.raises(ValueError) as info:
@@ -222,7 +229,8 @@ def test_json_description_has_the_documented_schema() -> None:
     names = {w["name"] for w in desc["windows"]}
     assert names == {"RESULTS", "ROW_MASK", "RHS", "FAULT_MAP", "TARGET",
                      "NMF_R", "NMF_MASK", "NMF_W", "NMF_H", "NMF_W_EXP", "NMF_H_EXP",
-                     "REFINE_A", "REFINE_B", "REFINE_X", "REMAP_MAP"}
+                     "REFINE_A", "REFINE_B", "REFINE_X", "REMAP_MAP",
+                     "CAL_COEFF"}
     for win in desc["windows"]:
         assert {"name", "offset", "depth", "width", "access", "doc"} <= set(win), win["name"]
     by_name = {w["name"]: w for w in desc["windows"]}
@@ -246,7 +254,7 @@ def test_required_registers_are_present() -> None:
     assert "power of two" in DEFAULT.TIMING.adc_samples.doc and "BAD_AVERAGING" in DEFAULT.TIMING.adc_samples.doc
 
 
-@pytest.mark.parametrize("params", [BuildParams(), BuildParams(rows=1024, cols=30, spare=2, adc_bits=16, refinement=False),
+@pytest.mark.parametrize("params", [BuildParams(), BuildParams(rows=1024, cols=30, spare=2, adc_bits=16, refinement=False, calibration=False),
                                     BuildParams(rows=2, cols=2, spare=0, timer_bits=32)])
 def test_offsets_are_unique_aligned_and_fixed_across_builds(params: BuildParams) -> None:
     desc = describe(build_register_map(params))
@@ -302,7 +310,7 @@ def _static_asserts(desc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("params", [BuildParams(), BuildParams(rows=16, cols=4, spare=1, adc_bits=12)])
+@pytest.mark.parametrize("params", [BuildParams(), BuildParams(rows=16, cols=4, spare=1, adc_bits=12, calibration=False)])
 def test_c_header_compiles_and_matches_the_json(tmp_path: Path, params: BuildParams) -> None:
     compiler = shutil.which("cc") or shutil.which("gcc")
     assert compiler, "a C compiler (cc or gcc) is needed to check the generated header"
@@ -323,11 +331,12 @@ def test_render_rejects_unknown_format() -> None:
 
 
 def test_cli_regmap_writes_each_format_with_build_parameters(tmp_path: Path, capsys: Any) -> None:
-    options = ["--rows", "16", "--cols", "4", "--spare", "1", "--dac-bits", "8", "--adc-bits", "12"]
+    options = ["--rows", "16", "--cols", "4", "--spare", "1", "--dac-bits", "8", "--adc-bits", "12", "--no-calibration"]
     for fmt in FORMATS:
         out = tmp_path / f"regs.{fmt}"
         assert main(["regmap", "--format", fmt, "-o", str(out), *options]) == 0
-        expected = render(build_register_map(BuildParams(rows=16, cols=4, spare=1, dac_bits=8, adc_bits=12)), fmt)
+        expected = render(build_register_map(BuildParams(rows=16, cols=4, spare=1, dac_bits=8, adc_bits=12,
+                                                           calibration=False)), fmt)
         assert out.read_text() == expected
     desc = json.loads((tmp_path / "regs.json").read_text())
     assert {k: desc["params"][k] for k in ("rows", "cols", "spare", "dac_bits", "adc_bits")} == \
@@ -367,7 +376,7 @@ def test_host_constants_come_from_the_declarations() -> None:
 @pytest.mark.parametrize("make, message", [
     (lambda: DEFAULT.COMMAND.row.put(4096), "COMMAND.row holds 12 bits (0 to 4095), not 4096"),
     (lambda: DEFAULT.COMMAND.opcode.put("FLY"), "COMMAND.opcode has no value named 'FLY'; accepted: NOP, SOLVE, "
-                                                "SOLVE_FREE, MVM, READ_CELL, PROGRAM_CELL, PROGRAM_MATRIX, RUN_NMF, REFINE, REFRESH"),
+                                                "SOLVE_FREE, MVM, READ_CELL, PROGRAM_CELL, PROGRAM_MATRIX, RUN_NMF, CALIBRATE, REFINE, REFRESH"),
     (lambda: DEFAULT.COMMAND.row.put("x"), "COMMAND.row has no value named 'x'; accepted: integers only"),
     (lambda: DEFAULT.RHS.address(64), "RHS index must be from 0 to 63, not 64"),
     (lambda: DEFAULT.COMMAND.nothing, "COMMAND has no field 'nothing'; fields: opcode, row, col"),

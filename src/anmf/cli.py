@@ -270,7 +270,8 @@ def _cmd_regmap(args: argparse.Namespace) -> int:
     try:
         register_map = build_register_map(BuildParams(rows=args.rows, cols=args.cols, spare=args.spare,
                                                       dac_bits=args.dac_bits, adc_bits=args.adc_bits,
-                                                      avg_max_log2=args.avg_max_log2))
+                                                      avg_max_log2=args.avg_max_log2,
+                                                      calibration=not args.no_calibration))
     except ValueError as exc:
         raise InputError(str(exc)) from None
     text = render(register_map, args.format)
@@ -290,7 +291,7 @@ def _cmd_verilog(args: argparse.Namespace) -> int:
 
     try:
         params = BuildParams(rows=args.rows, cols=args.cols, spare=args.spare, dac_bits=args.dac_bits,
-                             adc_bits=args.adc_bits)
+                             adc_bits=args.adc_bits, calibration=not args.no_calibration)
         text = verilog_text(params)
     except (TypeError, ValueError) as exc:
         raise InputError(str(exc)) from None
@@ -340,6 +341,8 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spare", type=non_negative_int, default=2, help="SPARE build parameter (default 2)")
     p.add_argument("--dac-bits", type=positive_int, default=10, help="DAC_BITS build parameter (default 10)")
     p.add_argument("--adc-bits", type=positive_int, default=10, help="ADC_BITS build parameter (default 10)")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="build without CALIBRATE (needed for converters wider than 10 bits)")
 
 
 def build_parser() -> argparse.ArgumentParser:

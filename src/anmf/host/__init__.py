@@ -5,9 +5,9 @@ docs/host-driver.md describes the API, the scaling and the scoreboards' toleranc
 """
 from .anls import AnalogScale, HostAnlsResult, check_problem, host_anls
 from .bus import BusError, InterruptLine, RegisterBus
-from .driver import (SOLVE_MODES, CellReading, ChipDriver, ChipError, ChipInfo, CommandTimeout,
-                     Counters, ErrorCode, ProgramReport, ProgramSettings, RefreshReport,
-                     RegisterDriver, RemapState, SolveResult, Status, Timing, UnsupportedChip)
+from .driver import (SOLVE_MODES, CalibrationReport, CellReading, ChipDriver, ChipError, ChipInfo,
+                     CommandTimeout, Corrections, Counters, ErrorCode, ProgramReport, ProgramSettings,
+                     RefreshReport, RegisterDriver, RemapState, SolveResult, Status, Timing, UnsupportedChip)
 from .model_backend import ModelDriver
 
 __all__ = [
@@ -15,4 +15,5 @@ __all__ = [
     "RegisterBus", "SOLVE_MODES", "CellReading", "ChipDriver", "ChipError", "ChipInfo",
     "CommandTimeout", "Counters", "ErrorCode", "ProgramReport", "ProgramSettings",
     "RefreshReport", "RegisterDriver", "RemapState", "SolveResult", "Status", "Timing", "UnsupportedChip", "ModelDriver",
+    "CalibrationReport", "Corrections",
 ]

@@ -26,6 +26,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from anmf.hdl.regmap_export import HostRegisterMap
 from anmf.hdl.registers import REFINE_B_BITS, SOLVE_RETRY_BITS
+from anmf.model import calibration as cal
 from anmf.model.formats import (ProgramSettings, exponent_word, factor_from_fixed, mask_words,
                                 word_exponent)
 from anmf.model.golden import Error as ErrorCode
@@ -38,7 +39,7 @@ __all__ = [
     "ProgramReport", "CellReading", "Status", "Counters", "ErrorCode", "ChipError",
     "CommandTimeout", "UnsupportedChip", "SOLVE_MODES", "ID_MAGIC", "SUPPORTED_MAJOR_VERSION",
     "NMFSettings", "NMFProgress", "NMFReport", "NMFFactors", "NMF_PHASES", "NMF_STEPS",
-    "ProgressCallback", "RefineResult", "RefreshReport", "RemapState",
+    "ProgressCallback", "RefineResult", "RefreshReport", "RemapState", "CalibrationReport", "Corrections",
 ]
 
 #: What the ID register reads ("ANMF").
@@ -231,6 +232,44 @@ class RefineResult:
     passes_done: int             #: solves accumulated into X (pass 0 included)
     residual_msb: int            #: leading one of the last residual's peak max |B - A X|
     over_range: bool             #: a solve result of the run was over range (accepted clipped)
+
+
+@dataclass(frozen=True)
+class Corrections:
+    """Which calibration corrections the solves apply (CAL_CONTROL; these are its reset values)."""
+
+    adc: bool = True     #: solve results through their channel's ADC coefficient
+    dac: bool = True     #: right-hand side codes through their row's DAC coefficient
+    opamp: bool = False  #: the column's op-amp offset off SOLVE / SOLVE_FREE results
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """One CALIBRATE (docs/calibration.md)."""
+
+    error: ErrorCode     #: NONE, or CAL_FAILED when some entries could not be measured
+    #: Worst corrected residual of the ADC check references, in 1/16 ADC LSB (CAL_QUALITY).
+    quality: int
+    failed_count: int    #: entries stored as identity (CAL_FAILED)
+    #: Every CAL_COEFF word decoded: ("adc", channel), ("dac", row), ("opamp", column).
+    coefficients: dict[tuple[str, int], cal.Coefficient]
+
+    @property
+    def quality_lsb(self) -> float:
+        """:attr:`quality` in ADC LSB."""
+        return self.quality / 2 ** cal.FRAC_BITS
+
+
+def coefficient_entries(words: Any, rows: int, total_cols: int, adc_bits: int,
+                        dac_bits: int) -> dict[tuple[str, int], cal.Coefficient]:
+    """CAL_COEFF's words (by index) decoded and named by what they correct."""
+    def decode(address: int) -> cal.Coefficient:
+        return cal.unpack_coefficient(int(words[address]), adc_bits=adc_bits, dac_bits=dac_bits)
+    shape = dict(rows=rows, total_cols=total_cols)
+    entries = {("adc", c): decode(cal.adc_address(c, **shape)) for c in range(total_cols)}
+    entries.update({("dac", r): decode(cal.dac_address(r, **shape)) for r in range(rows)})
+    entries.update({("opamp", c): decode(cal.opamp_address(c, **shape)) for c in range(total_cols)})
+    return entries
 
 
 class ChipError(RuntimeError):
@@ -578,6 +617,33 @@ class ChipDriver(abc.ABC):
     async def soft_reset(self) -> Status:
         """CONTROL.soft_reset: abort and forget a running command, clear STATUS and the
         counters; waits until idle. Configuration and buffers are kept."""
+
+    # -- CALIBRATE -----------------------------------------------------------------------------
+
+    async def calibrate(self, row_mask: int, col_enable: int, *, cal_settle: int = 4) -> CalibrationReport:
+        """CALIBRATE the DACs of ``row_mask``, the ADC channels and op-amps of ``col_enable``,
+        with the configured timing (averaging, DAC and analog settling, watchdog) and
+        ``cal_settle`` cycles per reference. Entries that could not be measured are reported
+        (CAL_FAILED, :attr:`CalibrationReport.failed_count`), not raised."""
+        info = self.info
+        row_mask = _check_mask("row_mask", row_mask, info.rows, "rows")
+        col_enable = _check_mask("col_enable", col_enable, info.total_cols, "columns")
+        cal_settle = _check_range("cal_settle", cal_settle, 1, info.max_timer, "cycles")
+        if self.timing is None:
+            raise RuntimeError("calibrate needs the timing: call configure(timing=Timing(...)) first")
+        return await self._calibrate(row_mask, col_enable, cal_settle)
+
+    async def set_corrections(self, corrections: Corrections) -> None:
+        """Which corrections the following solves apply (CAL_CONTROL)."""
+        if not isinstance(corrections, Corrections):
+            raise ValueError(f"corrections must be a Corrections; got {type(corrections).__name__}")
+        await self._set_corrections(corrections)
+
+    async def _calibrate(self, row_mask: int, col_enable: int, cal_settle: int) -> CalibrationReport:
+        raise NotImplementedError(f"{type(self).__name__} does not implement CALIBRATE")
+
+    async def _set_corrections(self, corrections: Corrections) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement CALIBRATE")
 
     # -- RUN_NMF -------------------------------------------------------------------------------
 
@@ -1030,6 +1096,35 @@ class RegisterDriver(ChipDriver):
         results = self.regs.RESULTS
         word = await self._read(results.address(col))
         return CellReading(results.code.get(word), bool(results.over_range.get(word)))
+
+    # -- CALIBRATE -----------------------------------------------------------------------------
+
+    def _need_calibration(self) -> None:
+        if "CAL_COEFF" not in self.regs.windows:
+            raise UnsupportedChip("this build has no CALIBRATE (built with calibration=False)")
+
+    async def _calibrate(self, row_mask: int, col_enable: int, cal_settle: int) -> CalibrationReport:
+        self._need_calibration()
+        assert self.timing is not None
+        await self._set("TIMING", adc_samples=self.timing.adc_samples)
+        await self._set("CAL_SETTLE", cycles=cal_settle)
+        await self._write_row_mask(row_mask)
+        await self._set("COL_ENABLE", enable=col_enable)
+        status = await self._run("CALIBRATE")
+        if status.error not in (ErrorCode.NONE, ErrorCode.CAL_FAILED):
+            raise ChipError("CALIBRATE", status.error, status.detail)
+        window = self.regs.windows["CAL_COEFF"]
+        words = [await self._read(window.address(i)) for i in range(window.depth)]
+        info = self.info
+        return CalibrationReport(status.error, (await self._get("CAL_QUALITY"))["residual"],
+                                 (await self._get("CAL_FAILED"))["count"],
+                                 coefficient_entries(words, info.rows, info.total_cols, info.adc_bits,
+                                                     info.dac_bits))
+
+    async def _set_corrections(self, corrections: Corrections) -> None:
+        self._need_calibration()
+        await self._set("CAL_CONTROL", adc=int(corrections.adc), dac=int(corrections.dac),
+                        opamp=int(corrections.opamp))
 
     # -- RUN_NMF -------------------------------------------------------------------------------
 

@@ -19,12 +19,12 @@ from numpy.typing import NDArray
 
 from anmf.model.afe import AnalogFrontEnd, BuildParamsLike, Mode
 from anmf.model.formats import ProgramSettings, unpack_result
-from anmf.model.golden import GoldenController
+from anmf.model.golden import CalEnable, GoldenController
 
-from .driver import (NMF_STEPS, SUPPORTED_MAJOR_VERSION, CellReading, ChipDriver, ChipError,
-                     ChipInfo, Counters, ErrorCode, NMFFactors, NMFProgress, NMFReport,
-                     NMFSettings, ProgramReport, ProgressCallback, RefreshReport, RemapState,
-                     SolveResult, Status, Timing, UnsupportedChip, set_bits)
+from .driver import (NMF_STEPS, SUPPORTED_MAJOR_VERSION, CalibrationReport, CellReading, ChipDriver,
+                     ChipError, ChipInfo, Corrections, Counters, ErrorCode, NMFFactors, NMFProgress,
+                     NMFReport, NMFSettings, ProgramReport, ProgressCallback, RefreshReport, RemapState,
+                     SolveResult, Status, Timing, UnsupportedChip, coefficient_entries, set_bits)
 
 __all__ = ["ModelDriver"]
 
@@ -225,6 +225,26 @@ class ModelDriver(ChipDriver):
     async def _remap_state(self) -> RemapState:
         g = self.golden
         return RemapState(g.remap_enabled, tuple(g.column_map), g.spares_left, self._remap_count)
+
+    async def _calibrate(self, row_mask: int, col_enable: int, cal_settle: int) -> CalibrationReport:
+        timing = self.timing
+        assert timing is not None
+        outcome = self.golden.calibrate(col_mask=col_enable, row_mask=row_mask,
+                                        avg_log2=timing.adc_samples.bit_length() - 1,
+                                        cal_settle=cal_settle, dac_settle=timing.dac_settle,
+                                        analog_settle=timing.analog_settle,
+                                        watchdog_limit=timing.watchdog)
+        error = ErrorCode(outcome.error)
+        self._finish("CALIBRATE", error, min(outcome.failed_count, 0xFFFF) if error == ErrorCode.CAL_FAILED else 0,
+                     raise_on=(ErrorCode.CAL_FAILED,))
+        info = self.info
+        return CalibrationReport(error, outcome.quality, outcome.failed_count,
+                                 coefficient_entries(self.golden.cal_words, info.rows, info.total_cols,
+                                                     info.adc_bits, info.dac_bits))
+
+    async def _set_corrections(self, corrections: Corrections) -> None:
+        self.golden.cal_enable = CalEnable(adc=corrections.adc, dac=corrections.dac,
+                                           opamp=corrections.opamp)
 
     def _timeout_detail(self, outcome: Any) -> int:
         """STATUS.error_detail of a programmer timeout: the cell being worked on."""
