@@ -5,8 +5,8 @@ One co-simulated host job per run (``anmf.testbench.cosim_job.run_cosim_job`` wi
 AFE model (:class:`anmf.faults.CampaignAFE`, the scenario AFE with injectable faults) bound to
 the AFE port. :func:`fault_run_job` injects one fault, runs the campaign's NMF
 (``host_anls``) with or without the feature, and returns what the host observed (fault maps,
-counters, the columns the solves enabled, status and error codes) next to the relative
-error; ``anmf.faults`` decides ``detected`` and ``corrected`` from those observations.
+counters, the columns the solves enabled, status and error codes, CALIBRATE's entries and
+quality) next to the relative error; ``anmf.faults`` decides ``detected`` and ``corrected`` from those observations.
 
 Faults given in the job's options (stuck cells and the drift exponent come through the
 scenario's AFE configuration, the device section):
@@ -30,8 +30,8 @@ from cocotb.triggers import ClockCycles
 
 from anmf.faults import CampaignAFE, final_columns, inject_converter_fault
 from anmf.host import AnalogScale, Timing, host_anls
-from anmf.host.driver import (ChipDriver, ChipError, ErrorCode, ProgramReport, RefreshReport,
-                              RemapState)
+from anmf.host.driver import (CalibrationReport, ChipDriver, ChipError, Corrections, ErrorCode,
+                              ProgramReport, RefreshReport, RemapState)
 from anmf.model.config import config_from_dict
 from anmf.model.metrics import relative_error
 from anmf.testbench.afe_binding import AFEBinding
@@ -101,6 +101,33 @@ class ObservingDriver(CheckedDriver):
     async def _remap_state(self) -> RemapState:
         return await self.inner.remap_state()
 
+    async def _calibrate(self, row_mask: int, col_enable: int,
+                         cal_settle: int) -> CalibrationReport:
+        return await self.inner.calibrate(row_mask, col_enable, cal_settle=cal_settle)
+
+    async def _set_corrections(self, corrections: Corrections) -> None:
+        await self.inner.set_corrections(corrections)
+
+
+#: Samples averaged per calibration point (as the model backend's calibration).
+CALIBRATION_SAMPLES = 4
+
+
+async def _calibrate(bench: FaultBench, driver: ObservingDriver) -> dict[str, Any]:
+    """CALIBRATE every row DAC, ADC channel and op-amp (4 samples a point), the ADC and DAC
+    corrections on (the op-amp one off, docs/calibration.md); what the host read back."""
+    info, timing = driver.info, bench.timing
+    await driver.configure(timing=Timing(
+        adc_samples=CALIBRATION_SAMPLES, dac_settle=timing.dac_settle,
+        analog_settle=timing.analog_settle, watchdog=timing.watchdog))
+    report = await driver.calibrate(2 ** info.rows - 1, 2 ** info.total_cols - 1)
+    await driver.configure(timing=timing)
+    await driver.set_corrections(Corrections(adc=True, dac=True, opamp=False))
+    return {"error": report.error.name, "quality_lsb": report.quality_lsb,
+            "failed_count": report.failed_count,
+            "entries": [[kind, index, c.offset, c.gain, bool(c.valid)]
+                        for (kind, index), c in sorted(report.coefficients.items())]}
+
 
 async def _silent_attempt(bench: FaultBench, driver: ObservingDriver, R: np.ndarray, k: int,
                           iterations: int) -> dict[str, Any]:
@@ -140,6 +167,7 @@ async def fault_run_job(bench: FaultBench, inputs: dict[str, np.ndarray],
                         options: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """One campaign run on the RTL. Inputs ``R``; options ``k``, ``iterations``, ``repair``
     (host spare-column repair), ``remap`` (the controller's spare-column remap on, cleared),
+    ``calibrate`` (CALIBRATE before the NMF, corrections on),
     ``dead_channel``, ``converter`` ("adc", "dac" or None) with
     ``converter_seed``, ``drift_s``, ``refresh``, ``silent`` with ``watchdogs`` (one NMF
     attempt per watchdog limit, in order: cycles, "max" for the largest, None for the
@@ -158,6 +186,8 @@ async def fault_run_job(bench: FaultBench, inputs: dict[str, np.ndarray],
     if options.get("converter"):
         inject_converter_fault(afe, options["converter"], int(options["converter_seed"]))
     result: dict[str, Any] = {"max_timer": driver.info.max_timer}
+    if options.get("calibrate"):
+        result["calibration"] = await _calibrate(bench, driver)
     outputs: dict[str, np.ndarray] = {}
     if options.get("silent"):
         attempts = []

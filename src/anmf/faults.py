@@ -376,31 +376,41 @@ _GAIN_ALARM = 0.01
 _QUALITY_LSB = 2.0
 
 
+def _converter_findings(entries: dict[tuple[str, int], cal.Coefficient], quality_lsb: float,
+                        ) -> tuple[bool, bool, str]:
+    """From CALIBRATE's ADC and DAC entries and quality: (detected: a valid entry beyond the
+    data sheet, corrected: every entry valid and the quality within bounds, the evidence)."""
+    converters = [key for key in sorted(entries) if key[0] in ("adc", "dac")]
+    one = 2 ** cal.FRAC_BITS
+    alarms = [key for key in converters if entries[key].valid and (
+        abs(entries[key].offset) > _OFFSET_ALARM_LSB * one
+        or abs(entries[key].gain / cal.GAIN_ONE - 1) > _GAIN_ALARM)]
+    invalid = [key for key in converters if not entries[key].valid]
+    kinds = sorted({kind for kind, _ in alarms})
+    evidence = (f"CALIBRATE: {len(alarms)} entries beyond {_OFFSET_ALARM_LSB} LSB offset or "
+                f"{_GAIN_ALARM:.0%} gain ({', '.join(kinds) or 'none'}), {len(invalid)} ADC/DAC "
+                f"entries invalid, quality {quality_lsb:.2f} LSB")
+    return bool(alarms), not invalid and quality_lsb <= _QUALITY_LSB, evidence
+
+
+def _converter_injected(which: str) -> str:
+    return ("ADC +50 mV, +5 % gain" if which == "adc"
+            else "every row DAC +-50 mV, +-5 % gain (seeded signs)")
+
+
 async def _converter_row(which: str, problem: CampaignProblem, seed: int,
                          R: np.ndarray) -> _Outcome:
     chip = await _chip(problem, seed)
     inject_converter_fault(chip.afe, which, seed)
     outcome = chip.driver.calibrate()
-    converters = [(kind, i) for (kind, i) in outcome.entries if kind in ("adc", "dac")]
-    entries = [outcome.entries[key] for key in converters]
-    one = 2 ** cal.FRAC_BITS
-    alarms = [key for key, e in zip(converters, entries)
-              if e.valid and (abs(e.offset) > _OFFSET_ALARM_LSB * one
-                              or abs(e.gain / cal.GAIN_ONE - 1) > _GAIN_ALARM)]
-    invalid = [key for key, e in zip(converters, entries) if not e.valid]
+    detected, corrected, evidence = _converter_findings(outcome.entries,
+                                                        outcome.quality / 2 ** cal.FRAC_BITS)
     with_error = await _anls(chip, R, problem)
     without = await _chip(problem, seed)
     inject_converter_fault(without.afe, which, seed)
     without_error = await _anls(without, R, problem)
-    kinds = sorted({kind for kind, _ in alarms})
-    quality = outcome.quality / one
-    evidence = (f"CALIBRATE: {len(alarms)} entries beyond {_OFFSET_ALARM_LSB} LSB offset or "
-                f"{_GAIN_ALARM:.0%} gain ({', '.join(kinds) or 'none'}), {len(invalid)} ADC/DAC "
-                f"entries invalid, quality {quality:.2f} LSB")
-    injected = ("ADC +50 mV, +5 % gain" if which == "adc"
-                else "every row DAC +-50 mV, +-5 % gain (seeded signs)")
-    return _Outcome(bool(alarms), not invalid and quality <= _QUALITY_LSB, with_error,
-                    without_error, evidence, injected)
+    return _Outcome(detected, corrected, with_error, without_error, evidence,
+                    _converter_injected(which))
 
 
 async def _drift_row(problem: CampaignProblem, seed: int,
@@ -496,9 +506,6 @@ async def _model_rows(faults: tuple[str, ...], problem: CampaignProblem,
 
 # ---- the rtl backend: cocotb runs of the controller RTL (testbench/bench_faults.py) -------
 
-#: Why a row's "with" run is missing on the rtl backend (the feature is not in the RTL).
-NO_CALIBRATE_RTL = ("CALIBRATE (with its DAC/ADC corrections) is not in the controller RTL "
-                    "yet")
 
 
 class _RtlRuns:
@@ -551,6 +558,12 @@ def _rtl_stuck(runs: _RtlRuns, fraction: float) -> _Outcome:
                     without_run["rel_error"], evidence, injected)
 
 
+def _calibration_entries(run: dict[str, Any]) -> dict[tuple[str, int], cal.Coefficient]:
+    """CALIBRATE's entries as the job read them back from CAL_COEFF."""
+    return {(kind, int(index)): cal.Coefficient(int(offset), int(gain), bool(valid))
+            for kind, index, offset, gain, valid in run["calibration"]["entries"]}
+
+
 def _physical_in_use(run: dict[str, Any]) -> list[int]:
     """The physical columns behind the last iteration's logical ones (the remap's map)."""
     column_map = run["remap"]["column_map"]
@@ -574,11 +587,13 @@ def _rtl_dead_channel(runs: _RtlRuns) -> _Outcome:
 
 
 def _rtl_converter(runs: _RtlRuns, which: str) -> _Outcome:
-    without_run = runs.run(converter=which, converter_seed=runs.seed)
-    injected = ("ADC +50 mV, +5 % gain" if which == "adc"
-                else "every row DAC +-50 mV, +-5 % gain (seeded signs)")
-    return _Outcome(False, False, None, without_run["rel_error"],
-                    f"no CALIBRATE on the RTL: {NO_CALIBRATE_RTL}", injected)
+    fault = {"converter": which, "converter_seed": runs.seed}
+    with_run = runs.run(calibrate=True, **fault)
+    without_run = runs.run(**fault)
+    detected, corrected, evidence = _converter_findings(
+        _calibration_entries(with_run), with_run["calibration"]["quality_lsb"])
+    return _Outcome(detected, corrected, with_run["rel_error"], without_run["rel_error"],
+                    evidence, _converter_injected(which))
 
 
 def _rtl_drift(runs: _RtlRuns) -> _Outcome:
@@ -626,8 +641,7 @@ _RTL_ROWS: dict[str, Callable[[_RtlRuns], _Outcome]] = {
     "silent-afe": _rtl_silent,
 }
 #: Rows whose "with" run needs a feature the RTL lacks: the reason.
-_RTL_UNAVAILABLE: dict[str, str] = {"adc-offset-gain-5%": NO_CALIBRATE_RTL,
-                                    "dac-offset-gain-5%": NO_CALIBRATE_RTL}
+_RTL_UNAVAILABLE: dict[str, str] = {}
 
 
 def _rtl_rows(faults: tuple[str, ...], problem: CampaignProblem, seed: int,
