@@ -239,9 +239,11 @@ class _CampaignDriver(ModelDriver):
         """The controller cycle in which the next command may start."""
         return self.golden._next_start_ps // self.golden.period_ps
 
-    def calibrate(self, avg_log2: int = 2) -> cal.CalibrationOutcome:
-        """CALIBRATE as the controller will run it (every channel and row), started in the
-        next free cycle; the corrections are installed in the AFE."""
+    def calibrate_at_port(self, avg_log2: int = 2) -> cal.CalibrationOutcome:
+        """The calibration as docs/calibration.md planned it (every channel and row,
+        ``golden_calibration``), started in the next free cycle; its corrections are
+        installed at the AFE port (every DAC and ADC code, write-verify reads included),
+        unlike the controller's CALIBRATE (``ChipDriver.calibrate``: solves only)."""
         assert self.timing is not None
         afe = self.afe
         assert isinstance(afe, CampaignAFE)
@@ -342,7 +344,7 @@ async def _stuck_row(fraction: float, problem: CampaignProblem, seed: int,
 async def _dead_channel_row(problem: CampaignProblem, seed: int,
                             R: np.ndarray) -> _Outcome:
     chip = await _chip(problem, seed, dead_channel=DEAD_CHANNEL)
-    outcome = chip.driver.calibrate()
+    outcome = chip.driver.calibrate_at_port()
     dead = [c for c in range(chip.driver.info.total_cols) if not outcome.entries[("adc", c)].valid]
     with_error = await _anls(chip, R, problem, repair=True)
     used = chip.driver.final_columns()
@@ -402,7 +404,7 @@ async def _converter_row(which: str, problem: CampaignProblem, seed: int,
                          R: np.ndarray) -> _Outcome:
     chip = await _chip(problem, seed)
     inject_converter_fault(chip.afe, which, seed)
-    outcome = chip.driver.calibrate()
+    outcome = chip.driver.calibrate_at_port()
     detected, corrected, evidence = _converter_findings(outcome.entries,
                                                         outcome.quality / 2 ** cal.FRAC_BITS)
     with_error = await _anls(chip, R, problem)
