@@ -81,6 +81,7 @@ def describe(register_map: RegisterMap) -> dict[str, Any]:
             }
             if isinstance(item, MemoryWindow):
                 window["core"] = item.core.value
+                window["init"] = item.init   # every word's contents after reset
             else:
                 window["bits"] = item.bits
                 window["reset"] = item.reset

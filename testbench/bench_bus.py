@@ -96,7 +96,7 @@ class RegisterModel:
         self.elements: dict[str, list[int]] = {}
         for win in self.windows.values():
             if win["kind"] == "memory":
-                self.elements[win["name"]] = [0] * win["depth"]
+                self.elements[win["name"]] = [win["init"]] * win["depth"]
             else:
                 self.elements[win["name"]] = [(win["reset"] >> (32 * w)) & WORD_MASK
                                               for w in range(win["depth"])]
@@ -250,12 +250,15 @@ class RegisterModel:
     def irq_line(self) -> int:
         """The interrupt output as docs/registers.md states it: high while a set IRQ_STATUS
         bit is enabled in IRQ_ENABLE, or (in maps with NMF_IRQ) progress and progress_enable
-        are both set."""
+        are both set, or (in maps with PROG_IRQ) refresh_due or remap with its enable."""
         causes = [f["name"] for f in self.registers["IRQ_STATUS"]["fields"]]
         line = any(self.values[("IRQ_STATUS", c)] and self.values[("IRQ_ENABLE", c)] for c in causes)
         if "NMF_IRQ" in self.registers:
             line = line or bool(self.values[("NMF_IRQ", "progress")]
                                 and self.values[("NMF_IRQ", "progress_enable")])
+        if "PROG_IRQ" in self.registers:
+            line = line or any(self.values[("PROG_IRQ", cause)] and self.values[("PROG_IRQ", f"{cause}_enable")]
+                               for cause in ("refresh_due", "remap"))
         return int(line)
 
 

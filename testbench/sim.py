@@ -195,6 +195,14 @@ def _run_nmf(folder: Path) -> BenchRun:
     return BenchRun(verilog_text(runner.PARAMS), TOP_MODULE, run_nmf_env())
 
 
+def _refine(folder: Path) -> BenchRun:
+    from anmf.hdl.controller import TOP_MODULE, verilog_text
+    from anmf.testbench.bench_refine import refine_env
+
+    runner = _runner_module("test_refine_cocotb")
+    return BenchRun(verilog_text(runner.PARAMS), TOP_MODULE, refine_env())
+
+
 def _random(folder: Path) -> BenchRun:
     from anmf.hdl.controller import TOP_MODULE, verilog_text
     from anmf.testbench.bench_random import bench_env
@@ -226,6 +234,9 @@ BENCHES: tuple[Bench, ...] = (
     Bench("run_nmf", "anmf.testbench.bench_run_nmf",
           "RUN_NMF from the host over AXI4-Lite: bit for bit vs the golden model, error vs float ANLS, abort",
           _run_nmf),
+    Bench("refine", "anmf.testbench.bench_refine",
+          "PROGRAM_MATRIX then REFINE, and the over-range retry of host solves, with the AFE model: bit for "
+          "bit and cycle for cycle vs the golden model", _refine),
     Bench("random", "anmf.testbench.bench_random",
           "constrained-random commands, bus accesses, aborts and a silent AFE vs the golden model and "
           "the documented behaviour, with functional coverage (make regress: many seeds)", _random),
