@@ -282,6 +282,25 @@ def test_a_column_clamped_in_pass_0_re_enters_when_its_gradient_is_positive(seed
         assert eta < 2 ** -12, f"log2(eta) {np.log2(eta):.1f} after pass 3"
 
 
+def test_nothing_active_and_no_gradient_positive_ends_after_the_sweep():
+    # B = -A x_true: the clamped pass 0 puts every column at 0 and every gradient is negative.
+    afe = model_afe(4)
+    a_codes, b, a_offset = make_problem(afe, 4)
+    ops = operands(afe, a_offset)
+    rtl = run_rtl(afe, a_codes, -b, ops)
+    expected = golden_run(afe, 4, -b, ops, rtl["start"])
+    assert (rtl["error"], rtl["passes_done"]) == (ErrorCode.NONE, expected.passes_done) == \
+        (ErrorCode.NONE, 1)
+    assert not rtl["x"].any() and not expected.x.any()
+    assert rtl["done_cycle"] == expected.done_cycle and rtl["conversions"] == 8
+    # The same run without refinement passes ends after pass 0's residual; the sweep over
+    # 8 columns x 16 rows, 3 drain cycles and Check follow it.
+    afe = model_afe(4)
+    make_problem(afe, 4)
+    alone = run_rtl(afe, a_codes, -b, ops | {"passes": 0})
+    assert rtl["done_cycle"] == alone["done_cycle"] + 16 * 8 + 4
+
+
 def test_zero_passes_is_the_clamped_solve_alone_and_b_zero_stops_at_once():
     afe = model_afe(1)
     a_codes, b, a_offset = make_problem(afe, 1)
