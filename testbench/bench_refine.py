@@ -184,8 +184,20 @@ async def _refine_one(bench: ScenarioBench, golden: GoldenController, edges: Com
     return {"seed": seed, "log2_eta": [math.log2(e) if e > 0 else -math.inf for e in etas],
             "passes_done": result.passes_done, "over_range": result.over_range,
             "done_cycle": rtl_done, "pulses": report.pulses, "failed_cells": report.failed_cells,
-            # Columns X ends at 0 (x_true has none): clamped in pass 0, they never come back.
-            "zero_columns": [int(j) for j in np.flatnonzero(result.x_words[:cols] == 0)]}
+            # Columns X ends at 0 (x_true has none), and columns at 0 after some pass that
+            # came back (their gradient re-admitted them): column -> the pass they were back in.
+            "zero_columns": [int(j) for j in np.flatnonzero(result.x_words[:cols] == 0)],
+            "reentered": _reentered(expected.history, cols)}
+
+
+def _reentered(history: tuple[np.ndarray, ...], cols: int) -> dict[str, int]:
+    """Column -> the last pass after which X was positive again after being 0 (JSON keys)."""
+    back: dict[str, int] = {}
+    for p in range(1, len(history)):
+        for j in range(cols):
+            if history[p - 1][j] == 0 and history[p][j] > 0:
+                back[str(j)] = p
+    return back
 
 
 @cocotb.test()
@@ -303,14 +315,16 @@ def main(argv: list[str] | None = None) -> None:
     rows = json.loads(report.read_text())
     passes = max(len(r["log2_eta"]) for r in rows)
     print("| seed | " + " | ".join(f"pass {i}" for i in range(passes)) +
-          " | solves | done cycle | X = 0 in columns | met |")
-    print("|---" * (passes + 5) + "|")
+          " | solves | done cycle | X = 0 in columns | re-entered (pass) | met |")
+    print("|---" * (passes + 6) + "|")
     for r in rows:
         cells = [f"{v:.1f}" for v in r["log2_eta"]] + [""] * (passes - len(r["log2_eta"]))
         met = r["log2_eta"][-1] < TARGET_LOG2
         print(f"| {r['seed']} | " + " | ".join(cells) +
               f" | {r['passes_done']} | {r['done_cycle']} | "
-              f"{', '.join(map(str, r['zero_columns'])) or '-'} | {'yes' if met else 'no'} |")
+              f"{', '.join(map(str, r['zero_columns'])) or '-'} | "
+              f"{', '.join(f'{j} ({p})' for j, p in r['reentered'].items()) or '-'} | "
+              f"{'yes' if met else 'no'} |")
     worst = [max(r["log2_eta"][i] for r in rows if len(r["log2_eta"]) > i) for i in range(passes)]
     print("worst log2(eta) per pass: " + ", ".join(f"{w:.1f}" for w in worst))
     print(f"({args.sim}, {time.perf_counter() - started:.0f} s)")
