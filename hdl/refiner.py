@@ -15,10 +15,11 @@ Sequence (``start`` in cycle 0):
    gives the exponent ``e = msb(peak) - (DAC_BITS - 2) + headroom``.
 3. Gradient (passes after 0, when some column of ``col_mask`` is inactive): per inactive
    column j, over the enabled rows, ``score_j = sum_i A_ij (2 s_i - sign(A_ij))`` with
-   ``s_i = clamp(round(R_i / 2**e))`` the residual as the DAC is served it (one multiply per
-   cycle, on the same multiplier); ``score_j > 0`` (the gradient A_j^T s exceeds what
-   rounding R to DAC codes can contribute, sum_i |A_ij| / 2) makes j re-enter the active set
-   (the NNLS KKT condition). Three pipeline cycles, then Check: nothing active -> done.
+   ``s_i = round(R_i / 2**(e - GRADIENT_FRACTION_BITS))`` (the DAC codes' shifter, 8 bits
+   finer; one multiply per cycle, on the same multiplier); ``score_j > 0`` (the gradient
+   A_j^T s exceeds what the rounding of s can contribute, sum_i |A_ij| / 2) makes j re-enter
+   the active set (the NNLS KKT condition). Three pipeline cycles, then Check: nothing
+   active -> done.
 4. Solve: the solve sequencer runs SOLVE (pass 0, columns ``col_mask``) or SOLVE_FREE
    (later passes, the active and entering columns), its DAC codes served from R on the fly:
    ``zero + clamp(round(R_i / 2**e))``; its results are captured.
@@ -45,12 +46,15 @@ from .codes import ErrorCode
 from .params import BuildParams
 from .solve_sequencer import result_layout
 
-__all__ = ["Refiner", "GAIN_BITS", "GAIN_SHIFT_BITS", "PASS_BITS", "HEADROOM_BITS"]
+__all__ = ["Refiner", "GAIN_BITS", "GAIN_SHIFT_BITS", "PASS_BITS", "HEADROOM_BITS",
+           "GRADIENT_FRACTION_BITS"]
 
 GAIN_BITS = 18        #: correction gain operand (unsigned)
 GAIN_SHIFT_BITS = 6   #: correction shift operand
 PASS_BITS = 4         #: refinement passes after pass 0 (0..15)
 HEADROOM_BITS = 2     #: DAC headroom bits (0..3)
+#: Fraction bits below the DAC step of the residual the gradient sweep uses.
+GRADIENT_FRACTION_BITS = 8
 
 
 def _check_width(name: str, value: object, low: int, high: int) -> int:
@@ -193,6 +197,9 @@ class Refiner(wiring.Component):
         peak = Signal(r_bits)          # OR of |R_i|
         shift_right = Signal(range(r_bits + 2 ** HEADROOM_BITS))   # e when e > 0
         shift_left = Signal(range(p.dac_bits))                       # -e when e < 0
+        fraction = GRADIENT_FRACTION_BITS
+        grad_right = Signal.like(shift_right)                        # e - fraction when > 0
+        grad_left = Signal(range(p.dac_bits + fraction))             # fraction - e when > 0
         correction_left = Signal(range(r_bits + 2 ** HEADROOM_BITS))  # msb + headroom
         accumulating = Signal()        # the pipeline carries corrections, not MAC terms
         grading = Signal()             # the pipeline carries gradient terms, not MAC terms
@@ -205,12 +212,13 @@ class Refiner(wiring.Component):
         s2_row = Signal(p.row_addr_bits)
         s2_col = Signal(range(cols))
         operand_bits = max(x_bits, GAIN_BITS)
-        # factor_b: X or gain (unsigned), or a gradient factor 2 s - sign (dac_bits + 2 signed)
-        product = Signal(signed(p.adc_bits + 1 + max(operand_bits + 1, p.dac_bits + 2)))
+        # factor_b: X or gain (unsigned), or a gradient factor 2 s - sign (signed)
+        s_bits = p.dac_bits + fraction + 1        # |s| <= 2**(dac_bits - 1 + fraction)
+        product = Signal(signed(p.adc_bits + 1 + max(operand_bits + 1, s_bits + 2)))
         b_word = Signal(signed(self.b_bits))
         x_old = Signal(x_bits)
         # The accumulator also holds a gradient score: rows terms of A x (2 s - sign).
-        score_bits = p.adc_bits + p.dac_bits + 3 + ceil_log2(rows)
+        score_bits = p.adc_bits + 1 + s_bits + 2 + ceil_log2(rows)
         acc = Signal(signed(max(r_bits, score_bits)))
         m.d.sync += [s1_valid.eq(0), s2_valid.eq(s1_valid), s2_first.eq(s1_first),
                      s2_last.eq(s1_last), s2_row.eq(s1_row), s2_col.eq(s1_col)]
@@ -223,8 +231,8 @@ class Refiner(wiring.Component):
         # A gradient term enters stage 1 from stage 0's registers (the served residual s_i
         # passes the rounding shifter first): A_ij x (2 s_i - sign(A_ij)).
         g_a = Signal(signed(p.adc_bits + 1))
-        g_s = Signal(signed(p.dac_bits))
-        g_factor = Signal(signed(p.dac_bits + 2))
+        g_s = Signal(signed(s_bits))
+        g_factor = Signal(signed(s_bits + 2))
         m.d.comb += g_factor.eq((g_s << 1) - Mux(g_a > 0, 1, Mux(g_a < 0, -1, 0)))
         factor_a = Mux(accumulating, y_term, Mux(grading, g_a, a_term))
         factor_b = Mux(accumulating, gain, Mux(grading, g_factor, x_fetch.data))
@@ -258,11 +266,14 @@ class Refiner(wiring.Component):
         # --- the solve sequencer: RHS codes from R, results into Y -------------------------
         solving = Signal()
         m.d.comb += [r_serve.addr.eq(self.rhs.addr), r_serve.en.eq(self.rhs.en)]
-        rounding = (Const(1, r_bits + 2 ** HEADROOM_BITS + 1) << shift_right) >> 1
-        scaled_down = (r_serve.data + rounding) >> shift_right
-        scaled_up = r_serve.data << shift_left
+        # The gradient sweep reads R through the same shifter, 8 bits finer, unclamped.
+        right = Mux(grading, grad_right, shift_right)
+        left = Mux(grading, grad_left, shift_left)
+        rounding = (Const(1, r_bits + 2 ** HEADROOM_BITS + 1) << right) >> 1
+        scaled_down = (r_serve.data + rounding) >> right
+        scaled_up = r_serve.data << left
         scaled = Signal(signed(r_bits + p.dac_bits + 1))
-        m.d.comb += scaled.eq(Mux(shift_left != 0, scaled_up, scaled_down))
+        m.d.comb += scaled.eq(Mux(left != 0, scaled_up, scaled_down))
         top = 2 ** (p.dac_bits - 1)
         served = Signal(signed(p.dac_bits))     # the residual as the DAC gets it: s_i
         m.d.comb += [served.eq(Mux(scaled >= top, top - 1, Mux(scaled < -top, -top, scaled))),
@@ -272,7 +283,7 @@ class Refiner(wiring.Component):
         s0_col = Signal(range(cols))
         m.d.sync += s0_valid.eq(0)
         with m.If(s0_valid):
-            m.d.sync += [g_a.eq(a_term), g_s.eq(served), s1_valid.eq(1),
+            m.d.sync += [g_a.eq(a_term), g_s.eq(scaled), s1_valid.eq(1),
                          s1_first.eq(s0_first), s1_last.eq(s0_last), s1_col.eq(s0_col)]
         with m.If(solving & self.result.en):
             m.d.comb += [y_write.en.eq(1), y_write.addr.eq(self.result.addr),
@@ -378,6 +389,8 @@ class Refiner(wiring.Component):
                 m.d.sync += [residual_msb.eq(msb_now), correction_left.eq(msb_now + headroom),
                              shift_right.eq(Mux(exponent > 0, exponent, 0)),
                              shift_left.eq(Mux(exponent < 0, -exponent, 0)),
+                             grad_right.eq(Mux(exponent > fraction, exponent - fraction, 0)),
+                             grad_left.eq(Mux(exponent < fraction, fraction - exponent, 0)),
                              solve_cols.eq(Mux(first_pass, col_mask, active))]
                 candidates = col_mask & ~active
                 with m.If((passes_done == passes + 1) | (peak == 0)):

@@ -37,7 +37,7 @@ from .formats import PICOSECONDS_PER_SECOND, leading_one, to_picoseconds, unpack
 from .golden import Error, GoldenController
 
 __all__ = ["RefineFormat", "RefineOutcome", "residual_words", "residual_exponent",
-           "residual_dac_codes", "entry_scores", "entering_columns", "correction", "correction_gain", "golden_refine",
+           "residual_dac_codes", "gradient_residual", "entry_scores", "entering_columns", "correction", "correction_gain", "golden_refine",
            "refine_problem", "relative_residual", "StudyRow", "study", "main"]
 
 IntArray = NDArray[np.int64]
@@ -47,6 +47,9 @@ GAIN_BITS = 18
 PASS_BITS = 4
 GAIN_SHIFT_BITS = 6
 HEADROOM_BITS = 2
+#: Fraction bits below the DAC step of the residual the gradient sweep uses (R rounded to
+#: 2**(e - GRADIENT_FRACTION_BITS)): its rounding moves a gradient by 2**-9 DAC steps per row.
+GRADIENT_FRACTION_BITS = 8
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -109,21 +112,31 @@ def residual_dac_codes(r: ArrayLike, exponent: int, dac_bits: int) -> IntArray:
     return zero_code(dac_bits) + np.clip(scaled, -top, top - 1)
 
 
-def entry_scores(a: ArrayLike, served: ArrayLike) -> IntArray:
+def gradient_residual(r: ArrayLike, exponent: int) -> IntArray:
+    """R in steps of ``2**exponent`` (round half up for exponent > 0, exact left shift
+    otherwise), unclamped: the residual of the gradient sweep, at exponent
+    ``e - GRADIENT_FRACTION_BITS`` (e: the DAC codes' exponent)."""
+    words = np.asarray(r, dtype=np.int64)
+    if exponent > 0:
+        return (words + (1 << (exponent - 1))) >> exponent
+    return words << -exponent
+
+
+def entry_scores(a: ArrayLike, s: ArrayLike) -> IntArray:
     """Per column j: ``sum_i A_ij (2 s_i - sign(A_ij)) = 2 (A^T s)_j - sum_i |A_ij|``, with
-    ``s`` the residual as the DAC is served it (code - zero, after rounding and clamping) and
-    ``A`` the read-back matrix (code - a_offset) of the same rows. Positive exactly when the
-    gradient ``A_j^T s`` exceeds ``sum_i |A_ij| / 2``, the most that rounding R to DAC codes
-    (half a step per row) can move it: the column's gradient on R itself is positive then."""
+    ``s`` the rounded residual (:func:`gradient_residual`) and ``A`` the read-back matrix
+    (code - a_offset) of the same rows. Positive exactly when the gradient ``A_j^T s``
+    exceeds ``sum_i |A_ij| / 2``, the most that rounding R (half a step per row) can move
+    it: the column's gradient on R itself is positive then."""
     a = np.asarray(a, dtype=np.int64)
-    served = np.asarray(served, dtype=np.int64)
-    return (a * (2 * served[:, None] - np.sign(a))).sum(axis=0)
+    s = np.asarray(s, dtype=np.int64)
+    return (a * (2 * s[:, None] - np.sign(a))).sum(axis=0)
 
 
-def entering_columns(a: ArrayLike, served: ArrayLike, candidates: int) -> int:
+def entering_columns(a: ArrayLike, s: ArrayLike, candidates: int) -> int:
     """Mask of the ``candidates`` columns whose :func:`entry_scores` is positive: the inactive
     columns that re-enter the active set before a refinement pass's SOLVE_FREE."""
-    scores = entry_scores(a, served)
+    scores = entry_scores(a, s)
     return sum(1 << j for j in _bits(candidates) if scores[j] > 0)
 
 
@@ -270,8 +283,8 @@ def golden_refine(golden: GoldenController, *, fmt: RefineFormat, b: ArrayLike,
         candidates = col_mask & ~active
         if passes_done and candidates:
             # Gradient sweep: inactive columns whose gradient on R is positive re-enter.
-            active |= entering_columns(a_codes[used_rows] - a_offset,
-                                       codes[used_rows] - golden.zero_code, candidates)
+            fine = gradient_residual(r, exponent - GRADIENT_FRACTION_BITS)
+            active |= entering_columns(a_codes[used_rows] - a_offset, fine, candidates)
             cycle += refine_cycles_gradient(len(used_rows), len(_bits(candidates)))
             if not active:
                 return finish(Error.NONE, cycle, x, passes_done, peaks, over, history)

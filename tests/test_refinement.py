@@ -11,7 +11,8 @@ import pytest
 
 from anmf.model.golden import Error, GoldenController
 from anmf.model.refinement import (RefineFormat, StudyParams, correction, correction_gain,
-                                   entering_columns, entry_scores, golden_refine, refine_problem, relative_residual,
+                                   entering_columns, entry_scores, golden_refine,
+                                   gradient_residual, refine_problem, relative_residual,
                                    residual_dac_codes, residual_exponent, residual_words,
                                    study, study_afe)
 
@@ -55,6 +56,9 @@ def test_entry_score_is_the_gradient_beyond_the_rounding_of_the_served_residual(
     assert entering_columns(a, served, 0b1111) == 0b1001
     assert entering_columns(a, served, 0b0110) == 0
     assert entering_columns(np.array([[1], [1]]), np.array([1, 0]), 1) == 0   # 2 - 2 = 0
+    # The sweep's residual: R in steps of 2**exponent, round half up, no clamp.
+    assert gradient_residual([3 << 12, -(3 << 12), 5 << 30], 13).tolist() == [2, -1, 5 << 17]
+    assert gradient_residual([3, -512], -2).tolist() == [12, -2048]
 
 
 def test_correction_gain_of_the_rram_3bit_afe():

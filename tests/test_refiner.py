@@ -249,11 +249,11 @@ def test_refine_equals_the_golden_model_and_meets_the_residual_target(seed):
     assert expected.peaks[-1] < expected.peaks[0] - 10, "the residual peak fell 2**10-fold"
 
 
-# (seed, x_true[0], X[0] after each pass, solves per pass' columns) measured with
+# (seed, x_true[0], the pass after which X[0] > 0 again) measured with
 # golden_refine: seed 5's clamped pass 0 puts column 0 at 0 and its gradient re-admits it in
-# pass 1; seed 0's too, but its gradient stays below the threshold in pass 1 and re-admits it
-# in pass 2; with x_true[0] < 0 the optimum has X[0] = 0: the sweep runs in every pass and
-# column 0 never re-enters.
+# pass 1; seed 0's too, but pass 0 overshot the other columns and column 0's gradient is
+# negative in pass 1 (score -2.9e7) and positive in pass 2 (4.2e7); with x_true[0] < 0 the
+# optimum has X[0] = 0: the sweep runs in every pass and column 0 never re-enters.
 REENTRY_CASES = [(5, 0.02, "pass 1"), (0, 0.02, "pass 2"), (0, -0.05, "never")]
 
 
