@@ -282,6 +282,20 @@ def test_a_column_clamped_in_pass_0_re_enters_when_its_gradient_is_positive(seed
         assert eta < 2 ** -12, f"log2(eta) {np.log2(eta):.1f} after pass 3"
 
 
+def test_abort_in_the_gradient_sweep():
+    # Seed 5 with x_true[0] = 0.02: column 0 is out after pass 0. The run with passes = 0 is
+    # done in the cycle the full run's pass-1 Scale hands over to the sweep (16 cycles).
+    afe = model_afe(5)
+    a_codes, b, a_offset = make_problem(afe, 5, 0.02)
+    sweep_start = run_rtl(afe, a_codes, b, operands(afe, a_offset, passes=0))["done_cycle"]
+    afe = model_afe(5)
+    make_problem(afe, 5, 0.02)
+    rtl = run_rtl(afe, a_codes, b, operands(afe, a_offset), abort_at=sweep_start + 5)
+    assert (rtl["error"], rtl["done_cycle"]) == (ErrorCode.ABORTED, sweep_start + 6)
+    assert rtl["busy_after"] == 0 and rtl["afe_idle"] == [0, 0, 0, 0]
+    assert rtl["passes_done"] == 1 and rtl["conversions"] == 8
+
+
 def test_nothing_active_and_no_gradient_positive_ends_after_the_sweep():
     # B = -A x_true: the clamped pass 0 puts every column at 0 and every gradient is negative.
     afe = model_afe(4)
