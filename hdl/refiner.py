@@ -254,9 +254,16 @@ class Refiner(wiring.Component):
                 m.d.comb += [r_write.en.eq(1), r_write.addr.eq(s2_row), r_write.data.eq(acc_next)]
                 m.d.sync += peak.eq(peak | magnitude)
 
-        # Stage 2, Accumulate: X_j += round(product * 2**(msb + headroom - gain_shift)).
-        half_step = (Const(1, 2 ** GAIN_SHIFT_BITS) << gain_shift) >> 1
-        delta = ((product << correction_left) + half_step) >> gain_shift
+        # Stage 2, Accumulate: X_j += round(product * 2**(msb + headroom - gain_shift)), one
+        # shifter by the net amount (registered in Solve-Start): ((p << l) + 2**(g-1)) >> g is
+        # p << (l - g) for l >= g and p / 2**(g - l) rounded half up otherwise. A left shift
+        # past x_bits + 1 saturates X as x_bits + 1 does, a right shift past the product's
+        # width rounds to 0 as that width + 1 does: both are clamped there.
+        left_max, right_max = x_bits + 1, len(product) + 1
+        net_left = Signal(range(left_max + 1))
+        net_right = Signal(range(right_max + 1))
+        right_half = (Const(1, right_max + 1) << net_right) >> 1
+        delta = Mux(net_left != 0, product << net_left, (product + right_half) >> net_right)
         x_sum = Value.cast(x_old + delta)   # an expression: Verilator sees no unused signal
         x_new = Mux(x_sum[-1], 0, Mux(x_sum > x_top, x_top, x_sum))[:x_bits]
         with m.If(s2_valid & accumulating):
@@ -445,6 +452,11 @@ class Refiner(wiring.Component):
 
             with m.State("Solve-Start"):
                 m.d.comb += [solve.start.eq(~self.abort), solving.eq(1)]
+                net = correction_left - gain_shift
+                m.d.sync += [
+                    net_left.eq(Mux(net > left_max, left_max, Mux(net > 0, net, 0))),
+                    net_right.eq(Mux(net < -right_max, right_max, Mux(net < 0, -net, 0))),
+                ]
                 m.next = "Solve-Wait"
                 abortable()
 

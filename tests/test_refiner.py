@@ -282,6 +282,26 @@ def test_a_column_clamped_in_pass_0_re_enters_when_its_gradient_is_positive(seed
         assert eta < 2 ** -12, f"log2(eta) {np.log2(eta):.1f} after pass 3"
 
 
+# The correction's one shifter by msb + headroom - gain_shift, clamped: gain_shift 0 shifts
+# left past x_bits (X saturates), 63 right past the product (corrections round to 0), 24
+# both ways across the passes.
+@pytest.mark.parametrize("gain, gain_shift", [(1, 0), (2 ** 18 - 1, 63), (3, 24)])
+def test_extreme_correction_shifts_equal_the_golden_model(gain, gain_shift):
+    afe = model_afe(6)
+    a_codes, b, a_offset = make_problem(afe, 6)
+    ops = operands(afe, a_offset, gain=gain, gain_shift=gain_shift, passes=2)
+    rtl = run_rtl(afe, a_codes, b, ops)
+    expected = golden_run(afe, 6, b, ops, rtl["start"])
+    assert rtl["error"] == ErrorCode.NONE and expected.error == Error.NONE
+    assert rtl["x"].tolist() == expected.x.tolist()
+    assert (rtl["done_cycle"], rtl["passes_done"], rtl["msb"]) == \
+        (expected.done_cycle, expected.passes_done, expected.peaks[-1])
+    if gain_shift == 0:
+        assert (expected.history[0] == 2 ** FMT.x_bits - 1).any(), "some X saturated"
+    if gain_shift == 63:
+        assert not rtl["x"].any(), "every correction rounds to 0"
+
+
 def test_abort_in_the_gradient_sweep():
     # Seed 5 with x_true[0] = 0.02: column 0 is out after pass 0. The run with passes = 0 is
     # done in the cycle the full run's pass-1 Scale hands over to the sweep (16 cycles).
