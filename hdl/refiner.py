@@ -228,8 +228,8 @@ class Refiner(wiring.Component):
         y_term = Signal(signed(p.adc_bits + 1))
         m.d.comb += [a_term.eq(a_read.data - a_offset),
                      y_term.eq(y_fetch.data.code - (1 << (p.adc_bits - 1)))]
-        # A gradient term enters stage 1 from stage 0's registers (the served residual s_i
-        # passes the rounding shifter first): A_ij x (2 s_i - sign(A_ij)).
+        # A gradient term enters stage 1 from stage 0's registers (the residual s_i passes
+        # the rounding shifter first): A_ij x (2 s_i - sign(A_ij)).
         g_a = Signal(signed(p.adc_bits + 1))
         g_s = Signal(signed(s_bits))
         g_factor = Signal(signed(s_bits + 2))
