@@ -25,7 +25,7 @@ Sequence (``start`` in cycle 0):
    ``zero + clamp(round(R_i / 2**e))``; its results are captured.
 5. Accumulate, per solved column: ``X_j += round((code - zero) * gain *
    2**(msb + headroom - gain_shift))``, clamped to [0, 2**x_bits - 1]; X_j > 0 makes j
-   active, X_j = 0 makes it inactive. Two pipeline cycles, then the next pass.
+   active, X_j = 0 makes it inactive. Three pipeline cycles, then the next pass.
 6. After ``passes`` + 1 solves (or when R = 0, or no column is active and none re-enters)
    the last residual has been computed (``residual_msb``) and the Refiner is done.
 
@@ -204,7 +204,8 @@ class Refiner(wiring.Component):
         accumulating = Signal()        # the pipeline carries corrections, not MAC terms
         grading = Signal()             # the pipeline carries gradient terms, not MAC terms
 
-        # --- the multiplier pipeline: fetch, multiply (stage 1), add (stage 2) --------------
+        # --- the pipeline: fetch, multiply (stage 1), add (stage 2); a gradient term has a
+        # register stage 0 before the multiplier, a correction a stage 3 after the shifter.
         s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
         s1_row = Signal(p.row_addr_bits)
         s1_col = Signal(range(cols))
@@ -254,7 +255,8 @@ class Refiner(wiring.Component):
                 m.d.comb += [r_write.en.eq(1), r_write.addr.eq(s2_row), r_write.data.eq(acc_next)]
                 m.d.sync += peak.eq(peak | magnitude)
 
-        # Stage 2, Accumulate: X_j += round(product * 2**(msb + headroom - gain_shift)), one
+        # Stages 2 and 3, Accumulate: X_j += round(product * 2**(msb + headroom - gain_shift)):
+        # stage 2 shifts (registered), stage 3 adds, saturates and writes X. One
         # shifter by the net amount (registered in Solve-Start): ((p << l) + 2**(g-1)) >> g is
         # p << (l - g) for l >= g and p / 2**(g - l) rounded half up otherwise. A left shift
         # past x_bits + 1 saturates X as x_bits + 1 does, a right shift past the product's
@@ -264,11 +266,18 @@ class Refiner(wiring.Component):
         net_right = Signal(range(right_max + 1))
         right_half = (Const(1, right_max + 1) << net_right) >> 1
         delta = Mux(net_left != 0, product << net_left, (product + right_half) >> net_right)
-        x_sum = Value.cast(x_old + delta)   # an expression: Verilator sees no unused signal
-        x_new = Mux(x_sum[-1], 0, Mux(x_sum > x_top, x_top, x_sum))[:x_bits]
+        s3_valid = Signal()
+        s3_col = Signal(range(cols))
+        s3_delta = Signal(Value.cast(delta).shape())
+        s3_x_old = Signal(x_bits)
+        m.d.sync += s3_valid.eq(s2_valid & accumulating)
         with m.If(s2_valid & accumulating):
-            m.d.comb += [x_write.en.eq(1), x_write.addr.eq(s2_col), x_write.data.eq(x_new)]
-            m.d.sync += active.bit_select(s2_col, 1).eq(x_new != 0)
+            m.d.sync += [s3_delta.eq(delta), s3_x_old.eq(x_old), s3_col.eq(s2_col)]
+        x_sum = Value.cast(s3_x_old + s3_delta)   # an expression: Verilator sees no unused signal
+        x_new = Mux(x_sum[-1], 0, Mux(x_sum > x_top, x_top, x_sum))[:x_bits]
+        with m.If(s3_valid):
+            m.d.comb += [x_write.en.eq(1), x_write.addr.eq(s3_col), x_write.data.eq(x_new)]
+            m.d.sync += active.bit_select(s3_col, 1).eq(x_new != 0)
 
         # --- the solve sequencer: RHS codes from R, results into Y -------------------------
         solving = Signal()
@@ -482,7 +491,11 @@ class Refiner(wiring.Component):
                     m.next = "Accumulate-Drain"
                 abortable()
 
-            with m.State("Accumulate-Drain"):
+            with m.State("Accumulate-Drain"):   # the last correction in stage 1
+                m.next = "Accumulate-Shift"
+                abortable()
+
+            with m.State("Accumulate-Shift"):   # ... in stage 2
                 m.next = "Accumulate-Last"
                 abortable()
 

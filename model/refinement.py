@@ -203,8 +203,8 @@ def refine_cycles_gradient(rows: int, candidates: int) -> int:
 
 
 def refine_cycles_accumulate(cols: int) -> int:
-    """Accumulate (one column per cycle) + 2 pipeline drain."""
-    return cols + 2
+    """Accumulate (one column per cycle) + 3 pipeline drain (multiply, shift, add)."""
+    return cols + 3
 
 
 def _bits(mask: int) -> list[int]:
