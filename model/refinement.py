@@ -37,7 +37,8 @@ from .formats import PICOSECONDS_PER_SECOND, leading_one, to_picoseconds, unpack
 from .golden import Error, GoldenController
 
 __all__ = ["RefineFormat", "RefineOutcome", "residual_words", "residual_exponent",
-           "residual_dac_codes", "gradient_residual", "entry_scores", "entering_columns", "correction", "correction_gain", "golden_refine",
+           "residual_dac_codes", "gradient_residual", "entry_scores", "entering_columns",
+           "correction", "correction_gain", "golden_refine",
            "refine_problem", "relative_residual", "StudyRow", "study", "main"]
 
 IntArray = NDArray[np.int64]

@@ -13,12 +13,14 @@ from amaranth.hdl import Elaboratable, Module, Value
 from amaranth.lib import memory, wiring
 from amaranth.sim import Simulator
 
+from anmf.hdl import refiner as refiner_module
 from anmf.hdl.afe import AFESignature
 from anmf.hdl.anls_sequencer import solve_command_signature
 from anmf.hdl.codes import ErrorCode
 from anmf.hdl.params import BuildParams
 from anmf.hdl.refiner import Refiner
 from anmf.hdl.solve_sequencer import SolveSequencer
+from anmf.model import refinement as refinement_module
 from anmf.model.afe import AnalogFrontEnd
 from anmf.model.config import preset
 from anmf.model.formats import PICOSECONDS_PER_SECOND
@@ -379,6 +381,13 @@ def test_refused_starts_end_in_cycle_one(changes, code):
     assert (rtl["error"], rtl["done_cycle"], rtl["conversions"]) == (code, 1, 0)
     expected = golden_run(afe, 0, b, ops, rtl["start"])
     assert (expected.error.value, expected.done_cycle) == (code.value, 1)
+
+
+def test_the_rtl_and_the_golden_model_share_their_operand_widths():
+    # model/ does not import hdl/: the constants are written twice and must agree.
+    for name in ("GAIN_BITS", "GAIN_SHIFT_BITS", "PASS_BITS", "HEADROOM_BITS",
+                 "GRADIENT_FRACTION_BITS"):
+        assert getattr(refiner_module, name) == getattr(refinement_module, name), name
 
 
 def test_constructor_validation_messages():
