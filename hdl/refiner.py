@@ -13,14 +13,21 @@ Sequence (``start`` in cycle 0):
    and the active columns (one multiply per cycle; in pass 0 nothing is active and one
    zero product per row stands in); two pipeline cycles; Scale: the peak ``OR_i |R_i|``
    gives the exponent ``e = msb(peak) - (DAC_BITS - 2) + headroom``.
-3. Solve: the solve sequencer runs SOLVE (pass 0, columns ``col_mask``) or SOLVE_FREE
-   (later passes, the active columns), its DAC codes served from R on the fly:
+3. Gradient (passes after 0, when some column of ``col_mask`` is inactive): per inactive
+   column j, over the enabled rows, ``score_j = sum_i A_ij (2 s_i - sign(A_ij))`` with
+   ``s_i = round(R_i / 2**(e - GRADIENT_FRACTION_BITS))`` (the DAC codes' shifter, 8 bits
+   finer; one multiply per cycle, on the same multiplier); ``score_j > 0`` (the gradient
+   A_j^T s exceeds what the rounding of s can contribute, sum_i |A_ij| / 2) makes j re-enter
+   the active set (the NNLS KKT condition). Three pipeline cycles, then Check: nothing
+   active -> done.
+4. Solve: the solve sequencer runs SOLVE (pass 0, columns ``col_mask``) or SOLVE_FREE
+   (later passes, the active and entering columns), its DAC codes served from R on the fly:
    ``zero + clamp(round(R_i / 2**e))``; its results are captured.
-4. Accumulate, per solved column: ``X_j += round((code - zero) * gain *
+5. Accumulate, per solved column: ``X_j += round((code - zero) * gain *
    2**(msb + headroom - gain_shift))``, clamped to [0, 2**x_bits - 1]; X_j > 0 makes j
-   active. Two pipeline cycles, then the next pass.
-5. After ``passes`` + 1 solves (or when R = 0, or no column is active any more) the last
-   residual has been computed (``residual_msb``) and the Refiner is done.
+   active, X_j = 0 makes it inactive. Three pipeline cycles, then the next pass.
+6. After ``passes`` + 1 solves (or when R = 0, or no column is active and none re-enters)
+   the last residual has been computed (``residual_msb``) and the Refiner is done.
 
 Abort: forwarded to the solve sequencer while it runs (it takes its safe exit and reports
 ABORTED); in the Refiner's own states ``done`` follows in the next cycle with ABORTED. The
@@ -39,12 +46,15 @@ from .codes import ErrorCode
 from .params import BuildParams
 from .solve_sequencer import result_layout
 
-__all__ = ["Refiner", "GAIN_BITS", "GAIN_SHIFT_BITS", "PASS_BITS", "HEADROOM_BITS"]
+__all__ = ["Refiner", "GAIN_BITS", "GAIN_SHIFT_BITS", "PASS_BITS", "HEADROOM_BITS",
+           "GRADIENT_FRACTION_BITS"]
 
 GAIN_BITS = 18        #: correction gain operand (unsigned)
 GAIN_SHIFT_BITS = 6   #: correction shift operand
 PASS_BITS = 4         #: refinement passes after pass 0 (0..15)
 HEADROOM_BITS = 2     #: DAC headroom bits (0..3)
+#: Fraction bits below the DAC step of the residual the gradient sweep uses.
+GRADIENT_FRACTION_BITS = 8
 
 
 def _check_width(name: str, value: object, low: int, high: int) -> int:
@@ -178,6 +188,7 @@ class Refiner(wiring.Component):
         over_range = Signal()
         active = Signal(cols)          # columns with X > 0
         mac_cols = Signal(cols)        # columns the MAC walks in this pass
+        entering = Signal(cols)        # inactive columns whose gradient re-admits them
         solve_cols = Signal(cols)      # columns of this pass's solve
         fetch_row = Signal(p.row_addr_bits)
         rows_left = Signal(rows)       # enabled rows after fetch_row
@@ -186,10 +197,15 @@ class Refiner(wiring.Component):
         peak = Signal(r_bits)          # OR of |R_i|
         shift_right = Signal(range(r_bits + 2 ** HEADROOM_BITS))   # e when e > 0
         shift_left = Signal(range(p.dac_bits))                       # -e when e < 0
+        fraction = GRADIENT_FRACTION_BITS
+        grad_right = Signal.like(shift_right)                        # e - fraction when > 0
+        grad_left = Signal(range(p.dac_bits + fraction))             # fraction - e when > 0
         correction_left = Signal(range(r_bits + 2 ** HEADROOM_BITS))  # msb + headroom
         accumulating = Signal()        # the pipeline carries corrections, not MAC terms
+        grading = Signal()             # the pipeline carries gradient terms, not MAC terms
 
-        # --- the multiplier pipeline: fetch, multiply (stage 1), add (stage 2) --------------
+        # --- the pipeline: fetch, multiply (stage 1), add (stage 2); a gradient term has a
+        # register stage 0 before the multiplier, a correction a stage 3 after the shifter.
         s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
         s1_row = Signal(p.row_addr_bits)
         s1_col = Signal(range(cols))
@@ -197,10 +213,14 @@ class Refiner(wiring.Component):
         s2_row = Signal(p.row_addr_bits)
         s2_col = Signal(range(cols))
         operand_bits = max(x_bits, GAIN_BITS)
-        product = Signal(signed(p.adc_bits + 2 + operand_bits))
+        # factor_b: X or gain (unsigned), or a gradient factor 2 s - sign (signed)
+        s_bits = p.dac_bits + fraction + 1        # |s| <= 2**(dac_bits - 1 + fraction)
+        product = Signal(signed(p.adc_bits + 1 + max(operand_bits + 1, s_bits + 2)))
         b_word = Signal(signed(self.b_bits))
         x_old = Signal(x_bits)
-        acc = Signal(signed(r_bits))
+        # The accumulator also holds a gradient score: rows terms of A x (2 s - sign).
+        score_bits = p.adc_bits + 1 + s_bits + 2 + ceil_log2(rows)
+        acc = Signal(signed(max(r_bits, score_bits)))
         m.d.sync += [s1_valid.eq(0), s2_valid.eq(s1_valid), s2_first.eq(s1_first),
                      s2_last.eq(s1_last), s2_row.eq(s1_row), s2_col.eq(s1_col)]
 
@@ -209,42 +229,78 @@ class Refiner(wiring.Component):
         y_term = Signal(signed(p.adc_bits + 1))
         m.d.comb += [a_term.eq(a_read.data - a_offset),
                      y_term.eq(y_fetch.data.code - (1 << (p.adc_bits - 1)))]
-        factor_a = Mux(accumulating, y_term, a_term)
-        factor_b = Mux(accumulating, gain, x_fetch.data)
+        # A gradient term enters stage 1 from stage 0's registers (the residual s_i passes
+        # the rounding shifter first): A_ij x (2 s_i - sign(A_ij)).
+        g_a = Signal(signed(p.adc_bits + 1))
+        g_s = Signal(signed(s_bits))
+        g_factor = Signal(signed(s_bits + 2))
+        m.d.comb += g_factor.eq((g_s << 1) - Mux(g_a > 0, 1, Mux(g_a < 0, -1, 0)))
+        factor_a = Mux(accumulating, y_term, Mux(grading, g_a, a_term))
+        factor_b = Mux(accumulating, gain, Mux(grading, g_factor, x_fetch.data))
         with m.If(s1_valid):
             m.d.sync += [product.eq(factor_a * factor_b), b_word.eq(b_read.data.as_signed()),
                          x_old.eq(x_fetch.data)]
 
         # Stage 2, MAC: acc = (first ? B : acc) - product; the row's last term writes R.
-        acc_next = Signal(signed(r_bits))
-        m.d.comb += acc_next.eq(Mux(s2_first, b_word, acc) - product)
+        # Gradient: acc = (first ? 0 : acc) - product = -score; the column's last term
+        # registers the comparison score > 0 (the sign of acc_next) into ``entering``.
+        acc_next = Signal.like(acc)
+        m.d.comb += acc_next.eq(Mux(s2_first, Mux(grading, 0, b_word), acc) - product)
         magnitude = Mux(acc_next[-1], -acc_next, acc_next)[:r_bits]
         with m.If(s2_valid & ~accumulating):
             m.d.sync += acc.eq(acc_next)
-            with m.If(s2_last):
+            with m.If(s2_last & grading):
+                m.d.sync += entering.bit_select(s2_col, 1).eq(acc_next[-1])
+            with m.Elif(s2_last):
                 m.d.comb += [r_write.en.eq(1), r_write.addr.eq(s2_row), r_write.data.eq(acc_next)]
                 m.d.sync += peak.eq(peak | magnitude)
 
-        # Stage 2, Accumulate: X_j += round(product * 2**(msb + headroom - gain_shift)).
-        half_step = (Const(1, 2 ** GAIN_SHIFT_BITS) << gain_shift) >> 1
-        delta = ((product << correction_left) + half_step) >> gain_shift
-        x_sum = Value.cast(x_old + delta)   # an expression: Verilator sees no unused signal
-        x_new = Mux(x_sum[-1], 0, Mux(x_sum > x_top, x_top, x_sum))[:x_bits]
+        # Stages 2 and 3, Accumulate: X_j += round(product * 2**(msb + headroom - gain_shift)):
+        # stage 2 shifts (registered), stage 3 adds, saturates and writes X. One
+        # shifter by the net amount (registered in Solve-Start): ((p << l) + 2**(g-1)) >> g is
+        # p << (l - g) for l >= g and p / 2**(g - l) rounded half up otherwise. A left shift
+        # past x_bits + 1 saturates X as x_bits + 1 does, a right shift past the product's
+        # width rounds to 0 as that width + 1 does: both are clamped there.
+        left_max, right_max = x_bits + 1, len(product) + 1
+        net_left = Signal(range(left_max + 1))
+        net_right = Signal(range(right_max + 1))
+        right_half = (Const(1, right_max + 1) << net_right) >> 1
+        delta = Mux(net_left != 0, product << net_left, (product + right_half) >> net_right)
+        s3_valid = Signal()
+        s3_col = Signal(range(cols))
+        s3_delta = Signal(Value.cast(delta).shape())
+        s3_x_old = Signal(x_bits)
+        m.d.sync += s3_valid.eq(s2_valid & accumulating)
         with m.If(s2_valid & accumulating):
-            m.d.comb += [x_write.en.eq(1), x_write.addr.eq(s2_col), x_write.data.eq(x_new)]
-            m.d.sync += active.bit_select(s2_col, 1).eq(x_new != 0)
+            m.d.sync += [s3_delta.eq(delta), s3_x_old.eq(x_old), s3_col.eq(s2_col)]
+        x_sum = Value.cast(s3_x_old + s3_delta)   # an expression: Verilator sees no unused signal
+        x_new = Mux(x_sum[-1], 0, Mux(x_sum > x_top, x_top, x_sum))[:x_bits]
+        with m.If(s3_valid):
+            m.d.comb += [x_write.en.eq(1), x_write.addr.eq(s3_col), x_write.data.eq(x_new)]
+            m.d.sync += active.bit_select(s3_col, 1).eq(x_new != 0)
 
         # --- the solve sequencer: RHS codes from R, results into Y -------------------------
         solving = Signal()
         m.d.comb += [r_serve.addr.eq(self.rhs.addr), r_serve.en.eq(self.rhs.en)]
-        rounding = (Const(1, r_bits + 2 ** HEADROOM_BITS + 1) << shift_right) >> 1
-        scaled_down = (r_serve.data + rounding) >> shift_right
-        scaled_up = r_serve.data << shift_left
+        # The gradient sweep reads R through the same shifter, 8 bits finer, unclamped.
+        right = Mux(grading, grad_right, shift_right)
+        left = Mux(grading, grad_left, shift_left)
+        rounding = (Const(1, r_bits + 2 ** HEADROOM_BITS + 1) << right) >> 1
+        scaled_down = (r_serve.data + rounding) >> right
+        scaled_up = r_serve.data << left
         scaled = Signal(signed(r_bits + p.dac_bits + 1))
-        m.d.comb += scaled.eq(Mux(shift_left != 0, scaled_up, scaled_down))
+        m.d.comb += scaled.eq(Mux(left != 0, scaled_up, scaled_down))
         top = 2 ** (p.dac_bits - 1)
-        clamped = Mux(scaled >= top, top - 1, Mux(scaled < -top, -top, scaled))
-        m.d.comb += self.rhs.data.eq((clamped + top)[:p.dac_bits])
+        served = Signal(signed(p.dac_bits))     # the residual as the DAC gets it: s_i
+        m.d.comb += [served.eq(Mux(scaled >= top, top - 1, Mux(scaled < -top, -top, scaled))),
+                     self.rhs.data.eq((served + top)[:p.dac_bits])]
+        # Stage 0 of a gradient term: A_ij and s_i registered ahead of the multiplier.
+        s0_valid, s0_first, s0_last = Signal(), Signal(), Signal()
+        s0_col = Signal(range(cols))
+        m.d.sync += s0_valid.eq(0)
+        with m.If(s0_valid):
+            m.d.sync += [g_a.eq(a_term), g_s.eq(scaled), s1_valid.eq(1),
+                         s1_first.eq(s0_first), s1_last.eq(s0_last), s1_col.eq(s0_col)]
         with m.If(solving & self.result.en):
             m.d.comb += [y_write.en.eq(1), y_write.addr.eq(self.result.addr),
                          y_write.data.eq(self.result.data)]
@@ -256,8 +312,9 @@ class Refiner(wiring.Component):
             solve.mode.eq(Mux(first_pass, AFEMode.SOLVE, AFEMode.SOLVE_FREE)),
             # The solve sequencer checks its inputs as they were the cycle before start
             # (docs/solve-timing.md): the column set comes from registers that are stable
-            # from Scale on, not from solve_cols, which Scale itself writes.
-            solve.row_mask.eq(row_mask), solve.col_mask.eq(Mux(first_pass, col_mask, active)),
+            # from Scale (or Check) on, not from solve_cols, which those states write.
+            solve.row_mask.eq(row_mask),
+            solve.col_mask.eq(Mux(first_pass, col_mask, active | entering)),
             solve.avg_log2.eq(avg_log2), solve.dac_settle.eq(dac_settle),
             solve.analog_settle.eq(analog_settle), solve.watchdog_limit.eq(watchdog_limit),
         ]
@@ -312,6 +369,7 @@ class Refiner(wiring.Component):
                 # Pass 0 (nothing active, X = 0): one zero product per row makes R = B.
                 walk = Mux(active != 0, active, col_mask & -col_mask)
                 m.d.sync += [mac_cols.eq(walk), cols_left.eq(walk), accumulating.eq(0),
+                             grading.eq(0), entering.eq(0),
                              fetch_row.eq(lowest_set_index(row_mask)),
                              rows_left.eq(row_mask & (row_mask - 1)), peak.eq(0)]
                 m.next = "MAC"
@@ -347,10 +405,55 @@ class Refiner(wiring.Component):
                 m.d.sync += [residual_msb.eq(msb_now), correction_left.eq(msb_now + headroom),
                              shift_right.eq(Mux(exponent > 0, exponent, 0)),
                              shift_left.eq(Mux(exponent < 0, -exponent, 0)),
+                             grad_right.eq(Mux(exponent > fraction, exponent - fraction, 0)),
+                             grad_left.eq(Mux(exponent < fraction, fraction - exponent, 0)),
                              solve_cols.eq(Mux(first_pass, col_mask, active))]
-                finished = (passes_done == passes + 1) | (peak == 0) | \
-                    (~first_pass & (active == 0))
-                with m.If(finished):
+                candidates = col_mask & ~active
+                with m.If((passes_done == passes + 1) | (peak == 0)):
+                    m.next = "Done"
+                with m.Elif(~first_pass & (candidates != 0)):
+                    # Gradient sweep: column outer, row inner, one term per cycle.
+                    m.d.sync += [cols_left.eq(candidates), grading.eq(1),
+                                 fetch_row.eq(lowest_set_index(row_mask)),
+                                 rows_left.eq(row_mask & (row_mask - 1))]
+                    m.next = "Gradient"
+                with m.Else():
+                    m.next = "Solve-Start"
+                abortable()
+
+            with m.State("Gradient"):
+                col = lowest_set_index(cols_left)
+                rest_rows = row_mask & (row_mask - 1)
+                m.d.comb += [a_read.addr.eq(fetch_row * cols + col),
+                             r_serve.addr.eq(fetch_row), r_serve.en.eq(1)]
+                m.d.sync += [s0_valid.eq(1), s0_first.eq(rows_left == rest_rows),
+                             s0_last.eq(rows_left == 0), s0_col.eq(col)]
+                with m.If(rows_left != 0):
+                    m.d.sync += [fetch_row.eq(lowest_set_index(rows_left)),
+                                 rows_left.eq(rows_left & (rows_left - 1))]
+                with m.Else():
+                    m.d.sync += [fetch_row.eq(lowest_set_index(row_mask)),
+                                 rows_left.eq(rest_rows),
+                                 cols_left.eq(cols_left & (cols_left - 1))]
+                    with m.If((cols_left & (cols_left - 1)) == 0):
+                        m.next = "Gradient-Drain"
+                abortable()
+
+            with m.State("Gradient-Drain"):    # the last term in stage 0
+                m.next = "Gradient-Multiply"
+                abortable()
+
+            with m.State("Gradient-Multiply"):  # ... in stage 1
+                m.next = "Gradient-Last"
+                abortable()
+
+            with m.State("Gradient-Last"):      # ... in stage 2: the last comparison
+                m.next = "Check"
+                abortable()
+
+            with m.State("Check"):
+                m.d.sync += [solve_cols.eq(active | entering), grading.eq(0)]
+                with m.If((active | entering) == 0):
                     m.next = "Done"
                 with m.Else():
                     m.next = "Solve-Start"
@@ -358,6 +461,11 @@ class Refiner(wiring.Component):
 
             with m.State("Solve-Start"):
                 m.d.comb += [solve.start.eq(~self.abort), solving.eq(1)]
+                net = correction_left - gain_shift
+                m.d.sync += [
+                    net_left.eq(Mux(net > left_max, left_max, Mux(net > 0, net, 0))),
+                    net_right.eq(Mux(net < -right_max, right_max, Mux(net < 0, -net, 0))),
+                ]
                 m.next = "Solve-Wait"
                 abortable()
 
@@ -383,7 +491,11 @@ class Refiner(wiring.Component):
                     m.next = "Accumulate-Drain"
                 abortable()
 
-            with m.State("Accumulate-Drain"):
+            with m.State("Accumulate-Drain"):   # the last correction in stage 1
+                m.next = "Accumulate-Shift"
+                abortable()
+
+            with m.State("Accumulate-Shift"):   # ... in stage 2
                 m.next = "Accumulate-Last"
                 abortable()
 

@@ -11,8 +11,9 @@ The problem (docs/refinement.md): minimise ||B - A X|| over X >= 0, with
 
 Pass 0 is a clamped SOLVE of B; every further pass computes the residual ``R = B - A X``
 exactly in integers (one multiplier, sequential), scales it to the DAC range with a
-power-of-two exponent, runs SOLVE_FREE on the active set (columns with X > 0) and adds the
-scaled correction to X (negative results clamp to 0 and leave the active set). Everything
+power-of-two exponent, lets an inactive column whose gradient on that residual is positive
+re-enter (the KKT condition of NNLS), runs SOLVE_FREE on the active set (columns with X > 0)
+and adds the scaled correction to X (negative results clamp to 0 and leave the set). Everything
 here is integer arithmetic the RTL implements bit for bit; :func:`golden_refine` runs it
 against the AFE model through :class:`~anmf.model.golden.GoldenController` at the cycles
 the Refiner would.
@@ -36,7 +37,8 @@ from .formats import PICOSECONDS_PER_SECOND, leading_one, to_picoseconds, unpack
 from .golden import Error, GoldenController
 
 __all__ = ["RefineFormat", "RefineOutcome", "residual_words", "residual_exponent",
-           "residual_dac_codes", "correction", "correction_gain", "golden_refine",
+           "residual_dac_codes", "gradient_residual", "entry_scores", "entering_columns",
+           "correction", "correction_gain", "golden_refine",
            "refine_problem", "relative_residual", "StudyRow", "study", "main"]
 
 IntArray = NDArray[np.int64]
@@ -46,6 +48,9 @@ GAIN_BITS = 18
 PASS_BITS = 4
 GAIN_SHIFT_BITS = 6
 HEADROOM_BITS = 2
+#: Fraction bits below the DAC step of the residual the gradient sweep uses (R rounded to
+#: 2**(e - GRADIENT_FRACTION_BITS)): its rounding moves a gradient by 2**-9 DAC steps per row.
+GRADIENT_FRACTION_BITS = 8
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -108,6 +113,34 @@ def residual_dac_codes(r: ArrayLike, exponent: int, dac_bits: int) -> IntArray:
     return zero_code(dac_bits) + np.clip(scaled, -top, top - 1)
 
 
+def gradient_residual(r: ArrayLike, exponent: int) -> IntArray:
+    """R in steps of ``2**exponent`` (round half up for exponent > 0, exact left shift
+    otherwise), unclamped: the residual of the gradient sweep, at exponent
+    ``e - GRADIENT_FRACTION_BITS`` (e: the DAC codes' exponent)."""
+    words = np.asarray(r, dtype=np.int64)
+    if exponent > 0:
+        return (words + (1 << (exponent - 1))) >> exponent
+    return words << -exponent
+
+
+def entry_scores(a: ArrayLike, s: ArrayLike) -> IntArray:
+    """Per column j: ``sum_i A_ij (2 s_i - sign(A_ij)) = 2 (A^T s)_j - sum_i |A_ij|``, with
+    ``s`` the rounded residual (:func:`gradient_residual`) and ``A`` the read-back matrix
+    (code - a_offset) of the same rows. Positive exactly when the gradient ``A_j^T s``
+    exceeds ``sum_i |A_ij| / 2``, the most that rounding R (half a step per row) can move
+    it: the column's gradient on R itself is positive then."""
+    a = np.asarray(a, dtype=np.int64)
+    s = np.asarray(s, dtype=np.int64)
+    return (a * (2 * s[:, None] - np.sign(a))).sum(axis=0)
+
+
+def entering_columns(a: ArrayLike, s: ArrayLike, candidates: int) -> int:
+    """Mask of the ``candidates`` columns whose :func:`entry_scores` is positive: the inactive
+    columns that re-enter the active set before a refinement pass's SOLVE_FREE."""
+    scores = entry_scores(a, s)
+    return sum(1 << j for j in _bits(candidates) if scores[j] > 0)
+
+
 def correction(codes: ArrayLike, *, adc_bits: int, gain: int, msb: int, headroom: int,
                gain_shift: int) -> list[int]:
     """The X increment of each solved column: ``round((code - zero) * gain *
@@ -165,9 +198,14 @@ def refine_cycles_residual(rows: int, mac_cols: int) -> int:
     return 1 + rows * mac_cols + 2 + 1
 
 
+def refine_cycles_gradient(rows: int, candidates: int) -> int:
+    """Gradient sweep (rows x candidates, one per cycle) + 3 pipeline drain + Check."""
+    return rows * candidates + 3 + 1
+
+
 def refine_cycles_accumulate(cols: int) -> int:
-    """Accumulate (one column per cycle) + 2 pipeline drain."""
-    return cols + 2
+    """Accumulate (one column per cycle) + 3 pipeline drain (multiply, shift, add)."""
+    return cols + 3
 
 
 def _bits(mask: int) -> list[int]:
@@ -238,11 +276,19 @@ def golden_refine(golden: GoldenController, *, fmt: RefineFormat, b: ArrayLike,
         peak = int(np.bitwise_or.reduce(np.abs(r)))
         msb = int(leading_one(peak))
         peaks.append(msb)
-        if passes_done == passes + 1 or peak == 0 or (passes_done and not active):
+        if passes_done == passes + 1 or peak == 0:
             return finish(Error.NONE, cycle, x, passes_done, peaks, over, history)
         exponent = msb - (dac_bits - 2) + headroom
         codes = np.full(rows, golden.zero_code, dtype=np.int64)
         codes[used_rows] = residual_dac_codes(r, exponent, dac_bits)
+        candidates = col_mask & ~active
+        if passes_done and candidates:
+            # Gradient sweep: inactive columns whose gradient on R is positive re-enter.
+            fine = gradient_residual(r, exponent - GRADIENT_FRACTION_BITS)
+            active |= entering_columns(a_codes[used_rows] - a_offset, fine, candidates)
+            cycle += refine_cycles_gradient(len(used_rows), len(_bits(candidates)))
+            if not active:
+                return finish(Error.NONE, cycle, x, passes_done, peaks, over, history)
         golden.rhs[:] = codes
         solve_cols = col_mask if passes_done == 0 else active
         mode = Mode.SOLVE if passes_done == 0 else Mode.SOLVE_FREE

@@ -10,15 +10,16 @@ Tests (SUITE_TESTS, run by tests/test_refine_cocotb.py on Icarus and Verilator):
   then ``refine`` with 4 passes. PROGRAM_MATRIX's report, REFINE_A, REFINE_X, REFINE_STATUS,
   RESULTS, the counters and the done cycle equal the golden model's; the relative residual
   eta (docs/refinement.md) after the run is printed (and asserted < 2^-12 for the suite's
-  seed).
+  seed, 5, on which column 0 leaves the active set in pass 0 and re-enters in pass 1).
 - ``solve_over_range_retries``: cells at the two lowest levels (large solutions), a SOLVE_FREE
   that goes over range, with SOLVE_RETRIES 4 (resolved after 2 halvings) and 1 (runs out):
   RESULTS, SolveResult.exponent (SOLVE_EXPONENT), RANGE_RETRY_COUNT, OVER_RANGE_COUNT,
   SOLVE_COUNT and the done cycle equal the golden model's ``solve_with_retries``.
 
 Options: JSON in ``ANMF_REFINE`` (:func:`refine_env`): ``seeds`` (problem seeds of the first
-test), ``passes``, ``assert_target`` (eta < 2^-12 asserted), ``report`` (a JSON file the first
-test writes its per-seed figures to). ``python -m anmf.testbench.bench_refine`` runs the
+test), ``passes``, ``assert_target`` (eta < 2^-12 asserted), ``reentry_seeds`` (seeds on which
+a column must re-enter the active set), ``report`` (a JSON file the first test writes its
+per-seed figures to). ``python -m anmf.testbench.bench_refine`` runs the
 first test on 10 seeds through the RTL and prints the table of docs/refinement.md.
 """
 from __future__ import annotations
@@ -53,7 +54,10 @@ PROBLEM_SHAPE = (16, 8)
 B_FRAC_BITS = 20        #: B = DAC steps x 2**20 (docs/refinement.md)
 MAX_COND = 20.0         #: condition number bound of the level matrix (well-conditioned)
 TARGET_LOG2 = -12       #: the issue's target: eta < 2**-12 within 4 passes
-DEFAULT_REFINE = {"seeds": [0], "passes": 4, "assert_target": True, "report": None}
+#: The suite's seed 5: the clamped pass 0 puts column 0 at 0 and its gradient re-admits it in
+#: pass 1 (the gradient sweep and the re-entry in co-simulation; asserted).
+DEFAULT_REFINE = {"seeds": [5], "passes": 4, "assert_target": True, "reentry_seeds": [5],
+                  "report": None}
 #: The retry cases: (SOLVE_RETRIES, retries expected, last results still over range).
 RETRY_CASES = ((4, 2, False), (1, 1, True))
 RETRY_AMPLITUDE = 400   #: RHS codes up to zero + 400: over range at the lowest levels
@@ -184,8 +188,20 @@ async def _refine_one(bench: ScenarioBench, golden: GoldenController, edges: Com
     return {"seed": seed, "log2_eta": [math.log2(e) if e > 0 else -math.inf for e in etas],
             "passes_done": result.passes_done, "over_range": result.over_range,
             "done_cycle": rtl_done, "pulses": report.pulses, "failed_cells": report.failed_cells,
-            # Columns X ends at 0 (x_true has none): clamped in pass 0, they never come back.
-            "zero_columns": [int(j) for j in np.flatnonzero(result.x_words[:cols] == 0)]}
+            # Columns X ends at 0 (x_true has none), and columns at 0 after some pass that
+            # came back (their gradient re-admitted them): column -> the pass they were back in.
+            "zero_columns": [int(j) for j in np.flatnonzero(result.x_words[:cols] == 0)],
+            "reentered": _reentered(expected.history, cols)}
+
+
+def _reentered(history: tuple[np.ndarray, ...], cols: int) -> dict[str, int]:
+    """Column -> the last pass after which X was positive again after being 0 (JSON keys)."""
+    back: dict[str, int] = {}
+    for p in range(1, len(history)):
+        for j in range(cols):
+            if history[p - 1][j] == 0 and history[p][j] > 0:
+                back[str(j)] = p
+    return back
 
 
 @cocotb.test()
@@ -212,6 +228,10 @@ async def program_matrix_then_refine(dut: Any) -> None:
     if options["report"]:
         Path(options["report"]).write_text(json.dumps(figures))
     bench.assert_clean()
+    for row in figures:
+        if row["seed"] in options["reentry_seeds"]:
+            assert row["reentered"], f"seed {row['seed']}: no column re-entered " \
+                f"(X = 0 in columns {row['zero_columns']})"
     if options["assert_target"]:
         for row in figures:
             assert row["log2_eta"][-1] < TARGET_LOG2, \
@@ -297,20 +317,22 @@ def main(argv: list[str] | None = None) -> None:
               toplevel=TOP_MODULE, test_module="anmf.testbench.bench_refine", name="scenarios",
               testcase="program_matrix_then_refine",
               extra_env=refine_env(seeds=seeds, passes=args.passes, assert_target=False,
-                                   report=str(report)))
+                                   reentry_seeds=[], report=str(report)))
     if not report.exists():
         raise SystemExit(f"the bench wrote no figures ({report}); see its log in {report.parent}")
     rows = json.loads(report.read_text())
     passes = max(len(r["log2_eta"]) for r in rows)
     print("| seed | " + " | ".join(f"pass {i}" for i in range(passes)) +
-          " | solves | done cycle | X = 0 in columns | met |")
-    print("|---" * (passes + 5) + "|")
+          " | solves | done cycle | X = 0 in columns | re-entered (pass) | met |")
+    print("|---" * (passes + 6) + "|")
     for r in rows:
         cells = [f"{v:.1f}" for v in r["log2_eta"]] + [""] * (passes - len(r["log2_eta"]))
         met = r["log2_eta"][-1] < TARGET_LOG2
         print(f"| {r['seed']} | " + " | ".join(cells) +
               f" | {r['passes_done']} | {r['done_cycle']} | "
-              f"{', '.join(map(str, r['zero_columns'])) or '-'} | {'yes' if met else 'no'} |")
+              f"{', '.join(map(str, r['zero_columns'])) or '-'} | "
+              f"{', '.join(f'{j} ({p})' for j, p in r['reentered'].items()) or '-'} | "
+              f"{'yes' if met else 'no'} |")
     worst = [max(r["log2_eta"][i] for r in rows if len(r["log2_eta"]) > i) for i in range(passes)]
     print("worst log2(eta) per pass: " + ", ".join(f"{w:.1f}" for w in worst))
     print(f"({args.sim}, {time.perf_counter() - started:.0f} s)")

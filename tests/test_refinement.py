@@ -11,7 +11,8 @@ import pytest
 
 from anmf.model.golden import Error, GoldenController
 from anmf.model.refinement import (RefineFormat, StudyParams, correction, correction_gain,
-                                   golden_refine, refine_problem, relative_residual,
+                                   entering_columns, entry_scores, golden_refine,
+                                   gradient_residual, refine_problem, relative_residual,
                                    residual_dac_codes, residual_exponent, residual_words,
                                    study, study_afe)
 
@@ -41,6 +42,23 @@ def test_correction_rounds_half_up_with_the_documented_shift():
     # code 514: t = 2; 2 * 3 * 2**(5 + 1) = 384, >> 8 = 1.5 -> 2; code 511: -0.75 -> -1.
     assert correction([514, 511, 512], adc_bits=10, gain=3, msb=5, headroom=1,
                       gain_shift=8) == [2, -1, 0]
+
+
+def test_entry_score_is_the_gradient_beyond_the_rounding_of_the_served_residual():
+    a = np.array([[3, -2, 0, 1], [1, 4, 5, -1]])
+    served = np.array([2, -1])
+    # Column 0: 3 (4 - 1) + 1 (-2 - 1) = 6 = 2 (A^T s = 5) - (|3| + |1|); column 1: sign -1
+    # gives -2 (4 + 1) + 4 (-2 - 1) = -22; column 2: A = 0 in
+    # row 0 adds nothing (sign 0): 5 (-2 - 1) = -15; column 3: 1 (4 - 1) + -1 (-2 + 1) = 4.
+    assert entry_scores(a, served).tolist() == [6, -2 * 5 + 4 * -3, -15, 4]
+    assert 2 * (a.T @ served) - np.abs(a).sum(axis=0) == pytest.approx(entry_scores(a, served))
+    # Only the candidates, and only a positive score (0 does not enter).
+    assert entering_columns(a, served, 0b1111) == 0b1001
+    assert entering_columns(a, served, 0b0110) == 0
+    assert entering_columns(np.array([[1], [1]]), np.array([1, 0]), 1) == 0   # 2 - 2 = 0
+    # The sweep's residual: R in steps of 2**exponent, round half up, no clamp.
+    assert gradient_residual([3 << 12, -(3 << 12), 5 << 30], 13).tolist() == [2, -1, 5 << 17]
+    assert gradient_residual([3, -512], -2).tolist() == [12, -2048]
 
 
 def test_correction_gain_of_the_rram_3bit_afe():

@@ -13,12 +13,14 @@ from amaranth.hdl import Elaboratable, Module, Value
 from amaranth.lib import memory, wiring
 from amaranth.sim import Simulator
 
+from anmf.hdl import refiner as refiner_module
 from anmf.hdl.afe import AFESignature
 from anmf.hdl.anls_sequencer import solve_command_signature
 from anmf.hdl.codes import ErrorCode
 from anmf.hdl.params import BuildParams
 from anmf.hdl.refiner import Refiner
 from anmf.hdl.solve_sequencer import SolveSequencer
+from anmf.model import refinement as refinement_module
 from anmf.model.afe import AnalogFrontEnd
 from anmf.model.config import preset
 from anmf.model.formats import PICOSECONDS_PER_SECOND
@@ -120,10 +122,13 @@ class Harness(Elaboratable):
         return m
 
 
-def make_problem(afe: AnalogFrontEnd, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+def make_problem(afe: AnalogFrontEnd, seed: int, x0: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
     """A well-conditioned 16 x 8 problem placed in ``afe`` (levels plus a +-0.3 uS placement
     error, as write-verify leaves them), its read-back codes, B = A_read x_true (in the
-    range of the read-back matrix), 20 fraction bits. Returns (a_codes, b, a_offset)."""
+    range of the read-back matrix), 20 fraction bits. ``x0`` replaces x_true[0] (small: the
+    clamped pass 0 may put column 0 at 0; negative: the NNLS optimum has it at 0). Returns
+    (a_codes, b, a_offset)."""
     rng = np.random.default_rng(seed)
     rows, cols = PARAMS.rows, PARAMS.cols
     while True:
@@ -135,7 +140,10 @@ def make_problem(afe: AnalogFrontEnd, seed: int) -> tuple[np.ndarray, np.ndarray
     afe.set_conductances(np.maximum(g, circuit.g_offset_s), 0.0)
     a_codes = np.array([[afe.read_cell(i, j, 0.0)[0] for j in range(cols)] for i in range(rows)])
     a_offset = int(afe.conductance_code(circuit.g_offset_s))
-    b = (a_codes - a_offset) @ rng.uniform(0.1, 1.0, cols)
+    x_true = rng.uniform(0.1, 1.0, cols)
+    if x0 is not None:
+        x_true[0] = x0
+    b = (a_codes - a_offset) @ x_true
     b *= 0.8 * 511 / np.abs(b).max()
     return a_codes, np.rint(b * 2.0 ** B_FRAC_BITS).astype(np.int64), a_offset
 
@@ -207,10 +215,11 @@ def run_rtl(afe: AnalogFrontEnd, a_codes: np.ndarray, b: np.ndarray, ops: dict[s
     return seen
 
 
-def golden_run(afe: AnalogFrontEnd, seed: int, b, ops, start_cycle: int):
+def golden_run(afe: AnalogFrontEnd, seed: int, b, ops, start_cycle: int,
+               x0: float | None = None):
     """golden_refine on a twin of ``afe`` given the same problem (same seed, same cells)."""
     twin = afe.twin()
-    a_codes, _, a_offset = make_problem(twin, seed)
+    a_codes, _, a_offset = make_problem(twin, seed, x0)
     golden = GoldenController(PARAMS, twin)
     arguments = {k: v for k, v in ops.items() if k != "a_offset"}
     return golden_refine(golden, fmt=FMT, b=b, a_codes=a_codes, a_offset=a_offset,
@@ -240,6 +249,92 @@ def test_refine_equals_the_golden_model_and_meets_the_residual_target(seed):
     assert eta[0] > 2 ** -9, f"pass 0 alone is analog precision: {eta}"
     assert eta[3] < 2 ** -14 and eta[3] < eta[1] / 16, f"relative residual per pass: {eta}"
     assert expected.peaks[-1] < expected.peaks[0] - 10, "the residual peak fell 2**10-fold"
+
+
+# (seed, x_true[0], the pass after which X[0] > 0 again) measured with
+# golden_refine: seed 5's clamped pass 0 puts column 0 at 0 and its gradient re-admits it in
+# pass 1; seed 0's too, but pass 0 overshot the other columns and column 0's gradient is
+# negative in pass 1 (score -2.9e7) and positive in pass 2 (4.2e7); with x_true[0] < 0 the
+# optimum has X[0] = 0: the sweep runs in every pass and column 0 never re-enters.
+REENTRY_CASES = [(5, 0.02, "pass 1"), (0, 0.02, "pass 2"), (0, -0.05, "never")]
+
+
+@pytest.mark.parametrize("seed, x0, enters", REENTRY_CASES)
+def test_a_column_clamped_in_pass_0_re_enters_when_its_gradient_is_positive(seed, x0, enters):
+    afe = model_afe(seed)
+    a_codes, b, a_offset = make_problem(afe, seed, x0)
+    ops = operands(afe, a_offset)
+    rtl = run_rtl(afe, a_codes, b, ops)
+    expected = golden_run(afe, seed, b, ops, rtl["start"], x0)
+    assert expected.error == Error.NONE and rtl["error"] == ErrorCode.NONE
+    assert rtl["x"].tolist() == expected.x.tolist()
+    assert rtl["done_cycle"] == expected.done_cycle
+    assert (rtl["passes_done"], rtl["msb"], rtl["over_range"]) == \
+        (expected.passes_done, expected.peaks[-1], int(expected.over_range))
+    x0_per_pass = [int(x[0]) for x in expected.history]
+    assert x0_per_pass[0] == 0, f"pass 0 clamps column 0: {x0_per_pass}"
+    # Conversions: 8 columns in pass 0; 7, or 8 once column 0 is back, in passes 1..3.
+    back = {"pass 1": 1, "pass 2": 2, "never": 4}[enters]
+    assert all(v > 0 for v in x0_per_pass[back:]) and not any(x0_per_pass[:back]), \
+        f"X[0] per pass {x0_per_pass}, expected back in {enters}"
+    assert rtl["conversions"] == 8 + 7 * (back - 1) + 8 * (4 - back), rtl["conversions"]
+    if enters != "never":
+        a_read = (a_codes - a_offset).astype(float)
+        eta = relative_residual(a_read, b, expected.x)
+        assert eta < 2 ** -12, f"log2(eta) {np.log2(eta):.1f} after pass 3"
+
+
+# The correction's one shifter by msb + headroom - gain_shift, clamped: gain_shift 0 shifts
+# left past x_bits (X saturates), 63 right past the product (corrections round to 0), 24
+# both ways across the passes.
+@pytest.mark.parametrize("gain, gain_shift", [(1, 0), (2 ** 18 - 1, 63), (3, 24)])
+def test_extreme_correction_shifts_equal_the_golden_model(gain, gain_shift):
+    afe = model_afe(6)
+    a_codes, b, a_offset = make_problem(afe, 6)
+    ops = operands(afe, a_offset, gain=gain, gain_shift=gain_shift, passes=2)
+    rtl = run_rtl(afe, a_codes, b, ops)
+    expected = golden_run(afe, 6, b, ops, rtl["start"])
+    assert rtl["error"] == ErrorCode.NONE and expected.error == Error.NONE
+    assert rtl["x"].tolist() == expected.x.tolist()
+    assert (rtl["done_cycle"], rtl["passes_done"], rtl["msb"]) == \
+        (expected.done_cycle, expected.passes_done, expected.peaks[-1])
+    if gain_shift == 0:
+        assert (expected.history[0] == 2 ** FMT.x_bits - 1).any(), "some X saturated"
+    if gain_shift == 63:
+        assert not rtl["x"].any(), "every correction rounds to 0"
+
+
+def test_abort_in_the_gradient_sweep():
+    # Seed 5 with x_true[0] = 0.02: column 0 is out after pass 0. The run with passes = 0 is
+    # done in the cycle the full run's pass-1 Scale hands over to the sweep (16 cycles).
+    afe = model_afe(5)
+    a_codes, b, a_offset = make_problem(afe, 5, 0.02)
+    sweep_start = run_rtl(afe, a_codes, b, operands(afe, a_offset, passes=0))["done_cycle"]
+    afe = model_afe(5)
+    make_problem(afe, 5, 0.02)
+    rtl = run_rtl(afe, a_codes, b, operands(afe, a_offset), abort_at=sweep_start + 5)
+    assert (rtl["error"], rtl["done_cycle"]) == (ErrorCode.ABORTED, sweep_start + 6)
+    assert rtl["busy_after"] == 0 and rtl["afe_idle"] == [0, 0, 0, 0]
+    assert rtl["passes_done"] == 1 and rtl["conversions"] == 8
+
+
+def test_nothing_active_and_no_gradient_positive_ends_after_the_sweep():
+    # B = -A x_true: the clamped pass 0 puts every column at 0 and every gradient is negative.
+    afe = model_afe(4)
+    a_codes, b, a_offset = make_problem(afe, 4)
+    ops = operands(afe, a_offset)
+    rtl = run_rtl(afe, a_codes, -b, ops)
+    expected = golden_run(afe, 4, -b, ops, rtl["start"])
+    assert (rtl["error"], rtl["passes_done"]) == (ErrorCode.NONE, expected.passes_done) == \
+        (ErrorCode.NONE, 1)
+    assert not rtl["x"].any() and not expected.x.any()
+    assert rtl["done_cycle"] == expected.done_cycle and rtl["conversions"] == 8
+    # The same run without refinement passes ends after pass 0's residual; the sweep over
+    # 8 columns x 16 rows, 3 drain cycles and Check follow it.
+    afe = model_afe(4)
+    make_problem(afe, 4)
+    alone = run_rtl(afe, a_codes, -b, ops | {"passes": 0})
+    assert rtl["done_cycle"] == alone["done_cycle"] + 16 * 8 + 4
 
 
 def test_zero_passes_is_the_clamped_solve_alone_and_b_zero_stops_at_once():
@@ -286,6 +381,13 @@ def test_refused_starts_end_in_cycle_one(changes, code):
     assert (rtl["error"], rtl["done_cycle"], rtl["conversions"]) == (code, 1, 0)
     expected = golden_run(afe, 0, b, ops, rtl["start"])
     assert (expected.error.value, expected.done_cycle) == (code.value, 1)
+
+
+def test_the_rtl_and_the_golden_model_share_their_operand_widths():
+    # model/ does not import hdl/: the constants are written twice and must agree.
+    for name in ("GAIN_BITS", "GAIN_SHIFT_BITS", "PASS_BITS", "HEADROOM_BITS",
+                 "GRADIENT_FRACTION_BITS"):
+        assert getattr(refiner_module, name) == getattr(refinement_module, name), name
 
 
 def test_constructor_validation_messages():
