@@ -665,9 +665,10 @@ class Controller(wiring.Component):
                                seq: SolveSequencer, start: Value, abort: Value,
                                host_solve: dict[str, Value]) -> None:
         """CALIBRATE's wiring: the calibrator's operands, the calibration memory's ports (the
-        calibrator writes it and reads it back, the solve sequencer reads its corrections), the
-        corrections' enables and the outcome registers."""
+        calibrator writes it and reads it back, the solve sequencer and the programmer read their
+        corrections), the corrections' enables and the outcome registers."""
         p = self._params
+        prog = self._programmer   # reads the ADC words for its verify reads and READ_CELL
         m.d.comb += [
             calibrator.start.eq(start),
             calibrator.abort.eq(abort),
@@ -682,12 +683,12 @@ class Controller(wiring.Component):
         m.d.comb += [window.write.en.eq(write.en), window.write.addr.eq(write.addr),
                      Value.cast(window.write.data).eq(Value.cast(write.data))]
         for port, reader in ((window.read, calibrator.coeff_read), (window.read_1, seq.coeff),
-                             (window.read_2, seq.opamp_coeff)):
+                             (window.read_2, seq.opamp_coeff), (window.read_3, prog.coeff)):
             m.d.comb += [port.addr.eq(reader.addr), port.en.eq(reader.en),
                          Value.cast(reader.data).eq(Value.cast(port.data))]
         control = regs.cal_control
         m.d.comb += [seq.cal_enable.adc.eq(control.adc), seq.cal_enable.dac.eq(control.dac),
-                     seq.cal_enable.opamp.eq(control.opamp),
+                     seq.cal_enable.opamp.eq(control.opamp), prog.cal_adc.eq(control.adc),
                      regs.cal_quality.residual.eq(calibrator.quality),
                      regs.cal_failed.count.eq(calibrator.failed_count)]
 
