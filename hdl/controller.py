@@ -683,9 +683,14 @@ class Controller(wiring.Component):
         m.d.comb += [window.write.en.eq(write.en), window.write.addr.eq(write.addr),
                      Value.cast(window.write.data).eq(Value.cast(write.data))]
         for port, reader in ((window.read, calibrator.coeff_read), (window.read_1, seq.coeff),
-                             (window.read_2, seq.opamp_coeff), (window.read_3, prog.coeff)):
+                             (window.read_2, seq.opamp_coeff)):
             m.d.comb += [port.addr.eq(reader.addr), port.en.eq(reader.en),
                          Value.cast(reader.data).eq(Value.cast(port.data))]
+        # The programmer's ADC words come through the solve sequencer's port: the two never run
+        # at once (RUN_NMF alternates them), and a fourth port would be another copy of the memory.
+        with m.If(prog.busy):
+            m.d.comb += [window.read_1.addr.eq(prog.coeff_channel), window.read_1.en.eq(1)]
+        m.d.comb += Value.cast(prog.coeff_word).eq(Value.cast(window.read_1.data))
         control = regs.cal_control
         m.d.comb += [seq.cal_enable.adc.eq(control.adc), seq.cal_enable.dac.eq(control.dac),
                      seq.cal_enable.opamp.eq(control.opamp), prog.cal_adc.eq(control.adc),

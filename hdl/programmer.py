@@ -5,7 +5,9 @@ Per cell (the algorithm of ``model.device.write_verify``, in ADC codes):
 
 1. read: mode READ_CELL on (cell_row, cell_col), ``read_settle`` cycles, then
    ``2**avg_log2`` conversions; code = (sum + 2**(avg_log2-1)) >> avg_log2 (as the solve
-   sequencer); if |code - target| <= tolerance: the cell passes.
+   sequencer); in a build with calibration the code goes through the channel's ADC word
+   (``cal_adc``, docs/calibration.md) first, in the same cycles; if |code - target| <=
+   tolerance: the cell passes.
 2. if the cell has had ``pulse_budget`` pulses: the cell fails.
 3. polarity = SET if code < target else RESET. The first pulse, and every pulse whose
    polarity differs from the previous one (an overshoot), uses ``amp_start``; otherwise
@@ -77,7 +79,9 @@ class WriteVerifyProgrammer(wiring.Component):
     the last command), ``checked_count`` (cells the last program command verified),
     ``reprogrammed_count`` (those of them that got at least one pulse), ``over_range_sample``
     (high in each cycle a sample flagged ``adc_ovr`` is accumulated, for the controller's
-    counter); ``afe``. The controller's column remap (hdl/column_remap.py) translates the
+    counter); ``afe``. With ``params.calibration``: ``cal_adc`` (CAL_CONTROL.adc, sampled while
+    idle), ``coeff_channel`` (the CAL_COEFF index of the current column's ADC word: the logical
+    column) and ``coeff_word`` (that word, one cycle later). The controller's column remap (hdl/column_remap.py) translates the
     columns on the AFE port and the fault map's bit enable: the programmer sees logical columns.
 
     Errors, checked in this order at start (nothing else happens then): command 3 ->
@@ -96,13 +100,9 @@ class WriteVerifyProgrammer(wiring.Component):
         p = params
         calibration_ports = {}
         if p.calibration:
-            from .calibrator import calibration_memory_depth, coefficient_layout  # (it imports the solve sequencer)
-            calibration_ports = {
-                "cal_adc": In(1),
-                "coeff": In(memory.ReadPort.Signature(
-                    addr_width=max(1, (calibration_memory_depth(p) - 1).bit_length()),
-                    shape=coefficient_layout(p))),
-            }
+            from .calibrator import coefficient_layout  # (it imports the solve sequencer)
+            calibration_ports = {"cal_adc": In(1), "coeff_channel": Out(p.col_addr_bits),
+                                 "coeff_word": In(coefficient_layout(p))}
         super().__init__({
             **calibration_ports,
             "start": In(1),
@@ -507,12 +507,12 @@ class WriteVerifyProgrammer(wiring.Component):
         frac, gain_frac = cal.FRAC_BITS, cal.GAIN_FRAC_BITS
 
         cal_adc = Signal()
-        word = Signal.like(self.coeff.data)
+        word = Signal.like(self.coeff_word)
         # The column's word is read in every cycle (col is set in Next-Cell, at least four
         # cycles before an Average) and registered: the product starts from registers.
         # ADC channel c's word is at index c (cal.adc_address): the logical column, as calibrated.
-        m.d.comb += [self.coeff.addr.eq(col), self.coeff.en.eq(1)]
-        m.d.sync += word.eq(self.coeff.data)
+        m.d.comb += self.coeff_channel.eq(col)
+        m.d.sync += word.eq(self.coeff_word)
         # CAL_CONTROL.adc is sampled with the other operands in every idle cycle.
         with m.If(~self.busy):
             m.d.sync += cal_adc.eq(self.cal_adc)

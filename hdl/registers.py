@@ -502,7 +502,7 @@ def _add_cal_registers(regs: RegisterMap, params: BuildParams) -> None:
     total = params.total_cols
     regs.add("CAL_COEFF", MemoryWindow(
         depth=cal.memory_depth(params.rows, total), span=2 * MAX_ROWS, access=Access.R,
-        core=CoreAccess.READ_WRITE, core_read_ports=4, init=identity,
+        core=CoreAccess.READ_WRITE, core_read_ports=3, init=identity,
         fields={"offset": (ob, f"Signed offset ({ob}-bit two's complement), 1/16 LSB of its converter (op-amp "
                                f"words: ADC LSB)."),
                 "gain": (cal.GAIN_BITS, "Gain, 1.0 = 0x8000 (15 fractional bits); op-amp words 0."),
