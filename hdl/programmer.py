@@ -499,8 +499,9 @@ class WriteVerifyProgrammer(wiring.Component):
         corrected code = clamp(zero + round_shift(round_shift(product, GF), F)) and both
         round_shifts are monotonic, so for a code bound K: unclamped code >= K <=> product >=
         ((K - zero) << (F + GF)) - 2^(F - 1 + GF) - 2^(GF - 1) (an affine map, no division).
-        The clamp: code >= L holds for every product when L <= 0, code <= H when H >= 2^B - 1,
-        code < T for none when T = 0."""
+        The clamp: code >= L holds for every product when L <= 0, code <= H when H >= 2^B - 1.
+        code < T needs no such flag: it matters only out of tolerance, where T = 0 means a code
+        above the tolerance, never a clamped 0."""
         p = self._params
         zero = 1 << (p.adc_bits - 1)
         top = (1 << p.adc_bits) - 1
@@ -529,7 +530,7 @@ class WriteVerifyProgrammer(wiring.Component):
         # bounds: valid from the fourth cycle after Fetch-Target, before the earliest Compare).
         bound_shape = signed(max(len(product), len(code_low) + frac + gain_frac) + 2)
         low_bound, high_bound, target_bound = (Signal(bound_shape) for _ in range(3))
-        low_open, high_open, target_zero = Signal(), Signal(), Signal()
+        low_open, high_open = Signal(), Signal()
 
         def product_bound(code: Value) -> Value:
             return ((code - zero) << (frac + gain_frac)) - (1 << (frac - 1 + gain_frac)) - \
@@ -539,11 +540,10 @@ class WriteVerifyProgrammer(wiring.Component):
             low_bound.eq(product_bound(code_low)), high_bound.eq(product_bound(code_high_next)),
             target_bound.eq(product_bound(target_code)),
             low_open.eq(code_low <= 0), high_open.eq(code_high_next > top),
-            target_zero.eq(target_code == 0),
         ]
         m.d.comb += [
             within.eq((low_open | (product >= low_bound)) & (high_open | (product < high_bound))),
-            below_target.eq(~target_zero & (product < target_bound)),
+            below_target.eq(product < target_bound),
         ]
         from .calibrator import code_from_corrected, round_shift_value  # (it imports the solve sequencer)
         code, saturated = code_from_corrected(round_shift_value(product, gain_frac), p.adc_bits)
