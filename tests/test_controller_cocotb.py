@@ -13,7 +13,7 @@ from anmf.hdl.regmap_export import describe
 from anmf.testbench.simulators import BUILD_ROOT, SIMULATORS, run_bench
 
 PARAMS = BuildParams(rows=16, cols=4)
-BENCH_TESTS = 4
+BENCH_TESTS = 5   # bench_controller.py: 4 + calibrate_then_solve_equals_golden
 
 
 @pytest.mark.parametrize("sim", SIMULATORS)
