@@ -665,9 +665,10 @@ class Controller(wiring.Component):
                                seq: SolveSequencer, start: Value, abort: Value,
                                host_solve: dict[str, Value]) -> None:
         """CALIBRATE's wiring: the calibrator's operands, the calibration memory's ports (the
-        calibrator writes it and reads it back, the solve sequencer reads its corrections), the
-        corrections' enables and the outcome registers."""
+        calibrator writes it and reads it back, the solve sequencer and the programmer read their
+        corrections), the corrections' enables and the outcome registers."""
         p = self._params
+        prog = self._programmer   # reads the ADC words for its verify reads and READ_CELL
         m.d.comb += [
             calibrator.start.eq(start),
             calibrator.abort.eq(abort),
@@ -685,9 +686,14 @@ class Controller(wiring.Component):
                              (window.read_2, seq.opamp_coeff)):
             m.d.comb += [port.addr.eq(reader.addr), port.en.eq(reader.en),
                          Value.cast(reader.data).eq(Value.cast(port.data))]
+        # The programmer's ADC words come through the solve sequencer's port: the two never run
+        # at once (RUN_NMF alternates them), and a fourth port would be another copy of the memory.
+        with m.If(prog.busy):
+            m.d.comb += [window.read_1.addr.eq(prog.coeff_channel), window.read_1.en.eq(1)]
+        m.d.comb += Value.cast(prog.coeff_word).eq(Value.cast(window.read_1.data))
         control = regs.cal_control
         m.d.comb += [seq.cal_enable.adc.eq(control.adc), seq.cal_enable.dac.eq(control.dac),
-                     seq.cal_enable.opamp.eq(control.opamp),
+                     seq.cal_enable.opamp.eq(control.opamp), prog.cal_adc.eq(control.adc),
                      regs.cal_quality.residual.eq(calibrator.quality),
                      regs.cal_failed.count.eq(calibrator.failed_count)]
 

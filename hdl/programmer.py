@@ -5,7 +5,9 @@ Per cell (the algorithm of ``model.device.write_verify``, in ADC codes):
 
 1. read: mode READ_CELL on (cell_row, cell_col), ``read_settle`` cycles, then
    ``2**avg_log2`` conversions; code = (sum + 2**(avg_log2-1)) >> avg_log2 (as the solve
-   sequencer); if |code - target| <= tolerance: the cell passes.
+   sequencer); in a build with calibration the code goes through the channel's ADC word
+   (``cal_adc``, docs/calibration.md) first, in the same cycles; if |code - target| <=
+   tolerance: the cell passes.
 2. if the cell has had ``pulse_budget`` pulses: the cell fails.
 3. polarity = SET if code < target else RESET. The first pulse, and every pulse whose
    polarity differs from the previous one (an overshoot), uses ``amp_start``; otherwise
@@ -27,7 +29,9 @@ loop open, every DAC written the zero-volt code and applied, then done.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from dataclasses import dataclass
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import enum, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -35,10 +39,21 @@ from .afe import SAFE_EXIT_STATE, AFEMode, AFESignature, ProgPolarity, emit_safe
     lowest_set_index
 from .codes import ErrorCode
 from .params import BuildParams
-from .solve_sequencer import rounded_average, rounding_half
+from ..model import calibration as cal   # the correction's one definition
+from .solve_sequencer import rounding_half
 from .watchdog import Watchdog
 
 __all__ = ["ProgrammerCommand", "WriteVerifyProgrammer"]
+
+
+@dataclass(frozen=True)
+class _CorrectedRead:
+    """The verify read's correction stage: ``stage`` registers the product (drive it in
+    Average); ``code`` / ``saturated`` are the corrected code and its clamp flag from it."""
+
+    stage: Value
+    code: Value
+    saturated: Value
 
 
 class ProgrammerCommand(enum.Enum, shape=2):
@@ -64,7 +79,9 @@ class WriteVerifyProgrammer(wiring.Component):
     the last command), ``checked_count`` (cells the last program command verified),
     ``reprogrammed_count`` (those of them that got at least one pulse), ``over_range_sample``
     (high in each cycle a sample flagged ``adc_ovr`` is accumulated, for the controller's
-    counter); ``afe``. The controller's column remap (hdl/column_remap.py) translates the
+    counter); ``afe``. With ``params.calibration``: ``cal_adc`` (CAL_CONTROL.adc, sampled while
+    idle), ``coeff_channel`` (the CAL_COEFF index of the current column's ADC word: the logical
+    column) and ``coeff_word`` (that word, one cycle later). The controller's column remap (hdl/column_remap.py) translates the
     columns on the AFE port and the fault map's bit enable: the programmer sees logical columns.
 
     Errors, checked in this order at start (nothing else happens then): command 3 ->
@@ -81,7 +98,13 @@ class WriteVerifyProgrammer(wiring.Component):
             raise TypeError(f"params must be a BuildParams, got {params!r}")
         self._params = params
         p = params
+        calibration_ports = {}
+        if p.calibration:
+            from .calibrator import coefficient_layout  # (it imports the solve sequencer)
+            calibration_ports = {"cal_adc": In(1), "coeff_channel": Out(p.col_addr_bits),
+                                 "coeff_word": In(coefficient_layout(p))}
         super().__init__({
+            **calibration_ports,
             "start": In(1),
             "abort": In(1),
             "busy": Out(1),
@@ -245,7 +268,8 @@ class WriteVerifyProgrammer(wiring.Component):
             m.d.sync += [
                 wait_timer.eq(read_settle),
                 samples_left.eq(last_sample_index(avg_log2)),
-                sample_sum.eq(0),
+                # The sum starts at the rounding half: the average is then a shift only.
+                sample_sum.eq(rounding_half(avg_log2, p.sum_bits)),
                 sample_over_range.eq(0),
             ]
             with m.If(read_settle == 0):
@@ -255,16 +279,16 @@ class WriteVerifyProgrammer(wiring.Component):
 
         # Compare: the averaged code against the target.
         average = Signal(p.adc_bits)
-        m.d.comb += average.eq(rounded_average(sample_sum, avg_log2, p.sum_bits))
+        m.d.comb += average.eq(sample_sum >> avg_log2)
         # |code - target| <= tolerance and code < target are decided on the sample sum, against
         # bounds scaled to it, and registered in Average with the code (Compare then decides on
-        # flags, docs/synthesis.md I6): code = (sum + half) >> avg_log2, so code >= L <=> sum >=
-        # (L << avg_log2) - half, code <= H <=> sum <= ((H + 1) << avg_log2) - half - 1, code < T
-        # <=> sum < (T << avg_log2) - half. The bounds take two registered steps after the target
-        # latch (the cycle after Fetch-Target): code-domain bounds, then the scaling (one step was
-        # the iCE40's critical path, I9). They are valid from the fourth cycle after Fetch-Target,
-        # the earliest Average (Read-Start, at least two Read-Wait cycles).
-        half = rounding_half(avg_log2, p.sum_bits)
+        # flags, docs/synthesis.md I6): the sum starts at the rounding half, code = sum >>
+        # avg_log2, so code >= L <=> sum >= L << avg_log2, code <= H <=> sum <= ((H + 1) <<
+        # avg_log2) - 1, code < T <=> sum < T << avg_log2. The bounds take two registered steps
+        # after the target latch (the cycle after Fetch-Target): code-domain bounds, then the
+        # scaling (one step was the iCE40's critical path, I9). They are valid from the fourth
+        # cycle after Fetch-Target, the earliest Average (Read-Start, at least two Read-Wait
+        # cycles).
         code_bound_shape = signed(max(p.adc_bits, p.tolerance_bits) + 3)
         code_low, code_high_next = Signal(code_bound_shape), Signal(code_bound_shape)
         m.d.sync += [code_low.eq(target_code - tolerance),
@@ -272,12 +296,15 @@ class WriteVerifyProgrammer(wiring.Component):
         bound_shape = signed(max(p.adc_bits, p.tolerance_bits) + p.avg_max_log2 + 3)
         sum_low, sum_high, sum_target = (Signal(bound_shape) for _ in range(3))
         m.d.sync += [
-            sum_low.eq((code_low << avg_log2) - half),
-            sum_high.eq((code_high_next << avg_log2) - half - 1),
-            sum_target.eq((target_code << avg_log2) - half),
+            sum_low.eq(code_low << avg_log2),
+            sum_high.eq((code_high_next << avg_log2) - 1),
+            sum_target.eq(target_code << avg_log2),
         ]
         within = Signal()
         below_target = Signal()
+        if p.calibration:
+            corrected_product = self._elaborate_read_correction(m, average, code_low, code_high_next,
+                                                                target_code, col, within, below_target)
         wanted = Signal(ProgPolarity)
         m.d.comb += wanted.eq(Mux(below_target, ProgPolarity.SET, ProgPolarity.RESET))
         grown = amplitude + amp_step                         # one bit wider: no wrap
@@ -373,14 +400,24 @@ class WriteVerifyProgrammer(wiring.Component):
 
             with m.State("Average"):
                 # The averaged code is registered here and compared in the next cycle: both in
-                # one cycle are too deep for 100 MHz (docs/synthesis.md).
-                m.d.sync += [read_code.eq(average), read_over_range.eq(sample_over_range),
-                             within.eq((sample_sum >= sum_low) & (sample_sum <= sum_high)),
-                             below_target.eq(sample_sum < sum_target)]
+                # one cycle are too deep for 100 MHz (docs/synthesis.md). With calibration the
+                # register is the corrected product and Compare decides on it.
+                m.d.sync += read_over_range.eq(sample_over_range)
+                if p.calibration:
+                    m.d.comb += corrected_product.stage.eq(1)
+                else:
+                    m.d.sync += [read_code.eq(average),
+                                 within.eq((sample_sum >= sum_low) & (sample_sum <= sum_high)),
+                                 below_target.eq(sample_sum < sum_target)]
                 m.next = "Compare"
                 abortable()
 
             with m.State("Compare"):
+                if p.calibration:
+                    # The corrected code (rounded, clamped; a clamp flags over range as in the
+                    # solves) is the reading READ_CELL and REFINE_A get.
+                    m.d.sync += [read_code.eq(corrected_product.code),
+                                 read_over_range.eq(read_over_range | corrected_product.saturated)]
                 with m.If(command == ProgrammerCommand.READ_CELL):
                     m.d.sync += error.eq(ErrorCode.NONE)
                     m.next = "Done"
@@ -449,3 +486,65 @@ class WriteVerifyProgrammer(wiring.Component):
             ]
         m.d.comb += self.busy.eq(~fsm.ongoing("Idle"))
         return m
+
+    def _elaborate_read_correction(self, m: Module, average: Signal, code_low: Signal,
+                                   code_high_next: Signal, target_code: Signal, col: Signal,
+                                   within: Signal, below_target: Signal) -> "_CorrectedRead":
+        """The readout correction of a verify read (``cal_adc``: the channel's ADC word, else
+        the identity): the averaged code's (code - zero) * 2^F - offset, times the gain, is
+        registered in Average (``stage``, as the solve sequencer's first stage); Compare rounds
+        and clamps it into ``read_code`` and decides ``within`` / ``below_target`` on the
+        product against the code bounds mapped into the product's scale.
+
+        corrected code = clamp(zero + round_shift(round_shift(product, GF), F)) and both
+        round_shifts are monotonic, so for a code bound K: unclamped code >= K <=> product >=
+        ((K - zero) << (F + GF)) - 2^(F - 1 + GF) - 2^(GF - 1) (an affine map, no division).
+        The clamp: code >= L holds for every product when L <= 0, code <= H when H >= 2^B - 1.
+        code < T needs no such flag: it matters only out of tolerance, where T = 0 means a code
+        above the tolerance, never a clamped 0."""
+        p = self._params
+        zero = 1 << (p.adc_bits - 1)
+        top = (1 << p.adc_bits) - 1
+        frac, gain_frac = cal.FRAC_BITS, cal.GAIN_FRAC_BITS
+
+        cal_adc = Signal()
+        word = Signal.like(self.coeff_word)
+        # The column's word is read in every cycle (col is set in Next-Cell, at least four
+        # cycles before an Average) and registered: the product starts from registers.
+        # ADC channel c's word is at index c (cal.adc_address): the logical column, as calibrated.
+        m.d.comb += self.coeff_channel.eq(col)
+        m.d.sync += word.eq(self.coeff_word)
+        # CAL_CONTROL.adc is sampled with the other operands in every idle cycle.
+        with m.If(~self.busy):
+            m.d.sync += cal_adc.eq(self.cal_adc)
+
+        offset = Mux(cal_adc, word.offset, 0)
+        gain = Mux(cal_adc, word.gain, cal.GAIN_ONE)
+        deviation = (Cat(average, Const(0, 1)).as_signed() - zero) << frac
+        product = Signal(signed(len(deviation) + len(word.offset) + cal.GAIN_BITS + 2))
+        stage = Signal()
+        with m.If(stage):
+            m.d.sync += product.eq((deviation - offset.as_signed()) * gain)
+
+        # Product-scale bounds, registered from the code bounds (the same step as the sum
+        # bounds: valid from the fourth cycle after Fetch-Target, before the earliest Compare).
+        bound_shape = signed(max(len(product), len(code_low) + frac + gain_frac) + 2)
+        low_bound, high_bound, target_bound = (Signal(bound_shape) for _ in range(3))
+        low_open, high_open = Signal(), Signal()
+
+        def product_bound(code: Value) -> Value:
+            return ((code - zero) << (frac + gain_frac)) - (1 << (frac - 1 + gain_frac)) - \
+                (1 << (gain_frac - 1))
+
+        m.d.sync += [
+            low_bound.eq(product_bound(code_low)), high_bound.eq(product_bound(code_high_next)),
+            target_bound.eq(product_bound(target_code)),
+            low_open.eq(code_low <= 0), high_open.eq(code_high_next > top),
+        ]
+        m.d.comb += [
+            within.eq((low_open | (product >= low_bound)) & (high_open | (product < high_bound))),
+            below_target.eq(product < target_bound),
+        ]
+        from .calibrator import code_from_corrected, round_shift_value  # (it imports the solve sequencer)
+        code, saturated = code_from_corrected(round_shift_value(product, gain_frac), p.adc_bits)
+        return _CorrectedRead(stage=stage, code=code, saturated=saturated)

@@ -613,7 +613,10 @@ class GoldenController:
         cells: list[CellOutcome] = []
 
         def verify_read(r: int, c: int, cycle: int) -> tuple[int, int]:
-            """Read-Settle, Read-Start/Read-Wait per sample; returns (average, Compare cycle)."""
+            """Read-Settle, Read-Start/Read-Wait per sample; returns (corrected average,
+            Compare cycle)."""
+            adc_word = self._coefficient(cal.adc_address(c, rows=self.rows, total_cols=self.total_cols)) \
+                if self.cal_enable.adc else cal.IDENTITY
             c = self.column_map[c]
             afe.apply_controls(at(cycle), mode=Mode.READ_CELL, loop=0, row_en=0, col_en=0,
                                cell_row=r, cell_col=c)
@@ -627,10 +630,12 @@ class GoldenController:
                 over_range |= over
                 state["over_range_samples"] += over
                 cycle += t_adc + 1
-            average = rounded_average(total, s.avg_log2)
-            # Average: mode back to IDLE; read_code updated. Compare follows.
+            # Average: mode back to IDLE; Compare decides on the corrected code (the
+            # logical column's ADC word with CAL_CONTROL.adc) and updates read_code with it.
+            average, clamped = cal.correct_code(rounded_average(total, s.avg_log2), adc_word,
+                                                p["adc_bits"])
             afe.apply_controls(at(cycle), mode=Mode.IDLE, loop=0, row_en=0, col_en=0)
-            self.read_code, self.read_over_range = average, over_range
+            self.read_code, self.read_over_range = average, over_range or clamped
             return average, cycle + 1
 
         cycle = 1  # Next-Cell

@@ -20,7 +20,8 @@ CONTROLS = ("mode", "loop", "row_en", "col_en", "cell_row", "cell_col", "cal_ref
 class ModelAFE:
     """The AFE model answering an AFE port in amaranth.sim, with the cocotb binding's timing
     (testbench/afe_binding.py): every action at the start of its strobe cycle, controls first;
-    adc_busy rises L cycles after the start and falls B cycles later with the data."""
+    adc_busy rises L cycles after the start and falls B cycles later with the data; prog_done is
+    high P cycles after the fire cycle."""
 
     def __init__(self, afe: AnalogFrontEnd, port: Any, params: BuildParams, *,
                  hang_adc: bool = False) -> None:
@@ -37,6 +38,7 @@ class ModelAFE:
         signals = [Value.cast(getattr(port, n)) for n in self.outputs]
         applied = tuple(0 for _ in CONTROLS)
         adc = ModelADC(afe, port, hang=self.hang_adc)
+        prog_count = 0
         async for _clk, _rst, *values in ctx.tick().sample(*signals):
             s = dict(zip(self.outputs, values))
             cycle, self.cycle = self.cycle, self.cycle + 1
@@ -59,3 +61,18 @@ class ModelAFE:
                 self.conversions.append((cycle, dict(zip(CONTROLS, controls),
                                                      adc_mux=s["adc_mux"])))
             adc.tick(ctx)
+            # prog_done is high P cycles after the fire cycle (the cocotb binding's pulse timing).
+            if prog_count:
+                prog_count -= 1
+                if prog_count == 0:
+                    ctx.set(port.prog_done, 1)
+            else:
+                ctx.set(port.prog_done, 0)
+            if s["prog_fire"]:
+                if prog_count:
+                    self.protocol_errors.append(f"cycle {cycle}: prog_fire during a pulse")
+                afe.pulse(s["cell_row"], s["cell_col"], s["prog_polarity"], s["prog_amplitude"],
+                          s["prog_width"], t)
+                prog_count = afe.pulse_cycles(s["prog_width"]) - 1
+                if prog_count == 0:
+                    ctx.set(port.prog_done, 1)

@@ -254,3 +254,89 @@ def test_calibrate_watchdog_timeout_equals_the_golden_model():
         assert (bench.model.afe.dac_codes == PARAMS.dac_zero_code).all()
 
     bench.run(testbench)
+
+
+def intended_conductances(afe: AnalogFrontEnd) -> np.ndarray:
+    """A random level per cell (4 x 2+1): what PROGRAM_MATRIX is asked to place."""
+    circuit = afe.config.circuit
+    levels = np.random.default_rng(5).integers(0, 8, (PARAMS.rows, PARAMS.total_cols))
+    return circuit.g_offset_s + circuit.g_unit_s * levels
+
+
+def programmed_error(afe: AnalogFrontEnd, intended: np.ndarray) -> float:
+    """Mean |programmed - intended| conductance, in units of one level step."""
+    g = afe.crossbar.conductance_s[:, :PARAMS.total_cols]
+    return float(np.abs(g - intended).mean() / afe.config.circuit.g_unit_s)
+
+
+def test_calibrated_program_matrix_and_read_cell_equal_the_golden_model_and_program_closer():
+    """With the ADC +5 % offset and gain error, CALIBRATE and then PROGRAM_MATRIX verify every cell
+    through its channel's corrected ADC: PROGRAM_MATRIX (STATUS, cycles, PULSE_COUNT, FAULT_MAP,
+    REFINE_A) and READ_CELL (RESULTS, cycles) equal the golden model's, the crossbar ends equal to
+    the golden's, and the cells are closer to the intended conductances than programmed with
+    CAL_CONTROL.adc off (the verify reads then judge them through the faulty ADC)."""
+    import dataclasses
+    bench = Bench()
+    golden = GoldenController(PARAMS, model_afe(faulty=True))
+    intended = intended_conductances(golden.afe)
+    targets = golden.afe.conductance_code(intended)
+    golden.load_targets(targets)
+    settings = dataclasses.replace(golden.afe.program_settings(read_settle=4), avg_log2=2)
+    cell = (2, 1)
+    seen: dict[str, Any] = {}
+
+    async def run(ctx, opcode: Opcode, **fields: int) -> tuple[dict[str, int], int, int]:
+        await bench.write(ctx, "COMMAND", opcode=opcode.value, **fields)
+        await bench.write(ctx, "CONTROL", start=1)
+        start = bench.starts[-1]
+        while not (ctx.get(bench.dut.registers.status.done) and not ctx.get(bench.dut.registers.status.busy)):
+            await ctx.tick()
+        cycles = bench.cycle - start
+        return await bench.read(ctx, "STATUS"), start, cycles
+
+    async def testbench(ctx):
+        await bench.setup(ctx, READ_SETTLE=4, PROGRAM_TOLERANCE=settings.tolerance,
+                          PROGRAM_PULSE=settings.pulse_width, PROGRAM_PULSES=settings.pulse_budget,
+                          PROGRAM_AMPLITUDE=bench.regs.PROGRAM_AMPLITUDE.pack(start=settings.amp_start,
+                                                                              step=settings.amp_step),
+                          PROGRAM_AMPLITUDE_MAX=settings.amp_max)
+        for index, code in enumerate(targets.ravel()):
+            assert await AxiLiteHost(ctx, bench.dut.axil).write(bench.regs.TARGET.address(index),
+                                                                 int(code)) == Response.OKAY
+        _, start, _ = await run(ctx, Opcode.CALIBRATE)
+        assert golden.calibrate(col_mask=ALL_COLS, row_mask=ALL_ROWS, avg_log2=2, cal_settle=2, dac_settle=50,
+                                analog_settle=40, watchdog_limit=300, start_s=start * 1e-8).error == Error.NONE
+        status, start, cycles = await run(ctx, Opcode.PROGRAM_MATRIX)
+        expected = golden.program_matrix(settings, row_mask=ALL_ROWS, col_mask=ALL_COLS, watchdog_limit=300,
+                                         start_s=start * 1e-8)
+        seen["program"] = expected
+        assert status["error"] == expected.error.value, (status, expected.error)
+        assert cycles == expected.done_cycle + STATUS_DELAY, (cycles, expected.done_cycle)
+        assert (await bench.read(ctx, "PULSE_COUNT"))["count"] == expected.pulse_count
+        assert await bench.read_words(ctx, "FAULT_MAP") == [int(w) for w in golden.fault_map]
+        assert await bench.read_words(ctx, "REFINE_A") == [int(c) for c in golden.refine_a.ravel()]
+        status, start, cycles = await run(ctx, Opcode.READ_CELL, row=cell[0], col=cell[1])
+        reading = golden.read_cell(*cell, avg_log2=2, read_settle=4, watchdog_limit=300, start_s=start * 1e-8)
+        assert status["error"] == reading.error.value == ErrorCode.NONE.value
+        assert cycles == reading.done_cycle + STATUS_DELAY, (cycles, reading.done_cycle)
+        seen["read"] = (await bench.read_words(ctx, "RESULTS"))[cell[1]]
+        assert seen["read"] == int(golden.results[cell[1]])
+
+    bench.run(testbench)
+    assert np.array_equal(bench.model.afe.crossbar.conductance_s, golden.afe.crossbar.conductance_s), \
+        "the RTL's pulses did not place the cells where the golden model's did"
+    reading = seen["read"] & 0x3FF
+    assert abs(reading - int(targets[cell])) <= settings.tolerance, (reading, targets[cell])
+
+    # The same with the ADC correction off: the cells are judged through the faulty ADC.
+    uncorrected = GoldenController(PARAMS, model_afe(faulty=True))
+    uncorrected.load_targets(targets)
+    assert uncorrected.calibrate(col_mask=ALL_COLS, row_mask=ALL_ROWS, avg_log2=2, cal_settle=2, dac_settle=50,
+                                 analog_settle=40, watchdog_limit=300).error == Error.NONE
+    uncorrected.cal_enable = CalEnable(adc=False)
+    uncorrected.program_matrix(settings, row_mask=ALL_ROWS, col_mask=ALL_COLS, watchdog_limit=300)
+    error_corrected = programmed_error(golden.afe, intended)
+    error_raw = programmed_error(uncorrected.afe, intended)
+    print(f"programmed |g - intended| mean: corrected {error_corrected:.3f}, uncorrected {error_raw:.3f} levels;"
+          f" pulses {seen['program'].pulse_count}, done cycle {seen['program'].done_cycle}")
+    assert error_corrected < 0.5 * error_raw, (error_corrected, error_raw)

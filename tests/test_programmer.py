@@ -16,6 +16,7 @@ from anmf.hdl.afe import AFEMode, ProgPolarity
 from anmf.hdl.codes import ErrorCode
 from anmf.hdl.params import BuildParams
 from anmf.hdl.programmer import ProgrammerCommand, WriteVerifyProgrammer
+from anmf.model import calibration as cal
 
 SMALL = BuildParams(rows=16, cols=4)     # 6 physical columns, 96 cells
 SET, RESET = ProgPolarity.SET, ProgPolarity.RESET
@@ -471,3 +472,57 @@ def test_converts_to_verilog(params):
     assert "module programmer" in text
     assert f"output [{params.prog_amp_bits - 1}:0] afe__prog_amplitude" in text
     assert "input afe__prog_done" in text
+
+
+# A strong correction (offset +100 LSB, gain 1.9: raw 0 corrects to -651, raw 1023 to 1293, both
+# clamps act) and the inverse of the 5 % error (+25.6 LSB, gain 1/1.05).
+CORRECTIONS = [cal.Coefficient(100 * 16, round(1.9 * cal.GAIN_ONE), True),
+               cal.Coefficient(410, round(cal.GAIN_ONE / 1.05), True)]
+
+
+@pytest.mark.parametrize("coefficient", CORRECTIONS)
+def test_reads_and_verify_decisions_go_through_the_channels_adc_word(coefficient):
+    """With cal_adc the programmer's READ_CELL code, over-range flag, pass/fail decision and pulse
+    polarity are those of the corrected code (``cal.correct_code``), also where the clamp acts
+    and with tolerances reaching past the code range; the word is asked for the cell's column;
+    the cycles are those of an uncorrected read. With cal_adc low the code is the raw one."""
+    col = 2
+    raw_codes = [0, 1, 100, 300, 450, 511, 512, 600, 700, 810, 1000, 1023]
+    targets = [0, 1, 5, 300, 512, 900, 1022, 1023]
+    cells = np.zeros((SMALL.rows, SMALL.total_cols), dtype=np.int64)
+    bench = Bench(SMALL, np.zeros(SMALL.cell_count), cells=cells)
+    word = cal.pack_coefficient(coefficient, adc_bits=SMALL.adc_bits, dac_bits=SMALL.dac_bits)
+
+    def corrected(raw):
+        return cal.correct_code(raw, coefficient, SMALL.adc_bits)
+
+    async def testbench(ctx):
+        dut = bench.dut
+        ctx.set(Value.cast(dut.coeff_word), word)
+        for enabled in (1, 0):
+            ctx.set(dut.cal_adc, enabled)
+            for raw in raw_codes:
+                bench.afe.cells[3, col] = raw
+                outcome = await bench.command(ctx, command=ProgrammerCommand.READ_CELL, cell_row=3,
+                                              cell_col=col, avg_log2=1)
+                assert ctx.get(dut.coeff_channel) == col
+                code, clamped = corrected(raw) if enabled else (raw, False)
+                assert (outcome.read_code, outcome.read_over_range) == (code, int(clamped)), (enabled, raw)
+                assert outcome.cycles == 3 + read_cycles(2, 1, adc_cycles=1 + 3)
+        ctx.set(dut.cal_adc, 1)
+        for raw in raw_codes:
+            code = corrected(raw)[0]
+            for target in targets:
+                for tolerance in (1, 40, 1023):
+                    bench.afe.cells[0, col] = raw
+                    ctx.set(bench.targets.data[col], target)   # cell (0, col)
+                    pulses_before = len(bench.afe.pulses)
+                    outcome = await bench.command(ctx, cell_row=0, cell_col=col, tolerance=tolerance,
+                                                  pulse_budget=1, amp_step=0)
+                    passes = abs(code - target) <= tolerance
+                    assert outcome.pulse_count == (0 if passes else 1), (raw, code, target, tolerance)
+                    if not passes:
+                        wanted = SET if code < target else RESET
+                        assert bench.afe.pulses[pulses_before].polarity == wanted, (raw, code, target)
+
+    bench.run(testbench)
