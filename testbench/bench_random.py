@@ -744,10 +744,19 @@ class RandomBench:
         return seen.get("t", _now_ps())
 
     async def wait_idle(self) -> None:
+        """Until every block is idle and the controller is not busy: between two runs of a host
+        solve's retry, or between a PROGRAM_MATRIX walk and the remap's spare trials, every FSM
+        is idle for a cycle while the command goes on (STATUS.busy stays set)."""
         await ClockCycles(self.dut.clk, 2)
-        if not self._all_idle():
-            self.idle.clear()
-            await with_timeout(self.idle.wait(), COMMAND_TIMEOUT_CYCLES * self.period_ps, "ps")
+        deadline = _now_ps() + COMMAND_TIMEOUT_CYCLES * self.period_ps
+        while not (self._all_idle() and not _value(self.dut.status__busy)):
+            if _now_ps() >= deadline:
+                raise AssertionError(f"the command did not end in {COMMAND_TIMEOUT_CYCLES} cycles ({self.state})")
+            if self._all_idle():
+                await ClockCycles(self.dut.clk, 1)
+            else:
+                self.idle.clear()
+                await with_timeout(self.idle.wait(), deadline - _now_ps(), "ps")
 
     def _cycles(self, start_ps: int, block: str, state: str = "Done") -> int:
         return (self.entered.get((block, state), start_ps) - start_ps) // self.period_ps
