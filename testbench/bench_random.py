@@ -648,7 +648,7 @@ class RandomBench:
         if "CAL_SETTLE" in self.offsets:
             breaks["CAL_SETTLE"] = {"cycles": 0}
         if "SOLVE_RETRIES" in self.offsets:   # the over-range retry of host solves
-            values["SOLVE_RETRIES"] = {"limit": int(r.choice([0, 0, 1, 2, 3, (1 << 4) - 1]))}
+            values["SOLVE_RETRIES"] = {"limit": int(r.choice([0, 1, 1, 2, 3, (1 << 4) - 1]))}
         refine = opcode == Opcode.REFINE.value and "REFINE_CONTROL" in self.offsets
         if refine:
             a_offset = int(self.afe.conductance_code(self.config.circuit.g_offset_s))
@@ -683,9 +683,13 @@ class RandomBench:
             mask = small(1, (1 << p.rows) - 1) if not (break_one and r.random() < 0.15) else 0
             await self.write(self.offsets["ROW_MASK"], mask)
         if r.random() < 0.5:
-            wide = r.random() < 0.4    # large inputs: over range at low conductances (the retry)
+            # Large inputs, or all at the ends of the range: over range at low conductances,
+            # resolved by the retry or not.
+            reach = float(r.choice([1 / 3, 1 / 3, 1.0, 2.0, 4.0]))
             for row in range(p.rows):
-                await self.write(self.offsets["RHS"] + 4 * row, self._rhs_code(wide))
+                await self.write(self.offsets["RHS"] + 4 * row, self._rhs_code(reach))
+        if opcode in (Opcode.PROGRAM_MATRIX.value, Opcode.REFRESH.value) and "REMAP_CONTROL" in self.offsets:
+            await self.set("REMAP_CONTROL", enable=int(r.random() < 0.6))
         if refine:
             await self._refine_operands(values["REFINE_CONTROL"]["a_offset"])
         if r.random() < 0.4:
@@ -697,10 +701,11 @@ class RandomBench:
         col = small(0, p.total_cols - 1) if r.random() > 0.1 else p.total_cols + small(0, 3)
         await self.set("COMMAND", opcode=int(opcode), row=row, col=col)
 
-    def _rhs_code(self, wide: bool = False) -> int:
+    def _rhs_code(self, reach: float = 1 / 3) -> int:
+        """A DAC code zero +- reach x zero (reach 2: mostly clipped to the ends)."""
         zero = 1 << (self.p.dac_bits - 1)
-        reach = zero if wide else zero // 3
-        return int(np.clip(zero + self.rng.integers(-reach, reach), 0, (1 << self.p.dac_bits) - 1))
+        span = int(zero * reach)
+        return int(np.clip(zero + self.rng.integers(-span, span), 0, (1 << self.p.dac_bits) - 1))
 
     async def _refine_operands(self, a_offset: int) -> None:
         """REFINE_A (sometimes host-written; else what write-verify stored) and REFINE_B: mostly
@@ -831,6 +836,12 @@ class RandomBench:
         offset = None
         if disturbance in ("abort", "soft_reset"):
             offset = int(r.integers(0, max(2, self.durations.get(op.name, 300))))
+        # A walk with the remap on starts, half of the time, from a cleared map: its replay can
+        # then clear it again and take the same spare trials (the remap's short states).
+        walk = op in (Opcode.PROGRAM_MATRIX, Opcode.REFRESH) and self.p.spare_remap
+        cleared = walk and bool(self.words["REMAP_CONTROL"] & 1) and r.random() < 0.5
+        if cleared:
+            await self.set("REMAP_CONTROL", clear=1)
         conductances = np.asarray(self.afe.crossbar.conductance_s).copy()
         checked = await self.run(op, fields, disturbance, offset)
         if checked and self.trace and (op is Opcode.RUN_NMF or r.random() < 0.5):
@@ -838,6 +849,8 @@ class RandomBench:
             # the same states at the same cycles, with the disturbance aimed at one of them (a
             # block first, then one of its states: the short states of RUN_NMF get their turn).
             targets = sorted({(b, st) for b, st, _ in self.trace if b != BUS_BLOCK and st != "Idle"})
+            if walk and not cleared:   # the map the run started from is gone: no spare trials again
+                targets = [(b, st) for b, st in targets if b != "remap"] or targets
             # Coverage-directed: states with an outgoing transition not yet seen come first.
             hits = self.coverage.hits()
             open_targets = [(b, st) for b, st in targets
@@ -857,6 +870,8 @@ class RandomBench:
                 if not self.nmf_synced:
                     return
                 await self.reload_nmf()
+            if cleared:
+                await self.set("REMAP_CONTROL", clear=1)
             now = _now_ps() / 1e12
             self.afe.set_conductances(conductances, now)
             self.golden.afe.set_conductances(conductances, now)
