@@ -23,11 +23,13 @@ from anmf.testbench.simulators import BUILD_ROOT, SIMULATORS
 
 PARAMS = BuildParams(**DEFAULT_OPTIONS["params"])
 #: The pytest subset: one fixed seed, a few steps per simulator.
-SEED = 3
+#: Seed 2: a run with a golden-checked REFINE, and host solves that retry (resolved and
+#: exhausted), within the 24 steps.
+SEED = 2
 STEPS = 24
-#: Share of the bins one such run covers at least (measured 0.80-0.81 on both simulators;
+#: Share of the bins one such run covers at least (measured 266/371 = 0.717 on both simulators;
 #: ``make regress`` closes the rest across seeds).
-COVERAGE_FLOOR = 0.70
+COVERAGE_FLOOR = 0.65
 
 
 @pytest.fixture(scope="module")
@@ -203,5 +205,5 @@ def test_random_bench_passes_and_covers(sim: str) -> None:
     assert hit / total >= COVERAGE_FLOOR, f"{hit}/{total} bins covered on {sim}\n{report(hits)}"
     stats = read_stats(path)
     for kind, least in (("golden-checked commands", 5), ("refusals", 2), ("aborts of a running command", 1),
-                        ("aimed disturbances that hit their state", 1)):
+                        ("aimed disturbances that hit their state", 1), ("refine passes", 1)):
         assert stats.get(kind, 0) >= least, f"{kind}: {stats.get(kind, 0)} < {least} ({stats})"
