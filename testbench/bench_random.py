@@ -844,7 +844,11 @@ class RandomBench:
             await self.set("REMAP_CONTROL", clear=1)
         conductances = np.asarray(self.afe.crossbar.conductance_s).copy()
         checked = await self.run(op, fields, disturbance, offset)
-        if checked and self.trace and (op is Opcode.RUN_NMF or r.random() < 0.5):
+        # Always for the commands whose blocks have short states to aim at (the ANLS sequencer,
+        # the Refiner, the calibrator, the remap's spare trials).
+        trials = cleared and any(b == "remap" for b, _, _ in self.trace)
+        if checked and self.trace and (op in (Opcode.RUN_NMF, Opcode.REFINE, Opcode.CALIBRATE) or trials
+                                       or r.random() < 0.5):
             # Replay from the same conductances (and NMF problem), so that the run goes through
             # the same states at the same cycles, with the disturbance aimed at one of them (a
             # block first, then one of its states: the short states of RUN_NMF get their turn).
@@ -1045,7 +1049,7 @@ class RandomBench:
             # In its own states the Refiner is done in the next cycle; in a solve, one cycle after
             # the solve sequencer's safe exit (ROWS + 2).
             cycles = (self.entered.get((block, "Done"), 0) - action_ps) // self.period_ps
-            solving = snapshot.get("sequencer", "Idle") != "Idle"
+            solving = snapshot.get("sequencer", "Idle") not in ("Idle", "Done")   # in Done the Refiner takes it
             expected = self.p.rows + 3 if solving else 1
             self.check(cycles == expected, f"REFINE aborted in {state} (sequencer {snapshot.get('sequencer')}): done "
                                            f"{cycles} cycles after the abort, expected {expected}")
