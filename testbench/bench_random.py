@@ -61,6 +61,7 @@ from anmf.model.afe import AnalogFrontEnd, Mode
 from anmf.model.config import config_from_dict
 from anmf.model.formats import ProgramSettings, exponent_word, mask_words
 from anmf.model.golden import CalEnable, Error, GoldenController
+from anmf.model.refinement import GAIN_BITS, GAIN_SHIFT_BITS, correction_gain
 from anmf.testbench.afe_binding import AFEBinding, _value
 from anmf.testbench.coverage import (BUS_BLOCK, IDLE_TARGET, READ, UNKNOWN_OPCODE_BIN, UNMAPPED, WINDOW_GAP,
                                      WRITE, WRITE_PARTIAL, CoverageModel, FSMModel, access_classes,
@@ -80,11 +81,15 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "coverage_json": None,
 }
 WORD_MASK = 0xFFFF_FFFF
+#: REFINE_B's fraction bits when the bench makes B = A x (testbench/bench_refine.py's format).
+B_FRAC_BITS = 20
 COMMAND_TIMEOUT_CYCLES = 400_000
 #: ADC latencies (cycles from adc_start to adc_busy) drawn at each re-synchronisation.
 ADC_LATENCIES = (1, 2, 3, 5)
 #: Safe-exit states: an abort there (or in Idle/Done) has no effect (docs/controller.md).
 NO_ABORT_STATES = ("Idle", "Done", "Safe-Zero-DAC", "Safe-LDAC")
+#: Blocks that run other blocks, outermost first: the target an abort or soft reset is counted for.
+OUTER_BLOCKS = ("anls", "refiner", "calibrator", "remap")
 
 
 def bench_env(**overrides: Any) -> dict[str, str]:
@@ -113,9 +118,12 @@ def expected_refusal(fields: dict[str, dict[str, int]], row_mask: int, p: BuildP
     op = known[opcode]
     if op is Opcode.NOP:
         return ErrorCode.NONE, 0
-    if op is Opcode.REFRESH and not p.spare_remap:
+    if (op is Opcode.REFRESH and not p.spare_remap) or (op is Opcode.REFINE and not p.refinement):
         return ErrorCode.UNKNOWN_OPCODE, opcode
     solve, nmf, calibrate = op in SOLVE_OPCODES, op is Opcode.RUN_NMF, op is Opcode.CALIBRATE
+    # REFINE takes the SOLVE checks, plus one: a COL_ENABLE with none of the COLS columns.
+    refine = op is Opcode.REFINE
+    solve = solve or refine
     cell = op in (Opcode.READ_CELL, Opcode.PROGRAM_CELL)
     # REFRESH takes PROGRAM_MATRIX's checks (it runs the same walk).
     matrix = op in (Opcode.PROGRAM_MATRIX, Opcode.REFRESH)
@@ -129,6 +137,7 @@ def expected_refusal(fields: dict[str, dict[str, int]], row_mask: int, p: BuildP
         ((solve or matrix or calibrate) and row_mask == 0, ErrorCode.BAD_DIMENSION, "ROW_MASK"),
         ((solve or matrix or calibrate) and fields["COL_ENABLE"]["enable"] == 0, ErrorCode.BAD_DIMENSION,
          "COL_ENABLE"),
+        (refine and fields["COL_ENABLE"]["enable"] & ((1 << p.cols) - 1) == 0, ErrorCode.BAD_DIMENSION, "COL_ENABLE"),
         (nmf and not (0 < size["m"] <= p.rows and 0 < size["n"] <= p.rows and 0 < size["k"] <= p.cols),
          ErrorCode.BAD_DIMENSION, "NMF_SIZE"),
         (nmf and fields["NMF_ITERATIONS"]["count"] == 0, ErrorCode.BAD_DIMENSION, "NMF_ITERATIONS"),
@@ -199,6 +208,11 @@ class Bus:
         p["wvalid"].value = 0
         await RisingEdge(self.clock)
         return ("OKAY", "EXOKAY", "SLVERR", "DECERR")[_value(p["bresp"])]
+
+
+def _signed(word: int, bits: int) -> int:
+    word &= (1 << bits) - 1
+    return word - (1 << bits) if word >> (bits - 1) else word
 
 
 def _lane_mask(strobe: int) -> int:
@@ -362,6 +376,12 @@ class RandomBench:
         golden.fault_map[:] = [await self.read_window_word("FAULT_MAP", i) for i in range(self.p.rows)]
         if self.p.spare_remap:
             await self._resync_remap(golden)
+        if "REFINE_A" in self.offsets:    # an interrupted REFINE leaves a partial X
+            golden.refine_a.reshape(-1)[:] = [await self.read_window_word("REFINE_A", i)
+                                             for i in range(golden.refine_a.size)]
+            golden.refine_b[:] = [_signed(await self.read_window_word("REFINE_B", i), 32)
+                                  for i in range(golden.refine_b.size)]
+            golden.refine_x[:] = [await self.read_window_word("REFINE_X", i) for i in range(golden.refine_x.size)]
         if "CAL_COEFF" in self.offsets:   # an interrupted CALIBRATE stores some words
             golden.cal_words[:] = [await self.read_window_word("CAL_COEFF", i) for i in range(len(golden.cal_words))]
         for name in self.counters:
@@ -435,10 +455,12 @@ class RandomBench:
             bits_here = min(32, max(0, item.bits - 32 * index))
             keep = ((1 << bits_here) - 1) & lanes
             self.row_mask_words[index] = (self.row_mask_words[index] & ~keep) | (value & keep)
-        elif entry.name in ("RHS", "TARGET", "FAULT_MAP"):
+        elif entry.name in ("RHS", "TARGET", "FAULT_MAP", "REFINE_A"):
             buffer = {"RHS": self.golden.rhs, "TARGET": self.golden.targets.reshape(-1),
-                      "FAULT_MAP": self.golden.fault_map}[entry.name]
+                      "FAULT_MAP": self.golden.fault_map, "REFINE_A": self.golden.refine_a.reshape(-1)}[entry.name]
             buffer[index] = value & ((1 << item.width) - 1)
+        elif entry.name == "REFINE_B":
+            self.golden.refine_b[index] = _signed(value, item.width)
 
     def field(self, register: str, name: str) -> int:
         placed = self.entries[register].item.fields[name]
@@ -506,9 +528,10 @@ class RandomBench:
             return self.row_mask_words[index], WORD_MASK
         golden = self.golden
         buffers = {"RHS": golden.rhs, "TARGET": golden.targets.reshape(-1), "RESULTS": golden.results,
-                   "FAULT_MAP": golden.fault_map, "CAL_COEFF": golden.cal_words}
+                   "FAULT_MAP": golden.fault_map, "CAL_COEFF": golden.cal_words,
+                   "REFINE_A": golden.refine_a.reshape(-1), "REFINE_B": golden.refine_b, "REFINE_X": golden.refine_x}
         if entry.name in buffers:
-            return int(buffers[entry.name][index]), WORD_MASK
+            return int(buffers[entry.name][index]) & WORD_MASK, WORD_MASK
         return 0, 0
 
     def _config_value(self, register: str) -> int:
@@ -624,6 +647,19 @@ class RandomBench:
         }
         if "CAL_SETTLE" in self.offsets:
             breaks["CAL_SETTLE"] = {"cycles": 0}
+        if "SOLVE_RETRIES" in self.offsets:   # the over-range retry of host solves
+            values["SOLVE_RETRIES"] = {"limit": int(r.choice([0, 1, 1, 2, 3, (1 << 4) - 1]))}
+        refine = opcode == Opcode.REFINE.value and "REFINE_CONTROL" in self.offsets
+        if refine:
+            a_offset = int(self.afe.conductance_code(self.config.circuit.g_offset_s))
+            gain, shift = correction_gain(self.afe)
+            if r.random() < 0.15:
+                gain, shift = small(0, (1 << GAIN_BITS) - 1), small(0, (1 << GAIN_SHIFT_BITS) - 1)
+            values["REFINE_CONTROL"] = {"passes": small(0, 3), "headroom": small(0, 3),
+                                        "a_offset": a_offset if r.random() < 0.85 else small(0, (1 << p.adc_bits) - 1)}
+            values["REFINE_GAIN"] = {"gain": gain, "shift": shift}
+            # Only spare columns enabled: legal for SOLVE, refused for REFINE.
+            breaks["COL_ENABLE"] = {"enable": int(r.choice([0, ((1 << p.total_cols) - 1) & ~((1 << p.cols) - 1)]))}
         # Timeouts: a watchdog below the conversion time, or between it and the pulse time.
         timeout = r.random()
         if opcode in (Opcode.PROGRAM_CELL.value, Opcode.PROGRAM_MATRIX.value, Opcode.REFRESH.value) and timeout < 0.25:
@@ -647,8 +683,15 @@ class RandomBench:
             mask = small(1, (1 << p.rows) - 1) if not (break_one and r.random() < 0.15) else 0
             await self.write(self.offsets["ROW_MASK"], mask)
         if r.random() < 0.5:
+            # Large inputs, or all at the ends of the range: over range at low conductances,
+            # resolved by the retry or not.
+            reach = float(r.choice([1 / 3, 1 / 3, 1.0, 2.0, 4.0]))
             for row in range(p.rows):
-                await self.write(self.offsets["RHS"] + 4 * row, self._rhs_code())
+                await self.write(self.offsets["RHS"] + 4 * row, self._rhs_code(reach))
+        if opcode in (Opcode.PROGRAM_MATRIX.value, Opcode.REFRESH.value) and "REMAP_CONTROL" in self.offsets:
+            await self.set("REMAP_CONTROL", enable=int(r.random() < 0.6))
+        if refine:
+            await self._refine_operands(values["REFINE_CONTROL"]["a_offset"])
         if r.random() < 0.4:
             levels = self.afe.config.device.level_targets_s()
             for index in r.choice(p.cell_count, size=small(1, p.cell_count), replace=False):
@@ -658,9 +701,34 @@ class RandomBench:
         col = small(0, p.total_cols - 1) if r.random() > 0.1 else p.total_cols + small(0, 3)
         await self.set("COMMAND", opcode=int(opcode), row=row, col=col)
 
-    def _rhs_code(self) -> int:
+    def _rhs_code(self, reach: float = 1 / 3) -> int:
+        """A DAC code zero +- reach x zero (reach 2: mostly clipped to the ends)."""
         zero = 1 << (self.p.dac_bits - 1)
-        return int(np.clip(zero + self.rng.integers(-zero // 3, zero // 3), 0, (1 << self.p.dac_bits) - 1))
+        span = int(zero * reach)
+        return int(np.clip(zero + self.rng.integers(-span, span), 0, (1 << self.p.dac_bits) - 1))
+
+    async def _refine_operands(self, a_offset: int) -> None:
+        """REFINE_A (sometimes host-written; else what write-verify stored) and REFINE_B: mostly
+        B = A x for a random x >= 0 scaled to 0.8 of the DAC range (docs/refinement.md's
+        format, B_FRAC_BITS fraction bits), else random words or zero (R = 0 at once)."""
+        r, p, golden = self.rng, self.p, self.golden
+        if r.random() < 0.3:
+            levels = self.afe.config.device.level_targets_s()
+            for index in range(golden.refine_a.size):
+                code = int(self.afe.conductance_code(levels[int(r.integers(0, levels.size))]))
+                await self.write(self.offsets["REFINE_A"] + 4 * index, code)
+        choice = r.random()
+        if choice < 0.75:
+            a_read = (golden.refine_a - a_offset).astype(np.float64)
+            b_float = a_read @ r.uniform(0.0, 1.0, p.cols)
+            peak = np.abs(b_float).max()
+            b = np.rint(b_float * (0.8 * (2 ** (p.dac_bits - 1) - 1) / peak if peak else 0.0) * 2.0 ** B_FRAC_BITS)
+        elif choice < 0.9:
+            b = r.integers(-(1 << 28), 1 << 28, p.rows)
+        else:
+            b = np.zeros(p.rows)
+        for row in range(p.rows):
+            await self.write(self.offsets["REFINE_B"] + 4 * row, int(b[row]) & WORD_MASK)
 
     async def _counters(self) -> dict[str, int]:
         return {name: await self.read_field(name, "count") for name in self.counters}
@@ -681,10 +749,19 @@ class RandomBench:
         return seen.get("t", _now_ps())
 
     async def wait_idle(self) -> None:
+        """Until every block is idle and the controller is not busy: between two runs of a host
+        solve's retry, or between a PROGRAM_MATRIX walk and the remap's spare trials, every FSM
+        is idle for a cycle while the command goes on (STATUS.busy stays set)."""
         await ClockCycles(self.dut.clk, 2)
-        if not self._all_idle():
-            self.idle.clear()
-            await with_timeout(self.idle.wait(), COMMAND_TIMEOUT_CYCLES * self.period_ps, "ps")
+        deadline = _now_ps() + COMMAND_TIMEOUT_CYCLES * self.period_ps
+        while not (self._all_idle() and not _value(self.dut.status__busy)):
+            if _now_ps() >= deadline:
+                raise AssertionError(f"the command did not end in {COMMAND_TIMEOUT_CYCLES} cycles ({self.state})")
+            if self._all_idle():
+                await ClockCycles(self.dut.clk, 1)
+            else:
+                self.idle.clear()
+                await with_timeout(self.idle.wait(), deadline - _now_ps(), "ps")
 
     def _cycles(self, start_ps: int, block: str, state: str = "Done") -> int:
         return (self.entered.get((block, state), start_ps) - start_ps) // self.period_ps
@@ -742,7 +819,8 @@ class RandomBench:
             opcode: int = int(r.choice([o for o in range(8, 256) if o not in {op.value for op in Opcode}]))
         else:
             # RUN_NMF twice as often: its FSM is the largest and its runs the most varied.
-            weights = np.array([2.0 if o is Opcode.RUN_NMF else 1.0 for o in Opcode])
+            # REFINE too: the Refiner's FSM has an abort exit from nearly every state.
+            weights = np.array([2.0 if o in (Opcode.RUN_NMF, Opcode.REFINE) else 1.0 for o in Opcode])
             opcode = int(r.choice([o.value for o in Opcode], p=weights / weights.sum()))
         op = {o.value: o for o in Opcode}.get(opcode)
         await self.configure(opcode, break_one=r.random() < 0.3)
@@ -758,13 +836,25 @@ class RandomBench:
         offset = None
         if disturbance in ("abort", "soft_reset"):
             offset = int(r.integers(0, max(2, self.durations.get(op.name, 300))))
+        # A walk with the remap on starts, half of the time, from a cleared map: its replay can
+        # then clear it again and take the same spare trials (the remap's short states).
+        walk = op in (Opcode.PROGRAM_MATRIX, Opcode.REFRESH) and self.p.spare_remap
+        cleared = walk and bool(self.words["REMAP_CONTROL"] & 1) and r.random() < 0.5
+        if cleared:
+            await self.set("REMAP_CONTROL", clear=1)
         conductances = np.asarray(self.afe.crossbar.conductance_s).copy()
         checked = await self.run(op, fields, disturbance, offset)
-        if checked and self.trace and (op is Opcode.RUN_NMF or r.random() < 0.5):
+        # Always for the commands whose blocks have short states to aim at (the ANLS sequencer,
+        # the Refiner, the calibrator, the remap's spare trials).
+        trials = cleared and any(b == "remap" for b, _, _ in self.trace)
+        if checked and self.trace and (op in (Opcode.RUN_NMF, Opcode.REFINE, Opcode.CALIBRATE) or trials
+                                       or r.random() < 0.5):
             # Replay from the same conductances (and NMF problem), so that the run goes through
             # the same states at the same cycles, with the disturbance aimed at one of them (a
             # block first, then one of its states: the short states of RUN_NMF get their turn).
             targets = sorted({(b, st) for b, st, _ in self.trace if b != BUS_BLOCK and st != "Idle"})
+            if walk and not cleared:   # the map the run started from is gone: no spare trials again
+                targets = [(b, st) for b, st in targets if b != "remap"] or targets
             # Coverage-directed: states with an outgoing transition not yet seen come first.
             hits = self.coverage.hits()
             open_targets = [(b, st) for b, st in targets
@@ -784,6 +874,8 @@ class RandomBench:
                 if not self.nmf_synced:
                     return
                 await self.reload_nmf()
+            if cleared:
+                await self.set("REMAP_CONTROL", clear=1)
             now = _now_ps() / 1e12
             self.afe.set_conductances(conductances, now)
             self.golden.afe.set_conductances(conductances, now)
@@ -841,7 +933,9 @@ class RandomBench:
                 self.stats["aimed disturbances"] += 1
                 self.stats["aimed disturbances that hit their state"] += snapshot.get(aim[0]) == aim[1]
             running = [b for b in self.command_blocks if snapshot.get(b, "Idle") != "Idle"]
-            target = "anls" if "anls" in running else (running[0] if running else IDLE_TARGET)
+            # The outermost block that runs (the ANLS sequencer, the Refiner, the calibrator and
+            # the remap run the others).
+            target = next((b for b in OUTER_BLOCKS if b in running), running[0] if running else IDLE_TARGET)
             self.coverage.sample_cross("control.action_x_target", disturbance, target)
         elif disturbance == "busy":
             await ClockCycles(self.dut.clk, int(r.integers(0, 40)))
@@ -888,7 +982,8 @@ class RandomBench:
         elif disturbance == "mute":
             # A command that reaches the AFE times out; RUN_NMF may end before (EXPONENT_RANGE,
             # or nothing to program or solve).
-            used_afe = any(b != BUS_BLOCK and b != "anls" for b, _, _ in self.trace)
+            # (REFINE with R = 0 ends before its first solve.)
+            used_afe = any(b not in (BUS_BLOCK, "anls", "refiner") for b, _, _ in self.trace)
             allowed = [ErrorCode.ADC_TIMEOUT.value] if used_afe else [ErrorCode.NONE.value, ErrorCode.EXPONENT_RANGE.value]
             self.check(status["done"] == 1 and status["error"] in allowed,
                        f"{op.name} with a silent AFE: STATUS {status}, expected "
@@ -916,24 +1011,49 @@ class RandomBench:
         await self.resync()
         return False
 
+    def _sample_retry(self, limit: int, exponent: int, over_range_count: int, words: dict[int, int]) -> None:
+        """The over-range retry's outcome of a golden-checked host solve (coverage.RETRY_OUTCOMES)."""
+        if limit == 0:
+            outcome = "off-over-range" if over_range_count else None
+        elif exponent == 0:
+            outcome = "in-range" if not over_range_count else None
+        else:
+            last_over = any(int(w) >> self.p.adc_bits & 1 for w in words.values())
+            outcome = "exhausted" if exponent == limit and last_over else "resolved"
+        if outcome is not None:
+            self.coverage.sample("command.solve_retry", outcome)
+            self.stats[f"host solves, retry {outcome}"] += 1
+
     @staticmethod
     def _block_of(op: Opcode) -> str:
         if op is Opcode.CALIBRATE:
             return "calibrator"
+        if op is Opcode.REFINE:
+            return "refiner"
         return "anls" if op is Opcode.RUN_NMF else ("sequencer" if op in SOLVE_OPCODES else "programmer")
 
     def _check_abort(self, op: Opcode, snapshot: dict[str, str], action_ps: int, status: dict[str, int]) -> None:
         block = self._block_of(op)
         state = snapshot.get(block, "Idle")
-        subs = [snapshot.get(b, "Idle") for b in self.command_blocks if b != "anls"]
-        if state in NO_ABORT_STATES or (op is Opcode.RUN_NMF and any(s in NO_ABORT_STATES[2:] + ("Done",)
-                                                                     for s in subs)):
+        subs = [snapshot.get(b, "Idle") for b in self.command_blocks if b != block]
+        # RUN_NMF ends as its block ends when that is already leaving; the Refiner takes an abort
+        # in its solve's done cycle (ABORTED) but not in a timeout's safe exit.
+        leaving = NO_ABORT_STATES[2:] + (("Done",) if op is Opcode.RUN_NMF else ())
+        if state in NO_ABORT_STATES or (op in (Opcode.RUN_NMF, Opcode.REFINE) and any(s in leaving for s in subs)):
             self.check(status["done"] == 1 and status["busy"] == 0, f"{op.name}: abort in {state}: STATUS {status}")
             return
         self.check(status == {"busy": 0, "done": 1, "error": ErrorCode.ABORTED.value, "error_detail": 0},
                    f"{op.name} aborted in {block} state {state}: STATUS {status}, expected ABORTED")
         self.stats["aborts of a running command"] += 1
-        if op is not Opcode.RUN_NMF:
+        if op is Opcode.REFINE:
+            # In its own states the Refiner is done in the next cycle; in a solve, one cycle after
+            # the solve sequencer's safe exit (ROWS + 2).
+            cycles = (self.entered.get((block, "Done"), 0) - action_ps) // self.period_ps
+            solving = snapshot.get("sequencer", "Idle") not in ("Idle", "Done")   # in Done the Refiner takes it
+            expected = self.p.rows + 3 if solving else 1
+            self.check(cycles == expected, f"REFINE aborted in {state} (sequencer {snapshot.get('sequencer')}): done "
+                                           f"{cycles} cycles after the abort, expected {expected}")
+        elif op is not Opcode.RUN_NMF:
             cycles = (self.entered.get((block, "Done"), 0) - action_ps) // self.period_ps
             self.check(cycles == self.p.rows + 2,
                        f"{op.name} aborted in {state}: done {cycles} cycles after the abort, documented ROWS + 2 = "
@@ -975,16 +1095,46 @@ class RandomBench:
             self.check(outcome == (exp.quality, exp.failed_count),
                        f"CALIBRATE: quality, failed {outcome}, golden {exp.quality}, {exp.failed_count}")
         elif op in SOLVE_OPCODES:
-            exp = golden.solve(Mode[op.name], row_mask=self.row_mask, col_mask=col_mask, avg_log2=avg_log2,
-                               dac_settle=fields["DAC_SETTLE"]["cycles"],
-                               analog_settle=fields["ANALOG_SETTLE"]["cycles"], watchdog_limit=watchdog,
-                               start_s=start_s)
+            limit = fields["SOLVE_RETRIES"]["limit"] if "SOLVE_RETRIES" in fields else 0
+            exp = golden.solve_with_retries(Mode[op.name], retries=limit, row_mask=self.row_mask, col_mask=col_mask,
+                                            avg_log2=avg_log2, dac_settle=fields["DAC_SETTLE"]["cycles"],
+                                            analog_settle=fields["ANALOG_SETTLE"]["cycles"],
+                                            watchdog_limit=watchdog, start_s=start_s)
             block, error, done = "sequencer", exp.error, exp.done_cycle
             if error == Error.ADC_TIMEOUT:
                 detail = golden.column_map[enabled_cols[len(exp.words)]]   # the physical column
             self.check(delta["OVER_RANGE_COUNT"] == exp.over_range_count,
                        f"{op.name}: over-range count +{delta['OVER_RANGE_COUNT']}, golden {exp.over_range_count}")
-            self.check(delta["SOLVE_COUNT"] == (error == Error.NONE), f"{op.name}: SOLVE_COUNT +{delta['SOLVE_COUNT']}")
+            runs = exp.retries + (error == Error.NONE)
+            self.check(delta["SOLVE_COUNT"] == runs, f"{op.name}: SOLVE_COUNT +{delta['SOLVE_COUNT']}, golden {runs}")
+            if "SOLVE_RETRIES" in fields:
+                exponent = await self.read_field("SOLVE_EXPONENT", "exponent")
+                self.check((exponent, delta["RANGE_RETRY_COUNT"]) == (exp.exponent, exp.retries),
+                           f"{op.name} (SOLVE_RETRIES {limit}): SOLVE_EXPONENT {exponent}, RANGE_RETRY_COUNT "
+                           f"+{delta['RANGE_RETRY_COUNT']}; golden {exp.exponent}, {exp.retries}")
+                self._sample_retry(limit, exp.exponent, exp.over_range_count, exp.words)
+        elif op is Opcode.REFINE:
+            control, gain = fields["REFINE_CONTROL"], fields["REFINE_GAIN"]
+            refine_cols = col_mask & ((1 << p.cols) - 1)
+            exp = golden.refine(passes=control["passes"], a_offset=control["a_offset"], gain=gain["gain"],
+                                gain_shift=gain["shift"], headroom=control["headroom"], row_mask=self.row_mask,
+                                col_mask=refine_cols, avg_log2=avg_log2, dac_settle=fields["DAC_SETTLE"]["cycles"],
+                                analog_settle=fields["ANALOG_SETTLE"]["cycles"], watchdog_limit=watchdog,
+                                start_s=start_s)
+            block, error, done = "refiner", exp.error, exp.done_cycle
+            if error == Error.ADC_TIMEOUT:
+                # Only a watchdog below the conversion time times out: the first conversion.
+                detail = golden.column_map[(refine_cols & -refine_cols).bit_length() - 1]
+            x = [await self.read_window_word("REFINE_X", j) for j in range(p.cols)]
+            self.check(x == [int(v) for v in golden.refine_x], f"REFINE ({error.name}): REFINE_X {x}, golden "
+                                                                 f"{golden.refine_x.tolist()}")
+            got = {n: await self.read_field("REFINE_STATUS", n) for n in ("passes_done", "residual_msb", "over_range")}
+            want = {"passes_done": exp.passes_done, "residual_msb": max(exp.peaks[-1], 0) if exp.peaks else 0,
+                    "over_range": int(exp.over_range)}
+            self.check(got == want, f"REFINE ({error.name}): REFINE_STATUS {got}, golden {want}")
+            self.check(delta["SOLVE_COUNT"] == exp.passes_done,
+                       f"REFINE: SOLVE_COUNT +{delta['SOLVE_COUNT']}, golden passes {exp.passes_done}")
+            self.stats["refine passes"] += exp.passes_done
         elif op is Opcode.READ_CELL:
             exp = golden.read_cell(row, col, avg_log2=avg_log2, read_settle=fields["READ_SETTLE"]["cycles"],
                                    watchdog_limit=watchdog, start_s=start_s)
@@ -1049,6 +1199,10 @@ class RandomBench:
             fault_map = [await self.read_window_word("FAULT_MAP", i) for i in range(p.rows)]
             self.check(fault_map == [int(w) for w in golden.fault_map],
                        f"{op.name}: FAULT_MAP {fault_map}, golden {list(golden.fault_map)}")
+            if "REFINE_A" in self.offsets:   # write-verify's final reads
+                words = [await self.read_window_word("REFINE_A", i) for i in range(golden.refine_a.size)]
+                self.check(words == golden.refine_a.reshape(-1).tolist(),
+                           f"{op.name}: REFINE_A {words}, golden {golden.refine_a.reshape(-1).tolist()}")
             conductance_equal = np.array_equal(self.afe.crossbar.conductance_s, golden.afe.crossbar.conductance_s)
             self.check(conductance_equal, f"{op.name}: the bound AFE's conductances differ from the golden twin's")
         if op is Opcode.RUN_NMF:

@@ -41,13 +41,14 @@ from anmf.hdl.regmap import MapEntry, MemoryWindow, Register, RegisterMap, Vecto
 
 __all__ = ["FSMModel", "design_fsms", "REQUIRED_FSM_BLOCKS", "BUS_BLOCK", "AccessClass", "access_classes",
            "UNMAPPED", "WINDOW_GAP", "READ", "WRITE", "WRITE_PARTIAL", "expected_response",
-           "UNKNOWN_OPCODE_BIN", "IDLE_TARGET", "CONTROL_ACTIONS", "CoverageModel", "design_groups",
+           "UNKNOWN_OPCODE_BIN", "IDLE_TARGET", "CONTROL_ACTIONS", "RETRY_OUTCOMES", "CoverageModel", "design_groups",
            "design_points", "design_crosses",
            "write_json", "read_json", "read_stats", "merge_stats", "merge", "covered", "report", "main"]
 
 #: Blocks of the controller (dotted submodule paths) that must have an FSM: a design change
 #: that loses one fails the coverage model instead of silently dropping its bins.
-REQUIRED_FSM_BLOCKS: tuple[str, ...] = ("registers.axil_slave", "sequencer", "programmer", "anls", "remap", "calibrator")
+REQUIRED_FSM_BLOCKS: tuple[str, ...] = ("registers.axil_slave", "sequencer", "programmer", "anls", "remap", "calibrator",
+                                        "refiner")
 #: The bus slave's FSM: not a command block (abort/soft reset targets are the others).
 BUS_BLOCK = "registers.axil_slave"
 
@@ -57,6 +58,10 @@ WINDOW_GAP = "window-gap"    #: a window index between its depth and its span
 UNKNOWN_OPCODE_BIN = "unknown"
 IDLE_TARGET = "idle"
 CONTROL_ACTIONS: tuple[str, ...] = ("abort", "soft_reset")
+#: Outcomes of a host solve's over-range retry (docs/controller.md), a group in builds whose map
+#: has SOLVE_RETRIES: over range with the retry off, in range at once, in range after retries,
+#: retries run out (the last results still over range).
+RETRY_OUTCOMES: tuple[str, ...] = ("off-over-range", "in-range", "resolved", "exhausted")
 
 
 # --- FSMs --------------------------------------------------------------------------------------
@@ -245,6 +250,8 @@ def design_groups(fsms: Sequence[FSMModel], register_map: RegisterMap) -> dict[s
         groups[f"fsm.{fsm.block}.transition"] = tuple(f"{a}->{b}" for a, b in fsm.transitions)
     groups["command.opcode"] = tuple(op.name for op in Opcode) + (UNKNOWN_OPCODE_BIN,)
     groups["command.error"] = tuple(code.name for code in ErrorCode)
+    if any(entry.name == "SOLVE_RETRIES" for entry in register_map):
+        groups["command.solve_retry"] = RETRY_OUTCOMES
     groups["bus.access"] = tuple(f"{c.label}: {op}" for c in access_classes(register_map) for op in c.ops)
     for cross, (a, b) in design_crosses(fsms).items():
         points = design_points(fsms)

@@ -23,11 +23,12 @@ from anmf.testbench.simulators import BUILD_ROOT, SIMULATORS
 
 PARAMS = BuildParams(**DEFAULT_OPTIONS["params"])
 #: The pytest subset: one fixed seed, a few steps per simulator.
-SEED = 3
+#: Seed 2: REFINE, and host solves that retry, within the 24 steps.
+SEED = 2
 STEPS = 24
-#: Share of the bins one such run covers at least (measured 0.80-0.81 on both simulators;
+#: Share of the bins one such run covers at least (measured 238/371 = 0.64 on both simulators;
 #: ``make regress`` closes the rest across seeds).
-COVERAGE_FLOOR = 0.70
+COVERAGE_FLOOR = 0.60
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,11 @@ def test_groups_follow_the_enums_and_the_register_map(fsms) -> None:
         assert label in labels, label
     assert len(groups["bus.access"]) == sum(len(c.ops) for c in classes)
     assert groups["control.action_x_target"] == tuple(
-        f"{a} @ {t}" for a in ("abort", "soft_reset") for t in ("idle", "sequencer", "programmer", "anls", "remap", "calibrator"))
+        f"{a} @ {t}" for a in ("abort", "soft_reset")
+        for t in ("idle", "sequencer", "programmer", "anls", "calibrator", "refiner", "remap"))
+    assert groups["command.solve_retry"] == coverage.RETRY_OUTCOMES
+    assert "command.solve_retry" not in design_groups(fsms, [e for e in build_register_map(PARAMS)
+                                                           if e.name != "SOLVE_RETRIES"])
     for fsm in fsms:
         assert len(groups[f"fsm.{fsm.block}.transition"]) == len(fsm.transitions)
 
@@ -127,6 +132,17 @@ def test_refusals_follow_the_documented_order() -> None:
     assert refusal(COMMAND={"opcode": Opcode.READ_CELL.value}, PROGRAM_PULSE={"width": 0}) == (ErrorCode.NONE, 0)
     assert refusal(COMMAND={"opcode": Opcode.SOLVE.value}, READ_SETTLE={"cycles": 0}) == (ErrorCode.NONE, 0)
     assert refusal(COMMAND={"opcode": Opcode.NOP.value}, WATCHDOG={"cycles": 0}) == (ErrorCode.NONE, 0)
+    # REFINE: the SOLVE checks, and COL_ENABLE must hold one of the COLS columns (spares only: refused).
+    spares_only = ((1 << PARAMS.total_cols) - 1) & ~((1 << PARAMS.cols) - 1)
+    assert refusal(COMMAND={"opcode": Opcode.REFINE.value}) == (ErrorCode.NONE, 0)
+    assert refusal(COMMAND={"opcode": Opcode.SOLVE.value}, COL_ENABLE={"enable": spares_only}) == (ErrorCode.NONE, 0)
+    assert refusal(COMMAND={"opcode": Opcode.REFINE.value}, COL_ENABLE={"enable": spares_only}) == \
+        (ErrorCode.BAD_DIMENSION, offsets["COL_ENABLE"])
+    assert refusal(COMMAND={"opcode": Opcode.REFINE.value}, DAC_SETTLE={"cycles": 0}, PROGRAM_PULSE={"width": 0}) == \
+        (ErrorCode.BAD_TIMING, offsets["DAC_SETTLE"])
+    without = BuildParams(**DEFAULT_OPTIONS["params"], refinement=False)
+    assert expected_refusal({**good, "COMMAND": {"opcode": Opcode.REFINE.value, "row": 0, "col": 0}}, 0b1, without,
+                            offsets) == (ErrorCode.UNKNOWN_OPCODE, Opcode.REFINE.value)
 
 
 # --- sampling, export, merge, report ----------------------------------------------------------------
