@@ -101,6 +101,7 @@ class Controller(wiring.Component):
             raise
         self._params = params
         self._registers = registers
+        self._running_flag = Signal(name="running_flag")
         self._sequencer = SolveSequencer(params)
         self._programmer = WriteVerifyProgrammer(params)
         self._remap = ColumnRemap(params) if params.spare_remap else None
@@ -156,6 +157,12 @@ class Controller(wiring.Component):
     def remap(self) -> ColumnRemap | None:
         """The column remap; None in a build without it (``params.spare_remap`` False)."""
         return self._remap
+
+    @property
+    def running_flag(self) -> Signal:
+        """The flip-flop the BUSY check reads: equal to STATUS.busy (the OR of the blocks'
+        states) in every cycle (for simulation probes)."""
+        return self._running_flag
 
     def register_offset(self, name: str) -> int:
         """Byte offset of register or window ``name`` (what error_detail reports)."""
@@ -372,8 +379,12 @@ class Controller(wiring.Component):
         settled_refusal = Signal(ErrorCode)
         settled_detail = Signal(DETAIL_BITS)
         m.d.sync += [settled_refusal.eq(register_refusal), settled_detail.eq(register_detail)]
-        m.d.comb += [refusal.eq(Mux(running, ErrorCode.BUSY, settled_refusal)),
-                     refusal_detail.eq(Mux(running, opcode, settled_detail))]
+        # BUSY reads a flip-flop kept equal to `running` (set below by an accepted start, cleared
+        # in the finishing cycle): the OR of the blocks' states in front of the start decision
+        # was the iCE40's critical path (docs/synthesis.md, I12).
+        running_flag = self._running_flag
+        m.d.comb += [refusal.eq(Mux(running_flag, ErrorCode.BUSY, settled_refusal)),
+                     refusal_detail.eq(Mux(running_flag, opcode, settled_detail))]
 
         soft_reset = regs.control.soft_reset
         start = Signal()
@@ -524,6 +535,10 @@ class Controller(wiring.Component):
             m.d.sync += [walk_running.eq(is_matrix), walk_is_refresh.eq(is_refresh)]
         with m.Elif(finished):
             m.d.sync += walk_running.eq(0)
+        with m.If(accepted & ~is_nop):
+            m.d.sync += running_flag.eq(1)
+        with m.Elif(finished):
+            m.d.sync += running_flag.eq(0)
         with m.If(accepted & is_solve):
             m.d.sync += host_solving.eq(1)
         with m.Elif(finished):

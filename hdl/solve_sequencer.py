@@ -164,7 +164,10 @@ class SolveSequencer(wiring.Component):
 
         # Row walk (load and zeroing) and DAC write pipeline.
         rows_left = Signal(p.rows)
-        next_row = lowest_set_index(rows_left)
+        # The lowest row of rows_left, registered with every update of rows_left: the search
+        # over the whole mask in front of the RHS read address was too deep for 100 MHz
+        # (docs/synthesis.md, E13).
+        next_row = Signal(p.row_addr_bits)
         write_pending = Signal()
         write_row = Signal(p.row_addr_bits)
 
@@ -247,6 +250,9 @@ class SolveSequencer(wiring.Component):
             with m.If(wait_timer == 1):
                 then()
 
+        def set_rows_left(value):
+            m.d.sync += [rows_left.eq(value), next_row.eq(lowest_set_index(value))]
+
         def last_sample_index(exponent):
             return (Const(1, p.avg_max_log2 + 1) << exponent) - 1
 
@@ -268,7 +274,6 @@ class SolveSequencer(wiring.Component):
                     dac_settle.eq(self.dac_settle),
                     analog_settle.eq(self.analog_settle),
                     watchdog_limit.eq(self.watchdog_limit),
-                    rows_left.eq(self.row_mask),
                     write_pending.eq(0),
                     current_col.eq(first_col),
                     cols_left.eq(self.col_mask & (self.col_mask - 1)),
@@ -276,6 +281,7 @@ class SolveSequencer(wiring.Component):
                     sample_sum.eq(rounding_half(self.avg_log2, p.sum_bits)),
                     sample_over_range.eq(0),
                 ]
+                set_rows_left(self.row_mask)
                 if p.calibration:
                     m.d.sync += cal_enable.eq(self.cal_enable)
                 with m.If(self.start):
@@ -290,11 +296,8 @@ class SolveSequencer(wiring.Component):
                 # Read row r in cycle k, write its DAC in cycle k+1 (buffer read latency).
                 m.d.comb += [self.rhs.en.eq(1), self.rhs.addr.eq(next_row)]
                 with m.If(rows_left != 0):
-                    m.d.sync += [
-                        write_row.eq(next_row),
-                        write_pending.eq(1),
-                        rows_left.eq(rows_left & (rows_left - 1)),
-                    ]
+                    m.d.sync += [write_row.eq(next_row), write_pending.eq(1)]
+                    set_rows_left(rows_left & (rows_left - 1))
                 with m.Else():
                     m.d.sync += write_pending.eq(0)
                     m.next = "Load-LDAC"
@@ -369,7 +372,7 @@ class SolveSequencer(wiring.Component):
                             ]
                             m.next = "Convert-Start"
                         with m.Else():
-                            m.d.sync += rows_left.eq(row_mask)
+                            set_rows_left(row_mask)
                             m.next = "Zero-DAC"
                 abortable()
 
@@ -377,7 +380,7 @@ class SolveSequencer(wiring.Component):
                 # First cycle is the release: mode, loop and switches are back to 0.
                 m.d.comb += [afe.dac_we.eq(1), afe.dac_addr.eq(next_row),
                              afe.dac_data.eq(p.dac_zero_code)]
-                m.d.sync += rows_left.eq(rows_left & (rows_left - 1))
+                set_rows_left(rows_left & (rows_left - 1))
                 with m.If((rows_left & (rows_left - 1)) == 0):
                     m.next = "Zero-LDAC"
                 abortable()

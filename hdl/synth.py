@@ -84,6 +84,11 @@ class SynthReport:
         return {**dataclasses.asdict(self), "fits": self.fits, "timing_met": self.timing_met}
 
 
+#: The BuildParams feature flags `--FLAG 0|1` overrides, with the opcode each one builds (the
+#: spare-column remap is REFRESH's repair path).
+FEATURE_FLAGS = {"calibration": "CALIBRATE", "refinement": "REFINE", "spare_remap": "SPARE_REMAP"}
+
+
 def check_target(target: str) -> SynthTarget:
     """The :data:`~.platforms.TARGETS` entry named ``target``; ValueError for an unknown name."""
     if target not in TARGETS:
@@ -206,7 +211,9 @@ def format_report(report: SynthReport) -> str:
     p = report.params
     lines = [f"{report.target}: {report.device}, ROWS={p['rows']} COLS={p['cols']} SPARE={p['spare']} "
              f"DAC_BITS={p['dac_bits']} ADC_BITS={p['adc_bits']} COUNTER_BITS={p['counter_bits']} "
-             f"RUN_NMF={int(p['run_nmf'])} ({report.seconds:.0f} s)",
+             f"RUN_NMF={int(p['run_nmf'])} "
+             + "".join(f"{opcode}={int(p[flag])} " for flag, opcode in FEATURE_FLAGS.items())
+             + f"({report.seconds:.0f} s)",
              (f"  {'fmax':<12}{report.fmax_mhz:8.2f} MHz  (goal {report.target_mhz:.0f} MHz: "
               f"{'met' if report.timing_met else 'MISSED'})" if report.fmax_mhz is not None else
               f"  does not fit the device: {', '.join(report.overflowing())} over 100 %")]
@@ -230,10 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spare", type=int, help="SPARE instead of the target's documented configuration")
     parser.add_argument("--counter-bits", type=int, help="event counter width instead of the target's")
     parser.add_argument("--run-nmf", type=int, help="1: build RUN_NMF, 0: leave it out (instead of the target's)")
+    for flag, opcode in FEATURE_FLAGS.items():
+        parser.add_argument(f"--{flag.replace('_', '-')}", type=int,
+                            help=f"1: build {opcode}, 0: leave it out (instead of the target's)")
     args = parser.parse_args(argv)
     try:
         params = None
-        overrides = {name: getattr(args, name) for name in ("rows", "cols", "spare", "counter_bits", "run_nmf")
+        overrides = {name: getattr(args, name)
+                     for name in ("rows", "cols", "spare", "counter_bits", "run_nmf", *FEATURE_FLAGS)
                      if getattr(args, name) is not None}
         if overrides:
             params = dataclasses.replace(check_target(args.target).params, **overrides)

@@ -557,6 +557,66 @@ def test_start_while_busy_is_refused_and_the_running_command_goes_on():
     assert {c.mode for c in bench.afe.conversions} == {AFEMode.SOLVE.value}, "the READ_CELL never ran"
 
 
+def test_the_busy_flag_equals_the_blocks_running_state_in_every_cycle_of_random_traffic():
+    """The BUSY check reads a flip-flop (set by an accepted start, cleared by the finishing
+    cycle) instead of the OR of the blocks' states; STATUS.busy is that OR. Random commands of
+    every opcode, starts while busy, aborts and soft resets: the two agree in every cycle."""
+    p = SMALL
+    rng = np.random.default_rng(7)
+    bench = Bench(p, dict(gain=np.ones((p.rows, p.total_cols), dtype=np.int64), adc_busy_cycles=3,
+                          prog_latency=4))
+    mismatches: list[tuple[int, int, int]] = []
+    busy_cycles = []
+
+    async def compare(ctx) -> None:
+        flag, busy = bench.dut.running_flag, bench.dut.registers.status.busy
+        async for _clk, _rst, flag_value, busy_value in ctx.tick().sample(flag, busy):
+            if flag_value != busy_value:
+                mismatches.append((bench.cycle, int(flag_value), int(busy_value)))
+            busy_cycles.append(int(busy_value))
+
+    opcodes = [op.value for op in Opcode] + [15]
+    regs = bench.regs
+    refusals = set()
+    outcomes: dict[int, set[int]] = {}
+
+    async def testbench(ctx):
+        await bench.write_words(ctx, "RHS", rng.integers(0, 100, p.rows))
+        await bench.write_words(ctx, "TARGET", rng.integers(300, 700, p.rows * p.total_cols))
+        await bench.setup(ctx, ROW_MASK=0b1011, COL_ENABLE=0b11, CAL_SETTLE=2, NMF_ITERATIONS=1,
+                          NMF_SIZE=regs.NMF_SIZE.pack(m=2, n=2, k=1), NMF_WINDOW_SPAN=500,
+                          PROGRAM_PULSES=3)
+        for opcode in rng.permutation(opcodes * 4):
+            opcode = int(opcode)
+            await bench.start(ctx, opcode)
+            action = rng.integers(0, 4)
+            for _ in range(int(rng.integers(0, 6))):
+                await ctx.tick()
+            if action == 0:
+                await bench.write(ctx, "CONTROL", start=1)       # refused BUSY if still running
+                refusals.add((await bench.read(ctx, "STATUS"))["error"])
+            elif action == 1:
+                await bench.write(ctx, "CONTROL", abort=1)
+            elif action == 2:
+                await bench.write(ctx, "CONTROL", soft_reset=1)
+            if action != 2:
+                outcomes.setdefault(opcode, set()).add((await bench.wait_done(ctx))["error"])
+            for _ in range(400):
+                if not (await bench.read(ctx, "STATUS"))["busy"]:
+                    break
+
+    bench.sim.add_process(compare)
+    bench.run(testbench)
+    assert mismatches == [], f"flag != STATUS.busy at (cycle, flag, busy): {mismatches[:5]}"
+    assert sum(busy_cycles) > 200 and busy_cycles.count(0) > 200, "the traffic ran commands"
+    assert ErrorCode.BUSY.value in refusals, "a start while busy was tried"
+    refused = {ErrorCode.UNKNOWN_OPCODE.value, ErrorCode.BUSY.value, ErrorCode.BAD_DIMENSION.value,
+               ErrorCode.BAD_AVERAGING.value, ErrorCode.BAD_TOLERANCE.value, ErrorCode.BAD_TIMING.value,
+               ErrorCode.BAD_WINDOW.value}
+    ran = {opcode for opcode, errors in outcomes.items() if errors - refused}
+    assert ran == {op.value for op in Opcode}, f"opcodes that ran: {sorted(ran)}"
+
+
 # --- abort, timeouts, soft reset ----------------------------------------------------------------------
 
 ABORT_SOLVE = dict(rows=16, cols=2, samples=2, dac_settle=30, analog_settle=30, latency=1, busy=8)

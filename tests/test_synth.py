@@ -202,6 +202,12 @@ def test_build_option_overrides_are_validated_before_any_build(capsys) -> None:
     assert main(["--target", "ice40", "--run-nmf", "2"]) == 2
     assert capsys.readouterr().err == ("python -m anmf.hdl.synth: error: run_nmf must be True or False "
                                        "(or 1 or 0), got 2\n")
+    assert main(["--target", "ecp5", "--refinement", "3"]) == 2
+    assert capsys.readouterr().err == ("python -m anmf.hdl.synth: error: refinement must be True or False "
+                                       "(or 1 or 0), got 3\n")
+    assert main(["--target", "ice40", "--spare-remap", "-1"]) == 2
+    assert capsys.readouterr().err == ("python -m anmf.hdl.synth: error: spare_remap must be True or False "
+                                       "(or 1 or 0), got -1\n")
     assert main(["--target", "ecp5", "--counter-bits", "4"]) == 2
     assert capsys.readouterr().err == ("python -m anmf.hdl.synth: error: counter_bits must be an integer "
                                        "from 8 to 32, got 4\n")
@@ -210,4 +216,6 @@ def test_build_option_overrides_are_validated_before_any_build(capsys) -> None:
 def test_the_ice40_target_is_the_documented_build_without_run_nmf() -> None:
     params = TARGETS["ice40"].params
     assert (params.rows, params.cols, params.spare, params.counter_bits, params.run_nmf) == (16, 4, 1, 16, False)
+    assert (params.calibration, params.refinement, params.spare_remap) == (False, False, True), \
+        "CALIBRATE and REFINE do not fit the UP5K (docs/synthesis.md)"
     assert TARGETS["ecp5"].params == BuildParams(), "the ECP5 target is the default (full) build"
