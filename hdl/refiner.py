@@ -11,21 +11,21 @@ Sequence (``start`` in cycle 0):
 1. Clear: X := 0, one word per cycle (COLS cycles).
 2. Per pass: Setup; MAC: ``R_i = B_i - sum_j (A_ij - a_offset) X_j`` over the enabled rows
    and the active columns (one multiply per cycle; in pass 0 nothing is active and one
-   zero product per row stands in); two pipeline cycles; Scale: the peak ``OR_i |R_i|``
+   zero product per row stands in); four pipeline cycles; Scale: the peak ``OR_i |R_i|``
    gives the exponent ``e = msb(peak) - (DAC_BITS - 2) + headroom``.
 3. Gradient (passes after 0, when some column of ``col_mask`` is inactive): per inactive
    column j, over the enabled rows, ``score_j = sum_i A_ij (2 s_i - sign(A_ij))`` with
    ``s_i = round(R_i / 2**(e - GRADIENT_FRACTION_BITS))`` (the DAC codes' shifter, 8 bits
    finer; one multiply per cycle, on the same multiplier); ``score_j > 0`` (the gradient
    A_j^T s exceeds what the rounding of s can contribute, sum_i |A_ij| / 2) makes j re-enter
-   the active set (the NNLS KKT condition). Three pipeline cycles, then Check: nothing
+   the active set (the NNLS KKT condition). Five pipeline cycles, then Check: nothing
    active -> done.
 4. Solve: the solve sequencer runs SOLVE (pass 0, columns ``col_mask``) or SOLVE_FREE
    (later passes, the active and entering columns), its DAC codes served from R on the fly:
    ``zero + clamp(round(R_i / 2**e))``; its results are captured.
 5. Accumulate, per solved column: ``X_j += round((code - zero) * gain *
    2**(msb + headroom - gain_shift))``, clamped to [0, 2**x_bits - 1]; X_j > 0 makes j
-   active, X_j = 0 makes it inactive. Three pipeline cycles, then the next pass.
+   active, X_j = 0 makes it inactive. Five pipeline cycles, then the next pass.
 6. After ``passes`` + 1 solves (or when R = 0, or no column is active and none re-enters)
    the last residual has been computed (``residual_msb``) and the Refiner is done.
 
@@ -302,8 +302,14 @@ class Refiner(wiring.Component):
         m.d.sync += s5_valid.eq(s4_valid & accumulating)
         with m.If(s4_valid & accumulating):
             m.d.sync += [s5_delta.eq(delta), s5_x_old.eq(x_old), s5_col.eq(s4_col)]
-        x_sum = Value.cast(s5_x_old + s5_delta)   # an expression: Verilator sees no unused signal
-        x_new = Mux(x_sum[-1], 0, Mux(x_sum > x_top, x_top, x_sum))[:x_bits]
+        # Saturating add without a full-width adder: a delta outside [-2**x_bits, 2**x_bits)
+        # (its bits from x_bits up not all equal) saturates X by its sign whatever X was;
+        # inside, an (x_bits + 2)-bit sum decides.
+        delta_top = s5_delta[x_bits:]
+        delta_inside = delta_top.all() | ~delta_top.any()
+        x_sum = Value.cast(s5_x_old + s5_delta[:x_bits + 1].as_signed())
+        x_new = Mux(delta_inside, Mux(x_sum[-1], 0, Mux(x_sum[x_bits], x_top, x_sum[:x_bits])),
+                    Mux(s5_delta[-1], 0, x_top))
         with m.If(s5_valid):
             m.d.comb += [x_write.en.eq(1), x_write.addr.eq(s5_col), x_write.data.eq(x_new)]
             m.d.sync += active.bit_select(s5_col, 1).eq(x_new != 0)
@@ -366,6 +372,14 @@ class Refiner(wiring.Component):
                 m.next = "Done"
 
         msb_now = highest_set_index(peak)
+        # R's shift amounts follow Scale's correction_left a cycle later (off Scale's path
+        # from peak): the sweep's first shift is in the cycle after the Gradient state's
+        # first, the solve's first RHS read two cycles after Solve-Start.
+        exponent = correction_left - (p.dac_bits - 2)    # msb + headroom - (DAC_BITS - 2)
+        m.d.sync += [shift_right.eq(Mux(exponent > 0, exponent, 0)),
+                     shift_left.eq(Mux(exponent < 0, -exponent, 0)),
+                     grad_right.eq(Mux(exponent > fraction, exponent - fraction, 0)),
+                     grad_left.eq(Mux(exponent < fraction, fraction - exponent, 0))]
         # Drain states wait for the pipeline's last term: ``drain`` counts their cycles.
         drain = Signal(range(max(MAC_DRAIN, GRADIENT_DRAIN, ACCUMULATE_DRAIN)))
 
@@ -438,12 +452,7 @@ class Refiner(wiring.Component):
                 abortable()
 
             with m.State("Scale"):
-                exponent = msb_now + headroom - (p.dac_bits - 2)   # may be negative
                 m.d.sync += [residual_msb.eq(msb_now), correction_left.eq(msb_now + headroom),
-                             shift_right.eq(Mux(exponent > 0, exponent, 0)),
-                             shift_left.eq(Mux(exponent < 0, -exponent, 0)),
-                             grad_right.eq(Mux(exponent > fraction, exponent - fraction, 0)),
-                             grad_left.eq(Mux(exponent < fraction, fraction - exponent, 0)),
                              solve_cols.eq(Mux(first_pass, col_mask, active))]
                 candidates = col_mask & ~active
                 with m.If((passes_done == passes + 1) | (peak == 0)):
