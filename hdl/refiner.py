@@ -201,11 +201,12 @@ class Refiner(wiring.Component):
         cols_left = Signal(cols)
         clear_col = Signal(range(cols))
         peak = Signal(r_bits)          # OR of |R_i|
-        shift_right = Signal(range(r_bits + 2 ** HEADROOM_BITS))   # e when e > 0
-        shift_left = Signal(range(p.dac_bits))                       # -e when e < 0
         fraction = GRADIENT_FRACTION_BITS
-        grad_right = Signal.like(shift_right)                        # e - fraction when > 0
-        grad_left = Signal(range(p.dac_bits + fraction))             # fraction - e when > 0
+        # R's shifter: e (DAC codes) or e - fraction (gradient sweep) when > 0, right with
+        # rounding; minus that when < 0, left.
+        serve_right = Signal(range(r_bits + 2 ** HEADROOM_BITS))
+        serve_left = Signal(range(p.dac_bits + fraction))
+        serve_half = Signal(r_bits + 2 ** HEADROOM_BITS + 1)     # 2**(serve_right - 1)
         correction_left = Signal(range(r_bits + 2 ** HEADROOM_BITS))  # msb + headroom
         accumulating = Signal()        # the pipeline carries corrections, not MAC terms
         grading = Signal()             # the pipeline carries gradient terms, not MAC terms
@@ -318,13 +319,10 @@ class Refiner(wiring.Component):
         solving = Signal()
         m.d.comb += [r_serve.addr.eq(self.rhs.addr), r_serve.en.eq(self.rhs.en)]
         # The gradient sweep reads R through the same shifter, 8 bits finer, unclamped.
-        right = Mux(grading, grad_right, shift_right)
-        left = Mux(grading, grad_left, shift_left)
-        rounding = (Const(1, r_bits + 2 ** HEADROOM_BITS + 1) << right) >> 1
-        scaled_down = (r_serve.data + rounding) >> right
-        scaled_up = r_serve.data << left
+        scaled_down = (r_serve.data + serve_half) >> serve_right
+        scaled_up = r_serve.data << serve_left
         scaled = Signal(signed(r_bits + p.dac_bits + 1))
-        m.d.comb += scaled.eq(Mux(left != 0, scaled_up, scaled_down))
+        m.d.comb += scaled.eq(Mux(serve_left != 0, scaled_up, scaled_down))
         top = 2 ** (p.dac_bits - 1)
         served = Signal(signed(p.dac_bits))     # the residual as the DAC gets it: s_i
         m.d.comb += [served.eq(Mux(scaled >= top, top - 1, Mux(scaled < -top, -top, scaled))),
@@ -372,14 +370,17 @@ class Refiner(wiring.Component):
                 m.next = "Done"
 
         msb_now = highest_set_index(peak)
-        # R's shift amounts follow Scale's correction_left a cycle later (off Scale's path
-        # from peak): the sweep's first shift is in the cycle after the Gradient state's
-        # first, the solve's first RHS read two cycles after Solve-Start.
+        # R's shift amounts (and rounding half) follow Scale's correction_left and grading
+        # a cycle later, registered off the shifter's path: the sweep's first shift is in
+        # the cycle after the Gradient state's first, the solve's first RHS data two cycles
+        # after Solve-Start (Check clears grading three cycles before that).
         exponent = correction_left - (p.dac_bits - 2)    # msb + headroom - (DAC_BITS - 2)
-        m.d.sync += [shift_right.eq(Mux(exponent > 0, exponent, 0)),
-                     shift_left.eq(Mux(exponent < 0, -exponent, 0)),
-                     grad_right.eq(Mux(exponent > fraction, exponent - fraction, 0)),
-                     grad_left.eq(Mux(exponent < fraction, fraction - exponent, 0))]
+        serve_exponent = Mux(grading, exponent - fraction, exponent)
+        right_next = Signal.like(serve_right)
+        m.d.comb += right_next.eq(Mux(serve_exponent > 0, serve_exponent, 0))
+        m.d.sync += [serve_right.eq(right_next),
+                     serve_left.eq(Mux(serve_exponent < 0, -serve_exponent, 0)),
+                     serve_half.eq((Const(1, len(serve_half)) << right_next) >> 1)]
         # Drain states wait for the pipeline's last term: ``drain`` counts their cycles.
         drain = Signal(range(max(MAC_DRAIN, GRADIENT_DRAIN, ACCUMULATE_DRAIN)))
 
