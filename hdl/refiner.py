@@ -35,7 +35,7 @@ Refiner never drives the AFE itself.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -286,31 +286,36 @@ class Refiner(wiring.Component):
                 m.d.sync += peak.eq(peak | magnitude)
 
         # Stages 4 and 5, Accumulate: X_j += round(product * 2**(msb + headroom - gain_shift)):
-        # stage 4 shifts (registered), stage 5 adds, saturates and writes X. One
-        # shifter by the net amount (registered in Solve-Start): ((p << l) + 2**(g-1)) >> g is
-        # p << (l - g) for l >= g and p / 2**(g - l) rounded half up otherwise. A left shift
-        # past x_bits + 1 saturates X as x_bits + 1 does, a right shift past the product's
-        # width rounds to 0 as that width + 1 does: both are clamped there.
+        # stage 4 shifts (registered), stage 5 adds, saturates and writes X. One shifter by
+        # the net amount n (clamped, registered in Solve-Start): ((p << l) + 2**(g-1)) >> g
+        # is p << n for n = l - g >= 0 and p / 2**-n rounded half up otherwise, that is
+        # floor(p / 2**-n) plus p's bit -n - 1. Stage 4 keeps that bit: it registers
+        # twice_delta = 2 delta + round bit (p << (n + 1), or p >> (-n - 1)), and stage 5
+        # adds it to 2 X + 1, so the round bit is a carry-in and no adder sits before the
+        # shifter. A left shift past x_bits + 1 saturates X as x_bits + 1 does, a right
+        # shift past the product's width rounds to 0 as that width + 1 does: both are
+        # clamped there.
         left_max, right_max = x_bits + 1, len(product) + 1
-        net_left = Signal(range(left_max + 1))
-        net_right = Signal(range(right_max + 1))
-        right_half = (Const(1, right_max + 1) << net_right) >> 1
-        delta = Mux(net_left != 0, product << net_left, (product + right_half) >> net_right)
+        twice_left = Signal(range(left_max + 2))     # n + 1 when n >= 0, else 0
+        twice_right = Signal(range(right_max))       # -n - 1 when n < 0
+        twice_delta = Mux(twice_left != 0, product << twice_left, product >> twice_right)
         s5_valid = Signal()
         s5_col = Signal(range(cols))
-        s5_delta = Signal(Value.cast(delta).shape())
+        s5_twice_delta = Signal(Value.cast(twice_delta).shape())
         s5_x_old = Signal(x_bits)
         m.d.sync += s5_valid.eq(s4_valid & accumulating)
         with m.If(s4_valid & accumulating):
-            m.d.sync += [s5_delta.eq(delta), s5_x_old.eq(x_old), s5_col.eq(s4_col)]
+            m.d.sync += [s5_twice_delta.eq(twice_delta), s5_x_old.eq(x_old), s5_col.eq(s4_col)]
         # Saturating add without a full-width adder: a delta outside [-2**x_bits, 2**x_bits)
-        # (its bits from x_bits up not all equal) saturates X by its sign whatever X was;
-        # inside, an (x_bits + 2)-bit sum decides.
-        delta_top = s5_delta[x_bits:]
+        # (its bits from x_bits up not all equal) saturates X by its sign whatever X was
+        # (the round bit cannot bring it back); inside, an (x_bits + 2)-bit sum decides.
+        delta_top = s5_twice_delta[x_bits + 1:]
         delta_inside = delta_top.all() | ~delta_top.any()
-        x_sum = Value.cast(s5_x_old + s5_delta[:x_bits + 1].as_signed())
+        twice_sum = Value.cast(Cat(Const(1, 1), s5_x_old) +
+                               s5_twice_delta[:x_bits + 2].as_signed())
+        x_sum = twice_sum[1:]      # X + delta + round bit, x_bits + 2 bits two's complement
         x_new = Mux(delta_inside, Mux(x_sum[-1], 0, Mux(x_sum[x_bits], x_top, x_sum[:x_bits])),
-                    Mux(s5_delta[-1], 0, x_top))
+                    Mux(s5_twice_delta[-1], 0, x_top))
         with m.If(s5_valid):
             m.d.comb += [x_write.en.eq(1), x_write.addr.eq(s5_col), x_write.data.eq(x_new)]
             m.d.sync += active.bit_select(s5_col, 1).eq(x_new != 0)
@@ -507,8 +512,9 @@ class Refiner(wiring.Component):
                 m.d.comb += [solve.start.eq(~self.abort), solving.eq(1)]
                 net = correction_left - gain_shift
                 m.d.sync += [
-                    net_left.eq(Mux(net > left_max, left_max, Mux(net > 0, net, 0))),
-                    net_right.eq(Mux(net < -right_max, right_max, Mux(net < 0, -net, 0))),
+                    twice_left.eq(Mux(net > left_max, left_max + 1, Mux(net >= 0, net + 1, 0))),
+                    twice_right.eq(Mux(net < -right_max, right_max - 1,
+                                       Mux(net < 0, -net - 1, 0))),
                 ]
                 m.next = "Solve-Wait"
                 abortable()
