@@ -11,21 +11,21 @@ Sequence (``start`` in cycle 0):
 1. Clear: X := 0, one word per cycle (COLS cycles).
 2. Per pass: Setup; MAC: ``R_i = B_i - sum_j (A_ij - a_offset) X_j`` over the enabled rows
    and the active columns (one multiply per cycle; in pass 0 nothing is active and one
-   zero product per row stands in); two pipeline cycles; Scale: the peak ``OR_i |R_i|``
+   zero product per row stands in); four pipeline cycles; Scale: the peak ``OR_i |R_i|``
    gives the exponent ``e = msb(peak) - (DAC_BITS - 2) + headroom``.
 3. Gradient (passes after 0, when some column of ``col_mask`` is inactive): per inactive
    column j, over the enabled rows, ``score_j = sum_i A_ij (2 s_i - sign(A_ij))`` with
    ``s_i = round(R_i / 2**(e - GRADIENT_FRACTION_BITS))`` (the DAC codes' shifter, 8 bits
    finer; one multiply per cycle, on the same multiplier); ``score_j > 0`` (the gradient
    A_j^T s exceeds what the rounding of s can contribute, sum_i |A_ij| / 2) makes j re-enter
-   the active set (the NNLS KKT condition). Three pipeline cycles, then Check: nothing
+   the active set (the NNLS KKT condition). Five pipeline cycles, then Check: nothing
    active -> done.
 4. Solve: the solve sequencer runs SOLVE (pass 0, columns ``col_mask``) or SOLVE_FREE
    (later passes, the active and entering columns), its DAC codes served from R on the fly:
    ``zero + clamp(round(R_i / 2**e))``; its results are captured.
 5. Accumulate, per solved column: ``X_j += round((code - zero) * gain *
    2**(msb + headroom - gain_shift))``, clamped to [0, 2**x_bits - 1]; X_j > 0 makes j
-   active, X_j = 0 makes it inactive. Three pipeline cycles, then the next pass.
+   active, X_j = 0 makes it inactive. Five pipeline cycles, then the next pass.
 6. After ``passes`` + 1 solves (or when R = 0, or no column is active and none re-enters)
    the last residual has been computed (``residual_msb``) and the Refiner is done.
 
@@ -35,7 +35,7 @@ Refiner never drives the AFE itself.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -55,6 +55,12 @@ PASS_BITS = 4         #: refinement passes after pass 0 (0..15)
 HEADROOM_BITS = 2     #: DAC headroom bits (0..3)
 #: Fraction bits below the DAC step of the residual the gradient sweep uses.
 GRADIENT_FRACTION_BITS = 8
+#: Drain cycles after the last fetch before the state that sees the last term's result:
+#: MAC (stages 1 to 3, then MAC-Last in stage 4), gradient sweep (stages 0 to 3, then
+#: Gradient-Last), accumulation (stages 1 to 4, then Accumulate-Last in stage 5).
+MAC_DRAIN = 3
+GRADIENT_DRAIN = 4
+ACCUMULATE_DRAIN = 4
 
 
 def _check_width(name: str, value: object, low: int, high: int) -> int:
@@ -195,101 +201,133 @@ class Refiner(wiring.Component):
         cols_left = Signal(cols)
         clear_col = Signal(range(cols))
         peak = Signal(r_bits)          # OR of |R_i|
-        shift_right = Signal(range(r_bits + 2 ** HEADROOM_BITS))   # e when e > 0
-        shift_left = Signal(range(p.dac_bits))                       # -e when e < 0
         fraction = GRADIENT_FRACTION_BITS
-        grad_right = Signal.like(shift_right)                        # e - fraction when > 0
-        grad_left = Signal(range(p.dac_bits + fraction))             # fraction - e when > 0
+        # R's shifter: e (DAC codes) or e - fraction (gradient sweep) when > 0, right with
+        # rounding; minus that when < 0, left.
+        serve_right = Signal(range(r_bits + 2 ** HEADROOM_BITS))
+        serve_left = Signal(range(p.dac_bits + fraction))
+        serve_half = Signal(r_bits + 2 ** HEADROOM_BITS + 1)     # 2**(serve_right - 1)
         correction_left = Signal(range(r_bits + 2 ** HEADROOM_BITS))  # msb + headroom
         accumulating = Signal()        # the pipeline carries corrections, not MAC terms
         grading = Signal()             # the pipeline carries gradient terms, not MAC terms
 
-        # --- the pipeline: fetch, multiply (stage 1), add (stage 2); a gradient term has a
-        # register stage 0 before the multiplier, a correction a stage 3 after the shifter.
-        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
-        s1_row = Signal(p.row_addr_bits)
-        s1_col = Signal(range(cols))
-        s2_valid, s2_first, s2_last = Signal(), Signal(), Signal()
-        s2_row = Signal(p.row_addr_bits)
-        s2_col = Signal(range(cols))
+        # --- the pipeline (docs/refinement.md, Cycle cost): fetch; stage 1 registers the
+        # multiplier's operands; stage 2 multiplies (two DSPs, one per half of the wide
+        # operand); stage 3 adds the halves into the product; stage 4 accumulates (MAC,
+        # gradient) or shifts (correction); a correction's stage 5 adds it to X. A gradient
+        # term has a register stage 0 ahead of stage 1 (after R's shifter). B and a
+        # correction's old X are read in stage 3 (address from the stage's tags), so they
+        # arrive in stage 4 without riding along.
+        def tags(n: int) -> tuple[Signal, Signal, Signal, Signal, Signal]:
+            return (Signal(name=f"s{n}_valid"), Signal(name=f"s{n}_first"),
+                    Signal(name=f"s{n}_last"), Signal(p.row_addr_bits, name=f"s{n}_row"),
+                    Signal(range(cols), name=f"s{n}_col"))
+        stage_tags = [tags(n) for n in range(1, 5)]
+        s1_valid, s1_first, s1_last, s1_row, s1_col = stage_tags[0]
+        s3_row, s3_col = stage_tags[2][3:]
+        s4_valid, s4_first, s4_last, s4_row, s4_col = stage_tags[3]
+        m.d.sync += s1_valid.eq(0)
+        for here, there in zip(stage_tags, stage_tags[1:]):
+            m.d.sync += [later.eq(now) for now, later in zip(here, there)]
+        m.d.comb += [b_read.addr.eq(s3_row)]
+        with m.If(accumulating):
+            m.d.comb += x_fetch.addr.eq(s3_col)
+
+        # Stage 1: the operands, registered after the memories (A - a_offset, a result code
+        # less the ADC zero) and R's shifter (a gradient term, through stage 0).
         operand_bits = max(x_bits, GAIN_BITS)
         # factor_b: X or gain (unsigned), or a gradient factor 2 s - sign (signed)
         s_bits = p.dac_bits + fraction + 1        # |s| <= 2**(dac_bits - 1 + fraction)
-        product = Signal(signed(p.adc_bits + 1 + max(operand_bits + 1, s_bits + 2)))
-        b_word = Signal(signed(self.b_bits))
-        x_old = Signal(x_bits)
-        # The accumulator also holds a gradient score: rows terms of A x (2 s - sign).
-        score_bits = p.adc_bits + 1 + s_bits + 2 + ceil_log2(rows)
-        acc = Signal(signed(max(r_bits, score_bits)))
-        m.d.sync += [s1_valid.eq(0), s2_valid.eq(s1_valid), s2_first.eq(s1_first),
-                     s2_last.eq(s1_last), s2_row.eq(s1_row), s2_col.eq(s1_col)]
-
-        # Stage 1: memory data of the fetch; the one multiplier.
         a_term = Signal(signed(p.adc_bits + 1))
         y_term = Signal(signed(p.adc_bits + 1))
         m.d.comb += [a_term.eq(a_read.data - a_offset),
                      y_term.eq(y_fetch.data.code - (1 << (p.adc_bits - 1)))]
-        # A gradient term enters stage 1 from stage 0's registers (the residual s_i passes
-        # the rounding shifter first): A_ij x (2 s_i - sign(A_ij)).
+        # A gradient term: A_ij x (2 s_i - sign(A_ij)), from stage 0's registers.
         g_a = Signal(signed(p.adc_bits + 1))
         g_s = Signal(signed(s_bits))
         g_factor = Signal(signed(s_bits + 2))
         m.d.comb += g_factor.eq((g_s << 1) - Mux(g_a > 0, 1, Mux(g_a < 0, -1, 0)))
-        factor_a = Mux(accumulating, y_term, Mux(grading, g_a, a_term))
-        factor_b = Mux(accumulating, gain, Mux(grading, g_factor, x_fetch.data))
+        factor_a = Signal(signed(p.adc_bits + 1))
+        factor_b = Signal(signed(max(operand_bits + 1, s_bits + 2)))
         with m.If(s1_valid):
-            m.d.sync += [product.eq(factor_a * factor_b), b_word.eq(b_read.data.as_signed()),
-                         x_old.eq(x_fetch.data)]
+            m.d.sync += [factor_a.eq(Mux(accumulating, y_term, Mux(grading, g_a, a_term))),
+                         factor_b.eq(Mux(accumulating, gain,
+                                         Mux(grading, g_factor, x_fetch.data)))]
 
-        # Stage 2, MAC: acc = (first ? B : acc) - product; the row's last term writes R.
+        # Stage 2: factor_a times each half of factor_b; the low half is unsigned and 17
+        # bits wide, the most an 18 x 18 signed DSP (MULT18X18D) takes unsigned.
+        low_bits = 17
+        low_part = Signal(signed(len(factor_a) + low_bits + 1))
+        high_part = Signal(signed(len(factor_a) + len(factor_b) - low_bits))
+        m.d.sync += [low_part.eq(factor_a * factor_b[:low_bits]),
+                     high_part.eq(factor_a * factor_b[low_bits:].as_signed())]
+
+        # Stage 3: the product.
+        product = Signal(signed(len(factor_a) + len(factor_b)))
+        m.d.sync += product.eq(low_part + (high_part << low_bits))
+        b_word = b_read.data.as_signed()      # B of stage 4's row (read in stage 3)
+        x_old = x_fetch.data                  # X of stage 4's column, when accumulating
+        # The accumulator also holds a gradient score: rows terms of A x (2 s - sign).
+        score_bits = p.adc_bits + 1 + s_bits + 2 + ceil_log2(rows)
+        acc = Signal(signed(max(r_bits, score_bits)))
+
+        # Stage 4, MAC: acc = (first ? B : acc) - product; the row's last term writes R.
         # Gradient: acc = (first ? 0 : acc) - product = -score; the column's last term
         # registers the comparison score > 0 (the sign of acc_next) into ``entering``.
         acc_next = Signal.like(acc)
-        m.d.comb += acc_next.eq(Mux(s2_first, Mux(grading, 0, b_word), acc) - product)
+        m.d.comb += acc_next.eq(Mux(s4_first, Mux(grading, 0, b_word), acc) - product)
         magnitude = Mux(acc_next[-1], -acc_next, acc_next)[:r_bits]
-        with m.If(s2_valid & ~accumulating):
+        with m.If(s4_valid & ~accumulating):
             m.d.sync += acc.eq(acc_next)
-            with m.If(s2_last & grading):
-                m.d.sync += entering.bit_select(s2_col, 1).eq(acc_next[-1])
-            with m.Elif(s2_last):
-                m.d.comb += [r_write.en.eq(1), r_write.addr.eq(s2_row), r_write.data.eq(acc_next)]
+            with m.If(s4_last & grading):
+                m.d.sync += entering.bit_select(s4_col, 1).eq(acc_next[-1])
+            with m.Elif(s4_last):
+                m.d.comb += [r_write.en.eq(1), r_write.addr.eq(s4_row), r_write.data.eq(acc_next)]
                 m.d.sync += peak.eq(peak | magnitude)
 
-        # Stages 2 and 3, Accumulate: X_j += round(product * 2**(msb + headroom - gain_shift)):
-        # stage 2 shifts (registered), stage 3 adds, saturates and writes X. One
-        # shifter by the net amount (registered in Solve-Start): ((p << l) + 2**(g-1)) >> g is
-        # p << (l - g) for l >= g and p / 2**(g - l) rounded half up otherwise. A left shift
-        # past x_bits + 1 saturates X as x_bits + 1 does, a right shift past the product's
-        # width rounds to 0 as that width + 1 does: both are clamped there.
+        # Stages 4 and 5, Accumulate: X_j += round(product * 2**(msb + headroom - gain_shift)):
+        # stage 4 shifts (registered), stage 5 adds, saturates and writes X. One shifter by
+        # the net amount n (clamped, registered in Solve-Start): ((p << l) + 2**(g-1)) >> g
+        # is p << n for n = l - g >= 0 and p / 2**-n rounded half up otherwise, that is
+        # floor(p / 2**-n) plus p's bit -n - 1. Stage 4 keeps that bit: it registers
+        # twice_delta = 2 delta + round bit (p << (n + 1), or p >> (-n - 1)), and stage 5
+        # adds it to 2 X + 1, so the round bit is a carry-in and no adder sits before the
+        # shifter. A left shift past x_bits + 1 saturates X as x_bits + 1 does, a right
+        # shift past the product's width rounds to 0 as that width + 1 does: both are
+        # clamped there.
         left_max, right_max = x_bits + 1, len(product) + 1
-        net_left = Signal(range(left_max + 1))
-        net_right = Signal(range(right_max + 1))
-        right_half = (Const(1, right_max + 1) << net_right) >> 1
-        delta = Mux(net_left != 0, product << net_left, (product + right_half) >> net_right)
-        s3_valid = Signal()
-        s3_col = Signal(range(cols))
-        s3_delta = Signal(Value.cast(delta).shape())
-        s3_x_old = Signal(x_bits)
-        m.d.sync += s3_valid.eq(s2_valid & accumulating)
-        with m.If(s2_valid & accumulating):
-            m.d.sync += [s3_delta.eq(delta), s3_x_old.eq(x_old), s3_col.eq(s2_col)]
-        x_sum = Value.cast(s3_x_old + s3_delta)   # an expression: Verilator sees no unused signal
-        x_new = Mux(x_sum[-1], 0, Mux(x_sum > x_top, x_top, x_sum))[:x_bits]
-        with m.If(s3_valid):
-            m.d.comb += [x_write.en.eq(1), x_write.addr.eq(s3_col), x_write.data.eq(x_new)]
-            m.d.sync += active.bit_select(s3_col, 1).eq(x_new != 0)
+        twice_left = Signal(range(left_max + 2))     # n + 1 when n >= 0, else 0
+        twice_right = Signal(range(right_max))       # -n - 1 when n < 0
+        twice_delta = Mux(twice_left != 0, product << twice_left, product >> twice_right)
+        s5_valid = Signal()
+        s5_col = Signal(range(cols))
+        s5_twice_delta = Signal(Value.cast(twice_delta).shape())
+        s5_x_old = Signal(x_bits)
+        m.d.sync += s5_valid.eq(s4_valid & accumulating)
+        with m.If(s4_valid & accumulating):
+            m.d.sync += [s5_twice_delta.eq(twice_delta), s5_x_old.eq(x_old), s5_col.eq(s4_col)]
+        # Saturating add without a full-width adder: a delta outside [-2**x_bits, 2**x_bits)
+        # (its bits from x_bits up not all equal) saturates X by its sign whatever X was
+        # (the round bit cannot bring it back); inside, an (x_bits + 2)-bit sum decides.
+        delta_top = s5_twice_delta[x_bits + 1:]
+        delta_inside = delta_top.all() | ~delta_top.any()
+        twice_sum = Value.cast(Cat(Const(1, 1), s5_x_old) +
+                               s5_twice_delta[:x_bits + 2].as_signed())
+        x_sum = twice_sum[1:]      # X + delta + round bit, x_bits + 2 bits two's complement
+        x_new = Mux(delta_inside, Mux(x_sum[-1], 0, Mux(x_sum[x_bits], x_top, x_sum[:x_bits])),
+                    Mux(s5_twice_delta[-1], 0, x_top))
+        with m.If(s5_valid):
+            m.d.comb += [x_write.en.eq(1), x_write.addr.eq(s5_col), x_write.data.eq(x_new)]
+            m.d.sync += active.bit_select(s5_col, 1).eq(x_new != 0)
 
         # --- the solve sequencer: RHS codes from R, results into Y -------------------------
         solving = Signal()
         m.d.comb += [r_serve.addr.eq(self.rhs.addr), r_serve.en.eq(self.rhs.en)]
         # The gradient sweep reads R through the same shifter, 8 bits finer, unclamped.
-        right = Mux(grading, grad_right, shift_right)
-        left = Mux(grading, grad_left, shift_left)
-        rounding = (Const(1, r_bits + 2 ** HEADROOM_BITS + 1) << right) >> 1
-        scaled_down = (r_serve.data + rounding) >> right
-        scaled_up = r_serve.data << left
+        scaled_down = (r_serve.data + serve_half) >> serve_right
+        scaled_up = r_serve.data << serve_left
         scaled = Signal(signed(r_bits + p.dac_bits + 1))
-        m.d.comb += scaled.eq(Mux(left != 0, scaled_up, scaled_down))
+        m.d.comb += scaled.eq(Mux(serve_left != 0, scaled_up, scaled_down))
         top = 2 ** (p.dac_bits - 1)
         served = Signal(signed(p.dac_bits))     # the residual as the DAC gets it: s_i
         m.d.comb += [served.eq(Mux(scaled >= top, top - 1, Mux(scaled < -top, -top, scaled))),
@@ -337,6 +375,25 @@ class Refiner(wiring.Component):
                 m.next = "Done"
 
         msb_now = highest_set_index(peak)
+        # R's shift amounts (and rounding half) follow Scale's correction_left and grading
+        # a cycle later, registered off the shifter's path: the sweep's first shift is in
+        # the cycle after the Gradient state's first, the solve's first RHS data two cycles
+        # after Solve-Start (Check clears grading three cycles before that).
+        exponent = correction_left - (p.dac_bits - 2)    # msb + headroom - (DAC_BITS - 2)
+        serve_exponent = Mux(grading, exponent - fraction, exponent)
+        right_next = Signal.like(serve_right)
+        m.d.comb += right_next.eq(Mux(serve_exponent > 0, serve_exponent, 0))
+        m.d.sync += [serve_right.eq(right_next),
+                     serve_left.eq(Mux(serve_exponent < 0, -serve_exponent, 0)),
+                     serve_half.eq((Const(1, len(serve_half)) << right_next) >> 1)]
+        # Drain states wait for the pipeline's last term: ``drain`` counts their cycles.
+        drain = Signal(range(max(MAC_DRAIN, GRADIENT_DRAIN, ACCUMULATE_DRAIN)))
+
+        def drain_then(state: str):
+            with m.If(drain == 0):
+                m.next = state
+            with m.Else():
+                m.d.sync += drain.eq(drain - 1)
 
         with m.FSM(init="Idle") as fsm:
             with m.State("Idle"):
@@ -378,8 +435,7 @@ class Refiner(wiring.Component):
             with m.State("MAC"):
                 col = lowest_set_index(cols_left)
                 rest = cols_left & (cols_left - 1)
-                m.d.comb += [a_read.addr.eq(fetch_row * cols + col), x_fetch.addr.eq(col),
-                             b_read.addr.eq(fetch_row)]
+                m.d.comb += [a_read.addr.eq(fetch_row * cols + col), x_fetch.addr.eq(col)]
                 m.d.sync += [s1_valid.eq(1), s1_first.eq(cols_left == mac_cols),
                              s1_last.eq(rest == 0), s1_row.eq(fetch_row), s1_col.eq(col)]
                 with m.If(rest != 0):
@@ -389,11 +445,12 @@ class Refiner(wiring.Component):
                                  rows_left.eq(rows_left & (rows_left - 1)),
                                  cols_left.eq(mac_cols)]
                 with m.Else():
+                    m.d.sync += drain.eq(MAC_DRAIN - 1)
                     m.next = "MAC-Drain"
                 abortable()
 
-            with m.State("MAC-Drain"):
-                m.next = "MAC-Last"
+            with m.State("MAC-Drain"):      # the last term in stages 1 to 3
+                drain_then("MAC-Last")
                 abortable()
 
             with m.State("MAC-Last"):
@@ -401,12 +458,7 @@ class Refiner(wiring.Component):
                 abortable()
 
             with m.State("Scale"):
-                exponent = msb_now + headroom - (p.dac_bits - 2)   # may be negative
                 m.d.sync += [residual_msb.eq(msb_now), correction_left.eq(msb_now + headroom),
-                             shift_right.eq(Mux(exponent > 0, exponent, 0)),
-                             shift_left.eq(Mux(exponent < 0, -exponent, 0)),
-                             grad_right.eq(Mux(exponent > fraction, exponent - fraction, 0)),
-                             grad_left.eq(Mux(exponent < fraction, fraction - exponent, 0)),
                              solve_cols.eq(Mux(first_pass, col_mask, active))]
                 candidates = col_mask & ~active
                 with m.If((passes_done == passes + 1) | (peak == 0)):
@@ -436,15 +488,12 @@ class Refiner(wiring.Component):
                                  rows_left.eq(rest_rows),
                                  cols_left.eq(cols_left & (cols_left - 1))]
                     with m.If((cols_left & (cols_left - 1)) == 0):
+                        m.d.sync += drain.eq(GRADIENT_DRAIN - 1)
                         m.next = "Gradient-Drain"
                 abortable()
 
-            with m.State("Gradient-Drain"):    # the last term in stage 0
-                m.next = "Gradient-Multiply"
-                abortable()
-
-            with m.State("Gradient-Multiply"):  # ... in stage 1
-                m.next = "Gradient-Last"
+            with m.State("Gradient-Drain"):     # the last term in stages 0 to 3
+                drain_then("Gradient-Last")
                 abortable()
 
             with m.State("Gradient-Last"):      # ... in stage 2: the last comparison
@@ -463,8 +512,9 @@ class Refiner(wiring.Component):
                 m.d.comb += [solve.start.eq(~self.abort), solving.eq(1)]
                 net = correction_left - gain_shift
                 m.d.sync += [
-                    net_left.eq(Mux(net > left_max, left_max, Mux(net > 0, net, 0))),
-                    net_right.eq(Mux(net < -right_max, right_max, Mux(net < 0, -net, 0))),
+                    twice_left.eq(Mux(net > left_max, left_max + 1, Mux(net >= 0, net + 1, 0))),
+                    twice_right.eq(Mux(net < -right_max, right_max - 1,
+                                       Mux(net < 0, -net - 1, 0))),
                 ]
                 m.next = "Solve-Wait"
                 abortable()
@@ -485,18 +535,15 @@ class Refiner(wiring.Component):
             with m.State("Accumulate"):
                 col = lowest_set_index(cols_left)
                 rest = cols_left & (cols_left - 1)
-                m.d.comb += [y_fetch.addr.eq(col), x_fetch.addr.eq(col)]
+                m.d.comb += y_fetch.addr.eq(col)
                 m.d.sync += [s1_valid.eq(1), s1_col.eq(col), cols_left.eq(rest)]
                 with m.If(rest == 0):
+                    m.d.sync += drain.eq(ACCUMULATE_DRAIN - 1)
                     m.next = "Accumulate-Drain"
                 abortable()
 
-            with m.State("Accumulate-Drain"):   # the last correction in stage 1
-                m.next = "Accumulate-Shift"
-                abortable()
-
-            with m.State("Accumulate-Shift"):   # ... in stage 2
-                m.next = "Accumulate-Last"
+            with m.State("Accumulate-Drain"):   # the last correction in stages 1 to 4
+                drain_then("Accumulate-Last")
                 abortable()
 
             with m.State("Accumulate-Last"):

@@ -194,18 +194,21 @@ class RefineOutcome:
 
 
 def refine_cycles_residual(rows: int, mac_cols: int) -> int:
-    """Setup + MAC (rows x mac_cols, one per cycle) + 2 pipeline drain + Scale."""
-    return 1 + rows * mac_cols + 2 + 1
+    """Setup + MAC (rows x mac_cols, one per cycle) + 4 pipeline drain (operands, two
+    multiply stages, accumulate) + Scale."""
+    return 1 + rows * mac_cols + 4 + 1
 
 
 def refine_cycles_gradient(rows: int, candidates: int) -> int:
-    """Gradient sweep (rows x candidates, one per cycle) + 3 pipeline drain + Check."""
-    return rows * candidates + 3 + 1
+    """Gradient sweep (rows x candidates, one per cycle) + 5 pipeline drain (R's shifter,
+    operands, two multiply stages, accumulate) + Check."""
+    return rows * candidates + 5 + 1
 
 
 def refine_cycles_accumulate(cols: int) -> int:
-    """Accumulate (one column per cycle) + 3 pipeline drain (multiply, shift, add)."""
-    return cols + 3
+    """Accumulate (one column per cycle) + 5 pipeline drain (operands, two multiply stages,
+    shift, add)."""
+    return cols + 5
 
 
 def _bits(mask: int) -> list[int]:
