@@ -38,8 +38,9 @@ BENCH = {
 }
 #: Block ports that the harness turns into flat buffers instead of passing through.
 _BUFFER_PORTS = ("afe", "rhs", "result", "target", "fault_map")
-#: The solve sequencer's calibration ports: left undriven, so cal_enable is 0 (no correction).
-_CALIBRATION_PORTS = ("cal_enable", "coeff", "opamp_coeff")
+#: The solve sequencer's and the programmer's calibration ports: left undriven inside the harness
+#: (not top-level inputs a simulator would leave at z), so cal_enable and cal_adc are 0 (no correction).
+_CALIBRATION_PORTS = ("cal_enable", "coeff", "opamp_coeff", "cal_adc", "coeff_channel", "coeff_word")
 
 
 class SolveProgramHarness(wiring.Component):
