@@ -311,6 +311,16 @@ class GoldenController:
     def spares_left(self) -> int:
         return self.p["spare"] - len(self.spares_taken)
 
+    def _start_error(self, row_mask: int, col_mask: int, avg_log2: int, watchdog: int) -> Error:
+        """The start checks the solve sequencer and the calibrator share, in their order."""
+        if row_mask == 0 or col_mask == 0:
+            return Error.BAD_DIMENSION
+        if avg_log2 > self.p["avg_max_log2"]:
+            return Error.BAD_AVERAGING
+        if watchdog == 0:
+            return Error.BAD_TIMING
+        return Error.NONE
+
     def _safe_exit(self, at, cycle: int) -> int:
         """The safe exit from ``cycle`` on: AFE idle, the zero code written to every DAC,
         then ldac; returns the done cycle."""
@@ -340,16 +350,8 @@ class GoldenController:
         start_ps = self._begin(start_s)
         at = self._clock(start_ps)
 
-        if mode not in SOLVE_MODES:
-            error = Error.UNKNOWN_OPCODE
-        elif row_mask == 0 or col_mask == 0:
-            error = Error.BAD_DIMENSION
-        elif avg_log2 > p["avg_max_log2"]:
-            error = Error.BAD_AVERAGING
-        elif watchdog == 0:
-            error = Error.BAD_TIMING
-        else:
-            error = Error.NONE
+        error = Error.UNKNOWN_OPCODE if mode not in SOLVE_MODES else \
+            self._start_error(row_mask, col_mask, avg_log2, watchdog)
         if error != Error.NONE:
             self._end(start_ps, 1)
             return SolveOutcome(error, {}, 0, 1)
@@ -493,14 +495,7 @@ class GoldenController:
         watchdog = self._operand("watchdog_limit", 2 ** timer_bits - 1
                                  if watchdog_limit is None else watchdog_limit, timer_bits)
         start_ps = self._begin(start_s)
-        if row_mask == 0 or col_mask == 0:
-            error = Error.BAD_DIMENSION
-        elif avg_log2 > p["avg_max_log2"]:
-            error = Error.BAD_AVERAGING
-        elif watchdog == 0:
-            error = Error.BAD_TIMING
-        else:
-            error = Error.NONE
+        error = self._start_error(row_mask, col_mask, avg_log2, watchdog)
         if error != Error.NONE:
             self._end(start_ps, 1)
             return CalibrateOutcome(error, self.cal_quality, self.cal_failed_count, 1)

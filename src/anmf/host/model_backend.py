@@ -183,20 +183,23 @@ class ModelDriver(ChipDriver):
         rows, cols = codes.shape
         self.golden.targets[first_row:first_row + rows, first_col:first_col + cols] = codes
 
-    async def _program_matrix(self, row_mask: int, col_enable: int) -> ProgramReport:
-        assert self.programming is not None and self.timing is not None
-        # The host command: the walk, then the remap's spare trials when it is enabled.
-        outcome = self.golden.program_command(self.programming, row_mask=row_mask,
-                                              col_mask=col_enable,
-                                              watchdog_limit=self.timing.watchdog)
+    def _finish_walk(self, command: str, outcome: Any) -> None:
+        """Counters, remaps and STATUS after a PROGRAM_MATRIX or REFRESH walk (and its trials)."""
         self._count(pulses=outcome.pulse_count,
                     failed_cells=sum(cell.failed for cell in outcome.cells),
                     over_range=outcome.over_range_samples)
         self._remap_count += len(outcome.remaps)
         detail = min(outcome.failed_count, 0xFFFF) if outcome.error == ErrorCode.CELLS_FAILED \
             else self._timeout_detail(outcome)
-        self._finish("PROGRAM_MATRIX", ErrorCode(outcome.error), detail,
-                     raise_on=(ErrorCode.CELLS_FAILED,))
+        self._finish(command, ErrorCode(outcome.error), detail, raise_on=(ErrorCode.CELLS_FAILED,))
+
+    async def _program_matrix(self, row_mask: int, col_enable: int) -> ProgramReport:
+        assert self.programming is not None and self.timing is not None
+        # The host command: the walk, then the remap's spare trials when it is enabled.
+        outcome = self.golden.program_command(self.programming, row_mask=row_mask,
+                                              col_mask=col_enable,
+                                              watchdog_limit=self.timing.watchdog)
+        self._finish_walk("PROGRAM_MATRIX", outcome)
         rows, cols = set_bits(row_mask), set_bits(col_enable)
         fault_map = np.zeros((self.info.rows, self.info.total_cols), dtype=bool)
         fault_map[np.ix_(rows, cols)] = self.golden.fault_cells()[np.ix_(rows, cols)]
@@ -207,13 +210,7 @@ class ModelDriver(ChipDriver):
         assert self.programming is not None and self.timing is not None
         outcome = self.golden.refresh(self.programming, row_mask=row_mask, col_mask=col_enable,
                                       watchdog_limit=self.timing.watchdog)
-        self._count(pulses=outcome.pulse_count,
-                    failed_cells=sum(cell.failed for cell in outcome.cells),
-                    over_range=outcome.over_range_samples)
-        self._remap_count += len(outcome.remaps)
-        detail = min(outcome.failed_count, 0xFFFF) if outcome.error == ErrorCode.CELLS_FAILED \
-            else self._timeout_detail(outcome)
-        self._finish("REFRESH", ErrorCode(outcome.error), detail, raise_on=(ErrorCode.CELLS_FAILED,))
+        self._finish_walk("REFRESH", outcome)
         return RefreshReport(ErrorCode(outcome.error), outcome.checked, outcome.reprogrammed,
                              outcome.failed_count, outcome.pulse_count)
 
