@@ -111,16 +111,25 @@ class Controller(wiring.Component):
             self._refiner = Refiner(params, x_bits=REFINE_X_BITS, b_bits=REFINE_B_BITS) \
                 if params.refinement else None
         except ValueError:
-            for block in (self, self._sequencer, self._programmer, registers, getattr(self, "_anls", None),
-                          self._remap, getattr(self, "_calibrator", None)):
-                if block is not None:
-                    discard_unbuilt(block)
+            self.discard()
             raise
         super().__init__({
             "axil": registers.signature.members["axil"],
             "irq": Out(1),
             "afe": Out(AFESignature(params)),
         })
+
+    def discard(self) -> None:
+        """Mark the controller and every block it holds as deliberately never elaborated (a
+        refused construction, or a wrapper that looked at its ports without a build): no
+        UnusedElaboratable warning for any of them."""
+        registers = self._registers
+        blocks = [self, registers, registers.register_file, registers._slave]
+        blocks += [getattr(self, name, None) for name in ("_sequencer", "_programmer", "_remap", "_anls",
+                                                           "_calibrator", "_refiner")]
+        for block in blocks:
+            if block is not None:   # not built (refused before it, or not in this build)
+                discard_unbuilt(block)
 
     @property
     def params(self) -> BuildParams:

@@ -232,12 +232,8 @@ class PinnedController(Elaboratable):
     def discard(self) -> None:
         """Mark this wrapper and the controller's blocks as deliberately never elaborated (a
         refused pin-out, or a pin count looked at without a build): no UnusedElaboratable warning."""
-        c = self.controller
-        for block in (self, c, c.registers, c.registers.register_file, c.registers._slave, c.sequencer, c.programmer,
-                      c.anls):
-            if block is None:  # no RUN_NMF in the build
-                continue
-            discard_unbuilt(block)
+        discard_unbuilt(self)
+        self.controller.discard()
 
     @property
     def pins_needed(self) -> int:

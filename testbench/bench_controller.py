@@ -348,24 +348,6 @@ async def remap_and_refresh(dut) -> None:
 
 # ---- CALIBRATE with the AFE model ------------------------------------------------------------
 
-def _calibration_afe(params, *, faulty: bool):
-    """rram-3bit (seed 3, deterministic, a 30 ns ADC), every cell at a random level; ``faulty``:
-    ADC +50 mV (5 % of the 1 V full scale) and +5 % gain, every DAC -50 mV and -5 %."""
-    from anmf.model.afe import AnalogFrontEnd
-    from anmf.model.config import preset
-
-    config = preset("rram-3bit").replace(seed=3)
-    config = config.replace(adc=config.adc.replace(conversion_time_s=30e-9))
-    afe = AnalogFrontEnd.from_build_params(config, params, deterministic=True, clock_hz=100e6)
-    levels = afe.config.device.level_targets_s()
-    afe.set_conductances(levels[np.random.default_rng(1).integers(1, levels.size,
-                                                                  (afe.rows, afe.total_cols))], 0.0)
-    if faulty:
-        afe.adc.offset_v[:], afe.adc.gain_error[:] = 0.05, 0.05
-        afe.dac.offset_v[:], afe.dac.gain_error[:] = -0.05, -0.05
-    return afe
-
-
 @cocotb.test()
 async def calibrate_then_solve_equals_golden(dut) -> None:
     """The AFE model (5 % FS ADC and DAC offset and gain errors) on the AFE port: CALIBRATE's
@@ -378,11 +360,12 @@ async def calibrate_then_solve_equals_golden(dut) -> None:
     from anmf.model.golden import CalEnable, Error, GoldenController
     from anmf.testbench.afe_binding import AFEBinding
     from anmf.testbench.bench_afe_binding import WATCHDOG, ControllerDriver, Operands
+    from anmf.testbench.calibration_afe import calibration_afe
 
     regs = _regs()
     params = BuildParams(**regs.params)
-    afe = _calibration_afe(params, faulty=True)
-    golden = GoldenController(params, _calibration_afe(params, faulty=True))
+    afe = calibration_afe(params, faulty=True)
+    golden = GoldenController(params, calibration_afe(params, faulty=True))
     binding = AFEBinding(dut, afe, params, clock=dut.clk)
     Clock(dut.clk, afe.period_ps, unit="ps").start()
     dut.rst.value = 1
@@ -425,7 +408,7 @@ async def calibrate_then_solve_equals_golden(dut) -> None:
         assert solved.done_cycle == reference.done_cycle, (label, solved, reference)
         codes[label] = [w & (2 ** params.adc_bits - 1) for w in results]
         if label == "corrected":
-            ideal = GoldenController(params, _calibration_afe(params, faulty=False))
+            ideal = GoldenController(params, calibration_afe(params, faulty=False))
             ideal.load_rhs(rhs)
             fault_free = ideal.solve(Mode.SOLVE_FREE, row_mask=rows, col_mask=cols, avg_log2=2, dac_settle=50,
                                      analog_settle=40, start_s=solved.start_s)

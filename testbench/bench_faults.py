@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from anmf.faults import CampaignAFE, final_columns, inject_converter_fault
+from anmf.faults import CampaignAFE, CampaignObserver, inject_converter_fault
 from anmf.host import AnalogScale, Timing, host_anls
 from anmf.host.driver import (CalibrationReport, ChipDriver, ChipError, Corrections, ErrorCode,
                               ProgramReport, RefreshReport, RemapState)
@@ -59,38 +59,21 @@ class FaultBench(ScenarioBench):
                                      solves=None, programs=None)
 
 
-class ObservingDriver(CheckedDriver):
-    """The RTL's driver as the campaign's host uses it: every call forwarded; after each
-    PROGRAM_MATRIX ``drift_s`` of drift passes on the AFE model (the injected fault) and,
-    with ``refresh``, a REFRESH of the same cells follows. Keeps what the host sees: each
-    solve's column enables, each PROGRAM_MATRIX's outcome, each column's failed cells in its
-    last fault map, the REFRESH reports."""
+class ObservingDriver(CampaignObserver, CheckedDriver):
+    """The RTL's driver as the campaign's host uses it: every call forwarded, observed as
+    :class:`~anmf.faults.CampaignObserver` keeps it (drift after each PROGRAM_MATRIX; the
+    refresh is the controller's REFRESH of the same cells)."""
 
     def __init__(self, inner: ChipDriver, afe: CampaignAFE, *, drift_s: float = 0.0,
                  refresh: bool = False):
         super().__init__(inner, afe.crossbar.effective_conductance_s, solves=None,
                          programs=None)
-        self.afe = afe
-        self.drift_s, self.refresh = drift_s, refresh
-        self.refresh_reports: list[RefreshReport] = []
-        self.solve_masks: list[int] = []
-        self.program_errors: list[str] = []
-        self.failed_by_column: dict[int, int] = {}
+        self._start_observing(afe, drift_s=drift_s, refresh=refresh)
 
-    async def _program_matrix(self, row_mask: int, col_enable: int) -> ProgramReport:
-        report = await super()._program_matrix(row_mask, col_enable)
-        self.program_errors.append(report.error.name)
-        if self.drift_s > 0:
-            self.afe.crossbar.advance_time(self.drift_s)
-            if self.refresh:
-                self.refresh_reports.append(await self.inner.refresh(row_mask, col_enable))
-        per_column = report.fault_map.sum(axis=0)
-        self.failed_by_column.update((c, int(per_column[c])) for c in report.columns)
+    async def _refresh_after_drift(self, report: ProgramReport, row_mask: int,
+                                   col_enable: int) -> ProgramReport:
+        self.refresh_reports.append(await self.inner.refresh(row_mask, col_enable))
         return report
-
-    async def _solve(self, rhs: Any, row_mask: int, col_enable: int, mode: str) -> Any:
-        self.solve_masks.append(col_enable)
-        return await super()._solve(rhs, row_mask, col_enable, mode)
 
     async def _refresh(self, row_mask: int, col_enable: int) -> RefreshReport:
         return await self.inner.refresh(row_mask, col_enable)
@@ -210,14 +193,14 @@ async def fault_run_job(bench: FaultBench, inputs: dict[str, np.ndarray],
     error = float(relative_error(R, nmf.W, nmf.H))
     if math.isnan(error):
         raise AssertionError("the NMF's relative error is NaN")
-    used = final_columns(driver.solve_masks)
+    used = driver.final_columns()
     result.update(
         rel_error=error, cycles=driver.cycle_counter() - started,
         counters={"solves": counters.solves, "pulses": counters.pulses,
                   "over_range": counters.over_range, "failed_cells": counters.failed_cells},
         failed_by_column={str(c): n for c, n in sorted(driver.failed_by_column.items())},
         final_columns=sorted(used),
-        failed_in_use=sum(driver.failed_by_column.get(c, 0) for c in used),
+        failed_in_use=driver.failed_in_use(),
         program_errors=driver.program_errors,
         refresh={"passes": len(driver.refresh_reports),
                  "checked": sum(r.checked for r in driver.refresh_reports),

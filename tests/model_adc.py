@@ -1,8 +1,8 @@
 """The AFE model's ADC at the AFE port, one step per cycle, for the Amaranth-simulator
-benches that put the code-level model (model/afe.py) behind a block's AFE port
-(tests/test_anls_sequencer.py, test_calibrator.py, test_refiner.py), with the cocotb
-binding's timing: the value is sampled at the start strobe, ``adc_busy`` rises
-``adc_latency_cycles`` later, falls ``adc_busy_cycles`` after that with the data."""
+benches that put the code-level model (model/afe.py) behind a block's AFE port (through
+tests/model_afe.py's ModelAFE), with the cocotb binding's timing: the value is sampled at
+the start strobe, ``adc_busy`` rises ``adc_latency_cycles`` later, falls ``adc_busy_cycles``
+after that with the data."""
 from __future__ import annotations
 
 from typing import Any

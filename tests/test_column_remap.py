@@ -13,7 +13,7 @@ import pytest
 from amaranth.sim import Simulator
 
 import test_controller as tc   # the controller bench and its helpers (module import: no test collected)
-from test_anls_sequencer import ModelAFE
+from model_afe import ModelAFE
 from anmf.hdl.codes import ErrorCode, Opcode
 from anmf.hdl.column_remap import ColumnRemap
 from anmf.hdl.controller import STATUS_DELAY, Controller
@@ -71,7 +71,7 @@ class ModelBench(tc.Bench):
         assert self.model is not None
         self.dut = Controller(self.params)
         self.regs = host_constants(build_register_map(self.params))
-        self.binding = ModelAFE(self.model, self.dut.afe, self.params)
+        self.binding = ModelAFE(self.model, self.dut.afe, self.params, strict=True)
         self.trace = []
         self.sim = Simulator(self.dut)
         self.sim.add_clock(self.model.period_ps / PICOSECONDS_PER_SECOND)

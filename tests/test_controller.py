@@ -3,13 +3,15 @@ the exact start-to-STATUS cycle count, write-verify, READ_CELL, every refused co
 each phase, watchdog timeouts, soft reset, interrupts; elaboration and Verilog conversion."""
 from __future__ import annotations
 
+import gc
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from amaranth.hdl import Const, Module, Signal, Value
+from amaranth.hdl import Const, Fragment, Module, Signal, UnusedElaboratable, Value
 from amaranth.sim import Simulator
 
 from afe_standin import AFEStandIn, driven_afe_members
@@ -20,6 +22,7 @@ from anmf.hdl.codes import ErrorCode, Opcode
 from anmf.hdl.controller import (REGISTER_WRITE_SPACING, STATUS_DELAY, TOP_MODULE, Controller, saturate,
                                   verilog_text)
 from anmf.hdl.params import BuildParams
+from anmf.hdl.platforms import ICE40UP5KPlatform, PinnedController
 from anmf.hdl.registers import build_register_map
 from anmf.hdl.regmap_export import HostRegisterMap, host_constants
 from anmf.hdl.solve_sequencer import solve_cycles
@@ -870,6 +873,30 @@ def test_constructor_validates_its_parameters():
         Controller(BuildParams(cols=30, spare=3))
     assert str(info.value) == ("cols + spare must be at most 32 for the register map (one COL_ENABLE word, "
                                "one FAULT_MAP word per row), not 30 + 3 = 33")
+
+
+def unused_elaboratable_warnings(make) -> list[str]:
+    """The UnusedElaboratable warnings of the objects ``make()`` leaves behind (it may raise a
+    ValueError), once garbage-collected, with Amaranth's warning armed as after any elaboration."""
+    Fragment.get(Module(), None)   # Amaranth stays silent about unused objects until something elaborates
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            make()
+        except ValueError:
+            pass
+        gc.collect()
+    return [str(w.message) for w in caught if w.category is UnusedElaboratable]
+
+
+def test_refused_or_discarded_controllers_warn_of_no_unused_block():
+    # A controller built and dropped warns (the check can fail) ...
+    assert any("ColumnRemap" in message for message in unused_elaboratable_warnings(lambda: Controller(SMALL)))
+    # ... one refused by a late block (the Refiner) or by a pin-out, or discarded, does not.
+    assert unused_elaboratable_warnings(
+        lambda: Controller(BuildParams(dac_bits=1, run_nmf=False, calibration=False))) == []
+    assert unused_elaboratable_warnings(lambda: PinnedController(BuildParams(), ICE40UP5KPlatform.user_pins)) == []
+    assert unused_elaboratable_warnings(lambda: Controller(SMALL).discard()) == []
 
 
 @pytest.mark.parametrize("params", [BuildParams(), SMALL], ids=["default", "rows16-cols4"])

@@ -24,6 +24,7 @@ from anmf.model import calibration as cal
 from anmf.model.afe import AnalogFrontEnd, Mode
 from anmf.model.config import preset
 from anmf.model.golden import CalEnable, Error, GoldenController
+from anmf.testbench.calibration_afe import calibration_afe
 from axi_host import AxiLiteHost
 from model_afe import ModelAFE
 
@@ -37,18 +38,8 @@ SOLVE_ARGS = dict(row_mask=ALL_ROWS, col_mask=ALL_COLS, avg_log2=2, dac_settle=5
 
 
 def model_afe(*, faulty: bool) -> AnalogFrontEnd:
-    """rram-3bit, deterministic, a 30 ns ADC (short runs), every cell at a random level; ``faulty``:
-    ADC +50 mV (5 % of the 1 V full scale) and +5 % gain, every DAC -50 mV and -5 %."""
-    config = preset("rram-3bit").replace(seed=3)
-    config = config.replace(adc=config.adc.replace(conversion_time_s=30e-9))
-    afe = AnalogFrontEnd.from_build_params(config, PARAMS, deterministic=True)
-    levels = afe.config.device.level_targets_s()
-    afe.set_conductances(levels[np.random.default_rng(1).integers(1, levels.size,
-                                                                  (afe.rows, afe.total_cols))], 0.0)
-    if faulty:
-        afe.adc.offset_v[:], afe.adc.gain_error[:] = 0.05, 0.05
-        afe.dac.offset_v[:], afe.dac.gain_error[:] = -0.05, -0.05
-    return afe
+    """The CALIBRATE benches' AFE (anmf.testbench.calibration_afe) for PARAMS."""
+    return calibration_afe(PARAMS, faulty=faulty)
 
 
 class Bench:

@@ -6,7 +6,6 @@ goes over range retries with halved inputs like the golden model; refusals; a bu
 REFINE."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -21,26 +20,13 @@ from anmf.hdl.params import BuildParams
 from anmf.hdl.registers import build_register_map
 from anmf.hdl.regmap_export import host_constants
 from anmf.model.afe import AnalogFrontEnd, Mode
-from anmf.model.config import preset
 from anmf.model.formats import PICOSECONDS_PER_SECOND, unpack_result
 from anmf.model.golden import Error, GoldenController
 from anmf.model.refinement import correction_gain, relative_residual
-from test_anls_sequencer import ModelAFE
+from model_afe import ModelAFE
+from test_refiner import PARAMS, exact, model_afe, rhs_words, well_conditioned_levels
 
-PARAMS = BuildParams(rows=16, cols=8, spare=0, avg_max_log2=2)
-B_FRAC_BITS = 20
 TIMING = {"WATCHDOG": 400, "DAC_SETTLE": 3, "ANALOG_SETTLE": 60, "READ_SETTLE": 4, "TIMING": 1}
-
-
-def exact(message: str) -> str:
-    return "^" + re.escape(message) + "$"
-
-
-def model_afe(seed: int) -> AnalogFrontEnd:
-    """rram-3bit, deterministic, 10-bit converters, a 30 ns ADC (4 cycles) for short runs."""
-    config = preset("rram-3bit").replace(seed=seed)
-    config = config.replace(adc=config.adc.replace(conversion_time_s=30e-9))
-    return AnalogFrontEnd.from_build_params(config, PARAMS, deterministic=True)
 
 
 class ModelBench(tc.Bench):
@@ -53,7 +39,7 @@ class ModelBench(tc.Bench):
         self.regs = host_constants(build_register_map(params))
         self.afe = ModelAFE(model, self.dut.afe, params, probes={
             "prog": self.dut.programmer.start, "seq": self.dut.sequencer.start,
-            "refine": self.dut.refiner.start})
+            "refine": self.dut.refiner.start}, strict=True)
         self.trace = []
         self.sim = Simulator(self.dut)
         self.sim.add_clock(model.period_ps / PICOSECONDS_PER_SECOND)
@@ -70,21 +56,13 @@ class ModelBench(tc.Bench):
                 return status
 
 
-def make_levels(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    while True:
-        levels = rng.integers(0, 8, (PARAMS.rows, PARAMS.cols))
-        if np.linalg.cond(levels) <= 20:
-            return levels
-
-
 def test_program_matrix_then_refine_equals_the_golden_model_and_meets_the_residual_target():
     afe = model_afe(seed=2)
     golden = GoldenController(PARAMS, afe.twin())
     bench = ModelBench(afe)
     regs = bench.regs
     circuit = afe.config.circuit
-    levels = make_levels(seed=2)
+    levels = well_conditioned_levels(np.random.default_rng(2))
     targets = afe.conductance_code(circuit.g_offset_s + circuit.g_unit_s * levels)
     settings = afe.program_settings(read_settle=TIMING["READ_SETTLE"])
     a_offset = int(afe.conductance_code(circuit.g_offset_s))
@@ -105,11 +83,8 @@ def test_program_matrix_then_refine_equals_the_golden_model_and_meets_the_residu
         await bench.start(ctx, Opcode.PROGRAM_MATRIX)
         seen["program"] = await bench.wait_done(ctx)
         seen["a"] = await bench.read_words(ctx, "REFINE_A")
-        # B = A_read x_true, in the range of the read-back matrix, 0.8 of the DAC range.
         a_read = np.array(seen["a"]).reshape(PARAMS.rows, PARAMS.cols) - a_offset
-        b = a_read @ x_true
-        b *= 0.8 * 511 / np.abs(b).max()
-        seen["b"] = np.rint(b * 2.0 ** B_FRAC_BITS).astype(np.int64)
+        seen["b"] = rhs_words(a_read, x_true)
         await bench.write_words(ctx, "REFINE_B", [int(w) & 0xFFFF_FFFF for w in seen["b"]])
         await bench.write(ctx, "REFINE_CONTROL", passes=passes, headroom=2, a_offset=a_offset)
         await bench.write(ctx, "REFINE_GAIN", gain=gain, shift=gain_shift)

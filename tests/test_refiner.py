@@ -27,11 +27,10 @@ from anmf.model.formats import PICOSECONDS_PER_SECOND
 from anmf.model.golden import Error, GoldenController
 from anmf.model.refinement import (RefineFormat, correction_gain, golden_refine,
                                    relative_residual)
-from model_adc import ModelADC
+from model_afe import ModelAFE
 
 PARAMS = BuildParams(rows=16, cols=8, spare=0, avg_max_log2=2)
 FMT = RefineFormat(x_bits=24, b_bits=32)
-CONTROLS = ("mode", "loop", "row_en", "col_en", "cell_row", "cell_col", "cal_ref_sel")
 B_FRAC_BITS = 20
 
 
@@ -44,39 +43,6 @@ def model_afe(seed: int) -> AnalogFrontEnd:
     config = preset("rram-3bit").replace(seed=seed)
     config = config.replace(adc=config.adc.replace(conversion_time_s=30e-9))
     return AnalogFrontEnd.from_build_params(config, PARAMS, deterministic=True)
-
-
-class ModelAFE:
-    """The AFE model behind the AFE port, one Python step per cycle, with the cocotb
-    binding's timing (tests/test_anls_sequencer.py has the full one; REFINE needs no pulses)."""
-
-    def __init__(self, afe: AnalogFrontEnd, port: Any) -> None:
-        self.afe, self.port = afe, port
-        self.outputs = [p.name for p in AFESignature(PARAMS).ports() if p.flow == wiring.Out]
-        self.cycle = 0
-        self.conversions = 0
-
-    async def process(self, ctx) -> None:
-        afe, port = self.afe, self.port
-        signals = [Value.cast(getattr(port, n)) for n in self.outputs]
-        applied = tuple(0 for _ in CONTROLS)
-        adc = ModelADC(afe, port)
-        async for _clk, _rst, *values in ctx.tick().sample(*signals):
-            s = dict(zip(self.outputs, values))
-            cycle, self.cycle = self.cycle, self.cycle + 1
-            t = cycle * afe.period_ps / PICOSECONDS_PER_SECOND
-            controls = tuple(s[name] for name in CONTROLS)
-            if controls != applied:
-                afe.apply_controls(t, **dict(zip(CONTROLS, controls)))
-                applied = controls
-            if s["dac_we"]:
-                afe.write_dac(s["dac_addr"], s["dac_data"])
-            if s["dac_ldac"]:
-                afe.load_dacs(t)
-            if s["adc_start"]:
-                adc.start(s["adc_mux"], t)
-                self.conversions += 1
-            adc.tick(ctx)
 
 
 class Harness(Elaboratable):
@@ -122,6 +88,22 @@ class Harness(Elaboratable):
         return m
 
 
+def well_conditioned_levels(rng: np.random.Generator) -> np.ndarray:
+    """Cell levels 0..7 for the PARAMS array, drawn from ``rng`` until cond <= 20."""
+    while True:
+        levels = rng.integers(0, 8, (PARAMS.rows, PARAMS.cols))
+        if np.linalg.cond(levels) <= 20:
+            return levels
+
+
+def rhs_words(a_read: np.ndarray, x_true: np.ndarray) -> np.ndarray:
+    """B = A_read x_true (in the range of the read-back matrix ``a_read``, offset removed) at 0.8
+    of the DAC range, as words with B_FRAC_BITS fraction bits."""
+    b = a_read @ x_true
+    b *= 0.8 * 511 / np.abs(b).max()
+    return np.rint(b * 2.0 ** B_FRAC_BITS).astype(np.int64)
+
+
 def make_problem(afe: AnalogFrontEnd, seed: int, x0: float | None = None
                  ) -> tuple[np.ndarray, np.ndarray, int]:
     """A well-conditioned 16 x 8 problem placed in ``afe`` (levels plus a +-0.3 uS placement
@@ -131,10 +113,7 @@ def make_problem(afe: AnalogFrontEnd, seed: int, x0: float | None = None
     (a_codes, b, a_offset)."""
     rng = np.random.default_rng(seed)
     rows, cols = PARAMS.rows, PARAMS.cols
-    while True:
-        levels = rng.integers(0, 8, (rows, cols))
-        if np.linalg.cond(levels) <= 20:
-            break
+    levels = well_conditioned_levels(rng)
     circuit = afe.config.circuit
     g = circuit.g_offset_s + circuit.g_unit_s * levels + rng.uniform(-3e-7, 3e-7, (rows, cols))
     afe.set_conductances(np.maximum(g, circuit.g_offset_s), 0.0)
@@ -143,9 +122,7 @@ def make_problem(afe: AnalogFrontEnd, seed: int, x0: float | None = None
     x_true = rng.uniform(0.1, 1.0, cols)
     if x0 is not None:
         x_true[0] = x0
-    b = (a_codes - a_offset) @ x_true
-    b *= 0.8 * 511 / np.abs(b).max()
-    return a_codes, np.rint(b * 2.0 ** B_FRAC_BITS).astype(np.int64), a_offset
+    return a_codes, rhs_words(a_codes - a_offset, x_true), a_offset
 
 
 def operands(afe: AnalogFrontEnd, a_offset: int, **changes: int) -> dict[str, int]:
@@ -161,7 +138,7 @@ def run_rtl(afe: AnalogFrontEnd, a_codes: np.ndarray, b: np.ndarray, ops: dict[s
     raise abort for one cycle that many cycles after start."""
     dut = Harness()
     ref = dut.refiner
-    binding = ModelAFE(afe, dut.afe)
+    binding = ModelAFE(afe, dut.afe, PARAMS, strict=True)
     sim = Simulator(dut)
     sim.add_clock(afe.period_ps / PICOSECONDS_PER_SECOND)
     sim.add_process(binding.process)
@@ -211,7 +188,7 @@ def run_rtl(afe: AnalogFrontEnd, a_codes: np.ndarray, b: np.ndarray, ops: dict[s
 
     sim.add_testbench(testbench)
     sim.run()
-    seen["conversions"] = binding.conversions
+    seen["conversions"] = len(binding.conversions)
     return seen
 
 

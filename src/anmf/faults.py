@@ -28,6 +28,7 @@ the AFE port.
 """
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import math
@@ -39,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 
 from anmf.host import AnalogScale, ModelDriver, Timing, host_anls
-from anmf.host.driver import ChipError, ErrorCode, ProgramReport
+from anmf.host.driver import ChipError, ErrorCode, ProgramReport, RefreshReport
 from anmf.model import calibration as cal
 from anmf.model.afe import AnalogFrontEnd, Mode
 from anmf.model.config import config_from_dict
@@ -47,7 +48,8 @@ from anmf.model.metrics import relative_error
 from anmf.rtl_backend import SIMS
 
 __all__ = ["FAULTS", "BACKENDS", "FaultRow", "CampaignAFE", "CampaignProblem", "run_campaign",
-           "format_table", "write_json", "final_columns", "inject_converter_fault"]
+           "format_table", "write_json", "final_columns", "CampaignObserver",
+           "inject_converter_fault"]
 
 #: The campaign's faults, in table order.
 FAULTS: tuple[str, ...] = ("stuck-1%", "stuck-5%", "dead-adc-channel", "adc-offset-gain-5%",
@@ -194,37 +196,46 @@ def final_columns(solve_masks: list[int]) -> set[int]:
     return {c for mask in groups[-2:] for c in range(mask.bit_length()) if mask >> c & 1}
 
 
-class _CampaignDriver(ModelDriver):
-    """ModelDriver whose PROGRAM_MATRIX is followed by ``drift_s`` of drift before the
-    solves, and (``refresh``) by a second PROGRAM_MATRIX of the same targets from the cells'
-    present state: the refresh (the targets are still in the controller's buffer).
+class CampaignObserver(abc.ABC):
+    """What the campaign's host sees and decides from, and the drift it injects, for a
+    :class:`~anmf.host.driver.ChipDriver` that mixes this in before its driver base (the
+    model backend's driver here, the RTL's in testbench/bench_faults.py): after each
+    PROGRAM_MATRIX ``drift_s`` of drift passes on the AFE model and, with ``refresh``, the
+    cells are refreshed (:meth:`_refresh_after_drift`). Kept: each PROGRAM_MATRIX's error
+    code, each column's failed cells in its last fault map, every solve's column enable mask,
+    the refreshes' reports. The subclass calls :meth:`_start_observing` in its ``__init__``."""
 
-    It also keeps what the host sees and the campaign decides from: the column enable mask of
-    every solve, and each column's failed cells in its last fault map."""
+    afe: CampaignAFE
 
-    def __init__(self, params: Any, afe: CampaignAFE, *, drift_s: float = 0.0,
-                 refresh: bool = False):
-        super().__init__(params, afe)
-        self.params = params
+    def _start_observing(self, afe: CampaignAFE, *, drift_s: float, refresh: bool) -> None:
+        self.afe = afe
         self.drift_s, self.refresh = drift_s, refresh
-        self.refresh_reports: list[ProgramReport] = []
+        # ProgramReports on the model backend (its refresh), RefreshReports on the RTL
+        self.refresh_reports: list[ProgramReport | RefreshReport] = []
         self.solve_masks: list[int] = []
+        self.program_errors: list[str] = []
         self.failed_by_column: dict[int, int] = {}
 
+    @abc.abstractmethod
+    async def _refresh_after_drift(self, report: ProgramReport, row_mask: int,
+                                   col_enable: int) -> ProgramReport:
+        """Refresh the cells ``report``'s PROGRAM_MATRIX wrote, keep the refresh's report in
+        ``refresh_reports``, and return the report whose fault map now stands for them."""
+
     async def _program_matrix(self, row_mask: int, col_enable: int) -> ProgramReport:
-        report = await super()._program_matrix(row_mask, col_enable)
+        report = await super()._program_matrix(row_mask, col_enable)  # type: ignore[misc]
+        self.program_errors.append(report.error.name)
         if self.drift_s > 0:
             self.afe.crossbar.advance_time(self.drift_s)
             if self.refresh:
-                report = await super()._program_matrix(row_mask, col_enable)
-                self.refresh_reports.append(report)
+                report = await self._refresh_after_drift(report, row_mask, col_enable)
         per_column = report.fault_map.sum(axis=0)
         self.failed_by_column.update((c, int(per_column[c])) for c in report.columns)
         return report
 
     async def _solve(self, rhs: Any, row_mask: int, col_enable: int, mode: str) -> Any:
         self.solve_masks.append(col_enable)
-        return await super()._solve(rhs, row_mask, col_enable, mode)
+        return await super()._solve(rhs, row_mask, col_enable, mode)  # type: ignore[misc]
 
     def final_columns(self) -> set[int]:
         """Columns enabled in the last iteration's two half-steps."""
@@ -233,6 +244,24 @@ class _CampaignDriver(ModelDriver):
     def failed_in_use(self) -> int:
         """Failed cells (last fault map) in the columns the last iteration used."""
         return sum(self.failed_by_column.get(c, 0) for c in self.final_columns())
+
+
+class _CampaignDriver(CampaignObserver, ModelDriver):
+    """ModelDriver observed as the campaign's host (:class:`CampaignObserver`); its refresh
+    is a second PROGRAM_MATRIX of the same targets from the cells' present state (the
+    targets are still in the controller's buffer)."""
+
+    def __init__(self, params: Any, afe: CampaignAFE, *, drift_s: float = 0.0,
+                 refresh: bool = False):
+        super().__init__(params, afe)
+        self.params = params
+        self._start_observing(afe, drift_s=drift_s, refresh=refresh)
+
+    async def _refresh_after_drift(self, report: ProgramReport, row_mask: int,
+                                   col_enable: int) -> ProgramReport:
+        refreshed = await ModelDriver._program_matrix(self, row_mask, col_enable)
+        self.refresh_reports.append(refreshed)
+        return refreshed
 
     @property
     def now_cycles(self) -> int:
