@@ -18,21 +18,28 @@ One cocotb test, :func:`random_commands`, runs a seeded stream of steps on the c
   ``done`` ROWS + 2 cycles after the abort, a forgotten command after a soft reset, STATUS and
   counters cleared, the AFE left in its safe state). Watchdog limits below the conversion or
   pulse time (golden-predicted ADC_TIMEOUT / PROGRAM_TIMEOUT) and a fresh ADC latency drawn
-  at every re-synchronisation vary the AFE timing.
+  at every re-synchronisation vary the AFE timing;
+* aimed replays: a golden-checked run again from the same conductances, pulse noise and ADC
+  latency, so that it goes through the same states at the same cycles, with an abort or soft
+  reset strobed in the cycle of a state whose abort exit no run has taken yet (this one's or,
+  with ``prior_coverage``, the earlier seeds' of a regression).
 
 Every FSM state register is watched (one wake-up per change); a transition the RTL does not
 contain fails the test. Coverage goes to cocotb-coverage and, at the end, to the JSON file the
 environment names (merged across seeds by ``make regress``).
 
 The runner passes ``ANMF_RANDOM_BENCH`` (JSON, :func:`bench_env`): ``params`` (BuildParams
-fields), ``afe`` (AFE configuration dict), ``clock_hz``, ``steps``, ``coverage_json`` and,
-optionally, ``seed`` (else cocotb's random seed: ``COCOTB_RANDOM_SEED`` reproduces a run).
+fields), ``afe`` (AFE configuration dict), ``clock_hz``, ``steps``, ``coverage_json``,
+``prior_coverage`` (a coverage file or None), ``max_replays`` (aimed replays of one command)
+and, optionally, ``seed`` (else cocotb's random seed: ``COCOTB_RANDOM_SEED`` reproduces a run).
 
     python -m anmf.testbench.bench_random [--seeds N] [--first-seed S] [--sim icarus|verilator]
-                                          [--steps K] [--goal 0.95]
+                                          [--steps K] [--goal 0.95] [--prior FILE]
 
-runs N seeds (``make regress``), prints each run, the merged coverage report and whether the
-goal is met; exit 1 on a failing run or coverage below the goal.
+runs N seeds (``make regress``), each directed by the merged coverage of the seeds before it
+(``prior-SEED.json``: with ``--prior`` it reproduces that seed's run), prints each run, the
+merged coverage report and whether the goal is met; exit 1 on a failing run or coverage below
+the goal.
 """
 from __future__ import annotations
 
@@ -80,6 +87,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "steps": 60,
     "coverage_json": None,
     "prior_coverage": None,
+    "max_replays": 3,
 }
 WORD_MASK = 0xFFFF_FFFF
 #: REFINE_B's fraction bits when the bench makes B = A x (testbench/bench_refine.py's format).
@@ -95,8 +103,6 @@ OUTER_BLOCKS = ("anls", "refiner", "calibrator", "remap")
 #: transition ``<state>-><exit>`` is what a replay aimed at ``state`` covers.
 ABORT_EXITS = {"sequencer": "Safe-Zero-DAC", "programmer": "Safe-Zero-DAC", "calibrator": "Safe-Zero-DAC",
                "anls": "Done", "refiner": "Done", "remap": "Idle"}
-#: Replays of one command at most, while its trace has states whose abort exit is still open.
-MAX_REPLAYS = 3
 
 
 def bench_env(**overrides: Any) -> dict[str, str]:
@@ -413,7 +419,8 @@ class RandomBench:
     async def _resync_remap(self, golden: GoldenController) -> None:
         """The golden model's column map, remap enable and taken spares from the RTL. A spare a
         failed trial took is not visible in REMAP_MAP: the lowest free ones stand for those
-        (exact with one spare, the default build)."""
+        (exact: a trial takes the lowest free spare and only a clear frees one, so the taken
+        spares are always the lowest ones)."""
         p = self.p
         golden.column_map = [(await self.read_window_word("REMAP_MAP", c)) & 0xFF for c in range(p.total_cols)]
         golden.remap_enabled = bool(self.words["REMAP_CONTROL"] & 1)
@@ -696,6 +703,10 @@ class RandomBench:
                 width = widths[int(r.integers(0, len(widths)))]
                 values["PROGRAM_PULSE"] = {"width": width}
                 values["WATCHDOG"] = {"cycles": small(adc, self.afe.pulse_cycles(width) - 1)}
+        if opcode == Opcode.CALIBRATE.value and r.random() < 0.2:
+            # A DAC settling too short for the loopback points, one sample each: the DAC gains
+            # come out of range, stored as identity (CAL_FAILED).
+            values.update({"DAC_SETTLE": {"cycles": small(1, 2)}, "TIMING": {"adc_samples": 1}})
         # A repair scenario now and then: a walk with the remap on (from a cleared map, see
         # command_step), new targets everywhere and a pulse budget too small to reach them, so
         # that main columns fail and the spare trials run (and fail: the next spare's trial).
@@ -894,9 +905,9 @@ class RandomBench:
         at the same cycles, with an abort or soft reset aimed at one of them. Coverage-directed:
         a state whose abort exit (``ABORT_EXITS``) no run has taken yet (this one or the runs
         before, ``prior_coverage``) and that the bus can reach (not before ``min_aim_offset``);
-        up to MAX_REPLAYS while such states are left. Without one, a single replay aims at a block
-        (the command's own first), then, 85% of the time, a state with an outgoing transition not
-        seen yet."""
+        up to ``max_replays`` (an option) while such states are left. Without one, a single
+        replay aims at a block (the command's own first), then, 85% of the time, a state with an
+        outgoing transition not seen yet."""
         r = self.rng
         start_ps = self._last_start_ps
         path = [(b, st, (t - start_ps) // self.period_ps) for b, st, t in self.trace
@@ -906,7 +917,7 @@ class RandomBench:
         own = self._block_of(op)
         self.keep_latency = self.adc_latency
         try:
-            for attempt in range(MAX_REPLAYS):
+            for attempt in range(int(self.options["max_replays"])):
                 reachable = [step for step in path if step[2] >= self.min_aim_offset]
                 hits = merge([self.prior_hits, self.coverage.hits()])
                 open_exits = sorted({(b, st) for b, st, _ in reachable
@@ -1347,9 +1358,10 @@ async def random_commands(dut) -> None:
 
 # --- make regress ---------------------------------------------------------------------------------
 
-def run_seed(sim: str, seed: int, steps: int, folder: Path, prior: Path | None = None) -> tuple[bool, Path]:
+def run_seed(sim: str, seed: int, steps: int, folder: Path, prior: Path | None = None,
+             max_replays: int = DEFAULT_OPTIONS["max_replays"]) -> tuple[bool, Path]:
     """One cocotb run of the bench with ``seed`` (its aimed replays directed by the coverage file
-    ``prior``, if given); (passed, coverage JSON)."""
+    ``prior``, if given; at most ``max_replays`` per command); (passed, coverage JSON)."""
     from anmf.hdl.controller import TOP_MODULE, verilog_text
     from anmf.testbench.sim import results_summary
     from anmf.testbench.simulators import run_bench
@@ -1361,7 +1373,8 @@ def run_seed(sim: str, seed: int, steps: int, folder: Path, prior: Path | None =
     results = run_bench(sim=sim, verilog=verilog_text(params), toplevel=TOP_MODULE,
                         test_module="anmf.testbench.bench_random", name="random", seed=seed,
                         extra_env=bench_env(steps=steps, coverage_json=str(coverage_json), seed=seed,
-                                            prior_coverage=str(prior) if prior is not None else None))
+                                            prior_coverage=str(prior) if prior is not None else None,
+                                            max_replays=max_replays))
     tests, failed = results_summary(results)
     return tests > 0 and failed == 0 and coverage_json.is_file(), coverage_json
 
