@@ -18,21 +18,28 @@ One cocotb test, :func:`random_commands`, runs a seeded stream of steps on the c
   ``done`` ROWS + 2 cycles after the abort, a forgotten command after a soft reset, STATUS and
   counters cleared, the AFE left in its safe state). Watchdog limits below the conversion or
   pulse time (golden-predicted ADC_TIMEOUT / PROGRAM_TIMEOUT) and a fresh ADC latency drawn
-  at every re-synchronisation vary the AFE timing.
+  at every re-synchronisation vary the AFE timing;
+* aimed replays: a golden-checked run again from the same conductances, pulse noise and ADC
+  latency, so that it goes through the same states at the same cycles, with an abort or soft
+  reset strobed in the cycle of a state whose abort exit no run has taken yet (this one's or,
+  with ``prior_coverage``, the earlier seeds' of a regression).
 
 Every FSM state register is watched (one wake-up per change); a transition the RTL does not
 contain fails the test. Coverage goes to cocotb-coverage and, at the end, to the JSON file the
 environment names (merged across seeds by ``make regress``).
 
 The runner passes ``ANMF_RANDOM_BENCH`` (JSON, :func:`bench_env`): ``params`` (BuildParams
-fields), ``afe`` (AFE configuration dict), ``clock_hz``, ``steps``, ``coverage_json`` and,
-optionally, ``seed`` (else cocotb's random seed: ``COCOTB_RANDOM_SEED`` reproduces a run).
+fields), ``afe`` (AFE configuration dict), ``clock_hz``, ``steps``, ``coverage_json``,
+``prior_coverage`` (a coverage file or None), ``max_replays`` (aimed replays of one command)
+and, optionally, ``seed`` (else cocotb's random seed: ``COCOTB_RANDOM_SEED`` reproduces a run).
 
     python -m anmf.testbench.bench_random [--seeds N] [--first-seed S] [--sim icarus|verilator]
-                                          [--steps K] [--goal 0.95]
+                                          [--steps K] [--goal 0.95] [--prior FILE]
 
-runs N seeds (``make regress``), prints each run, the merged coverage report and whether the
-goal is met; exit 1 on a failing run or coverage below the goal.
+runs N seeds (``make regress``), each directed by the merged coverage of the seeds before it
+(``prior-SEED.json``: with ``--prior`` it reproduces that seed's run), prints each run, the
+merged coverage report and whether the goal is met; exit 1 on a failing run or coverage below
+the goal.
 """
 from __future__ import annotations
 
@@ -74,11 +81,13 @@ __all__ = ["DEFAULT_OPTIONS", "bench_env", "expected_refusal", "RandomBench", "m
 ENV = "ANMF_RANDOM_BENCH"
 #: Small array, short conversions: a step costs a few hundred cycles.
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "params": {"rows": 8, "cols": 4, "spare": 1, "avg_max_log2": 2},
+    "params": {"rows": 8, "cols": 4, "spare": 2, "avg_max_log2": 2},
     "afe": {"preset": "rram-3bit", "seed": 11, "adc": {"conversion_time_s": 200e-9}},
     "clock_hz": 100e6,
     "steps": 60,
     "coverage_json": None,
+    "prior_coverage": None,
+    "max_replays": 3,
 }
 WORD_MASK = 0xFFFF_FFFF
 #: REFINE_B's fraction bits when the bench makes B = A x (testbench/bench_refine.py's format).
@@ -90,6 +99,10 @@ ADC_LATENCIES = (1, 2, 3, 5)
 NO_ABORT_STATES = ("Idle", "Done", "Safe-Zero-DAC", "Safe-LDAC")
 #: Blocks that run other blocks, outermost first: the target an abort or soft reset is counted for.
 OUTER_BLOCKS = ("anls", "refiner", "calibrator", "remap")
+#: Where an abort (or soft reset) takes each command block from an abortable state: the
+#: transition ``<state>-><exit>`` is what a replay aimed at ``state`` covers.
+ABORT_EXITS = {"sequencer": "Safe-Zero-DAC", "programmer": "Safe-Zero-DAC", "calibrator": "Safe-Zero-DAC",
+               "anls": "Done", "refiner": "Done", "remap": "Idle"}
 
 
 def bench_env(**overrides: Any) -> dict[str, str]:
@@ -268,6 +281,18 @@ class RandomBench:
         #: What was checked, by kind (exported with the coverage; the runner asserts on it).
         self.stats: Counter[str] = Counter()
         self._last_start_ps = 0
+        #: Hits of the runs before this one (``make regress`` passes the merged coverage of the
+        #: seeds so far): aimed replays go for abort transitions none of them covered.
+        prior = options.get("prior_coverage")
+        self.prior_hits = read_json(Path(prior))[0] if prior else {}
+        #: Cycles from a start strobe to the earliest abort strobe the bus can give (two CONTROL
+        #: writes back to back; measured at every disturbed run).
+        self.min_aim_offset = 5
+        #: The ADC latency a re-synchronisation keeps (between the replays of one command), or None.
+        self.keep_latency: int | None = None
+        self.adc_latency = 0
+        #: The command being configured is a repair scenario (configure).
+        self.repair = False
 
     # ---- checks ---------------------------------------------------------------------------
 
@@ -354,6 +379,9 @@ class RandomBench:
         command the golden model could not follow), a new ADC latency, the golden buffers
         from the RTL, the counters read back."""
         latency = int(self.rng.choice(ADC_LATENCIES))
+        if self.keep_latency is not None:
+            latency = self.keep_latency
+        self.adc_latency = latency
         afe = AnalogFrontEnd.from_build_params(self.config, self.p, clock_hz=self.options["clock_hz"],
                                                deterministic=True, adc_latency_cycles=latency)
         if self.binding is not None:
@@ -391,7 +419,8 @@ class RandomBench:
     async def _resync_remap(self, golden: GoldenController) -> None:
         """The golden model's column map, remap enable and taken spares from the RTL. A spare a
         failed trial took is not visible in REMAP_MAP: the lowest free ones stand for those
-        (exact with one spare, the default build)."""
+        (exact: a trial takes the lowest free spare and only a clear frees one, so the taken
+        spares are always the lowest ones)."""
         p = self.p
         golden.column_map = [(await self.read_window_word("REMAP_MAP", c)) & 0xFF for c in range(p.total_cols)]
         golden.remap_enabled = bool(self.words["REMAP_CONTROL"] & 1)
@@ -674,6 +703,18 @@ class RandomBench:
                 width = widths[int(r.integers(0, len(widths)))]
                 values["PROGRAM_PULSE"] = {"width": width}
                 values["WATCHDOG"] = {"cycles": small(adc, self.afe.pulse_cycles(width) - 1)}
+        if opcode == Opcode.CALIBRATE.value and r.random() < 0.2:
+            # A DAC settling too short for the loopback points, one sample each: the DAC gains
+            # come out of range, stored as identity (CAL_FAILED).
+            values.update({"DAC_SETTLE": {"cycles": small(1, 2)}, "TIMING": {"adc_samples": 1}})
+        # A repair scenario now and then: a walk with the remap on (from a cleared map, see
+        # command_step), new targets everywhere and a pulse budget too small to reach them, so
+        # that main columns fail and the spare trials run (and fail: the next spare's trial).
+        walk = opcode in (Opcode.PROGRAM_MATRIX.value, Opcode.REFRESH.value) and "REMAP_CONTROL" in self.offsets
+        self.repair = walk and not break_one and r.random() < 0.25
+        if self.repair:
+            values.update({"PROGRAM_PULSES": {"max_pulses": small(0, 2)}, "PROGRAM_TOLERANCE": {"codes": small(2, 6)},
+                           "COL_ENABLE": {"enable": small(1, (1 << p.cols) - 1)}, "WATCHDOG": {"cycles": 4000}})
         if break_one:
             name = str(r.choice(list(breaks)))
             values[name] = breaks[name]
@@ -688,13 +729,14 @@ class RandomBench:
             reach = float(r.choice([1 / 3, 1 / 3, 1.0, 2.0, 4.0]))
             for row in range(p.rows):
                 await self.write(self.offsets["RHS"] + 4 * row, self._rhs_code(reach))
-        if opcode in (Opcode.PROGRAM_MATRIX.value, Opcode.REFRESH.value) and "REMAP_CONTROL" in self.offsets:
-            await self.set("REMAP_CONTROL", enable=int(r.random() < 0.6))
+        if walk:
+            await self.set("REMAP_CONTROL", enable=int(self.repair or r.random() < 0.6))
         if refine:
             await self._refine_operands(values["REFINE_CONTROL"]["a_offset"])
-        if r.random() < 0.4:
+        if r.random() < 0.4 or self.repair:
             levels = self.afe.config.device.level_targets_s()
-            for index in r.choice(p.cell_count, size=small(1, p.cell_count), replace=False):
+            count = p.cell_count if self.repair else small(1, p.cell_count)
+            for index in r.choice(p.cell_count, size=count, replace=False):
                 code = int(self.afe.conductance_code(levels[int(r.integers(0, levels.size))]))
                 await self.write(self.offsets["TARGET"] + 4 * int(index), code)
         row = small(0, p.rows - 1) if r.random() > 0.1 else p.rows + small(0, 3)
@@ -836,52 +878,88 @@ class RandomBench:
         offset = None
         if disturbance in ("abort", "soft_reset"):
             offset = int(r.integers(0, max(2, self.durations.get(op.name, 300))))
-        # A walk with the remap on starts, half of the time, from a cleared map: its replay can
-        # then clear it again and take the same spare trials (the remap's short states).
+        # A walk with the remap on starts, half of the time (always in a repair scenario), from
+        # a cleared map: its replay can then clear it again and take the same spare trials (the
+        # remap's short states get aimed at).
         walk = op in (Opcode.PROGRAM_MATRIX, Opcode.REFRESH) and self.p.spare_remap
-        cleared = walk and bool(self.words["REMAP_CONTROL"] & 1) and r.random() < 0.5
+        cleared = walk and bool(self.words["REMAP_CONTROL"] & 1) and (self.repair or r.random() < 0.5)
         if cleared:
             await self.set("REMAP_CONTROL", clear=1)
         conductances = np.asarray(self.afe.crossbar.conductance_s).copy()
+        # The pulses' noise comes from the AFE model's generator in pulse order: a replay restores it.
+        noise_state = self.afe.rng.bit_generator.state
         checked = await self.run(op, fields, disturbance, offset)
         # Always for the commands whose blocks have short states to aim at (the ANLS sequencer,
         # the Refiner, the calibrator, the remap's spare trials).
         trials = cleared and any(b == "remap" for b, _, _ in self.trace)
         if checked and self.trace and (op in (Opcode.RUN_NMF, Opcode.REFINE, Opcode.CALIBRATE) or trials
                                        or r.random() < 0.5):
-            # Replay from the same conductances (and NMF problem), so that the run goes through
-            # the same states at the same cycles, with the disturbance aimed at one of them (a
-            # block first, then one of its states: the short states of RUN_NMF get their turn).
-            targets = sorted({(b, st) for b, st, _ in self.trace if b != BUS_BLOCK and st != "Idle"})
-            if walk and not cleared:   # the map the run started from is gone: no spare trials again
-                targets = [(b, st) for b, st in targets if b != "remap"] or targets
-            # Coverage-directed: states with an outgoing transition not yet seen come first.
-            hits = self.coverage.hits()
-            open_targets = [(b, st) for b, st in targets
-                            if any(n == 0 and name.startswith(f"{st}->")
-                                   for name, n in hits[f"fsm.{b}.transition"].items())]
-            if open_targets and r.random() < 0.85:
-                targets = open_targets
-            blocks = sorted({b for b, _ in targets})
-            own = self._block_of(op)
-            # The command's own block first (a RUN_NMF replay aims at the ANLS sequencer).
-            block = own if own in blocks and r.random() < 0.6 else blocks[int(r.integers(0, len(blocks)))]
-            states = [st for b, st in targets if b == block]
-            state = states[int(r.integers(0, len(states)))]
-            times = [t for b, st, t in self.trace if (b, st) == (block, state)]
-            offset = (times[int(r.integers(0, len(times)))] - self._last_start_ps) // self.period_ps
-            if op is Opcode.RUN_NMF:
-                if not self.nmf_synced:
-                    return
-                await self.reload_nmf()
-            if cleared:
-                await self.set("REMAP_CONTROL", clear=1)
-            now = _now_ps() / 1e12
-            self.afe.set_conductances(conductances, now)
-            self.golden.afe.set_conductances(conductances, now)
-            self.stats["replays"] += 1
-            await self.run(op, fields, str(r.choice(["abort", "abort", "soft_reset"])), max(0, offset),
-                           aim=(block, state))
+            if op is Opcode.RUN_NMF and not self.nmf_synced:
+                return
+            await self.replay(op, fields, conductances, noise_state, walk=walk, cleared=cleared)
+
+    async def replay(self, op: Opcode, fields: dict[str, dict[str, int]], conductances: np.ndarray,
+                     noise_state: dict[str, Any], *, walk: bool, cleared: bool) -> None:
+        """Replays of the golden-checked run just made, from the same conductances, pulse noise,
+        ADC latency (and NMF problem, and cleared map), so that each goes through the same states
+        at the same cycles, with an abort or soft reset aimed at one of them. Coverage-directed:
+        a state whose abort exit (``ABORT_EXITS``) no run has taken yet (this one or the runs
+        before, ``prior_coverage``) and that the bus can reach (not before ``min_aim_offset``);
+        up to ``max_replays`` (an option) while such states are left. Without one, a single
+        replay aims at a block (the command's own first), then, 85% of the time, a state with an
+        outgoing transition not seen yet."""
+        r = self.rng
+        start_ps = self._last_start_ps
+        path = [(b, st, (t - start_ps) // self.period_ps) for b, st, t in self.trace
+                if b != BUS_BLOCK and st != "Idle"]
+        if walk and not cleared:   # the map the run started from is gone: no spare trials again
+            path = [step for step in path if step[0] != "remap"] or path
+        own = self._block_of(op)
+        self.keep_latency = self.adc_latency
+        try:
+            for attempt in range(int(self.options["max_replays"])):
+                reachable = [step for step in path if step[2] >= self.min_aim_offset]
+                hits = merge([self.prior_hits, self.coverage.hits()])
+                open_exits = sorted({(b, st) for b, st, _ in reachable
+                                     if hits.get(f"fsm.{b}.transition", {}).get(f"{st}->{ABORT_EXITS.get(b)}") == 0})
+                if open_exits:
+                    block, state = open_exits[int(r.integers(0, len(open_exits)))]
+                    self.stats["replays aimed at an open abort exit"] += 1
+                elif attempt:
+                    break
+                else:
+                    block, state = self._fallback_target(reachable or path, hits, own)
+                cycles = [c for b, st, c in (reachable or path) if (b, st) == (block, state)]
+                offset = cycles[int(r.integers(0, len(cycles)))]
+                if op is Opcode.RUN_NMF:
+                    await self.reload_nmf()
+                if cleared:
+                    await self.set("REMAP_CONTROL", clear=1)
+                now = _now_ps() / 1e12
+                self.afe.set_conductances(conductances, now)
+                self.golden.afe.set_conductances(conductances, now)
+                self.afe.rng.bit_generator.state = noise_state
+                self.stats["replays"] += 1
+                await self.run(op, fields, str(r.choice(["abort", "abort", "soft_reset"])), max(0, offset),
+                               aim=(block, state))
+        finally:
+            self.keep_latency = None
+
+    def _fallback_target(self, path: list[tuple[str, str, int]], hits: dict[str, dict[str, int]],
+                         own: str) -> tuple[str, str]:
+        """A block (the command's own first), then, 85% of the time, a state of ``path`` with an
+        outgoing transition not seen yet."""
+        r = self.rng
+        targets = sorted({(b, st) for b, st, _ in path})
+        open_targets = [(b, st) for b, st in targets
+                        if any(n == 0 and name.startswith(f"{st}->")
+                               for name, n in hits[f"fsm.{b}.transition"].items())]
+        if open_targets and r.random() < 0.85:
+            targets = open_targets
+        blocks = sorted({b for b, _ in targets})
+        block = own if own in blocks and r.random() < 0.6 else blocks[int(r.integers(0, len(blocks)))]
+        states = [st for b, st in targets if b == block]
+        return block, states[int(r.integers(0, len(states)))]
 
     async def refused(self, opcode: int, fields: dict[str, dict[str, int]], refusal: ErrorCode, detail: int) -> None:
         await self.write(self.offsets["IRQ_STATUS"], 0x7)          # clear done/error/over_range
@@ -916,6 +994,7 @@ class RandomBench:
         if disturbance in ("abort", "soft_reset"):
             assert offset is not None
             elapsed = (_now_ps() - start_ps) // self.period_ps
+            self.min_aim_offset = self.write_latency + elapsed
             wait = offset - self.write_latency - elapsed
             if wait > 0:
                 await ClockCycles(self.dut.clk, wait)
@@ -932,6 +1011,8 @@ class RandomBench:
             if aim is not None:
                 self.stats["aimed disturbances"] += 1
                 self.stats["aimed disturbances that hit their state"] += snapshot.get(aim[0]) == aim[1]
+                cocotb.log.info("%s %s aimed at %s in cycle %d: strobe in cycle %d, %s there", op.name, disturbance,
+                                aim, offset, (action_ps - start_ps) // self.period_ps, snapshot.get(aim[0]))
             running = [b for b in self.command_blocks if snapshot.get(b, "Idle") != "Idle"]
             # The outermost block that runs (the ANLS sequencer, the Refiner, the calibrator and
             # the remap run the others).
@@ -1277,8 +1358,10 @@ async def random_commands(dut) -> None:
 
 # --- make regress ---------------------------------------------------------------------------------
 
-def run_seed(sim: str, seed: int, steps: int, folder: Path) -> tuple[bool, Path]:
-    """One cocotb run of the bench with ``seed``; (passed, coverage JSON)."""
+def run_seed(sim: str, seed: int, steps: int, folder: Path, prior: Path | None = None,
+             max_replays: int = DEFAULT_OPTIONS["max_replays"]) -> tuple[bool, Path]:
+    """One cocotb run of the bench with ``seed`` (its aimed replays directed by the coverage file
+    ``prior``, if given; at most ``max_replays`` per command); (passed, coverage JSON)."""
     from anmf.hdl.controller import TOP_MODULE, verilog_text
     from anmf.testbench.sim import results_summary
     from anmf.testbench.simulators import run_bench
@@ -1289,7 +1372,9 @@ def run_seed(sim: str, seed: int, steps: int, folder: Path) -> tuple[bool, Path]
     params = BuildParams(**DEFAULT_OPTIONS["params"])
     results = run_bench(sim=sim, verilog=verilog_text(params), toplevel=TOP_MODULE,
                         test_module="anmf.testbench.bench_random", name="random", seed=seed,
-                        extra_env=bench_env(steps=steps, coverage_json=str(coverage_json), seed=seed))
+                        extra_env=bench_env(steps=steps, coverage_json=str(coverage_json), seed=seed,
+                                            prior_coverage=str(prior) if prior is not None else None,
+                                            max_replays=max_replays))
     tests, failed = results_summary(results)
     return tests > 0 and failed == 0 and coverage_json.is_file(), coverage_json
 
@@ -1302,6 +1387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sim", default="icarus", choices=["icarus", "verilator"])
     parser.add_argument("--steps", type=int, default=DEFAULT_OPTIONS["steps"], help="steps per seed")
     parser.add_argument("--goal", type=float, default=0.95, help="covered share required (default 0.95)")
+    parser.add_argument("--prior", type=Path, default=None,
+                        help="coverage file directing the first seed's aimed replays (to reproduce a seed of a "
+                             "regression: its prior-SEED.json)")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.steps < 1:
         print("bench_random: error: --seeds and --steps must be at least 1", file=sys.stderr)
@@ -1313,8 +1401,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = BUILD_ROOT / f"random-{args.sim}"
     files, failed = [], []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
+        # Each seed aims its replays at what the seeds before it left open: it gets their merged
+        # coverage (kept as prior-SEED.json, which reproduces the run with --prior).
+        prior = args.prior
+        if files:
+            prior = folder / f"prior-{seed}.json"
+            write_json(prior, merge(read_json(f)[0] for f in files), seeds=[s for f in files for s in read_json(f)[1]],
+                       runs=len(files))
         try:
-            ok, path = run_seed(args.sim, seed, args.steps, folder)
+            ok, path = run_seed(args.sim, seed, args.steps, folder, prior)
         except (Exception, SystemExit) as exc:
             ok, path = False, folder / f"coverage-{seed}.json"
             print(f"[regress] seed {seed}: not run to the end: {type(exc).__name__}: {exc}", flush=True)
@@ -1338,7 +1433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report(hits, goal=args.goal), flush=True)
     if failed:
         print(f"[regress] failing seeds: {failed} (reproduce: python -m anmf.testbench.bench_random "
-              f"--seeds 1 --first-seed SEED --sim {args.sim})")
+              f"--seeds 1 --first-seed SEED --sim {args.sim} --prior {folder}/prior-SEED.json, no --prior for the "
+              f"first seed)")
     hit, total = covered(hits)
     return 0 if not failed and hit / total >= args.goal else 1
 
