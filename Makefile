@@ -9,6 +9,7 @@ WAVES  ?= 0
 SEED   ?=
 SEEDS  ?= 10
 PYTEST_ARGS ?=
+TEST_WORKERS ?= auto
 BENCH_SIM_ARGS ?=
 # WAVES=1 on Verilator writes FST, whose writer needs the LZ4 headers.
 WAVE_DEPS := $(if $(filter-out 0,$(WAVES)),$(if $(filter verilator all,$(SIM)),fst-deps))
@@ -45,8 +46,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
+# One pytest-xdist worker per core; a test file stays on one worker (its module fixtures build once).
 test: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The demo runs Verilator unless SIM is given (make demo SIM=icarus); `make sim` defaults to Icarus.
 demo: setup

@@ -28,7 +28,8 @@ __all__ = ["SIMULATORS", "SimulatorMissing", "prepare_environment", "fix_icarus_
 
 SIMULATORS = ("icarus", "verilator")
 #: Every bench builds under <repo>/build/<name>; results.xml and waveforms land there.
-BUILD_ROOT = Path(__file__).resolve().parent.parent / "build"
+#: ANMF_BUILD_ROOT moves it (the parallel test run gives each pytest-xdist worker its own).
+BUILD_ROOT = Path(os.environ.get("ANMF_BUILD_ROOT") or Path(__file__).resolve().parent.parent / "build")
 
 
 class SimulatorMissing(ToolMissing):
