@@ -197,7 +197,17 @@ class Refiner(wiring.Component):
         entering = Signal(cols)        # inactive columns whose gradient re-admits them
         solve_cols = Signal(cols)      # columns of this pass's solve
         fetch_row = Signal(p.row_addr_bits)
-        rows_left = Signal(rows)       # enabled rows after fetch_row
+        # The enabled rows after fetch_row ("rows left") are kept as registers one step ahead:
+        # their lowest row, whether there are none, and the rows after that one; the first row
+        # of a column is a flag. The 64-bit search and compares on the rows left in front of the
+        # FSM were the Refiner's critical path (docs/synthesis.md, E18).
+        rows_next = Signal(p.row_addr_bits)    # lowest_set_index(rows left)
+        rows_empty = Signal()                  # rows left == 0
+        rows_after = Signal(rows)              # rows left without their lowest row
+        first_row = Signal()                   # fetch_row is the lowest row of row_mask
+        # row_mask without its lowest row, a cycle after row_mask (set at start): first read
+        # in Setup, after at least one Clear cycle.
+        mask_rest = Signal(rows)
         cols_left = Signal(cols)
         clear_col = Signal(range(cols))
         peak = Signal(r_bits)          # OR of |R_i|
@@ -386,6 +396,20 @@ class Refiner(wiring.Component):
         m.d.sync += [serve_right.eq(right_next),
                      serve_left.eq(Mux(serve_exponent < 0, -serve_exponent, 0)),
                      serve_half.eq((Const(1, len(serve_half)) << right_next) >> 1)]
+        m.d.sync += mask_rest.eq(row_mask & (row_mask - 1))
+
+        def restart_rows():
+            # fetch_row := the lowest row of row_mask, the rows left := the others.
+            m.d.sync += [fetch_row.eq(lowest_set_index(row_mask)),
+                         rows_next.eq(lowest_set_index(mask_rest)), rows_empty.eq(mask_rest == 0),
+                         rows_after.eq(mask_rest & (mask_rest - 1)), first_row.eq(1)]
+
+        def advance_row():
+            # fetch_row := the lowest row left; every decision from the registers ahead.
+            m.d.sync += [fetch_row.eq(rows_next),
+                         rows_next.eq(lowest_set_index(rows_after)), rows_empty.eq(rows_after == 0),
+                         rows_after.eq(rows_after & (rows_after - 1)), first_row.eq(0)]
+
         # Drain states wait for the pipeline's last term: ``drain`` counts their cycles.
         drain = Signal(range(max(MAC_DRAIN, GRADIENT_DRAIN, ACCUMULATE_DRAIN)))
 
@@ -426,9 +450,8 @@ class Refiner(wiring.Component):
                 # Pass 0 (nothing active, X = 0): one zero product per row makes R = B.
                 walk = Mux(active != 0, active, col_mask & -col_mask)
                 m.d.sync += [mac_cols.eq(walk), cols_left.eq(walk), accumulating.eq(0),
-                             grading.eq(0), entering.eq(0),
-                             fetch_row.eq(lowest_set_index(row_mask)),
-                             rows_left.eq(row_mask & (row_mask - 1)), peak.eq(0)]
+                             grading.eq(0), entering.eq(0), peak.eq(0)]
+                restart_rows()
                 m.next = "MAC"
                 abortable()
 
@@ -440,10 +463,9 @@ class Refiner(wiring.Component):
                              s1_last.eq(rest == 0), s1_row.eq(fetch_row), s1_col.eq(col)]
                 with m.If(rest != 0):
                     m.d.sync += cols_left.eq(rest)
-                with m.Elif(rows_left != 0):
-                    m.d.sync += [fetch_row.eq(lowest_set_index(rows_left)),
-                                 rows_left.eq(rows_left & (rows_left - 1)),
-                                 cols_left.eq(mac_cols)]
+                with m.Elif(~rows_empty):
+                    m.d.sync += cols_left.eq(mac_cols)
+                    advance_row()
                 with m.Else():
                     m.d.sync += drain.eq(MAC_DRAIN - 1)
                     m.next = "MAC-Drain"
@@ -465,9 +487,8 @@ class Refiner(wiring.Component):
                     m.next = "Done"
                 with m.Elif(~first_pass & (candidates != 0)):
                     # Gradient sweep: column outer, row inner, one term per cycle.
-                    m.d.sync += [cols_left.eq(candidates), grading.eq(1),
-                                 fetch_row.eq(lowest_set_index(row_mask)),
-                                 rows_left.eq(row_mask & (row_mask - 1))]
+                    m.d.sync += [cols_left.eq(candidates), grading.eq(1)]
+                    restart_rows()
                     m.next = "Gradient"
                 with m.Else():
                     m.next = "Solve-Start"
@@ -475,18 +496,15 @@ class Refiner(wiring.Component):
 
             with m.State("Gradient"):
                 col = lowest_set_index(cols_left)
-                rest_rows = row_mask & (row_mask - 1)
                 m.d.comb += [a_read.addr.eq(fetch_row * cols + col),
                              r_serve.addr.eq(fetch_row), r_serve.en.eq(1)]
-                m.d.sync += [s0_valid.eq(1), s0_first.eq(rows_left == rest_rows),
-                             s0_last.eq(rows_left == 0), s0_col.eq(col)]
-                with m.If(rows_left != 0):
-                    m.d.sync += [fetch_row.eq(lowest_set_index(rows_left)),
-                                 rows_left.eq(rows_left & (rows_left - 1))]
+                m.d.sync += [s0_valid.eq(1), s0_first.eq(first_row),
+                             s0_last.eq(rows_empty), s0_col.eq(col)]
+                with m.If(~rows_empty):
+                    advance_row()
                 with m.Else():
-                    m.d.sync += [fetch_row.eq(lowest_set_index(row_mask)),
-                                 rows_left.eq(rest_rows),
-                                 cols_left.eq(cols_left & (cols_left - 1))]
+                    m.d.sync += cols_left.eq(cols_left & (cols_left - 1))
+                    restart_rows()
                     with m.If((cols_left & (cols_left - 1)) == 0):
                         m.d.sync += drain.eq(GRADIENT_DRAIN - 1)
                         m.next = "Gradient-Drain"
