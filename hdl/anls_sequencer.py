@@ -122,7 +122,8 @@ def factor_buffer_signature(depth: int, shape: int) -> wiring.Signature:
 
 
 class ANLSSequencer(wiring.Component):
-    """RUN_NMF. Operands are sampled in the ``start`` cycle.
+    """RUN_NMF. Operands are sampled in the ``start`` cycle and must be held from the cycle
+    before it (the start checks see that cycle's operands).
 
     Operands: ``m``, ``n`` (rows and columns of R, 1..rows), ``k`` (rank, 1..cols),
     ``iterations`` (1..2**16-1), ``range_retries`` (over-range retries per right-hand side),
@@ -477,6 +478,12 @@ class ANLSSequencer(wiring.Component):
             m.d.comb += start_error.eq(ErrorCode.BAD_WINDOW)
         with m.Elif((self.watchdog_limit == 0) | (self.pulse_width == 0)):
             m.d.comb += start_error.eq(ErrorCode.BAD_TIMING)
+        # Evaluated every cycle into a register, as in the solve sequencer (E8): the operand
+        # muxes in the controller, these checks and the start's state enables were too deep for
+        # 100 MHz in one cycle (docs/synthesis.md, E17). The controller holds the operands (its
+        # registers, written at least REGISTER_WRITE_SPACING cycles before a start).
+        settled_start_error = Signal(ErrorCode)
+        m.d.sync += settled_start_error.eq(start_error)
 
         # --- helpers ----------------------------------------------------------------------------
         def stop(outcome):
@@ -516,8 +523,8 @@ class ANLSSequencer(wiring.Component):
                              g_offset.eq(self.g_offset), g_span.eq(self.g_span)]
                 m.d.sync += [latched[name].eq(getattr(self, name)) for name in latched]
                 with m.If(self.start):
-                    m.d.sync += [error.eq(start_error), abort_pending.eq(0), error_detail.eq(0)]
-                    with m.If(start_error != ErrorCode.NONE):
+                    m.d.sync += [error.eq(settled_start_error), abort_pending.eq(0), error_detail.eq(0)]
+                    with m.If(settled_start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
                         m.d.sync += [step.eq(NMFStep.H), iteration.eq(0)]
