@@ -371,8 +371,10 @@ class ANLSSequencer(wiring.Component):
         with m.If(fold_valid):
             candidate = highest_set_index(fold_factor) + fold_exp
             # candidate > msb[c] as lead > msb[c] - exp: the subtraction runs beside the
-            # leading-one search instead of after it (docs/synthesis.md E15).
-            above_peak = highest_set_index(fold_factor) > msb[fold_c] - fold_exp
+            # leading-one search instead of after it (docs/synthesis.md E15); one comparison per
+            # column, the column's picked after them, not a mux of msb in front (E20).
+            above = Cat(highest_set_index(fold_factor) > msb[c] - fold_exp for c in range(cols))
+            above_peak = above.bit_select(fold_c, 1)
             with m.If((fold_factor != 0) & (~live.bit_select(fold_c, 1) | above_peak)):
                 m.d.sync += [msb_flat.word_select(fold_c, msb_shape.width).eq(candidate),
                              live.bit_select(fold_c, 1).eq(1)]
