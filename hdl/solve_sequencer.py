@@ -183,7 +183,10 @@ class SolveSequencer(wiring.Component):
         # Result store, one cycle after a column's last sample.
         store_pending = Signal()
         store_col = Signal(p.col_addr_bits)
-        store_sum = Signal(p.sum_bits)
+        # The column's averaged code: the sum started at the rounding half (below), so only the
+        # shift is left, done before the register (after it, it was in front of the calibration's
+        # subtract and multiply, docs/synthesis.md E22).
+        averaged_code = Signal(p.adc_bits)
         store_over_range = Signal()
 
         error = Signal(ErrorCode)
@@ -191,9 +194,6 @@ class SolveSequencer(wiring.Component):
         m.d.comb += [self.error.eq(error), self.over_range_count.eq(over_range_count)]
 
         m.d.sync += store_pending.eq(0)
-        # The sum started at the rounding half (below): only the shift is left here.
-        averaged_code = Signal(p.adc_bits)
-        m.d.comb += averaged_code.eq(store_sum >> avg_log2)
         cal_enable = Signal(CalEnable)
         dac_code = Signal(p.dac_bits)
         if not p.calibration:
@@ -359,7 +359,7 @@ class SolveSequencer(wiring.Component):
                         m.d.sync += [
                             store_pending.eq(1),
                             store_col.eq(current_col),
-                            store_sum.eq(total),
+                            averaged_code.eq(total >> avg_log2),
                             store_over_range.eq(over_range),
                             sample_sum.eq(rounding_half(avg_log2, p.sum_bits)),
                             sample_over_range.eq(0),
@@ -428,16 +428,19 @@ class SolveSequencer(wiring.Component):
 
         # The column's words, registered every cycle: in a column's last-sample cycle they hold
         # that column's words (addressed since the cycle after the column began), so stage 1
-        # starts from registers, not from the memory's output (its clock-to-out is long).
-        word = Signal.like(self.coeff.data)
+        # starts from registers, not from the memory's output (its clock-to-out is long). The
+        # ADC word is registered as the stage uses it, with or without the correction (cal_enable
+        # is fixed from start on): the choice is off the multiplier's path (E22).
+        offset = Signal.like(self.coeff.data.offset)
+        gain = Signal.like(self.coeff.data.gain)
         opamp_offset = Signal.like(self.opamp_coeff.data.offset)
-        m.d.sync += [word.eq(self.coeff.data), opamp_offset.eq(self.opamp_coeff.data.offset)]
+        m.d.sync += [offset.eq(Mux(cal_enable.adc, self.coeff.data.offset, 0)),
+                     gain.eq(Mux(cal_enable.adc, self.coeff.data.gain, cal.GAIN_ONE)),
+                     opamp_offset.eq(self.opamp_coeff.data.offset)]
 
         # Stage 1 (store_pending): (code - zero) * 2^F - offset, times the gain, registered.
-        offset = Mux(cal_enable.adc, word.offset, 0)
-        gain = Mux(cal_enable.adc, word.gain, cal.GAIN_ONE)
         deviation = (Cat(averaged_code, Const(0, 1)).as_signed() - (1 << (p.adc_bits - 1))) << cal.FRAC_BITS
-        product = Signal(signed(len(deviation) + len(word.offset) + cal.GAIN_BITS + 2))
+        product = Signal(signed(len(deviation) + len(offset) + cal.GAIN_BITS + 2))
         subtract = Signal.like(self.opamp_coeff.data.offset)
         corrected_pending = Signal()
         corrected_col = Signal.like(store_col)
