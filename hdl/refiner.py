@@ -71,7 +71,8 @@ def _check_width(name: str, value: object, low: int, high: int) -> int:
 
 class Refiner(wiring.Component):
     """REFINE: pass 0 (clamped SOLVE) plus ``passes`` refinement passes. Operands are sampled
-    in the ``start`` cycle.
+    in the ``start`` cycle and must be held from the cycle before it (the start checks see that
+    cycle's operands).
 
     Args:
         params: build parameters (rows, cols, converter widths, averaging, timers).
@@ -377,6 +378,13 @@ class Refiner(wiring.Component):
             m.d.comb += start_error.eq(ErrorCode.BAD_TIMING)
         with m.Else():
             m.d.comb += start_error.eq(ErrorCode.NONE)
+        # Registered every cycle, as in the solve sequencer (E8) and the ANLS sequencer (E17):
+        # the start decision reads a register. The controller holds the operands (its registers).
+        settled_start_error = Signal(ErrorCode)
+        m.d.sync += settled_start_error.eq(start_error)
+        # busy as a flip-flop (set by a start in Idle, cleared in Done) rather than a decode of
+        # the state: it selects the solve sequencer's operands in the controller (E23).
+        busy = Signal()
 
         def abortable():
             # Last in a state so that it overrides that state's own next-state choice.
@@ -419,24 +427,27 @@ class Refiner(wiring.Component):
             with m.Else():
                 m.d.sync += drain.eq(drain - 1)
 
-        with m.FSM(init="Idle") as fsm:
+        with m.FSM(init="Idle"):
             with m.State("Idle"):
+                # The operands are loaded in every idle cycle (nothing reads them before a
+                # start), so that the start enables only the progress registers (E23).
+                m.d.sync += [
+                    row_mask.eq(self.row_mask), col_mask.eq(self.col_mask),
+                    passes.eq(self.passes), a_offset.eq(self.a_offset),
+                    gain.eq(self.gain), gain_shift.eq(self.gain_shift),
+                    headroom.eq(self.headroom), avg_log2.eq(self.avg_log2),
+                    dac_settle.eq(self.dac_settle),
+                    analog_settle.eq(self.analog_settle),
+                    watchdog_limit.eq(self.watchdog_limit),
+                    busy.eq(self.start),
+                ]
                 with m.If(self.start):
-                    m.d.sync += error.eq(start_error)
-                    with m.If(start_error != ErrorCode.NONE):
+                    m.d.sync += error.eq(settled_start_error)
+                    with m.If(settled_start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
-                        m.d.sync += [
-                            row_mask.eq(self.row_mask), col_mask.eq(self.col_mask),
-                            passes.eq(self.passes), a_offset.eq(self.a_offset),
-                            gain.eq(self.gain), gain_shift.eq(self.gain_shift),
-                            headroom.eq(self.headroom), avg_log2.eq(self.avg_log2),
-                            dac_settle.eq(self.dac_settle),
-                            analog_settle.eq(self.analog_settle),
-                            watchdog_limit.eq(self.watchdog_limit),
-                            passes_done.eq(0), residual_msb.eq(0), over_range.eq(0),
-                            active.eq(0), clear_col.eq(0),
-                        ]
+                        m.d.sync += [passes_done.eq(0), residual_msb.eq(0), over_range.eq(0),
+                                     active.eq(0), clear_col.eq(0)]
                         m.next = "Clear"
 
             with m.State("Clear"):
@@ -571,9 +582,10 @@ class Refiner(wiring.Component):
 
             with m.State("Done"):
                 m.d.comb += self.done.eq(1)
+                m.d.sync += busy.eq(0)
                 m.next = "Idle"
 
-        m.d.comb += [self.busy.eq(~fsm.ongoing("Idle")), self.error.eq(error),
+        m.d.comb += [self.busy.eq(busy), self.error.eq(error),
                      self.passes_done.eq(passes_done), self.residual_msb.eq(residual_msb),
                      self.over_range.eq(over_range)]
         return m

@@ -182,6 +182,7 @@ def run_rtl(afe: AnalogFrontEnd, a_codes: np.ndarray, b: np.ndarray, ops: dict[s
         ctx.set(dut.b_write.en, 0)
         for name, value in ops.items():
             ctx.set(getattr(ref, name), value)
+        await ctx.tick()      # the operands are held from the cycle before the start
         seen["start"] = binding.cycle
         ctx.set(ref.start, 1)
         await ctx.tick()
@@ -189,6 +190,7 @@ def run_rtl(afe: AnalogFrontEnd, a_codes: np.ndarray, b: np.ndarray, ops: dict[s
         for cycle in range(1, max_cycles):
             if abort_at is not None:
                 ctx.set(ref.abort, int(cycle == abort_at))
+            assert ctx.get(ref.busy), f"cycle {cycle}: busy low before done"
             if ctx.get(ref.done):
                 break
             await ctx.tick()
@@ -399,6 +401,46 @@ def test_refused_starts_end_in_cycle_one(changes, code):
     assert (rtl["error"], rtl["done_cycle"], rtl["conversions"]) == (code, 1, 0)
     expected = golden_run(afe, 0, b, ops, rtl["start"])
     assert (expected.error.value, expected.done_cycle) == (code.value, 1)
+
+
+def test_start_checks_see_the_operands_of_the_cycle_before_the_start():
+    # The checks are registered (docs/synthesis.md, E23): a row mask that becomes 0 only in the
+    # start cycle is not refused (the run starts; aborted in its Clear), one that is 0 the cycle
+    # before and valid in the start cycle is. The controller holds the operands.
+    afe = model_afe(0)
+    _, _, a_offset = make_problem(afe, 0)
+    dut = Harness()
+    ref = dut.refiner
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    seen = []
+
+    async def start_with(ctx, before: int, at_start: int) -> tuple[int, ErrorCode]:
+        for name, value in operands(afe, a_offset).items():
+            ctx.set(getattr(ref, name), value)
+        ctx.set(ref.row_mask, before)
+        await ctx.tick()
+        ctx.set(ref.row_mask, at_start)
+        ctx.set(ref.start, 1)
+        await ctx.tick()
+        ctx.set(ref.start, 0)
+        ctx.set(ref.abort, 1)
+        cycles = 1
+        while not ctx.get(ref.done):
+            await ctx.tick()
+            cycles += 1
+        ctx.set(ref.abort, 0)
+        error = ErrorCode(ctx.get(ref.error))
+        await ctx.tick()
+        return cycles, error
+
+    async def testbench(ctx):
+        seen.append(await start_with(ctx, before=0, at_start=1))
+        seen.append(await start_with(ctx, before=1, at_start=0))
+
+    sim.add_testbench(testbench)
+    sim.run()
+    assert seen == [(1, ErrorCode.BAD_DIMENSION), (2, ErrorCode.ABORTED)], seen
 
 
 def test_the_rtl_and_the_golden_model_share_their_operand_widths():
