@@ -486,6 +486,9 @@ class ANLSSequencer(wiring.Component):
         # registers, written at least REGISTER_WRITE_SPACING cycles before a start).
         settled_start_error = Signal(ErrorCode)
         m.d.sync += settled_start_error.eq(start_error)
+        # busy as a flip-flop (set by a start in Idle, cleared in Done) rather than a decode of the
+        # state: it selects every block operand in the controller (E16, E23).
+        busy = Signal()
 
         # --- helpers ----------------------------------------------------------------------------
         def stop(outcome):
@@ -524,6 +527,7 @@ class ANLSSequencer(wiring.Component):
                              iterations.eq(self.iterations), range_retries.eq(self.range_retries),
                              g_offset.eq(self.g_offset), g_span.eq(self.g_span)]
                 m.d.sync += [latched[name].eq(getattr(self, name)) for name in latched]
+                m.d.sync += busy.eq(self.start)
                 with m.If(self.start):
                     m.d.sync += [error.eq(settled_start_error), abort_pending.eq(0), error_detail.eq(0)]
                     with m.If(settled_start_error != ErrorCode.NONE):
@@ -691,6 +695,7 @@ class ANLSSequencer(wiring.Component):
 
             with m.State("Done"):
                 m.d.comb += self.done.eq(1)
+                m.d.sync += busy.eq(0)
                 m.next = "Idle"
 
         with m.If(self.abort & ~fsm.ongoing("Idle") & ~fsm.ongoing("Done")):
@@ -706,5 +711,5 @@ class ANLSSequencer(wiring.Component):
         for phase, states in phases.items():
             with m.If(Cat(fsm.ongoing(state) for state in states).any()):
                 m.d.comb += self.phase.eq(phase)
-        m.d.comb += self.busy.eq(~fsm.ongoing("Idle"))
+        m.d.comb += self.busy.eq(busy)
         return m

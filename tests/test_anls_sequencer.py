@@ -313,6 +313,7 @@ def run_rtl(problem: Problem, run: Run, afe: AnalogFrontEnd, *, abort_when=None,
                      ctx.get(anls.iteration))
             if not phases or phases[-1][1:] != state:
                 phases.append((cycle, *state))
+            assert ctx.get(anls.busy), f"cycle {cycle}: busy low before done"
             if not aborted and abort_when(state[0], state[1], cycle):
                 ctx.set(anls.abort, 1)
                 await ctx.tick()
