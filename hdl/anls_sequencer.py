@@ -365,19 +365,27 @@ class ANLSSequencer(wiring.Component):
         # For the TARGET codes msb[c] is registered with pipe_c (not a mux behind it: that mux and
         # the distance arithmetic after it were too deep for 100 MHz, docs/synthesis.md E12); msb
         # is final long before Targets. (Read-Exponents' first column needs the mux: the last
-        # fold lands in its first cycle.)
+        # fold lands in its first cycle, E24.)
         target_msb = Signal(msb_shape)
         m.d.sync += target_msb.eq(msb[inner])
+        # The fold in two registered steps: the word's leading one plus the row exponent (the
+        # candidate peak), then its comparison with the column's peak and the update; the search,
+        # the comparisons and the enables in one cycle were the ECP5's critical path
+        # (docs/synthesis.md E15, E20, E24). Hence two Scan-Fold cycles.
+        candidate_now = highest_set_index(fold_factor) + fold_exp
+        peak_valid = Signal()             # a nonzero word's candidate registered
+        peak_candidate = Signal.like(candidate_now)
+        peak_c = Signal(range(cols))
+        fold_second = Signal()            # Scan-Fold's second cycle
+        m.d.sync += peak_valid.eq(fold_valid & (fold_factor != 0))
         with m.If(fold_valid):
-            candidate = highest_set_index(fold_factor) + fold_exp
-            # candidate > msb[c] as lead > msb[c] - exp: the subtraction runs beside the
-            # leading-one search instead of after it (docs/synthesis.md E15); one comparison per
-            # column, the column's picked after them, not a mux of msb in front (E20).
-            above = Cat(highest_set_index(fold_factor) > msb[c] - fold_exp for c in range(cols))
-            above_peak = above.bit_select(fold_c, 1)
-            with m.If((fold_factor != 0) & (~live.bit_select(fold_c, 1) | above_peak)):
-                m.d.sync += [msb_flat.word_select(fold_c, msb_shape.width).eq(candidate),
-                             live.bit_select(fold_c, 1).eq(1)]
+            m.d.sync += [peak_candidate.eq(candidate_now), peak_c.eq(fold_c)]
+        with m.If(peak_valid):
+            # One comparison per column, the column's picked after them (E20).
+            above = Cat(peak_candidate > msb[c] for c in range(cols))
+            with m.If(~live.bit_select(peak_c, 1) | above.bit_select(peak_c, 1)):
+                m.d.sync += [msb_flat.word_select(peak_c, msb_shape.width).eq(peak_candidate),
+                             live.bit_select(peak_c, 1).eq(1)]
         with m.If(exp_pending):
             next_exp = Signal(signed(exp_bits + 4))
             m.d.comb += next_exp.eq(-headroom - 1 - f_exp_read - pipe_msb)
@@ -545,8 +553,11 @@ class ANLSSequencer(wiring.Component):
                 abortable()
 
             with m.State("Scan-Fold"):
-                # The last factor word is folded in this cycle: msb and live are final after it.
-                m.next = "Read-Exponents"
+                # The last factor word is registered, its candidate, then folded in the first
+                # cycle of Read-Exponents: msb and live are final after it.
+                m.d.sync += fold_second.eq(~fold_second)
+                with m.If(fold_second):
+                    m.next = "Read-Exponents"
                 abortable()
 
             with m.State("Read-Exponents"):
