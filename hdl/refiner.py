@@ -11,8 +11,9 @@ Sequence (``start`` in cycle 0):
 1. Clear: X := 0, one word per cycle (COLS cycles).
 2. Per pass: Setup; MAC: ``R_i = B_i - sum_j (A_ij - a_offset) X_j`` over the enabled rows
    and the active columns (one multiply per cycle; in pass 0 nothing is active and one
-   zero product per row stands in); four pipeline cycles; Scale: the peak ``OR_i |R_i|``
-   gives the exponent ``e = msb(peak) - (DAC_BITS - 2) + headroom``.
+   zero product per row stands in); five pipeline cycles (the last folds the last row into
+   the peak); Scale: the peak ``OR_i |R_i|`` gives the exponent
+   ``e = msb(peak) - (DAC_BITS - 2) + headroom``.
 3. Gradient (passes after 0, when some column of ``col_mask`` is inactive): per inactive
    column j, over the enabled rows, ``score_j = sum_i A_ij (2 s_i - sign(A_ij))`` with
    ``s_i = round(R_i / 2**(e - GRADIENT_FRACTION_BITS))`` (the DAC codes' shifter, 8 bits
@@ -56,9 +57,10 @@ HEADROOM_BITS = 2     #: DAC headroom bits (0..3)
 #: Fraction bits below the DAC step of the residual the gradient sweep uses.
 GRADIENT_FRACTION_BITS = 8
 #: Drain cycles after the last fetch before the state that sees the last term's result:
-#: MAC (stages 1 to 3, then MAC-Last in stage 4), gradient sweep (stages 0 to 3, then
-#: Gradient-Last), accumulation (stages 1 to 4, then Accumulate-Last in stage 5).
-MAC_DRAIN = 3
+#: MAC (stages 1 to 4, then MAC-Last folding the last residual into the peak), gradient sweep
+#: (stages 0 to 3, then Gradient-Last), accumulation (stages 1 to 4, then Accumulate-Last in
+#: stage 5).
+MAC_DRAIN = 4
 GRADIENT_DRAIN = 4
 ACCUMULATE_DRAIN = 4
 
@@ -287,14 +289,20 @@ class Refiner(wiring.Component):
         # registers the comparison score > 0 (the sign of acc_next) into ``entering``.
         acc_next = Signal.like(acc)
         m.d.comb += acc_next.eq(Mux(s4_first, Mux(grading, 0, b_word), acc) - product)
-        magnitude = Mux(acc_next[-1], -acc_next, acc_next)[:r_bits]
+        # A row's residual goes into the peak a cycle after its R write, from acc: B's block RAM
+        # read, the subtraction, the magnitude and the OR in one cycle were the ECP5's critical
+        # path (docs/synthesis.md E25; hence MAC_DRAIN 4).
+        magnitude = Mux(acc[-1], -acc, acc)[:r_bits]
+        peak_pending = Signal()
+        m.d.sync += peak_pending.eq(s4_valid & ~accumulating & s4_last & ~grading)
+        with m.If(peak_pending):
+            m.d.sync += peak.eq(peak | magnitude)
         with m.If(s4_valid & ~accumulating):
             m.d.sync += acc.eq(acc_next)
             with m.If(s4_last & grading):
                 m.d.sync += entering.bit_select(s4_col, 1).eq(acc_next[-1])
             with m.Elif(s4_last):
                 m.d.comb += [r_write.en.eq(1), r_write.addr.eq(s4_row), r_write.data.eq(acc_next)]
-                m.d.sync += peak.eq(peak | magnitude)
 
         # Stages 4 and 5, Accumulate: X_j += round(product * 2**(msb + headroom - gain_shift)):
         # stage 4 shifts (registered), stage 5 adds, saturates and writes X. One shifter by
@@ -482,7 +490,7 @@ class Refiner(wiring.Component):
                     m.next = "MAC-Drain"
                 abortable()
 
-            with m.State("MAC-Drain"):      # the last term in stages 1 to 3
+            with m.State("MAC-Drain"):      # the last term in stages 1 to 4
                 drain_then("MAC-Last")
                 abortable()
 

@@ -367,13 +367,13 @@ def test_zero_passes_is_the_clamped_solve_alone_and_b_zero_stops_at_once():
     assert rtl["passes_done"] == 1 and rtl["conversions"] == 5
     assert not rtl["x"][[0, 3, 6]].any(), "columns outside col_mask stay 0"
     zero = run_rtl(model_afe(1), a_codes, np.zeros_like(b), ops)
-    # Clear (8), Setup, 16 MAC cycles, 4 drain, Scale: R = 0 ends before any solve.
-    assert (zero["error"], zero["done_cycle"], zero["conversions"]) == (ErrorCode.NONE, 31, 0)
+    # Clear (8), Setup, 16 MAC cycles, 5 drain, Scale: R = 0 ends before any solve.
+    assert (zero["error"], zero["done_cycle"], zero["conversions"]) == (ErrorCode.NONE, 32, 0)
     assert not zero["x"].any()
 
 
 # Cycle 20 is in the first MAC (Clear 1-8, Setup 9, MAC 10-25); 40 in the first solve's
-# settling (Solve-Start 31).
+# settling (Solve-Start 32).
 @pytest.mark.parametrize("abort_at, in_solve", [(20, False), (40, True)])
 def test_abort_in_own_states_and_during_a_solve(abort_at, in_solve):
     afe = model_afe(2)
