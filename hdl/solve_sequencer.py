@@ -163,11 +163,15 @@ class SolveSequencer(wiring.Component):
         m.d.comb += watchdog.limit.eq(watchdog_limit)
 
         # Row walk (load and zeroing) and DAC write pipeline.
-        rows_left = Signal(p.rows)
-        # The lowest row of rows_left, registered with every update of rows_left: the search
-        # over the whole mask in front of the RHS read address was too deep for 100 MHz
-        # (docs/synthesis.md, E13).
+        # The rows left to visit are kept as registers of what the walk reads: their lowest row,
+        # registered with every update (the search over the whole mask in front of the RHS read
+        # address was too deep for 100 MHz, docs/synthesis.md E13); the rows after that one, and
+        # whether the rows left or those are none (the 64-bit subtraction and zero test in front
+        # of the FSM were the ECP5's critical path, E26).
         next_row = Signal(p.row_addr_bits)
+        rows_after = Signal(p.rows)
+        rows_empty = Signal()
+        rows_after_empty = Signal()
         write_pending = Signal()
         write_row = Signal(p.row_addr_bits)
 
@@ -250,8 +254,16 @@ class SolveSequencer(wiring.Component):
             with m.If(wait_timer == 1):
                 then()
 
-        def set_rows_left(value):
-            m.d.sync += [rows_left.eq(value), next_row.eq(lowest_set_index(value))]
+        def set_rows_left(value):  # the rows left := value
+            rest = value & (value - 1)
+            m.d.sync += [next_row.eq(lowest_set_index(value)), rows_after.eq(rest), rows_empty.eq(value == 0), rows_after_empty.eq(rest == 0)]
+
+        def next_rows_left():
+            # The rows left := rows_after, from the registers only.
+            rest = rows_after & (rows_after - 1)
+            m.d.sync += [next_row.eq(lowest_set_index(rows_after)),
+                         rows_after.eq(rest), rows_empty.eq(rows_after_empty),
+                         rows_after_empty.eq(rest == 0)]
 
         def last_sample_index(exponent):
             return (Const(1, p.avg_max_log2 + 1) << exponent) - 1
@@ -295,9 +307,9 @@ class SolveSequencer(wiring.Component):
             with m.State("Load-DAC"):
                 # Read row r in cycle k, write its DAC in cycle k+1 (buffer read latency).
                 m.d.comb += [self.rhs.en.eq(1), self.rhs.addr.eq(next_row)]
-                with m.If(rows_left != 0):
+                with m.If(~rows_empty):
                     m.d.sync += [write_row.eq(next_row), write_pending.eq(1)]
-                    set_rows_left(rows_left & (rows_left - 1))
+                    next_rows_left()
                 with m.Else():
                     m.d.sync += write_pending.eq(0)
                     m.next = "Load-LDAC"
@@ -380,8 +392,8 @@ class SolveSequencer(wiring.Component):
                 # First cycle is the release: mode, loop and switches are back to 0.
                 m.d.comb += [afe.dac_we.eq(1), afe.dac_addr.eq(next_row),
                              afe.dac_data.eq(p.dac_zero_code)]
-                set_rows_left(rows_left & (rows_left - 1))
-                with m.If((rows_left & (rows_left - 1)) == 0):
+                next_rows_left()
+                with m.If(rows_after_empty):
                     m.next = "Zero-LDAC"
                 abortable()
 
