@@ -122,7 +122,8 @@ def factor_buffer_signature(depth: int, shape: int) -> wiring.Signature:
 
 
 class ANLSSequencer(wiring.Component):
-    """RUN_NMF. Operands are sampled in the ``start`` cycle.
+    """RUN_NMF. Operands are sampled in the ``start`` cycle and must be held from the cycle
+    before it (the start checks see that cycle's operands).
 
     Operands: ``m``, ``n`` (rows and columns of R, 1..rows), ``k`` (rank, 1..cols),
     ``iterations`` (1..2**16-1), ``range_retries`` (over-range retries per right-hand side),
@@ -364,17 +365,27 @@ class ANLSSequencer(wiring.Component):
         # For the TARGET codes msb[c] is registered with pipe_c (not a mux behind it: that mux and
         # the distance arithmetic after it were too deep for 100 MHz, docs/synthesis.md E12); msb
         # is final long before Targets. (Read-Exponents' first column needs the mux: the last
-        # fold lands in its first cycle.)
+        # fold lands in its first cycle, E24.)
         target_msb = Signal(msb_shape)
         m.d.sync += target_msb.eq(msb[inner])
+        # The fold in two registered steps: the word's leading one plus the row exponent (the
+        # candidate peak), then its comparison with the column's peak and the update; the search,
+        # the comparisons and the enables in one cycle were the ECP5's critical path
+        # (docs/synthesis.md E15, E20, E24). Hence two Scan-Fold cycles.
+        candidate_now = highest_set_index(fold_factor) + fold_exp
+        peak_valid = Signal()             # a nonzero word's candidate registered
+        peak_candidate = Signal.like(candidate_now)
+        peak_c = Signal(range(cols))
+        fold_second = Signal()            # Scan-Fold's second cycle
+        m.d.sync += peak_valid.eq(fold_valid & (fold_factor != 0))
         with m.If(fold_valid):
-            candidate = highest_set_index(fold_factor) + fold_exp
-            # candidate > msb[c] as lead > msb[c] - exp: the subtraction runs beside the
-            # leading-one search instead of after it (docs/synthesis.md E15).
-            above_peak = highest_set_index(fold_factor) > msb[fold_c] - fold_exp
-            with m.If((fold_factor != 0) & (~live.bit_select(fold_c, 1) | above_peak)):
-                m.d.sync += [msb_flat.word_select(fold_c, msb_shape.width).eq(candidate),
-                             live.bit_select(fold_c, 1).eq(1)]
+            m.d.sync += [peak_candidate.eq(candidate_now), peak_c.eq(fold_c)]
+        with m.If(peak_valid):
+            # One comparison per column, the column's picked after them (E20).
+            above = Cat(peak_candidate > msb[c] for c in range(cols))
+            with m.If(~live.bit_select(peak_c, 1) | above.bit_select(peak_c, 1)):
+                m.d.sync += [msb_flat.word_select(peak_c, msb_shape.width).eq(peak_candidate),
+                             live.bit_select(peak_c, 1).eq(1)]
         with m.If(exp_pending):
             next_exp = Signal(signed(exp_bits + 4))
             m.d.comb += next_exp.eq(-headroom - 1 - f_exp_read - pipe_msb)
@@ -477,6 +488,15 @@ class ANLSSequencer(wiring.Component):
             m.d.comb += start_error.eq(ErrorCode.BAD_WINDOW)
         with m.Elif((self.watchdog_limit == 0) | (self.pulse_width == 0)):
             m.d.comb += start_error.eq(ErrorCode.BAD_TIMING)
+        # Evaluated every cycle into a register, as in the solve sequencer (E8): the operand
+        # muxes in the controller, these checks and the start's state enables were too deep for
+        # 100 MHz in one cycle (docs/synthesis.md, E17). The controller holds the operands (its
+        # registers, written at least REGISTER_WRITE_SPACING cycles before a start).
+        settled_start_error = Signal(ErrorCode)
+        m.d.sync += settled_start_error.eq(start_error)
+        # busy as a flip-flop (set by a start in Idle, cleared in Done) rather than a decode of the
+        # state: it selects every block operand in the controller (E16, E23).
+        busy = Signal()
 
         # --- helpers ----------------------------------------------------------------------------
         def stop(outcome):
@@ -515,9 +535,10 @@ class ANLSSequencer(wiring.Component):
                              iterations.eq(self.iterations), range_retries.eq(self.range_retries),
                              g_offset.eq(self.g_offset), g_span.eq(self.g_span)]
                 m.d.sync += [latched[name].eq(getattr(self, name)) for name in latched]
+                m.d.sync += busy.eq(self.start)
                 with m.If(self.start):
-                    m.d.sync += [error.eq(start_error), abort_pending.eq(0), error_detail.eq(0)]
-                    with m.If(start_error != ErrorCode.NONE):
+                    m.d.sync += [error.eq(settled_start_error), abort_pending.eq(0), error_detail.eq(0)]
+                    with m.If(settled_start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
                         m.d.sync += [step.eq(NMFStep.H), iteration.eq(0)]
@@ -532,8 +553,11 @@ class ANLSSequencer(wiring.Component):
                 abortable()
 
             with m.State("Scan-Fold"):
-                # The last factor word is folded in this cycle: msb and live are final after it.
-                m.next = "Read-Exponents"
+                # The last factor word is registered, its candidate, then folded in the first
+                # cycle of Read-Exponents: msb and live are final after it.
+                m.d.sync += fold_second.eq(~fold_second)
+                with m.If(fold_second):
+                    m.next = "Read-Exponents"
                 abortable()
 
             with m.State("Read-Exponents"):
@@ -682,6 +706,7 @@ class ANLSSequencer(wiring.Component):
 
             with m.State("Done"):
                 m.d.comb += self.done.eq(1)
+                m.d.sync += busy.eq(0)
                 m.next = "Idle"
 
         with m.If(self.abort & ~fsm.ongoing("Idle") & ~fsm.ongoing("Done")):
@@ -697,5 +722,5 @@ class ANLSSequencer(wiring.Component):
         for phase, states in phases.items():
             with m.If(Cat(fsm.ongoing(state) for state in states).any()):
                 m.d.comb += self.phase.eq(phase)
-        m.d.comb += self.busy.eq(~fsm.ongoing("Idle"))
+        m.d.comb += self.busy.eq(busy)
         return m

@@ -275,10 +275,12 @@ class Calibrator(wiring.Component):
         # The one shared multiplier, registered: Correct multiplies the point with the phase's
         # coefficient (registers only: the op-amp phase copies its memory word into cur_* first),
         # the state after it rounds the product. (A memory read, the multiply and the quality
-        # update in one cycle were a 30 ns path on the ECP5.)
+        # update in one cycle were a 30 ns path on the ECP5.) The coefficient is picked into a
+        # register every cycle, off the multiplier's path (E21): phase and the coefficients are
+        # written two cycles or more before Correct (Convert-Start at the latest).
         mul_offset = Signal(signed(ob))
         mul_gain = Signal(cal.GAIN_BITS)
-        m.d.comb += [mul_offset.eq(Mux(phase == DAC, lb_offset, cur_offset)),
+        m.d.sync += [mul_offset.eq(Mux(phase == DAC, lb_offset, cur_offset)),
                      mul_gain.eq(Mux(phase == DAC, lb_gain, cur_gain))]
         product = Signal(signed(wide + cal.GAIN_BITS + 2))
         corrected = Signal(signed(wide))

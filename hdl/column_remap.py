@@ -137,6 +137,26 @@ class ColumnRemap(wiring.Component):
         spare = Signal(p.col_addr_bits)    # s of the running trial
         column_was = Signal(p.col_addr_bits)  # physical[j] before the swap
 
+        # The decisions at a walk's or a trial's end, registered every cycle from registers that
+        # hold still in the cycle before (the programmer's failed_cols is final from Next-Cell, the
+        # cycle before its done; REMAP_CONTROL.enable as it was that cycle; pending, taken, column
+        # and spare from Choose on): only the programmer's error is left behind prog_done, whose
+        # decision chain into the controller's STATUS was the ECP5's critical path
+        # (docs/synthesis.md, E19).
+        column_bit = Const(1, n) << column
+        spare_bit = Const(1, n) << spare
+        can_repair = Signal()          # walk end: enabled, a failed column below COLS, a spare free
+        more_if_passed = Signal()      # trial end: another trial follows if the trial passed
+        more_if_spare_bad = Signal()   # ... if the spare failed
+        left_if_passed = Signal()      # failed columns stay unrepaired if the trial passed
+        free_after = free & ~spare_bit
+        m.d.sync += [
+            can_repair.eq(self.enable & ((self.failed_cols & main_mask) != 0) & (free != 0)),
+            more_if_passed.eq(((pending & ~column_bit & main_mask) != 0) & (free_after != 0)),
+            more_if_spare_bad.eq(((pending & main_mask) != 0) & (free_after != 0)),
+            left_if_passed.eq((pending & ~column_bit) != 0),
+        ]
+
         def undo_swap():
             m.d.sync += [physical[column].eq(column_was), physical[spare].eq(spare)]
 
@@ -146,10 +166,8 @@ class ColumnRemap(wiring.Component):
 
         with m.FSM(init="Idle") as fsm:
             with m.State("Idle"):
-                repairable = (self.failed_cols & main_mask) != 0
                 with m.If(self.walk_done):
-                    with m.If(self.enable & (self.prog_error == ErrorCode.CELLS_FAILED) &
-                              repairable & (free != 0)):
+                    with m.If(can_repair & (self.prog_error == ErrorCode.CELLS_FAILED)):
                         m.d.sync += pending.eq(self.failed_cols)
                         m.next = "Choose"
                     with m.Else():
@@ -188,12 +206,8 @@ class ColumnRemap(wiring.Component):
                 with m.If(self.prog_done):
                     passed = self.prog_error == ErrorCode.NONE
                     spare_bad = self.prog_error == ErrorCode.CELLS_FAILED
-                    column_bit = Const(1, n) << column
-                    spare_bit = Const(1, n) << spare
                     pending_next = Signal(n)
-                    free_next = Signal(n)
-                    m.d.comb += [pending_next.eq(pending & ~(column_bit & passed.replicate(n))),
-                                 free_next.eq(free & ~spare_bit)]
+                    m.d.comb += pending_next.eq(pending & ~(column_bit & passed.replicate(n)))
                     with m.If(passed | spare_bad):
                         m.d.sync += [taken.eq(taken | spare_bit), pending.eq(pending_next)]
                     with m.If(passed):
@@ -202,10 +216,11 @@ class ColumnRemap(wiring.Component):
                         undo_swap()
                     with m.If(~passed & ~spare_bad):
                         finish(self.prog_error)
-                    with m.Elif(((pending_next & main_mask) != 0) & (free_next != 0)):
+                    with m.Elif(Mux(passed, more_if_passed, more_if_spare_bad)):
                         m.next = "Choose"
                     with m.Else():
-                        finish(Mux(pending_next != 0, ErrorCode.CELLS_FAILED, ErrorCode.NONE))
+                        # spare_bad: the trial's column is still pending.
+                        finish(Mux(~passed | left_if_passed, ErrorCode.CELLS_FAILED, ErrorCode.NONE))
 
         m.d.comb += self.busy.eq(~fsm.ongoing("Idle"))
         return m

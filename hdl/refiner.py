@@ -11,8 +11,9 @@ Sequence (``start`` in cycle 0):
 1. Clear: X := 0, one word per cycle (COLS cycles).
 2. Per pass: Setup; MAC: ``R_i = B_i - sum_j (A_ij - a_offset) X_j`` over the enabled rows
    and the active columns (one multiply per cycle; in pass 0 nothing is active and one
-   zero product per row stands in); four pipeline cycles; Scale: the peak ``OR_i |R_i|``
-   gives the exponent ``e = msb(peak) - (DAC_BITS - 2) + headroom``.
+   zero product per row stands in); five pipeline cycles (the last folds the last row into
+   the peak); Scale: the peak ``OR_i |R_i|`` gives the exponent
+   ``e = msb(peak) - (DAC_BITS - 2) + headroom``.
 3. Gradient (passes after 0, when some column of ``col_mask`` is inactive): per inactive
    column j, over the enabled rows, ``score_j = sum_i A_ij (2 s_i - sign(A_ij))`` with
    ``s_i = round(R_i / 2**(e - GRADIENT_FRACTION_BITS))`` (the DAC codes' shifter, 8 bits
@@ -56,9 +57,10 @@ HEADROOM_BITS = 2     #: DAC headroom bits (0..3)
 #: Fraction bits below the DAC step of the residual the gradient sweep uses.
 GRADIENT_FRACTION_BITS = 8
 #: Drain cycles after the last fetch before the state that sees the last term's result:
-#: MAC (stages 1 to 3, then MAC-Last in stage 4), gradient sweep (stages 0 to 3, then
-#: Gradient-Last), accumulation (stages 1 to 4, then Accumulate-Last in stage 5).
-MAC_DRAIN = 3
+#: MAC (stages 1 to 4, then MAC-Last folding the last residual into the peak), gradient sweep
+#: (stages 0 to 3, then Gradient-Last), accumulation (stages 1 to 4, then Accumulate-Last in
+#: stage 5).
+MAC_DRAIN = 4
 GRADIENT_DRAIN = 4
 ACCUMULATE_DRAIN = 4
 
@@ -71,7 +73,8 @@ def _check_width(name: str, value: object, low: int, high: int) -> int:
 
 class Refiner(wiring.Component):
     """REFINE: pass 0 (clamped SOLVE) plus ``passes`` refinement passes. Operands are sampled
-    in the ``start`` cycle.
+    in the ``start`` cycle and must be held from the cycle before it (the start checks see that
+    cycle's operands).
 
     Args:
         params: build parameters (rows, cols, converter widths, averaging, timers).
@@ -197,7 +200,17 @@ class Refiner(wiring.Component):
         entering = Signal(cols)        # inactive columns whose gradient re-admits them
         solve_cols = Signal(cols)      # columns of this pass's solve
         fetch_row = Signal(p.row_addr_bits)
-        rows_left = Signal(rows)       # enabled rows after fetch_row
+        # The enabled rows after fetch_row ("rows left") are kept as registers one step ahead:
+        # their lowest row, whether there are none, and the rows after that one; the first row
+        # of a column is a flag. The 64-bit search and compares on the rows left in front of the
+        # FSM were the Refiner's critical path (docs/synthesis.md, E18).
+        rows_next = Signal(p.row_addr_bits)    # lowest_set_index(rows left)
+        rows_empty = Signal()                  # rows left == 0
+        rows_after = Signal(rows)              # rows left without their lowest row
+        first_row = Signal()                   # fetch_row is the lowest row of row_mask
+        # row_mask without its lowest row, a cycle after row_mask (set at start): first read
+        # in Setup, after at least one Clear cycle.
+        mask_rest = Signal(rows)
         cols_left = Signal(cols)
         clear_col = Signal(range(cols))
         peak = Signal(r_bits)          # OR of |R_i|
@@ -276,14 +289,20 @@ class Refiner(wiring.Component):
         # registers the comparison score > 0 (the sign of acc_next) into ``entering``.
         acc_next = Signal.like(acc)
         m.d.comb += acc_next.eq(Mux(s4_first, Mux(grading, 0, b_word), acc) - product)
-        magnitude = Mux(acc_next[-1], -acc_next, acc_next)[:r_bits]
+        # A row's residual goes into the peak a cycle after its R write, from acc: B's block RAM
+        # read, the subtraction, the magnitude and the OR in one cycle were the ECP5's critical
+        # path (docs/synthesis.md E25; hence MAC_DRAIN 4).
+        magnitude = Mux(acc[-1], -acc, acc)[:r_bits]
+        peak_pending = Signal()
+        m.d.sync += peak_pending.eq(s4_valid & ~accumulating & s4_last & ~grading)
+        with m.If(peak_pending):
+            m.d.sync += peak.eq(peak | magnitude)
         with m.If(s4_valid & ~accumulating):
             m.d.sync += acc.eq(acc_next)
             with m.If(s4_last & grading):
                 m.d.sync += entering.bit_select(s4_col, 1).eq(acc_next[-1])
             with m.Elif(s4_last):
                 m.d.comb += [r_write.en.eq(1), r_write.addr.eq(s4_row), r_write.data.eq(acc_next)]
-                m.d.sync += peak.eq(peak | magnitude)
 
         # Stages 4 and 5, Accumulate: X_j += round(product * 2**(msb + headroom - gain_shift)):
         # stage 4 shifts (registered), stage 5 adds, saturates and writes X. One shifter by
@@ -367,6 +386,13 @@ class Refiner(wiring.Component):
             m.d.comb += start_error.eq(ErrorCode.BAD_TIMING)
         with m.Else():
             m.d.comb += start_error.eq(ErrorCode.NONE)
+        # Registered every cycle, as in the solve sequencer (E8) and the ANLS sequencer (E17):
+        # the start decision reads a register. The controller holds the operands (its registers).
+        settled_start_error = Signal(ErrorCode)
+        m.d.sync += settled_start_error.eq(start_error)
+        # busy as a flip-flop (set by a start in Idle, cleared in Done) rather than a decode of
+        # the state: it selects the solve sequencer's operands in the controller (E23).
+        busy = Signal()
 
         def abortable():
             # Last in a state so that it overrides that state's own next-state choice.
@@ -386,6 +412,20 @@ class Refiner(wiring.Component):
         m.d.sync += [serve_right.eq(right_next),
                      serve_left.eq(Mux(serve_exponent < 0, -serve_exponent, 0)),
                      serve_half.eq((Const(1, len(serve_half)) << right_next) >> 1)]
+        m.d.sync += mask_rest.eq(row_mask & (row_mask - 1))
+
+        def restart_rows():
+            # fetch_row := the lowest row of row_mask, the rows left := the others.
+            m.d.sync += [fetch_row.eq(lowest_set_index(row_mask)),
+                         rows_next.eq(lowest_set_index(mask_rest)), rows_empty.eq(mask_rest == 0),
+                         rows_after.eq(mask_rest & (mask_rest - 1)), first_row.eq(1)]
+
+        def advance_row():
+            # fetch_row := the lowest row left; every decision from the registers ahead.
+            m.d.sync += [fetch_row.eq(rows_next),
+                         rows_next.eq(lowest_set_index(rows_after)), rows_empty.eq(rows_after == 0),
+                         rows_after.eq(rows_after & (rows_after - 1)), first_row.eq(0)]
+
         # Drain states wait for the pipeline's last term: ``drain`` counts their cycles.
         drain = Signal(range(max(MAC_DRAIN, GRADIENT_DRAIN, ACCUMULATE_DRAIN)))
 
@@ -395,24 +435,27 @@ class Refiner(wiring.Component):
             with m.Else():
                 m.d.sync += drain.eq(drain - 1)
 
-        with m.FSM(init="Idle") as fsm:
+        with m.FSM(init="Idle"):
             with m.State("Idle"):
+                # The operands are loaded in every idle cycle (nothing reads them before a
+                # start), so that the start enables only the progress registers (E23).
+                m.d.sync += [
+                    row_mask.eq(self.row_mask), col_mask.eq(self.col_mask),
+                    passes.eq(self.passes), a_offset.eq(self.a_offset),
+                    gain.eq(self.gain), gain_shift.eq(self.gain_shift),
+                    headroom.eq(self.headroom), avg_log2.eq(self.avg_log2),
+                    dac_settle.eq(self.dac_settle),
+                    analog_settle.eq(self.analog_settle),
+                    watchdog_limit.eq(self.watchdog_limit),
+                    busy.eq(self.start),
+                ]
                 with m.If(self.start):
-                    m.d.sync += error.eq(start_error)
-                    with m.If(start_error != ErrorCode.NONE):
+                    m.d.sync += error.eq(settled_start_error)
+                    with m.If(settled_start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
-                        m.d.sync += [
-                            row_mask.eq(self.row_mask), col_mask.eq(self.col_mask),
-                            passes.eq(self.passes), a_offset.eq(self.a_offset),
-                            gain.eq(self.gain), gain_shift.eq(self.gain_shift),
-                            headroom.eq(self.headroom), avg_log2.eq(self.avg_log2),
-                            dac_settle.eq(self.dac_settle),
-                            analog_settle.eq(self.analog_settle),
-                            watchdog_limit.eq(self.watchdog_limit),
-                            passes_done.eq(0), residual_msb.eq(0), over_range.eq(0),
-                            active.eq(0), clear_col.eq(0),
-                        ]
+                        m.d.sync += [passes_done.eq(0), residual_msb.eq(0), over_range.eq(0),
+                                     active.eq(0), clear_col.eq(0)]
                         m.next = "Clear"
 
             with m.State("Clear"):
@@ -426,9 +469,8 @@ class Refiner(wiring.Component):
                 # Pass 0 (nothing active, X = 0): one zero product per row makes R = B.
                 walk = Mux(active != 0, active, col_mask & -col_mask)
                 m.d.sync += [mac_cols.eq(walk), cols_left.eq(walk), accumulating.eq(0),
-                             grading.eq(0), entering.eq(0),
-                             fetch_row.eq(lowest_set_index(row_mask)),
-                             rows_left.eq(row_mask & (row_mask - 1)), peak.eq(0)]
+                             grading.eq(0), entering.eq(0), peak.eq(0)]
+                restart_rows()
                 m.next = "MAC"
                 abortable()
 
@@ -440,16 +482,15 @@ class Refiner(wiring.Component):
                              s1_last.eq(rest == 0), s1_row.eq(fetch_row), s1_col.eq(col)]
                 with m.If(rest != 0):
                     m.d.sync += cols_left.eq(rest)
-                with m.Elif(rows_left != 0):
-                    m.d.sync += [fetch_row.eq(lowest_set_index(rows_left)),
-                                 rows_left.eq(rows_left & (rows_left - 1)),
-                                 cols_left.eq(mac_cols)]
+                with m.Elif(~rows_empty):
+                    m.d.sync += cols_left.eq(mac_cols)
+                    advance_row()
                 with m.Else():
                     m.d.sync += drain.eq(MAC_DRAIN - 1)
                     m.next = "MAC-Drain"
                 abortable()
 
-            with m.State("MAC-Drain"):      # the last term in stages 1 to 3
+            with m.State("MAC-Drain"):      # the last term in stages 1 to 4
                 drain_then("MAC-Last")
                 abortable()
 
@@ -465,9 +506,8 @@ class Refiner(wiring.Component):
                     m.next = "Done"
                 with m.Elif(~first_pass & (candidates != 0)):
                     # Gradient sweep: column outer, row inner, one term per cycle.
-                    m.d.sync += [cols_left.eq(candidates), grading.eq(1),
-                                 fetch_row.eq(lowest_set_index(row_mask)),
-                                 rows_left.eq(row_mask & (row_mask - 1))]
+                    m.d.sync += [cols_left.eq(candidates), grading.eq(1)]
+                    restart_rows()
                     m.next = "Gradient"
                 with m.Else():
                     m.next = "Solve-Start"
@@ -475,18 +515,15 @@ class Refiner(wiring.Component):
 
             with m.State("Gradient"):
                 col = lowest_set_index(cols_left)
-                rest_rows = row_mask & (row_mask - 1)
                 m.d.comb += [a_read.addr.eq(fetch_row * cols + col),
                              r_serve.addr.eq(fetch_row), r_serve.en.eq(1)]
-                m.d.sync += [s0_valid.eq(1), s0_first.eq(rows_left == rest_rows),
-                             s0_last.eq(rows_left == 0), s0_col.eq(col)]
-                with m.If(rows_left != 0):
-                    m.d.sync += [fetch_row.eq(lowest_set_index(rows_left)),
-                                 rows_left.eq(rows_left & (rows_left - 1))]
+                m.d.sync += [s0_valid.eq(1), s0_first.eq(first_row),
+                             s0_last.eq(rows_empty), s0_col.eq(col)]
+                with m.If(~rows_empty):
+                    advance_row()
                 with m.Else():
-                    m.d.sync += [fetch_row.eq(lowest_set_index(row_mask)),
-                                 rows_left.eq(rest_rows),
-                                 cols_left.eq(cols_left & (cols_left - 1))]
+                    m.d.sync += cols_left.eq(cols_left & (cols_left - 1))
+                    restart_rows()
                     with m.If((cols_left & (cols_left - 1)) == 0):
                         m.d.sync += drain.eq(GRADIENT_DRAIN - 1)
                         m.next = "Gradient-Drain"
@@ -553,9 +590,10 @@ class Refiner(wiring.Component):
 
             with m.State("Done"):
                 m.d.comb += self.done.eq(1)
+                m.d.sync += busy.eq(0)
                 m.next = "Idle"
 
-        m.d.comb += [self.busy.eq(~fsm.ongoing("Idle")), self.error.eq(error),
+        m.d.comb += [self.busy.eq(busy), self.error.eq(error),
                      self.passes_done.eq(passes_done), self.residual_msb.eq(residual_msb),
                      self.over_range.eq(over_range)]
         return m

@@ -163,11 +163,15 @@ class SolveSequencer(wiring.Component):
         m.d.comb += watchdog.limit.eq(watchdog_limit)
 
         # Row walk (load and zeroing) and DAC write pipeline.
-        rows_left = Signal(p.rows)
-        # The lowest row of rows_left, registered with every update of rows_left: the search
-        # over the whole mask in front of the RHS read address was too deep for 100 MHz
-        # (docs/synthesis.md, E13).
+        # The rows left to visit are kept as registers of what the walk reads: their lowest row,
+        # registered with every update (the search over the whole mask in front of the RHS read
+        # address was too deep for 100 MHz, docs/synthesis.md E13); the rows after that one, and
+        # whether the rows left or those are none (the 64-bit subtraction and zero test in front
+        # of the FSM were the ECP5's critical path, E26).
         next_row = Signal(p.row_addr_bits)
+        rows_after = Signal(p.rows)
+        rows_empty = Signal()
+        rows_after_empty = Signal()
         write_pending = Signal()
         write_row = Signal(p.row_addr_bits)
 
@@ -183,7 +187,10 @@ class SolveSequencer(wiring.Component):
         # Result store, one cycle after a column's last sample.
         store_pending = Signal()
         store_col = Signal(p.col_addr_bits)
-        store_sum = Signal(p.sum_bits)
+        # The column's averaged code: the sum started at the rounding half (below), so only the
+        # shift is left, done before the register (after it, it was in front of the calibration's
+        # subtract and multiply, docs/synthesis.md E22).
+        averaged_code = Signal(p.adc_bits)
         store_over_range = Signal()
 
         error = Signal(ErrorCode)
@@ -191,9 +198,6 @@ class SolveSequencer(wiring.Component):
         m.d.comb += [self.error.eq(error), self.over_range_count.eq(over_range_count)]
 
         m.d.sync += store_pending.eq(0)
-        # The sum started at the rounding half (below): only the shift is left here.
-        averaged_code = Signal(p.adc_bits)
-        m.d.comb += averaged_code.eq(store_sum >> avg_log2)
         cal_enable = Signal(CalEnable)
         dac_code = Signal(p.dac_bits)
         if not p.calibration:
@@ -250,8 +254,16 @@ class SolveSequencer(wiring.Component):
             with m.If(wait_timer == 1):
                 then()
 
-        def set_rows_left(value):
-            m.d.sync += [rows_left.eq(value), next_row.eq(lowest_set_index(value))]
+        def set_rows_left(value):  # the rows left := value
+            rest = value & (value - 1)
+            m.d.sync += [next_row.eq(lowest_set_index(value)), rows_after.eq(rest), rows_empty.eq(value == 0), rows_after_empty.eq(rest == 0)]
+
+        def next_rows_left():
+            # The rows left := rows_after, from the registers only.
+            rest = rows_after & (rows_after - 1)
+            m.d.sync += [next_row.eq(lowest_set_index(rows_after)),
+                         rows_after.eq(rest), rows_empty.eq(rows_after_empty),
+                         rows_after_empty.eq(rest == 0)]
 
         def last_sample_index(exponent):
             return (Const(1, p.avg_max_log2 + 1) << exponent) - 1
@@ -295,9 +307,9 @@ class SolveSequencer(wiring.Component):
             with m.State("Load-DAC"):
                 # Read row r in cycle k, write its DAC in cycle k+1 (buffer read latency).
                 m.d.comb += [self.rhs.en.eq(1), self.rhs.addr.eq(next_row)]
-                with m.If(rows_left != 0):
+                with m.If(~rows_empty):
                     m.d.sync += [write_row.eq(next_row), write_pending.eq(1)]
-                    set_rows_left(rows_left & (rows_left - 1))
+                    next_rows_left()
                 with m.Else():
                     m.d.sync += write_pending.eq(0)
                     m.next = "Load-LDAC"
@@ -359,7 +371,7 @@ class SolveSequencer(wiring.Component):
                         m.d.sync += [
                             store_pending.eq(1),
                             store_col.eq(current_col),
-                            store_sum.eq(total),
+                            averaged_code.eq(total >> avg_log2),
                             store_over_range.eq(over_range),
                             sample_sum.eq(rounding_half(avg_log2, p.sum_bits)),
                             sample_over_range.eq(0),
@@ -380,8 +392,8 @@ class SolveSequencer(wiring.Component):
                 # First cycle is the release: mode, loop and switches are back to 0.
                 m.d.comb += [afe.dac_we.eq(1), afe.dac_addr.eq(next_row),
                              afe.dac_data.eq(p.dac_zero_code)]
-                set_rows_left(rows_left & (rows_left - 1))
-                with m.If((rows_left & (rows_left - 1)) == 0):
+                next_rows_left()
+                with m.If(rows_after_empty):
                     m.next = "Zero-LDAC"
                 abortable()
 
@@ -428,16 +440,19 @@ class SolveSequencer(wiring.Component):
 
         # The column's words, registered every cycle: in a column's last-sample cycle they hold
         # that column's words (addressed since the cycle after the column began), so stage 1
-        # starts from registers, not from the memory's output (its clock-to-out is long).
-        word = Signal.like(self.coeff.data)
+        # starts from registers, not from the memory's output (its clock-to-out is long). The
+        # ADC word is registered as the stage uses it, with or without the correction (cal_enable
+        # is fixed from start on): the choice is off the multiplier's path (E22).
+        offset = Signal.like(self.coeff.data.offset)
+        gain = Signal.like(self.coeff.data.gain)
         opamp_offset = Signal.like(self.opamp_coeff.data.offset)
-        m.d.sync += [word.eq(self.coeff.data), opamp_offset.eq(self.opamp_coeff.data.offset)]
+        m.d.sync += [offset.eq(Mux(cal_enable.adc, self.coeff.data.offset, 0)),
+                     gain.eq(Mux(cal_enable.adc, self.coeff.data.gain, cal.GAIN_ONE)),
+                     opamp_offset.eq(self.opamp_coeff.data.offset)]
 
         # Stage 1 (store_pending): (code - zero) * 2^F - offset, times the gain, registered.
-        offset = Mux(cal_enable.adc, word.offset, 0)
-        gain = Mux(cal_enable.adc, word.gain, cal.GAIN_ONE)
         deviation = (Cat(averaged_code, Const(0, 1)).as_signed() - (1 << (p.adc_bits - 1))) << cal.FRAC_BITS
-        product = Signal(signed(len(deviation) + len(word.offset) + cal.GAIN_BITS + 2))
+        product = Signal(signed(len(deviation) + len(offset) + cal.GAIN_BITS + 2))
         subtract = Signal.like(self.opamp_coeff.data.offset)
         corrected_pending = Signal()
         corrected_col = Signal.like(store_col)

@@ -490,12 +490,12 @@ def nmf_product_scale(*, g_span: int, full_scale_s: float, g_unit_s: float, inpu
 
 
 def nmf_prepare_cycles(*, rows: int, k: int) -> int:
-    """Cycles of a half-step's preparation: scan the stored factor (rows x k reads), one
-    cycle folding the last word, read its k component exponents, write rows x k TARGET
-    codes: ``2 rows k + k + 1``."""
+    """Cycles of a half-step's preparation: scan the stored factor (rows x k reads), two
+    cycles folding the last word (registered, then its leading one: docs/synthesis.md E24), read
+    its k component exponents, write rows x k TARGET codes: ``2 rows k + k + 2``."""
     _check_int("rows", rows, 1)
     _check_int("k", k, 1)
-    return 2 * rows * k + k + 1
+    return 2 * rows * k + k + 2
 
 
 def nmf_scan_cycles(*, rows: int) -> int:

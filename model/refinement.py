@@ -194,9 +194,9 @@ class RefineOutcome:
 
 
 def refine_cycles_residual(rows: int, mac_cols: int) -> int:
-    """Setup + MAC (rows x mac_cols, one per cycle) + 4 pipeline drain (operands, two
-    multiply stages, accumulate) + Scale."""
-    return 1 + rows * mac_cols + 4 + 1
+    """Setup + MAC (rows x mac_cols, one per cycle) + 5 pipeline drain (operands, two
+    multiply stages, accumulate, peak) + Scale."""
+    return 1 + rows * mac_cols + 5 + 1
 
 
 def refine_cycles_gradient(rows: int, candidates: int) -> int:

@@ -249,6 +249,7 @@ def run_rtl(problem: Problem, run: Run, afe: AnalogFrontEnd, *, abort_when=None,
                      ctx.get(anls.iteration))
             if not phases or phases[-1][1:] != state:
                 phases.append((cycle, *state))
+            assert ctx.get(anls.busy), f"cycle {cycle}: busy low before done"
             if not aborted and abort_when(state[0], state[1], cycle):
                 ctx.set(anls.abort, 1)
                 await ctx.tick()
@@ -430,6 +431,7 @@ def test_refused_starts_end_in_cycle_one_and_touch_nothing():
         for changes, _ in REFUSALS:
             for name, value in (Run().ports(problem, afe) | changes).items():
                 ctx.set(getattr(anls, name), value)
+            await ctx.tick()      # the operands are held from the cycle before the start
             ctx.set(anls.start, 1)
             await ctx.tick()
             ctx.set(anls.start, 0)
@@ -443,6 +445,49 @@ def test_refused_starts_end_in_cycle_one_and_touch_nothing():
     sim.run()
     assert seen == [(1, 1, error) for _, error in REFUSALS]
     assert binding.conversions == binding.pulses == []
+
+
+def test_start_checks_see_the_operands_of_the_cycle_before_the_start():
+    # The checks are registered (docs/synthesis.md, E17): a tolerance that becomes 0 only in the
+    # start cycle is not refused (the run starts; aborted here), one that is 0 the cycle before
+    # and valid in the start cycle is. The controller holds the operands, so neither occurs there.
+    problem = make_problem(m=4, n=4)
+    afe = model_afe()
+    dut = Harness(PARAMS, problem.init())
+    anls = dut.anls
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_process(ModelAFE(afe, dut.afe, PARAMS).process)
+    seen = []
+
+    async def start_with(ctx, before: int, at_start: int) -> tuple[int, ErrorCode]:
+        for name, value in Run().ports(problem, afe).items():
+            ctx.set(getattr(anls, name), value)
+        ctx.set(anls.tolerance, before)
+        await ctx.tick()
+        ctx.set(anls.tolerance, at_start)
+        ctx.set(anls.start, 1)
+        await ctx.tick()
+        ctx.set(anls.start, 0)
+        ctx.set(anls.abort, 1)
+        cycles = 1
+        while not ctx.get(anls.done):
+            await ctx.tick()
+            cycles += 1
+        ctx.set(anls.abort, 0)
+        error = ErrorCode(ctx.get(anls.error))
+        await ctx.tick()
+        return cycles, error
+
+    async def testbench(ctx):
+        valid = Run().ports(problem, afe)["tolerance"]
+        seen.append(await start_with(ctx, before=0, at_start=valid))
+        seen.append(await start_with(ctx, before=valid, at_start=0))
+
+    sim.add_testbench(testbench)
+    sim.run()
+    assert seen[0] == (1, ErrorCode.BAD_TOLERANCE), seen
+    assert seen[1][1] == ErrorCode.ABORTED and seen[1][0] > 1, seen
 
 
 def test_an_exponent_out_of_range_ends_before_programming_with_the_component():

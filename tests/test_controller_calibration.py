@@ -149,6 +149,15 @@ def test_calibrate_then_solves_equal_the_golden_model_and_correct_5_percent_erro
             results = await bench.read_words(ctx, "RESULTS")
             assert results == [expected.words[c] for c in range(3)], (label, results, expected.words)
             seen[label] = result_codes(results)
+        # One sample per result, the columns' words back to back (docs/synthesis.md E22: stage 1's
+        # registered ADC word of each column).
+        await bench.write(ctx, "CAL_CONTROL", adc=1, dac=1, opamp=1)
+        await bench.write(ctx, "TIMING", adc_samples=1)
+        status, start, cycles = await bench.command(ctx, Opcode.SOLVE_FREE)
+        golden.cal_enable = CalEnable(opamp=True)
+        expected = golden.solve(Mode.SOLVE_FREE, **(SOLVE_ARGS | {"avg_log2": 0}), start_s=start * 1e-8)
+        assert status["error"] == ErrorCode.NONE.value and cycles == expected.done_cycle + STATUS_DELAY
+        assert await bench.read_words(ctx, "RESULTS") == [expected.words[c] for c in range(3)]
 
     bench.run(testbench)
     assert seen["calibrate"].error == Error.NONE and seen["calibrate"].quality < 16

@@ -159,6 +159,7 @@ def run_rtl(afe: AnalogFrontEnd, a_codes: np.ndarray, b: np.ndarray, ops: dict[s
         ctx.set(dut.b_write.en, 0)
         for name, value in ops.items():
             ctx.set(getattr(ref, name), value)
+        await ctx.tick()      # the operands are held from the cycle before the start
         seen["start"] = binding.cycle
         ctx.set(ref.start, 1)
         await ctx.tick()
@@ -166,6 +167,7 @@ def run_rtl(afe: AnalogFrontEnd, a_codes: np.ndarray, b: np.ndarray, ops: dict[s
         for cycle in range(1, max_cycles):
             if abort_at is not None:
                 ctx.set(ref.abort, int(cycle == abort_at))
+            assert ctx.get(ref.busy), f"cycle {cycle}: busy low before done"
             if ctx.get(ref.done):
                 break
             await ctx.tick()
@@ -261,6 +263,24 @@ def test_a_column_clamped_in_pass_0_re_enters_when_its_gradient_is_positive(seed
         assert eta < 2 ** -12, f"log2(eta) {np.log2(eta):.1f} after pass 3"
 
 
+# The row walk over row masks with gaps, one row at each end, and a single row (the walk's
+# registers ahead of the rows left, docs/synthesis.md E18): seed 5, where a column is at 0
+# before the last pass (measured: column 6 after pass 1; columns 3 and 6 with one row), so
+# the gradient sweep walks the same rows.
+@pytest.mark.parametrize("row_mask", [0b1000_0110_1101_0001, 0b0000_0000_0010_0000])
+def test_sparse_row_masks_equal_the_golden_model(row_mask):
+    afe = model_afe(5)
+    a_codes, b, a_offset = make_problem(afe, 5, 0.02)
+    ops = operands(afe, a_offset, row_mask=row_mask, passes=2)
+    rtl = run_rtl(afe, a_codes, b, ops)
+    expected = golden_run(afe, 5, b, ops, rtl["start"], 0.02)
+    assert rtl["error"] == ErrorCode.NONE and expected.error == Error.NONE
+    assert rtl["x"].tolist() == expected.x.tolist()
+    assert (rtl["done_cycle"], rtl["passes_done"], rtl["msb"], rtl["over_range"]) == \
+        (expected.done_cycle, expected.passes_done, expected.peaks[-1], int(expected.over_range))
+    assert (expected.history[-2] == 0).any(), f"a column at 0 before the last pass: {expected.history}"
+
+
 # The correction's one shifter by msb + headroom - gain_shift, clamped: gain_shift 0 shifts
 # left past x_bits (X saturates), 63 right past the product (corrections round to 0), 24
 # both ways across the passes.
@@ -324,13 +344,13 @@ def test_zero_passes_is_the_clamped_solve_alone_and_b_zero_stops_at_once():
     assert rtl["passes_done"] == 1 and rtl["conversions"] == 5
     assert not rtl["x"][[0, 3, 6]].any(), "columns outside col_mask stay 0"
     zero = run_rtl(model_afe(1), a_codes, np.zeros_like(b), ops)
-    # Clear (8), Setup, 16 MAC cycles, 4 drain, Scale: R = 0 ends before any solve.
-    assert (zero["error"], zero["done_cycle"], zero["conversions"]) == (ErrorCode.NONE, 31, 0)
+    # Clear (8), Setup, 16 MAC cycles, 5 drain, Scale: R = 0 ends before any solve.
+    assert (zero["error"], zero["done_cycle"], zero["conversions"]) == (ErrorCode.NONE, 32, 0)
     assert not zero["x"].any()
 
 
 # Cycle 20 is in the first MAC (Clear 1-8, Setup 9, MAC 10-25); 40 in the first solve's
-# settling (Solve-Start 31).
+# settling (Solve-Start 32).
 @pytest.mark.parametrize("abort_at, in_solve", [(20, False), (40, True)])
 def test_abort_in_own_states_and_during_a_solve(abort_at, in_solve):
     afe = model_afe(2)
@@ -358,6 +378,46 @@ def test_refused_starts_end_in_cycle_one(changes, code):
     assert (rtl["error"], rtl["done_cycle"], rtl["conversions"]) == (code, 1, 0)
     expected = golden_run(afe, 0, b, ops, rtl["start"])
     assert (expected.error.value, expected.done_cycle) == (code.value, 1)
+
+
+def test_start_checks_see_the_operands_of_the_cycle_before_the_start():
+    # The checks are registered (docs/synthesis.md, E23): a row mask that becomes 0 only in the
+    # start cycle is not refused (the run starts; aborted in its Clear), one that is 0 the cycle
+    # before and valid in the start cycle is. The controller holds the operands.
+    afe = model_afe(0)
+    _, _, a_offset = make_problem(afe, 0)
+    dut = Harness()
+    ref = dut.refiner
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    seen = []
+
+    async def start_with(ctx, before: int, at_start: int) -> tuple[int, ErrorCode]:
+        for name, value in operands(afe, a_offset).items():
+            ctx.set(getattr(ref, name), value)
+        ctx.set(ref.row_mask, before)
+        await ctx.tick()
+        ctx.set(ref.row_mask, at_start)
+        ctx.set(ref.start, 1)
+        await ctx.tick()
+        ctx.set(ref.start, 0)
+        ctx.set(ref.abort, 1)
+        cycles = 1
+        while not ctx.get(ref.done):
+            await ctx.tick()
+            cycles += 1
+        ctx.set(ref.abort, 0)
+        error = ErrorCode(ctx.get(ref.error))
+        await ctx.tick()
+        return cycles, error
+
+    async def testbench(ctx):
+        seen.append(await start_with(ctx, before=0, at_start=1))
+        seen.append(await start_with(ctx, before=1, at_start=0))
+
+    sim.add_testbench(testbench)
+    sim.run()
+    assert seen == [(1, ErrorCode.BAD_DIMENSION), (2, ErrorCode.ABORTED)], seen
 
 
 def test_the_rtl_and_the_golden_model_share_their_operand_widths():
