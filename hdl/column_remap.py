@@ -140,17 +140,38 @@ class ColumnRemap(wiring.Component):
         def undo_swap():
             m.d.sync += [physical[column].eq(column_was), physical[spare].eq(spare)]
 
+        # busy from a flip-flop (set leaving Idle, cleared by finish), not the state decode: the
+        # controller's walk-done and STATUS logic behind it was the iCE40's critical path
+        # (docs/synthesis.md, I14).
+        busy = Signal()
+
         def finish(outcome):
             m.d.comb += [self.finished.eq(1), self.outcome.eq(outcome)]
+            m.d.sync += busy.eq(0)
             m.next = "Idle"
 
-        with m.FSM(init="Idle") as fsm:
+        # What a trial's end decides, precomputed: pending, free, column and spare are fixed from
+        # Hold to the trial's done (set in Choose), so the registers hold the current outcome in
+        # Start and Trial and the done cycle only picks one by the programmer's error.
+        trial_spare_bit = Const(1, n) << spare
+        trial_column_bit = Const(1, n) << column
+        free_after_trial = (free & ~trial_spare_bit) != 0
+        more_if_passed, more_if_spare_bad = Signal(), Signal()
+        left_if_passed, left_if_spare_bad = Signal(), Signal()
+        m.d.sync += [
+            more_if_passed.eq(((pending & ~trial_column_bit & main_mask) != 0) & free_after_trial),
+            more_if_spare_bad.eq(((pending & main_mask) != 0) & free_after_trial),
+            left_if_passed.eq((pending & ~trial_column_bit) != 0),
+            left_if_spare_bad.eq(pending != 0),
+        ]
+
+        with m.FSM(init="Idle"):
             with m.State("Idle"):
                 repairable = (self.failed_cols & main_mask) != 0
                 with m.If(self.walk_done):
                     with m.If(self.enable & (self.prog_error == ErrorCode.CELLS_FAILED) &
                               repairable & (free != 0)):
-                        m.d.sync += pending.eq(self.failed_cols)
+                        m.d.sync += [pending.eq(self.failed_cols), busy.eq(1)]
                         m.next = "Choose"
                     with m.Else():
                         m.d.comb += [self.finished.eq(1), self.outcome.eq(self.prog_error)]
@@ -188,12 +209,9 @@ class ColumnRemap(wiring.Component):
                 with m.If(self.prog_done):
                     passed = self.prog_error == ErrorCode.NONE
                     spare_bad = self.prog_error == ErrorCode.CELLS_FAILED
-                    column_bit = Const(1, n) << column
-                    spare_bit = Const(1, n) << spare
+                    column_bit, spare_bit = trial_column_bit, trial_spare_bit
                     pending_next = Signal(n)
-                    free_next = Signal(n)
-                    m.d.comb += [pending_next.eq(pending & ~(column_bit & passed.replicate(n))),
-                                 free_next.eq(free & ~spare_bit)]
+                    m.d.comb += pending_next.eq(pending & ~(column_bit & passed.replicate(n)))
                     with m.If(passed | spare_bad):
                         m.d.sync += [taken.eq(taken | spare_bit), pending.eq(pending_next)]
                     with m.If(passed):
@@ -202,10 +220,11 @@ class ColumnRemap(wiring.Component):
                         undo_swap()
                     with m.If(~passed & ~spare_bad):
                         finish(self.prog_error)
-                    with m.Elif(((pending_next & main_mask) != 0) & (free_next != 0)):
+                    with m.Elif(Mux(passed, more_if_passed, more_if_spare_bad)):
                         m.next = "Choose"
                     with m.Else():
-                        finish(Mux(pending_next != 0, ErrorCode.CELLS_FAILED, ErrorCode.NONE))
+                        finish(Mux(Mux(passed, left_if_passed, left_if_spare_bad),
+                                   ErrorCode.CELLS_FAILED, ErrorCode.NONE))
 
-        m.d.comb += self.busy.eq(~fsm.ongoing("Idle"))
+        m.d.comb += self.busy.eq(busy)
         return m

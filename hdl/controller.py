@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any
+from typing import Any, Callable
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, ValueLike, signed
 from amaranth.lib import wiring
@@ -545,18 +545,26 @@ class Controller(wiring.Component):
             m.d.sync += host_solving.eq(0)
         m.d.comb += regs.solve_exponent.exponent.eq(solve_exponent)
         finished_error = Signal(ErrorCode)
-        block_error = Mux(aborted_retry, ErrorCode.ABORTED, Mux(seq.done, seq.error, prog.error))
+        # The finishing block's error, later sources first; also used per source (by_source) for
+        # the error_detail selection, decoded before the chain instead of behind it (I14).
+        error_sources: list[tuple[Value, Any]] = [(seq.done, seq.error), (aborted_retry, ErrorCode.ABORTED)]
         if calibrator is not None:
             # The calibrator ends with NONE when it ran through; failed entries make it CAL_FAILED.
             cal_failed = (calibrator.error == ErrorCode.NONE) & (calibrator.failed_count != 0)
-            block_error = Mux(cal_done, Mux(cal_failed, ErrorCode.CAL_FAILED, calibrator.error), block_error)
+            error_sources.append((cal_done, Mux(cal_failed, ErrorCode.CAL_FAILED, calibrator.error)))
         if remap is not None:
-            block_error = Mux(remap.finished, remap.outcome, block_error)
+            error_sources.append((remap.finished, remap.outcome))
         if anls is not None:
-            block_error = Mux(anls.done, anls.error, block_error)
+            error_sources.append((anls.done, anls.error))
         if refiner is not None:
-            block_error = Mux(refiner.done, refiner.error, block_error)
-        m.d.comb += finished_error.eq(block_error)
+            error_sources.append((refiner.done, refiner.error))
+
+        def by_source(decode: Callable[[Any], Any]) -> Value:
+            value = decode(prog.error)
+            for source_done, source_error in error_sources:
+                value = Mux(source_done, decode(source_error), value)
+            return Value.cast(value)
+        m.d.comb += finished_error.eq(by_source(lambda code: code))
         store_reading = prog.done & reading_cell & (prog.error == ErrorCode.NONE)
         results = regs.results.write
         with m.If(seq.result.en):
@@ -601,19 +609,18 @@ class Controller(wiring.Component):
             regs.status.error_detail.eq(error_detail),
         ]
         finished_detail = Signal(DETAIL_BITS)
-        with m.Switch(finished_error):
-            with m.Case(ErrorCode.ADC_TIMEOUT, ErrorCode.PROGRAM_TIMEOUT):
-                m.d.comb += finished_detail.eq(last_target)
-            with m.Case(ErrorCode.CELLS_FAILED):
-                # After spare trials the walk's count (latched), not the last trial's.
-                m.d.comb += finished_detail.eq(saturate(Mux(remap_busy, walk_failed, prog.failed_count),
-                                                        DETAIL_BITS))
-            with m.Case(ErrorCode.CAL_FAILED):
-                if calibrator is not None:
-                    m.d.comb += finished_detail.eq(saturate(calibrator.failed_count, DETAIL_BITS))
-            with m.Case(ErrorCode.EXPONENT_RANGE):
-                if anls is not None:
-                    m.d.comb += finished_detail.eq(anls.error_detail)
+        with m.If(by_source(lambda code: (code == ErrorCode.ADC_TIMEOUT) | (code == ErrorCode.PROGRAM_TIMEOUT))):
+            m.d.comb += finished_detail.eq(last_target)
+        with m.Elif(by_source(lambda code: code == ErrorCode.CELLS_FAILED)):
+            # After spare trials the walk's count (latched), not the last trial's.
+            m.d.comb += finished_detail.eq(saturate(Mux(remap_busy, walk_failed, prog.failed_count),
+                                                    DETAIL_BITS))
+        if calibrator is not None:
+            with m.Elif(by_source(lambda code: code == ErrorCode.CAL_FAILED)):
+                m.d.comb += finished_detail.eq(saturate(calibrator.failed_count, DETAIL_BITS))
+        if anls is not None:
+            with m.Elif(by_source(lambda code: code == ErrorCode.EXPONENT_RANGE)):
+                m.d.comb += finished_detail.eq(anls.error_detail)
 
         def report(outcome: ValueLike, detail: ValueLike) -> None:
             m.d.sync += [done.eq(1), error.eq(outcome), error_detail.eq(detail)]
