@@ -63,7 +63,7 @@ DETAIL_BITS = 16  #: width of STATUS.error_detail
 #: Fewest cycles between two register-file write strobes the AXI4-Lite slave produces (one
 #: write in flight: AW/W, the write, B, then the next AW). The controller's command checks
 #: read the registers one cycle late, which needs at least 2 (tests/test_controller.py).
-REGISTER_WRITE_SPACING = 5
+REGISTER_WRITE_SPACING = 6
 #: Cycles from a block's ``done`` cycle to the first cycle STATUS shows the outcome (STATUS is
 #: registered). A command whose CONTROL.start strobe is in cycle 0 and whose block takes T
 #: cycles (docs/solve-timing.md) reads STATUS.done = 1 from cycle T + STATUS_DELAY; a refused
