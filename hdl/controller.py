@@ -509,8 +509,14 @@ class Controller(wiring.Component):
         host_solving = Signal()
         retrying = Signal()
         retry_limit = regs.solve_retries.limit
-        m.d.comb += retrying.eq(host_solving & seq.done & (seq.error == ErrorCode.NONE) &
-                                (seq.over_range_count != 0) & (solve_exponent < retry_limit) & ~abort)
+        # The retry's conditions but the done cycle's own (error, abort) registered every cycle:
+        # their operands change at a start, in a retry's cycle and with conversions, all at least
+        # two cycles before a done, and a bus write of SOLVE_RETRIES is no earlier than that either
+        # when the host writes it before the start (the limit is read one cycle before the done).
+        # In the done cycle they were behind the command's `finished` (docs/synthesis.md I16).
+        retry_ready = Signal()
+        m.d.sync += retry_ready.eq(host_solving & (seq.over_range_count != 0) & (solve_exponent < retry_limit))
+        m.d.comb += retrying.eq(retry_ready & seq.done & (seq.error == ErrorCode.NONE) & ~abort)
         m.d.sync += retry_pending.eq(retrying)
         with m.If(retrying):
             m.d.sync += solve_exponent.eq(solve_exponent + 1)
