@@ -290,6 +290,22 @@ class Controller(wiring.Component):
         # Without CALIBRATE in the build its opcode is unknown too.
         is_cal = (opcode == Opcode.CALIBRATE.value) if calibrator is not None else Const(0)
         is_refine = (opcode == Opcode.REFINE.value) if refiner is not None else Const(0)
+
+        # The opcode's classes are registered: every use is at a start (or behind the registered
+        # checks), and COMMAND is written at least REGISTER_WRITE_SPACING cycles before
+        # CONTROL.start, which pulses the cycle after its own write. The decode in front of the
+        # start's fan-out (accepted -> block starts -> their states) was the iCE40's critical
+        # path (docs/synthesis.md I17).
+        def settled(flag: Value, name: str) -> Value:
+            if isinstance(flag, Const):
+                return flag
+            register = Signal(name=name)
+            m.d.sync += register.eq(flag)
+            return register
+        is_nop, is_solve, is_cell = settled(is_nop, "is_nop"), settled(is_solve, "is_solve"), settled(is_cell, "is_cell")
+        is_refresh, is_matrix = settled(is_refresh, "is_refresh"), settled(is_matrix, "is_matrix")
+        is_program, is_read = settled(is_program, "is_program"), settled(is_read, "is_read")
+        is_nmf, is_cal, is_refine = settled(is_nmf, "is_nmf"), settled(is_cal, "is_cal"), settled(is_refine, "is_refine")
         uses_masks = is_solve | is_matrix | is_cal | is_refine
         uses_adc = is_solve | is_cell | is_matrix | is_nmf | is_cal | is_refine
         runs_solves = is_solve | is_nmf | is_cal | is_refine
@@ -392,16 +408,22 @@ class Controller(wiring.Component):
         accepted = start & (refusal == ErrorCode.NONE)
 
         # --- block operands: straight from the registers, saturated to the block ports ----------
-        solve_mode = Signal(AFEMode)
+        # The opcode's mode and programmer command are registered like its classes above (the
+        # blocks' start checks read their operands of the cycle before the start).
+        solve_mode_now = Signal(AFEMode)
         for op, mode in SOLVE_OPCODES.items():
             with m.If(opcode == op.value):
-                m.d.comb += solve_mode.eq(mode)
-        prog_command = Signal(ProgrammerCommand)
+                m.d.comb += solve_mode_now.eq(mode)
+        prog_command_now = Signal(ProgrammerCommand)
         for op, command in PROGRAMMER_OPCODES.items():
             with m.If(opcode == op.value):
-                m.d.comb += prog_command.eq(command)
-        with m.If(is_refresh):
-            m.d.comb += prog_command.eq(ProgrammerCommand.PROGRAM_MATRIX)
+                m.d.comb += prog_command_now.eq(command)
+        if remap is not None:
+            with m.If(opcode == Opcode.REFRESH.value):
+                m.d.comb += prog_command_now.eq(ProgrammerCommand.PROGRAM_MATRIX)
+        solve_mode = Signal(AFEMode)
+        prog_command = Signal(ProgrammerCommand)
+        m.d.sync += [solve_mode.eq(solve_mode_now), prog_command.eq(prog_command_now)]
         abort = regs.control.abort | soft_reset
         host_solve = {
             "start": (accepted & is_solve) | (retry_pending & ~abort),
