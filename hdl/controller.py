@@ -295,7 +295,7 @@ class Controller(wiring.Component):
         # checks), and COMMAND is written at least REGISTER_WRITE_SPACING cycles before
         # CONTROL.start, which pulses the cycle after its own write. The decode in front of the
         # start's fan-out (accepted -> block starts -> their states) was the iCE40's critical
-        # path (docs/synthesis.md I17).
+        # path (docs/synthesis.md I18, I19).
         def settled(flag: Value, name: str) -> Value:
             if isinstance(flag, Const):
                 return flag
@@ -373,7 +373,8 @@ class Controller(wiring.Component):
         ]
         # The checks but BUSY depend on registers only the bus writes; they are evaluated in two
         # registered stages (each check's outcome, then the first failing one), so the start
-        # strobe sees the outcome for the registers of two cycles before (a priority chain of 16
+        # strobe sees the outcome for the registers of two cycles before (three for the opcode's
+        # classes, registered above) (a priority chain of 16
         # checks behind their comparisons is too deep for 100 MHz, docs/synthesis.md). That is
         # the outcome for the current registers: the register file takes at most one bus write
         # per REGISTER_WRITE_SPACING (>= 2) cycles, and CONTROL.start pulses the cycle after its
@@ -519,7 +520,12 @@ class Controller(wiring.Component):
         with m.If(afe.adc_start):
             m.d.sync += [last_was_cell.eq(afe.mode == AFEMode.READ_CELL), last_row.eq(afe.cell_row),
                          last_col.eq(afe.cell_col), last_mux.eq(afe.adc_mux)]
-        last_target = Mux(last_was_cell, last_row * p.total_cols + last_col, last_mux)
+        # Registered too: a timeout ends at least the watchdog limit and the safe exit (ROWS + 2
+        # cycles) after its conversion started; in the done cycle the multiply-add was behind
+        # the error_detail selection (docs/synthesis.md I20).
+        target_now = Mux(last_was_cell, last_row * p.total_cols + last_col, last_mux)
+        last_target = Signal(target_now.shape())
+        m.d.sync += last_target.eq(target_now)
 
         # --- results: the sequencer's columns, or a READ_CELL reading at COMMAND.col ------------
         # A block's done inside RUN_NMF is the ANLS sequencer's business, not the host's.
@@ -535,7 +541,7 @@ class Controller(wiring.Component):
         # their operands change at a start, in a retry's cycle and with conversions, all at least
         # two cycles before a done, and a bus write of SOLVE_RETRIES is no earlier than that either
         # when the host writes it before the start (the limit is read one cycle before the done).
-        # In the done cycle they were behind the command's `finished` (docs/synthesis.md I16).
+        # In the done cycle they were behind the command's `finished` (docs/synthesis.md I17).
         retry_ready = Signal()
         m.d.sync += retry_ready.eq(host_solving & (seq.over_range_count != 0) & (solve_exponent < retry_limit))
         m.d.comb += retrying.eq(retry_ready & seq.done & (seq.error == ErrorCode.NONE) & ~abort)
@@ -581,7 +587,11 @@ class Controller(wiring.Component):
             cal_failed = (calibrator.error == ErrorCode.NONE) & (calibrator.failed_count != 0)
             error_sources.append((cal_done, Mux(cal_failed, ErrorCode.CAL_FAILED, calibrator.error)))
         if remap is not None:
-            error_sources.append((remap.finished, remap.outcome))
+            # Selected by walk_running, a flip-flop, instead of remap.finished (the walk's end and
+            # the repair decision, I20): the values here count only when the command finishes,
+            # and a command finishing while a host walk runs is the remap's (the walk's done goes
+            # to it; nothing else runs), which finishes only then.
+            error_sources.append((walk_running, remap.outcome))
         if anls is not None:
             error_sources.append((anls.done, anls.error))
         if refiner is not None:
@@ -650,10 +660,9 @@ class Controller(wiring.Component):
             with m.Elif(by_source(lambda code: code == ErrorCode.EXPONENT_RANGE)):
                 m.d.comb += finished_detail.eq(anls.error_detail)
 
-        def report(outcome: ValueLike, detail: ValueLike) -> None:
+        def report(outcome: ValueLike, detail: ValueLike, failed: ValueLike) -> None:
             m.d.sync += [done.eq(1), error.eq(outcome), error_detail.eq(detail)]
-            m.d.comb += [regs.irq_status.done_set.eq(1),
-                         regs.irq_status.error_set.eq(outcome != ErrorCode.NONE)]
+            m.d.comb += [regs.irq_status.done_set.eq(1), regs.irq_status.error_set.eq(failed)]
 
         with m.If(soft_reset):
             m.d.sync += [done.eq(0), error.eq(ErrorCode.NONE), error_detail.eq(0),
@@ -661,7 +670,7 @@ class Controller(wiring.Component):
         with m.Elif(finished):
             m.d.sync += forgetting.eq(0)
             with m.If(reporting):
-                report(finished_error, finished_detail)
+                report(finished_error, finished_detail, by_source(lambda code: code != ErrorCode.NONE))
             # A start in the block's done cycle is refused (BUSY); STATUS keeps the outcome of
             # the command that just finished, IRQ_STATUS.error flags the refusal.
             with m.If(start):
@@ -672,7 +681,7 @@ class Controller(wiring.Component):
                 m.d.sync += [error.eq(ErrorCode.BUSY), error_detail.eq(refusal_detail)]
                 m.d.comb += regs.irq_status.error_set.eq(1)
             with m.Elif((refusal != ErrorCode.NONE) | is_nop):
-                report(refusal, refusal_detail)
+                report(refusal, refusal_detail, refusal != ErrorCode.NONE)
             with m.Else():
                 m.d.sync += [done.eq(0), error.eq(ErrorCode.NONE), error_detail.eq(0)]
         return m
