@@ -165,12 +165,16 @@ class ColumnRemap(wiring.Component):
             left_if_spare_bad.eq(pending != 0),
         ]
 
+        # Whether a walk ending with CELLS_FAILED now would be repaired, but for the enable:
+        # registered every cycle (failed_cols is final at least two cycles before the walk's done;
+        # free changes in Trial and by a clear, never in the cycle before a walk_done).
+        repair_ready = Signal()
+        m.d.sync += repair_ready.eq(((self.failed_cols & main_mask) != 0) & (free != 0))
+
         with m.FSM(init="Idle"):
             with m.State("Idle"):
-                repairable = (self.failed_cols & main_mask) != 0
                 with m.If(self.walk_done):
-                    with m.If(self.enable & (self.prog_error == ErrorCode.CELLS_FAILED) &
-                              repairable & (free != 0)):
+                    with m.If(self.enable & (self.prog_error == ErrorCode.CELLS_FAILED) & repair_ready):
                         m.d.sync += [pending.eq(self.failed_cols), busy.eq(1)]
                         m.next = "Choose"
                     with m.Else():
