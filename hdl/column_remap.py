@@ -144,10 +144,12 @@ class ColumnRemap(wiring.Component):
         # controller's walk-done and STATUS logic behind it was the iCE40's critical path
         # (docs/synthesis.md, I14).
         busy = Signal()
+        # In Trial, as a flip-flop too: `finished` and `outcome` are built from the two flags
+        # below the FSM, not from its state decode (docs/synthesis.md I22).
+        trial = Signal()
 
-        def finish(outcome):
-            m.d.comb += [self.finished.eq(1), self.outcome.eq(outcome)]
-            m.d.sync += busy.eq(0)
+        def finish():
+            m.d.sync += [busy.eq(0), trial.eq(0)]
             m.next = "Idle"
 
         # What a trial's end decides, precomputed: pending, free, column and spare are fixed from
@@ -177,8 +179,6 @@ class ColumnRemap(wiring.Component):
                     with m.If(self.enable & (self.prog_error == ErrorCode.CELLS_FAILED) & repair_ready):
                         m.d.sync += [pending.eq(self.failed_cols), busy.eq(1)]
                         m.next = "Choose"
-                    with m.Else():
-                        m.d.comb += [self.finished.eq(1), self.outcome.eq(self.prog_error)]
                 with m.Elif(self.clear):
                     m.d.sync += [taken.eq(0)] + [physical[c].eq(c) for c in range(n)]
                     m.d.comb += mark_dirty.eq((1 << n) - 1)
@@ -187,7 +187,7 @@ class ColumnRemap(wiring.Component):
                 j = lowest_set_index(pending & main_mask)
                 s = lowest_set_index(free)
                 with m.If(self.abort):
-                    finish(ErrorCode.ABORTED)
+                    finish()
                 with m.Else():
                     m.d.sync += [column.eq(j), spare.eq(s), column_was.eq(physical[j]),
                                  physical[j].eq(s), physical[s].eq(physical[j]),
@@ -197,16 +197,17 @@ class ColumnRemap(wiring.Component):
             with m.State("Hold"):
                 with m.If(self.abort):
                     undo_swap()
-                    finish(ErrorCode.ABORTED)
+                    finish()
                 with m.Else():
                     m.next = "Start"
 
             with m.State("Start"):
                 with m.If(self.abort):
                     undo_swap()
-                    finish(ErrorCode.ABORTED)
+                    finish()
                 with m.Else():
                     m.d.comb += self.trial_start.eq(1)
+                    m.d.sync += trial.eq(1)
                     m.next = "Trial"
 
             with m.State("Trial"):
@@ -222,13 +223,29 @@ class ColumnRemap(wiring.Component):
                         m.d.comb += [self.remapped.eq(1), mark_dirty.eq(column_bit | spare_bit)]
                     with m.Else():
                         undo_swap()
-                    with m.If(~passed & ~spare_bad):
-                        finish(self.prog_error)
-                    with m.Elif(Mux(passed, more_if_passed, more_if_spare_bad)):
-                        m.next = "Choose"
+                    with m.If(~passed & ~spare_bad | ~Mux(passed, more_if_passed, more_if_spare_bad)):
+                        finish()
                     with m.Else():
-                        finish(Mux(Mux(passed, left_if_passed, left_if_spare_bad),
-                                   ErrorCode.CELLS_FAILED, ErrorCode.NONE))
+                        m.d.sync += trial.eq(0)
+                        m.next = "Choose"
 
+        # The command ends: a walk's done in Idle that starts no repair (its error), an abort in
+        # Choose, Hold or Start (ABORTED), a trial's done with no trial to follow (the trial's own
+        # error when it is neither NONE nor CELLS_FAILED; else CELLS_FAILED while a failed column
+        # is left unrepaired, NONE when none is).
+        passed = self.prog_error == ErrorCode.NONE
+        spare_bad = self.prog_error == ErrorCode.CELLS_FAILED
+        repairs = self.enable & spare_bad & repair_ready
+        trial_ends = ~passed & ~spare_bad | ~Mux(passed, more_if_passed, more_if_spare_bad)
+        with m.If(~busy):
+            m.d.comb += [self.finished.eq(self.walk_done & ~repairs), self.outcome.eq(self.prog_error)]
+        with m.Elif(~trial):
+            m.d.comb += [self.finished.eq(self.abort), self.outcome.eq(ErrorCode.ABORTED)]
+        with m.Else():
+            m.d.comb += [self.finished.eq(self.prog_done & trial_ends),
+                         self.outcome.eq(Mux(passed | spare_bad,
+                                             Mux(Mux(passed, left_if_passed, left_if_spare_bad),
+                                                 ErrorCode.CELLS_FAILED, ErrorCode.NONE),
+                                             self.prog_error))]
         m.d.comb += self.busy.eq(busy)
         return m
