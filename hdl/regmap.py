@@ -667,7 +667,7 @@ class RegisterFile(wiring.Component):
         hit = Signal()                   # the address is mapped (registered decode)
         refused_write = Signal()         # comb: a write the target does not accept
         # (select & refusal) per target, ORed like read_terms (one-hot selects): a chain of
-        # overriding assignments, one per target, was the iCE40's critical path (I24).
+        # overriding assignments, one per target, was the iCE40's critical path (docs/synthesis.md I24).
         refusal_terms: list[Value] = []
         stall = Signal()                 # comb: the write must wait for a core-side port
         read_latch = Signal(DATA_WIDTH)
