@@ -12,9 +12,10 @@ Behaviour:
   acceptance until the B handshake, ARREADY until the R handshake.
 * BVALID/RVALID, once high, stay high with stable BRESP/RDATA/RRESP until BREADY/RREADY.
 * Reads and writes share the register bus; when both are waiting they alternate. The picked
-  access is registered (address and direction) and strobes the register bus one cycle later; its
-  address is on the bus from the picking cycle, so the register file decodes it the cycle before
-  the strobe (the register bus contract, :mod:`.regmap`).
+  access is registered (address and direction): its address is on the register bus from the
+  next cycle ("Decode", the register file decodes it, the register bus contract of
+  :mod:`.regmap`) and the strobe follows one cycle later ("Strobe"). The register bus address is
+  always a flip-flop (docs/synthesis.md, I13/I15).
 * Responses: SLVERR when the register file refuses the access (unmapped address, read-only
   register or window, partial window write) or the address has bits set above the register
   map; OKAY otherwise. Never EXOKAY or DECERR.
@@ -135,9 +136,10 @@ class AXI4LiteSlave(wiring.Component):
         read_waiting = ar_full & ~rvalid
         aw_outside = aw_addr[high:].any() if len(aw_addr) > high else 0
         ar_outside = ar_addr[high:].any() if len(ar_addr) > high else 0
-        # The picked channel and its word address are registered before the strobe ("Strobe"):
-        # the register file decodes a register, not the arbitration (too deep for 100 MHz on the
-        # ECP5, docs/synthesis.md). Each access takes one cycle more than the register file's.
+        # The picked channel and its word address are registered ("Decode"), then strobed
+        # ("Strobe"): the register file decodes a register, not the arbitration (the pick in front
+        # of the decode was too deep for the iCE40, docs/synthesis.md I3, I13). Each access takes
+        # two cycles more than the register file's.
         writing = Signal()                  # the access in Strobe/Write is a write
         bus_addr = Signal.like(bus.addr)
         m.d.comb += [bus.addr.eq(bus_addr), bus.w_data.eq(w_data), bus.w_strb.eq(w_strb)]
@@ -145,22 +147,23 @@ class AXI4LiteSlave(wiring.Component):
         with m.FSM(name="axil_fsm"):
             with m.State("Idle"):
                 pick_write = write_waiting & (~read_waiting | ~prefer_read)
-                # The address of the access being picked, a cycle before its strobe (held in bus_addr).
-                m.d.comb += bus.addr.eq(Mux(pick_write, aw_addr[low:high], ar_addr[low:high]))
                 with m.If(pick_write):
                     m.d.sync += prefer_read.eq(1)
                     with m.If(aw_outside):
                         m.d.sync += [bvalid.eq(1), bresp.eq(Response.SLVERR)]
                     with m.Else():
                         m.d.sync += [writing.eq(1), bus_addr.eq(aw_addr[low:high])]
-                        m.next = "Strobe"
+                        m.next = "Decode"
                 with m.Elif(read_waiting):
                     m.d.sync += prefer_read.eq(0)
                     with m.If(ar_outside):
                         m.d.sync += [rvalid.eq(1), rresp.eq(Response.SLVERR), rdata.eq(0)]
                     with m.Else():
                         m.d.sync += [writing.eq(0), bus_addr.eq(ar_addr[low:high])]
-                        m.next = "Strobe"
+                        m.next = "Decode"
+            with m.State("Decode"):
+                # bus_addr is on the bus: the register file registers its decode in this cycle.
+                m.next = "Strobe"
             with m.State("Strobe"):
                 m.d.comb += [bus.w_stb.eq(writing), bus.r_stb.eq(~writing)]
                 with m.If(writing):

@@ -137,41 +137,48 @@ class ColumnRemap(wiring.Component):
         spare = Signal(p.col_addr_bits)    # s of the running trial
         column_was = Signal(p.col_addr_bits)  # physical[j] before the swap
 
-        # The decisions at a walk's or a trial's end, registered every cycle from registers that
-        # hold still in the cycle before (the programmer's failed_cols is final from Next-Cell, the
-        # cycle before its done; REMAP_CONTROL.enable as it was that cycle; pending, taken, column
-        # and spare from Choose on): only the programmer's error is left behind prog_done, whose
-        # decision chain into the controller's STATUS was the ECP5's critical path
-        # (docs/synthesis.md, E19).
-        column_bit = Const(1, n) << column
-        spare_bit = Const(1, n) << spare
-        can_repair = Signal()          # walk end: enabled, a failed column below COLS, a spare free
-        more_if_passed = Signal()      # trial end: another trial follows if the trial passed
-        more_if_spare_bad = Signal()   # ... if the spare failed
-        left_if_passed = Signal()      # failed columns stay unrepaired if the trial passed
-        free_after = free & ~spare_bit
-        m.d.sync += [
-            can_repair.eq(self.enable & ((self.failed_cols & main_mask) != 0) & (free != 0)),
-            more_if_passed.eq(((pending & ~column_bit & main_mask) != 0) & (free_after != 0)),
-            more_if_spare_bad.eq(((pending & main_mask) != 0) & (free_after != 0)),
-            left_if_passed.eq((pending & ~column_bit) != 0),
-        ]
-
         def undo_swap():
             m.d.sync += [physical[column].eq(column_was), physical[spare].eq(spare)]
 
-        def finish(outcome):
-            m.d.comb += [self.finished.eq(1), self.outcome.eq(outcome)]
+        # busy from a flip-flop (set leaving Idle, cleared by finish), not the state decode: the
+        # controller's walk-done and STATUS logic behind it was the iCE40's critical path
+        # (docs/synthesis.md, I14).
+        busy = Signal()
+        # In Trial, as a flip-flop too: `finished` and `outcome` are built from the two flags
+        # below the FSM, not from its state decode (docs/synthesis.md I22).
+        trial = Signal()
+
+        def finish():
+            m.d.sync += [busy.eq(0), trial.eq(0)]
             m.next = "Idle"
 
-        with m.FSM(init="Idle") as fsm:
+        # What a trial's end decides, precomputed: pending, free, column and spare are fixed from
+        # Hold to the trial's done (set in Choose), so the registers hold the current outcome in
+        # Start and Trial and the done cycle only picks one by the programmer's error.
+        trial_spare_bit = Const(1, n) << spare
+        trial_column_bit = Const(1, n) << column
+        free_after_trial = (free & ~trial_spare_bit) != 0
+        more_if_passed, more_if_spare_bad = Signal(), Signal()
+        left_if_passed, left_if_spare_bad = Signal(), Signal()
+        m.d.sync += [
+            more_if_passed.eq(((pending & ~trial_column_bit & main_mask) != 0) & free_after_trial),
+            more_if_spare_bad.eq(((pending & main_mask) != 0) & free_after_trial),
+            left_if_passed.eq((pending & ~trial_column_bit) != 0),
+            left_if_spare_bad.eq(pending != 0),
+        ]
+
+        # Whether a walk ending with CELLS_FAILED now would be repaired, but for the enable:
+        # registered every cycle (failed_cols is final at least two cycles before the walk's done;
+        # free changes in Trial and by a clear, never in the cycle before a walk_done).
+        repair_ready = Signal()
+        m.d.sync += repair_ready.eq(((self.failed_cols & main_mask) != 0) & (free != 0))
+
+        with m.FSM(init="Idle"):
             with m.State("Idle"):
                 with m.If(self.walk_done):
-                    with m.If(can_repair & (self.prog_error == ErrorCode.CELLS_FAILED)):
-                        m.d.sync += pending.eq(self.failed_cols)
+                    with m.If(self.enable & (self.prog_error == ErrorCode.CELLS_FAILED) & repair_ready):
+                        m.d.sync += [pending.eq(self.failed_cols), busy.eq(1)]
                         m.next = "Choose"
-                    with m.Else():
-                        m.d.comb += [self.finished.eq(1), self.outcome.eq(self.prog_error)]
                 with m.Elif(self.clear):
                     m.d.sync += [taken.eq(0)] + [physical[c].eq(c) for c in range(n)]
                     m.d.comb += mark_dirty.eq((1 << n) - 1)
@@ -180,7 +187,7 @@ class ColumnRemap(wiring.Component):
                 j = lowest_set_index(pending & main_mask)
                 s = lowest_set_index(free)
                 with m.If(self.abort):
-                    finish(ErrorCode.ABORTED)
+                    finish()
                 with m.Else():
                     m.d.sync += [column.eq(j), spare.eq(s), column_was.eq(physical[j]),
                                  physical[j].eq(s), physical[s].eq(physical[j]),
@@ -190,22 +197,24 @@ class ColumnRemap(wiring.Component):
             with m.State("Hold"):
                 with m.If(self.abort):
                     undo_swap()
-                    finish(ErrorCode.ABORTED)
+                    finish()
                 with m.Else():
                     m.next = "Start"
 
             with m.State("Start"):
                 with m.If(self.abort):
                     undo_swap()
-                    finish(ErrorCode.ABORTED)
+                    finish()
                 with m.Else():
                     m.d.comb += self.trial_start.eq(1)
+                    m.d.sync += trial.eq(1)
                     m.next = "Trial"
 
             with m.State("Trial"):
                 with m.If(self.prog_done):
                     passed = self.prog_error == ErrorCode.NONE
                     spare_bad = self.prog_error == ErrorCode.CELLS_FAILED
+                    column_bit, spare_bit = trial_column_bit, trial_spare_bit
                     pending_next = Signal(n)
                     m.d.comb += pending_next.eq(pending & ~(column_bit & passed.replicate(n)))
                     with m.If(passed | spare_bad):
@@ -214,13 +223,29 @@ class ColumnRemap(wiring.Component):
                         m.d.comb += [self.remapped.eq(1), mark_dirty.eq(column_bit | spare_bit)]
                     with m.Else():
                         undo_swap()
-                    with m.If(~passed & ~spare_bad):
-                        finish(self.prog_error)
-                    with m.Elif(Mux(passed, more_if_passed, more_if_spare_bad)):
-                        m.next = "Choose"
+                    with m.If(~passed & ~spare_bad | ~Mux(passed, more_if_passed, more_if_spare_bad)):
+                        finish()
                     with m.Else():
-                        # spare_bad: the trial's column is still pending.
-                        finish(Mux(~passed | left_if_passed, ErrorCode.CELLS_FAILED, ErrorCode.NONE))
+                        m.d.sync += trial.eq(0)
+                        m.next = "Choose"
 
-        m.d.comb += self.busy.eq(~fsm.ongoing("Idle"))
+        # The command ends: a walk's done in Idle that starts no repair (its error), an abort in
+        # Choose, Hold or Start (ABORTED), a trial's done with no trial to follow (the trial's own
+        # error when it is neither NONE nor CELLS_FAILED; else CELLS_FAILED while a failed column
+        # is left unrepaired, NONE when none is).
+        passed = self.prog_error == ErrorCode.NONE
+        spare_bad = self.prog_error == ErrorCode.CELLS_FAILED
+        repairs = self.enable & spare_bad & repair_ready
+        trial_ends = ~passed & ~spare_bad | ~Mux(passed, more_if_passed, more_if_spare_bad)
+        with m.If(~busy):
+            m.d.comb += [self.finished.eq(self.walk_done & ~repairs), self.outcome.eq(self.prog_error)]
+        with m.Elif(~trial):
+            m.d.comb += [self.finished.eq(self.abort), self.outcome.eq(ErrorCode.ABORTED)]
+        with m.Else():
+            m.d.comb += [self.finished.eq(self.prog_done & trial_ends),
+                         self.outcome.eq(Mux(passed | spare_bad,
+                                             Mux(Mux(passed, left_if_passed, left_if_spare_bad),
+                                                 ErrorCode.CELLS_FAILED, ErrorCode.NONE),
+                                             self.prog_error))]
+        m.d.comb += self.busy.eq(busy)
         return m

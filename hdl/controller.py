@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any
+from typing import Any, Callable
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, ValueLike, signed
 from amaranth.lib import wiring
@@ -63,7 +63,7 @@ DETAIL_BITS = 16  #: width of STATUS.error_detail
 #: Fewest cycles between two register-file write strobes the AXI4-Lite slave produces (one
 #: write in flight: AW/W, the write, B, then the next AW). The controller's command checks
 #: read the registers one cycle late, which needs at least 2 (tests/test_controller.py).
-REGISTER_WRITE_SPACING = 5
+REGISTER_WRITE_SPACING = 6
 #: Cycles from a block's ``done`` cycle to the first cycle STATUS shows the outcome (STATUS is
 #: registered). A command whose CONTROL.start strobe is in cycle 0 and whose block takes T
 #: cycles (docs/solve-timing.md) reads STATUS.done = 1 from cycle T + STATUS_DELAY; a refused
@@ -299,6 +299,22 @@ class Controller(wiring.Component):
         # Without CALIBRATE in the build its opcode is unknown too.
         is_cal = (opcode == Opcode.CALIBRATE.value) if calibrator is not None else Const(0)
         is_refine = (opcode == Opcode.REFINE.value) if refiner is not None else Const(0)
+
+        # The opcode's classes are registered: every use is at a start (or behind the registered
+        # checks), and COMMAND is written at least REGISTER_WRITE_SPACING cycles before
+        # CONTROL.start, which pulses the cycle after its own write. The decode in front of the
+        # start's fan-out (accepted -> block starts -> their states) was the iCE40's critical
+        # path (docs/synthesis.md I18, I19).
+        def settled(flag: Value, name: str) -> Value:
+            if isinstance(flag, Const):
+                return flag
+            register = Signal(name=name)
+            m.d.sync += register.eq(flag)
+            return register
+        is_nop, is_solve, is_cell = settled(is_nop, "is_nop"), settled(is_solve, "is_solve"), settled(is_cell, "is_cell")
+        is_refresh, is_matrix = settled(is_refresh, "is_refresh"), settled(is_matrix, "is_matrix")
+        is_program, is_read = settled(is_program, "is_program"), settled(is_read, "is_read")
+        is_nmf, is_cal, is_refine = settled(is_nmf, "is_nmf"), settled(is_cal, "is_cal"), settled(is_refine, "is_refine")
         uses_masks = is_solve | is_matrix | is_cal | is_refine
         uses_adc = is_solve | is_cell | is_matrix | is_nmf | is_cal | is_refine
         runs_solves = is_solve | is_nmf | is_cal | is_refine
@@ -366,7 +382,8 @@ class Controller(wiring.Component):
         ]
         # The checks but BUSY depend on registers only the bus writes; they are evaluated in two
         # registered stages (each check's outcome, then the first failing one), so the start
-        # strobe sees the outcome for the registers of two cycles before (a priority chain of 16
+        # strobe sees the outcome for the registers of two cycles before (three for the opcode's
+        # classes, registered above) (a priority chain of 16
         # checks behind their comparisons is too deep for 100 MHz, docs/synthesis.md). That is
         # the outcome for the current registers: the register file takes at most one bus write
         # per REGISTER_WRITE_SPACING (>= 2) cycles, and CONTROL.start pulses the cycle after its
@@ -401,16 +418,22 @@ class Controller(wiring.Component):
         accepted = start & (refusal == ErrorCode.NONE)
 
         # --- block operands: straight from the registers, saturated to the block ports ----------
-        solve_mode = Signal(AFEMode)
+        # The opcode's mode and programmer command are registered like its classes above (the
+        # blocks' start checks read their operands of the cycle before the start).
+        solve_mode_now = Signal(AFEMode)
         for op, mode in SOLVE_OPCODES.items():
             with m.If(opcode == op.value):
-                m.d.comb += solve_mode.eq(mode)
-        prog_command = Signal(ProgrammerCommand)
+                m.d.comb += solve_mode_now.eq(mode)
+        prog_command_now = Signal(ProgrammerCommand)
         for op, command in PROGRAMMER_OPCODES.items():
             with m.If(opcode == op.value):
-                m.d.comb += prog_command.eq(command)
-        with m.If(is_refresh):
-            m.d.comb += prog_command.eq(ProgrammerCommand.PROGRAM_MATRIX)
+                m.d.comb += prog_command_now.eq(command)
+        if remap is not None:
+            with m.If(opcode == Opcode.REFRESH.value):
+                m.d.comb += prog_command_now.eq(ProgrammerCommand.PROGRAM_MATRIX)
+        solve_mode = Signal(AFEMode)
+        prog_command = Signal(ProgrammerCommand)
+        m.d.sync += [solve_mode.eq(solve_mode_now), prog_command.eq(prog_command_now)]
         abort = regs.control.abort | soft_reset
         host_solve = {
             "start": (accepted & is_solve) | (retry_pending & ~abort),
@@ -506,7 +529,12 @@ class Controller(wiring.Component):
         with m.If(afe.adc_start):
             m.d.sync += [last_was_cell.eq(afe.mode == AFEMode.READ_CELL), last_row.eq(afe.cell_row),
                          last_col.eq(afe.cell_col), last_mux.eq(afe.adc_mux)]
-        last_target = Mux(last_was_cell, last_row * p.total_cols + last_col, last_mux)
+        # Registered too: a timeout ends at least the watchdog limit and the safe exit (ROWS + 2
+        # cycles) after its conversion started; in the done cycle the multiply-add was behind
+        # the error_detail selection (docs/synthesis.md I20).
+        target_now = Mux(last_was_cell, last_row * p.total_cols + last_col, last_mux)
+        last_target = Signal(target_now.shape())
+        m.d.sync += last_target.eq(target_now)
 
         # --- results: the sequencer's columns, or a READ_CELL reading at COMMAND.col ------------
         # A block's done inside RUN_NMF is the ANLS sequencer's business, not the host's.
@@ -518,8 +546,14 @@ class Controller(wiring.Component):
         host_solving = Signal()
         retrying = Signal()
         retry_limit = regs.solve_retries.limit
-        m.d.comb += retrying.eq(host_solving & seq.done & (seq.error == ErrorCode.NONE) &
-                                (seq.over_range_count != 0) & (solve_exponent < retry_limit) & ~abort)
+        # The retry's conditions but the done cycle's own (error, abort) registered every cycle:
+        # their operands change at a start, in a retry's cycle and with conversions, all at least
+        # two cycles before a done, and a bus write of SOLVE_RETRIES is no earlier than that either
+        # when the host writes it before the start (the limit is read one cycle before the done).
+        # In the done cycle they were behind the command's `finished` (docs/synthesis.md I17).
+        retry_ready = Signal()
+        m.d.sync += retry_ready.eq(host_solving & (seq.over_range_count != 0) & (solve_exponent < retry_limit))
+        m.d.comb += retrying.eq(retry_ready & seq.done & (seq.error == ErrorCode.NONE) & ~abort)
         m.d.sync += retry_pending.eq(retrying)
         with m.If(retrying):
             m.d.sync += solve_exponent.eq(solve_exponent + 1)
@@ -554,18 +588,30 @@ class Controller(wiring.Component):
             m.d.sync += host_solving.eq(0)
         m.d.comb += regs.solve_exponent.exponent.eq(solve_exponent)
         finished_error = Signal(ErrorCode)
-        block_error = Mux(aborted_retry, ErrorCode.ABORTED, Mux(seq.done, seq.error, prog.error))
+        # The finishing block's error, later sources first; also used per source (by_source) for
+        # the error_detail selection, decoded before the chain instead of behind it (I14).
+        error_sources: list[tuple[Value, Any]] = [(seq.done, seq.error), (aborted_retry, ErrorCode.ABORTED)]
         if calibrator is not None:
             # The calibrator ends with NONE when it ran through; failed entries make it CAL_FAILED.
             cal_failed = (calibrator.error == ErrorCode.NONE) & (calibrator.failed_count != 0)
-            block_error = Mux(cal_done, Mux(cal_failed, ErrorCode.CAL_FAILED, calibrator.error), block_error)
+            error_sources.append((cal_done, Mux(cal_failed, ErrorCode.CAL_FAILED, calibrator.error)))
         if remap is not None:
-            block_error = Mux(remap.finished, remap.outcome, block_error)
+            # Selected by walk_running, a flip-flop, instead of remap.finished (the walk's end and
+            # the repair decision, I20): the values here count only when the command finishes,
+            # and a command finishing while a host walk runs is the remap's (the walk's done goes
+            # to it; nothing else runs), which finishes only then.
+            error_sources.append((walk_running, remap.outcome))
         if anls is not None:
-            block_error = Mux(anls.done, anls.error, block_error)
+            error_sources.append((anls.done, anls.error))
         if refiner is not None:
-            block_error = Mux(refiner.done, refiner.error, block_error)
-        m.d.comb += finished_error.eq(block_error)
+            error_sources.append((refiner.done, refiner.error))
+
+        def by_source(decode: Callable[[Any], Any]) -> Value:
+            value = decode(prog.error)
+            for source_done, source_error in error_sources:
+                value = Mux(source_done, decode(source_error), value)
+            return Value.cast(value)
+        m.d.comb += finished_error.eq(by_source(lambda code: code))
         store_reading = prog.done & reading_cell & (prog.error == ErrorCode.NONE)
         results = regs.results.write
         with m.If(seq.result.en):
@@ -610,24 +656,22 @@ class Controller(wiring.Component):
             regs.status.error_detail.eq(error_detail),
         ]
         finished_detail = Signal(DETAIL_BITS)
-        with m.Switch(finished_error):
-            with m.Case(ErrorCode.ADC_TIMEOUT, ErrorCode.PROGRAM_TIMEOUT):
-                m.d.comb += finished_detail.eq(last_target)
-            with m.Case(ErrorCode.CELLS_FAILED):
-                # After spare trials the walk's count (latched), not the last trial's.
-                m.d.comb += finished_detail.eq(saturate(Mux(remap_busy, walk_failed, prog.failed_count),
-                                                        DETAIL_BITS))
-            with m.Case(ErrorCode.CAL_FAILED):
-                if calibrator is not None:
-                    m.d.comb += finished_detail.eq(saturate(calibrator.failed_count, DETAIL_BITS))
-            with m.Case(ErrorCode.EXPONENT_RANGE):
-                if anls is not None:
-                    m.d.comb += finished_detail.eq(anls.error_detail)
+        with m.If(by_source(lambda code: (code == ErrorCode.ADC_TIMEOUT) | (code == ErrorCode.PROGRAM_TIMEOUT))):
+            m.d.comb += finished_detail.eq(last_target)
+        with m.Elif(by_source(lambda code: code == ErrorCode.CELLS_FAILED)):
+            # After spare trials the walk's count (latched), not the last trial's.
+            m.d.comb += finished_detail.eq(saturate(Mux(remap_busy, walk_failed, prog.failed_count),
+                                                    DETAIL_BITS))
+        if calibrator is not None:
+            with m.Elif(by_source(lambda code: code == ErrorCode.CAL_FAILED)):
+                m.d.comb += finished_detail.eq(saturate(calibrator.failed_count, DETAIL_BITS))
+        if anls is not None:
+            with m.Elif(by_source(lambda code: code == ErrorCode.EXPONENT_RANGE)):
+                m.d.comb += finished_detail.eq(anls.error_detail)
 
-        def report(outcome: ValueLike, detail: ValueLike) -> None:
+        def report(outcome: ValueLike, detail: ValueLike, failed: ValueLike) -> None:
             m.d.sync += [done.eq(1), error.eq(outcome), error_detail.eq(detail)]
-            m.d.comb += [regs.irq_status.done_set.eq(1),
-                         regs.irq_status.error_set.eq(outcome != ErrorCode.NONE)]
+            m.d.comb += [regs.irq_status.done_set.eq(1), regs.irq_status.error_set.eq(failed)]
 
         with m.If(soft_reset):
             m.d.sync += [done.eq(0), error.eq(ErrorCode.NONE), error_detail.eq(0),
@@ -635,7 +679,7 @@ class Controller(wiring.Component):
         with m.Elif(finished):
             m.d.sync += forgetting.eq(0)
             with m.If(reporting):
-                report(finished_error, finished_detail)
+                report(finished_error, finished_detail, by_source(lambda code: code != ErrorCode.NONE))
             # A start in the block's done cycle is refused (BUSY); STATUS keeps the outcome of
             # the command that just finished, IRQ_STATUS.error flags the refusal.
             with m.If(start):
@@ -646,7 +690,7 @@ class Controller(wiring.Component):
                 m.d.sync += [error.eq(ErrorCode.BUSY), error_detail.eq(refusal_detail)]
                 m.d.comb += regs.irq_status.error_set.eq(1)
             with m.Elif((refusal != ErrorCode.NONE) | is_nop):
-                report(refusal, refusal_detail)
+                report(refusal, refusal_detail, refusal != ErrorCode.NONE)
             with m.Else():
                 m.d.sync += [done.eq(0), error.eq(ErrorCode.NONE), error_detail.eq(0)]
         return m

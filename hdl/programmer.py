@@ -262,7 +262,10 @@ class WriteVerifyProgrammer(wiring.Component):
                 m.next = SAFE_EXIT_STATE
 
         def last_sample_index(exponent):
-            return (Const(1, p.avg_max_log2 + 1) << exponent) - 1
+            # (1 << exponent) - 1 as its bits (bit i set iff i < exponent): no subtracter, which
+            # Yosys shared with Read-Wait's `samples_left - 1` behind a mux selected by the FSM's
+            # next-state logic (the iCE40's critical path, docs/synthesis.md I16).
+            return Cat(exponent > bit for bit in range(len(samples_left)))
 
         def begin_read():
             m.d.sync += [

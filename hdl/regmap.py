@@ -666,6 +666,9 @@ class RegisterFile(wiring.Component):
         read_terms: list[tuple[Value, Value]] = []
         hit = Signal()                   # the address is mapped (registered decode)
         refused_write = Signal()         # comb: a write the target does not accept
+        # (select & refusal) per target, ORed like read_terms (one-hot selects): a chain of
+        # overriding assignments, one per target, was the iCE40's critical path (docs/synthesis.md I24).
+        refusal_terms: list[Value] = []
         stall = Signal()                 # comb: the write must wait for a core-side port
         read_latch = Signal(DATA_WIDTH)
         read_from = Signal(range(len(self.register_map.windows) + 1))  # 0: read_latch, k: k-th memory
@@ -704,17 +707,18 @@ class RegisterFile(wiring.Component):
         for entry in self.register_map:
             sel = selected[entry.name]
             if entry.is_register:
-                self._elaborate_register(m, entry, sel, read_terms, refused_write, counters)
+                self._elaborate_register(m, entry, sel, read_terms, refusal_terms, counters)
             elif isinstance(entry.item, VectorWindow):
                 self._elaborate_vector(m, entry, sel, read_terms, written, lane_mask)
             else:
                 source = len(memory_reads) + 1
                 data_out, pending = self._elaborate_memory(m, entry, sel, source, read_from,
-                                                           refused_write, stall)
+                                                           refusal_terms, stall)
                 memory_reads.append((source, data_out))
                 if pending is not None:
                     pending_writes.append(pending)
 
+        m.d.comb += refused_write.eq(Cat(refusal_terms).any() if refusal_terms else 0)
         m.d.comb += read_word.eq(functools.reduce(operator.or_, (Mux(select, word, 0) for word, select in read_terms),
                                                   Const(0, DATA_WIDTH)))
         m.d.sync += [ack.eq(0), err.eq(0)]
@@ -734,7 +738,7 @@ class RegisterFile(wiring.Component):
     # --- registers ---------------------------------------------------------------------------
 
     def _elaborate_register(self, m: Module, entry: MapEntry, sel: Signal, read_terms: list[tuple[Value, Value]],
-                            refused_write: Signal, counters: dict[tuple[str, str], Signal]) -> None:
+                            refusal_terms: list[Value], counters: dict[tuple[str, str], Signal]) -> None:
         """Read mux, and what a bus write and the core do to each field."""
         register: Register = entry.item  # type: ignore[assignment]
         bus = self.bus
@@ -743,8 +747,8 @@ class RegisterFile(wiring.Component):
         write = Signal(name=f"{entry.port_name}_written")
         if register.writable:  # a refused write must not reach the fields
             m.d.comb += write.eq(bus.w_stb & sel)
-        with m.If(sel):
-            m.d.comb += refused_write.eq(0 if register.writable else 1)
+        if not register.writable:
+            refusal_terms.append(sel)
         ports = getattr(self, entry.port_name, None)
         readable: list[tuple[int, Value]] = []   # (lowest bit, value) of the readable fields
         for name, placed in register.fields.items():
@@ -818,7 +822,7 @@ class RegisterFile(wiring.Component):
     # --- memory windows ----------------------------------------------------------------------
 
     def _elaborate_memory(self, m: Module, entry: MapEntry, sel: Signal, source: int, read_from: Signal,
-                          refused_write: Signal, stall: Signal) -> tuple[Value, tuple[Signal, Value] | None]:
+                          refusal_terms: list[Value], stall: Signal) -> tuple[Value, tuple[Signal, Value] | None]:
         window: MemoryWindow = entry.item  # type: ignore[assignment]
         bus = self.bus
         name = entry.port_name
@@ -840,8 +844,8 @@ class RegisterFile(wiring.Component):
         bus_read = memory.read_port()
         bus_word = Signal(window.width, name=f"{name}_bus_word")
         m.d.comb += [bus_read.addr.eq(index), bus_read.en.eq(1)]
+        refusal_terms.append(mapped & ~lanes_ok if bus_writable else mapped)
         with m.If(mapped):
-            m.d.comb += refused_write.eq(~lanes_ok if bus_writable else 1)
             with m.If(bus.r_stb):
                 m.d.sync += [read_from.eq(source), bus_word.eq(Value.cast(bus_read.data))]
 

@@ -266,7 +266,9 @@ class SolveSequencer(wiring.Component):
                          rows_after_empty.eq(rest == 0)]
 
         def last_sample_index(exponent):
-            return (Const(1, p.avg_max_log2 + 1) << exponent) - 1
+            # (1 << exponent) - 1 as its bits: no subtracter for Yosys to share with
+            # `samples_left - 1` (docs/synthesis.md I23, as the programmer's I16).
+            return Cat(exponent > bit for bit in range(len(samples_left)))
 
         def go_convert():
             m.next = "Convert-Start"
