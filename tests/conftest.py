@@ -23,8 +23,11 @@ def _one_blas_thread():
 
 
 # Files that take minutes go first, so a parallel run does not end with one of them alone.
-_LONG_FILES = ("test_synth.py", "test_refine_cocotb.py", "test_faults.py", "test_controller_cocotb.py",
-               "test_random_cocotb.py", "test_scenarios_cocotb.py", "test_column_remap.py")
+# Longest first (per-file totals of a parallel run with --durations, 2026-11-29).
+_LONG_FILES = ("test_synth.py", "test_controller.py", "test_faults.py", "test_scenarios_cocotb.py",
+               "test_column_remap.py", "test_afe_binding.py", "test_refine_cocotb.py", "test_rtl_backend.py",
+               "test_random_cocotb.py", "test_bus_cocotb.py", "test_controller_cocotb.py", "test_lint.py",
+               "test_demo.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
