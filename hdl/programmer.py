@@ -305,8 +305,12 @@ class WriteVerifyProgrammer(wiring.Component):
         ]
         within = Signal()
         below_target = Signal()
+        # With calibration, the averaged code is registered in the last sample's cycle (the
+        # shift before the register, not in front of the correction's subtract and multiply:
+        # the ECP5's critical path, docs/synthesis.md E27).
+        last_average = Signal(p.adc_bits)
         if p.calibration:
-            corrected_product = self._elaborate_read_correction(m, average, code_low, code_high_next,
+            corrected_product = self._elaborate_read_correction(m, last_average, code_low, code_high_next,
                                                                 target_code, col, within, below_target)
         wanted = Signal(ProgPolarity)
         m.d.comb += wanted.eq(Mux(below_target, ProgPolarity.SET, ProgPolarity.RESET))
@@ -396,6 +400,8 @@ class WriteVerifyProgrammer(wiring.Component):
                         samples_left.eq(samples_left - 1),
                     ]
                     with m.If(samples_left == 0):
+                        if p.calibration:
+                            m.d.sync += last_average.eq((sample_sum + afe.adc_data) >> avg_log2)
                         m.next = "Average"
                     with m.Else():
                         m.next = "Read-Start"
@@ -511,20 +517,22 @@ class WriteVerifyProgrammer(wiring.Component):
         frac, gain_frac = cal.FRAC_BITS, cal.GAIN_FRAC_BITS
 
         cal_adc = Signal()
-        word = Signal.like(self.coeff_word)
-        # The column's word is read in every cycle (col is set in Next-Cell, at least four
-        # cycles before an Average) and registered: the product starts from registers.
-        # ADC channel c's word is at index c (cal.adc_address): the logical column, as calibrated.
-        m.d.comb += self.coeff_channel.eq(col)
-        m.d.sync += word.eq(self.coeff_word)
         # CAL_CONTROL.adc is sampled with the other operands in every idle cycle.
         with m.If(~self.busy):
             m.d.sync += cal_adc.eq(self.cal_adc)
+        # The column's word is read in every cycle (col is set in Next-Cell, at least four
+        # cycles before an Average) and registered, the identity chosen before the register
+        # when the correction is off (cal_adc is fixed while busy): the product starts from
+        # registers (E27). ADC channel c's word is at index c (cal.adc_address): the logical
+        # column, as calibrated.
+        offset = Signal.like(self.coeff_word.offset)
+        gain = Signal.like(self.coeff_word.gain)
+        m.d.comb += self.coeff_channel.eq(col)
+        m.d.sync += [offset.eq(Mux(cal_adc, self.coeff_word.offset, 0)),
+                     gain.eq(Mux(cal_adc, self.coeff_word.gain, cal.GAIN_ONE))]
 
-        offset = Mux(cal_adc, word.offset, 0)
-        gain = Mux(cal_adc, word.gain, cal.GAIN_ONE)
         deviation = (Cat(average, Const(0, 1)).as_signed() - zero) << frac
-        product = Signal(signed(len(deviation) + len(word.offset) + cal.GAIN_BITS + 2))
+        product = Signal(signed(len(deviation) + len(offset) + cal.GAIN_BITS + 2))
         stage = Signal()
         with m.If(stage):
             m.d.sync += product.eq((deviation - offset.as_signed()) * gain)
