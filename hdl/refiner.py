@@ -229,20 +229,26 @@ class Refiner(wiring.Component):
         # operand); stage 3 adds the halves into the product; stage 4 accumulates (MAC,
         # gradient) or shifts (correction); a correction's stage 5 adds it to X. A gradient
         # term has a register stage 0 ahead of stage 1 (after R's shifter). B and a
-        # correction's old X are read in stage 3 (address from the stage's tags), so they
-        # arrive in stage 4 without riding along.
+        # correction's old X are read by the stages' tags (B in stage 2, registered in stage 3;
+        # X in stage 3), so they arrive in stage 4 without riding along.
         def tags(n: int) -> tuple[Signal, Signal, Signal, Signal, Signal]:
             return (Signal(name=f"s{n}_valid"), Signal(name=f"s{n}_first"),
                     Signal(name=f"s{n}_last"), Signal(p.row_addr_bits, name=f"s{n}_row"),
                     Signal(range(cols), name=f"s{n}_col"))
         stage_tags = [tags(n) for n in range(1, 5)]
         s1_valid, s1_first, s1_last, s1_row, s1_col = stage_tags[0]
+        s2_row = stage_tags[1][3]
         s3_row, s3_col = stage_tags[2][3:]
         s4_valid, s4_first, s4_last, s4_row, s4_col = stage_tags[3]
         m.d.sync += s1_valid.eq(0)
         for here, there in zip(stage_tags, stage_tags[1:]):
             m.d.sync += [later.eq(now) for now, later in zip(here, there)]
-        m.d.comb += [b_read.addr.eq(s3_row)]
+        # B is read in stage 2 and its word registered in stage 3: the block RAM's clock-to-out
+        # is not in front of stage 4's subtraction (the ECP5's critical path, docs/synthesis.md
+        # E28). The stages advance in every cycle, so the word is stage 4's row's.
+        m.d.comb += [b_read.addr.eq(s2_row)]
+        b_registered = Signal.like(b_read.data)
+        m.d.sync += b_registered.eq(b_read.data)
         with m.If(accumulating):
             m.d.comb += x_fetch.addr.eq(s3_col)
 
@@ -278,7 +284,7 @@ class Refiner(wiring.Component):
         # Stage 3: the product.
         product = Signal(signed(len(factor_a) + len(factor_b)))
         m.d.sync += product.eq(low_part + (high_part << low_bits))
-        b_word = b_read.data.as_signed()      # B of stage 4's row (read in stage 3)
+        b_word = b_registered.as_signed()     # B of stage 4's row (read in stage 2)
         x_old = x_fetch.data                  # X of stage 4's column, when accumulating
         # The accumulator also holds a gradient score: rows terms of A x (2 s - sign).
         score_bits = p.adc_bits + 1 + s_bits + 2 + ceil_log2(rows)
