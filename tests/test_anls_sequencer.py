@@ -35,6 +35,7 @@ from anmf.model.golden import Error, GoldenController
 
 import test_controller as tc   # the controller bench and its helpers (module import: no test collected)
 from model_afe import ModelAFE
+from start_contract import start_after_operand_change
 
 PARAMS = BuildParams(rows=8, cols=3, spare=1, avg_max_log2=2)
 
@@ -461,23 +462,7 @@ def test_start_checks_see_the_operands_of_the_cycle_before_the_start():
     seen = []
 
     async def start_with(ctx, before: int, at_start: int) -> tuple[int, ErrorCode]:
-        for name, value in Run().ports(problem, afe).items():
-            ctx.set(getattr(anls, name), value)
-        ctx.set(anls.tolerance, before)
-        await ctx.tick()
-        ctx.set(anls.tolerance, at_start)
-        ctx.set(anls.start, 1)
-        await ctx.tick()
-        ctx.set(anls.start, 0)
-        ctx.set(anls.abort, 1)
-        cycles = 1
-        while not ctx.get(anls.done):
-            await ctx.tick()
-            cycles += 1
-        ctx.set(anls.abort, 0)
-        error = ErrorCode(ctx.get(anls.error))
-        await ctx.tick()
-        return cycles, error
+        return await start_after_operand_change(ctx, anls, Run().ports(problem, afe), "tolerance", before, at_start)
 
     async def testbench(ctx):
         valid = Run().ports(problem, afe)["tolerance"]

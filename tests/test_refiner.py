@@ -28,6 +28,7 @@ from anmf.model.golden import Error, GoldenController
 from anmf.model.refinement import (RefineFormat, correction_gain, golden_refine,
                                    relative_residual)
 from model_afe import ModelAFE
+from start_contract import start_after_operand_change
 
 PARAMS = BuildParams(rows=16, cols=8, spare=0, avg_max_log2=2)
 FMT = RefineFormat(x_bits=24, b_bits=32)
@@ -393,23 +394,7 @@ def test_start_checks_see_the_operands_of_the_cycle_before_the_start():
     seen = []
 
     async def start_with(ctx, before: int, at_start: int) -> tuple[int, ErrorCode]:
-        for name, value in operands(afe, a_offset).items():
-            ctx.set(getattr(ref, name), value)
-        ctx.set(ref.row_mask, before)
-        await ctx.tick()
-        ctx.set(ref.row_mask, at_start)
-        ctx.set(ref.start, 1)
-        await ctx.tick()
-        ctx.set(ref.start, 0)
-        ctx.set(ref.abort, 1)
-        cycles = 1
-        while not ctx.get(ref.done):
-            await ctx.tick()
-            cycles += 1
-        ctx.set(ref.abort, 0)
-        error = ErrorCode(ctx.get(ref.error))
-        await ctx.tick()
-        return cycles, error
+        return await start_after_operand_change(ctx, ref, operands(afe, a_offset), "row_mask", before, at_start)
 
     async def testbench(ctx):
         seen.append(await start_with(ctx, before=0, at_start=1))
