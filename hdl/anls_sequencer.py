@@ -275,7 +275,16 @@ class ANLSSequencer(wiring.Component):
                      self.step.eq(step), self.iteration.eq(iteration),
                      self.rhs_done.eq(rhs_done)]
         f_rows = Mux(h_step, size_m, size_n)   # rows of the stored factor = RHS length
-        count = Mux(h_step, size_n, size_m)    # right-hand sides of the half-step
+        # The last factor row (f_rows - 1) and the last right-hand side (the half-step's count
+        # of them, less 1) as registers set with the step (in Idle's start, from the sizes
+        # loaded the cycle before, and in Half-Done): the walks' end compares are off the
+        # sizes' muxes and subtracters (the ECP5's critical path, docs/synthesis.md E29).
+        last_f_row = Signal.like(size_m - 1)
+        last_rhs = Signal.like(size_m - 1)
+
+        def set_step(new_step: NMFStep) -> None:
+            rows_of_factor, rhs_count = (size_m, size_n) if new_step == NMFStep.H else (size_n, size_m)
+            m.d.sync += [step.eq(new_step), last_f_row.eq(rows_of_factor - 1), last_rhs.eq(rhs_count - 1)]
 
         outer = Signal(range(rows))   # factor row i, or right-hand side t
         inner = Signal(range(cols))   # component c
@@ -541,7 +550,8 @@ class ANLSSequencer(wiring.Component):
                     with m.If(settled_start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
-                        m.d.sync += [step.eq(NMFStep.H), iteration.eq(0)]
+                        set_step(NMFStep.H)
+                        m.d.sync += iteration.eq(0)
                         begin_half_step()
 
             # -- prepare ------------------------------------------------------------------------
@@ -549,7 +559,7 @@ class ANLSSequencer(wiring.Component):
                 read_factor(factor_address(outer, inner))
                 read_factor_exp(outer)
                 m.d.sync += scan_pending.eq(1)
-                walk(f_rows - 1, "Scan-Fold")
+                walk(last_f_row, "Scan-Fold")
                 abortable()
 
             with m.State("Scan-Fold"):
@@ -572,7 +582,7 @@ class ANLSSequencer(wiring.Component):
                 read_factor(factor_address(outer, inner))
                 read_factor_exp(outer)
                 m.d.sync += target_pending.eq(1)
-                walk(f_rows - 1, "Program-Start")
+                walk(last_f_row, "Program-Start")
                 abortable()
 
             # -- program ------------------------------------------------------------------------
@@ -604,7 +614,7 @@ class ANLSSequencer(wiring.Component):
                 m.d.sync += [rhs_pending.eq(1), pipe_bit.eq(address[:word_bits]),
                              pipe_i.eq(index),
                              index.eq(index + 1)]
-                with m.If(index == f_rows - 1):
+                with m.If(index == last_f_row):
                     m.next = "Scan-Drain"
                 abortable()
 
@@ -665,7 +675,7 @@ class ANLSSequencer(wiring.Component):
 
             with m.State("RHS-Next"):
                 m.d.sync += rhs_done.eq(rhs_done + 1)
-                with m.If(rhs == count - 1):
+                with m.If(rhs == last_rhs):
                     m.d.sync += [outer.eq(0), inner.eq(0)]
                     m.next = "Commit"
                 with m.Else():
@@ -678,7 +688,7 @@ class ANLSSequencer(wiring.Component):
                 m.d.comb += [scratch_read.addr.eq(outer * cols + inner), scratch_read.en.eq(1),
                              scratch_exp_read.addr.eq(outer), scratch_exp_read.en.eq(1)]
                 m.d.sync += commit_pending.eq(1)
-                walk(count - 1, "Commit-Drain")
+                walk(last_rhs, "Commit-Drain")
 
             with m.State("Commit-Drain"):
                 m.next = "Commit-Exponents"
@@ -694,11 +704,12 @@ class ANLSSequencer(wiring.Component):
                 with m.If(abort_any):
                     stop(ErrorCode.ABORTED)
                 with m.Elif(h_step):
-                    m.d.sync += step.eq(NMFStep.W)
+                    set_step(NMFStep.W)
                     begin_half_step()
                 with m.Else():
                     m.d.comb += self.iteration_done.eq(1)
-                    m.d.sync += [step.eq(NMFStep.H), iteration.eq(iteration + 1)]
+                    set_step(NMFStep.H)
+                    m.d.sync += iteration.eq(iteration + 1)
                     with m.If(iteration == iterations - 1):
                         stop(ErrorCode.NONE)
                     with m.Else():
