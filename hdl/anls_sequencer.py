@@ -528,8 +528,9 @@ class ANLSSequencer(wiring.Component):
                     m.next = then
 
         def begin_half_step():
+            # fold_second too: an abort in Scan-Fold's first cycle leaves it set.
             m.d.sync += [outer.eq(0), inner.eq(0), live.eq(0), exp_bad.eq(0),
-                         error_detail.eq(0), rhs_done.eq(0)]
+                         error_detail.eq(0), rhs_done.eq(0), fold_second.eq(0)]
             m.next = "Scan-Factor"
 
         def begin_rhs():

@@ -491,6 +491,52 @@ def test_an_exponent_out_of_range_ends_before_programming_with_the_component():
     assert rtl.buffers["h"] == [0] * (PARAMS.cols * PARAMS.rows)
 
 
+
+def test_an_abort_anywhere_in_prepare_leaves_nothing_for_the_next_run():
+    # Found by the random bench (make regress, seed 2): an abort in Scan-Fold's first cycle left
+    # its second-cycle flag set, so the next RUN_NMF folded one cycle short. Abort in each cycle
+    # of PREPARE, then run again to the exponent error: it must end in the fresh run's cycle.
+    problem = make_problem(m=4, n=4)
+    problem.w_col_exp = problem.w_col_exp.copy()
+    problem.w_col_exp[1] = 120               # ends with EXPONENT_RANGE after PREPARE
+    afe = model_afe()
+    dut = Harness(PARAMS, problem.init())
+    anls = dut.anls
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_process(ModelAFE(afe, dut.afe, PARAMS).process)
+    fresh_done = 1 + nmf_prepare_cycles(rows=4, k=2) + 1
+    seen = []
+
+    async def run(ctx, abort_at: int | None) -> tuple[int, ErrorCode]:
+        ctx.set(anls.start, 1)
+        await ctx.tick()
+        ctx.set(anls.start, 0)
+        cycles = 1
+        while not ctx.get(anls.done):
+            ctx.set(anls.abort, cycles == abort_at)
+            await ctx.tick()
+            cycles += 1
+        ctx.set(anls.abort, 0)
+        error = ErrorCode(ctx.get(anls.error))
+        await ctx.tick()
+        return cycles, error
+
+    async def testbench(ctx):
+        for name, value in Run().ports(problem, afe).items():
+            ctx.set(getattr(anls, name), value)
+        await ctx.tick()
+        for abort_at in range(1, fresh_done - 1):
+            aborted = await run(ctx, abort_at)
+            seen.append((abort_at, aborted, await run(ctx, None)))
+
+    sim.add_testbench(testbench)
+    sim.run()
+    assert len(seen) == fresh_done - 2
+    for abort_at, aborted, again in seen:
+        assert aborted[1] == ErrorCode.ABORTED, (abort_at, aborted)
+        assert again == (fresh_done, ErrorCode.EXPONENT_RANGE), (abort_at, again)
+
 ABORTS = {
     # name: (step, phase, half-steps the buffers keep)
     "h-prepare": (NMFStep.H, NMFPhase.PREPARE, 0),
