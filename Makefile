@@ -17,7 +17,7 @@ WAVE_DEPS := $(if $(filter-out 0,$(WAVES)),$(if $(filter verilator all,$(SIM)),f
 .PHONY: setup test demo bench-model bench-sim sim regress fst-deps verilog lint synth clean help
 
 help:
-	@echo "make test         set up, then run the test suite"
+	@echo "make test [TEST_WORKERS=auto]  set up, then run the test suite (one pytest-xdist worker per core)"
 	@echo "make demo [SIM=verilator|icarus]  set up, then RUN_NMF on the bundled default in co-simulation"
 	@echo "make bench-model  reference NMF vs scikit-learn, and the functional chip model, on camera"
 	@echo "make sim [SIM=icarus|verilator|all] [TEST=bench|module|cocotb test] [WAVES=1] [SEED=n]"
