@@ -29,7 +29,7 @@ from anmf.hdl.registers import REFINE_B_BITS, SOLVE_RETRY_BITS
 from anmf.model import calibration as cal
 from anmf.model.formats import (ProgramSettings, exponent_word, factor_from_fixed, mask_words,
                                 word_exponent)
-from anmf.model.golden import Error as ErrorCode
+from anmf.model.golden import CalEnable, Error as ErrorCode
 from anmf.model.refinement import GAIN_BITS, GAIN_SHIFT_BITS, HEADROOM_BITS, PASS_BITS
 
 from .bus import BusError, InterruptLine, RegisterBus
@@ -234,13 +234,9 @@ class RefineResult:
     over_range: bool             #: a solve result of the run was over range (accepted clipped)
 
 
-@dataclass(frozen=True)
-class Corrections:
-    """Which calibration corrections the solves apply (CAL_CONTROL; these are its reset values)."""
-
-    adc: bool = True     #: solve results through their channel's ADC coefficient
-    dac: bool = True     #: right-hand side codes through their row's DAC coefficient
-    opamp: bool = False  #: the column's op-amp offset off SOLVE / SOLVE_FREE results
+#: Which calibration corrections the solves apply (CAL_CONTROL's fields adc, dac, opamp; the
+#: defaults are its reset values): the golden model's own record, one definition for both.
+Corrections = CalEnable
 
 
 @dataclass(frozen=True)

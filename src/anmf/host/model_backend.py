@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from anmf.model.afe import AnalogFrontEnd, BuildParamsLike, Mode
 from anmf.model.formats import ProgramSettings, unpack_result
-from anmf.model.golden import CalEnable, GoldenController
+from anmf.model.golden import GoldenController
 
 from .driver import (NMF_STEPS, SUPPORTED_MAJOR_VERSION, CalibrationReport, CellReading, ChipDriver,
                      ChipError, ChipInfo, Corrections, Counters, ErrorCode, NMFFactors, NMFProgress,
@@ -240,8 +240,7 @@ class ModelDriver(ChipDriver):
                                                      info.adc_bits, info.dac_bits))
 
     async def _set_corrections(self, corrections: Corrections) -> None:
-        self.golden.cal_enable = CalEnable(adc=corrections.adc, dac=corrections.dac,
-                                           opamp=corrections.opamp)
+        self.golden.cal_enable = corrections   # Corrections is the golden model's CalEnable
 
     def _timeout_detail(self, outcome: Any) -> int:
         """STATUS.error_detail of a programmer timeout: the cell being worked on."""
