@@ -172,6 +172,14 @@ class SolveSequencer(wiring.Component):
         rows_after = Signal(p.rows)
         rows_empty = Signal()
         rows_after_empty = Signal()
+        # The same four for the whole row mask, which the zeroing walk restarts from: registered
+        # from the held mask every cycle (it is loaded in Idle, at least three cycles before the
+        # last conversion restarts the walk), so the restart copies registers (the mask's
+        # subtraction and zero test there were the iCE40's critical path without the remap).
+        mask_first_row = Signal(p.row_addr_bits)
+        mask_after_first = Signal(p.rows)
+        mask_empty = Signal()
+        mask_after_first_empty = Signal()
         write_pending = Signal()
         write_row = Signal(p.row_addr_bits)
 
@@ -257,6 +265,15 @@ class SolveSequencer(wiring.Component):
         def set_rows_left(value):  # the rows left := value
             rest = value & (value - 1)
             m.d.sync += [next_row.eq(lowest_set_index(value)), rows_after.eq(rest), rows_empty.eq(value == 0), rows_after_empty.eq(rest == 0)]
+
+        rest_of_mask = row_mask & (row_mask - 1)
+        m.d.sync += [mask_first_row.eq(lowest_set_index(row_mask)), mask_after_first.eq(rest_of_mask),
+                     mask_empty.eq(row_mask == 0), mask_after_first_empty.eq(rest_of_mask == 0)]
+
+        def restart_rows_left():
+            # The rows left := row_mask, from the registers above.
+            m.d.sync += [next_row.eq(mask_first_row), rows_after.eq(mask_after_first),
+                         rows_empty.eq(mask_empty), rows_after_empty.eq(mask_after_first_empty)]
 
         def next_rows_left():
             # The rows left := rows_after, from the registers only.
@@ -386,7 +403,7 @@ class SolveSequencer(wiring.Component):
                             ]
                             m.next = "Convert-Start"
                         with m.Else():
-                            set_rows_left(row_mask)
+                            restart_rows_left()
                             m.next = "Zero-DAC"
                 abortable()
 
