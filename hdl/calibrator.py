@@ -235,6 +235,20 @@ class Calibrator(wiring.Component):
         check_pending = Signal()            # ... to be compared with quality in this cycle
         row = Signal(p.row_addr_bits)
         rows_left = Signal(p.rows)          # enabled rows after ``row``
+        # The DAC walk's next step, registered every cycle from rows_left and row_mask (E30: the
+        # 64-bit lowest-row search and ``rows_left != 0`` in Store's cycle, in front of every
+        # enable of the state, was the ECP5's worst path). Valid wherever the walk steps: rows_left
+        # changes only in ADC-Check and Store, row_mask only in Idle, and each of those is followed
+        # by DAC-Write (or several ADC states) before the next ADC-Check or Store.
+        next_row = Signal(p.row_addr_bits)  # the lowest row of rows_left
+        rows_after_next = Signal(p.rows)    # rows_left without it
+        more_rows = Signal()                # rows_left != 0
+        first_row = Signal(p.row_addr_bits)         # the lowest row of row_mask
+        rows_after_first = Signal(p.rows)           # row_mask without it
+        m.d.sync += [next_row.eq(lowest_set_index(rows_left)),
+                     rows_after_next.eq(rows_left & (rows_left - 1)), more_rows.eq(rows_left != 0),
+                     first_row.eq(lowest_set_index(row_mask)),
+                     rows_after_first.eq(row_mask & (row_mask - 1))]
         ref_index = Signal(range(len(cal.ADC_REFERENCE_ORDER)))
         high_level = Signal()               # DAC phase: measuring the high loopback code
         phase = Signal(2)                   # 0 ADC, 1 DAC, 2 op-amp
@@ -429,8 +443,7 @@ class Calibrator(wiring.Component):
                     m.d.sync += [ref_index.eq(0), first_channel.eq(0)]
 
                     def to_dac_phase():
-                        m.d.sync += [row.eq(lowest_set_index(row_mask)),
-                                     rows_left.eq(row_mask & (row_mask - 1)),
+                        m.d.sync += [row.eq(first_row), rows_left.eq(rows_after_first),
                                      high_level.eq(0), phase.eq(DAC)]
                         m.next = "DAC-Write"
                     next_channel_or(to_dac_phase)
@@ -481,9 +494,8 @@ class Calibrator(wiring.Component):
                     m.next = "ADC-Setup"
                 with m.Else():
                     m.d.comb += self.coeff_write.addr.eq(p.total_cols + row)
-                    with m.If(rows_left != 0):
-                        m.d.sync += [row.eq(lowest_set_index(rows_left)),
-                                     rows_left.eq(rows_left & (rows_left - 1)),
+                    with m.If(more_rows):
+                        m.d.sync += [row.eq(next_row), rows_left.eq(rows_after_next),
                                      high_level.eq(0)]
                         m.next = "DAC-Write"
                     with m.Else():
