@@ -39,7 +39,6 @@ from ..model import calibration as cal   # the arithmetic's one definition
 from .afe import SAFE_EXIT_STATE, AFEMode, AFESignature, emit_safe_exit, lowest_set_index
 from .codes import ErrorCode
 from .params import BuildParams
-from .solve_sequencer import rounded_average
 from .watchdog import Watchdog
 
 __all__ = ["Calibrator", "CodeCorrection", "coefficient_layout", "corrected_deviation",
@@ -262,7 +261,7 @@ class Calibrator(wiring.Component):
         wait_timer = Signal(p.timer_bits + 1)
 
         # Measured points and coefficients.
-        point = Signal(signed(wide))        # deviation of the last point (2^-F LSB)
+        point_less_offset = Signal(signed(wide + 1))  # the last point's deviation - mul_offset
         high = Signal(signed(wide))
         low = Signal(signed(wide))
         pair_over = Signal()
@@ -300,14 +299,20 @@ class Calibrator(wiring.Component):
         corrected = Signal(signed(wide))
         m.d.comb += corrected.eq(round_shift_value(product, cal.GAIN_FRAC_BITS))
 
-        # Mean of the finished point as a deviation (combinational in the last sample's cycle).
+        # Mean of the finished point as a deviation (combinational in the last sample's cycle):
+        # round((sum * 2^F) / 2^a) = ((sum + h) * 2^F) >> a with h = 2^(a-1-F) (0 when a <= F:
+        # the low a bits of sum * 2^F are zero), so the sums start at h (``sum_start``, loaded
+        # with avg_log2 in Idle) and no rounding adder sits behind the sum's; the mean is
+        # below 2^n (n = ADC_BITS + F), so its deviation from the zero code 2^(n-1) is the
+        # mean with its top bit inverted, read as signed (E33: the rounding adder and that
+        # subtraction were the calibrator's longest path).
+        sum_start = Signal(p.sum_bits)
         total = Signal(p.sum_bits)
         m.d.comb += total.eq(sample_sum + afe.adc_data)
-        mean_q = rounded_average(Cat(Const(0, cal.FRAC_BITS), total), avg_log2,
-                                 p.sum_bits + cal.FRAC_BITS)
+        n = adc_bits + cal.FRAC_BITS
+        mean_q = (Cat(Const(0, cal.FRAC_BITS), total) >> avg_log2)[:n]
         point_now = Signal(signed(wide))
-        m.d.comb += point_now.eq(Cat(mean_q, Const(0, 1)).as_signed()
-                                 - (1 << (adc_bits - 1 + cal.FRAC_BITS)))
+        m.d.comb += point_now.eq(Cat(mean_q[:n - 1], ~mean_q[n - 1]).as_signed())
 
         # Start validation, in the documented order.
         start_error = Signal(ErrorCode)
@@ -341,7 +346,7 @@ class Calibrator(wiring.Component):
 
         def begin_point():
             m.d.sync += [samples_left.eq((Const(1, p.avg_max_log2 + 1) << avg_log2) - 1),
-                         sample_sum.eq(0), point_over.eq(0)]
+                         sample_sum.eq(sum_start), point_over.eq(0)]
             wait_then(cal_settle, "Cal-Settle", "Convert-Start")
 
         def adc_reference(index):
@@ -390,6 +395,8 @@ class Calibrator(wiring.Component):
                 m.d.sync += [
                     col_mask.eq(self.col_mask), row_mask.eq(self.row_mask),
                     avg_log2.eq(self.avg_log2), cal_settle.eq(self.cal_settle),
+                    sum_start.eq((Const(1, p.sum_bits + cal.FRAC_BITS + 1) << self.avg_log2)
+                                 >> (cal.FRAC_BITS + 1)),
                     dac_settle.eq(self.dac_settle),
                     analog_settle.eq(self.analog_settle),
                     watchdog_limit.eq(self.watchdog_limit),
@@ -418,7 +425,7 @@ class Calibrator(wiring.Component):
                 abortable()
 
             with m.State("Correct"):
-                m.d.sync += product.eq((point.as_signed() - mul_offset) * mul_gain)
+                m.d.sync += product.eq(point_less_offset * mul_gain)
                 with m.Switch(phase):
                     with m.Case(ADC):
                         m.next = "ADC-Check"
@@ -570,7 +577,7 @@ class Calibrator(wiring.Component):
             with m.State("Opamp-Fetch"):
                 m.d.comb += self.coeff_read.addr.eq(channel)
                 m.d.sync += [samples_left.eq((Const(1, p.avg_max_log2 + 1) << avg_log2) - 1),
-                             sample_sum.eq(0), point_over.eq(0)]
+                             sample_sum.eq(sum_start), point_over.eq(0)]
                 m.next = "Convert-Start"
                 abortable()
 
@@ -625,7 +632,9 @@ class Calibrator(wiring.Component):
                                      samples_left.eq(samples_left - 1)]
                         m.next = "Convert-Start"
                     with m.Else():
-                        m.d.sync += [point.eq(point_now), point_over.eq(over)]
+                        # mul_offset is the phase's from the cycle after Convert-Start on (E21),
+                        # and a conversion ends two cycles after its Convert-Start at the earliest.
+                        m.d.sync += [point_less_offset.eq(point_now - mul_offset), point_over.eq(over)]
                         with m.Switch(phase):
                             with m.Case(ADC):
                                 with m.Switch(ref_index):
