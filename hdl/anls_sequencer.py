@@ -400,7 +400,11 @@ class ANLSSequencer(wiring.Component):
             m.d.comb += next_exp.eq(-headroom - 1 - f_exp_read - pipe_msb)
             alive = live.bit_select(pipe_c, 1)
             m.d.sync += new_exp_flat.word_select(pipe_c, exp_bits).eq(Mux(alive, next_exp, 0))
-            with m.If(alive & ((next_exp < exp_low) | (next_exp > exp_high)) & ~exp_bad):
+            # Outside exp_low .. exp_high (the exp_bits-bit signed range) is: the bits from the
+            # sign of an exp_bits-bit word up not all equal; no comparator behind the subtraction
+            # (E34: the two comparisons were the tail of the sequencer's longest path).
+            sign_and_above = next_exp[exp_bits - 1:]
+            with m.If(alive & sign_and_above.any() & ~sign_and_above.all() & ~exp_bad):
                 m.d.sync += [exp_bad.eq(1), error_detail.eq(pipe_c)]
         # TARGET codes, g_offset + ((F * g_span) >> (msb[c] + 1 - row_exp[i])): the column's
         # largest entry in the upper half of the window, never past g_offset + g_span - 1.
