@@ -26,7 +26,7 @@ abort does not interrupt: after an abort the NMF buffers hold the last committed
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, ValueLike, signed
-from amaranth.lib import data, enum, memory, wiring
+from amaranth.lib import enum, memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -292,8 +292,14 @@ class ANLSSequencer(wiring.Component):
         rhs = outer                   # the right-hand side being solved (t)
 
         live = Signal(cols)                                    # columns of F not all zero
-        msb = Signal(data.ArrayLayout(msb_shape, cols))        # per column: leading one
-        new_exp = Signal(data.ArrayLayout(signed(exp_bits), cols))
+        # Per column, as flat words (not data.ArrayLayout views: Amaranth names a view's elements
+        # `msb[0]`, ..., which Yosys's abc9 reintegration takes for bits of `msb`, an assertion
+        # failure in synth_ecp5 with some netlists, docs/synthesis.md round 5).
+        msb_flat = Signal(msb_shape.width * cols, name="msb")          # leading one
+        new_exp_flat = Signal(exp_bits * cols, name="new_exp")
+
+        def msb(column: Value) -> Value:
+            return msb_flat.word_select(column, msb_shape.width).as_signed()
         exp_bad = Signal()
 
         rhs_max = Signal(p.r_bits)
@@ -368,15 +374,13 @@ class ANLSSequencer(wiring.Component):
             m.d.sync += [rhs_entry.eq(self.r.data), rhs_word.eq(self.mask.data),
                          rhs_bit.eq(pipe_bit), rhs_u.eq(pipe_i)]
 
-        msb_flat = msb.as_value()
-        new_exp_flat = new_exp.as_value()
-        pipe_msb = msb[pipe_c]
+        pipe_msb = msb(pipe_c)
         # For the TARGET codes msb[c] is registered with pipe_c (not a mux behind it: that mux and
         # the distance arithmetic after it were too deep for 100 MHz, docs/synthesis.md E12); msb
         # is final long before Targets. (Read-Exponents' first column needs the mux: the last
         # fold lands in its first cycle, E24.)
         target_msb = Signal(msb_shape)
-        m.d.sync += target_msb.eq(msb[inner])
+        m.d.sync += target_msb.eq(msb(inner))
         # The fold in two registered steps: the word's leading one plus the row exponent (the
         # candidate peak), then its comparison with the column's peak and the update; the search,
         # the comparisons and the enables in one cycle were the ECP5's critical path
@@ -391,7 +395,7 @@ class ANLSSequencer(wiring.Component):
             m.d.sync += [peak_candidate.eq(candidate_now), peak_c.eq(fold_c)]
         with m.If(peak_valid):
             # One comparison per column, the column's picked after them (E20).
-            above = Cat(peak_candidate > msb[c] for c in range(cols))
+            above = Cat(peak_candidate > msb(c) for c in range(cols))
             with m.If(~live.bit_select(peak_c, 1) | above.bit_select(peak_c, 1)):
                 m.d.sync += [msb_flat.word_select(peak_c, msb_shape.width).eq(peak_candidate),
                              live.bit_select(peak_c, 1).eq(1)]
@@ -699,7 +703,7 @@ class ANLSSequencer(wiring.Component):
                 m.next = "Commit-Exponents"
 
             with m.State("Commit-Exponents"):
-                write_output_exp(rows + inner, new_exp[inner])
+                write_output_exp(rows + inner, new_exp_flat.word_select(inner, exp_bits))
                 m.d.sync += inner.eq(inner + 1)
                 with m.If(inner == rank - 1):
                     m.d.sync += inner.eq(0)

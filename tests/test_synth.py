@@ -4,6 +4,7 @@ errors for a bad target."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -293,3 +294,14 @@ def test_a_block_builds_out_of_context_with_its_critical_path(tmp_path, capsys) 
     assert "critical path" in capsys.readouterr().out
     script = (tmp_path / "remap" / "build_column_remap.sh").read_text()
     assert "--out-of-context" in script and "--seed 2" in script and "--freq 100" in script
+
+
+def test_no_wire_of_the_controller_is_named_like_a_bit_of_another() -> None:
+    """Yosys's abc9 reintegration (synth_ecp5, Yosys 0.70) maps ABC's `name[N]` back to bit N of
+    wire `name`; a wire literally named `name[N]` (Amaranth's name for an element of a
+    data.ArrayLayout view) beside it failed an assertion with some netlists (round 5)."""
+    from amaranth.back import rtlil
+    from anmf.hdl.controller import Controller
+    text = rtlil.convert(Controller(BuildParams()), name="controller")
+    wires = re.findall(r"^\s*wire .*?(\S+)\s*$", text, flags=re.MULTILINE)
+    assert [wire for wire in wires if re.search(r"\[\d+\]$", wire)] == []
