@@ -276,8 +276,8 @@ class ANLSSequencer(wiring.Component):
                      self.rhs_done.eq(rhs_done)]
         f_rows = Mux(h_step, size_m, size_n)   # rows of the stored factor = RHS length
         # The last factor row (f_rows - 1) and the last right-hand side (the half-step's count
-        # of them, less 1) as registers set with the step (in Idle's start, from the sizes
-        # loaded the cycle before, and in Half-Done): the walks' end compares are off the
+        # of them, less 1) as registers set with the step (in Idle, from the sizes loaded the
+        # cycle before, and in Half-Done): the walks' end compares are off the
         # sizes' muxes and subtracters (the ECP5's critical path, docs/synthesis.md E29).
         last_f_row = Signal.like(size_m - 1)
         last_rhs = Signal.like(size_m - 1)
@@ -554,14 +554,18 @@ class ANLSSequencer(wiring.Component):
                              g_offset.eq(self.g_offset), g_span.eq(self.g_span)]
                 m.d.sync += [latched[name].eq(getattr(self, name)) for name in latched]
                 m.d.sync += busy.eq(self.start)
+                # The first half-step's internal state too (begin_half_step and set_step's walk
+                # ends): the controller's refusal -> start -> these enables was the ECP5's worst
+                # path (docs/synthesis.md E36). The start enables only what the host sees.
+                m.d.sync += [outer.eq(0), inner.eq(0), live.eq(0), exp_bad.eq(0), fold_second.eq(0),
+                             abort_pending.eq(0), last_f_row.eq(size_m - 1), last_rhs.eq(size_n - 1)]
                 with m.If(self.start):
-                    m.d.sync += [error.eq(settled_start_error), abort_pending.eq(0), error_detail.eq(0)]
+                    m.d.sync += [error.eq(settled_start_error), error_detail.eq(0)]
                     with m.If(settled_start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
-                        set_step(NMFStep.H)
-                        m.d.sync += iteration.eq(0)
-                        begin_half_step()
+                        m.d.sync += [step.eq(NMFStep.H), iteration.eq(0), rhs_done.eq(0)]
+                        m.next = "Scan-Factor"
 
             # -- prepare ------------------------------------------------------------------------
             with m.State("Scan-Factor"):
