@@ -242,6 +242,15 @@ class Calibrator(wiring.Component):
         next_row = Signal(p.row_addr_bits)  # the lowest row of rows_left
         rows_after_next = Signal(p.rows)    # rows_left without it
         more_rows = Signal()                # rows_left != 0
+        # The column walks' next step alike (E38: ADC-Check's `cols_left != 0` in front of the
+        # DAC phase's enables was the ECP5's worst path after E37): cols_left changes in Idle,
+        # ADC-Check, Opamp-Close and Opamp-Point, each followed by several states before the
+        # next ADC-Check or Opamp-Point.
+        next_col = Signal(p.col_addr_bits)          # the lowest column of cols_left
+        cols_after_next = Signal(p.total_cols)      # cols_left without it
+        more_cols = Signal()                        # cols_left != 0
+        m.d.sync += [next_col.eq(lowest_set_index(cols_left)),
+                     cols_after_next.eq(cols_left & (cols_left - 1)), more_cols.eq(cols_left != 0)]
         first_row = Signal(p.row_addr_bits)         # the lowest row of row_mask
         rows_after_first = Signal(p.rows)           # row_mask without it
         m.d.sync += [next_row.eq(lowest_set_index(rows_left)),
@@ -370,9 +379,8 @@ class Calibrator(wiring.Component):
             ]
 
         def next_channel_or(then):
-            with m.If(cols_left != 0):
-                m.d.sync += [channel.eq(lowest_set_index(cols_left)),
-                             cols_left.eq(cols_left & (cols_left - 1))]
+            with m.If(more_cols):
+                m.d.sync += [channel.eq(next_col), cols_left.eq(cols_after_next)]
             with m.Else():
                 then()
 
@@ -590,10 +598,9 @@ class Calibrator(wiring.Component):
                              self.coeff_write.data.gain.eq(0),
                              self.coeff_write.data.valid.eq(valid)]
                 m.d.sync += failed_count.eq(failed_count + ~valid)
-                with m.If(cols_left != 0):
-                    next_col = lowest_set_index(cols_left)
+                with m.If(more_cols):
                     m.d.sync += [channel.eq(next_col), ctl_mux.eq(next_col),
-                                 cols_left.eq(cols_left & (cols_left - 1))]
+                                 cols_left.eq(cols_after_next)]
                     m.next = "Opamp-Fetch"
                 with m.Else():
                     m.next = "Done"

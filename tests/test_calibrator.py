@@ -387,12 +387,13 @@ def test_parameter_validation_messages():
 
 
 def test_fastest_dac_walk_over_sparse_rows_equals_the_golden():
-    """No settling and one sample a point: the DAC walk's steps come as close as they can (E30's
-    next row, registered a cycle after the walk moves, is what Store takes); the first and the
-    last row of the array, a gap between them."""
+    """No settling and one sample a point: the walks' steps come as close as they can (E30's next
+    row and E38's next column, registered a cycle after the walk moves, are what Store, ADC-Check
+    and Opamp-Point take); the first and the last row of the array, a gap between them; both
+    columns."""
     params = BuildParams(rows=8, cols=2, spare=0, avg_max_log2=1)
     rtl_afe, golden_afe = model_afe(params=params), model_afe(params=params)
-    settings = cal.CalibrationSettings(col_mask=0b10, row_mask=0b1000_1101, avg_log2=0, cal_settle=0,
+    settings = cal.CalibrationSettings(col_mask=0b11, row_mask=0b1000_1101, avg_log2=0, cal_settle=0,
                                        dac_settle=0, analog_settle=1)
     bench = Bench(rtl_afe, params)
     out = bench.run(settings)
@@ -400,7 +401,7 @@ def test_fastest_dac_walk_over_sparse_rows_equals_the_golden():
     assert out["error"] == ErrorCode.NONE
     identity = cal.pack_coefficient(cal.IDENTITY, adc_bits=params.adc_bits, dac_bits=params.dac_bits)
     assert out["words"] == [golden.words.get(a, identity) for a in range(calibration_memory_depth(params))]
-    assert sorted(golden.words) == [1, 2, 4, 5, 9, 11], "channel 1, rows 0, 2, 3, 7, column 1"
+    assert sorted(golden.words) == [0, 1, 2, 4, 5, 9, 10, 11], "channels 0, 1, rows 0, 2, 3, 7, columns 0, 1"
     assert (out["cycles"], out["quality"], out["failed"]) == \
         (golden.done_cycle, golden.quality, golden.failed_count)
     loopback_rows = [c["cell_row"] for _, c in bench.afe.conversions if c["cal_ref_sel"] == cal.REF_DAC_LOOPBACK]
