@@ -320,8 +320,7 @@ class Calibrator(wiring.Component):
         m.d.comb += total.eq(sample_sum + afe.adc_data)
         n = adc_bits + cal.FRAC_BITS
         mean_q = (Cat(Const(0, cal.FRAC_BITS), total) >> avg_log2)[:n]
-        point_now = Signal(signed(wide))
-        m.d.comb += point_now.eq(Cat(mean_q[:n - 1], ~mean_q[n - 1]).as_signed())
+        point_now = Cat(mean_q[:n - 1], ~mean_q[n - 1]).as_signed()   # (wiring only: no named net)
 
         # Start validation, in the documented order.
         start_error = Signal(ErrorCode)
