@@ -26,7 +26,7 @@ abort does not interrupt: after an abort the NMF buffers hold the last committed
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, ValueLike, signed
-from amaranth.lib import data, enum, memory, wiring
+from amaranth.lib import enum, memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -276,8 +276,8 @@ class ANLSSequencer(wiring.Component):
                      self.rhs_done.eq(rhs_done)]
         f_rows = Mux(h_step, size_m, size_n)   # rows of the stored factor = RHS length
         # The last factor row (f_rows - 1) and the last right-hand side (the half-step's count
-        # of them, less 1) as registers set with the step (in Idle's start, from the sizes
-        # loaded the cycle before, and in Half-Done): the walks' end compares are off the
+        # of them, less 1) as registers set with the step (in Idle, from the sizes loaded the
+        # cycle before, and in Half-Done): the walks' end compares are off the
         # sizes' muxes and subtracters (the ECP5's critical path, docs/synthesis.md E29).
         last_f_row = Signal.like(size_m - 1)
         last_rhs = Signal.like(size_m - 1)
@@ -292,8 +292,14 @@ class ANLSSequencer(wiring.Component):
         rhs = outer                   # the right-hand side being solved (t)
 
         live = Signal(cols)                                    # columns of F not all zero
-        msb = Signal(data.ArrayLayout(msb_shape, cols))        # per column: leading one
-        new_exp = Signal(data.ArrayLayout(signed(exp_bits), cols))
+        # Per column, as flat words (not data.ArrayLayout views: Amaranth names a view's elements
+        # `msb[0]`, ..., which Yosys's abc9 reintegration takes for bits of `msb`, an assertion
+        # failure in synth_ecp5 with some netlists, docs/synthesis.md round 5).
+        msb_flat = Signal(msb_shape.width * cols, name="msb")          # leading one
+        new_exp_flat = Signal(exp_bits * cols, name="new_exp")
+
+        def msb(column: Value) -> Value:
+            return msb_flat.word_select(column, msb_shape.width).as_signed()
         exp_bad = Signal()
 
         rhs_max = Signal(p.r_bits)
@@ -368,15 +374,13 @@ class ANLSSequencer(wiring.Component):
             m.d.sync += [rhs_entry.eq(self.r.data), rhs_word.eq(self.mask.data),
                          rhs_bit.eq(pipe_bit), rhs_u.eq(pipe_i)]
 
-        msb_flat = msb.as_value()
-        new_exp_flat = new_exp.as_value()
-        pipe_msb = msb[pipe_c]
+        pipe_msb = msb(pipe_c)
         # For the TARGET codes msb[c] is registered with pipe_c (not a mux behind it: that mux and
         # the distance arithmetic after it were too deep for 100 MHz, docs/synthesis.md E12); msb
         # is final long before Targets. (Read-Exponents' first column needs the mux: the last
         # fold lands in its first cycle, E24.)
         target_msb = Signal(msb_shape)
-        m.d.sync += target_msb.eq(msb[inner])
+        m.d.sync += target_msb.eq(msb(inner))
         # The fold in two registered steps: the word's leading one plus the row exponent (the
         # candidate peak), then its comparison with the column's peak and the update; the search,
         # the comparisons and the enables in one cycle were the ECP5's critical path
@@ -391,7 +395,7 @@ class ANLSSequencer(wiring.Component):
             m.d.sync += [peak_candidate.eq(candidate_now), peak_c.eq(fold_c)]
         with m.If(peak_valid):
             # One comparison per column, the column's picked after them (E20).
-            above = Cat(peak_candidate > msb[c] for c in range(cols))
+            above = Cat(peak_candidate > msb(c) for c in range(cols))
             with m.If(~live.bit_select(peak_c, 1) | above.bit_select(peak_c, 1)):
                 m.d.sync += [msb_flat.word_select(peak_c, msb_shape.width).eq(peak_candidate),
                              live.bit_select(peak_c, 1).eq(1)]
@@ -400,7 +404,11 @@ class ANLSSequencer(wiring.Component):
             m.d.comb += next_exp.eq(-headroom - 1 - f_exp_read - pipe_msb)
             alive = live.bit_select(pipe_c, 1)
             m.d.sync += new_exp_flat.word_select(pipe_c, exp_bits).eq(Mux(alive, next_exp, 0))
-            with m.If(alive & ((next_exp < exp_low) | (next_exp > exp_high)) & ~exp_bad):
+            # Outside exp_low .. exp_high (the exp_bits-bit signed range) is: the bits from the
+            # sign of an exp_bits-bit word up not all equal; no comparator behind the subtraction
+            # (E34: the two comparisons were the tail of the sequencer's longest path).
+            sign_and_above = next_exp[exp_bits - 1:]
+            with m.If(alive & sign_and_above.any() & ~sign_and_above.all() & ~exp_bad):
                 m.d.sync += [exp_bad.eq(1), error_detail.eq(pipe_c)]
         # TARGET codes, g_offset + ((F * g_span) >> (msb[c] + 1 - row_exp[i])): the column's
         # largest entry in the upper half of the window, never past g_offset + g_span - 1.
@@ -546,14 +554,18 @@ class ANLSSequencer(wiring.Component):
                              g_offset.eq(self.g_offset), g_span.eq(self.g_span)]
                 m.d.sync += [latched[name].eq(getattr(self, name)) for name in latched]
                 m.d.sync += busy.eq(self.start)
+                # The first half-step's internal state too (begin_half_step and set_step's walk
+                # ends): the controller's refusal -> start -> these enables was the ECP5's worst
+                # path (docs/synthesis.md E36). The start enables only what the host sees.
+                m.d.sync += [outer.eq(0), inner.eq(0), live.eq(0), exp_bad.eq(0), fold_second.eq(0),
+                             abort_pending.eq(0), last_f_row.eq(size_m - 1), last_rhs.eq(size_n - 1)]
                 with m.If(self.start):
-                    m.d.sync += [error.eq(settled_start_error), abort_pending.eq(0), error_detail.eq(0)]
+                    m.d.sync += [error.eq(settled_start_error), error_detail.eq(0)]
                     with m.If(settled_start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
-                        set_step(NMFStep.H)
-                        m.d.sync += iteration.eq(0)
-                        begin_half_step()
+                        m.d.sync += [step.eq(NMFStep.H), iteration.eq(0), rhs_done.eq(0)]
+                        m.next = "Scan-Factor"
 
             # -- prepare ------------------------------------------------------------------------
             with m.State("Scan-Factor"):
@@ -695,7 +707,7 @@ class ANLSSequencer(wiring.Component):
                 m.next = "Commit-Exponents"
 
             with m.State("Commit-Exponents"):
-                write_output_exp(rows + inner, new_exp[inner])
+                write_output_exp(rows + inner, new_exp_flat.word_select(inner, exp_bits))
                 m.d.sync += inner.eq(inner + 1)
                 with m.If(inner == rank - 1):
                     m.d.sync += inner.eq(0)

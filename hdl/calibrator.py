@@ -39,7 +39,6 @@ from ..model import calibration as cal   # the arithmetic's one definition
 from .afe import SAFE_EXIT_STATE, AFEMode, AFESignature, emit_safe_exit, lowest_set_index
 from .codes import ErrorCode
 from .params import BuildParams
-from .solve_sequencer import rounded_average
 from .watchdog import Watchdog
 
 __all__ = ["Calibrator", "CodeCorrection", "coefficient_layout", "corrected_deviation",
@@ -235,6 +234,29 @@ class Calibrator(wiring.Component):
         check_pending = Signal()            # ... to be compared with quality in this cycle
         row = Signal(p.row_addr_bits)
         rows_left = Signal(p.rows)          # enabled rows after ``row``
+        # The DAC walk's next step, registered every cycle from rows_left and row_mask (E30: the
+        # 64-bit lowest-row search and ``rows_left != 0`` in Store's cycle, in front of every
+        # enable of the state, was the ECP5's worst path). Valid wherever the walk steps: rows_left
+        # changes only in ADC-Check and Store, row_mask only in Idle, and each of those is followed
+        # by DAC-Write (or several ADC states) before the next ADC-Check or Store.
+        next_row = Signal(p.row_addr_bits)  # the lowest row of rows_left
+        rows_after_next = Signal(p.rows)    # rows_left without it
+        more_rows = Signal()                # rows_left != 0
+        # The column walks' next step alike (E38: ADC-Check's `cols_left != 0` in front of the
+        # DAC phase's enables was the ECP5's worst path after E37): cols_left changes in Idle,
+        # ADC-Check, Opamp-Close and Opamp-Point, each followed by several states before the
+        # next ADC-Check or Opamp-Point.
+        next_col = Signal(p.col_addr_bits)          # the lowest column of cols_left
+        cols_after_next = Signal(p.total_cols)      # cols_left without it
+        more_cols = Signal()                        # cols_left != 0
+        m.d.sync += [next_col.eq(lowest_set_index(cols_left)),
+                     cols_after_next.eq(cols_left & (cols_left - 1)), more_cols.eq(cols_left != 0)]
+        first_row = Signal(p.row_addr_bits)         # the lowest row of row_mask
+        rows_after_first = Signal(p.rows)           # row_mask without it
+        m.d.sync += [next_row.eq(lowest_set_index(rows_left)),
+                     rows_after_next.eq(rows_left & (rows_left - 1)), more_rows.eq(rows_left != 0),
+                     first_row.eq(lowest_set_index(row_mask)),
+                     rows_after_first.eq(row_mask & (row_mask - 1))]
         ref_index = Signal(range(len(cal.ADC_REFERENCE_ORDER)))
         high_level = Signal()               # DAC phase: measuring the high loopback code
         phase = Signal(2)                   # 0 ADC, 1 DAC, 2 op-amp
@@ -248,7 +270,7 @@ class Calibrator(wiring.Component):
         wait_timer = Signal(p.timer_bits + 1)
 
         # Measured points and coefficients.
-        point = Signal(signed(wide))        # deviation of the last point (2^-F LSB)
+        point_less_offset = Signal(signed(wide + 1))  # the last point's deviation - mul_offset
         high = Signal(signed(wide))
         low = Signal(signed(wide))
         pair_over = Signal()
@@ -286,14 +308,19 @@ class Calibrator(wiring.Component):
         corrected = Signal(signed(wide))
         m.d.comb += corrected.eq(round_shift_value(product, cal.GAIN_FRAC_BITS))
 
-        # Mean of the finished point as a deviation (combinational in the last sample's cycle).
+        # Mean of the finished point as a deviation (combinational in the last sample's cycle):
+        # round((sum * 2^F) / 2^a) = ((sum + h) * 2^F) >> a with h = 2^(a-1-F) (0 when a <= F:
+        # the low a bits of sum * 2^F are zero), so the sums start at h (``sum_start``, loaded
+        # with avg_log2 in Idle) and no rounding adder sits behind the sum's; the mean is
+        # below 2^n (n = ADC_BITS + F), so its deviation from the zero code 2^(n-1) is the
+        # mean with its top bit inverted, read as signed (E33: the rounding adder and that
+        # subtraction were the calibrator's longest path).
+        sum_start = Signal(p.sum_bits)
         total = Signal(p.sum_bits)
         m.d.comb += total.eq(sample_sum + afe.adc_data)
-        mean_q = rounded_average(Cat(Const(0, cal.FRAC_BITS), total), avg_log2,
-                                 p.sum_bits + cal.FRAC_BITS)
-        point_now = Signal(signed(wide))
-        m.d.comb += point_now.eq(Cat(mean_q, Const(0, 1)).as_signed()
-                                 - (1 << (adc_bits - 1 + cal.FRAC_BITS)))
+        n = adc_bits + cal.FRAC_BITS
+        mean_q = (Cat(Const(0, cal.FRAC_BITS), total) >> avg_log2)[:n]
+        point_now = Cat(mean_q[:n - 1], ~mean_q[n - 1]).as_signed()   # (wiring only: no named net)
 
         # Start validation, in the documented order.
         start_error = Signal(ErrorCode)
@@ -327,7 +354,7 @@ class Calibrator(wiring.Component):
 
         def begin_point():
             m.d.sync += [samples_left.eq((Const(1, p.avg_max_log2 + 1) << avg_log2) - 1),
-                         sample_sum.eq(0), point_over.eq(0)]
+                         sample_sum.eq(sum_start), point_over.eq(0)]
             wait_then(cal_settle, "Cal-Settle", "Convert-Start")
 
         def adc_reference(index):
@@ -351,9 +378,8 @@ class Calibrator(wiring.Component):
             ]
 
         def next_channel_or(then):
-            with m.If(cols_left != 0):
-                m.d.sync += [channel.eq(lowest_set_index(cols_left)),
-                             cols_left.eq(cols_left & (cols_left - 1))]
+            with m.If(more_cols):
+                m.d.sync += [channel.eq(next_col), cols_left.eq(cols_after_next)]
             with m.Else():
                 then()
 
@@ -376,6 +402,8 @@ class Calibrator(wiring.Component):
                 m.d.sync += [
                     col_mask.eq(self.col_mask), row_mask.eq(self.row_mask),
                     avg_log2.eq(self.avg_log2), cal_settle.eq(self.cal_settle),
+                    sum_start.eq((Const(1, p.sum_bits + cal.FRAC_BITS + 1) << self.avg_log2)
+                                 >> (cal.FRAC_BITS + 1)),
                     dac_settle.eq(self.dac_settle),
                     analog_settle.eq(self.analog_settle),
                     watchdog_limit.eq(self.watchdog_limit),
@@ -404,7 +432,7 @@ class Calibrator(wiring.Component):
                 abortable()
 
             with m.State("Correct"):
-                m.d.sync += product.eq((point.as_signed() - mul_offset) * mul_gain)
+                m.d.sync += product.eq(point_less_offset * mul_gain)
                 with m.Switch(phase):
                     with m.Case(ADC):
                         m.next = "ADC-Check"
@@ -429,8 +457,7 @@ class Calibrator(wiring.Component):
                     m.d.sync += [ref_index.eq(0), first_channel.eq(0)]
 
                     def to_dac_phase():
-                        m.d.sync += [row.eq(lowest_set_index(row_mask)),
-                                     rows_left.eq(row_mask & (row_mask - 1)),
+                        m.d.sync += [row.eq(first_row), rows_left.eq(rows_after_first),
                                      high_level.eq(0), phase.eq(DAC)]
                         m.next = "DAC-Write"
                     next_channel_or(to_dac_phase)
@@ -481,9 +508,8 @@ class Calibrator(wiring.Component):
                     m.next = "ADC-Setup"
                 with m.Else():
                     m.d.comb += self.coeff_write.addr.eq(p.total_cols + row)
-                    with m.If(rows_left != 0):
-                        m.d.sync += [row.eq(lowest_set_index(rows_left)),
-                                     rows_left.eq(rows_left & (rows_left - 1)),
+                    with m.If(more_rows):
+                        m.d.sync += [row.eq(next_row), rows_left.eq(rows_after_next),
                                      high_level.eq(0)]
                         m.next = "DAC-Write"
                     with m.Else():
@@ -558,7 +584,7 @@ class Calibrator(wiring.Component):
             with m.State("Opamp-Fetch"):
                 m.d.comb += self.coeff_read.addr.eq(channel)
                 m.d.sync += [samples_left.eq((Const(1, p.avg_max_log2 + 1) << avg_log2) - 1),
-                             sample_sum.eq(0), point_over.eq(0)]
+                             sample_sum.eq(sum_start), point_over.eq(0)]
                 m.next = "Convert-Start"
                 abortable()
 
@@ -571,10 +597,9 @@ class Calibrator(wiring.Component):
                              self.coeff_write.data.gain.eq(0),
                              self.coeff_write.data.valid.eq(valid)]
                 m.d.sync += failed_count.eq(failed_count + ~valid)
-                with m.If(cols_left != 0):
-                    next_col = lowest_set_index(cols_left)
+                with m.If(more_cols):
                     m.d.sync += [channel.eq(next_col), ctl_mux.eq(next_col),
-                                 cols_left.eq(cols_left & (cols_left - 1))]
+                                 cols_left.eq(cols_after_next)]
                     m.next = "Opamp-Fetch"
                 with m.Else():
                     m.next = "Done"
@@ -613,7 +638,9 @@ class Calibrator(wiring.Component):
                                      samples_left.eq(samples_left - 1)]
                         m.next = "Convert-Start"
                     with m.Else():
-                        m.d.sync += [point.eq(point_now), point_over.eq(over)]
+                        # mul_offset is the phase's from the cycle after Convert-Start on (E21),
+                        # and a conversion ends two cycles after its Convert-Start at the earliest.
+                        m.d.sync += [point_less_offset.eq(point_now - mul_offset), point_over.eq(over)]
                         with m.Switch(phase):
                             with m.Case(ADC):
                                 with m.Switch(ref_index):

@@ -120,13 +120,23 @@ class ColumnRemap(wiring.Component):
         ]
 
         # --- REMAP_MAP mirror: one dirty entry written per cycle (all after reset) -------------
+        # The entry and its word are registered and written the cycle after (the lowest dirty
+        # entry, its physical column and the compare in front of the window's LUT RAM write were
+        # the ECP5's worst path, docs/synthesis.md E35); an entry that changes in between is
+        # marked dirty again and rewritten.
         dirty = Signal(n, init=(1 << n) - 1)
         entry = lowest_set_index(dirty)
+        staged = Signal()
+        staged_entry = Signal(range(n))
+        staged_physical = Signal(p.col_addr_bits)
+        staged_remapped = Signal()
+        m.d.sync += [staged.eq(dirty != 0), staged_entry.eq(entry), staged_physical.eq(physical[entry]),
+                     staged_remapped.eq(physical[entry] != entry)]
         m.d.comb += [
-            self.map_write.en.eq(dirty != 0),
-            self.map_write.addr.eq(entry),
-            self.map_write.data.physical.eq(physical[entry]),
-            self.map_write.data.remapped.eq(physical[entry] != entry),
+            self.map_write.en.eq(staged),
+            self.map_write.addr.eq(staged_entry),
+            self.map_write.data.physical.eq(staged_physical),
+            self.map_write.data.remapped.eq(staged_remapped),
         ]
         mark_dirty = Signal(n)
         m.d.sync += dirty.eq((dirty & ~(Const(1, n) << entry)) | mark_dirty)

@@ -523,14 +523,22 @@ class Controller(wiring.Component):
         afe = self.afe
         # The AFE values are recorded and the cell index computed from the records (not from the
         # strobe cycle's AFE outputs: the multiply behind them was on the ECP5's critical path).
+        # The strobe cycle's values are registered every cycle and recorded one cycle later: the
+        # blocks' state -> adc_start as the records' enable, behind the AFE outputs' OR and the
+        # remap, was the ECP5's worst path (docs/synthesis.md E31).
         last_was_cell = Signal()
         last_row, last_col = Signal.like(afe.cell_row), Signal.like(afe.cell_col)
         last_mux = Signal.like(afe.adc_mux)
-        with m.If(afe.adc_start):
-            m.d.sync += [last_was_cell.eq(afe.mode == AFEMode.READ_CELL), last_row.eq(afe.cell_row),
-                         last_col.eq(afe.cell_col), last_mux.eq(afe.adc_mux)]
+        strobe_seen, strobe_cell = Signal(), Signal()
+        strobe_row, strobe_col = Signal.like(afe.cell_row), Signal.like(afe.cell_col)
+        strobe_mux = Signal.like(afe.adc_mux)
+        m.d.sync += [strobe_seen.eq(afe.adc_start), strobe_cell.eq(afe.mode == AFEMode.READ_CELL),
+                     strobe_row.eq(afe.cell_row), strobe_col.eq(afe.cell_col), strobe_mux.eq(afe.adc_mux)]
+        with m.If(strobe_seen):
+            m.d.sync += [last_was_cell.eq(strobe_cell), last_row.eq(strobe_row),
+                         last_col.eq(strobe_col), last_mux.eq(strobe_mux)]
         # Registered too: a timeout ends at least the watchdog limit and the safe exit (ROWS + 2
-        # cycles) after its conversion started; in the done cycle the multiply-add was behind
+        # cycles) after its conversion started, more than these two cycles; in the done cycle the multiply-add was behind
         # the error_detail selection (docs/synthesis.md I20).
         target_now = Mux(last_was_cell, last_row * p.total_cols + last_col, last_mux)
         last_target = Signal(target_now.shape())

@@ -26,7 +26,7 @@ Sequence (``start`` in cycle 0):
    ``zero + clamp(round(R_i / 2**e))``; its results are captured.
 5. Accumulate, per solved column: ``X_j += round((code - zero) * gain *
    2**(msb + headroom - gain_shift))``, clamped to [0, 2**x_bits - 1]; X_j > 0 makes j
-   active, X_j = 0 makes it inactive. Five pipeline cycles, then the next pass.
+   active, X_j = 0 makes it inactive. Six pipeline cycles, then the next pass.
 6. After ``passes`` + 1 solves (or when R = 0, or no column is active and none re-enters)
    the last residual has been computed (``residual_msb``) and the Refiner is done.
 
@@ -58,11 +58,11 @@ HEADROOM_BITS = 2     #: DAC headroom bits (0..3)
 GRADIENT_FRACTION_BITS = 8
 #: Drain cycles after the last fetch before the state that sees the last term's result:
 #: MAC (stages 1 to 4, then MAC-Last folding the last residual into the peak), gradient sweep
-#: (stages 0 to 3, then Gradient-Last), accumulation (stages 1 to 4, then Accumulate-Last in
-#: stage 5).
+#: (stages 0 to 3, then Gradient-Last), accumulation (stages 1 to 5, then Accumulate-Last in
+#: stage 6, the active bit).
 MAC_DRAIN = 4
 GRADIENT_DRAIN = 4
-ACCUMULATE_DRAIN = 4
+ACCUMULATE_DRAIN = 5
 
 
 def _check_width(name: str, value: object, low: int, high: int) -> int:
@@ -343,7 +343,16 @@ class Refiner(wiring.Component):
                     Mux(s5_twice_delta[-1], 0, x_top))
         with m.If(s5_valid):
             m.d.comb += [x_write.en.eq(1), x_write.addr.eq(s5_col), x_write.data.eq(x_new)]
-            m.d.sync += active.bit_select(s5_col, 1).eq(x_new != 0)
+        # Stage 6: the new X word registered, then X_j > 0 into the active set (the saturating
+        # add, the 24-bit zero test and the active bit's enable in one cycle were the Refiner's
+        # longest path, docs/synthesis.md E31; hence ACCUMULATE_DRAIN 5). Nothing reads active
+        # between a column's stage 5 and stage 6: the next reader is the next pass's Setup.
+        s6_valid = Signal()
+        s6_col = Signal(range(cols))
+        s6_x = Signal(x_bits)
+        m.d.sync += [s6_valid.eq(s5_valid), s6_col.eq(s5_col), s6_x.eq(x_new)]
+        with m.If(s6_valid):
+            m.d.sync += active.bit_select(s6_col, 1).eq(s6_x != 0)
 
         # --- the solve sequencer: RHS codes from R, results into Y -------------------------
         solving = Signal()

@@ -47,7 +47,7 @@ from .codes import ErrorCode
 from .params import BuildParams
 from .watchdog import Watchdog
 
-__all__ = ["SolveSequencer", "result_layout", "solve_cycles", "SOLVE_MODES", "CalEnable"]
+__all__ = ["SolveSequencer", "result_layout", "solve_cycles", "SOLVE_MODES", "CalEnable", "readout_rounding", "readout_code"]
 
 #: Which calibration corrections a solve applies (CAL_CONTROL's bits, latched at start).
 CalEnable = data.StructLayout({"adc": 1, "dac": 1, "opamp": 1})
@@ -86,6 +86,29 @@ def rounding_half(avg_log2, width: int):
 def rounded_average(total, avg_log2, width: int):
     """(total + 2**(avg_log2-1)) >> avg_log2 with 0 added when avg_log2 = 0 (RTL expression)."""
     return (total + rounding_half(avg_log2, width)) >> avg_log2
+
+
+def readout_rounding(subtract: Value) -> Value:
+    """K = 2^(G-1) + (2^(F-1) - subtract) * 2^G (G = GAIN_FRAC_BITS, F = FRAC_BITS): what
+    :func:`readout_code` adds to the correction's product (an expression)."""
+    gain_frac, frac = cal.GAIN_FRAC_BITS, cal.FRAC_BITS
+    return (1 << (gain_frac - 1)) + (((1 << (frac - 1)) - subtract.as_signed()) << gain_frac)
+
+
+def readout_code(product: Value, rounding: Value, bits: int) -> tuple[Value, Value]:
+    """``model.calibration.code_from_deviation(round_shift(product, G) - subtract, bits)`` as
+    (code, saturated) expressions, with ``rounding`` = :func:`readout_rounding` (subtract):
+    zero + ((round(P / 2^G) - S + 2^(F-1)) >> F) is (P + K) >> (G + F) plus the zero code (an
+    integer added after a floor is exact), and adding the zero code 2^(B-1) and clamping to B bits
+    is: in range when the bits from B-1 up are all equal, then the top bit inverted. One adder,
+    no comparators."""
+    low = cal.GAIN_FRAC_BITS + cal.FRAC_BITS
+    scaled = Value.cast(product.as_signed() + rounding.as_signed())
+    from_sign = scaled[low + bits - 1:]
+    in_range = from_sign.all() | ~from_sign.any()
+    code = Mux(in_range, Cat(scaled[low:low + bits - 1], ~scaled[low + bits - 1]),
+               Mux(scaled[-1], 0, (1 << bits) - 1))
+    return code, ~in_range
 
 
 class SolveSequencer(wiring.Component):
@@ -452,7 +475,7 @@ class SolveSequencer(wiring.Component):
                                solve_mode: Value, store_pending: Value, store_col: Value,
                                store_over_range: Value) -> None:
         """The DAC path's correction and the readout path's two registered stages."""
-        from .calibrator import code_from_corrected, corrected_code, round_shift_value  # (it imports this module)
+        from .calibrator import corrected_code  # (it imports this module)
         p = self._params
         corrected_dac, _ = corrected_code(self.rhs.data, self.coeff.data, p.dac_bits)
         m.d.comb += dac_code.eq(Mux(cal_enable.dac, corrected_dac, self.rhs.data))
@@ -477,13 +500,16 @@ class SolveSequencer(wiring.Component):
         corrected_col = Signal.like(store_col)
         corrected_over_range = Signal()
         m.d.sync += [product.eq((deviation - offset.as_signed()) * gain),
-                     subtract.eq(Mux(cal_enable.opamp & (solve_mode != AFEMode.MVM), opamp_offset, 0)),
                      corrected_pending.eq(store_pending), corrected_col.eq(store_col),
                      corrected_over_range.eq(store_over_range)]
+        m.d.comb += subtract.eq(Mux(cal_enable.opamp & (solve_mode != AFEMode.MVM), opamp_offset, 0))
 
-        # Stage 2: rounded, the op-amp offset off, rounded to a code, clamped, written.
-        clamped, saturated = code_from_corrected(round_shift_value(product, cal.GAIN_FRAC_BITS) - subtract,
-                                                 p.adc_bits)
+        # Stage 2: rounded, the op-amp offset off, rounded to a code, clamped, written; the
+        # rounding constant with the offset in it registered in stage 1 (E37: three adders and
+        # the clamp's compares were in front of RESULTS).
+        rounding = Signal(signed(len(product)))
+        m.d.sync += rounding.eq(readout_rounding(subtract))
+        clamped, saturated = readout_code(product, rounding, p.adc_bits)
         with m.If(corrected_pending):
             m.d.comb += [
                 self.result.en.eq(1),

@@ -8,6 +8,10 @@ the routed maximum frequency of the system clock, LUTs, flip-flops, block RAMs, 
 utilisation table. A design that does not fit the device gets a report too: no Fmax, ``fits``
 false, and the utilisation that overflows. docs/synthesis.md has the configurations, pin-outs and
 measured figures.
+
+``--block NAME`` builds one of the controller's blocks alone instead (:data:`BLOCKS`, at the
+target's build parameters): Yosys ``synth_ecp5``, then nextpnr ``--out-of-context`` (no I/O
+buffers, no pins), so that a block's own paths are measured without the placement of the rest.
 """
 from __future__ import annotations
 
@@ -22,14 +26,26 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from amaranth.back import rtlil
+from amaranth.lib import wiring
+
+from .anls_sequencer import ANLSSequencer
+from .axi4lite import AXI4LiteRegisterFile
+from .calibrator import Calibrator
+from .column_remap import ColumnRemap
+from .controller import Controller
 from .params import BuildParams
 from .platforms import TARGETS, TOP_NAME, PinnedController, SynthTarget
+from .programmer import WriteVerifyProgrammer
+from .refiner import Refiner
+from .registers import REFINE_B_BITS, REFINE_X_BITS, ControllerRegisters
+from .solve_sequencer import SolveSequencer
 from .toolchain import ToolMissing
 
-__all__ = ["SynthReport", "FAMILY_CELLS", "YOWASP_TOOLS", "check_target", "tool_environment", "parse_reports",
-           "synthesize", "format_report", "main"]
+__all__ = ["SynthReport", "FAMILY_CELLS", "YOWASP_TOOLS", "BLOCKS", "check_target", "check_block", "tool_environment",
+           "parse_reports", "parse_critical_path", "synthesize", "synthesize_block", "format_report", "main"]
 
 #: Amaranth's tool variables and the YoWASP commands that provide them.
 YOWASP_TOOLS: dict[str, str] = {
@@ -67,6 +83,10 @@ class SynthReport:
     utilization: dict[str, dict[str, int]]
     params: dict[str, int]
     seconds: float = 0.0
+    #: The block built out of context (:data:`BLOCKS`), None for the whole pinned controller.
+    block: str | None = None
+    #: nextpnr's routed critical path (:func:`parse_critical_path`), None when there is none.
+    critical_path: dict[str, Any] | None = None
 
     @property
     def fits(self) -> bool:
@@ -87,6 +107,34 @@ class SynthReport:
 #: The BuildParams feature flags `--FLAG 0|1` overrides, with the opcode each one builds (the
 #: spare-column remap is REFRESH's repair path).
 FEATURE_FLAGS = {"calibration": "CALIBRATE", "refinement": "REFINE", "spare_remap": "SPARE_REMAP"}
+
+
+#: The blocks ``--block`` builds out of context, each with the BuildParams flag that builds it
+#: (None: every build has it) and how it is made from the build parameters (as the controller
+#: makes it).
+BLOCKS: dict[str, tuple[str | None, Callable[[BuildParams], wiring.Component]]] = {
+    "solve_sequencer": (None, SolveSequencer),
+    "programmer": (None, WriteVerifyProgrammer),
+    "calibrator": ("calibration", Calibrator),
+    "refiner": ("refinement", lambda params: Refiner(params, x_bits=REFINE_X_BITS, b_bits=REFINE_B_BITS)),
+    "anls_sequencer": ("run_nmf", ANLSSequencer),
+    "column_remap": ("spare_remap", ColumnRemap),
+    "register_file": (None, lambda params: AXI4LiteRegisterFile(ControllerRegisters(params))),
+    "controller": (None, Controller),
+}
+
+
+def check_block(block: str, target: str, params: BuildParams) -> None:
+    """ValueError unless ``block`` names a :data:`BLOCKS` entry that ``params`` builds and
+    ``target`` can build out of context (only nextpnr-ecp5 has ``--out-of-context``)."""
+    if block not in BLOCKS:
+        raise ValueError(f"unknown block {block!r}; accepted: {', '.join(sorted(BLOCKS))}")
+    if check_target(target).name != "ecp5":
+        raise ValueError(f"--block builds out of context, which only nextpnr-ecp5 supports: "
+                         f"use --target ecp5, not {target!r}")
+    flag = BLOCKS[block][0]
+    if flag is not None and not getattr(params, flag):
+        raise ValueError(f"block {block!r} is not in a build with {flag}=False")
 
 
 def check_target(target: str) -> SynthTarget:
@@ -162,6 +210,38 @@ def parse_reports(target: str, rpt_text: str, tim_text: str) -> dict[str, Any]:
             "brams": used(cells["brams"]), "dsps": used(cells["dsps"]), "utilization": utilization}
 
 
+_PATH_REPORT = re.compile(r"^Info: Critical path report for clock '([^']+)'")
+_PATH_STEP = re.compile(r"^Info:\s+(clk-to-q|logic|routing|setup)\s+[0-9.]+\s+([0-9.]+) (Source|Net) (\S+)")
+_PATH_DEFINED = re.compile(r"^Info:\s+\S*/(hdl/\w+\.py:\d+)")
+_PATH_SPLIT = re.compile(r"^Info: ([0-9.]+) ns logic, ([0-9.]+) ns routing")
+
+
+def parse_critical_path(tim_text: str) -> dict[str, Any] | None:
+    """The last register-to-register critical path of a nextpnr log (the routed one): ``from``
+    (the source cell port, a flip-flop or a block RAM), ``to`` (the endpoint cell port), ``ns`` (its delay),
+    ``logic_ns``, ``routing_ns`` and ``through`` (the design's source lines, ``hdl/<file>.py:<line>``,
+    its cells were defined at, in path order, each once). None when the log has no such report."""
+    lines = tim_text.splitlines()
+    starts = [index for index, line in enumerate(lines) if _PATH_REPORT.match(line)]
+    if not starts:
+        return None
+    path: dict[str, Any] = {"through": []}
+    for line in lines[starts[-1] + 1:]:
+        step = _PATH_STEP.match(line)
+        defined = _PATH_DEFINED.match(line)
+        split = _PATH_SPLIT.match(line)
+        if step and step[1] in ("clk-to-q", "logic") and "from" not in path:
+            path["from"] = step[4]
+        elif step and step[1] == "setup":
+            path["to"], path["ns"] = step[4], float(step[2])
+        elif defined and defined[1] not in path["through"]:
+            path["through"].append(defined[1])
+        elif split:
+            path["logic_ns"], path["routing_ns"] = float(split[1]), float(split[2])
+            break
+    return path if {"from", "to", "ns"} <= path.keys() else None
+
+
 def synthesize(target: str, build_dir: Path | str, *, params: BuildParams | None = None,
                seed: int = 1) -> SynthReport:
     """Build ``target`` ("ice40" or "ecp5") in ``build_dir`` with ``params`` (default: the
@@ -200,16 +280,66 @@ def synthesize(target: str, build_dir: Path | str, *, params: BuildParams | None
             else:
                 os.environ[name] = value
     seconds = time.perf_counter() - start
-    figures = parse_reports(target, (build_dir / f"{TOP_NAME}.rpt").read_text(),
-                            (build_dir / f"{TOP_NAME}.tim").read_text())
+    tim_text = (build_dir / f"{TOP_NAME}.tim").read_text()
+    figures = parse_reports(target, (build_dir / f"{TOP_NAME}.rpt").read_text(), tim_text)
     return SynthReport(target=spec.name, device=spec.device, params=dataclasses.asdict(params),
-                       seconds=round(seconds, 1), **figures)
+                       seconds=round(seconds, 1), critical_path=parse_critical_path(tim_text), **figures)
+
+
+def _run_logged(command: list[str], cwd: Path) -> None:
+    """Run one tool in ``cwd``; CalledProcessError (with its output in the message) when it fails."""
+    done = subprocess.run(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode:
+        raise subprocess.CalledProcessError(done.returncode, command, output=done.stdout)
+
+
+def synthesize_block(block: str, build_dir: Path | str, *, target: str = "ecp5",
+                     params: BuildParams | None = None, seed: int = 1) -> SynthReport:
+    """Build one :data:`BLOCKS` entry alone (out of context) in ``build_dir`` with ``params``
+    (default: the target's configuration): the block's ports stay unplaced nets, the clock
+    goal is nextpnr's ``--freq``. The folder gets ``<block>.il``, ``.ys``, ``.rpt`` (Yosys log),
+    ``.tim`` (nextpnr log) and ``build_<block>.sh`` (the two commands, to rerun nextpnr with
+    another seed). Raises ValueError for a bad block/target/params (:func:`check_block`),
+    ToolMissing without YoWASP and subprocess.CalledProcessError when a tool fails."""
+    spec = check_target(target)
+    if params is not None and not isinstance(params, BuildParams):
+        raise TypeError(f"params must be a BuildParams or None, got {params!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    params = params if params is not None else spec.params
+    check_block(block, target, params)
+    environment = tool_environment()
+    platform = spec.platform()
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    component = BLOCKS[block][1](params)
+    (build_dir / f"{block}.il").write_text(rtlil.convert(component, name=block))
+    (build_dir / f"{block}.ys").write_text(f"read_rtlil {block}.il\nsynth_ecp5 {spec.synth_opts} -top {block}\n"
+                                           f"write_json {block}.json\n")
+    yosys = [environment["YOSYS"], "-q", "-l", f"{block}.rpt", f"{block}.ys"]
+    nextpnr = [environment["NEXTPNR_ECP5"], "--quiet", "--log", f"{block}.tim",
+               platform._nextpnr_device_options[platform.device],
+               "--package", platform._nextpnr_package_options[platform.package].upper(),
+               "--speed", str(platform.speed), "--json", f"{block}.json", "--out-of-context",
+               "--freq", f"{spec.clock_mhz:g}", "--seed", str(seed), "--timing-allow-fail"]
+    (build_dir / f"build_{block}.sh").write_text(
+        "# out-of-context build (python -m anmf.hdl.synth --block)\nset -e\n"
+        + "\n".join(" ".join(command) for command in (yosys, nextpnr)) + "\n")
+    start = time.perf_counter()
+    _run_logged(yosys, build_dir)
+    _run_logged(nextpnr, build_dir)
+    seconds = time.perf_counter() - start
+    tim_text = (build_dir / f"{block}.tim").read_text()
+    figures = parse_reports(target, (build_dir / f"{block}.rpt").read_text(), tim_text)
+    return SynthReport(target=spec.name, device=spec.device, params=dataclasses.asdict(params),
+                       seconds=round(seconds, 1), block=block, critical_path=parse_critical_path(tim_text),
+                       **figures)
 
 
 def format_report(report: SynthReport) -> str:
     """A small text table of the report."""
     p = report.params
-    lines = [f"{report.target}: {report.device}, ROWS={p['rows']} COLS={p['cols']} SPARE={p['spare']} "
+    lines = [f"{report.target}: {report.device}{f', block {report.block} out of context' if report.block else ''}, ROWS={p['rows']} COLS={p['cols']} SPARE={p['spare']} "
              f"DAC_BITS={p['dac_bits']} ADC_BITS={p['adc_bits']} COUNTER_BITS={p['counter_bits']} "
              f"RUN_NMF={int(p['run_nmf'])} "
              + "".join(f"{opcode}={int(p[flag])} " for flag, opcode in FEATURE_FLAGS.items())
@@ -223,6 +353,11 @@ def format_report(report: SynthReport) -> str:
     for kind, use in report.utilization.items():
         lines.append(f"    {kind:<18}{use['used']:7d} / {use['available']:<7d}"
                      f"{100 * use['used'] / use['available']:5.1f} %")
+    path = report.critical_path
+    if path is not None:
+        split = f" ({path['logic_ns']:.1f} ns logic, {path['routing_ns']:.1f} ns routing)" if "logic_ns" in path else ""
+        lines += [f"  critical path {path['ns']:.2f} ns{split}:", f"    from {path['from']}", f"    to   {path['to']}"]
+        lines += [f"    via  {place}" for place in path["through"]]
     return "\n".join(lines)
 
 
@@ -232,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", help="write the report as JSON to this file")
     parser.add_argument("--build-dir", help="build folder (default build/synth-<target>)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    parser.add_argument("--block", help=f"build only this block, out of context (ecp5): one of {', '.join(sorted(BLOCKS))}")
     parser.add_argument("--rows", type=int, help="ROWS instead of the target's documented configuration")
     parser.add_argument("--cols", type=int, help="COLS instead of the target's documented configuration")
     parser.add_argument("--spare", type=int, help="SPARE instead of the target's documented configuration")
@@ -248,8 +384,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                      if getattr(args, name) is not None}
         if overrides:
             params = dataclasses.replace(check_target(args.target).params, **overrides)
-        report = synthesize(args.target, args.build_dir or f"build/synth-{args.target}", params=params,
-                            seed=args.seed)
+        if args.block is not None:
+            check_block(args.block, args.target, params or check_target(args.target).params)
+            report = synthesize_block(args.block, args.build_dir or f"build/synth-{args.target}-{args.block}",
+                                      target=args.target, params=params, seed=args.seed)
+        else:
+            report = synthesize(args.target, args.build_dir or f"build/synth-{args.target}", params=params,
+                                seed=args.seed)
     except (ValueError, ToolMissing) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

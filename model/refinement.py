@@ -206,9 +206,9 @@ def refine_cycles_gradient(rows: int, candidates: int) -> int:
 
 
 def refine_cycles_accumulate(cols: int) -> int:
-    """Accumulate (one column per cycle) + 5 pipeline drain (operands, two multiply stages,
-    shift, add)."""
-    return cols + 5
+    """Accumulate (one column per cycle) + 6 pipeline drain (operands, two multiply stages,
+    shift, add, the active bit)."""
+    return cols + 6
 
 
 def _bits(mask: int) -> list[int]:

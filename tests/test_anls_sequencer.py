@@ -491,6 +491,38 @@ def test_an_exponent_out_of_range_ends_before_programming_with_the_component():
     assert rtl.buffers["h"] == [0] * (PARAMS.cols * PARAMS.rows)
 
 
+def test_the_exponent_range_check_passes_exp_low_and_stops_one_below_as_the_golden():
+    """E34's check (the new exponent's bits from the exp_bits-bit sign up all equal) at the edge:
+    the smallest W column exponent that takes component 1's new exponent below exp_low (found
+    by the RTL) is the golden model's edge too."""
+    problem = make_problem(m=4, n=4)
+    run = Run(iterations=1)
+    afe = model_afe()
+
+    def with_exponent(exponent: int) -> Problem:
+        changed = replace(problem, w_col_exp=problem.w_col_exp.copy())
+        changed.w_col_exp[1] = exponent
+        return changed
+
+    def rtl_error(exponent: int) -> int:
+        entered = []
+
+        def when(step, phase, cycle):   # abort 3 cycles into PROGRAM: a run past the check
+            if (step, phase) == (NMFStep.H.value, NMFPhase.PROGRAM.value):
+                entered.append(cycle)
+            return len(entered) == 3
+        return run_rtl(with_exponent(exponent), run, model_afe(), abort_when=when).error
+
+    low, high = 0, 127          # in range at 0, out at 127 (below): bisect the edge
+    assert (rtl_error(low), rtl_error(high)) == (ErrorCode.ABORTED.value, ErrorCode.EXPONENT_RANGE.value)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if rtl_error(middle) == ErrorCode.ABORTED.value else (low, middle)
+    outside = run.golden(golden_for(with_exponent(high), afe), with_exponent(high), 0.0)
+    assert (outside.error, outside.detail) == (Error.EXPONENT_RANGE, 1), high
+    inside = run.golden(golden_for(with_exponent(low), afe), with_exponent(low), 0.0)
+    assert inside.error != Error.EXPONENT_RANGE, low
+
 
 def test_an_abort_anywhere_in_prepare_leaves_nothing_for_the_next_run():
     # Found by the random bench (make regress, seed 2): an abort in Scan-Fold's first cycle left

@@ -384,3 +384,45 @@ def test_parameter_validation_messages():
         cal.golden_calibration(PARAMS, afe, {})
     with pytest.raises(ValueError, match=exact("afe must be an AnalogFrontEnd; got NoneType")):
         cal.golden_calibration(PARAMS, None, cal.CalibrationSettings(col_mask=1, row_mask=1))
+
+
+def test_fastest_dac_walk_over_sparse_rows_equals_the_golden():
+    """No settling and one sample a point: the walks' steps come as close as they can (E30's next
+    row and E38's next column, registered a cycle after the walk moves, are what Store, ADC-Check
+    and Opamp-Point take); the first and the last row of the array, a gap between them; both
+    columns."""
+    params = BuildParams(rows=8, cols=2, spare=0, avg_max_log2=1)
+    rtl_afe, golden_afe = model_afe(params=params), model_afe(params=params)
+    settings = cal.CalibrationSettings(col_mask=0b11, row_mask=0b1000_1101, avg_log2=0, cal_settle=0,
+                                       dac_settle=0, analog_settle=1)
+    bench = Bench(rtl_afe, params)
+    out = bench.run(settings)
+    golden = cal.golden_calibration(params, golden_afe, settings)
+    assert out["error"] == ErrorCode.NONE
+    identity = cal.pack_coefficient(cal.IDENTITY, adc_bits=params.adc_bits, dac_bits=params.dac_bits)
+    assert out["words"] == [golden.words.get(a, identity) for a in range(calibration_memory_depth(params))]
+    assert sorted(golden.words) == [0, 1, 2, 4, 5, 9, 10, 11], "channels 0, 1, rows 0, 2, 3, 7, columns 0, 1"
+    assert (out["cycles"], out["quality"], out["failed"]) == \
+        (golden.done_cycle, golden.quality, golden.failed_count)
+    loopback_rows = [c["cell_row"] for _, c in bench.afe.conversions if c["cal_ref_sel"] == cal.REF_DAC_LOOPBACK]
+    assert loopback_rows == [0, 0, 2, 2, 3, 3, 7, 7]
+
+
+@pytest.mark.parametrize("avg_log2", [5, 7])
+def test_noisy_means_rounded_above_the_fraction_bits_equal_the_golden(avg_log2):
+    """2^avg_log2 noisy samples a point with avg_log2 above FRAC_BITS: the mean's rounding
+    matters (the sums start at 2^(avg_log2 - 1 - FRAC_BITS), E33), and the first point's sum
+    starts with the avg_log2 of the start cycle."""
+    params = BuildParams(rows=2, cols=2, spare=0, avg_max_log2=7)
+    assert avg_log2 > cal.FRAC_BITS
+    rtl_afe = model_afe(params=params, deterministic=False, seed=5)
+    golden_afe = model_afe(params=params, deterministic=False, seed=5)
+    settings = cal.CalibrationSettings(col_mask=0b1, row_mask=0b10, avg_log2=avg_log2, cal_settle=1,
+                                       dac_settle=2, analog_settle=3)
+    out = Bench(rtl_afe, params).run(settings, max_cycles=20_000)
+    golden = cal.golden_calibration(params, golden_afe, settings)
+    identity = cal.pack_coefficient(cal.IDENTITY, adc_bits=params.adc_bits, dac_bits=params.dac_bits)
+    assert out["words"] == [golden.words.get(a, identity) for a in range(calibration_memory_depth(params))]
+    assert (out["cycles"], out["quality"], out["failed"]) == \
+        (golden.done_cycle, golden.quality, golden.failed_count)
+    assert golden.words[0] != identity, "the channel's coefficient was measured"

@@ -437,3 +437,43 @@ def test_converts_to_verilog(params):
     assert "module solve_sequencer" in text
     assert f"output [{params.rows - 1}:0] afe__row_en" in text
     assert "input afe__adc_busy" in text
+
+
+def test_readout_code_equals_the_model_correction_with_the_offset_and_the_clamp():
+    """Stage 2 of the corrected readout (E37: one rounding add with the op-amp offset folded
+    into its constant, the clamp as a sign-extension test) equals model.calibration.correct_code,
+    saturating both ways."""
+    from amaranth.hdl import Signal, signed
+    from anmf.hdl.solve_sequencer import readout_code, readout_rounding
+    from anmf.model import calibration as cal
+    bits = 10
+    ob = cal.offset_bits(bits, bits)
+    product = Signal(signed(60))
+    subtract = Signal(signed(ob))
+    code, saturated = readout_code(product, readout_rounding(subtract), bits)
+    m = Module()
+    code_out, saturated_out = Signal(bits), Signal()
+    m.d.comb += [code_out.eq(code), saturated_out.eq(saturated)]
+    rng = np.random.default_rng(5)
+    cases = [(int(rng.integers(0, 2 ** bits)),
+              cal.Coefficient(int(rng.integers(-800, 800)), int(rng.integers(2 ** 14, 2 ** 16)), True),
+              int(rng.integers(-2 ** (ob - 1), 2 ** (ob - 1)))) for _ in range(400)]
+    cases += [(0, cal.Coefficient(2 ** (ob - 1) - 1, 2 ** 16 - 1, True), 2 ** (ob - 1) - 1),   # extremes
+              (2 ** bits - 1, cal.Coefficient(-2 ** (ob - 1), 2 ** 16 - 1, True), -2 ** (ob - 1)),
+              (2 ** bits - 1, cal.IDENTITY, 0), (0, cal.IDENTITY, 0), (2 ** (bits - 1), cal.IDENTITY, 24)]
+    seen = []
+
+    async def testbench(ctx):
+        for value, coefficient, offset in cases:
+            deviation = (value - (1 << (bits - 1))) << cal.FRAC_BITS
+            ctx.set(product, (deviation - coefficient.offset) * coefficient.gain)
+            ctx.set(subtract, offset)
+            seen.append((ctx.get(code_out), bool(ctx.get(saturated_out))))
+
+    sim = Simulator(m)
+    sim.add_testbench(testbench)
+    sim.run()
+    expected = [cal.correct_code(value, coefficient, bits, offset) for value, coefficient, offset in cases]
+    assert seen == expected
+    assert {code for code, flag in expected if flag} == {0, 2 ** bits - 1}, "saturates both ways"
+    assert expected[-3:] == [(2 ** bits - 1, False), (0, False), (2 ** (bits - 1) - 1, False)]

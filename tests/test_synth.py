@@ -4,6 +4,7 @@ errors for a bad target."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ from anmf.cli import main as cli_main
 from anmf.hdl.params import BuildParams
 from anmf.hdl.platforms import TARGETS, TOP_NAME, ECP5Platform, ICE40UP5KPlatform, PinBudgetError, \
     PinnedController, ScanChain
-from anmf.hdl.synth import check_target, main, parse_reports
+from anmf.hdl.synth import BLOCKS, check_block, check_target, main, parse_critical_path, parse_reports, \
+    synthesize_block
 
 JSON_KEYS = {"target", "device", "fmax_mhz", "luts", "ffs", "brams", "dsps", "utilization"}
 # Small: 4 rows, 2 columns, 1 spare, without RUN_NMF (the iCE40's build options at a smaller array).
@@ -219,3 +221,87 @@ def test_the_ice40_target_is_the_documented_build_without_run_nmf() -> None:
     assert (params.calibration, params.refinement, params.spare_remap) == (False, False, True), \
         "CALIBRATE and REFINE do not fit the UP5K (docs/synthesis.md)"
     assert TARGETS["ecp5"].params == BuildParams(), "the ECP5 target is the default (full) build"
+
+
+ECP5_PATH_TIM = """\
+Info: Critical path report for clock 'clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  0.52  0.52 Source old_TRELLIS_FF_Q.Q
+Info:    routing  0.86  1.38 Net old[1] (10,3) -> (10,3)
+Info:                          Sink old_sink.D
+Info:      setup  0.00  1.38 Source old_sink.M
+Info: 0.52 ns logic, 0.86 ns routing
+
+Info: Critical path report for clock 'clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  0.52  0.52 Source pending_TRELLIS_FF_Q_2.Q
+Info:    routing  0.86  1.38 Net pending[4] (10,3) -> (10,3)
+Info:                          Sink trial_LUT4_Z.D
+Info:                          Defined in:
+Info:                               /work/x/hdl/column_remap.py:135
+Info:      logic  0.24  1.62 Source trial_LUT4_Z.F
+Info:    routing  0.66  2.27 Net trial[4] (10,3) -> (9,3)
+Info:                          Sink physical_8_TRELLIS_FF_Q_3.M
+Info:                          Defined in:
+Info:                               /share/lattice/cells_map_trellis.v:108.23-108.24
+Info:                               /work/x/hdl/column_remap.py:135
+Info:                               /work/x/hdl/afe.py:20
+Info:                               /usr/lib/python3.11/contextlib.py:144
+Info:      setup  0.00  2.27 Source physical_8_TRELLIS_FF_Q_3.M
+Info: 0.76 ns logic, 1.52 ns routing
+
+Info: Critical path report for cross-domain path '<async>' -> '<async>':
+Info:   clk-to-q  0.52  0.52 Source io_TRELLIS_FF_Q.Q
+"""
+
+
+def test_parser_takes_the_routed_critical_path_with_its_endpoints_and_source_lines() -> None:
+    assert parse_critical_path(ECP5_PATH_TIM) == {
+        "from": "pending_TRELLIS_FF_Q_2.Q", "to": "physical_8_TRELLIS_FF_Q_3.M", "ns": 2.27, "logic_ns": 0.76,
+        "routing_ns": 1.52, "through": ["hdl/column_remap.py:135", "hdl/afe.py:20"]}
+    assert parse_critical_path(ECP5_TIM) is None
+
+
+def test_block_option_is_validated_before_any_build(capsys) -> None:
+    accepted = ("anls_sequencer, calibrator, column_remap, controller, programmer, refiner, register_file, "
+                "solve_sequencer")
+    assert sorted(BLOCKS) == accepted.split(", ")
+    with pytest.raises(ValueError, match=rf"^unknown block 'sequencer'; accepted: {accepted}$"):
+        check_block("sequencer", "ecp5", BuildParams())
+    assert main(["--target", "ecp5", "--block", "sequencer"]) == 2
+    assert capsys.readouterr().err == f"python -m anmf.hdl.synth: error: unknown block 'sequencer'; accepted: {accepted}\n"
+    assert main(["--target", "ice40", "--block", "programmer"]) == 2
+    assert capsys.readouterr().err == ("python -m anmf.hdl.synth: error: --block builds out of context, which only "
+                                       "nextpnr-ecp5 supports: use --target ecp5, not 'ice40'\n")
+    assert main(["--target", "ecp5", "--block", "calibrator", "--calibration", "0"]) == 2
+    assert capsys.readouterr().err == ("python -m anmf.hdl.synth: error: block 'calibrator' is not in a build with "
+                                       "calibration=False\n")
+    with pytest.raises(ValueError, match=r"^block 'anls_sequencer' is not in a build with run_nmf=False$"):
+        synthesize_block("anls_sequencer", "unused", params=TARGETS["ice40"].params)
+
+
+def test_a_block_builds_out_of_context_with_its_critical_path(tmp_path, capsys) -> None:
+    """The column remap alone (about 10 s): the report, its JSON and the rerunnable commands."""
+    assert main(["--target", "ecp5", "--block", "column_remap", "--spare", "1", "--build-dir",
+                 str(tmp_path / "remap"), "--json", str(tmp_path / "remap.json"), "--seed", "2"]) == 0
+    report = json.loads((tmp_path / "remap.json").read_text())
+    assert report["block"] == "column_remap" and report["params"]["spare"] == 1
+    assert report["utilization"].keys().isdisjoint({"TRELLIS_IO"}), "out of context: no I/O buffers"
+    assert 50 < report["fmax_mhz"] < 1000 and report["luts"] > 50 and report["ffs"] > 20, report
+    path = report["critical_path"]
+    assert path["ns"] == pytest.approx(1000 / report["fmax_mhz"], abs=0.02), path
+    assert path["from"] and path["to"] and all(place.startswith("hdl/") for place in path["through"]), path
+    assert "critical path" in capsys.readouterr().out
+    script = (tmp_path / "remap" / "build_column_remap.sh").read_text()
+    assert "--out-of-context" in script and "--seed 2" in script and "--freq 100" in script
+
+
+def test_no_wire_of_the_controller_is_named_like_a_bit_of_another() -> None:
+    """Yosys's abc9 reintegration (synth_ecp5, Yosys 0.70) maps ABC's `name[N]` back to bit N of
+    wire `name`; a wire literally named `name[N]` (Amaranth's name for an element of a
+    data.ArrayLayout view) beside it failed an assertion with some netlists (round 5)."""
+    from amaranth.back import rtlil
+    from anmf.hdl.controller import Controller
+    text = rtlil.convert(Controller(BuildParams()), name="controller")
+    wires = re.findall(r"^\s*wire .*?(\S+)\s*$", text, flags=re.MULTILINE)
+    assert [wire for wire in wires if re.search(r"\[\d+\]$", wire)] == []
