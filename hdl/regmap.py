@@ -28,10 +28,8 @@ Bus contract (all words 32 bits, addresses are word addresses on this bus):
 from __future__ import annotations
 
 import enum as py_enum
-import functools
 import inspect
 import keyword
-import operator
 import re
 from dataclasses import dataclass
 from typing import Iterator, Mapping
@@ -603,6 +601,18 @@ class RegisterBusSignature(wiring.Signature):
         return f"RegisterBusSignature(addr_width={self.addr_width})"
 
 
+def _or_tree(values: list[Value]) -> Value:
+    """The OR of ``values`` as a balanced tree (0 for none): ``functools.reduce`` builds a chain
+    as deep as the list, which synthesis kept (14 LUT levels in front of the register file's read
+    latch, the ECP5's critical path in one placement: docs/synthesis.md E39)."""
+    if not values:
+        return Const(0, DATA_WIDTH)
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
 def _pattern(word_offset: int, span: int, addr_width: int) -> str:
     """Switch pattern matching every word address of a span-aligned entry."""
     low = ceil_log2(span)
@@ -719,8 +729,7 @@ class RegisterFile(wiring.Component):
                     pending_writes.append(pending)
 
         m.d.comb += refused_write.eq(Cat(refusal_terms).any() if refusal_terms else 0)
-        m.d.comb += read_word.eq(functools.reduce(operator.or_, (Mux(select, word, 0) for word, select in read_terms),
-                                                  Const(0, DATA_WIDTH)))
+        m.d.comb += read_word.eq(_or_tree([Mux(select, word, 0) for word, select in read_terms]))
         m.d.sync += [ack.eq(0), err.eq(0)]
         with m.If((bus.r_stb | bus.w_stb) & ~stall):
             m.d.sync += [ack.eq(1), err.eq(~hit | (bus.w_stb & refused_write))]
