@@ -10,9 +10,10 @@ error_detail, interrupts, counters, abort and soft reset, the cycle overhead); i
   sequencer (which then drives the other two blocks' command ports), CALIBRATE to the
   calibrator, NOP completes at once.
   A refused command sets STATUS.error and error_detail and changes nothing else.
-* STATUS.done/error/error_detail are registered: they change the cycle after the block's done
-  cycle (or after the start strobe, for a refused command or NOP); STATUS.busy is the blocks'
-  busy.
+* STATUS.done/error/error_detail show a block's outcome two cycles after its done cycle (the
+  outcome is registered in the done cycle, STATUS updated from that register: STATUS_DELAY),
+  a refused command's or NOP's in the cycle after the start strobe (REFUSAL_STATUS_DELAY);
+  STATUS.busy falls in the cycle STATUS.done rises.
 * The blocks drive all-zero AFE outputs while idle and only one runs at a time, so their AFE
   outputs are ORed; the AFE's answers go to all of them.
 * REFRESH runs the programmer's PROGRAM_MATRIX walk; the column remap (hdl/column_remap.py,
@@ -44,8 +45,8 @@ from .regmap import discard_unbuilt
 from .registers import REFINE_B_BITS, REFINE_X_BITS, REFRESH_TICK_CYCLES, SOLVE_RETRY_BITS, ControllerRegisters
 from .solve_sequencer import SolveSequencer
 
-__all__ = ["Controller", "saturate", "verilog_text", "TOP_MODULE", "STATUS_DELAY", "SOLVE_OPCODES",
-           "PROGRAMMER_OPCODES"]
+__all__ = ["Controller", "saturate", "verilog_text", "TOP_MODULE", "STATUS_DELAY", "REFUSAL_STATUS_DELAY",
+           "SOLVE_OPCODES", "PROGRAMMER_OPCODES"]
 
 TOP_MODULE = "anmf_controller"  #: name of the generated Verilog module
 
@@ -64,11 +65,15 @@ DETAIL_BITS = 16  #: width of STATUS.error_detail
 #: write in flight: AW/W, the write, B, then the next AW). The controller's command checks
 #: read the registers one cycle late, which needs at least 2 (tests/test_controller.py).
 REGISTER_WRITE_SPACING = 6
-#: Cycles from a block's ``done`` cycle to the first cycle STATUS shows the outcome (STATUS is
-#: registered). A command whose CONTROL.start strobe is in cycle 0 and whose block takes T
-#: cycles (docs/solve-timing.md) reads STATUS.done = 1 from cycle T + STATUS_DELAY; a refused
-#: command or NOP from cycle STATUS_DELAY.
-STATUS_DELAY = 1
+#: Cycles from a block's ``done`` cycle to the first cycle STATUS shows the outcome (done 1,
+#: busy 0) and IRQ_STATUS.done is set: the outcome is registered in the done cycle and STATUS
+#: from that register (the STATUS update behind the blocks' end decisions was the iCE40's
+#: critical path, docs/synthesis.md I25). A command whose CONTROL.start strobe is in cycle 0 and
+#: whose block takes T cycles (docs/solve-timing.md) reads STATUS.done = 1 from cycle
+#: T + STATUS_DELAY.
+STATUS_DELAY = 2
+#: Cycles from the CONTROL.start strobe of a refused command or a NOP to STATUS.done = 1.
+REFUSAL_STATUS_DELAY = 1
 
 
 def saturate(value: ValueLike, width: int) -> Value:
@@ -102,6 +107,7 @@ class Controller(wiring.Component):
         self._params = params
         self._registers = registers
         self._running_flag = Signal(name="running_flag")
+        self._blocks_running = Signal(name="blocks_running")
         self._sequencer = SolveSequencer(params)
         self._programmer = WriteVerifyProgrammer(params)
         self._remap = ColumnRemap(params) if params.spare_remap else None
@@ -169,9 +175,15 @@ class Controller(wiring.Component):
 
     @property
     def running_flag(self) -> Signal:
-        """The flip-flop the BUSY check reads: equal to STATUS.busy (the OR of the blocks'
-        states) in every cycle (for simulation probes)."""
+        """The flip-flop the BUSY check reads and STATUS.busy shows: set by an accepted start
+        (not NOP), cleared when the outcome reaches STATUS; it equals :attr:`blocks_running`
+        of this cycle OR of the cycle before (for simulation probes)."""
         return self._running_flag
+
+    @property
+    def blocks_running(self) -> Signal:
+        """The OR of the blocks' busy states (for simulation probes)."""
+        return self._blocks_running
 
     def register_offset(self, name: str) -> int:
         """Byte offset of register or window ``name`` (what error_detail reports)."""
@@ -328,7 +340,7 @@ class Controller(wiring.Component):
         avg_log2 = Signal(p.avg_log2_bits)
         m.d.comb += avg_log2.eq(lowest_set_index(adc_samples[:p.avg_max_log2 + 1]))
 
-        running = Signal()
+        running = self._blocks_running
         retry_pending = Signal()  # a host solve's over-range retry starts in this cycle
         remap_busy = remap.busy if remap is not None else Const(0)
         cal_busy = calibrator.busy if calibrator is not None else Const(0)
@@ -405,9 +417,9 @@ class Controller(wiring.Component):
         settled_refusal = Signal(ErrorCode)
         settled_detail = Signal(DETAIL_BITS)
         m.d.sync += [settled_refusal.eq(register_refusal), settled_detail.eq(register_detail)]
-        # BUSY reads a flip-flop kept equal to `running` (set below by an accepted start, cleared
-        # in the finishing cycle): the OR of the blocks' states in front of the start decision
-        # was the iCE40's critical path (docs/synthesis.md, I12).
+        # BUSY reads a flip-flop (set below by an accepted start, cleared when the outcome
+        # reaches STATUS, one cycle after the finishing cycle): the OR of the blocks' states in
+        # front of the start decision was the iCE40's critical path (docs/synthesis.md, I12).
         running_flag = self._running_flag
         m.d.comb += [refusal.eq(Mux(running_flag, ErrorCode.BUSY, settled_refusal)),
                      refusal_detail.eq(Mux(running_flag, opcode, settled_detail))]
@@ -578,9 +590,13 @@ class Controller(wiring.Component):
             m.d.sync += [walk_running.eq(is_matrix), walk_is_refresh.eq(is_refresh)]
         with m.Elif(finished):
             m.d.sync += walk_running.eq(0)
+        # The finishing cycle's outcome reaches STATUS one cycle later (below); until then the
+        # command counts as running, so a start is refused with BUSY and cannot meet the report.
+        ending = Signal()
+        m.d.sync += ending.eq(finished)
         with m.If(accepted & ~is_nop):
             m.d.sync += running_flag.eq(1)
-        with m.Elif(finished):
+        with m.Elif(ending):
             m.d.sync += running_flag.eq(0)
         with m.If(accepted & is_solve):
             m.d.sync += host_solving.eq(1)
@@ -650,7 +666,7 @@ class Controller(wiring.Component):
         error = Signal(ErrorCode)
         error_detail = Signal(DETAIL_BITS)
         m.d.comb += [
-            regs.status.busy.eq(running),
+            regs.status.busy.eq(running_flag),
             regs.status.done.eq(done),
             regs.status.error.eq(error),
             regs.status.error_detail.eq(error_detail),
@@ -673,15 +689,29 @@ class Controller(wiring.Component):
             m.d.sync += [done.eq(1), error.eq(outcome), error_detail.eq(detail)]
             m.d.comb += [regs.irq_status.done_set.eq(1), regs.irq_status.error_set.eq(failed)]
 
+        # The finishing cycle registers the outcome (every cycle: it counts only with
+        # `reported`); STATUS and IRQ_STATUS take it one cycle later. The end decisions behind
+        # `finished` then stop at these flip-flops instead of running on through the start and
+        # refusal priority into STATUS (docs/synthesis.md I25).
+        reported = Signal()
+        reported_error = Signal(ErrorCode)
+        reported_detail = Signal(DETAIL_BITS)
+        reported_failed = Signal()
+        m.d.sync += [reported.eq(finished & reporting), reported_error.eq(finished_error),
+                     reported_detail.eq(finished_detail),
+                     reported_failed.eq(by_source(lambda code: code != ErrorCode.NONE))]
+
         with m.If(soft_reset):
-            m.d.sync += [done.eq(0), error.eq(ErrorCode.NONE), error_detail.eq(0),
-                         forgetting.eq(running & ~finished)]
+            m.d.sync += forgetting.eq(running & ~finished)
         with m.Elif(finished):
             m.d.sync += forgetting.eq(0)
-            with m.If(reporting):
-                report(finished_error, finished_detail, by_source(lambda code: code != ErrorCode.NONE))
-            # A start in the block's done cycle is refused (BUSY); STATUS keeps the outcome of
-            # the command that just finished, IRQ_STATUS.error flags the refusal.
+        # A soft reset in the cycle between the finishing cycle and the report forgets the
+        # outcome like one in the finishing cycle. A start in either cycle is refused (BUSY:
+        # running_flag is still set); STATUS then shows the outcome, IRQ_STATUS.error the refusal.
+        with m.If(soft_reset):
+            m.d.sync += [done.eq(0), error.eq(ErrorCode.NONE), error_detail.eq(0)]
+        with m.Elif(reported):
+            report(reported_error, reported_detail, reported_failed)
             with m.If(start):
                 m.d.comb += regs.irq_status.error_set.eq(1)
         with m.Elif(start):
