@@ -254,9 +254,17 @@ class SolveSequencer(wiring.Component):
             with m.If(wait_timer == 1):
                 then()
 
-        def set_rows_left(value):  # the rows left := value
+        # Whether a mask has at most one row, registered from the start's operand (held from the
+        # cycle before the start) and from the latched mask (fixed while running): the three
+        # sources' subtract and zero test, shared by Yosys behind the FSM's mux, was the iCE40's
+        # critical path (docs/synthesis.md I26).
+        start_mask_single, latched_mask_single = Signal(), Signal()
+        m.d.sync += [start_mask_single.eq((self.row_mask & (self.row_mask - 1)) == 0),
+                     latched_mask_single.eq((row_mask & (row_mask - 1)) == 0)]
+
+        def set_rows_left(value, single):  # the rows left := value (`single`: it has at most one)
             rest = value & (value - 1)
-            m.d.sync += [next_row.eq(lowest_set_index(value)), rows_after.eq(rest), rows_empty.eq(value == 0), rows_after_empty.eq(rest == 0)]
+            m.d.sync += [next_row.eq(lowest_set_index(value)), rows_after.eq(rest), rows_empty.eq(value == 0), rows_after_empty.eq(single)]
 
         def next_rows_left():
             # The rows left := rows_after, from the registers only.
@@ -295,7 +303,7 @@ class SolveSequencer(wiring.Component):
                     sample_sum.eq(rounding_half(self.avg_log2, p.sum_bits)),
                     sample_over_range.eq(0),
                 ]
-                set_rows_left(self.row_mask)
+                set_rows_left(self.row_mask, start_mask_single)
                 if p.calibration:
                     m.d.sync += cal_enable.eq(self.cal_enable)
                 with m.If(self.start):
@@ -386,7 +394,7 @@ class SolveSequencer(wiring.Component):
                             ]
                             m.next = "Convert-Start"
                         with m.Else():
-                            set_rows_left(row_mask)
+                            set_rows_left(row_mask, latched_mask_single)
                             m.next = "Zero-DAC"
                 abortable()
 
