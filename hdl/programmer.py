@@ -312,6 +312,12 @@ class WriteVerifyProgrammer(wiring.Component):
         if p.calibration:
             corrected_product = self._elaborate_read_correction(m, last_average, code_low, code_high_next,
                                                                 target_code, col, within, below_target)
+        # The cell's pulse budget spent, registered every cycle: cell_pulses changes in
+        # Fetch-Target and Fire, at least four cycles before a Compare (a read in between), and
+        # pulse_budget is latched at the start; the compare in Compare was in front of the FSM's
+        # next state (the iCE40's critical path, docs/synthesis.md I27).
+        budget_spent = Signal()
+        m.d.sync += budget_spent.eq(cell_pulses == pulse_budget)
         wanted = Signal(ProgPolarity)
         m.d.comb += wanted.eq(Mux(below_target, ProgPolarity.SET, ProgPolarity.RESET))
         grown = amplitude + amp_step                         # one bit wider: no wrap
@@ -433,7 +439,7 @@ class WriteVerifyProgrammer(wiring.Component):
                 with m.Elif(within):
                     m.d.sync += cell_failed.eq(0)
                     m.next = "Record"
-                with m.Elif(cell_pulses == pulse_budget):
+                with m.Elif(budget_spent):
                     m.d.sync += cell_failed.eq(1)
                     m.next = "Record"
                 with m.Else():
