@@ -334,11 +334,13 @@ class Controller(wiring.Component):
         reads_cells = is_cell | is_matrix | is_nmf
 
         # The averaging count must be a power of two from 1 to 2**avg_max_log2; the blocks get
-        # the exponent, the position of its single set bit.
+        # the exponent, the position of its single set bit, registered (TIMING is written at
+        # least REGISTER_WRITE_SPACING cycles before CONTROL.start; the blocks' start checks and
+        # operand loads behind the search were the iCE40's critical paths, docs/synthesis.md I28).
         count_ok = (adc_samples != 0) & ((adc_samples & (adc_samples - 1)) == 0) & \
             (adc_samples <= (1 << p.avg_max_log2))
         avg_log2 = Signal(p.avg_log2_bits)
-        m.d.comb += avg_log2.eq(lowest_set_index(adc_samples[:p.avg_max_log2 + 1]))
+        m.d.sync += avg_log2.eq(lowest_set_index(adc_samples[:p.avg_max_log2 + 1]))
 
         running = self._blocks_running
         retry_pending = Signal()  # a host solve's over-range retry starts in this cycle
