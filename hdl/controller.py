@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any, Callable
+from typing import Any
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, ValueLike, signed
 from amaranth.lib import wiring
@@ -588,26 +588,28 @@ class Controller(wiring.Component):
             finished = finished | remap.finished
             with m.If(walk_done):
                 m.d.sync += walk_failed.eq(prog.failed_count)
-        with m.If(accepted):
-            m.d.sync += [walk_running.eq(is_matrix), walk_is_refresh.eq(is_refresh)]
-        with m.Elif(finished):
-            m.d.sync += walk_running.eq(0)
         # The finishing cycle's outcome reaches STATUS one cycle later (below); until then the
         # command counts as running, so a start is refused with BUSY and cannot meet the report.
+        # The command's flags are cleared then too (nothing finishes in that cycle): the end
+        # decisions behind `finished` in front of their enables were near the iCE40's critical
+        # path (docs/synthesis.md I29).
         ending = Signal()
         m.d.sync += ending.eq(finished)
+        with m.If(accepted):
+            m.d.sync += [walk_running.eq(is_matrix), walk_is_refresh.eq(is_refresh)]
+        with m.Elif(ending):
+            m.d.sync += walk_running.eq(0)
         with m.If(accepted & ~is_nop):
             m.d.sync += running_flag.eq(1)
         with m.Elif(ending):
             m.d.sync += running_flag.eq(0)
         with m.If(accepted & is_solve):
             m.d.sync += host_solving.eq(1)
-        with m.Elif(finished):
+        with m.Elif(ending):
             m.d.sync += host_solving.eq(0)
         m.d.comb += regs.solve_exponent.exponent.eq(solve_exponent)
         finished_error = Signal(ErrorCode)
-        # The finishing block's error, later sources first; also used per source (by_source) for
-        # the error_detail selection, decoded before the chain instead of behind it (I14).
+        # The finishing block's error, later sources first.
         error_sources: list[tuple[Value, Any]] = [(seq.done, seq.error), (aborted_retry, ErrorCode.ABORTED)]
         if calibrator is not None:
             # The calibrator ends with NONE when it ran through; failed entries make it CAL_FAILED.
@@ -624,12 +626,10 @@ class Controller(wiring.Component):
         if refiner is not None:
             error_sources.append((refiner.done, refiner.error))
 
-        def by_source(decode: Callable[[Any], Any]) -> Value:
-            value = decode(prog.error)
-            for source_done, source_error in error_sources:
-                value = Mux(source_done, decode(source_error), value)
-            return Value.cast(value)
-        m.d.comb += finished_error.eq(by_source(lambda code: code))
+        finished_value: Value = Value.cast(prog.error)
+        for source_done, source_error in error_sources:
+            finished_value = Mux(source_done, source_error, finished_value)
+        m.d.comb += finished_error.eq(finished_value)
         store_reading = prog.done & reading_cell & (prog.error == ErrorCode.NONE)
         results = regs.results.write
         with m.If(seq.result.en):
@@ -673,35 +673,41 @@ class Controller(wiring.Component):
             regs.status.error.eq(error),
             regs.status.error_detail.eq(error_detail),
         ]
-        finished_detail = Signal(DETAIL_BITS)
-        with m.If(by_source(lambda code: (code == ErrorCode.ADC_TIMEOUT) | (code == ErrorCode.PROGRAM_TIMEOUT))):
-            m.d.comb += finished_detail.eq(last_target)
-        with m.Elif(by_source(lambda code: code == ErrorCode.CELLS_FAILED)):
-            # After spare trials the walk's count (latched), not the last trial's.
-            m.d.comb += finished_detail.eq(saturate(Mux(remap_busy, walk_failed, prog.failed_count),
-                                                    DETAIL_BITS))
-        if calibrator is not None:
-            with m.Elif(by_source(lambda code: code == ErrorCode.CAL_FAILED)):
-                m.d.comb += finished_detail.eq(saturate(calibrator.failed_count, DETAIL_BITS))
-        if anls is not None:
-            with m.Elif(by_source(lambda code: code == ErrorCode.EXPONENT_RANGE)):
-                m.d.comb += finished_detail.eq(anls.error_detail)
-
         def report(outcome: ValueLike, detail: ValueLike, failed: ValueLike) -> None:
             m.d.sync += [done.eq(1), error.eq(outcome), error_detail.eq(detail)]
             m.d.comb += [regs.irq_status.done_set.eq(1), regs.irq_status.error_set.eq(failed)]
 
-        # The finishing cycle registers the outcome (every cycle: it counts only with
-        # `reported`); STATUS and IRQ_STATUS take it one cycle later. The end decisions behind
-        # `finished` then stop at these flip-flops instead of running on through the start and
-        # refusal priority into STATUS (docs/synthesis.md I25).
+        # The finishing cycle registers the outcome and the values its detail may be (every
+        # cycle: they count only with `reported`); STATUS and IRQ_STATUS take them one cycle
+        # later, the detail selected by the registered error. The end decisions behind
+        # `finished` then stop at these flip-flops instead of running on through the detail
+        # selection and the start and refusal priority into STATUS (docs/synthesis.md I25, I29).
         reported = Signal()
         reported_error = Signal(ErrorCode)
+        m.d.sync += [reported.eq(finished & reporting), reported_error.eq(finished_error)]
+
+        def registered(value: ValueLike, name: str) -> Signal:
+            register = Signal(DETAIL_BITS, name=name)
+            m.d.sync += register.eq(saturate(value, DETAIL_BITS))
+            return register
+        # After spare trials CELLS_FAILED gives the walk's count (latched), not the last trial's.
+        detail_by_error: list[tuple[Value, Value]] = [
+            ((reported_error == ErrorCode.ADC_TIMEOUT) | (reported_error == ErrorCode.PROGRAM_TIMEOUT),
+             registered(last_target, "reported_target")),
+            (reported_error == ErrorCode.CELLS_FAILED,
+             registered(Mux(remap_busy, walk_failed, prog.failed_count), "reported_failed_cells")),
+        ]
+        if calibrator is not None:
+            detail_by_error.append((reported_error == ErrorCode.CAL_FAILED,
+                                    registered(calibrator.failed_count, "reported_failed_entries")))
+        if anls is not None:
+            detail_by_error.append((reported_error == ErrorCode.EXPONENT_RANGE,
+                                    registered(anls.error_detail, "reported_component")))
         reported_detail = Signal(DETAIL_BITS)
-        reported_failed = Signal()
-        m.d.sync += [reported.eq(finished & reporting), reported_error.eq(finished_error),
-                     reported_detail.eq(finished_detail),
-                     reported_failed.eq(by_source(lambda code: code != ErrorCode.NONE))]
+        for index, (selected, value) in enumerate(detail_by_error):
+            with (m.If if index == 0 else m.Elif)(selected):
+                m.d.comb += reported_detail.eq(value)
+        reported_failed = reported_error != ErrorCode.NONE
 
         with m.If(soft_reset):
             m.d.sync += forgetting.eq(running & ~finished)
