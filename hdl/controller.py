@@ -448,6 +448,12 @@ class Controller(wiring.Component):
         solve_mode = Signal(AFEMode)
         prog_command = Signal(ProgrammerCommand)
         m.d.sync += [solve_mode.eq(solve_mode_now), prog_command.eq(prog_command_now)]
+        # The cell's row and column saturated and registered alike: the saturation in front of
+        # the programmer's one-hot decode and operand load was near the iCE40's critical path
+        # (docs/synthesis.md I30).
+        cell_row = Signal(p.row_addr_bits)
+        cell_col = Signal(p.col_addr_bits)
+        m.d.sync += [cell_row.eq(saturate(row, p.row_addr_bits)), cell_col.eq(saturate(col, p.col_addr_bits))]
         abort = regs.control.abort | soft_reset
         host_solve = {
             "start": (accepted & is_solve) | (retry_pending & ~abort),
@@ -464,8 +470,8 @@ class Controller(wiring.Component):
             "start": accepted & (is_cell | is_matrix),
             "abort": abort,
             "command": prog_command,
-            "cell_row": saturate(row, p.row_addr_bits),
-            "cell_col": saturate(col, p.col_addr_bits),
+            "cell_row": cell_row,
+            "cell_col": cell_col,
             "row_mask": row_mask,
             "col_mask": saturate(col_mask, p.total_cols),
             "tolerance": saturate(tolerance, p.tolerance_bits),
