@@ -76,6 +76,17 @@ STATUS_DELAY = 2
 REFUSAL_STATUS_DELAY = 1
 
 
+def at_least(value: ValueLike, bound: int) -> Value:
+    """``value >= bound`` for a constant ``bound``; a power of two as a test of the bits from its
+    position up (a compare's carry chain in front of a register was the iCE40's critical path,
+    docs/synthesis.md I31)."""
+    value = Value.cast(value)
+    if bound > 0 and bound & (bound - 1) == 0:
+        position = bound.bit_length() - 1
+        return value[position:].any() if position < len(value) else Const(0)
+    return value >= bound
+
+
 def saturate(value: ValueLike, width: int) -> Value:
     """``value`` narrowed to ``width`` bits, clamped at the largest ``width``-bit value instead of
     wrapping: an out-of-range register value can then never turn into an accepted small one."""
@@ -337,8 +348,11 @@ class Controller(wiring.Component):
         # the exponent, the position of its single set bit, registered (TIMING is written at
         # least REGISTER_WRITE_SPACING cycles before CONTROL.start; the blocks' start checks and
         # operand loads behind the search were the iCE40's critical paths, docs/synthesis.md I28).
-        count_ok = (adc_samples != 0) & ((adc_samples & (adc_samples - 1)) == 0) & \
-            (adc_samples <= (1 << p.avg_max_log2))
+        # As bit tests, without the subtract and compare carry chains (a check's compare was the
+        # iCE40's critical path, docs/synthesis.md I31).
+        low_samples = adc_samples[:p.avg_max_log2 + 1]
+        count_ok = (adc_samples[p.avg_max_log2 + 1:] == 0) & \
+            Cat(low_samples == 1 << k for k in range(p.avg_max_log2 + 1)).any()
         avg_log2 = Signal(p.avg_log2_bits)
         m.d.sync += avg_log2.eq(lowest_set_index(adc_samples[:p.avg_max_log2 + 1]))
 
@@ -372,7 +386,7 @@ class Controller(wiring.Component):
         offset = self.register_offset
         checks = [
             (~(is_nop | uses_adc), ErrorCode.UNKNOWN_OPCODE, opcode),
-            (is_cell & ((row >= p.rows) | (col >= p.total_cols)), ErrorCode.BAD_DIMENSION,
+            (is_cell & (at_least(row, p.rows) | at_least(col, p.total_cols)), ErrorCode.BAD_DIMENSION,
              offset("COMMAND")),
             (uses_masks & (row_mask == 0), ErrorCode.BAD_DIMENSION, offset("ROW_MASK")),
             (uses_masks & (col_mask == 0), ErrorCode.BAD_DIMENSION, offset("COL_ENABLE")),
@@ -380,7 +394,7 @@ class Controller(wiring.Component):
             (is_refine & (col_mask[:p.cols] == 0), ErrorCode.BAD_DIMENSION, offset("COL_ENABLE")),
             *nmf_checks("size"),
             (uses_adc & ~count_ok, ErrorCode.BAD_AVERAGING, offset("TIMING")),
-            (runs_programs & ((tolerance == 0) | (tolerance >= 1 << p.adc_bits)),
+            (runs_programs & ((tolerance == 0) | at_least(tolerance, 1 << p.adc_bits)),
              ErrorCode.BAD_TOLERANCE, offset("PROGRAM_TOLERANCE")),
             *nmf_checks("window"),
             (uses_adc & (regs.watchdog.cycles == 0), ErrorCode.BAD_TIMING, offset("WATCHDOG")),

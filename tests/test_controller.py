@@ -20,7 +20,7 @@ from anmf.hdl.afe import AFEMode, AFESignature
 from anmf.hdl.axi4lite import Response
 from anmf.hdl.codes import ErrorCode, Opcode
 from anmf.hdl.controller import (REFUSAL_STATUS_DELAY, REGISTER_WRITE_SPACING, STATUS_DELAY, TOP_MODULE,
-                                  Controller, saturate, verilog_text)
+                                  Controller, at_least, saturate, verilog_text)
 from anmf.hdl.params import BuildParams
 from anmf.hdl.platforms import ICE40UP5KPlatform, PinnedController
 from anmf.hdl.registers import build_register_map
@@ -878,6 +878,28 @@ def test_saturate_clamps_instead_of_wrapping():
     sim.add_testbench(testbench)
     sim.run()
     assert seen == [0, 9, 15, 15, 15, 15]
+
+
+def test_at_least_equals_the_compare_for_every_value():
+    """The bit test a power-of-two bound becomes (and the compare for other bounds, and a bound
+    past the value's width) against ``>=`` for every 6-bit value."""
+    value = Signal(6)
+    bounds = (1, 4, 5, 16, 32, 64, 128)
+    outputs = [Signal(name=f"at_least_{bound}") for bound in bounds]
+    m = Module()
+    m.d.comb += [output.eq(at_least(value, bound)) for output, bound in zip(outputs, bounds)]
+    wrong = []
+
+    async def testbench(ctx):
+        for number in range(64):
+            ctx.set(value, number)
+            wrong.extend((number, bound) for output, bound in zip(outputs, bounds)
+                         if ctx.get(output) != (number >= bound))
+
+    sim = Simulator(m)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert wrong == [], f"(value, bound) pairs where at_least differs from >=: {wrong[:5]}"
 
 
 def test_constructor_validates_its_parameters():
