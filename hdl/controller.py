@@ -772,6 +772,9 @@ class Controller(wiring.Component):
         armed = Signal()
         prescaler = Signal(range(REFRESH_TICK_CYCLES))
         elapsed = Signal(32)
+        # elapsed + 1, kept as a register beside it: the increment's carry chain in front of the
+        # compare with the interval was near the iCE40's critical path (docs/synthesis.md I33).
+        elapsed_next = Signal(32, init=1)
         interval = regs.refresh_interval.ticks
         m.d.comb += regs.refresh_elapsed.ticks.eq(elapsed)
         tick = armed & (prescaler == REFRESH_TICK_CYCLES - 1)
@@ -780,12 +783,12 @@ class Controller(wiring.Component):
         restart = Signal()
         m.d.sync += restart.eq(programmed & reporting)
         with m.If(restart):
-            m.d.sync += [armed.eq(1), prescaler.eq(0), elapsed.eq(0)]
+            m.d.sync += [armed.eq(1), prescaler.eq(0), elapsed.eq(0), elapsed_next.eq(1)]
         with m.Elif(armed):
             m.d.sync += prescaler.eq(prescaler + 1)
             with m.If(tick & (elapsed != 0xFFFF_FFFF)):
-                m.d.sync += elapsed.eq(elapsed + 1)
-                m.d.comb += regs.prog_irq.refresh_due_set.eq((interval != 0) & (elapsed + 1 == interval))
+                m.d.sync += [elapsed.eq(elapsed_next), elapsed_next.eq(elapsed_next + 1)]
+                m.d.comb += regs.prog_irq.refresh_due_set.eq((interval != 0) & (elapsed_next == interval))
 
     def _elaborate_calibration(self, m: Module, calibrator: Calibrator, regs: ControllerRegisters,
                                seq: SolveSequencer, start: Value, abort: Value,
