@@ -679,10 +679,6 @@ class Controller(wiring.Component):
                 regs.nmf_irq.progress_set.eq(anls.iteration_done & reporting),
             ]
 
-        if remap is not None:
-            self._elaborate_refresh(m, regs, prog, remap, walk_done & walk_is_refresh,
-                                    finished & walk_running | nmf_done, reporting)
-
         # --- STATUS and interrupts ----------------------------------------------------------------
         done = Signal()
         error = Signal(ErrorCode)
@@ -729,6 +725,14 @@ class Controller(wiring.Component):
                 m.d.comb += reported_detail.eq(value)
         reported_failed = reported_error != ErrorCode.NONE
 
+        if remap is not None:
+            # The drift timer restarts in the cycle a PROGRAM_MATRIX / REFRESH / RUN_NMF end is
+            # reported (from flip-flops: walk_running is cleared only after it, I34).
+            nmf_reported = Signal()
+            m.d.sync += nmf_reported.eq(nmf_done & reporting)
+            self._elaborate_refresh(m, regs, prog, remap, walk_done & walk_is_refresh,
+                                    reported & walk_running | nmf_reported, reporting)
+
         with m.If(soft_reset):
             m.d.sync += forgetting.eq(running & ~finished)
         with m.Elif(finished):
@@ -755,9 +759,10 @@ class Controller(wiring.Component):
 
 
     def _elaborate_refresh(self, m: Module, regs: ControllerRegisters, prog: WriteVerifyProgrammer,
-                           remap: ColumnRemap, refresh_walk_done: Value, programmed: Value,
+                           remap: ColumnRemap, refresh_walk_done: Value, restart: Value,
                            reporting: Value) -> None:
-        """REFRESH's result registers, the drift timer and the remap's registers."""
+        """REFRESH's result registers, the drift timer (``restart``: a matrix programming's end
+        is reported in this cycle) and the remap's registers."""
         result = regs.refresh_result
         with m.If(refresh_walk_done & reporting):
             m.d.sync += [result.checked.eq(saturate(prog.checked_count, 16)),
@@ -778,10 +783,9 @@ class Controller(wiring.Component):
         interval = regs.refresh_interval.ticks
         m.d.comb += regs.refresh_elapsed.ticks.eq(elapsed)
         tick = armed & (prescaler == REFRESH_TICK_CYCLES - 1)
-        # The restart is registered: the end-of-command decision behind `programmed` in front of
-        # the timer's 32-bit enable was the iCE40's critical path.
-        restart = Signal()
-        m.d.sync += restart.eq(programmed & reporting)
+        # The restart comes from the outcome's register stage, a cycle after the finishing cycle:
+        # the end-of-command decision in front of the timer's 32-bit enable was the iCE40's
+        # critical path (and, registered on its own, near it: docs/synthesis.md I34).
         with m.If(restart):
             m.d.sync += [armed.eq(1), prescaler.eq(0), elapsed.eq(0), elapsed_next.eq(1)]
         with m.Elif(armed):
