@@ -468,13 +468,18 @@ class Controller(wiring.Component):
         cell_row = Signal(p.row_addr_bits)
         cell_col = Signal(p.col_addr_bits)
         m.d.sync += [cell_row.eq(saturate(row, p.row_addr_bits)), cell_col.eq(saturate(col, p.col_addr_bits))]
+        # The masks too (the blocks' "no cells" start checks behind the window's flip-flops and
+        # the remap's mux were the iCE40's critical path, docs/synthesis.md I35).
+        block_row_mask = Signal(p.rows)
+        block_col_mask = Signal(p.total_cols)
+        m.d.sync += [block_row_mask.eq(row_mask), block_col_mask.eq(saturate(col_mask, p.total_cols))]
         abort = regs.control.abort | soft_reset
         host_solve = {
             "start": (accepted & is_solve) | (retry_pending & ~abort),
             "abort": abort,
             "mode": solve_mode,
-            "row_mask": row_mask,
-            "col_mask": saturate(col_mask, p.total_cols),
+            "row_mask": block_row_mask,
+            "col_mask": block_col_mask,
             "avg_log2": avg_log2,
             "dac_settle": saturate(regs.dac_settle.cycles, p.timer_bits),
             "analog_settle": saturate(regs.analog_settle.cycles, p.timer_bits),
@@ -486,8 +491,8 @@ class Controller(wiring.Component):
             "command": prog_command,
             "cell_row": cell_row,
             "cell_col": cell_col,
-            "row_mask": row_mask,
-            "col_mask": saturate(col_mask, p.total_cols),
+            "row_mask": block_row_mask,
+            "col_mask": block_col_mask,
             "tolerance": saturate(tolerance, p.tolerance_bits),
             "amp_start": saturate(regs.program_amplitude.start, p.prog_amp_bits),
             "amp_step": saturate(regs.program_amplitude.step, p.prog_amp_bits),
