@@ -77,7 +77,8 @@ class WriteVerifyProgrammer(wiring.Component):
     (last averaged read), ``pulse_count`` (pulses of the last command), ``failed_count``
     (cells failed by the last command), ``failed_cols`` (bit c: a cell of column c failed in
     the last command), ``checked_count`` (cells the last program command verified),
-    ``reprogrammed_count`` (those of them that got at least one pulse), ``over_range_sample``
+    ``reprogrammed_count`` (those of them that got at least one pulse; these counts are cleared
+    in the second cycle of an accepted command), ``over_range_sample``
     (high in each cycle a sample flagged ``adc_ovr`` is accumulated, for the controller's
     counter); ``afe``. With ``params.calibration``: ``cal_adc`` (CAL_CONTROL.adc, sampled while
     idle), ``coeff_channel`` (the CAL_COEFF index of the current column's ADC word: the logical
@@ -180,6 +181,7 @@ class WriteVerifyProgrammer(wiring.Component):
         m.d.sync += [rows_after.eq(rows_left & (rows_left - 1)),
                      on_last_row.eq((rows_left & (rows_left - 1)) == 0)]
         any_failed = Signal()   # failed_count != 0, kept as a flag for the same reason
+        fresh = Signal()        # started, the counts not cleared yet (the first Next-Cell does)
         cols_left = Signal(p.total_cols)
         row = Signal(p.row_addr_bits)
         col = Signal(p.col_addr_bits)
@@ -352,12 +354,18 @@ class WriteVerifyProgrammer(wiring.Component):
                     with m.If(settled_start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
-                        m.d.sync += [pulse_count.eq(0), failed_count.eq(0), any_failed.eq(0),
-                                     failed_cols.eq(0), checked_count.eq(0),
-                                     reprogrammed_count.eq(0)]
+                        m.d.sync += fresh.eq(1)
                         m.next = "Next-Cell"
 
             with m.State("Next-Cell"):
+                # The command's counts are cleared here, in its first Next-Cell (before any
+                # Record), not by the start: the start's fan-out to their enables was the
+                # iCE40's critical path (docs/synthesis.md I36). They keep the last command's
+                # values until then.
+                with m.If(fresh):
+                    m.d.sync += [pulse_count.eq(0), failed_count.eq(0), any_failed.eq(0),
+                                 failed_cols.eq(0), checked_count.eq(0),
+                                 reprogrammed_count.eq(0), fresh.eq(0)]
                 with m.If(cols_left != 0):
                     m.d.sync += [
                         row.eq(lowest_set_index(rows_left)),
