@@ -262,6 +262,13 @@ class SolveSequencer(wiring.Component):
         m.d.sync += [start_mask_single.eq((self.row_mask & (self.row_mask - 1)) == 0),
                      latched_mask_single.eq((row_mask & (row_mask - 1)) == 0)]
 
+        # Whether the column has samples left and the walk columns left, registered every cycle:
+        # samples_left and cols_left change only at a conversion's end (and in Idle), and the next
+        # end is at least three cycles later (Convert-Start, two Convert-Wait cycles). The zero
+        # tests behind the end's FSM decode were the iCE40's critical path (docs/synthesis.md I37).
+        more_samples, more_cols = Signal(), Signal()
+        m.d.sync += [more_samples.eq(samples_left != 0), more_cols.eq(cols_left != 0)]
+
         def set_rows_left(value, single):  # the rows left := value (`single`: it has at most one)
             rest = value & (value - 1)
             m.d.sync += [next_row.eq(lowest_set_index(value)), rows_after.eq(rest), rows_empty.eq(value == 0), rows_after_empty.eq(single)]
@@ -370,7 +377,7 @@ class SolveSequencer(wiring.Component):
                     over_range = sample_over_range | afe.adc_ovr
                     with m.If(afe.adc_ovr):
                         m.d.sync += over_range_count.eq(over_range_count + 1)
-                    with m.If(samples_left != 0):
+                    with m.If(more_samples):
                         m.d.sync += [
                             sample_sum.eq(total),
                             sample_over_range.eq(over_range),
@@ -387,7 +394,7 @@ class SolveSequencer(wiring.Component):
                             sample_over_range.eq(0),
                             samples_left.eq(last_sample_index(avg_log2)),
                         ]
-                        with m.If(cols_left != 0):
+                        with m.If(more_cols):
                             m.d.sync += [
                                 current_col.eq(lowest_set_index(cols_left)),
                                 cols_left.eq(cols_left & (cols_left - 1)),
