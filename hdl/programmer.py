@@ -29,6 +29,8 @@ loop open, every DAC written the zero-volt code and applied, then done.
 """
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
@@ -189,12 +191,14 @@ class WriteVerifyProgrammer(wiring.Component):
         # walk would pick now (lowest_set_index(rows_left)) in every cycle, so in Fetch-Target,
         # the cycle after Next-Cell picked row and col, it is that row's; the multiply in front
         # of the buffer's address and its bypass compare is too deep (docs/synthesis.md).
-        # The product by the constant is written as a sum of shifts (one adder per set bit of
-        # total_cols): Yosys maps `* total_cols` to a DSP multiplier, 3.9 ns on the ECP5.
+        # The product is an OR of constants selected by the lowest row as a one-hot vector
+        # (rows_left & -rows_left): no multiplier (Yosys maps `* total_cols` to a DSP, 3.9 ns
+        # on the ECP5), and no index search and adders in front of the register (the iCE40's
+        # critical path, docs/synthesis.md I38).
         row_base = Signal(p.cell_addr_bits)
-        next_row = lowest_set_index(rows_left)
-        m.d.sync += row_base.eq(sum(next_row << bit for bit in range(p.total_cols.bit_length())
-                                    if p.total_cols >> bit & 1))
+        lowest_row = rows_left & (~rows_left + 1)[:p.rows]
+        m.d.sync += row_base.eq(functools.reduce(
+            operator.or_, (Mux(lowest_row[r], r * p.total_cols, 0) for r in range(p.rows))))
         cell_address = Signal(p.cell_addr_bits)
         m.d.comb += cell_address.eq(row_base + col)
         target_code = Signal(p.adc_bits)
