@@ -609,7 +609,7 @@ class Controller(wiring.Component):
             m.d.comb += [remap.walk_done.eq(walk_done), remap.prog_done.eq(prog.done),
                          remap.prog_error.eq(prog.error), remap.failed_cols.eq(prog.failed_cols),
                          remap.abort.eq(abort), remap.enable.eq(regs.remap_control.enable),
-                         remap.clear.eq(regs.remap_control.clear & ~running)]
+                         remap.clear.eq(regs.remap_control.clear & ~running_flag)]
             finished = finished | remap.finished
             with m.If(walk_done):
                 m.d.sync += walk_failed.eq(prog.failed_count)
