@@ -220,12 +220,17 @@ class ColumnRemap(wiring.Component):
                     column_bit, spare_bit = trial_column_bit, trial_spare_bit
                     pending_next = Signal(n)
                     m.d.comb += pending_next.eq(pending & ~(column_bit & passed.replicate(n)))
-                    with m.If(passed | spare_bad):
-                        m.d.sync += [taken.eq(taken | spare_bit), pending.eq(pending_next)]
+                    # The trial's entries and flags are written whatever the outcome, the outcome
+                    # choosing the data (kept or undone): the error decode in front of their
+                    # enables was the iCE40's critical path (docs/synthesis.md I40).
+                    m.d.sync += [taken.eq(Mux(passed | spare_bad, taken | spare_bit, taken)),
+                                 pending.eq(pending_next)]
+                    for c in range(n):
+                        with m.If((column == c) | (spare == c)):
+                            m.d.sync += physical[c].eq(Mux(passed, physical[c],
+                                                           Mux(column == c, column_was, c)))
                     with m.If(passed):
                         m.d.comb += [self.remapped.eq(1), mark_dirty.eq(column_bit | spare_bit)]
-                    with m.Else():
-                        undo_swap()
                     with m.If(~passed & ~spare_bad | ~Mux(passed, more_if_passed, more_if_spare_bad)):
                         finish()
                     with m.Else():
