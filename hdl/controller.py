@@ -738,9 +738,13 @@ class Controller(wiring.Component):
             self._elaborate_refresh(m, regs, prog, remap, walk_done & walk_is_refresh,
                                     reported & walk_running | nmf_reported, reporting)
 
+        # A soft reset forgets the running command: the flag is cleared a cycle after the next
+        # finish (`ending`; nothing is reported in that cycle), so a command that finishes in the
+        # soft reset's own cycle (not reported either) needs no test of `finished` here (the end
+        # decision in front of the flag was the iCE40's critical path, docs/synthesis.md I41).
         with m.If(soft_reset):
-            m.d.sync += forgetting.eq(running & ~finished)
-        with m.Elif(finished):
+            m.d.sync += forgetting.eq(running)
+        with m.Elif(ending):
             m.d.sync += forgetting.eq(0)
         # A soft reset in the cycle between the finishing cycle and the report forgets the
         # outcome like one in the finishing cycle. A start in either cycle is refused (BUSY:
