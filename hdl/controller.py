@@ -433,6 +433,11 @@ class Controller(wiring.Component):
         settled_refusal = Signal(ErrorCode)
         settled_detail = Signal(DETAIL_BITS)
         m.d.sync += [settled_refusal.eq(register_refusal), settled_detail.eq(register_detail)]
+        # Whether the checks pass, registered beside them: the acceptance then needs no compare
+        # of the refusal code (it was in front of the blocks' start enables, the iCE40's critical
+        # path, docs/synthesis.md I42).
+        settled_ok = Signal()
+        m.d.sync += settled_ok.eq(~check_failed.any())
         # BUSY reads a flip-flop (set below by an accepted start, cleared when the outcome
         # reaches STATUS, one cycle after the finishing cycle): the OR of the blocks' states in
         # front of the start decision was the iCE40's critical path (docs/synthesis.md, I12).
@@ -443,7 +448,7 @@ class Controller(wiring.Component):
         soft_reset = regs.control.soft_reset
         start = Signal()
         m.d.comb += start.eq(regs.control.start & ~soft_reset)
-        accepted = start & (refusal == ErrorCode.NONE)
+        accepted = start & ~running_flag & settled_ok
 
         # --- block operands: straight from the registers, saturated to the block ports ----------
         # The opcode's mode and programmer command are registered like its classes above (the
