@@ -433,22 +433,25 @@ class Controller(wiring.Component):
         settled_refusal = Signal(ErrorCode)
         settled_detail = Signal(DETAIL_BITS)
         m.d.sync += [settled_refusal.eq(register_refusal), settled_detail.eq(register_detail)]
-        # Whether the checks pass, registered beside them: the acceptance then needs no compare
-        # of the refusal code (it was in front of the blocks' start enables, the iCE40's critical
-        # path, docs/synthesis.md I42).
-        settled_ok = Signal()
-        m.d.sync += settled_ok.eq(~check_failed.any())
+        # Whether a start strobe in this cycle is accepted (the checks pass and nothing runs),
+        # registered from the cycle before: no start strobe came then (they are at least
+        # REGISTER_WRITE_SPACING cycles apart), so running_flag changed only by `ending`. The
+        # acceptance then needs no compare of the refusal code nor the flag (they were in front
+        # of the blocks' start enables, the iCE40's critical path, docs/synthesis.md I42, I43).
+        running_flag = self._running_flag
+        ending = Signal()   # `finished` of the cycle before (below)
+        start_ok = Signal()
+        m.d.sync += start_ok.eq(~(running_flag & ~ending) & ~check_failed.any())
         # BUSY reads a flip-flop (set below by an accepted start, cleared when the outcome
         # reaches STATUS, one cycle after the finishing cycle): the OR of the blocks' states in
         # front of the start decision was the iCE40's critical path (docs/synthesis.md, I12).
-        running_flag = self._running_flag
         m.d.comb += [refusal.eq(Mux(running_flag, ErrorCode.BUSY, settled_refusal)),
                      refusal_detail.eq(Mux(running_flag, opcode, settled_detail))]
 
         soft_reset = regs.control.soft_reset
         start = Signal()
         m.d.comb += start.eq(regs.control.start & ~soft_reset)
-        accepted = start & ~running_flag & settled_ok
+        accepted = start & start_ok
 
         # --- block operands: straight from the registers, saturated to the block ports ----------
         # The opcode's mode and programmer command are registered like its classes above (the
@@ -623,7 +626,6 @@ class Controller(wiring.Component):
         # The command's flags are cleared then too (nothing finishes in that cycle): the end
         # decisions behind `finished` in front of their enables were near the iCE40's critical
         # path (docs/synthesis.md I29).
-        ending = Signal()
         m.d.sync += ending.eq(finished)
         with m.If(accepted):
             m.d.sync += [walk_running.eq(is_matrix), walk_is_refresh.eq(is_refresh)]
