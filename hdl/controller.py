@@ -94,7 +94,11 @@ def saturate(value: ValueLike, width: int) -> Value:
     if len(value) <= width:
         return value
     largest = (1 << width) - 1
-    return Mux(value > largest, largest, value[:width])
+    if value.shape().signed:
+        return Mux(value > largest, largest, value[:width])
+    # value > largest as a test of the bits above the width: no compare's carry chain in front
+    # of the blocks' operands and start checks (docs/synthesis.md I44).
+    return Mux(value[width:].any(), largest, value[:width])
 
 
 class Controller(wiring.Component):
