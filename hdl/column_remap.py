@@ -46,7 +46,7 @@ MAP_ENTRY_LAYOUT = data.StructLayout({"physical": 8, "remapped": 1})
 class ColumnRemap(wiring.Component):
     """Column map, AFE column translation and the repair sequence (module docstring).
 
-    Ports: ``enable``, ``clear`` (ignored while busy), ``abort``; ``walk_done`` (the walk of a
+    Ports: ``enable``, ``clear`` (ignored while busy; never in a ``walk_done`` cycle), ``abort``; ``walk_done`` (the walk of a
     host PROGRAM_MATRIX / REFRESH ends this cycle), ``prog_done``, ``prog_error``, ``failed_cols``
     (the programmer's); ``busy`` (a repair runs), ``trial_start``, ``trial_col_mask``,
     ``finished`` / ``outcome`` (the command ends this cycle, with this error), ``remapped``
@@ -189,7 +189,10 @@ class ColumnRemap(wiring.Component):
                     with m.If(self.enable & (self.prog_error == ErrorCode.CELLS_FAILED) & repair_ready):
                         m.d.sync += [pending.eq(self.failed_cols), busy.eq(1)]
                         m.next = "Choose"
-                with m.Elif(self.clear):
+                # Not behind walk_done: the controller passes a clear only while no command runs
+                # (the walk-done decision in front of the map's enables was the iCE40's critical
+                # path, docs/synthesis.md I39).
+                with m.If(self.clear):
                     m.d.sync += [taken.eq(0)] + [physical[c].eq(c) for c in range(n)]
                     m.d.comb += mark_dirty.eq((1 << n) - 1)
 
@@ -227,12 +230,17 @@ class ColumnRemap(wiring.Component):
                     column_bit, spare_bit = trial_column_bit, trial_spare_bit
                     pending_next = Signal(n)
                     m.d.comb += pending_next.eq(pending & ~(column_bit & passed.replicate(n)))
-                    with m.If(passed | spare_bad):
-                        m.d.sync += [taken.eq(taken | spare_bit), pending.eq(pending_next)]
+                    # The trial's entries and flags are written whatever the outcome, the outcome
+                    # choosing the data (kept or undone): the error decode in front of their
+                    # enables was the iCE40's critical path (docs/synthesis.md I40).
+                    m.d.sync += [taken.eq(Mux(passed | spare_bad, taken | spare_bit, taken)),
+                                 pending.eq(pending_next)]
+                    for c in range(n):
+                        with m.If((column == c) | (spare == c)):
+                            m.d.sync += physical[c].eq(Mux(passed, physical[c],
+                                                           Mux(column == c, column_was, c)))
                     with m.If(passed):
                         m.d.comb += [self.remapped.eq(1), mark_dirty.eq(column_bit | spare_bit)]
-                    with m.Else():
-                        undo_swap()
                     with m.If(~passed & ~spare_bad | ~Mux(passed, more_if_passed, more_if_spare_bad)):
                         finish()
                     with m.Else():

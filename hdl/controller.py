@@ -10,9 +10,10 @@ error_detail, interrupts, counters, abort and soft reset, the cycle overhead); i
   sequencer (which then drives the other two blocks' command ports), CALIBRATE to the
   calibrator, NOP completes at once.
   A refused command sets STATUS.error and error_detail and changes nothing else.
-* STATUS.done/error/error_detail are registered: they change the cycle after the block's done
-  cycle (or after the start strobe, for a refused command or NOP); STATUS.busy is the blocks'
-  busy.
+* STATUS.done/error/error_detail show a block's outcome two cycles after its done cycle (the
+  outcome is registered in the done cycle, STATUS updated from that register: STATUS_DELAY),
+  a refused command's or NOP's in the cycle after the start strobe (REFUSAL_STATUS_DELAY);
+  STATUS.busy falls in the cycle STATUS.done rises.
 * The blocks drive all-zero AFE outputs while idle and only one runs at a time, so their AFE
   outputs are ORed; the AFE's answers go to all of them.
 * REFRESH runs the programmer's PROGRAM_MATRIX walk; the column remap (hdl/column_remap.py,
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any, Callable
+from typing import Any
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, ValueLike, signed
 from amaranth.lib import wiring
@@ -44,8 +45,8 @@ from .regmap import discard_unbuilt
 from .registers import REFINE_B_BITS, REFINE_X_BITS, REFRESH_TICK_CYCLES, SOLVE_RETRY_BITS, ControllerRegisters
 from .solve_sequencer import SolveSequencer
 
-__all__ = ["Controller", "saturate", "verilog_text", "TOP_MODULE", "STATUS_DELAY", "SOLVE_OPCODES",
-           "PROGRAMMER_OPCODES"]
+__all__ = ["Controller", "saturate", "verilog_text", "TOP_MODULE", "STATUS_DELAY", "REFUSAL_STATUS_DELAY",
+           "SOLVE_OPCODES", "PROGRAMMER_OPCODES"]
 
 TOP_MODULE = "anmf_controller"  #: name of the generated Verilog module
 
@@ -64,11 +65,26 @@ DETAIL_BITS = 16  #: width of STATUS.error_detail
 #: write in flight: AW/W, the write, B, then the next AW). The controller's command checks
 #: read the registers one cycle late, which needs at least 2 (tests/test_controller.py).
 REGISTER_WRITE_SPACING = 6
-#: Cycles from a block's ``done`` cycle to the first cycle STATUS shows the outcome (STATUS is
-#: registered). A command whose CONTROL.start strobe is in cycle 0 and whose block takes T
-#: cycles (docs/solve-timing.md) reads STATUS.done = 1 from cycle T + STATUS_DELAY; a refused
-#: command or NOP from cycle STATUS_DELAY.
-STATUS_DELAY = 1
+#: Cycles from a block's ``done`` cycle to the first cycle STATUS shows the outcome (done 1,
+#: busy 0) and IRQ_STATUS.done is set: the outcome is registered in the done cycle and STATUS
+#: from that register (the STATUS update behind the blocks' end decisions was the iCE40's
+#: critical path, docs/synthesis.md I25). A command whose CONTROL.start strobe is in cycle 0 and
+#: whose block takes T cycles (docs/solve-timing.md) reads STATUS.done = 1 from cycle
+#: T + STATUS_DELAY.
+STATUS_DELAY = 2
+#: Cycles from the CONTROL.start strobe of a refused command or a NOP to STATUS.done = 1.
+REFUSAL_STATUS_DELAY = 1
+
+
+def at_least(value: ValueLike, bound: int) -> Value:
+    """``value >= bound`` for a constant ``bound``; a power of two as a test of the bits from its
+    position up (a compare's carry chain in front of a register was the iCE40's critical path,
+    docs/synthesis.md I31)."""
+    value = Value.cast(value)
+    if bound > 0 and bound & (bound - 1) == 0:
+        position = bound.bit_length() - 1
+        return value[position:].any() if position < len(value) else Const(0)
+    return value >= bound
 
 
 def saturate(value: ValueLike, width: int) -> Value:
@@ -78,7 +94,11 @@ def saturate(value: ValueLike, width: int) -> Value:
     if len(value) <= width:
         return value
     largest = (1 << width) - 1
-    return Mux(value > largest, largest, value[:width])
+    if value.shape().signed:
+        return Mux(value > largest, largest, value[:width])
+    # value > largest as a test of the bits above the width: no compare's carry chain in front
+    # of the blocks' operands and start checks (docs/synthesis.md I44).
+    return Mux(value[width:].any(), largest, value[:width])
 
 
 class Controller(wiring.Component):
@@ -102,6 +122,7 @@ class Controller(wiring.Component):
         self._params = params
         self._registers = registers
         self._running_flag = Signal(name="running_flag")
+        self._blocks_running = Signal(name="blocks_running")
         self._sequencer = SolveSequencer(params)
         self._programmer = WriteVerifyProgrammer(params)
         self._remap = ColumnRemap(params) if params.spare_remap else None
@@ -169,9 +190,15 @@ class Controller(wiring.Component):
 
     @property
     def running_flag(self) -> Signal:
-        """The flip-flop the BUSY check reads: equal to STATUS.busy (the OR of the blocks'
-        states) in every cycle (for simulation probes)."""
+        """The flip-flop the BUSY check reads and STATUS.busy shows: set by an accepted start
+        (not NOP), cleared when the outcome reaches STATUS; it equals :attr:`blocks_running`
+        of this cycle OR of the cycle before (for simulation probes)."""
         return self._running_flag
+
+    @property
+    def blocks_running(self) -> Signal:
+        """The OR of the blocks' busy states (for simulation probes)."""
+        return self._blocks_running
 
     def register_offset(self, name: str) -> int:
         """Byte offset of register or window ``name`` (what error_detail reports)."""
@@ -322,13 +349,18 @@ class Controller(wiring.Component):
         reads_cells = is_cell | is_matrix | is_nmf
 
         # The averaging count must be a power of two from 1 to 2**avg_max_log2; the blocks get
-        # the exponent, the position of its single set bit.
-        count_ok = (adc_samples != 0) & ((adc_samples & (adc_samples - 1)) == 0) & \
-            (adc_samples <= (1 << p.avg_max_log2))
+        # the exponent, the position of its single set bit, registered (TIMING is written at
+        # least REGISTER_WRITE_SPACING cycles before CONTROL.start; the blocks' start checks and
+        # operand loads behind the search were the iCE40's critical paths, docs/synthesis.md I28).
+        # As bit tests, without the subtract and compare carry chains (a check's compare was the
+        # iCE40's critical path, docs/synthesis.md I31).
+        low_samples = adc_samples[:p.avg_max_log2 + 1]
+        count_ok = (adc_samples[p.avg_max_log2 + 1:] == 0) & \
+            Cat(low_samples == 1 << k for k in range(p.avg_max_log2 + 1)).any()
         avg_log2 = Signal(p.avg_log2_bits)
-        m.d.comb += avg_log2.eq(lowest_set_index(adc_samples[:p.avg_max_log2 + 1]))
+        m.d.sync += avg_log2.eq(lowest_set_index(adc_samples[:p.avg_max_log2 + 1]))
 
-        running = Signal()
+        running = self._blocks_running
         retry_pending = Signal()  # a host solve's over-range retry starts in this cycle
         remap_busy = remap.busy if remap is not None else Const(0)
         cal_busy = calibrator.busy if calibrator is not None else Const(0)
@@ -358,7 +390,7 @@ class Controller(wiring.Component):
         offset = self.register_offset
         checks = [
             (~(is_nop | uses_adc), ErrorCode.UNKNOWN_OPCODE, opcode),
-            (is_cell & ((row >= p.rows) | (col >= p.total_cols)), ErrorCode.BAD_DIMENSION,
+            (is_cell & (at_least(row, p.rows) | at_least(col, p.total_cols)), ErrorCode.BAD_DIMENSION,
              offset("COMMAND")),
             (uses_masks & (row_mask == 0), ErrorCode.BAD_DIMENSION, offset("ROW_MASK")),
             (uses_masks & (col_mask == 0), ErrorCode.BAD_DIMENSION, offset("COL_ENABLE")),
@@ -366,7 +398,7 @@ class Controller(wiring.Component):
             (is_refine & (col_mask[:p.cols] == 0), ErrorCode.BAD_DIMENSION, offset("COL_ENABLE")),
             *nmf_checks("size"),
             (uses_adc & ~count_ok, ErrorCode.BAD_AVERAGING, offset("TIMING")),
-            (runs_programs & ((tolerance == 0) | (tolerance >= 1 << p.adc_bits)),
+            (runs_programs & ((tolerance == 0) | at_least(tolerance, 1 << p.adc_bits)),
              ErrorCode.BAD_TOLERANCE, offset("PROGRAM_TOLERANCE")),
             *nmf_checks("window"),
             (uses_adc & (regs.watchdog.cycles == 0), ErrorCode.BAD_TIMING, offset("WATCHDOG")),
@@ -405,17 +437,25 @@ class Controller(wiring.Component):
         settled_refusal = Signal(ErrorCode)
         settled_detail = Signal(DETAIL_BITS)
         m.d.sync += [settled_refusal.eq(register_refusal), settled_detail.eq(register_detail)]
-        # BUSY reads a flip-flop kept equal to `running` (set below by an accepted start, cleared
-        # in the finishing cycle): the OR of the blocks' states in front of the start decision
-        # was the iCE40's critical path (docs/synthesis.md, I12).
+        # Whether a start strobe in this cycle is accepted (the checks pass and nothing runs),
+        # registered from the cycle before: no start strobe came then (they are at least
+        # REGISTER_WRITE_SPACING cycles apart), so running_flag changed only by `ending`. The
+        # acceptance then needs no compare of the refusal code nor the flag (they were in front
+        # of the blocks' start enables, the iCE40's critical path, docs/synthesis.md I42, I43).
         running_flag = self._running_flag
+        ending = Signal()   # `finished` of the cycle before (below)
+        start_ok = Signal()
+        m.d.sync += start_ok.eq(~(running_flag & ~ending) & ~check_failed.any())
+        # BUSY reads a flip-flop (set below by an accepted start, cleared when the outcome
+        # reaches STATUS, one cycle after the finishing cycle): the OR of the blocks' states in
+        # front of the start decision was the iCE40's critical path (docs/synthesis.md, I12).
         m.d.comb += [refusal.eq(Mux(running_flag, ErrorCode.BUSY, settled_refusal)),
                      refusal_detail.eq(Mux(running_flag, opcode, settled_detail))]
 
         soft_reset = regs.control.soft_reset
         start = Signal()
         m.d.comb += start.eq(regs.control.start & ~soft_reset)
-        accepted = start & (refusal == ErrorCode.NONE)
+        accepted = start & start_ok
 
         # --- block operands: straight from the registers, saturated to the block ports ----------
         # The opcode's mode and programmer command are registered like its classes above (the
@@ -434,13 +474,24 @@ class Controller(wiring.Component):
         solve_mode = Signal(AFEMode)
         prog_command = Signal(ProgrammerCommand)
         m.d.sync += [solve_mode.eq(solve_mode_now), prog_command.eq(prog_command_now)]
+        # The cell's row and column saturated and registered alike: the saturation in front of
+        # the programmer's one-hot decode and operand load was near the iCE40's critical path
+        # (docs/synthesis.md I30).
+        cell_row = Signal(p.row_addr_bits)
+        cell_col = Signal(p.col_addr_bits)
+        m.d.sync += [cell_row.eq(saturate(row, p.row_addr_bits)), cell_col.eq(saturate(col, p.col_addr_bits))]
+        # The masks too (the blocks' "no cells" start checks behind the window's flip-flops and
+        # the remap's mux were the iCE40's critical path, docs/synthesis.md I35).
+        block_row_mask = Signal(p.rows)
+        block_col_mask = Signal(p.total_cols)
+        m.d.sync += [block_row_mask.eq(row_mask), block_col_mask.eq(saturate(col_mask, p.total_cols))]
         abort = regs.control.abort | soft_reset
         host_solve = {
             "start": (accepted & is_solve) | (retry_pending & ~abort),
             "abort": abort,
             "mode": solve_mode,
-            "row_mask": row_mask,
-            "col_mask": saturate(col_mask, p.total_cols),
+            "row_mask": block_row_mask,
+            "col_mask": block_col_mask,
             "avg_log2": avg_log2,
             "dac_settle": saturate(regs.dac_settle.cycles, p.timer_bits),
             "analog_settle": saturate(regs.analog_settle.cycles, p.timer_bits),
@@ -450,10 +501,10 @@ class Controller(wiring.Component):
             "start": accepted & (is_cell | is_matrix),
             "abort": abort,
             "command": prog_command,
-            "cell_row": saturate(row, p.row_addr_bits),
-            "cell_col": saturate(col, p.col_addr_bits),
-            "row_mask": row_mask,
-            "col_mask": saturate(col_mask, p.total_cols),
+            "cell_row": cell_row,
+            "cell_col": cell_col,
+            "row_mask": block_row_mask,
+            "col_mask": block_col_mask,
             "tolerance": saturate(tolerance, p.tolerance_bits),
             "amp_start": saturate(regs.program_amplitude.start, p.prog_amp_bits),
             "amp_step": saturate(regs.program_amplitude.step, p.prog_amp_bits),
@@ -578,26 +629,31 @@ class Controller(wiring.Component):
             m.d.comb += [remap.walk_done.eq(walk_done), remap.prog_done.eq(prog.done),
                          remap.prog_error.eq(prog.error), remap.failed_cols.eq(prog.failed_cols),
                          remap.abort.eq(abort), remap.enable.eq(regs.remap_control.enable),
-                         remap.clear.eq(regs.remap_control.clear & ~running)]
+                         remap.clear.eq(regs.remap_control.clear & ~running_flag)]
             finished = finished | remap.finished
             with m.If(walk_done):
                 m.d.sync += walk_failed.eq(prog.failed_count)
+        # The finishing cycle's outcome reaches STATUS one cycle later (below); until then the
+        # command counts as running, so a start is refused with BUSY and cannot meet the report.
+        # The command's flags are cleared then too (nothing finishes in that cycle): the end
+        # decisions behind `finished` in front of their enables were near the iCE40's critical
+        # path (docs/synthesis.md I29).
+        m.d.sync += ending.eq(finished)
         with m.If(accepted):
             m.d.sync += [walk_running.eq(is_matrix), walk_is_refresh.eq(is_refresh)]
-        with m.Elif(finished):
+        with m.Elif(ending):
             m.d.sync += walk_running.eq(0)
         with m.If(accepted & ~is_nop):
             m.d.sync += running_flag.eq(1)
-        with m.Elif(finished):
+        with m.Elif(ending):
             m.d.sync += running_flag.eq(0)
         with m.If(accepted & is_solve):
             m.d.sync += host_solving.eq(1)
-        with m.Elif(finished):
+        with m.Elif(ending):
             m.d.sync += host_solving.eq(0)
         m.d.comb += regs.solve_exponent.exponent.eq(solve_exponent)
         finished_error = Signal(ErrorCode)
-        # The finishing block's error, later sources first; also used per source (by_source) for
-        # the error_detail selection, decoded before the chain instead of behind it (I14).
+        # The finishing block's error, later sources first.
         error_sources: list[tuple[Value, Any]] = [(seq.done, seq.error), (aborted_retry, ErrorCode.ABORTED)]
         if calibrator is not None:
             # The calibrator ends with NONE when it ran through; failed entries make it CAL_FAILED.
@@ -614,12 +670,10 @@ class Controller(wiring.Component):
         if refiner is not None:
             error_sources.append((refiner.done, refiner.error))
 
-        def by_source(decode: Callable[[Any], Any]) -> Value:
-            value = decode(prog.error)
-            for source_done, source_error in error_sources:
-                value = Mux(source_done, decode(source_error), value)
-            return Value.cast(value)
-        m.d.comb += finished_error.eq(by_source(lambda code: code))
+        finished_value: Value = Value.cast(prog.error)
+        for source_done, source_error in error_sources:
+            finished_value = Mux(source_done, source_error, finished_value)
+        m.d.comb += finished_error.eq(finished_value)
         store_reading = prog.done & reading_cell & (prog.error == ErrorCode.NONE)
         results = regs.results.write
         with m.If(seq.result.en):
@@ -649,47 +703,75 @@ class Controller(wiring.Component):
                 regs.nmf_irq.progress_set.eq(anls.iteration_done & reporting),
             ]
 
-        if remap is not None:
-            self._elaborate_refresh(m, regs, prog, remap, walk_done & walk_is_refresh,
-                                    finished & walk_running | nmf_done, reporting)
-
         # --- STATUS and interrupts ----------------------------------------------------------------
         done = Signal()
         error = Signal(ErrorCode)
         error_detail = Signal(DETAIL_BITS)
         m.d.comb += [
-            regs.status.busy.eq(running),
+            regs.status.busy.eq(running_flag),
             regs.status.done.eq(done),
             regs.status.error.eq(error),
             regs.status.error_detail.eq(error_detail),
         ]
-        finished_detail = Signal(DETAIL_BITS)
-        with m.If(by_source(lambda code: (code == ErrorCode.ADC_TIMEOUT) | (code == ErrorCode.PROGRAM_TIMEOUT))):
-            m.d.comb += finished_detail.eq(last_target)
-        with m.Elif(by_source(lambda code: code == ErrorCode.CELLS_FAILED)):
-            # After spare trials the walk's count (latched), not the last trial's.
-            m.d.comb += finished_detail.eq(saturate(Mux(remap_busy, walk_failed, prog.failed_count),
-                                                    DETAIL_BITS))
-        if calibrator is not None:
-            with m.Elif(by_source(lambda code: code == ErrorCode.CAL_FAILED)):
-                m.d.comb += finished_detail.eq(saturate(calibrator.failed_count, DETAIL_BITS))
-        if anls is not None:
-            with m.Elif(by_source(lambda code: code == ErrorCode.EXPONENT_RANGE)):
-                m.d.comb += finished_detail.eq(anls.error_detail)
-
         def report(outcome: ValueLike, detail: ValueLike, failed: ValueLike) -> None:
             m.d.sync += [done.eq(1), error.eq(outcome), error_detail.eq(detail)]
             m.d.comb += [regs.irq_status.done_set.eq(1), regs.irq_status.error_set.eq(failed)]
 
+        # The finishing cycle registers the outcome and the values its detail may be (every
+        # cycle: they count only with `reported`); STATUS and IRQ_STATUS take them one cycle
+        # later, the detail selected by the registered error. The end decisions behind
+        # `finished` then stop at these flip-flops instead of running on through the detail
+        # selection and the start and refusal priority into STATUS (docs/synthesis.md I25, I29).
+        reported = Signal()
+        reported_error = Signal(ErrorCode)
+        m.d.sync += [reported.eq(finished & reporting), reported_error.eq(finished_error)]
+
+        def registered(value: ValueLike, name: str) -> Signal:
+            register = Signal(DETAIL_BITS, name=name)
+            m.d.sync += register.eq(saturate(value, DETAIL_BITS))
+            return register
+        # After spare trials CELLS_FAILED gives the walk's count (latched), not the last trial's.
+        detail_by_error: list[tuple[Value, Value]] = [
+            ((reported_error == ErrorCode.ADC_TIMEOUT) | (reported_error == ErrorCode.PROGRAM_TIMEOUT),
+             registered(last_target, "reported_target")),
+            (reported_error == ErrorCode.CELLS_FAILED,
+             registered(Mux(remap_busy, walk_failed, prog.failed_count), "reported_failed_cells")),
+        ]
+        if calibrator is not None:
+            detail_by_error.append((reported_error == ErrorCode.CAL_FAILED,
+                                    registered(calibrator.failed_count, "reported_failed_entries")))
+        if anls is not None:
+            detail_by_error.append((reported_error == ErrorCode.EXPONENT_RANGE,
+                                    registered(anls.error_detail, "reported_component")))
+        reported_detail = Signal(DETAIL_BITS)
+        for index, (selected, value) in enumerate(detail_by_error):
+            with (m.If if index == 0 else m.Elif)(selected):
+                m.d.comb += reported_detail.eq(value)
+        reported_failed = reported_error != ErrorCode.NONE
+
+        if remap is not None:
+            # The drift timer restarts in the cycle a PROGRAM_MATRIX / REFRESH / RUN_NMF end is
+            # reported (from flip-flops: walk_running is cleared only after it, I34).
+            nmf_reported = Signal()
+            m.d.sync += nmf_reported.eq(nmf_done & reporting)
+            self._elaborate_refresh(m, regs, prog, remap, walk_done & walk_is_refresh,
+                                    reported & walk_running | nmf_reported, reporting)
+
+        # A soft reset forgets the running command: the flag is cleared a cycle after the next
+        # finish (`ending`; nothing is reported in that cycle), so a command that finishes in the
+        # soft reset's own cycle (not reported either) needs no test of `finished` here (the end
+        # decision in front of the flag was the iCE40's critical path, docs/synthesis.md I41).
         with m.If(soft_reset):
-            m.d.sync += [done.eq(0), error.eq(ErrorCode.NONE), error_detail.eq(0),
-                         forgetting.eq(running & ~finished)]
-        with m.Elif(finished):
+            m.d.sync += forgetting.eq(running)
+        with m.Elif(ending):
             m.d.sync += forgetting.eq(0)
-            with m.If(reporting):
-                report(finished_error, finished_detail, by_source(lambda code: code != ErrorCode.NONE))
-            # A start in the block's done cycle is refused (BUSY); STATUS keeps the outcome of
-            # the command that just finished, IRQ_STATUS.error flags the refusal.
+        # A soft reset in the cycle between the finishing cycle and the report forgets the
+        # outcome like one in the finishing cycle. A start in either cycle is refused (BUSY:
+        # running_flag is still set); STATUS then shows the outcome, IRQ_STATUS.error the refusal.
+        with m.If(soft_reset):
+            m.d.sync += [done.eq(0), error.eq(ErrorCode.NONE), error_detail.eq(0)]
+        with m.Elif(reported):
+            report(reported_error, reported_detail, reported_failed)
             with m.If(start):
                 m.d.comb += regs.irq_status.error_set.eq(1)
         with m.Elif(start):
@@ -705,9 +787,10 @@ class Controller(wiring.Component):
 
 
     def _elaborate_refresh(self, m: Module, regs: ControllerRegisters, prog: WriteVerifyProgrammer,
-                           remap: ColumnRemap, refresh_walk_done: Value, programmed: Value,
+                           remap: ColumnRemap, refresh_walk_done: Value, restart: Value,
                            reporting: Value) -> None:
-        """REFRESH's result registers, the drift timer and the remap's registers."""
+        """REFRESH's result registers, the drift timer (``restart``: a matrix programming's end
+        is reported in this cycle) and the remap's registers."""
         result = regs.refresh_result
         with m.If(refresh_walk_done & reporting):
             m.d.sync += [result.checked.eq(saturate(prog.checked_count, 16)),
@@ -722,20 +805,22 @@ class Controller(wiring.Component):
         armed = Signal()
         prescaler = Signal(range(REFRESH_TICK_CYCLES))
         elapsed = Signal(32)
+        # elapsed + 1, kept as a register beside it: the increment's carry chain in front of the
+        # compare with the interval was near the iCE40's critical path (docs/synthesis.md I33).
+        elapsed_next = Signal(32, init=1)
         interval = regs.refresh_interval.ticks
         m.d.comb += regs.refresh_elapsed.ticks.eq(elapsed)
         tick = armed & (prescaler == REFRESH_TICK_CYCLES - 1)
-        # The restart is registered: the end-of-command decision behind `programmed` in front of
-        # the timer's 32-bit enable was the iCE40's critical path.
-        restart = Signal()
-        m.d.sync += restart.eq(programmed & reporting)
+        # The restart comes from the outcome's register stage, a cycle after the finishing cycle:
+        # the end-of-command decision in front of the timer's 32-bit enable was the iCE40's
+        # critical path (and, registered on its own, near it: docs/synthesis.md I34).
         with m.If(restart):
-            m.d.sync += [armed.eq(1), prescaler.eq(0), elapsed.eq(0)]
+            m.d.sync += [armed.eq(1), prescaler.eq(0), elapsed.eq(0), elapsed_next.eq(1)]
         with m.Elif(armed):
             m.d.sync += prescaler.eq(prescaler + 1)
             with m.If(tick & (elapsed != 0xFFFF_FFFF)):
-                m.d.sync += elapsed.eq(elapsed + 1)
-                m.d.comb += regs.prog_irq.refresh_due_set.eq((interval != 0) & (elapsed + 1 == interval))
+                m.d.sync += [elapsed.eq(elapsed_next), elapsed_next.eq(elapsed_next + 1)]
+                m.d.comb += regs.prog_irq.refresh_due_set.eq((interval != 0) & (elapsed_next == interval))
 
     def _elaborate_calibration(self, m: Module, calibrator: Calibrator, regs: ControllerRegisters,
                                seq: SolveSequencer, start: Value, abort: Value,

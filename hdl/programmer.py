@@ -29,6 +29,8 @@ loop open, every DAC written the zero-volt code and applied, then done.
 """
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
@@ -77,7 +79,8 @@ class WriteVerifyProgrammer(wiring.Component):
     (last averaged read), ``pulse_count`` (pulses of the last command), ``failed_count``
     (cells failed by the last command), ``failed_cols`` (bit c: a cell of column c failed in
     the last command), ``checked_count`` (cells the last program command verified),
-    ``reprogrammed_count`` (those of them that got at least one pulse), ``over_range_sample``
+    ``reprogrammed_count`` (those of them that got at least one pulse; these counts are cleared
+    in the second cycle of an accepted command), ``over_range_sample``
     (high in each cycle a sample flagged ``adc_ovr`` is accumulated, for the controller's
     counter); ``afe``. With ``params.calibration``: ``cal_adc`` (CAL_CONTROL.adc, sampled while
     idle), ``coeff_channel`` (the CAL_COEFF index of the current column's ADC word: the logical
@@ -180,6 +183,7 @@ class WriteVerifyProgrammer(wiring.Component):
         m.d.sync += [rows_after.eq(rows_left & (rows_left - 1)),
                      on_last_row.eq((rows_left & (rows_left - 1)) == 0)]
         any_failed = Signal()   # failed_count != 0, kept as a flag for the same reason
+        fresh = Signal()        # started, the counts not cleared yet (the first Next-Cell does)
         cols_left = Signal(p.total_cols)
         row = Signal(p.row_addr_bits)
         col = Signal(p.col_addr_bits)
@@ -187,12 +191,14 @@ class WriteVerifyProgrammer(wiring.Component):
         # walk would pick now (lowest_set_index(rows_left)) in every cycle, so in Fetch-Target,
         # the cycle after Next-Cell picked row and col, it is that row's; the multiply in front
         # of the buffer's address and its bypass compare is too deep (docs/synthesis.md).
-        # The product by the constant is written as a sum of shifts (one adder per set bit of
-        # total_cols): Yosys maps `* total_cols` to a DSP multiplier, 3.9 ns on the ECP5.
+        # The product is an OR of constants selected by the lowest row as a one-hot vector
+        # (rows_left & -rows_left): no multiplier (Yosys maps `* total_cols` to a DSP, 3.9 ns
+        # on the ECP5), and no index search and adders in front of the register (the iCE40's
+        # critical path, docs/synthesis.md I38).
         row_base = Signal(p.cell_addr_bits)
-        next_row = lowest_set_index(rows_left)
-        m.d.sync += row_base.eq(sum(next_row << bit for bit in range(p.total_cols.bit_length())
-                                    if p.total_cols >> bit & 1))
+        lowest_row = rows_left & (~rows_left + 1)[:p.rows]
+        m.d.sync += row_base.eq(functools.reduce(
+            operator.or_, (Mux(lowest_row[r], r * p.total_cols, 0) for r in range(p.rows))))
         cell_address = Signal(p.cell_addr_bits)
         m.d.comb += cell_address.eq(row_base + col)
         target_code = Signal(p.adc_bits)
@@ -312,6 +318,12 @@ class WriteVerifyProgrammer(wiring.Component):
         if p.calibration:
             corrected_product = self._elaborate_read_correction(m, last_average, code_low, code_high_next,
                                                                 target_code, col, within, below_target)
+        # The cell's pulse budget spent, registered every cycle: cell_pulses changes in
+        # Fetch-Target and Fire, at least four cycles before a Compare (a read in between), and
+        # pulse_budget is latched at the start; the compare in Compare was in front of the FSM's
+        # next state (the iCE40's critical path, docs/synthesis.md I27).
+        budget_spent = Signal()
+        m.d.sync += budget_spent.eq(cell_pulses == pulse_budget)
         wanted = Signal(ProgPolarity)
         m.d.comb += wanted.eq(Mux(below_target, ProgPolarity.SET, ProgPolarity.RESET))
         grown = amplitude + amp_step                         # one bit wider: no wrap
@@ -346,12 +358,18 @@ class WriteVerifyProgrammer(wiring.Component):
                     with m.If(settled_start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
-                        m.d.sync += [pulse_count.eq(0), failed_count.eq(0), any_failed.eq(0),
-                                     failed_cols.eq(0), checked_count.eq(0),
-                                     reprogrammed_count.eq(0)]
+                        m.d.sync += fresh.eq(1)
                         m.next = "Next-Cell"
 
             with m.State("Next-Cell"):
+                # The command's counts are cleared here, in its first Next-Cell (before any
+                # Record), not by the start: the start's fan-out to their enables was the
+                # iCE40's critical path (docs/synthesis.md I36). They keep the last command's
+                # values until then.
+                with m.If(fresh):
+                    m.d.sync += [pulse_count.eq(0), failed_count.eq(0), any_failed.eq(0),
+                                 failed_cols.eq(0), checked_count.eq(0),
+                                 reprogrammed_count.eq(0), fresh.eq(0)]
                 with m.If(cols_left != 0):
                     m.d.sync += [
                         row.eq(lowest_set_index(rows_left)),
@@ -433,7 +451,7 @@ class WriteVerifyProgrammer(wiring.Component):
                 with m.Elif(within):
                     m.d.sync += cell_failed.eq(0)
                     m.next = "Record"
-                with m.Elif(cell_pulses == pulse_budget):
+                with m.Elif(budget_spent):
                     m.d.sync += cell_failed.eq(1)
                     m.next = "Record"
                 with m.Else():

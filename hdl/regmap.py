@@ -674,7 +674,7 @@ class RegisterFile(wiring.Component):
         # (selected word, select) per register and vector: ORed, not a priority chain of muxes,
         # since the selects are one-hot (the address decode); a chain is too deep for 100 MHz.
         read_terms: list[tuple[Value, Value]] = []
-        hit = Signal()                   # the address is mapped (registered decode)
+        hit = Signal()                   # comb: the address is mapped (an OR of the registered selects)
         refused_write = Signal()         # comb: a write the target does not accept
         # (select & refusal) per target, ORed like read_terms (one-hot selects): a chain of
         # overriding assignments, one per target, was the iCE40's critical path (docs/synthesis.md I24).
@@ -698,15 +698,15 @@ class RegisterFile(wiring.Component):
                 with m.Case(_pattern(entry.offset // WORD_BYTES, entry.span_words, addr_width)):
                     m.d.comb += in_span[entry.name].eq(1)
         selected = {e.name: Signal(name=f"{e.port_name}_selected") for e in self.register_map}
-        mapped_now: list[Value] = []
         for entry in self.register_map:
             mapped = in_span[entry.name]
             depth = None if entry.is_register else entry.item.depth  # type: ignore[union-attr]
             if depth is not None and depth < entry.span_words:  # indices past the depth are unmapped
                 mapped = mapped & (bus.addr[:ceil_log2(entry.span_words)] < depth)
             m.d.sync += selected[entry.name].eq(mapped)
-            mapped_now.append(mapped)
-        m.d.sync += hit.eq(Cat(mapped_now).any())
+        # The OR of the selects after their registers, not of the decode before them: the decode
+        # and the OR in one cycle were near the iCE40's critical path (docs/synthesis.md I32).
+        m.d.comb += hit.eq(Cat(selected.values()).any())
 
         with m.If(bus.r_stb):
             # Registers answer from read_latch; a memory window below points read_from at its port.

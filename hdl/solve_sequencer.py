@@ -285,9 +285,23 @@ class SolveSequencer(wiring.Component):
             with m.If(wait_timer == 1):
                 then()
 
-        def set_rows_left(value):  # the rows left := value
+        # Whether the start's row mask has at most one row, registered from the operand (held from
+        # the cycle before the start); the restart of the latched mask uses the registers above:
+        # the sources' subtract and zero test, shared by Yosys behind the FSM's mux, was the
+        # iCE40's critical path (docs/synthesis.md I26).
+        start_mask_single = Signal()
+        m.d.sync += start_mask_single.eq((self.row_mask & (self.row_mask - 1)) == 0)
+
+        # Whether the column has samples left and the walk columns left, registered every cycle:
+        # samples_left and cols_left change only at a conversion's end (and in Idle), and the next
+        # end is at least three cycles later (Convert-Start, two Convert-Wait cycles). The zero
+        # tests behind the end's FSM decode were the iCE40's critical path (docs/synthesis.md I37).
+        more_samples, more_cols = Signal(), Signal()
+        m.d.sync += [more_samples.eq(samples_left != 0), more_cols.eq(cols_left != 0)]
+
+        def set_rows_left(value, single):  # the rows left := value (`single`: it has at most one)
             rest = value & (value - 1)
-            m.d.sync += [next_row.eq(lowest_set_index(value)), rows_after.eq(rest), rows_empty.eq(value == 0), rows_after_empty.eq(rest == 0)]
+            m.d.sync += [next_row.eq(lowest_set_index(value)), rows_after.eq(rest), rows_empty.eq(value == 0), rows_after_empty.eq(single)]
 
         rest_of_mask = row_mask & (row_mask - 1)
         m.d.sync += [mask_first_row.eq(lowest_set_index(row_mask)), mask_after_first.eq(rest_of_mask),
@@ -335,7 +349,7 @@ class SolveSequencer(wiring.Component):
                     sample_sum.eq(rounding_half(self.avg_log2, p.sum_bits)),
                     sample_over_range.eq(0),
                 ]
-                set_rows_left(self.row_mask)
+                set_rows_left(self.row_mask, start_mask_single)
                 if p.calibration:
                     m.d.sync += cal_enable.eq(self.cal_enable)
                 with m.If(self.start):
@@ -402,7 +416,7 @@ class SolveSequencer(wiring.Component):
                     over_range = sample_over_range | afe.adc_ovr
                     with m.If(afe.adc_ovr):
                         m.d.sync += over_range_count.eq(over_range_count + 1)
-                    with m.If(samples_left != 0):
+                    with m.If(more_samples):
                         m.d.sync += [
                             sample_sum.eq(total),
                             sample_over_range.eq(over_range),
@@ -419,7 +433,7 @@ class SolveSequencer(wiring.Component):
                             sample_over_range.eq(0),
                             samples_left.eq(last_sample_index(avg_log2)),
                         ]
-                        with m.If(cols_left != 0):
+                        with m.If(more_cols):
                             m.d.sync += [
                                 current_col.eq(lowest_set_index(cols_left)),
                                 cols_left.eq(cols_left & (cols_left - 1)),

@@ -35,7 +35,12 @@ from .formats import (PICOSECONDS_PER_SECOND, ProgramSettings, factor_from_fixed
                       unpack_result, zero_code)
 
 __all__ = ["GoldenController", "Error", "SolveOutcome", "CellOutcome", "ProgramOutcome",
-           "ReadOutcome", "SOLVE_MODES", "NMFOutcome", "RetrySolveOutcome", "CalEnable", "CalibrateOutcome"]
+           "ReadOutcome", "SOLVE_MODES", "NMFOutcome", "RetrySolveOutcome", "CalEnable", "CalibrateOutcome",
+           "STATUS_DELAY"]
+
+#: Cycles from a command's done cycle to STATUS.done = 1, the first cycle a start is accepted
+#: again (``anmf.hdl.controller.STATUS_DELAY``; tests/test_golden.py checks the two agree).
+STATUS_DELAY = 2
 
 #: AFE modes the solve sequencer runs (SOLVE, SOLVE_FREE, MVM).
 SOLVE_MODES: tuple[Mode, ...] = (Mode.SOLVE, Mode.SOLVE_FREE, Mode.MVM)
@@ -270,8 +275,9 @@ class GoldenController:
         return start_ps
 
     def _end(self, start_ps: int, done_cycle: int) -> None:
-        # The next start is accepted in the cycle after done.
-        self._next_start_ps = start_ps + (done_cycle + 1) * self.period_ps
+        # The next start is accepted from the cycle STATUS shows done (the controller refuses
+        # one before with BUSY).
+        self._next_start_ps = start_ps + (done_cycle + STATUS_DELAY) * self.period_ps
 
     def _clock(self, start_ps: int):
         period = self.period_ps

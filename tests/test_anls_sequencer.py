@@ -799,7 +799,7 @@ def test_refused_run_nmf_reports_the_register_and_changes_nothing():
 
     bench.run(testbench)
     for name, (_, error, register) in NMF_REFUSALS.items():
-        assert seen[name] == (tc.status_word(error, getattr(regs, register).offset), tc.STATUS_DELAY), name
+        assert seen[name] == (tc.status_word(error, getattr(regs, register).offset), tc.REFUSAL_STATUS_DELAY), name
     assert bench.afe.dac_writes == [] and bench.afe.conversions == [] and bench.afe.pulses == []
 
 

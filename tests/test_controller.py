@@ -19,8 +19,8 @@ from anmf.cli import main as anmf_main
 from anmf.hdl.afe import AFEMode, AFESignature
 from anmf.hdl.axi4lite import Response
 from anmf.hdl.codes import ErrorCode, Opcode
-from anmf.hdl.controller import (REGISTER_WRITE_SPACING, STATUS_DELAY, TOP_MODULE, Controller, saturate,
-                                  verilog_text)
+from anmf.hdl.controller import (REFUSAL_STATUS_DELAY, REGISTER_WRITE_SPACING, STATUS_DELAY, TOP_MODULE,
+                                  Controller, at_least, saturate, verilog_text)
 from anmf.hdl.params import BuildParams
 from anmf.hdl.platforms import ICE40UP5KPlatform, PinnedController
 from anmf.hdl.registers import build_register_map
@@ -243,7 +243,7 @@ def test_nop_completes_in_the_next_cycle_and_touches_nothing():
     bench.run(testbench)
     status, start = seen
     assert status == status_word(ErrorCode.NONE)
-    assert bench.status_cycles(start) == STATUS_DELAY
+    assert bench.status_cycles(start) == REFUSAL_STATUS_DELAY
     assert bench.afe.dac_writes == [] and bench.afe.conversions == []
 
 
@@ -525,7 +525,7 @@ def test_refused_command_sets_error_and_detail_and_changes_nothing_else(name):
     bench.run(testbench)
     assert seen["first"]["error"] == ErrorCode.CELLS_FAILED.value, "the set-up left a fault bit and pulses"
     assert seen["status"] == status_word(error, detail)
-    assert bench.status_cycles(seen["start"]) == STATUS_DELAY
+    assert bench.status_cycles(seen["start"]) == REFUSAL_STATUS_DELAY
     assert seen["irq_status"] == {"done": 1, "error": 1, "over_range": 0}
     assert seen["after"] == seen["before"], "a refused command changed registers, buffers or the AFE"
 
@@ -560,23 +560,36 @@ def test_start_while_busy_is_refused_and_the_running_command_goes_on():
     assert {c.mode for c in bench.afe.conversions} == {AFEMode.SOLVE.value}, "the READ_CELL never ran"
 
 
-def test_the_busy_flag_equals_the_blocks_running_state_in_every_cycle_of_random_traffic():
-    """The BUSY check reads a flip-flop (set by an accepted start, cleared by the finishing
-    cycle) instead of the OR of the blocks' states; STATUS.busy is that OR. Random commands of
-    every opcode, starts while busy, aborts and soft resets: the two agree in every cycle."""
+def test_the_busy_flag_follows_the_blocks_running_state_in_every_cycle_of_random_traffic():
+    """The BUSY check and STATUS.busy read a flip-flop (set by an accepted start, cleared when
+    the outcome reaches STATUS) instead of the OR of the blocks' states: it is that OR of this
+    cycle or of the cycle before (the finishing cycle's outcome is on its way to STATUS), and
+    STATUS.done rises in the cycle it falls unless a soft reset forgot the command. Random
+    commands of every opcode, starts while busy, aborts and soft resets, every cycle."""
     p = SMALL
     rng = np.random.default_rng(7)
     bench = Bench(p, dict(gain=np.ones((p.rows, p.total_cols), dtype=np.int64), adc_busy_cycles=3,
                           prog_latency=4))
-    mismatches: list[tuple[int, int, int]] = []
+    mismatches: list[tuple[int, int, int, int]] = []
+    silent_ends: list[int] = []
     busy_cycles = []
 
     async def compare(ctx) -> None:
-        flag, busy = bench.dut.running_flag, bench.dut.registers.status.busy
-        async for _clk, _rst, flag_value, busy_value in ctx.tick().sample(flag, busy):
-            if flag_value != busy_value:
-                mismatches.append((bench.cycle, int(flag_value), int(busy_value)))
-            busy_cycles.append(int(busy_value))
+        dut = bench.dut
+        probes = (dut.running_flag, dut.registers.status.busy, dut.blocks_running, dut.registers.status.done,
+                  dut.registers.control.soft_reset)
+        was_running = was_busy = 0
+        soft_reset_since_start = False
+        async for _clk, _rst, flag, busy, running, done, soft_reset in ctx.tick().sample(*probes):
+            if not flag == busy == (running | was_running):
+                mismatches.append((bench.cycle, int(flag), int(busy), int(running)))
+            if was_busy and not busy and not done and not soft_reset_since_start:
+                silent_ends.append(bench.cycle)
+            if busy and not was_busy:
+                soft_reset_since_start = False
+            soft_reset_since_start |= bool(soft_reset)
+            was_running, was_busy = int(running), int(busy)
+            busy_cycles.append(int(busy))
 
     opcodes = [op.value for op in Opcode] + [15]
     regs = bench.regs
@@ -610,7 +623,9 @@ def test_the_busy_flag_equals_the_blocks_running_state_in_every_cycle_of_random_
 
     bench.sim.add_process(compare)
     bench.run(testbench)
-    assert mismatches == [], f"flag != STATUS.busy at (cycle, flag, busy): {mismatches[:5]}"
+    assert mismatches == [], f"flag, STATUS.busy, blocks' OR (now or before) differ at (cycle, flag, busy, " \
+        f"blocks): {mismatches[:5]}"
+    assert silent_ends == [], f"STATUS.busy fell without STATUS.done in cycles {silent_ends[:5]}"
     assert sum(busy_cycles) > 200 and busy_cycles.count(0) > 200, "the traffic ran commands"
     assert ErrorCode.BUSY.value in refusals, "a start while busy was tried"
     refused = {ErrorCode.UNKNOWN_OPCODE.value, ErrorCode.BUSY.value, ErrorCode.BAD_DIMENSION.value,
@@ -824,7 +839,7 @@ def test_interrupt_line_follows_status_and_enable():
         await bench.write(ctx, "IRQ_STATUS", done=1)
         await step(ctx, "done cleared")
         _, start = await bench.command(ctx, Opcode.NOP)
-        seen.append(("line around the nop", bench.trace[start].irq, bench.trace[start + STATUS_DELAY].irq))
+        seen.append(("line around the nop", bench.trace[start].irq, bench.trace[start + REFUSAL_STATUS_DELAY].irq))
         await bench.write(ctx, "IRQ_ENABLE", error=1)
         await bench.write(ctx, "IRQ_STATUS", done=1)
         await bench.command(ctx, 255)
@@ -863,6 +878,28 @@ def test_saturate_clamps_instead_of_wrapping():
     sim.add_testbench(testbench)
     sim.run()
     assert seen == [0, 9, 15, 15, 15, 15]
+
+
+def test_at_least_equals_the_compare_for_every_value():
+    """The bit test a power-of-two bound becomes (and the compare for other bounds, and a bound
+    past the value's width) against ``>=`` for every 6-bit value."""
+    value = Signal(6)
+    bounds = (1, 4, 5, 16, 32, 64, 128)
+    outputs = [Signal(name=f"at_least_{bound}") for bound in bounds]
+    m = Module()
+    m.d.comb += [output.eq(at_least(value, bound)) for output, bound in zip(outputs, bounds)]
+    wrong = []
+
+    async def testbench(ctx):
+        for number in range(64):
+            ctx.set(value, number)
+            wrong.extend((number, bound) for output, bound in zip(outputs, bounds)
+                         if ctx.get(output) != (number >= bound))
+
+    sim = Simulator(m)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert wrong == [], f"(value, bound) pairs where at_least differs from >=: {wrong[:5]}"
 
 
 def test_constructor_validates_its_parameters():

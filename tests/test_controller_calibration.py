@@ -15,7 +15,7 @@ from amaranth.sim import Simulator
 
 from anmf.hdl.axi4lite import Response
 from anmf.hdl.codes import ErrorCode, Opcode
-from anmf.hdl.controller import STATUS_DELAY, Controller
+from anmf.hdl.controller import REFUSAL_STATUS_DELAY, STATUS_DELAY, Controller
 from anmf.hdl.params import BuildParams
 from anmf.hdl.registers import build_register_map
 from anmf.hdl.regmap_export import host_constants
@@ -189,7 +189,7 @@ def test_calibrate_refusals_report_the_register_and_leave_the_coefficients(regis
         await bench.setup(ctx, **{register: value})
         before = await bench.read_words(ctx, "CAL_COEFF")
         status, _, cycles = await bench.command(ctx, Opcode.CALIBRATE)
-        assert (status["error"], status["error_detail"], cycles) == (error.value, detail, 1 + STATUS_DELAY)
+        assert (status["error"], status["error_detail"], cycles) == (error.value, detail, 1 + REFUSAL_STATUS_DELAY)
         assert await bench.read_words(ctx, "CAL_COEFF") == before
         assert bench.model.conversions == [], "a refused CALIBRATE touched the AFE"
 

@@ -24,7 +24,8 @@ from anmf.model.formats import (ProgramSettings, cell_cycles, code_to_conductanc
                                 conductance_to_code, pack_result, read_cycles, rounded_average,
                                 solve_cycles, to_picoseconds, tolerance_to_codes, unpack_result,
                                 volts_to_code, zero_code)
-from anmf.model.golden import Error, GoldenController
+from anmf.hdl.controller import STATUS_DELAY as RTL_STATUS_DELAY
+from anmf.model.golden import STATUS_DELAY, Error, GoldenController
 
 PARAMS = BuildParams(rows=8, cols=4, spare=1, avg_max_log2=2)
 T = 10e-9  # 100 MHz
@@ -290,8 +291,10 @@ def test_commands_follow_each_other_without_a_gap_by_default():
                          analog_settle=1)
     golden.afe.calls.clear()
     golden.solve(Mode.MVM, row_mask=1, col_mask=1, avg_log2=0, dac_settle=1, analog_settle=1)
-    # The second start is the cycle after the first done: its ldac in cycle N + 2 after that.
-    assert golden.afe.calls[1] == ("load_dacs", first.done_cycle + 1 + 3)
+    # The second start is the first cycle STATUS shows the first done (the controller refuses
+    # an earlier one): its ldac in cycle N + 2 after that.
+    assert RTL_STATUS_DELAY == STATUS_DELAY == 2
+    assert golden.afe.calls[1] == ("load_dacs", first.done_cycle + 2 + 3)
 
 
 # ---- programming ---------------------------------------------------------------------

@@ -44,6 +44,7 @@ from anmf.host.driver import ChipError, ErrorCode, ProgramReport, RefreshReport
 from anmf.model import calibration as cal
 from anmf.model.afe import AnalogFrontEnd, Mode
 from anmf.model.config import config_from_dict
+from anmf.model.golden import STATUS_DELAY
 from anmf.model.metrics import relative_error
 from anmf.rtl_backend import SIMS
 
@@ -285,7 +286,7 @@ class _CampaignDriver(CampaignObserver, ModelDriver):
         outcome = cal.golden_calibration(self.params, afe, settings,
                                          start_s=start_ps / 1e12)
         # The golden controller does not know CALIBRATE yet: its next command starts after it.
-        golden._next_start_ps = start_ps + (outcome.done_cycle + 1) * golden.period_ps
+        golden._next_start_ps = start_ps + (outcome.done_cycle + STATUS_DELAY) * golden.period_ps
         afe.install_calibration(outcome)
         return outcome
 
