@@ -42,11 +42,18 @@ class Watchdog(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         remaining = Signal(self._width)
+        # expired is `remaining == 0` as a flip-flop set a cycle ahead (from `remaining <= 1`,
+        # or the restart's `limit <= 1`): the wide zero test behind it was in front of the
+        # blocks' error enables, the iCE40's critical path (docs/synthesis.md I46).
+        expired = Signal(init=1)
         with m.If(self.restart):
             # Counting from limit - 1 puts the expiry exactly limit cycles after restart;
             # a limit of 0 (rejected by the blocks) must not wrap to the longest wait.
-            m.d.sync += remaining.eq(Mux(self.limit == 0, 0, self.limit - 1))
-        with m.Elif(remaining != 0):
-            m.d.sync += remaining.eq(remaining - 1)
-        m.d.comb += self.expired.eq(remaining == 0)
+            m.d.sync += [remaining.eq(Mux(self.limit == 0, 0, self.limit - 1)),
+                         expired.eq(self.limit[1:] == 0)]
+        with m.Else():
+            with m.If(remaining != 0):
+                m.d.sync += remaining.eq(remaining - 1)
+            m.d.sync += expired.eq(remaining[1:] == 0)
+        m.d.comb += self.expired.eq(expired)
         return m

@@ -1,5 +1,7 @@
 """AFE interface definition, build parameters, watchdog and the shared RTL helpers."""
 
+import random
+
 import numpy as np
 import pytest
 from amaranth.back import verilog
@@ -202,6 +204,31 @@ def test_watchdog_restart_rearms_and_zero_limit_does_not_wrap():
     sim.add_testbench(testbench)
     sim.run()
     assert trace == [0, 0, 1, 1, 1]
+
+
+def test_watchdog_expired_equals_the_counter_model_every_cycle():
+    # `expired` is a flip-flop set a cycle ahead (docs/synthesis.md I46): it must equal the
+    # counter's `remaining == 0` in every cycle, for restarts at any time and limits 0, 1, 2, ...
+    rng = random.Random(7)
+    dut = Watchdog(4)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    mismatches = []
+
+    async def testbench(ctx):
+        remaining = 0
+        for cycle in range(600):
+            restart, limit = rng.random() < 0.15, rng.choice([0, 1, 2, 3, 5, 15])
+            ctx.set(dut.restart, restart)
+            ctx.set(dut.limit, limit)
+            if ctx.get(dut.expired) != (remaining == 0):
+                mismatches.append((cycle, remaining))
+            await ctx.tick()
+            remaining = max(limit - 1, 0) if restart else max(remaining - 1, 0)
+
+    sim.add_testbench(testbench)
+    sim.run()
+    assert mismatches == []
 
 
 def test_watchdog_width_is_validated():
