@@ -242,6 +242,17 @@ def parse_critical_path(tim_text: str) -> dict[str, Any] | None:
     return path if {"from", "to", "ns"} <= path.keys() else None
 
 
+def _check_build(target: str, params: BuildParams | None, seed: int) -> tuple[SynthTarget, BuildParams]:
+    """The target's spec and the build parameters (``params``, or the target's), after checking
+    ``target``, ``params`` and ``seed`` (errors as :func:`synthesize` documents)."""
+    spec = check_target(target)
+    if params is not None and not isinstance(params, BuildParams):
+        raise TypeError(f"params must be a BuildParams or None, got {params!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return spec, params if params is not None else spec.params
+
+
 def synthesize(target: str, build_dir: Path | str, *, params: BuildParams | None = None,
                seed: int = 1) -> SynthReport:
     """Build ``target`` ("ice40" or "ecp5") in ``build_dir`` with ``params`` (default: the
@@ -251,12 +262,7 @@ def synthesize(target: str, build_dir: Path | str, *, params: BuildParams | None
     clock goal was met. Raises ToolMissing without YoWASP, PinBudgetError when the pin-out does not
     fit, and subprocess.CalledProcessError when a tool fails.
     """
-    spec = check_target(target)
-    if params is not None and not isinstance(params, BuildParams):
-        raise TypeError(f"params must be a BuildParams or None, got {params!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    params = params if params is not None else spec.params
+    spec, params = _check_build(target, params, seed)
     environment = tool_environment()
     platform = spec.platform()
     top = PinnedController(params, platform.user_pins, direct_afe=spec.direct_afe)
@@ -301,12 +307,7 @@ def synthesize_block(block: str, build_dir: Path | str, *, target: str = "ecp5",
     ``.tim`` (nextpnr log) and ``build_<block>.sh`` (the two commands, to rerun nextpnr with
     another seed). Raises ValueError for a bad block/target/params (:func:`check_block`),
     ToolMissing without YoWASP and subprocess.CalledProcessError when a tool fails."""
-    spec = check_target(target)
-    if params is not None and not isinstance(params, BuildParams):
-        raise TypeError(f"params must be a BuildParams or None, got {params!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    params = params if params is not None else spec.params
+    spec, params = _check_build(target, params, seed)
     check_block(block, target, params)
     environment = tool_environment()
     platform = spec.platform()
