@@ -416,6 +416,16 @@ REFUSALS = [
 ]
 
 
+def simulated_harness(problem: Problem) -> tuple[AnalogFrontEnd, Harness, Simulator]:
+    """The model AFE, the harness loaded with ``problem`` and its simulator, the AFE model bound."""
+    afe = model_afe()
+    dut = Harness(PARAMS, problem.init())
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_process(ModelAFE(afe, dut.afe, PARAMS).process)
+    return afe, dut, sim
+
+
 def test_refused_starts_end_in_cycle_one_and_touch_nothing():
     problem = make_problem(m=4, n=4)
     afe = model_afe()
@@ -453,12 +463,8 @@ def test_start_checks_see_the_operands_of_the_cycle_before_the_start():
     # start cycle is not refused (the run starts; aborted here), one that is 0 the cycle before
     # and valid in the start cycle is. The controller holds the operands, so neither occurs there.
     problem = make_problem(m=4, n=4)
-    afe = model_afe()
-    dut = Harness(PARAMS, problem.init())
+    afe, dut, sim = simulated_harness(problem)
     anls = dut.anls
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_process(ModelAFE(afe, dut.afe, PARAMS).process)
     seen = []
 
     async def start_with(ctx, before: int, at_start: int) -> tuple[int, ErrorCode]:
@@ -531,12 +537,8 @@ def test_an_abort_anywhere_in_prepare_leaves_nothing_for_the_next_run():
     problem = make_problem(m=4, n=4)
     problem.w_col_exp = problem.w_col_exp.copy()
     problem.w_col_exp[1] = 120               # ends with EXPONENT_RANGE after PREPARE
-    afe = model_afe()
-    dut = Harness(PARAMS, problem.init())
+    afe, dut, sim = simulated_harness(problem)
     anls = dut.anls
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_process(ModelAFE(afe, dut.afe, PARAMS).process)
     fresh_done = 1 + nmf_prepare_cycles(rows=4, k=2) + 1
     seen = []
 
