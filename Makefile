@@ -29,8 +29,9 @@ help:
 	@echo "make bench-sim    simulated cycles/s on Icarus and Verilator: AFE-bound workload vs bare RTL"
 	@echo "make verilog      write the controller's Verilog to build/anmf_controller.v"
 	@echo "make lint         Verilator --lint-only -Wall on the generated Verilog"
-	@echo "make synth TARGET=ice40|ecp5"
-	@echo "                  synthesize, place and route (YoWASP); report in build/synth-TARGET.json"
+	@echo "make synth TARGET=ice40|ecp5 [SEEDS=1,2,3]"
+	@echo "                  synthesize, place and route (YoWASP); report in build/synth-TARGET.json;"
+	@echo "                  SEEDS: the same netlist placed and routed with each nextpnr seed"
 
 setup: $(STAMP)
 
@@ -82,7 +83,7 @@ lint: verilog
 	$(PY) -m anmf.hdl.lint build/anmf_controller.v
 
 synth: setup
-	$(VENV)/bin/anmf synth --target $(or $(TARGET),ecp5) --json build/synth-$(or $(TARGET),ecp5).json
+	$(VENV)/bin/anmf synth --target $(or $(TARGET),ecp5) --seeds $(or $(SEEDS),1) --json build/synth-$(or $(TARGET),ecp5).json
 
 clean:
 	rm -rf build out .pytest_cache

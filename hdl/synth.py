@@ -12,6 +12,10 @@ measured figures.
 ``--block NAME`` builds one of the controller's blocks alone instead (:data:`BLOCKS`, at the
 target's build parameters): Yosys ``synth_ecp5``, then nextpnr ``--out-of-context`` (no I/O
 buffers, no pins), so that a block's own paths are measured without the placement of the rest.
+
+``--seeds 1,2,3`` builds with the first seed, then places and routes the same netlist again with
+each other seed (:func:`reroute_seeds`): with most of every worst path in routing, one netlist's
+Fmax moves by several MHz with the placement seed, so a single seed is one sample, not a figure.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -45,7 +50,8 @@ from .solve_sequencer import SolveSequencer
 from .toolchain import ToolMissing
 
 __all__ = ["SynthReport", "FAMILY_CELLS", "YOWASP_TOOLS", "BLOCKS", "check_target", "check_block", "tool_environment",
-           "parse_reports", "parse_critical_path", "synthesize", "synthesize_block", "format_report", "main"]
+           "parse_reports", "parse_critical_path", "parse_seeds", "synthesize", "synthesize_block", "reroute_seeds",
+           "format_report", "main"]
 
 #: Amaranth's tool variables and the YoWASP commands that provide them.
 YOWASP_TOOLS: dict[str, str] = {
@@ -87,21 +93,34 @@ class SynthReport:
     block: str | None = None
     #: nextpnr's routed critical path (:func:`parse_critical_path`), None when there is none.
     critical_path: dict[str, Any] | None = None
+    #: The nextpnr placement seed of the build (``fmax_mhz``, ``critical_path`` and the bitstream).
+    seed: int = 1
+    #: The routed Fmax of every seed placed and routed on this netlist, the build's seed first
+    #: (:func:`reroute_seeds` adds the others); None for a seed whose placement did not fit.
+    fmax_by_seed: dict[int, float | None] = field(default_factory=dict)
 
     @property
     def fits(self) -> bool:
         return all(use["used"] <= use["available"] for use in self.utilization.values())
 
     @property
+    def fmax_lowest_mhz(self) -> float | None:
+        """The lowest Fmax over the seeds routed (the build's alone without :func:`reroute_seeds`)."""
+        figures = list(self.fmax_by_seed.values()) or [self.fmax_mhz]
+        return None if None in figures else min(figures)
+
+    @property
     def timing_met(self) -> bool:
-        return self.fmax_mhz is not None and self.fmax_mhz >= self.target_mhz
+        """The clock goal is met on every seed routed."""
+        return self.fmax_lowest_mhz is not None and self.fmax_lowest_mhz >= self.target_mhz
 
     def overflowing(self) -> list[str]:
         """The cell types the design needs more of than the device has."""
         return [kind for kind, use in self.utilization.items() if use["used"] > use["available"]]
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "fits": self.fits, "timing_met": self.timing_met}
+        return {**dataclasses.asdict(self), "fits": self.fits, "fmax_lowest_mhz": self.fmax_lowest_mhz,
+                "timing_met": self.timing_met}
 
 
 #: The BuildParams feature flags `--FLAG 0|1` overrides, with the opcode each one builds (the
@@ -242,14 +261,31 @@ def parse_critical_path(tim_text: str) -> dict[str, Any] | None:
     return path if {"from", "to", "ns"} <= path.keys() else None
 
 
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return seed
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """The seeds of a ``--seeds`` list ("1,2,3"); ValueError unless they are distinct non-negative
+    integers."""
+    try:
+        seeds = tuple(int(item) for item in text.split(","))
+    except ValueError:
+        seeds = ()
+    if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds takes distinct non-negative integers separated by commas (as 1,2,3), got {text!r}")
+    return seeds
+
+
 def _check_build(target: str, params: BuildParams | None, seed: int) -> tuple[SynthTarget, BuildParams]:
     """The target's spec and the build parameters (``params``, or the target's), after checking
     ``target``, ``params`` and ``seed`` (errors as :func:`synthesize` documents)."""
     spec = check_target(target)
     if params is not None and not isinstance(params, BuildParams):
         raise TypeError(f"params must be a BuildParams or None, got {params!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_seed(seed)
     return spec, params if params is not None else spec.params
 
 
@@ -289,7 +325,8 @@ def synthesize(target: str, build_dir: Path | str, *, params: BuildParams | None
     tim_text = (build_dir / f"{TOP_NAME}.tim").read_text()
     figures = parse_reports(target, (build_dir / f"{TOP_NAME}.rpt").read_text(), tim_text)
     return SynthReport(target=spec.name, device=spec.device, params=dataclasses.asdict(params),
-                       seconds=round(seconds, 1), critical_path=parse_critical_path(tim_text), **figures)
+                       seconds=round(seconds, 1), critical_path=parse_critical_path(tim_text), seed=seed,
+                       fmax_by_seed={seed: figures["fmax_mhz"]}, **figures)
 
 
 def _run_logged(command: list[str], cwd: Path) -> None:
@@ -326,6 +363,9 @@ def synthesize_block(block: str, build_dir: Path | str, *, target: str = "ecp5",
     (build_dir / f"build_{block}.sh").write_text(
         "# out-of-context build (python -m anmf.hdl.synth --block)\nset -e\n"
         + "\n".join(" ".join(command) for command in (yosys, nextpnr)) + "\n")
+    # The commands as Amaranth's build plan lists them (tool names, not paths), for reroute_seeds.
+    (build_dir / f"build_{block}.json").write_text(json.dumps(
+        {"commands": [["yosys", *yosys[1:]], ["nextpnr-ecp5", *nextpnr[1:]]]}) + "\n")
     start = time.perf_counter()
     _run_logged(yosys, build_dir)
     _run_logged(nextpnr, build_dir)
@@ -334,7 +374,51 @@ def synthesize_block(block: str, build_dir: Path | str, *, target: str = "ecp5",
     figures = parse_reports(target, (build_dir / f"{block}.rpt").read_text(), tim_text)
     return SynthReport(target=spec.name, device=spec.device, params=dataclasses.asdict(params),
                        seconds=round(seconds, 1), block=block, critical_path=parse_critical_path(tim_text),
-                       **figures)
+                       seed=seed, fmax_by_seed={seed: figures["fmax_mhz"]}, **figures)
+
+
+#: nextpnr options that name an output file (bitstream input, textual configuration); the reruns of
+#: other seeds leave them out so that the build's own outputs stay the build seed's.
+_NEXTPNR_OUTPUTS = ("--asc", "--textcfg", "--write", "--sdf", "--report")
+
+
+def reroute_seeds(report: SynthReport, build_dir: Path | str, seeds: Sequence[int]) -> SynthReport:
+    """``report`` with the Fmax of every seed in ``seeds`` in ``fmax_by_seed``: nextpnr alone places
+    and routes the build's netlist (``build_dir``, as :func:`synthesize` or :func:`synthesize_block`
+    left it) again with each seed not routed yet, two at a time, its log in ``seed<N>.tim``. The
+    build's own outputs (bitstream, ``fmax_mhz``, ``critical_path``) stay the build seed's."""
+    build_dir = Path(build_dir)
+    seeds = [_check_seed(seed) for seed in seeds]
+    plan = build_dir / f"build_{report.block or TOP_NAME}.json"
+    if not plan.exists():
+        raise ValueError(f"{build_dir} has no {plan.name}: build it first (synthesize or synthesize_block)")
+    command = next(argv for argv in json.loads(plan.read_text())["commands"] if argv[0].startswith("nextpnr"))
+    tool = tool_environment()[command[0].upper().replace("-", "_")]
+    rpt_text = (build_dir / f"{report.block or TOP_NAME}.rpt").read_text()
+
+    def route(seed: int) -> float | None:
+        argv, rest = [tool], iter(command[1:])
+        for option in rest:
+            if option in ("--seed", "--log") or option in _NEXTPNR_OUTPUTS:
+                next(rest)  # the option's value
+            else:
+                argv.append(option)
+        log = f"seed{seed}.tim"
+        argv += ["--seed", str(seed), "--log", log]  # relative: yowasp writes only inside its cwd
+        _run_logged(argv, build_dir)
+        return parse_reports(report.target, rpt_text, (build_dir / log).read_text())["fmax_mhz"]
+
+    todo = [seed for seed in seeds if seed not in report.fmax_by_seed]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        routed = dict(zip(todo, pool.map(route, todo)))
+    return dataclasses.replace(report, fmax_by_seed={**report.fmax_by_seed, **routed})
+
+
+def _goal_outcome(report: SynthReport) -> str:
+    if report.timing_met:
+        return "met" if len(report.fmax_by_seed) < 2 else "met on every seed"
+    missed = [str(seed) for seed, mhz in report.fmax_by_seed.items() if mhz is None or mhz < report.target_mhz]
+    return "MISSED" if len(report.fmax_by_seed) < 2 else f"MISSED with seed {', '.join(missed)}"
 
 
 def format_report(report: SynthReport) -> str:
@@ -346,8 +430,12 @@ def format_report(report: SynthReport) -> str:
              + "".join(f"{opcode}={int(p[flag])} " for flag, opcode in FEATURE_FLAGS.items())
              + f"({report.seconds:.0f} s)",
              (f"  {'fmax':<12}{report.fmax_mhz:8.2f} MHz  (goal {report.target_mhz:.0f} MHz: "
-              f"{'met' if report.timing_met else 'MISSED'})" if report.fmax_mhz is not None else
+              f"{_goal_outcome(report)})" if report.fmax_mhz is not None else
               f"  does not fit the device: {', '.join(report.overflowing())} over 100 %")]
+    if len(report.fmax_by_seed) > 1:
+        lines.append(f"  {'by seed':<12}" + "  ".join(
+            f"{seed}: {'-' if mhz is None else f'{mhz:.2f}'}" for seed, mhz in report.fmax_by_seed.items())
+            + (f" MHz  (lowest {report.fmax_lowest_mhz:.2f})" if report.fmax_lowest_mhz is not None else ""))
     for key in ("luts", "ffs", "brams", "dsps"):
         lines.append(f"  {key:<12}{getattr(report, key):8d}")
     lines.append("  utilisation:")
@@ -362,12 +450,21 @@ def format_report(report: SynthReport) -> str:
     return "\n".join(lines)
 
 
+def _seeds_of(seed: int | None, seeds: str | None) -> tuple[int, ...]:
+    """The seeds of the command line's ``--seed N`` or ``--seeds LIST`` (default 1)."""
+    if seed is not None and seeds is not None:
+        raise ValueError("give either --seed N or --seeds N,N,..., not both")
+    return parse_seeds(seeds) if seeds is not None else (_check_seed(1 if seed is None else seed),)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m anmf.hdl.synth", description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help=f"one of {', '.join(sorted(TARGETS))}")
     parser.add_argument("--json", help="write the report as JSON to this file")
     parser.add_argument("--build-dir", help="build folder (default build/synth-<target>)")
-    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    parser.add_argument("--seed", type=int, help="nextpnr placement seed (default 1)")
+    parser.add_argument("--seeds", help="build with the first of these nextpnr seeds (as 1,2,3), then place "
+                                        "and route the same netlist with each other one; report every Fmax")
     parser.add_argument("--block", help=f"build only this block, out of context (ecp5): one of {', '.join(sorted(BLOCKS))}")
     parser.add_argument("--rows", type=int, help="ROWS instead of the target's documented configuration")
     parser.add_argument("--cols", type=int, help="COLS instead of the target's documented configuration")
@@ -385,13 +482,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                      if getattr(args, name) is not None}
         if overrides:
             params = dataclasses.replace(check_target(args.target).params, **overrides)
+        seeds = _seeds_of(args.seed, args.seeds)
         if args.block is not None:
             check_block(args.block, args.target, params or check_target(args.target).params)
-            report = synthesize_block(args.block, args.build_dir or f"build/synth-{args.target}-{args.block}",
-                                      target=args.target, params=params, seed=args.seed)
+            build_dir = args.build_dir or f"build/synth-{args.target}-{args.block}"
+            report = synthesize_block(args.block, build_dir, target=args.target, params=params, seed=seeds[0])
         else:
-            report = synthesize(args.target, args.build_dir or f"build/synth-{args.target}", params=params,
-                                seed=args.seed)
+            build_dir = args.build_dir or f"build/synth-{args.target}"
+            report = synthesize(args.target, build_dir, params=params, seed=seeds[0])
+        if len(seeds) > 1 and report.fmax_mhz is not None:
+            report = reroute_seeds(report, build_dir, seeds)
     except (ValueError, ToolMissing) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@ the report parser on known log lines, the pin-out wrapper's scan chain and pin b
 errors for a bad target."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -17,8 +18,8 @@ from anmf.cli import main as cli_main
 from anmf.hdl.params import BuildParams
 from anmf.hdl.platforms import TARGETS, TOP_NAME, ECP5Platform, ICE40UP5KPlatform, PinBudgetError, \
     PinnedController, ScanChain
-from anmf.hdl.synth import BLOCKS, check_block, check_target, main, parse_critical_path, parse_reports, \
-    synthesize_block
+from anmf.hdl.synth import BLOCKS, SynthReport, check_block, check_target, format_report, main, \
+    parse_critical_path, parse_reports, parse_seeds, reroute_seeds, synthesize_block
 
 JSON_KEYS = {"target", "device", "fmax_mhz", "luts", "ffs", "brams", "dsps", "utilization"}
 # Small: 4 rows, 2 columns, 1 spare, without RUN_NMF (the iCE40's build options at a smaller array).
@@ -77,6 +78,21 @@ def test_report_fields_match_the_logs_of_the_smoke_build(smoke_build) -> None:
     figures = parse_reports(target, (build / f"{TOP_NAME}.rpt").read_text(), (build / f"{TOP_NAME}.tim").read_text())
     assert {key: figures[key] for key in JSON_KEYS - {"target", "device"}} == \
         {key: report[key] for key in JSON_KEYS - {"target", "device"}}
+
+
+def test_the_smoke_build_is_placed_and_routed_again_with_another_seed(smoke_build) -> None:
+    """reroute_seeds on Amaranth's build folder: nextpnr alone with seed 2, its own log; the bitstream
+    and the build's figures stay seed 1's."""
+    target, build, saved = smoke_build
+    fields = {key: value for key, value in saved.items() if key not in ("fits", "fmax_lowest_mhz", "timing_met")}
+    report = SynthReport(**{**fields, "fmax_by_seed": {int(seed): mhz for seed, mhz in saved["fmax_by_seed"].items()}})
+    assert report.seed == 1 and report.fmax_by_seed == {1: report.fmax_mhz}
+    bitstream = (build / f"{TOP_NAME}.{'bin' if target == 'ice40' else 'bit'}").read_bytes()
+    swept = reroute_seeds(report, build, [1, 2])
+    second = parse_reports(target, (build / f"{TOP_NAME}.rpt").read_text(), (build / "seed2.tim").read_text())
+    assert swept.fmax_by_seed == {1: report.fmax_mhz, 2: second["fmax_mhz"]} and second["fmax_mhz"] > 10
+    assert (swept.fmax_mhz, swept.critical_path) == (report.fmax_mhz, report.critical_path)
+    assert (build / f"{TOP_NAME}.{'bin' if target == 'ice40' else 'bit'}").read_bytes() == bitstream
 
 
 ECP5_TIM = """\
@@ -281,10 +297,18 @@ def test_block_option_is_validated_before_any_build(capsys) -> None:
 
 
 def test_a_block_builds_out_of_context_with_its_critical_path(tmp_path, capsys) -> None:
-    """The column remap alone (about 10 s): the report, its JSON and the rerunnable commands."""
+    """The column remap alone (about 10 s, and 5 s for the second seed): the report, its JSON and
+    the rerunnable commands."""
     assert main(["--target", "ecp5", "--block", "column_remap", "--spare", "1", "--build-dir",
-                 str(tmp_path / "remap"), "--json", str(tmp_path / "remap.json"), "--seed", "2"]) == 0
+                 str(tmp_path / "remap"), "--json", str(tmp_path / "remap.json"), "--seeds", "2,3"]) == 0
     report = json.loads((tmp_path / "remap.json").read_text())
+    # Seed 2 builds; seed 3 places and routes the same netlist again, in a log of its own.
+    assert report["seed"] == 2 and list(report["fmax_by_seed"]) == ["2", "3"], report["fmax_by_seed"]
+    assert report["fmax_by_seed"]["2"] == report["fmax_mhz"]
+    rerouted = parse_reports("ecp5", "", (tmp_path / "remap" / "seed3.tim").read_text())["fmax_mhz"]
+    assert report["fmax_by_seed"]["3"] == rerouted and rerouted > 50
+    assert report["fmax_lowest_mhz"] == min(report["fmax_mhz"], rerouted)
+    assert "--seed 3" not in (tmp_path / "remap" / "build_column_remap.sh").read_text()
     assert report["block"] == "column_remap" and report["params"]["spare"] == 1
     assert report["utilization"].keys().isdisjoint({"TRELLIS_IO"}), "out of context: no I/O buffers"
     assert 50 < report["fmax_mhz"] < 1000 and report["luts"] > 50 and report["ffs"] > 20, report
@@ -294,6 +318,37 @@ def test_a_block_builds_out_of_context_with_its_critical_path(tmp_path, capsys) 
     assert "critical path" in capsys.readouterr().out
     script = (tmp_path / "remap" / "build_column_remap.sh").read_text()
     assert "--out-of-context" in script and "--seed 2" in script and "--freq 100" in script
+
+
+def test_seed_lists_are_validated_before_any_build(capsys) -> None:
+    assert parse_seeds("3,1,2") == (3, 1, 2) and parse_seeds("0") == (0,)
+    for bad in ("", "1,,2", "1,x", "-1", "2,2"):
+        with pytest.raises(ValueError, match=r"^--seeds takes distinct non-negative integers separated by "
+                                             rf"commas \(as 1,2,3\), got '{bad}'$"):
+            parse_seeds(bad)
+    assert main(["--target", "ecp5", "--seed", "1", "--seeds", "1,2"]) == 2
+    assert capsys.readouterr().err == ("python -m anmf.hdl.synth: error: give either --seed N or --seeds "
+                                       "N,N,..., not both\n")
+    assert main(["--target", "ecp5", "--seed", "-2"]) == 2
+    assert capsys.readouterr().err == "python -m anmf.hdl.synth: error: seed must be a non-negative integer, got -2\n"
+    assert cli_main(["synth", "--target", "ice40", "--seeds", "1,1"]) == 2
+    assert "--seeds takes distinct non-negative integers separated by commas (as 1,2,3), got '1,1'" \
+        in capsys.readouterr().err
+
+
+def test_the_clock_goal_is_met_only_on_every_seed_routed() -> None:
+    report = SynthReport(target="ice40", device="iCE40UP5K", fmax_mhz=41.0, target_mhz=40.0, luts=1, ffs=1, brams=0,
+                         dsps=0, utilization={}, params=dataclasses.asdict(TARGETS["ice40"].params), seed=1,
+                         fmax_by_seed={1: 41.0})
+    assert report.timing_met and report.fmax_lowest_mhz == 41.0
+    assert "41.00 MHz  (goal 40 MHz: met)" in format_report(report)
+    swept = dataclasses.replace(report, fmax_by_seed={1: 41.0, 2: 39.5, 3: 40.2})
+    assert not swept.timing_met and swept.fmax_lowest_mhz == 39.5
+    assert "41.00 MHz  (goal 40 MHz: MISSED with seed 2)" in format_report(swept)
+    assert "by seed     1: 41.00  2: 39.50  3: 40.20 MHz  (lowest 39.50)" in format_report(swept)
+    assert swept.to_json()["fmax_lowest_mhz"] == 39.5 and swept.to_json()["timing_met"] is False
+    with pytest.raises(ValueError, match=r"has no build_anmf_controller_top.json: build it first"):
+        reroute_seeds(report, "/nonexistent", [2])
 
 
 def test_no_wire_of_the_controller_is_named_like_a_bit_of_another() -> None:

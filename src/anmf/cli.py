@@ -306,12 +306,16 @@ def _cmd_verilog(args: argparse.Namespace) -> int:
 # --- synth -------------------------------------------------------------------------------
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from anmf.hdl.synth import check_target, format_report, synthesize
+    from anmf.hdl.synth import check_target, format_report, parse_seeds, reroute_seeds, synthesize
     from anmf.hdl.toolchain import ToolMissing
 
     try:
         check_target(args.target)
-        report = synthesize(args.target, args.build_dir or f"build/synth-{args.target}")
+        seeds = parse_seeds(args.seeds)
+        build_dir = args.build_dir or f"build/synth-{args.target}"
+        report = synthesize(args.target, build_dir, seed=seeds[0])
+        if len(seeds) > 1 and report.fmax_mhz is not None:
+            report = reroute_seeds(report, build_dir, seeds)
     except (ValueError, ToolMissing) as exc:
         raise InputError(str(exc)) from None
     print(format_report(report))
@@ -441,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="ice40 (UP5K, smaller build) or ecp5 (ECP5-25k, default build)")
     p.add_argument("--json", help="write the report as JSON to this file")
     p.add_argument("--build-dir", help="build folder (default build/synth-TARGET)")
+    p.add_argument("--seeds", default="1", help="nextpnr placement seeds (default 1): the build with the first, "
+                                                "the same netlist placed and routed again with each other (as 1,2,3)")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("faults", help="fault-injection campaign: each fault with and without its feature (docs/faults.md)")
