@@ -151,7 +151,9 @@ TARGETS: dict[str, SynthTarget] = {
     "ecp5": SynthTarget("ecp5", "LFE5U-25F-6BG381C", ECP5Platform, BuildParams(), 100.0),
     "ice40": SynthTarget("ice40", "iCE40UP5K-SG48", ICE40UP5KPlatform, ICE40_PARAMS, 40.0,
                          direct_afe=ICE40_DIRECT_AFE,
-                         synth_opts="-dsp"),  # the UP5K's multipliers instead of logic cells
+                         # -dsp: the UP5K's multipliers instead of logic cells; -device u: ABC maps
+                         # with the UltraPlus's LUT and carry delays (Yosys's default is the HX's).
+                         synth_opts="-dsp -device u"),
 }
 
 

@@ -71,6 +71,9 @@ def test_smoke_build_reports_every_json_key_and_maps_buffers_to_block_ram(smoke_
     # Both fit (the iCE40 only without RUN_NMF, docs/synthesis.md) and give a bitstream.
     assert report["fits"] and report["fmax_mhz"] > 10, report
     assert (build / f"{TOP_NAME}.{'bin' if target == 'ice40' else 'bit'}").stat().st_size > 0, "bitstream"
+    # Yosys maps for the device's own delays (synth_ice40 assumes the HX's unless told).
+    synth_line = {"ice40": "synth_ice40 -dsp -device u -top", "ecp5": "synth_ecp5 -top"}[target]
+    assert synth_line in " ".join((build / f"{TOP_NAME}.ys").read_text().split())
 
 
 def test_report_fields_match_the_logs_of_the_smoke_build(smoke_build) -> None:
