@@ -28,7 +28,7 @@ help:
 	@echo "                  (build/random-SIM/coverage-merged.json), fails below 95% of the bins"
 	@echo "make bench-sim    simulated cycles/s on Icarus and Verilator: AFE-bound workload vs bare RTL"
 	@echo "make verilog      write the controller's Verilog to build/anmf_controller.v"
-	@echo "make lint         Verilator --lint-only -Wall on the generated Verilog"
+	@echo "make lint         Verilator --lint-only -Wall on the generated Verilog; ruff on the Python"
 	@echo "make synth TARGET=ice40|ecp5 [SEEDS=1,2,3]"
 	@echo "                  synthesize, place and route (YoWASP); report in build/synth-TARGET.json;"
 	@echo "                  SEEDS: the same netlist placed and routed with each nextpnr seed"
@@ -81,6 +81,7 @@ verilog: setup
 
 lint: verilog
 	$(PY) -m anmf.hdl.lint build/anmf_controller.v
+	$(VENV)/bin/ruff check hdl model testbench src tests
 
 synth: setup
 	$(VENV)/bin/anmf synth --target $(or $(TARGET),ecp5) --seeds $(or $(SEEDS),1) --json build/synth-$(or $(TARGET),ecp5).json

@@ -236,7 +236,7 @@ class ANLSSequencer(wiring.Component):
         rows, cols, exp_bits = p.rows, p.cols, p.exp_bits
         mantissa_bits = p.mantissa_bits
         headroom = p.dac_bits - 2            # L: an RHS code's magnitude is (r << L) >> shift
-        exp_low, exp_high = -2 ** (exp_bits - 1), 2 ** (exp_bits - 1) - 1
+        exp_high = 2 ** (exp_bits - 1) - 1
         msb_shape = signed(exp_bits + 2)     # leading one + row exponent
         assert p.rhs_exp_max <= exp_high, "exp_bits must hold every right-hand side exponent"
         word_bits = ceil_log2(MASK_WORD_BITS)

@@ -1149,7 +1149,6 @@ class RandomBench:
         delta = {name: after[name] - before[name] for name in after}
         col_mask = fields["COL_ENABLE"]["enable"] & ((1 << p.total_cols) - 1)
         enabled_cols = [c for c in range(p.total_cols) if col_mask >> c & 1]
-        enabled_rows = [r for r in range(p.rows) if self.row_mask >> r & 1]
         settings = ProgramSettings(
             tolerance=fields["PROGRAM_TOLERANCE"]["codes"], amp_start=fields["PROGRAM_AMPLITUDE"]["start"],
             amp_step=fields["PROGRAM_AMPLITUDE"]["step"], amp_max=fields["PROGRAM_AMPLITUDE_MAX"]["max"],

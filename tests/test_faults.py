@@ -3,7 +3,6 @@ JSON rows, the campaign AFE, and the one-line errors (docs/faults.md)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest

@@ -1,7 +1,10 @@
 """Verilator lint of the generated controller: clean on the default build with only Amaranth's
-waivers, and a real problem in a design is reported and fails the command."""
+waivers, and a real problem in a design is reported and fails the command. Ruff (pyflakes rules,
+pyproject.toml) on the Python sources."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from anmf.hdl.controller import TOP_MODULE, verilog_text
@@ -48,3 +51,18 @@ def test_a_latch_and_an_unused_input_are_reported_and_fail(tmp_path: Path, capsy
 def test_missing_file_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path / "absent.v")]) == 2
     assert capsys.readouterr().err == f"lint: error: no such Verilog file: {tmp_path / 'absent.v'}\n"
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_python_sources_pass_ruff_with_the_projects_rules(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "ruff", "check", "--no-cache"]
+    done = subprocess.run([*command, "hdl", "model", "testbench", "src", "tests"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The same rules find an unused import and an undefined name.
+    (tmp_path / "bad.py").write_text("import os\n\n\ndef f():\n    return undefined_name\n")
+    done = subprocess.run([*command, "--config", str(ROOT / "pyproject.toml"), str(tmp_path / "bad.py")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "F401" in done.stdout and "F821" in done.stdout, done.stdout

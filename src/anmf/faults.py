@@ -42,7 +42,7 @@ import numpy as np
 from anmf.host import AnalogScale, ModelDriver, Timing, host_anls
 from anmf.host.driver import ChipError, ErrorCode, ProgramReport, RefreshReport
 from anmf.model import calibration as cal
-from anmf.model.afe import AnalogFrontEnd, Mode
+from anmf.model.afe import AnalogFrontEnd
 from anmf.model.config import config_from_dict
 from anmf.model.golden import STATUS_DELAY
 from anmf.model.metrics import relative_error
