@@ -48,7 +48,7 @@ from .params import BuildParams
 from .solve_sequencer import result_layout
 
 __all__ = ["Refiner", "GAIN_BITS", "GAIN_SHIFT_BITS", "PASS_BITS", "HEADROOM_BITS",
-           "GRADIENT_FRACTION_BITS"]
+           "GRADIENT_FRACTION_BITS", "serve_shifts", "twice_scaled", "twice_rounded", "dac_value"]
 
 GAIN_BITS = 18        #: correction gain operand (unsigned)
 GAIN_SHIFT_BITS = 6   #: correction shift operand
@@ -63,6 +63,33 @@ GRADIENT_FRACTION_BITS = 8
 MAC_DRAIN = 4
 GRADIENT_DRAIN = 4
 ACCUMULATE_DRAIN = 5
+
+
+def serve_shifts(exponent: Value) -> tuple[Value, Value]:
+    """R's shifter's amounts for exponent k: (right, left) = (k - 1, 0) when k > 0, else
+    (0, 1 - k); the shifter then gives t = floor(R * 2**(1 - k)), twice R / 2**k before its
+    rounding (``twice_scaled``)."""
+    return Mux(exponent > 0, exponent - 1, 0), Mux(exponent > 0, 0, 1 - exponent)
+
+
+def twice_scaled(word: Value, right: Value, left: Value) -> Value:
+    """t = floor(word * 2**(1 - k)) by ``serve_shifts``' amounts (left != 0: a left shift)."""
+    return Mux(left != 0, word << left, word >> right)
+
+
+def twice_rounded(twice: Value) -> Value:
+    """2 round(R / 2**k) (half up) from t: t + t[0] (t even: R / 2**k rounds down to t / 2;
+    odd: up to (t + 1) / 2)."""
+    return twice + twice[0]
+
+
+def dac_value(twice: Value, dac_bits: int) -> Value:
+    """clamp(round(R / 2**k), -top, top - 1), top = 2**(dac_bits - 1), from t: round = (t + 1)
+    >> 1, which is >= top when t >= 2 top - 1 and < -top when t < -2 top - 1; inside, the low
+    dac_bits + 1 bits of t give it (a (dac_bits + 1)-bit adder, no full-width one)."""
+    top = 2 ** (dac_bits - 1)
+    rounded = (twice[:dac_bits + 1] + 1)[1:dac_bits + 1].as_signed()
+    return Mux(twice >= 2 * top - 1, top - 1, Mux(twice < -2 * top - 1, -top, rounded))
 
 
 def _check_width(name: str, value: object, low: int, high: int) -> int:
@@ -215,11 +242,13 @@ class Refiner(wiring.Component):
         clear_col = Signal(range(cols))
         peak = Signal(r_bits)          # OR of |R_i|
         fraction = GRADIENT_FRACTION_BITS
-        # R's shifter: e (DAC codes) or e - fraction (gradient sweep) when > 0, right with
-        # rounding; minus that when < 0, left.
+        # R's shifter gives twice the scaled residual before its rounding, t = floor(R * 2**(1 -
+        # k)) for k = e (DAC codes) or e - fraction (gradient sweep) (``serve_shifts``): the
+        # rounding add sits after stage 0's register (gradient, ``twice_rounded``) or is
+        # DAC_BITS + 1 bits wide (DAC codes, ``dac_value``), not in front of the shifter
+        # (docs/synthesis.md E50).
         serve_right = Signal(range(r_bits + 2 ** HEADROOM_BITS))
-        serve_left = Signal(range(p.dac_bits + fraction))
-        serve_half = Signal(r_bits + 2 ** HEADROOM_BITS + 1)     # 2**(serve_right - 1)
+        serve_left = Signal(range(p.dac_bits + fraction + 1))
         correction_left = Signal(range(r_bits + 2 ** HEADROOM_BITS))  # msb + headroom
         accumulating = Signal()        # the pipeline carries corrections, not MAC terms
         grading = Signal()             # the pipeline carries gradient terms, not MAC terms
@@ -261,11 +290,12 @@ class Refiner(wiring.Component):
         y_term = Signal(signed(p.adc_bits + 1))
         m.d.comb += [a_term.eq(a_read.data - a_offset),
                      y_term.eq(y_fetch.data.code - (1 << (p.adc_bits - 1)))]
-        # A gradient term: A_ij x (2 s_i - sign(A_ij)), from stage 0's registers.
+        # A gradient term: A_ij x (2 s_i - sign(A_ij)), from stage 0's registers; g_twice is
+        # R's shifter's t, so 2 s_i = t + t[0].
         g_a = Signal(signed(p.adc_bits + 1))
-        g_s = Signal(signed(s_bits))
+        g_twice = Signal(signed(s_bits + 1))
         g_factor = Signal(signed(s_bits + 2))
-        m.d.comb += g_factor.eq((g_s << 1) - Mux(g_a > 0, 1, Mux(g_a < 0, -1, 0)))
+        m.d.comb += g_factor.eq(twice_rounded(g_twice) - Mux(g_a > 0, 1, Mux(g_a < 0, -1, 0)))
         factor_a = Signal(signed(p.adc_bits + 1))
         factor_b = Signal(signed(max(operand_bits + 1, s_bits + 2)))
         with m.If(s1_valid):
@@ -358,20 +388,18 @@ class Refiner(wiring.Component):
         solving = Signal()
         m.d.comb += [r_serve.addr.eq(self.rhs.addr), r_serve.en.eq(self.rhs.en)]
         # The gradient sweep reads R through the same shifter, 8 bits finer, unclamped.
-        scaled_down = (r_serve.data + serve_half) >> serve_right
-        scaled_up = r_serve.data << serve_left
-        scaled = Signal(signed(r_bits + p.dac_bits + 1))
-        m.d.comb += scaled.eq(Mux(serve_left != 0, scaled_up, scaled_down))
+        twice = Signal(signed(r_bits + p.dac_bits + fraction + 1))    # t (above)
+        m.d.comb += twice.eq(twice_scaled(r_serve.data, serve_right, serve_left))
         top = 2 ** (p.dac_bits - 1)
         served = Signal(signed(p.dac_bits))     # the residual as the DAC gets it: s_i
-        m.d.comb += [served.eq(Mux(scaled >= top, top - 1, Mux(scaled < -top, -top, scaled))),
+        m.d.comb += [served.eq(dac_value(twice, p.dac_bits)),
                      self.rhs.data.eq((served + top)[:p.dac_bits])]
         # Stage 0 of a gradient term: A_ij and s_i registered ahead of the multiplier.
         s0_valid, s0_first, s0_last = Signal(), Signal(), Signal()
         s0_col = Signal(range(cols))
         m.d.sync += s0_valid.eq(0)
         with m.If(s0_valid):
-            m.d.sync += [g_a.eq(a_term), g_s.eq(scaled), s1_valid.eq(1),
+            m.d.sync += [g_a.eq(a_term), g_twice.eq(twice), s1_valid.eq(1),
                          s1_first.eq(s0_first), s1_last.eq(s0_last), s1_col.eq(s0_col)]
         with m.If(solving & self.result.en):
             m.d.comb += [y_write.en.eq(1), y_write.addr.eq(self.result.addr),
@@ -416,17 +444,14 @@ class Refiner(wiring.Component):
                 m.next = "Done"
 
         msb_now = highest_set_index(peak)
-        # R's shift amounts (and rounding half) follow Scale's correction_left and grading
+        # R's shift amounts follow Scale's correction_left and grading
         # a cycle later, registered off the shifter's path: the sweep's first shift is in
         # the cycle after the Gradient state's first, the solve's first RHS data two cycles
         # after Solve-Start (Check clears grading three cycles before that).
         exponent = correction_left - (p.dac_bits - 2)    # msb + headroom - (DAC_BITS - 2)
         serve_exponent = Mux(grading, exponent - fraction, exponent)
-        right_next = Signal.like(serve_right)
-        m.d.comb += right_next.eq(Mux(serve_exponent > 0, serve_exponent, 0))
-        m.d.sync += [serve_right.eq(right_next),
-                     serve_left.eq(Mux(serve_exponent < 0, -serve_exponent, 0)),
-                     serve_half.eq((Const(1, len(serve_half)) << right_next) >> 1)]
+        m.d.sync += [serve_right.eq(serve_shifts(serve_exponent)[0]),
+                     serve_left.eq(serve_shifts(serve_exponent)[1])]
         m.d.sync += mask_rest.eq(row_mask & (row_mask - 1))
 
         def restart_rows():
