@@ -331,8 +331,12 @@ class Refiner(wiring.Component):
         magnitude = Mux(acc[-1], -acc, acc)[:r_bits]
         peak_pending = Signal()
         m.d.sync += peak_pending.eq(s4_valid & ~accumulating & s4_last & ~grading)
+        # R = 0 (peak == 0) as a flag folded with the peak (from acc, beside the magnitude):
+        # Scale's 39-bit zero test of the peak in front of its state enables was the next path
+        # (docs/synthesis.md E52). Setup sets it.
+        peak_zero = Signal()
         with m.If(peak_pending):
-            m.d.sync += peak.eq(peak | magnitude)
+            m.d.sync += [peak.eq(peak | magnitude), peak_zero.eq(peak_zero & (acc == 0))]
         with m.If(s4_valid & ~accumulating):
             m.d.sync += acc.eq(acc_next)
             with m.If(s4_last & grading):
@@ -386,7 +390,12 @@ class Refiner(wiring.Component):
 
         # --- the solve sequencer: RHS codes from R, results into Y -------------------------
         solving = Signal()
-        m.d.comb += [r_serve.addr.eq(self.rhs.addr), r_serve.en.eq(self.rhs.en)]
+        # The sweep reads R by the grading flip-flop, not by a decode of the FSM state: the
+        # state -> address mux -> LUT RAM -> read register path was 9.6 ns (docs/synthesis.md
+        # E51). grading is set from the sweep's first cycle to Check (no solve runs then);
+        # reads in its drain cycles are harmless (stage 0 takes a word only with s0_valid).
+        m.d.comb += [r_serve.addr.eq(Mux(grading, fetch_row, self.rhs.addr)),
+                     r_serve.en.eq(grading | self.rhs.en)]
         # The gradient sweep reads R through the same shifter, 8 bits finer, unclamped.
         twice = Signal(signed(r_bits + p.dac_bits + fraction + 1))    # t (above)
         m.d.comb += twice.eq(twice_scaled(r_serve.data, serve_right, serve_left))
@@ -466,6 +475,15 @@ class Refiner(wiring.Component):
                          rows_next.eq(lowest_set_index(rows_after)), rows_empty.eq(rows_after == 0),
                          rows_after.eq(rows_after & (rows_after - 1)), first_row.eq(0)]
 
+        # Scale's decisions registered every cycle: passes_done and active change in
+        # Accumulate-Last and stage 6 of an accumulation, at least MAC's and its drain's
+        # cycles before the next Scale (E52).
+        candidates = col_mask & ~active
+        passes_over = Signal()
+        sweep_wanted = Signal()
+        m.d.sync += [passes_over.eq(passes_done == passes + 1),
+                     sweep_wanted.eq(~first_pass & (candidates != 0))]
+
         # Drain states wait for the pipeline's last term: ``drain`` counts their cycles.
         drain = Signal(range(max(MAC_DRAIN, GRADIENT_DRAIN, ACCUMULATE_DRAIN)))
 
@@ -509,7 +527,7 @@ class Refiner(wiring.Component):
                 # Pass 0 (nothing active, X = 0): one zero product per row makes R = B.
                 walk = Mux(active != 0, active, col_mask & -col_mask)
                 m.d.sync += [mac_cols.eq(walk), cols_left.eq(walk), accumulating.eq(0),
-                             grading.eq(0), entering.eq(0), peak.eq(0)]
+                             grading.eq(0), entering.eq(0), peak.eq(0), peak_zero.eq(1)]
                 restart_rows()
                 m.next = "MAC"
                 abortable()
@@ -541,10 +559,9 @@ class Refiner(wiring.Component):
             with m.State("Scale"):
                 m.d.sync += [residual_msb.eq(msb_now), correction_left.eq(msb_now + headroom),
                              solve_cols.eq(Mux(first_pass, col_mask, active))]
-                candidates = col_mask & ~active
-                with m.If((passes_done == passes + 1) | (peak == 0)):
+                with m.If(passes_over | peak_zero):
                     m.next = "Done"
-                with m.Elif(~first_pass & (candidates != 0)):
+                with m.Elif(sweep_wanted):
                     # Gradient sweep: column outer, row inner, one term per cycle.
                     m.d.sync += [cols_left.eq(candidates), grading.eq(1)]
                     restart_rows()
@@ -555,8 +572,7 @@ class Refiner(wiring.Component):
 
             with m.State("Gradient"):
                 col = lowest_set_index(cols_left)
-                m.d.comb += [a_read.addr.eq(fetch_row * cols + col),
-                             r_serve.addr.eq(fetch_row), r_serve.en.eq(1)]
+                m.d.comb += a_read.addr.eq(fetch_row * cols + col)
                 m.d.sync += [s0_valid.eq(1), s0_first.eq(first_row),
                              s0_last.eq(rows_empty), s0_col.eq(col)]
                 with m.If(~rows_empty):
