@@ -42,7 +42,8 @@ from .params import BuildParams
 from .watchdog import Watchdog
 
 __all__ = ["Calibrator", "CodeCorrection", "coefficient_layout", "corrected_deviation",
-           "calibration_memory_depth", "round_shift_value", "corrected_code", "code_from_corrected"]
+           "calibration_memory_depth", "round_shift_value", "round_shift_in_range", "corrected_code",
+           "code_from_corrected"]
 
 
 def _check_params(params: object) -> BuildParams:
@@ -78,6 +79,14 @@ def round_shift_value(value: Value, shift: int) -> Value:
     if shift <= 0:
         return value << -shift
     return (value + (1 << (shift - 1))) >> shift
+
+
+def round_shift_in_range(value: Value, shift: int, low: int, high: int) -> Value:
+    """``low <= model.calibration.round_shift(value, shift) < high`` (shift >= 1) as two
+    compares of ``value`` with constants: floor((v + 2^(s-1)) / 2^s) >= L <=> v >= L 2^s -
+    2^(s-1), and < H <=> v < H 2^s - 2^(s-1) (no rounding adder in front)."""
+    half = 1 << (shift - 1)
+    return (value >= (low << shift) - half) & (value < (high << shift) - half)
 
 
 def corrected_deviation(deviation: Value, offset: Value, gain: Value) -> Value:
@@ -390,6 +399,19 @@ class Calibrator(wiring.Component):
 
         dac_low, dac_high = cal.loopback_codes(dac_bits)
         limit = 1 << (ob - 1)
+        # An op-amp point's corrected offset (product + 2^(G-1)) >> G is in [-limit, limit)
+        # iff the product is in [-limit * 2^G - 2^(G-1), limit * 2^G - 2^(G-1)) (the floor is
+        # monotonic): compares with constants on the product register, not behind the
+        # rounding adder (docs/synthesis.md E54).
+        point_in_range = round_shift_in_range(product, cal.GAIN_FRAC_BITS, -limit, limit)
+        # failed_count + 1 kept as a register: a failed word picks it (a mux, no adder behind
+        # the decision, E54). failed_count changes in ADC-Setup (cleared), Store and
+        # Opamp-Point, each at least three cycles before the next of them.
+        failed_more = Signal.like(failed_count)
+        m.d.sync += failed_more.eq(failed_count + 1)
+
+        def count_failed(valid: Value):
+            m.d.sync += failed_count.eq(Mux(valid, failed_count, failed_more))
 
         with m.FSM(init="Idle") as fsm:
             with m.State("Idle"):
@@ -498,7 +520,7 @@ class Calibrator(wiring.Component):
                              self.coeff_write.data.offset.eq(word_offset),
                              self.coeff_write.data.gain.eq(word_gain),
                              self.coeff_write.data.valid.eq(valid)]
-                m.d.sync += failed_count.eq(failed_count + ~valid)
+                count_failed(valid)
                 with m.If(phase == ADC):
                     m.d.comb += self.coeff_write.addr.eq(channel)
                     m.d.sync += [cur_offset.eq(word_offset), cur_gain.eq(word_gain),
@@ -590,13 +612,13 @@ class Calibrator(wiring.Component):
 
             with m.State("Opamp-Point"):
                 valid = Signal(name="opamp_valid")
-                m.d.comb += valid.eq(~point_over & (corrected >= -limit) & (corrected < limit))
+                m.d.comb += valid.eq(~point_over & point_in_range)
                 m.d.comb += [self.coeff_write.en.eq(1),
                              self.coeff_write.addr.eq(p.total_cols + p.rows + channel),
                              self.coeff_write.data.offset.eq(Mux(valid, corrected, 0)),
                              self.coeff_write.data.gain.eq(0),
                              self.coeff_write.data.valid.eq(valid)]
-                m.d.sync += failed_count.eq(failed_count + ~valid)
+                count_failed(valid)
                 with m.If(more_cols):
                     m.d.sync += [channel.eq(next_col), ctl_mux.eq(next_col),
                                  cols_left.eq(cols_after_next)]

@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Module, Value
+from amaranth.hdl import Module, Signal, Value, signed
 from amaranth.lib import memory, wiring
 from amaranth.sim import Simulator
 
 from anmf.hdl.afe import AFESignature
 from anmf.hdl.calibrator import (Calibrator, CodeCorrection, calibration_memory_depth,
+                                 round_shift_in_range,
                                  coefficient_layout)
 from anmf.hdl.codes import ErrorCode
 from anmf.hdl.params import BuildParams
@@ -225,6 +226,32 @@ def test_code_correction_equals_the_model_arithmetic(path):
     assert seen == expected
     assert any(flag for _, flag in expected) and not all(flag for _, flag in expected)
     assert expected[-2:] == [(2 ** bits - 1, False), (0, False)]   # identity changes nothing
+
+
+def test_round_shift_in_range_equals_the_model_at_the_edges():
+    # The op-amp point's validity (E54): low <= round_shift(v, s) < high decided on v itself.
+    shift, low, high = cal.GAIN_FRAC_BITS, -2 ** 14, 2 ** 14
+    m = Module()
+    value = Signal(signed(40))
+    inside = Signal()
+    m.d.comb += inside.eq(round_shift_in_range(value, shift, low, high))
+    half = 1 << (shift - 1)
+    values = [edge + delta for edge in ((low << shift) - half, (high << shift) - half, 0,
+                                        low << shift, high << shift)
+              for delta in (-2, -1, 0, 1, 2)] + [-2 ** 39, 2 ** 39 - 1]
+    seen = []
+
+    async def testbench(ctx):
+        for v in values:
+            ctx.set(value, v)
+            seen.append(bool(ctx.get(inside)))
+
+    sim = Simulator(m)
+    sim.add_testbench(testbench)
+    sim.run()
+    expected = [low <= cal.round_shift(v, shift) < high for v in values]
+    assert seen == expected
+    assert any(expected) and not all(expected)
 
 
 # ---- the improvement -------------------------------------------------------------------------
