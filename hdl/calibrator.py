@@ -239,6 +239,8 @@ class Calibrator(wiring.Component):
         loopback_channel = Signal(p.col_addr_bits)
         first_channel = Signal()            # the channel being calibrated is the loopback one
         fresh = Signal()                    # no point measured yet: quality, failed_count to clear
+        check_residual = Signal(signed(wide + 2))   # the last check point's residual
+        residual_pending = Signal()                 # ... to be made a magnitude in this cycle
         check_magnitude = Signal(wide + 2)  # |residual| of the last check point
         check_pending = Signal()            # ... to be compared with quality in this cycle
         row = Signal(p.row_addr_bits)
@@ -393,7 +395,25 @@ class Calibrator(wiring.Component):
                 then()
 
         top = (1 << cal.QUALITY_BITS) - 1
-        m.d.sync += check_pending.eq(0)
+        # A check point's residual corrected - ideal = (product + 2^(G-1) - ideal 2^G) >> G
+        # (an integer subtracted after a floor is exact): one adder from the product, with the
+        # reference's constant registered every cycle (ref_index changes in Idle, ADC-Check, Store
+        # and a conversion's end, each at least three states before the next ADC-Check). The
+        # rounding, the subtraction and the magnitude in one cycle were the calibrator's
+        # critical path (docs/synthesis.md E55): the residual, its magnitude and the quality
+        # update take a cycle each, after ADC-Check (whatever states follow).
+        gain_frac = cal.GAIN_FRAC_BITS
+        check_rounding = Signal(signed(wide + gain_frac + 3))
+
+        def rounding_less(reference: int) -> int:
+            return (1 << (gain_frac - 1)) - (cal.ideal_q(reference, adc_bits) << gain_frac)
+        m.d.sync += check_rounding.eq(Mux(ref_index == 3, rounding_less(cal.REF_PLUS_7_8),
+                                          Mux(ref_index == 4, rounding_less(cal.REF_MINUS_7_8),
+                                              1 << (gain_frac - 1))))
+        m.d.sync += [residual_pending.eq(0), check_pending.eq(residual_pending)]
+        with m.If(residual_pending):
+            m.d.sync += check_magnitude.eq(Mux(check_residual < 0, -check_residual,
+                                               check_residual))
         with m.If(check_pending & (check_magnitude > quality)):
             m.d.sync += quality.eq(Mux(check_magnitude > top, top, check_magnitude))
 
@@ -465,14 +485,9 @@ class Calibrator(wiring.Component):
                 abortable()
 
             with m.State("ADC-Check"):
-                ideal = Mux(ref_index == 3, cal.ideal_q(cal.REF_PLUS_7_8, adc_bits),
-                            Mux(ref_index == 4, cal.ideal_q(cal.REF_MINUS_7_8, adc_bits), 0))
-                residual = Signal(signed(wide + 2))
-                m.d.comb += residual.eq(corrected - ideal)
-                # The worst residual is kept in the next cycle (whatever state that is): the
-                # comparison behind the rounding and the residual was the ECP5's longest path.
-                m.d.sync += [check_magnitude.eq(Mux(residual < 0, -residual, residual)),
-                             check_pending.eq(1)]
+                # The worst residual is kept two cycles later (above, E55).
+                m.d.sync += [check_residual.eq((product + check_rounding) >> gain_frac),
+                             residual_pending.eq(1)]
                 m.d.sync += ref_index.eq(ref_index + 1)
                 m.next = "ADC-Setup"
                 with m.If(ref_index == len(cal.ADC_REFERENCE_ORDER) - 1):
