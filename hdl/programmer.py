@@ -42,7 +42,7 @@ from .afe import SAFE_EXIT_STATE, AFEMode, AFESignature, ProgPolarity, emit_safe
 from .codes import ErrorCode
 from .params import BuildParams
 from ..model import calibration as cal   # the correction's one definition
-from .solve_sequencer import readout_code, readout_rounding, rounding_half
+from .solve_sequencer import readout_code, readout_rounding, rounding_half, scaled_deviation
 from .watchdog import Watchdog
 
 __all__ = ["ProgrammerCommand", "WriteVerifyProgrammer"]
@@ -557,8 +557,7 @@ class WriteVerifyProgrammer(wiring.Component):
         m.d.sync += [offset.eq(Mux(cal_adc, self.coeff_word.offset, 0)),
                      gain.eq(Mux(cal_adc, self.coeff_word.gain, cal.GAIN_ONE))]
 
-        # (average - zero) << F: the code's top bit inverted is its two's complement deviation.
-        deviation = Cat(Const(0, frac), average[:-1], ~average[-1]).as_signed()
+        deviation = scaled_deviation(average)      # (average - zero) << F, wiring
         product = Signal(signed(len(deviation) + cal.GAIN_BITS + 1))     # the deviation's term
         offset_gain = Signal(signed(len(offset) + cal.GAIN_BITS + 1))
         m.d.sync += offset_gain.eq(offset * gain)
