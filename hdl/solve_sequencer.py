@@ -48,7 +48,7 @@ from .params import BuildParams
 from .watchdog import Watchdog
 
 __all__ = ["SolveSequencer", "result_layout", "solve_cycles", "SOLVE_MODES", "CalEnable", "readout_rounding", "readout_code",
-           "scaled_deviation"]
+           "scaled_deviation", "at_most_one_set"]
 
 #: Which calibration corrections a solve applies (CAL_CONTROL's bits, latched at start).
 CalEnable = data.StructLayout({"adc": 1, "dac": 1, "opamp": 1})
@@ -94,6 +94,21 @@ def readout_rounding(subtract: Value) -> Value:
     :func:`readout_code` adds to the correction's product (an expression)."""
     gain_frac, frac = cal.GAIN_FRAC_BITS, cal.FRAC_BITS
     return (1 << (gain_frac - 1)) + (((1 << (frac - 1)) - subtract.as_signed()) << gain_frac)
+
+
+def at_most_one_set(vector: Value) -> Value:
+    """Whether ``vector`` has at most one bit set, as a tree (any, two or more) of its halves:
+    no carry chain (``v & (v - 1) == 0`` has one in front of its zero test, E57)."""
+    vector = Value.cast(vector)
+
+    def any_many(bits: Value) -> tuple[Value, Value]:
+        if len(bits) == 1:
+            return bits[0], Const(0, 1)
+        half = len(bits) // 2
+        low_any, low_many = any_many(bits[:half])
+        high_any, high_many = any_many(bits[half:])
+        return low_any | high_any, low_many | high_many | (low_any & high_any)
+    return ~any_many(vector)[1]
 
 
 def scaled_deviation(code: Value) -> Value:
@@ -314,7 +329,7 @@ class SolveSequencer(wiring.Component):
 
         rest_of_mask = row_mask & (row_mask - 1)
         m.d.sync += [mask_first_row.eq(lowest_set_index(row_mask)), mask_after_first.eq(rest_of_mask),
-                     mask_empty.eq(row_mask == 0), mask_after_first_empty.eq(rest_of_mask == 0)]
+                     mask_empty.eq(row_mask == 0), mask_after_first_empty.eq(at_most_one_set(row_mask))]
 
         def restart_rows_left():
             # The rows left := row_mask, from the registers above.
@@ -322,11 +337,12 @@ class SolveSequencer(wiring.Component):
                          rows_empty.eq(mask_empty), rows_after_empty.eq(mask_after_first_empty)]
 
         def next_rows_left():
-            # The rows left := rows_after, from the registers only.
+            # The rows left := rows_after, from the registers only; "at most one left" without
+            # the carry chain in front of a zero test (E57).
             rest = rows_after & (rows_after - 1)
-            m.d.sync += [next_row.eq(lowest_set_index(rows_after)),
-                         rows_after.eq(rest), rows_empty.eq(rows_after_empty),
-                         rows_after_empty.eq(rest == 0)]
+            m.d.sync += [next_row.eq(lowest_set_index(rows_after)), rows_after.eq(rest),
+                         rows_empty.eq(rows_after_empty),
+                         rows_after_empty.eq(at_most_one_set(rows_after))]
 
         def last_sample_index(exponent):
             # (1 << exponent) - 1 as its bits: no subtracter for Yosys to share with
