@@ -45,7 +45,7 @@ from .afe import AFEMode, lowest_set_index
 from .anls_sequencer import highest_set_index, solve_command_signature
 from .codes import ErrorCode
 from .params import BuildParams
-from .solve_sequencer import result_layout
+from .solve_sequencer import at_most_one_set, result_layout
 
 __all__ = ["Refiner", "GAIN_BITS", "GAIN_SHIFT_BITS", "PASS_BITS", "HEADROOM_BITS",
            "GRADIENT_FRACTION_BITS", "serve_shifts", "twice_scaled", "twice_rounded", "dac_value"]
@@ -239,6 +239,10 @@ class Refiner(wiring.Component):
         # in Setup, after at least one Clear cycle.
         mask_rest = Signal(rows)
         cols_left = Signal(cols)
+        # cols_left has at most one column, set with every assignment of cols_left: the
+        # walks' last-column decisions (rest == 0, a carry chain and a zero test) were in front
+        # of the FSM's state enables (docs/synthesis.md E59).
+        last_col = Signal()
         clear_col = Signal(range(cols))
         peak = Signal(r_bits)          # OR of |R_i|
         fraction = GRADIENT_FRACTION_BITS
@@ -484,6 +488,9 @@ class Refiner(wiring.Component):
         m.d.sync += [passes_over.eq(passes_done == passes + 1),
                      sweep_wanted.eq(~first_pass & (candidates != 0))]
 
+        def set_cols_left(value: Value):
+            m.d.sync += [cols_left.eq(value), last_col.eq(at_most_one_set(value))]
+
         # Drain states wait for the pipeline's last term: ``drain`` counts their cycles.
         drain = Signal(range(max(MAC_DRAIN, GRADIENT_DRAIN, ACCUMULATE_DRAIN)))
 
@@ -526,7 +533,8 @@ class Refiner(wiring.Component):
             with m.State("Setup"):
                 # Pass 0 (nothing active, X = 0): one zero product per row makes R = B.
                 walk = Mux(active != 0, active, col_mask & -col_mask)
-                m.d.sync += [mac_cols.eq(walk), cols_left.eq(walk), accumulating.eq(0),
+                set_cols_left(walk)
+                m.d.sync += [mac_cols.eq(walk), accumulating.eq(0),
                              grading.eq(0), entering.eq(0), peak.eq(0), peak_zero.eq(1)]
                 restart_rows()
                 m.next = "MAC"
@@ -537,11 +545,11 @@ class Refiner(wiring.Component):
                 rest = cols_left & (cols_left - 1)
                 m.d.comb += [a_read.addr.eq(fetch_row * cols + col), x_fetch.addr.eq(col)]
                 m.d.sync += [s1_valid.eq(1), s1_first.eq(cols_left == mac_cols),
-                             s1_last.eq(rest == 0), s1_row.eq(fetch_row), s1_col.eq(col)]
-                with m.If(rest != 0):
-                    m.d.sync += cols_left.eq(rest)
+                             s1_last.eq(last_col), s1_row.eq(fetch_row), s1_col.eq(col)]
+                with m.If(~last_col):
+                    set_cols_left(rest)
                 with m.Elif(~rows_empty):
-                    m.d.sync += cols_left.eq(mac_cols)
+                    set_cols_left(mac_cols)
                     advance_row()
                 with m.Else():
                     m.d.sync += drain.eq(MAC_DRAIN - 1)
@@ -563,7 +571,8 @@ class Refiner(wiring.Component):
                     m.next = "Done"
                 with m.Elif(sweep_wanted):
                     # Gradient sweep: column outer, row inner, one term per cycle.
-                    m.d.sync += [cols_left.eq(candidates), grading.eq(1)]
+                    set_cols_left(candidates)
+                    m.d.sync += grading.eq(1)
                     restart_rows()
                     m.next = "Gradient"
                 with m.Else():
@@ -578,9 +587,9 @@ class Refiner(wiring.Component):
                 with m.If(~rows_empty):
                     advance_row()
                 with m.Else():
-                    m.d.sync += cols_left.eq(cols_left & (cols_left - 1))
+                    set_cols_left(cols_left & (cols_left - 1))
                     restart_rows()
-                    with m.If((cols_left & (cols_left - 1)) == 0):
+                    with m.If(last_col):
                         m.d.sync += drain.eq(GRADIENT_DRAIN - 1)
                         m.next = "Gradient-Drain"
                 abortable()
@@ -622,15 +631,17 @@ class Refiner(wiring.Component):
                         m.d.sync += error.eq(ErrorCode.ABORTED)
                         m.next = "Done"
                     with m.Else():
-                        m.d.sync += [cols_left.eq(solve_cols), accumulating.eq(1)]
+                        set_cols_left(solve_cols)
+                        m.d.sync += accumulating.eq(1)
                         m.next = "Accumulate"
 
             with m.State("Accumulate"):
                 col = lowest_set_index(cols_left)
                 rest = cols_left & (cols_left - 1)
                 m.d.comb += y_fetch.addr.eq(col)
-                m.d.sync += [s1_valid.eq(1), s1_col.eq(col), cols_left.eq(rest)]
-                with m.If(rest == 0):
+                m.d.sync += [s1_valid.eq(1), s1_col.eq(col)]
+                set_cols_left(rest)
+                with m.If(last_col):
                     m.d.sync += drain.eq(ACCUMULATE_DRAIN - 1)
                     m.next = "Accumulate-Drain"
                 abortable()
