@@ -234,10 +234,8 @@ class Refiner(wiring.Component):
         rows_next = Signal(p.row_addr_bits)    # lowest_set_index(rows left)
         rows_empty = Signal()                  # rows left == 0
         rows_after = Signal(rows)              # rows left without their lowest row
+        after_lowest = Signal(rows)            # rows_after's lowest row, one-hot
         first_row = Signal()                   # fetch_row is the lowest row of row_mask
-        # row_mask without its lowest row, a cycle after row_mask (set at start): first read
-        # in Setup, after at least one Clear cycle.
-        mask_rest = Signal(rows)
         cols_left = Signal(cols)
         # cols_left has at most one column, set with every assignment of cols_left: the
         # walks' last-column decisions (rest == 0, a carry chain and a zero test) were in front
@@ -465,19 +463,49 @@ class Refiner(wiring.Component):
         serve_exponent = Mux(grading, exponent - fraction, exponent)
         m.d.sync += [serve_right.eq(serve_shifts(serve_exponent)[0]),
                      serve_left.eq(serve_shifts(serve_exponent)[1])]
-        m.d.sync += mask_rest.eq(row_mask & (row_mask - 1))
+        # The row walk takes one step per cycle. Its next row is kept one-hot (after_lowest)
+        # beside the mask: a step is the index of a one-hot register (one OR per index bit),
+        # the mask less that bit, and the new lowest bit (v & -v, one carry chain); the 64-bit
+        # lowest_set_index tree in front of rows_next was the Refiner's critical path
+        # (docs/synthesis.md E60). The restart's values are registered from row_mask in three
+        # steps (lowest bits one-hot, then their indices), from the operand while idle: the
+        # operand is held from the cycle before the start (the start checks' contract), so
+        # they are ready in the second cycle after the start, before the first Setup (after at
+        # least one Clear cycle); row_mask does not change while busy.
+        def lowest_onehot(value: Value) -> Value:
+            return Value.cast(value & -value)[:rows]
+
+        def onehot_index(onehot: Value) -> Value:
+            return Cat(Cat(onehot[i] for i in range(rows) if i >> k & 1).any()
+                       for k in range(len(fetch_row)))
+        mask_source = Mux(busy, row_mask, self.row_mask)
+        mask_lowest, mask_second, mask_third = (Signal(rows) for _ in range(3))   # one-hot
+        mask_rest, mask_rest_2 = Signal(rows), Signal(rows)   # without its lowest 1, 2 rows
+        mask_first_row, mask_second_row = Signal.like(fetch_row), Signal.like(fetch_row)
+        mask_rest_empty = Signal()
+        m.d.sync += [
+            mask_lowest.eq(lowest_onehot(mask_source)),
+            mask_rest.eq(mask_source & (mask_source - 1)),
+            mask_first_row.eq(onehot_index(mask_lowest)),
+            mask_second.eq(lowest_onehot(mask_rest)),
+            mask_rest_2.eq(mask_rest & (mask_rest - 1)),
+            mask_rest_empty.eq(mask_rest == 0),
+            mask_second_row.eq(onehot_index(mask_second)),
+            mask_third.eq(lowest_onehot(mask_rest_2)),
+        ]
 
         def restart_rows():
             # fetch_row := the lowest row of row_mask, the rows left := the others.
-            m.d.sync += [fetch_row.eq(lowest_set_index(row_mask)),
-                         rows_next.eq(lowest_set_index(mask_rest)), rows_empty.eq(mask_rest == 0),
-                         rows_after.eq(mask_rest & (mask_rest - 1)), first_row.eq(1)]
+            m.d.sync += [fetch_row.eq(mask_first_row), rows_next.eq(mask_second_row),
+                         rows_empty.eq(mask_rest_empty), rows_after.eq(mask_rest_2),
+                         after_lowest.eq(mask_third), first_row.eq(1)]
 
         def advance_row():
             # fetch_row := the lowest row left; every decision from the registers ahead.
-            m.d.sync += [fetch_row.eq(rows_next),
-                         rows_next.eq(lowest_set_index(rows_after)), rows_empty.eq(rows_after == 0),
-                         rows_after.eq(rows_after & (rows_after - 1)), first_row.eq(0)]
+            rest = rows_after & ~after_lowest
+            m.d.sync += [fetch_row.eq(rows_next), rows_next.eq(onehot_index(after_lowest)),
+                         rows_empty.eq(rows_after == 0), rows_after.eq(rest),
+                         after_lowest.eq(lowest_onehot(rest)), first_row.eq(0)]
 
         # Scale's decisions registered every cycle: passes_done and active change in
         # Accumulate-Last and stage 6 of an accumulation, at least MAC's and its drain's
