@@ -595,13 +595,16 @@ class Refiner(wiring.Component):
             with m.State("Scale"):
                 m.d.sync += [residual_msb.eq(msb_now), correction_left.eq(msb_now + headroom),
                              solve_cols.eq(Mux(first_pass, col_mask, active))]
+                # The row walk restarts whatever comes next (only the sweep reads it before the
+                # next Setup restarts it again): its enables do not wait for Scale's decisions
+                # (docs/synthesis.md E62).
+                restart_rows()
                 with m.If(passes_over | peak_zero):
                     m.next = "Done"
                 with m.Elif(sweep_wanted):
                     # Gradient sweep: column outer, row inner, one term per cycle.
                     set_cols_left(candidates)
                     m.d.sync += grading.eq(1)
-                    restart_rows()
                     m.next = "Gradient"
                 with m.Else():
                     m.next = "Solve-Start"
