@@ -42,7 +42,8 @@ from .params import BuildParams
 from .watchdog import Watchdog
 
 __all__ = ["Calibrator", "CodeCorrection", "coefficient_layout", "corrected_deviation",
-           "calibration_memory_depth", "round_shift_value", "corrected_code", "code_from_corrected"]
+           "calibration_memory_depth", "round_shift_value", "round_shift_bound", "corrected_code",
+           "code_from_corrected"]
 
 
 def _check_params(params: object) -> BuildParams:
@@ -78,6 +79,13 @@ def round_shift_value(value: Value, shift: int) -> Value:
     if shift <= 0:
         return value << -shift
     return (value + (1 << (shift - 1))) >> shift
+
+
+def round_shift_bound(bound: int, shift: int) -> int:
+    """B 2^s - 2^(s-1): ``model.calibration.round_shift(v, s) >= B`` <=> v >= this (shift >=
+    1; floor((v + 2^(s-1)) / 2^s) is monotonic), and ``< B`` <=> v < this: a range check of a
+    rounded value as compares of the value itself, no rounding adder in front."""
+    return (bound << shift) - (1 << (shift - 1))
 
 
 def corrected_deviation(deviation: Value, offset: Value, gain: Value) -> Value:
@@ -230,6 +238,8 @@ class Calibrator(wiring.Component):
         loopback_channel = Signal(p.col_addr_bits)
         first_channel = Signal()            # the channel being calibrated is the loopback one
         fresh = Signal()                    # no point measured yet: quality, failed_count to clear
+        check_residual = Signal(signed(wide + 2))   # the last check point's residual
+        residual_pending = Signal()                 # ... to be made a magnitude in this cycle
         check_magnitude = Signal(wide + 2)  # |residual| of the last check point
         check_pending = Signal()            # ... to be compared with quality in this cycle
         row = Signal(p.row_addr_bits)
@@ -270,7 +280,7 @@ class Calibrator(wiring.Component):
         wait_timer = Signal(p.timer_bits + 1)
 
         # Measured points and coefficients.
-        point_less_offset = Signal(signed(wide + 1))  # the last point's deviation - mul_offset
+        point = Signal(signed(wide))        # the last point's deviation (2^-F LSB)
         high = Signal(signed(wide))
         low = Signal(signed(wide))
         pair_over = Signal()
@@ -294,19 +304,33 @@ class Calibrator(wiring.Component):
         m.d.comb += [self.error.eq(error), self.quality.eq(quality),
                      self.failed_count.eq(failed_count)]
 
-        # The one shared multiplier, registered: Correct multiplies the point with the phase's
-        # coefficient (registers only: the op-amp phase copies its memory word into cur_* first),
-        # the state after it rounds the product. (A memory read, the multiply and the quality
+        # The shared multiplier, registered: Correct multiplies the point with the phase's
+        # gain (registers only: the op-amp phase copies its memory word into cur_* first), the
+        # state after it rounds the product. (A memory read, the multiply and the quality
         # update in one cycle were a 30 ns path on the ECP5.) The coefficient is picked into a
         # register every cycle, off the multiplier's path (E21): phase and the coefficients are
-        # written two cycles or more before Correct (Convert-Start at the latest).
+        # written two cycles or more before Correct (Convert-Start at the latest), so mul_offset
+        # and mul_gain are the phase's from the cycle after Convert-Start on.
+        # (point - offset) * gain in two terms (E58): point * gain in Correct, from the point's
+        # register alone (the subtraction behind the last sample's add and shift was the
+        # calibrator's critical path), and offset * gain, registered every cycle (a second
+        # multiplier) and taken off with the rounding constants below: a conversion ends two
+        # cycles after its Convert-Start at the earliest, so offset * gain is the phase's from
+        # Correct on and the constants from the state after it, where they are used.
         mul_offset = Signal(signed(ob))
         mul_gain = Signal(cal.GAIN_BITS)
         m.d.sync += [mul_offset.eq(Mux(phase == DAC, lb_offset, cur_offset)),
                      mul_gain.eq(Mux(phase == DAC, lb_gain, cur_gain))]
-        product = Signal(signed(wide + cal.GAIN_BITS + 2))
+        offset_gain = Signal(signed(ob + cal.GAIN_BITS + 1))
+        m.d.sync += offset_gain.eq(mul_offset * mul_gain)
+        product = Signal(signed(wide + cal.GAIN_BITS + 1))           # point * gain
+        gain_frac = cal.GAIN_FRAC_BITS
+        # corrected = round_shift(point * gain - offset * gain, G): one adder, the rounding
+        # half with offset * gain taken off registered.
+        rounding = Signal(signed(len(offset_gain) + 2))
+        m.d.sync += rounding.eq((1 << (gain_frac - 1)) - offset_gain)
         corrected = Signal(signed(wide))
-        m.d.comb += corrected.eq(round_shift_value(product, cal.GAIN_FRAC_BITS))
+        m.d.comb += corrected.eq((product + rounding) >> gain_frac)
 
         # Mean of the finished point as a deviation (combinational in the last sample's cycle):
         # round((sum * 2^F) / 2^a) = ((sum + h) * 2^F) >> a with h = 2^(a-1-F) (0 when a <= F:
@@ -384,12 +408,47 @@ class Calibrator(wiring.Component):
                 then()
 
         top = (1 << cal.QUALITY_BITS) - 1
-        m.d.sync += check_pending.eq(0)
+        # A check point's residual corrected - ideal = (product + 2^(G-1) - ideal 2^G) >> G
+        # (an integer subtracted after a floor is exact): one adder from the product, with the
+        # reference's constant registered every cycle (ref_index changes in Idle, ADC-Check, Store
+        # and a conversion's end, each at least three states before the next ADC-Check). The
+        # rounding, the subtraction and the magnitude in one cycle were the calibrator's
+        # critical path (docs/synthesis.md E55): the residual, its magnitude and the quality
+        # update take a cycle each, after ADC-Check (whatever states follow).
+        check_rounding = Signal(signed(max(wide + gain_frac, len(offset_gain)) + 3))
+
+        def rounding_less(reference: int) -> int:
+            return (1 << (gain_frac - 1)) - (cal.ideal_q(reference, adc_bits) << gain_frac)
+        m.d.sync += check_rounding.eq(Mux(ref_index == 3, rounding_less(cal.REF_PLUS_7_8),
+                                          Mux(ref_index == 4, rounding_less(cal.REF_MINUS_7_8),
+                                              1 << (gain_frac - 1))) - offset_gain)
+        m.d.sync += [residual_pending.eq(0), check_pending.eq(residual_pending)]
+        with m.If(residual_pending):
+            m.d.sync += check_magnitude.eq(Mux(check_residual < 0, -check_residual,
+                                               check_residual))
         with m.If(check_pending & (check_magnitude > quality)):
             m.d.sync += quality.eq(Mux(check_magnitude > top, top, check_magnitude))
 
         dac_low, dac_high = cal.loopback_codes(dac_bits)
         limit = 1 << (ob - 1)
+        # An op-amp point's corrected offset (product - offset * gain + 2^(G-1)) >> G is in
+        # [-limit, limit) iff product - offset * gain is in [-limit * 2^G - 2^(G-1), limit *
+        # 2^G - 2^(G-1)) (the floor is monotonic): compares of the product register with
+        # bounds registered from offset * gain, not behind the rounding adder
+        # (docs/synthesis.md E54, E58).
+        range_low, range_high = (Signal(signed(max(len(product), len(offset_gain)) + 3))
+                                 for _ in range(2))
+        m.d.sync += [range_low.eq(round_shift_bound(-limit, gain_frac) + offset_gain),
+                     range_high.eq(round_shift_bound(limit, gain_frac) + offset_gain)]
+        point_in_range = (product >= range_low) & (product < range_high)
+        # failed_count + 1 kept as a register: a failed word picks it (a mux, no adder behind
+        # the decision, E54). failed_count changes in ADC-Setup (cleared), Store and
+        # Opamp-Point, each at least three cycles before the next of them.
+        failed_more = Signal.like(failed_count)
+        m.d.sync += failed_more.eq(failed_count + 1)
+
+        def count_failed(valid: Value):
+            m.d.sync += failed_count.eq(Mux(valid, failed_count, failed_more))
 
         with m.FSM(init="Idle") as fsm:
             with m.State("Idle"):
@@ -432,7 +491,7 @@ class Calibrator(wiring.Component):
                 abortable()
 
             with m.State("Correct"):
-                m.d.sync += product.eq(point_less_offset * mul_gain)
+                m.d.sync += product.eq(point * mul_gain)
                 with m.Switch(phase):
                     with m.Case(ADC):
                         m.next = "ADC-Check"
@@ -443,14 +502,9 @@ class Calibrator(wiring.Component):
                 abortable()
 
             with m.State("ADC-Check"):
-                ideal = Mux(ref_index == 3, cal.ideal_q(cal.REF_PLUS_7_8, adc_bits),
-                            Mux(ref_index == 4, cal.ideal_q(cal.REF_MINUS_7_8, adc_bits), 0))
-                residual = Signal(signed(wide + 2))
-                m.d.comb += residual.eq(corrected - ideal)
-                # The worst residual is kept in the next cycle (whatever state that is): the
-                # comparison behind the rounding and the residual was the ECP5's longest path.
-                m.d.sync += [check_magnitude.eq(Mux(residual < 0, -residual, residual)),
-                             check_pending.eq(1)]
+                # The worst residual is kept two cycles later (above, E55).
+                m.d.sync += [check_residual.eq((product + check_rounding) >> gain_frac),
+                             residual_pending.eq(1)]
                 m.d.sync += ref_index.eq(ref_index + 1)
                 m.next = "ADC-Setup"
                 with m.If(ref_index == len(cal.ADC_REFERENCE_ORDER) - 1):
@@ -498,7 +552,7 @@ class Calibrator(wiring.Component):
                              self.coeff_write.data.offset.eq(word_offset),
                              self.coeff_write.data.gain.eq(word_gain),
                              self.coeff_write.data.valid.eq(valid)]
-                m.d.sync += failed_count.eq(failed_count + ~valid)
+                count_failed(valid)
                 with m.If(phase == ADC):
                     m.d.comb += self.coeff_write.addr.eq(channel)
                     m.d.sync += [cur_offset.eq(word_offset), cur_gain.eq(word_gain),
@@ -590,13 +644,13 @@ class Calibrator(wiring.Component):
 
             with m.State("Opamp-Point"):
                 valid = Signal(name="opamp_valid")
-                m.d.comb += valid.eq(~point_over & (corrected >= -limit) & (corrected < limit))
+                m.d.comb += valid.eq(~point_over & point_in_range)
                 m.d.comb += [self.coeff_write.en.eq(1),
                              self.coeff_write.addr.eq(p.total_cols + p.rows + channel),
                              self.coeff_write.data.offset.eq(Mux(valid, corrected, 0)),
                              self.coeff_write.data.gain.eq(0),
                              self.coeff_write.data.valid.eq(valid)]
-                m.d.sync += failed_count.eq(failed_count + ~valid)
+                count_failed(valid)
                 with m.If(more_cols):
                     m.d.sync += [channel.eq(next_col), ctl_mux.eq(next_col),
                                  cols_left.eq(cols_after_next)]
@@ -640,7 +694,7 @@ class Calibrator(wiring.Component):
                     with m.Else():
                         # mul_offset is the phase's from the cycle after Convert-Start on (E21),
                         # and a conversion ends two cycles after its Convert-Start at the earliest.
-                        m.d.sync += [point_less_offset.eq(point_now - mul_offset), point_over.eq(over)]
+                        m.d.sync += [point.eq(point_now), point_over.eq(over)]
                         with m.Switch(phase):
                             with m.Case(ADC):
                                 with m.Switch(ref_index):

@@ -42,7 +42,7 @@ from .afe import SAFE_EXIT_STATE, AFEMode, AFESignature, ProgPolarity, emit_safe
 from .codes import ErrorCode
 from .params import BuildParams
 from ..model import calibration as cal   # the correction's one definition
-from .solve_sequencer import rounding_half
+from .solve_sequencer import readout_code, readout_rounding, rounding_half, scaled_deviation
 from .watchdog import Watchdog
 
 __all__ = ["ProgrammerCommand", "WriteVerifyProgrammer"]
@@ -518,17 +518,25 @@ class WriteVerifyProgrammer(wiring.Component):
                                    code_high_next: Signal, target_code: Signal, col: Signal,
                                    within: Signal, below_target: Signal) -> "_CorrectedRead":
         """The readout correction of a verify read (``cal_adc``: the channel's ADC word, else
-        the identity): the averaged code's (code - zero) * 2^F - offset, times the gain, is
-        registered in Average (``stage``, as the solve sequencer's first stage); Compare rounds
-        and clamps it into ``read_code`` and decides ``within`` / ``below_target`` on the
-        product against the code bounds mapped into the product's scale.
+        the identity): the product ((code - zero) * 2^F - offset) * gain of the averaged code.
+        Its two terms apart: (code - zero) * 2^F * gain is registered in Average (``stage``)
+        from the average's register alone (the deviation is the code with its top bit
+        inverted: no adder in front of the multiplier, docs/synthesis.md E53); offset * gain,
+        fixed per column, is registered every cycle and goes into the bounds and the rounding.
+        Compare rounds and clamps the product into ``read_code`` and decides ``within`` /
+        ``below_target`` on it against the code bounds mapped into the product's scale.
 
         corrected code = clamp(zero + round_shift(round_shift(product, GF), F)) and both
         round_shifts are monotonic, so for a code bound K: unclamped code >= K <=> product >=
         ((K - zero) << (F + GF)) - 2^(F - 1 + GF) - 2^(GF - 1) (an affine map, no division).
         The clamp: code >= L holds for every product when L <= 0, code <= H when H >= 2^B - 1.
         code < T needs no such flag: it matters only out of tolerance, where T = 0 means a code
-        above the tolerance, never a clamped 0."""
+        above the tolerance, never a clamped 0.
+
+        Timing: col is set in Next-Cell (N); the word is read in N + 1, registered (offset,
+        gain) in N + 2, offset * gain in N + 3, and the bounds and the rounding in N + 4 with
+        the code bounds (from the target read in Fetch-Target, N + 1): valid from N + 5, the
+        earliest Average (the fourth cycle after Fetch-Target), as before."""
         p = self._params
         zero = 1 << (p.adc_bits - 1)
         top = (1 << p.adc_bits) - 1
@@ -549,15 +557,20 @@ class WriteVerifyProgrammer(wiring.Component):
         m.d.sync += [offset.eq(Mux(cal_adc, self.coeff_word.offset, 0)),
                      gain.eq(Mux(cal_adc, self.coeff_word.gain, cal.GAIN_ONE))]
 
-        deviation = (Cat(average, Const(0, 1)).as_signed() - zero) << frac
-        product = Signal(signed(len(deviation) + len(offset) + cal.GAIN_BITS + 2))
+        deviation = scaled_deviation(average)      # (average - zero) << F, wiring
+        product = Signal(signed(len(deviation) + cal.GAIN_BITS + 1))     # the deviation's term
+        offset_gain = Signal(signed(len(offset) + cal.GAIN_BITS + 1))
+        m.d.sync += offset_gain.eq(offset * gain)
         stage = Signal()
         with m.If(stage):
-            m.d.sync += product.eq((deviation - offset.as_signed()) * gain)
+            m.d.sync += product.eq(deviation * gain)
 
         # Product-scale bounds, registered from the code bounds (the same step as the sum
-        # bounds: valid from the fourth cycle after Fetch-Target, before the earliest Compare).
-        bound_shape = signed(max(len(product), len(code_low) + frac + gain_frac) + 2)
+        # bounds: valid from the fourth cycle after Fetch-Target, before the earliest Compare),
+        # with offset * gain added: product - offset * gain >= bound <=> product >= bound +
+        # offset * gain.
+        bound_shape = signed(max(len(product), len(offset_gain),
+                                 len(code_low) + frac + gain_frac) + 3)
         low_bound, high_bound, target_bound = (Signal(bound_shape) for _ in range(3))
         low_open, high_open = Signal(), Signal()
 
@@ -565,15 +578,18 @@ class WriteVerifyProgrammer(wiring.Component):
             return ((code - zero) << (frac + gain_frac)) - (1 << (frac - 1 + gain_frac)) - \
                 (1 << (gain_frac - 1))
 
+        # The code's rounding (solve_sequencer.readout_code) with offset * gain taken off.
+        rounding = Signal(signed(len(offset_gain) + 2))
         m.d.sync += [
-            low_bound.eq(product_bound(code_low)), high_bound.eq(product_bound(code_high_next)),
-            target_bound.eq(product_bound(target_code)),
+            low_bound.eq(product_bound(code_low) + offset_gain),
+            high_bound.eq(product_bound(code_high_next) + offset_gain),
+            target_bound.eq(product_bound(target_code) + offset_gain),
             low_open.eq(code_low <= 0), high_open.eq(code_high_next > top),
+            rounding.eq(readout_rounding(Const(0, 1)) - offset_gain),
         ]
         m.d.comb += [
             within.eq((low_open | (product >= low_bound)) & (high_open | (product < high_bound))),
             below_target.eq(product < target_bound),
         ]
-        from .calibrator import code_from_corrected, round_shift_value  # (it imports the solve sequencer)
-        code, saturated = code_from_corrected(round_shift_value(product, gain_frac), p.adc_bits)
+        code, saturated = readout_code(product, rounding, p.adc_bits)
         return _CorrectedRead(stage=stage, code=code, saturated=saturated)

@@ -45,10 +45,10 @@ from .afe import AFEMode, lowest_set_index
 from .anls_sequencer import highest_set_index, solve_command_signature
 from .codes import ErrorCode
 from .params import BuildParams
-from .solve_sequencer import result_layout
+from .solve_sequencer import at_most_one_set, result_layout
 
 __all__ = ["Refiner", "GAIN_BITS", "GAIN_SHIFT_BITS", "PASS_BITS", "HEADROOM_BITS",
-           "GRADIENT_FRACTION_BITS"]
+           "GRADIENT_FRACTION_BITS", "serve_shifts", "twice_scaled", "twice_rounded", "dac_value"]
 
 GAIN_BITS = 18        #: correction gain operand (unsigned)
 GAIN_SHIFT_BITS = 6   #: correction shift operand
@@ -63,6 +63,33 @@ GRADIENT_FRACTION_BITS = 8
 MAC_DRAIN = 4
 GRADIENT_DRAIN = 4
 ACCUMULATE_DRAIN = 5
+
+
+def serve_shifts(exponent: Value) -> tuple[Value, Value]:
+    """R's shifter's amounts for exponent k: (right, left) = (k - 1, 0) when k > 0, else
+    (0, 1 - k); the shifter then gives t = floor(R * 2**(1 - k)), twice R / 2**k before its
+    rounding (``twice_scaled``)."""
+    return Mux(exponent > 0, exponent - 1, 0), Mux(exponent > 0, 0, 1 - exponent)
+
+
+def twice_scaled(word: Value, right: Value, left: Value) -> Value:
+    """t = floor(word * 2**(1 - k)) by ``serve_shifts``' amounts (left != 0: a left shift)."""
+    return Mux(left != 0, word << left, word >> right)
+
+
+def twice_rounded(twice: Value) -> Value:
+    """2 round(R / 2**k) (half up) from t: t + t[0] (t even: R / 2**k rounds down to t / 2;
+    odd: up to (t + 1) / 2)."""
+    return twice + twice[0]
+
+
+def dac_value(twice: Value, dac_bits: int) -> Value:
+    """clamp(round(R / 2**k), -top, top - 1), top = 2**(dac_bits - 1), from t: round = (t + 1)
+    >> 1, which is >= top when t >= 2 top - 1 and < -top when t < -2 top - 1; inside, the low
+    dac_bits + 1 bits of t give it (a (dac_bits + 1)-bit adder, no full-width one)."""
+    top = 2 ** (dac_bits - 1)
+    rounded = (twice[:dac_bits + 1] + 1)[1:dac_bits + 1].as_signed()
+    return Mux(twice >= 2 * top - 1, top - 1, Mux(twice < -2 * top - 1, -top, rounded))
 
 
 def _check_width(name: str, value: object, low: int, high: int) -> int:
@@ -207,19 +234,23 @@ class Refiner(wiring.Component):
         rows_next = Signal(p.row_addr_bits)    # lowest_set_index(rows left)
         rows_empty = Signal()                  # rows left == 0
         rows_after = Signal(rows)              # rows left without their lowest row
+        after_lowest = Signal(rows)            # rows_after's lowest row, one-hot
         first_row = Signal()                   # fetch_row is the lowest row of row_mask
-        # row_mask without its lowest row, a cycle after row_mask (set at start): first read
-        # in Setup, after at least one Clear cycle.
-        mask_rest = Signal(rows)
         cols_left = Signal(cols)
+        # cols_left has at most one column, set with every assignment of cols_left: the
+        # walks' last-column decisions (rest == 0, a carry chain and a zero test) were in front
+        # of the FSM's state enables (docs/synthesis.md E59).
+        last_col = Signal()
         clear_col = Signal(range(cols))
         peak = Signal(r_bits)          # OR of |R_i|
         fraction = GRADIENT_FRACTION_BITS
-        # R's shifter: e (DAC codes) or e - fraction (gradient sweep) when > 0, right with
-        # rounding; minus that when < 0, left.
+        # R's shifter gives twice the scaled residual before its rounding, t = floor(R * 2**(1 -
+        # k)) for k = e (DAC codes) or e - fraction (gradient sweep) (``serve_shifts``): the
+        # rounding add sits after stage 0's register (gradient, ``twice_rounded``) or is
+        # DAC_BITS + 1 bits wide (DAC codes, ``dac_value``), not in front of the shifter
+        # (docs/synthesis.md E50).
         serve_right = Signal(range(r_bits + 2 ** HEADROOM_BITS))
-        serve_left = Signal(range(p.dac_bits + fraction))
-        serve_half = Signal(r_bits + 2 ** HEADROOM_BITS + 1)     # 2**(serve_right - 1)
+        serve_left = Signal(range(p.dac_bits + fraction + 1))
         correction_left = Signal(range(r_bits + 2 ** HEADROOM_BITS))  # msb + headroom
         accumulating = Signal()        # the pipeline carries corrections, not MAC terms
         grading = Signal()             # the pipeline carries gradient terms, not MAC terms
@@ -261,11 +292,12 @@ class Refiner(wiring.Component):
         y_term = Signal(signed(p.adc_bits + 1))
         m.d.comb += [a_term.eq(a_read.data - a_offset),
                      y_term.eq(y_fetch.data.code - (1 << (p.adc_bits - 1)))]
-        # A gradient term: A_ij x (2 s_i - sign(A_ij)), from stage 0's registers.
+        # A gradient term: A_ij x (2 s_i - sign(A_ij)), from stage 0's registers; g_twice is
+        # R's shifter's t, so 2 s_i = t + t[0].
         g_a = Signal(signed(p.adc_bits + 1))
-        g_s = Signal(signed(s_bits))
+        g_twice = Signal(signed(s_bits + 1))
         g_factor = Signal(signed(s_bits + 2))
-        m.d.comb += g_factor.eq((g_s << 1) - Mux(g_a > 0, 1, Mux(g_a < 0, -1, 0)))
+        m.d.comb += g_factor.eq(twice_rounded(g_twice) - Mux(g_a > 0, 1, Mux(g_a < 0, -1, 0)))
         factor_a = Signal(signed(p.adc_bits + 1))
         factor_b = Signal(signed(max(operand_bits + 1, s_bits + 2)))
         with m.If(s1_valid):
@@ -301,8 +333,12 @@ class Refiner(wiring.Component):
         magnitude = Mux(acc[-1], -acc, acc)[:r_bits]
         peak_pending = Signal()
         m.d.sync += peak_pending.eq(s4_valid & ~accumulating & s4_last & ~grading)
+        # R = 0 (peak == 0) as a flag folded with the peak (from acc, beside the magnitude):
+        # Scale's 39-bit zero test of the peak in front of its state enables was the next path
+        # (docs/synthesis.md E52). Setup sets it.
+        peak_zero = Signal()
         with m.If(peak_pending):
-            m.d.sync += peak.eq(peak | magnitude)
+            m.d.sync += [peak.eq(peak | magnitude), peak_zero.eq(peak_zero & (acc == 0))]
         with m.If(s4_valid & ~accumulating):
             m.d.sync += acc.eq(acc_next)
             with m.If(s4_last & grading):
@@ -356,22 +392,25 @@ class Refiner(wiring.Component):
 
         # --- the solve sequencer: RHS codes from R, results into Y -------------------------
         solving = Signal()
-        m.d.comb += [r_serve.addr.eq(self.rhs.addr), r_serve.en.eq(self.rhs.en)]
+        # The sweep reads R by the grading flip-flop, not by a decode of the FSM state: the
+        # state -> address mux -> LUT RAM -> read register path was 9.6 ns (docs/synthesis.md
+        # E51). grading is set from the sweep's first cycle to Check (no solve runs then);
+        # reads in its drain cycles are harmless (stage 0 takes a word only with s0_valid).
+        m.d.comb += [r_serve.addr.eq(Mux(grading, fetch_row, self.rhs.addr)),
+                     r_serve.en.eq(grading | self.rhs.en)]
         # The gradient sweep reads R through the same shifter, 8 bits finer, unclamped.
-        scaled_down = (r_serve.data + serve_half) >> serve_right
-        scaled_up = r_serve.data << serve_left
-        scaled = Signal(signed(r_bits + p.dac_bits + 1))
-        m.d.comb += scaled.eq(Mux(serve_left != 0, scaled_up, scaled_down))
+        twice = Signal(signed(r_bits + p.dac_bits + fraction + 1))    # t (above)
+        m.d.comb += twice.eq(twice_scaled(r_serve.data, serve_right, serve_left))
         top = 2 ** (p.dac_bits - 1)
         served = Signal(signed(p.dac_bits))     # the residual as the DAC gets it: s_i
-        m.d.comb += [served.eq(Mux(scaled >= top, top - 1, Mux(scaled < -top, -top, scaled))),
+        m.d.comb += [served.eq(dac_value(twice, p.dac_bits)),
                      self.rhs.data.eq((served + top)[:p.dac_bits])]
         # Stage 0 of a gradient term: A_ij and s_i registered ahead of the multiplier.
         s0_valid, s0_first, s0_last = Signal(), Signal(), Signal()
         s0_col = Signal(range(cols))
         m.d.sync += s0_valid.eq(0)
         with m.If(s0_valid):
-            m.d.sync += [g_a.eq(a_term), g_s.eq(scaled), s1_valid.eq(1),
+            m.d.sync += [g_a.eq(a_term), g_twice.eq(twice), s1_valid.eq(1),
                          s1_first.eq(s0_first), s1_last.eq(s0_last), s1_col.eq(s0_col)]
         with m.If(solving & self.result.en):
             m.d.comb += [y_write.en.eq(1), y_write.addr.eq(self.result.addr),
@@ -416,30 +455,69 @@ class Refiner(wiring.Component):
                 m.next = "Done"
 
         msb_now = highest_set_index(peak)
-        # R's shift amounts (and rounding half) follow Scale's correction_left and grading
+        # R's shift amounts follow Scale's correction_left and grading
         # a cycle later, registered off the shifter's path: the sweep's first shift is in
         # the cycle after the Gradient state's first, the solve's first RHS data two cycles
         # after Solve-Start (Check clears grading three cycles before that).
         exponent = correction_left - (p.dac_bits - 2)    # msb + headroom - (DAC_BITS - 2)
         serve_exponent = Mux(grading, exponent - fraction, exponent)
-        right_next = Signal.like(serve_right)
-        m.d.comb += right_next.eq(Mux(serve_exponent > 0, serve_exponent, 0))
-        m.d.sync += [serve_right.eq(right_next),
-                     serve_left.eq(Mux(serve_exponent < 0, -serve_exponent, 0)),
-                     serve_half.eq((Const(1, len(serve_half)) << right_next) >> 1)]
-        m.d.sync += mask_rest.eq(row_mask & (row_mask - 1))
+        m.d.sync += [serve_right.eq(serve_shifts(serve_exponent)[0]),
+                     serve_left.eq(serve_shifts(serve_exponent)[1])]
+        # The row walk takes one step per cycle. Its next row is kept one-hot (after_lowest)
+        # beside the mask: a step is the index of a one-hot register (one OR per index bit),
+        # the mask less that bit, and the new lowest bit (v & -v, one carry chain); the 64-bit
+        # lowest_set_index tree in front of rows_next was the Refiner's critical path
+        # (docs/synthesis.md E60). The restart's values are registered from row_mask in three
+        # steps (lowest bits one-hot, then their indices), from the operand while idle: the
+        # operand is held from the cycle before the start (the start checks' contract), so
+        # they are ready in the second cycle after the start, before the first Setup (after at
+        # least one Clear cycle); row_mask does not change while busy.
+        def lowest_onehot(value: Value) -> Value:
+            return Value.cast(value & -value)[:rows]
+
+        def onehot_index(onehot: Value) -> Value:
+            return Cat(Cat(onehot[i] for i in range(rows) if i >> k & 1).any()
+                       for k in range(len(fetch_row)))
+        mask_source = Mux(busy, row_mask, self.row_mask)
+        mask_lowest, mask_second, mask_third = (Signal(rows) for _ in range(3))   # one-hot
+        mask_rest, mask_rest_2 = Signal(rows), Signal(rows)   # without its lowest 1, 2 rows
+        mask_first_row, mask_second_row = Signal.like(fetch_row), Signal.like(fetch_row)
+        mask_rest_empty = Signal()
+        m.d.sync += [
+            mask_lowest.eq(lowest_onehot(mask_source)),
+            mask_rest.eq(mask_source & (mask_source - 1)),
+            mask_first_row.eq(onehot_index(mask_lowest)),
+            mask_second.eq(lowest_onehot(mask_rest)),
+            mask_rest_2.eq(mask_rest & (mask_rest - 1)),
+            mask_rest_empty.eq(mask_rest == 0),
+            mask_second_row.eq(onehot_index(mask_second)),
+            mask_third.eq(lowest_onehot(mask_rest_2)),
+        ]
 
         def restart_rows():
             # fetch_row := the lowest row of row_mask, the rows left := the others.
-            m.d.sync += [fetch_row.eq(lowest_set_index(row_mask)),
-                         rows_next.eq(lowest_set_index(mask_rest)), rows_empty.eq(mask_rest == 0),
-                         rows_after.eq(mask_rest & (mask_rest - 1)), first_row.eq(1)]
+            m.d.sync += [fetch_row.eq(mask_first_row), rows_next.eq(mask_second_row),
+                         rows_empty.eq(mask_rest_empty), rows_after.eq(mask_rest_2),
+                         after_lowest.eq(mask_third), first_row.eq(1)]
 
         def advance_row():
             # fetch_row := the lowest row left; every decision from the registers ahead.
-            m.d.sync += [fetch_row.eq(rows_next),
-                         rows_next.eq(lowest_set_index(rows_after)), rows_empty.eq(rows_after == 0),
-                         rows_after.eq(rows_after & (rows_after - 1)), first_row.eq(0)]
+            rest = rows_after & ~after_lowest
+            m.d.sync += [fetch_row.eq(rows_next), rows_next.eq(onehot_index(after_lowest)),
+                         rows_empty.eq(rows_after == 0), rows_after.eq(rest),
+                         after_lowest.eq(lowest_onehot(rest)), first_row.eq(0)]
+
+        # Scale's decisions registered every cycle: passes_done and active change in
+        # Accumulate-Last and stage 6 of an accumulation, at least MAC's and its drain's
+        # cycles before the next Scale (E52).
+        candidates = col_mask & ~active
+        passes_over = Signal()
+        sweep_wanted = Signal()
+        m.d.sync += [passes_over.eq(passes_done == passes + 1),
+                     sweep_wanted.eq(~first_pass & (candidates != 0))]
+
+        def set_cols_left(value: Value):
+            m.d.sync += [cols_left.eq(value), last_col.eq(at_most_one_set(value))]
 
         # Drain states wait for the pipeline's last term: ``drain`` counts their cycles.
         drain = Signal(range(max(MAC_DRAIN, GRADIENT_DRAIN, ACCUMULATE_DRAIN)))
@@ -483,8 +561,9 @@ class Refiner(wiring.Component):
             with m.State("Setup"):
                 # Pass 0 (nothing active, X = 0): one zero product per row makes R = B.
                 walk = Mux(active != 0, active, col_mask & -col_mask)
-                m.d.sync += [mac_cols.eq(walk), cols_left.eq(walk), accumulating.eq(0),
-                             grading.eq(0), entering.eq(0), peak.eq(0)]
+                set_cols_left(walk)
+                m.d.sync += [mac_cols.eq(walk), accumulating.eq(0),
+                             grading.eq(0), entering.eq(0), peak.eq(0), peak_zero.eq(1)]
                 restart_rows()
                 m.next = "MAC"
                 abortable()
@@ -494,11 +573,11 @@ class Refiner(wiring.Component):
                 rest = cols_left & (cols_left - 1)
                 m.d.comb += [a_read.addr.eq(fetch_row * cols + col), x_fetch.addr.eq(col)]
                 m.d.sync += [s1_valid.eq(1), s1_first.eq(cols_left == mac_cols),
-                             s1_last.eq(rest == 0), s1_row.eq(fetch_row), s1_col.eq(col)]
-                with m.If(rest != 0):
-                    m.d.sync += cols_left.eq(rest)
+                             s1_last.eq(last_col), s1_row.eq(fetch_row), s1_col.eq(col)]
+                with m.If(~last_col):
+                    set_cols_left(rest)
                 with m.Elif(~rows_empty):
-                    m.d.sync += cols_left.eq(mac_cols)
+                    set_cols_left(mac_cols)
                     advance_row()
                 with m.Else():
                     m.d.sync += drain.eq(MAC_DRAIN - 1)
@@ -516,13 +595,16 @@ class Refiner(wiring.Component):
             with m.State("Scale"):
                 m.d.sync += [residual_msb.eq(msb_now), correction_left.eq(msb_now + headroom),
                              solve_cols.eq(Mux(first_pass, col_mask, active))]
-                candidates = col_mask & ~active
-                with m.If((passes_done == passes + 1) | (peak == 0)):
+                # The row walk restarts whatever comes next (only the sweep reads it before the
+                # next Setup restarts it again): its enables do not wait for Scale's decisions
+                # (docs/synthesis.md E62).
+                restart_rows()
+                with m.If(passes_over | peak_zero):
                     m.next = "Done"
-                with m.Elif(~first_pass & (candidates != 0)):
+                with m.Elif(sweep_wanted):
                     # Gradient sweep: column outer, row inner, one term per cycle.
-                    m.d.sync += [cols_left.eq(candidates), grading.eq(1)]
-                    restart_rows()
+                    set_cols_left(candidates)
+                    m.d.sync += grading.eq(1)
                     m.next = "Gradient"
                 with m.Else():
                     m.next = "Solve-Start"
@@ -530,16 +612,15 @@ class Refiner(wiring.Component):
 
             with m.State("Gradient"):
                 col = lowest_set_index(cols_left)
-                m.d.comb += [a_read.addr.eq(fetch_row * cols + col),
-                             r_serve.addr.eq(fetch_row), r_serve.en.eq(1)]
+                m.d.comb += a_read.addr.eq(fetch_row * cols + col)
                 m.d.sync += [s0_valid.eq(1), s0_first.eq(first_row),
                              s0_last.eq(rows_empty), s0_col.eq(col)]
                 with m.If(~rows_empty):
                     advance_row()
                 with m.Else():
-                    m.d.sync += cols_left.eq(cols_left & (cols_left - 1))
+                    set_cols_left(cols_left & (cols_left - 1))
                     restart_rows()
-                    with m.If((cols_left & (cols_left - 1)) == 0):
+                    with m.If(last_col):
                         m.d.sync += drain.eq(GRADIENT_DRAIN - 1)
                         m.next = "Gradient-Drain"
                 abortable()
@@ -581,15 +662,17 @@ class Refiner(wiring.Component):
                         m.d.sync += error.eq(ErrorCode.ABORTED)
                         m.next = "Done"
                     with m.Else():
-                        m.d.sync += [cols_left.eq(solve_cols), accumulating.eq(1)]
+                        set_cols_left(solve_cols)
+                        m.d.sync += accumulating.eq(1)
                         m.next = "Accumulate"
 
             with m.State("Accumulate"):
                 col = lowest_set_index(cols_left)
                 rest = cols_left & (cols_left - 1)
                 m.d.comb += y_fetch.addr.eq(col)
-                m.d.sync += [s1_valid.eq(1), s1_col.eq(col), cols_left.eq(rest)]
-                with m.If(rest == 0):
+                m.d.sync += [s1_valid.eq(1), s1_col.eq(col)]
+                set_cols_left(rest)
+                with m.If(last_col):
                     m.d.sync += drain.eq(ACCUMULATE_DRAIN - 1)
                     m.next = "Accumulate-Drain"
                 abortable()

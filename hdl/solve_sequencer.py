@@ -47,7 +47,8 @@ from .codes import ErrorCode
 from .params import BuildParams
 from .watchdog import Watchdog
 
-__all__ = ["SolveSequencer", "result_layout", "solve_cycles", "SOLVE_MODES", "CalEnable", "readout_rounding", "readout_code"]
+__all__ = ["SolveSequencer", "result_layout", "solve_cycles", "SOLVE_MODES", "CalEnable", "readout_rounding", "readout_code",
+           "scaled_deviation", "at_most_one_set"]
 
 #: Which calibration corrections a solve applies (CAL_CONTROL's bits, latched at start).
 CalEnable = data.StructLayout({"adc": 1, "dac": 1, "opamp": 1})
@@ -93,6 +94,29 @@ def readout_rounding(subtract: Value) -> Value:
     :func:`readout_code` adds to the correction's product (an expression)."""
     gain_frac, frac = cal.GAIN_FRAC_BITS, cal.FRAC_BITS
     return (1 << (gain_frac - 1)) + (((1 << (frac - 1)) - subtract.as_signed()) << gain_frac)
+
+
+def at_most_one_set(vector: Value) -> Value:
+    """Whether ``vector`` has at most one bit set, as a tree (any, two or more) of its halves:
+    no carry chain (``v & (v - 1) == 0`` has one in front of its zero test, E57)."""
+    vector = Value.cast(vector)
+
+    def any_many(bits: Value) -> tuple[Value, Value]:
+        if len(bits) == 1:
+            return bits[0], Const(0, 1)
+        half = len(bits) // 2
+        low_any, low_many = any_many(bits[:half])
+        high_any, high_many = any_many(bits[half:])
+        return low_any | high_any, low_many | high_many | (low_any & high_any)
+    return ~any_many(vector)[1]
+
+
+def scaled_deviation(code: Value) -> Value:
+    """(code - zero) * 2^F for an unsigned code, zero = 2^(bits-1): the code with its top bit
+    inverted is its two's complement deviation, so this is wiring, no subtracter (in front of
+    a multiplier, docs/synthesis.md E53, E56)."""
+    code = Value.cast(code)
+    return Cat(Const(0, cal.FRAC_BITS), code[:-1], ~code[-1]).as_signed()
 
 
 def readout_code(product: Value, rounding: Value, bits: int) -> tuple[Value, Value]:
@@ -305,7 +329,7 @@ class SolveSequencer(wiring.Component):
 
         rest_of_mask = row_mask & (row_mask - 1)
         m.d.sync += [mask_first_row.eq(lowest_set_index(row_mask)), mask_after_first.eq(rest_of_mask),
-                     mask_empty.eq(row_mask == 0), mask_after_first_empty.eq(rest_of_mask == 0)]
+                     mask_empty.eq(row_mask == 0), mask_after_first_empty.eq(at_most_one_set(row_mask))]
 
         def restart_rows_left():
             # The rows left := row_mask, from the registers above.
@@ -313,11 +337,12 @@ class SolveSequencer(wiring.Component):
                          rows_empty.eq(mask_empty), rows_after_empty.eq(mask_after_first_empty)]
 
         def next_rows_left():
-            # The rows left := rows_after, from the registers only.
+            # The rows left := rows_after, from the registers only; "at most one left" without
+            # the carry chain in front of a zero test (E57).
             rest = rows_after & (rows_after - 1)
-            m.d.sync += [next_row.eq(lowest_set_index(rows_after)),
-                         rows_after.eq(rest), rows_empty.eq(rows_after_empty),
-                         rows_after_empty.eq(rest == 0)]
+            m.d.sync += [next_row.eq(lowest_set_index(rows_after)), rows_after.eq(rest),
+                         rows_empty.eq(rows_after_empty),
+                         rows_after_empty.eq(at_most_one_set(rows_after))]
 
         def last_sample_index(exponent):
             # (1 << exponent) - 1 as its bits: no subtracter for Yosys to share with
@@ -506,23 +531,28 @@ class SolveSequencer(wiring.Component):
                      gain.eq(Mux(cal_enable.adc, self.coeff.data.gain, cal.GAIN_ONE)),
                      opamp_offset.eq(self.opamp_coeff.data.offset)]
 
-        # Stage 1 (store_pending): (code - zero) * 2^F - offset, times the gain, registered.
-        deviation = (Cat(averaged_code, Const(0, 1)).as_signed() - (1 << (p.adc_bits - 1))) << cal.FRAC_BITS
-        product = Signal(signed(len(deviation) + len(offset) + cal.GAIN_BITS + 2))
+        # Stage 1 (store_pending): ((code - zero) * 2^F - offset) * gain in two terms: the
+        # deviation's, registered from the averaged code's register alone (no subtracter in
+        # front of the multiplier, E56), and offset * gain, registered every cycle (offset
+        # holds the column's word from its last-sample cycle on, so offset * gain does from the
+        # cycle after, stage 1) and taken off with the rounding.
+        deviation = scaled_deviation(averaged_code)
+        product = Signal(signed(len(deviation) + cal.GAIN_BITS + 1))
+        offset_gain = Signal(signed(len(offset) + cal.GAIN_BITS + 1))
         subtract = Signal.like(self.opamp_coeff.data.offset)
         corrected_pending = Signal()
         corrected_col = Signal.like(store_col)
         corrected_over_range = Signal()
-        m.d.sync += [product.eq((deviation - offset.as_signed()) * gain),
+        m.d.sync += [product.eq(deviation * gain), offset_gain.eq(offset * gain),
                      corrected_pending.eq(store_pending), corrected_col.eq(store_col),
                      corrected_over_range.eq(store_over_range)]
         m.d.comb += subtract.eq(Mux(cal_enable.opamp & (solve_mode != AFEMode.MVM), opamp_offset, 0))
 
         # Stage 2: rounded, the op-amp offset off, rounded to a code, clamped, written; the
-        # rounding constant with the offset in it registered in stage 1 (E37: three adders and
+        # rounding constant with the offsets in it registered in stage 1 (E37: three adders and
         # the clamp's compares were in front of RESULTS).
-        rounding = Signal(signed(len(product)))
-        m.d.sync += rounding.eq(readout_rounding(subtract))
+        rounding = Signal(signed(max(len(product), len(offset_gain)) + 3))
+        m.d.sync += rounding.eq(readout_rounding(subtract) - offset_gain)
         clamped, saturated = readout_code(product, rounding, p.adc_bits)
         with m.If(corrected_pending):
             m.d.comb += [

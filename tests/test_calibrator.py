@@ -18,6 +18,7 @@ from amaranth.sim import Simulator
 
 from anmf.hdl.afe import AFESignature
 from anmf.hdl.calibrator import (Calibrator, CodeCorrection, calibration_memory_depth,
+                                 round_shift_bound,
                                  coefficient_layout)
 from anmf.hdl.codes import ErrorCode
 from anmf.hdl.params import BuildParams
@@ -34,10 +35,10 @@ def exact(message: str) -> str:
 
 
 def model_afe(name: str = "rram-3bit", params: BuildParams = PARAMS, *, seed: int = 3,
-              deterministic: bool = True) -> AnalogFrontEnd:
+              deterministic: bool = True, conversion_time_s: float = 30e-9) -> AnalogFrontEnd:
     """A preset AFE with a 30 ns ADC (t_adc = 1 + 3 cycles at 100 MHz) to keep runs short."""
     config = preset(name).replace(seed=seed)
-    config = config.replace(adc=config.adc.replace(conversion_time_s=30e-9))
+    config = config.replace(adc=config.adc.replace(conversion_time_s=conversion_time_s))
     return AnalogFrontEnd.from_build_params(config, params, deterministic=deterministic)
 
 
@@ -227,6 +228,20 @@ def test_code_correction_equals_the_model_arithmetic(path):
     assert expected[-2:] == [(2 ** bits - 1, False), (0, False)]   # identity changes nothing
 
 
+def test_round_shift_bound_decides_a_rounded_range_on_the_value():
+    # The op-amp point's validity (E54, E58): round_shift(v, s) >= B <=> v >= the bound, and
+    # round_shift(v, s) < B <=> v < the bound, at and around every edge.
+    shift = cal.GAIN_FRAC_BITS
+    checked = 0
+    for bound in (-2 ** 14, -1, 0, 1, 2 ** 14):
+        edge = round_shift_bound(bound, shift)
+        for v in range(edge - 3, edge + 4):
+            assert (v >= edge) == (cal.round_shift(v, shift) >= bound), (bound, v)
+            assert (v < edge) == (cal.round_shift(v, shift) < bound), (bound, v)
+            checked += 1
+    assert checked == 35
+
+
 # ---- the improvement -------------------------------------------------------------------------
 
 def reference_code(afe: AnalogFrontEnd, reference: int, t_s: float) -> int:
@@ -406,6 +421,33 @@ def test_fastest_dac_walk_over_sparse_rows_equals_the_golden():
         (golden.done_cycle, golden.quality, golden.failed_count)
     loopback_rows = [c["cell_row"] for _, c in bench.afe.conversions if c["cal_ref_sel"] == cal.REF_DAC_LOOPBACK]
     assert loopback_rows == [0, 0, 2, 2, 3, 3, 7, 7]
+
+
+@pytest.mark.parametrize("name", ["rram-3bit", "pessimistic"])
+def test_fastest_conversions_equal_the_golden(name):
+    """The quickest ADC the controller admits (t_adc = 2 cycles), one sample a point, no
+    settling, three channels: a point's offset * gain (registered apart from the product, E58)
+    is the phase's by the state after Correct, its earliest user, with no cycle to spare; every
+    word, the quality, the failures and the done cycle equal the golden. (The model has one
+    ADC behind the mux, so the channels' ADC words are equal here: a word one cycle late would
+    show only at a phase's change.)"""
+    fast = dict(conversion_time_s=10e-9)
+    rtl_afe, golden_afe = model_afe(name, **fast), model_afe(name, **fast)
+    assert rtl_afe.adc_cycles == 2
+    settings = cal.CalibrationSettings(col_mask=0b111, row_mask=0b1001, avg_log2=0, cal_settle=0,
+                                       dac_settle=0, analog_settle=1)
+    bench = Bench(rtl_afe)
+    out = bench.run(settings)
+    golden = cal.golden_calibration(PARAMS, golden_afe, settings)
+    assert out["error"] == ErrorCode.NONE
+    assert out["words"] == [golden.words.get(a, IDENTITY_WORD)
+                            for a in range(calibration_memory_depth(PARAMS))]
+    assert (out["cycles"], out["quality"], out["failed"]) == \
+        (golden.done_cycle, golden.quality, golden.failed_count)
+    adc_word = cal.unpack_coefficient(golden.words[0], adc_bits=PARAMS.adc_bits,
+                                      dac_bits=PARAMS.dac_bits)
+    assert adc_word.valid and (adc_word.offset, adc_word.gain) != (0, cal.GAIN_ONE), \
+        "a correction that is not the identity"
 
 
 @pytest.mark.parametrize("avg_log2", [5, 7])

@@ -39,7 +39,8 @@ class Outcome:
 class Bench:
     """Programmer + target/fault-map memories + AFE stand-in in one simulation."""
 
-    def __init__(self, params: BuildParams, targets, fault_init: int = 1, **standin):
+    def __init__(self, params: BuildParams, targets, fault_init: int = 1,
+                 coefficient_words: list[int] | None = None, **standin):
         self.params = params
         self.dut = WriteVerifyProgrammer(params)
         self.targets = memory.Memory(shape=params.adc_bits, depth=params.cell_count,
@@ -53,6 +54,15 @@ class Bench:
         m.submodules.faults = self.faults
         wiring.connect(m, self.dut.target, self.targets.read_port())
         wiring.connect(m, self.dut.fault_map, self.faults.write_port(granularity=1))
+        if coefficient_words is not None:
+            # The ADC words served as the controller does (a read port at coeff_channel, read
+            # in every cycle: the word follows the column one cycle later).
+            coefficients = memory.Memory(shape=len(Value.cast(self.dut.coeff_word)),
+                                         depth=len(coefficient_words), init=coefficient_words)
+            m.submodules.coefficients = coefficients
+            read = coefficients.read_port()
+            m.d.comb += [read.addr.eq(self.dut.coeff_channel),
+                         Value.cast(self.dut.coeff_word).eq(read.data)]
         self.afe = AFEStandIn(self.dut.afe, params, **standin)
         self.sim = Simulator(m)
         self.sim.add_clock(1e-8)
@@ -526,3 +536,49 @@ def test_reads_and_verify_decisions_go_through_the_channels_adc_word(coefficient
                         assert bench.afe.pulses[pulses_before].polarity == wanted, (raw, code, target)
 
     bench.run(testbench)
+
+
+def test_calibrated_matrix_verify_uses_each_columns_word_with_the_fastest_read():
+    """PROGRAM_MATRIX verify-only (pulse budget 0) with cal_adc over 4 x 4 cells whose columns
+    have very different ADC words, served through a read port as in the controller, with the
+    fastest read: each cell's pass/fail is that of its own column's corrected code
+    (``cal.correct_code``) at the band edges 210 -/+ 10. offset * gain is registered per column
+    apart from the product (docs/synthesis.md E53); a stale column's word fails this."""
+    coefficients = [cal.Coefficient(100 * 16, round(1.9 * cal.GAIN_ONE), True),
+                    cal.Coefficient(-60 * 16, round(0.6 * cal.GAIN_ONE), True),
+                    cal.Coefficient(410, round(cal.GAIN_ONE / 1.05), True),
+                    cal.Coefficient(-300 * 16 + 7, round(1.3 * cal.GAIN_ONE), True)]
+    words = [cal.pack_coefficient(c, adc_bits=SMALL.adc_bits, dac_bits=SMALL.dac_bits)
+             for c in coefficients] + [0] * (SMALL.total_cols - len(coefficients))
+    edges = [199, 200, 220, 221]                # row i aims at edges[i]
+
+    def corrected(raw, col):
+        return cal.correct_code(raw, coefficients[col], SMALL.adc_bits)[0]
+
+    cells = np.zeros((SMALL.rows, SMALL.total_cols), dtype=np.int64)
+    expected = np.zeros((SMALL.rows, SMALL.total_cols), dtype=np.int64)
+    for row, edge in enumerate(edges):
+        for col in range(len(coefficients)):
+            raw = min(range(2 ** SMALL.adc_bits), key=lambda r: abs(corrected(r, col) - edge))
+            cells[row, col] = raw
+            expected[row, col] = int(abs(corrected(raw, col) - 210) > 10)
+    assert 0 < expected.sum() < 16, "both outcomes among the cells"
+    # The same raw code would pass under one column's word and fail under another's.
+    assert any(expected[row, col] != int(abs(corrected(int(cells[row, col]), other) - 210) > 10)
+               for row in range(4) for col in range(4) for other in range(4))
+    bench = Bench(SMALL, np.full(cells.shape, 210), fault_init=0, coefficient_words=words,
+                  cells=cells, adc_latency=1, adc_busy_cycles=1)
+    seen = []
+
+    async def testbench(ctx):
+        ctx.set(bench.dut.cal_adc, 1)
+        seen.append(await bench.command(ctx, command=ProgrammerCommand.PROGRAM_MATRIX,
+                                        row_mask=0b1111, col_mask=0b1111, pulse_budget=0,
+                                        tolerance=10, read_settle=0))
+        seen.append(bench.fault_map(ctx))
+
+    bench.run(testbench)
+    outcome, faults = seen
+    assert bench.afe.pulses == []
+    assert faults.tolist() == expected.tolist()
+    assert outcome.failed_count == expected.sum()

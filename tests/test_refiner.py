@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from amaranth.hdl import Elaboratable, Module, Value
+from amaranth.hdl import Elaboratable, Module, Signal, Value, signed
 from amaranth.lib import memory, wiring
 from amaranth.sim import Simulator
 
@@ -300,6 +300,54 @@ def test_extreme_correction_shifts_equal_the_golden_model(gain, gain_shift):
         assert (expected.history[0] == 2 ** FMT.x_bits - 1).any(), "some X saturated"
     if gain_shift == 63:
         assert not rtl["x"].any(), "every correction rounds to 0"
+
+
+def test_r_shifter_gives_the_golden_dac_codes_and_gradient_residual():
+    # R's shifter (E50): t = floor(R * 2**(1 - k)) by serve_shifts' amounts, then the DAC
+    # value (clamped) and 2 s of the sweep from t; against model.refinement at every exponent
+    # the Refiner can set (k from -(DAC_BITS + fraction - 1) up past R's width), R at both
+    # ends of its range, at the rounding and clamp edges, and random.
+    dac_bits, fraction = PARAMS.dac_bits, refiner_module.GRADIENT_FRACTION_BITS
+    r_bits = FMT.r_bits(adc_bits=PARAMS.adc_bits, cols=PARAMS.cols)
+    top = 2 ** (dac_bits - 1)
+    m = Module()
+    word = Signal(signed(r_bits))
+    exponent = Signal(signed(8))
+    right, left = Signal(range(r_bits + 4)), Signal(range(dac_bits + fraction + 1))
+    twice = Signal(signed(r_bits + dac_bits + fraction + 1))
+    dac, doubled = Signal(signed(dac_bits)), Signal(signed(len(twice) + 1))
+    serve_right, serve_left = refiner_module.serve_shifts(exponent)
+    m.d.comb += [right.eq(serve_right), left.eq(serve_left),
+                 twice.eq(refiner_module.twice_scaled(word, right, left)),
+                 dac.eq(refiner_module.dac_value(twice, dac_bits)),
+                 doubled.eq(refiner_module.twice_rounded(twice))]
+    rng = np.random.default_rng(50)
+    checked = []
+
+    async def bench(ctx):
+        for k in range(-(dac_bits + fraction - 1), r_bits + 4):
+            edges = [0, 1, -1, 2 ** (r_bits - 1) - 1, -2 ** (r_bits - 1)]
+            if k > 0:   # the rounding edges and the clamp edges at this exponent
+                half = 1 << (k - 1)
+                edges += [half - 1, half, -half - 1, -half, (top << k) - half - 1,
+                          (top << k) - half, -(top << k) - half - 1, -(top << k) - half]
+            else:
+                edges += [top >> -k, (top >> -k) - 1, -(top >> -k), -(top >> -k) - 1]
+            randoms = rng.integers(-2 ** (r_bits - 1), 2 ** (r_bits - 1), 6).tolist()
+            for r in edges + randoms:
+                r = max(-2 ** (r_bits - 1), min(2 ** (r_bits - 1) - 1, r))
+                ctx.set(word, r)
+                ctx.set(exponent, k)
+                expected_dac = int(refinement_module.residual_dac_codes([r], k, dac_bits)[0])
+                expected_twice = 2 * int(refinement_module.gradient_residual([r], k)[0])
+                got = (ctx.get(dac) + top, ctx.get(doubled))
+                assert got == (expected_dac, expected_twice), f"R {r}, k {k}: {got}"
+                checked.append(r)
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(checked) > 1000
 
 
 def test_abort_in_the_gradient_sweep():

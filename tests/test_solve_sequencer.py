@@ -34,7 +34,8 @@ class Outcome:
 class Bench:
     """Sequencer + rhs/result memories + AFE stand-in in one simulation."""
 
-    def __init__(self, params: BuildParams, rhs, **standin):
+    def __init__(self, params: BuildParams, rhs, coefficient_words: list[dict] | None = None,
+                 **standin):
         self.params = params
         self.dut = SolveSequencer(params)
         layout = result_layout(params)
@@ -47,6 +48,13 @@ class Bench:
         m.submodules.results = self.results
         wiring.connect(m, self.dut.rhs, self.rhs.read_port())
         wiring.connect(m, self.dut.result, self.results.write_port())
+        if coefficient_words is not None:
+            # The calibration memory as the controller has it (two read ports).
+            words = memory.Memory(shape=self.dut.coeff.data.shape(), depth=len(coefficient_words),
+                                  init=coefficient_words)
+            m.submodules.coefficients = words
+            wiring.connect(m, self.dut.coeff, words.read_port())
+            wiring.connect(m, self.dut.opamp_coeff, words.read_port())
         self.afe = AFEStandIn(self.dut.afe, params, **standin)
         self.sim = Simulator(m)
         self.sim.add_clock(1e-8)
@@ -477,3 +485,58 @@ def test_readout_code_equals_the_model_correction_with_the_offset_and_the_clamp(
     assert seen == expected
     assert {code for code, flag in expected if flag} == {0, 2 ** bits - 1}, "saturates both ways"
     assert expected[-3:] == [(2 ** bits - 1, False), (0, False), (2 ** (bits - 1) - 1, False)]
+
+
+@pytest.mark.parametrize("mode", [AFEMode.SOLVE, AFEMode.MVM])
+def test_corrected_readout_uses_each_columns_words_with_the_fastest_conversions(mode):
+    """cal_enable.adc and .opamp with very different words per column, the fastest ADC and no
+    averaging (columns back to back): each result is model.calibration.correct_code of its
+    own column's raw code with its own ADC word and (SOLVE only) op-amp offset. The product
+    and offset * gain are registered apart (docs/synthesis.md E56); a stale word fails this."""
+    from anmf.hdl.calibrator import calibration_memory_depth
+    from anmf.model import calibration as cal
+    params = SMALL
+    bits = params.adc_bits
+    adc_words = [cal.Coefficient(100 * 16, round(1.9 * cal.GAIN_ONE), True),
+                 cal.Coefficient(-60 * 16, round(0.6 * cal.GAIN_ONE), True),
+                 cal.Coefficient(410, round(cal.GAIN_ONE / 1.05), True),
+                 cal.Coefficient(-300 * 16 + 7, round(1.3 * cal.GAIN_ONE), True),
+                 cal.Coefficient(5, round(1.7 * cal.GAIN_ONE), True),
+                 cal.Coefficient(-9, round(0.8 * cal.GAIN_ONE), True)]
+    opamp_offsets = [37, -250, 0, 1000, -3, 77]
+
+    def pack(coefficient):
+        return {"offset": coefficient.offset, "gain": coefficient.gain,
+                "valid": int(coefficient.valid)}
+    depth = calibration_memory_depth(params)
+    words = [pack(cal.IDENTITY)] * depth
+    for col, coefficient in enumerate(adc_words):
+        words[col] = pack(coefficient)
+        words[params.total_cols + params.rows + col] = pack(cal.Coefficient(opamp_offsets[col], 0, True))
+    rng = np.random.default_rng(56)
+    rhs = rng.integers(0, 256, params.rows)
+    gain = rng.integers(0, 4, (params.rows, params.total_cols))
+    offset = rng.integers(0, 300, params.total_cols)
+    bench = Bench(params, rhs, coefficient_words=words, adc_latency=1, adc_busy_cycles=1,
+                  gain=gain, gain_shift=4, offset=offset)
+    cols = range(params.total_cols)
+    row_mask, col_mask = mask(range(params.rows)), mask(cols)
+    seen = []
+
+    async def testbench(ctx):
+        ctx.set(bench.dut.cal_enable, {"adc": 1, "dac": 0, "opamp": 1})
+        seen.append(await bench.solve(ctx, mode=mode, row_mask=row_mask, col_mask=col_mask,
+                                      dac_settle=0, analog_settle=0))
+        seen.append([bench.result(ctx, c) for c in cols])
+
+    bench.run(testbench)
+    outcome, stored = seen
+    assert outcome.error == ErrorCode.NONE
+    raw = expected_codes(params, rhs, gain, 4, offset, row_mask, cols)
+    expected = []
+    for col, (code, over) in enumerate(raw):
+        subtract = opamp_offsets[col] if mode != AFEMode.MVM else 0
+        corrected, clamped = cal.correct_code(code, adc_words[col], bits, subtract)
+        expected.append((corrected, int(over or clamped)))
+    assert stored == expected
+    assert len({code for code, _ in expected}) == len(expected), "distinct results"
