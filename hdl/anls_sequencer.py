@@ -275,21 +275,67 @@ class ANLSSequencer(wiring.Component):
                      self.step.eq(step), self.iteration.eq(iteration),
                      self.rhs_done.eq(rhs_done)]
         f_rows = Mux(h_step, size_m, size_n)   # rows of the stored factor = RHS length
-        # The last factor row (f_rows - 1) and the last right-hand side (the half-step's count
-        # of them, less 1) as registers set with the step (in Idle, from the sizes loaded the
-        # cycle before, and in Half-Done): the walks' end compares are off the
-        # sizes' muxes and subtracters (the ECP5's critical path, docs/synthesis.md E29).
-        last_f_row = Signal.like(size_m - 1)
-        last_rhs = Signal.like(size_m - 1)
-
-        def set_step(new_step: NMFStep) -> None:
-            rows_of_factor, rhs_count = (size_m, size_n) if new_step == NMFStep.H else (size_n, size_m)
-            m.d.sync += [step.eq(new_step), last_f_row.eq(rows_of_factor - 1), last_rhs.eq(rhs_count - 1)]
 
         outer = Signal(range(rows))   # factor row i, or right-hand side t
         inner = Signal(range(cols))   # component c
         index = Signal(range(rows))   # entry u of the right-hand side being scanned
         rhs = outer                   # the right-hand side being solved (t)
+
+        # The walks' end decisions are flags kept a step ahead, set with every assignment of
+        # their counter from registers: `inner_last` (inner = rank - 1), `outer_last_row`
+        # (outer = f - 1, the last factor row), `outer_last_rhs` (outer = the half-step's last
+        # right-hand side), `index_last` (index = f - 1). A counter restarting at 0 takes the
+        # "single" flag of its bound, one advancing compares its value with the bound less 2
+        # (which it then reaches). The compares of the counters with the sizes less 1 in front of
+        # the FSM's enables were the ECP5's worst paths (docs/synthesis.md E29, E40).
+        inner_last, outer_last_row, outer_last_rhs, index_last = (
+            Signal(name=name) for name in ("inner_last", "outer_last_row", "outer_last_rhs", "index_last"))
+        # Of the operands (fixed from the cycle after a start on; registered every cycle):
+        rank_single = Signal()
+        inner_before_last = Signal(range(cols))                 # rank - 2 (wraps for rank 1)
+        m_single, n_single = Signal(), Signal()
+        m_before_last, n_before_last = Signal(range(rows)), Signal(range(rows))
+        m.d.sync += [rank_single.eq(rank == 1), inner_before_last.eq(rank - 2),
+                     m_single.eq(size_m == 1), n_single.eq(size_n == 1),
+                     m_before_last.eq(size_m - 2), n_before_last.eq(size_n - 2)]
+        # Of the step (set with it: in Idle from the sizes, in Half-Done from the registers above):
+        f_single, rhs_single = Signal(), Signal()
+        f_row_before_last, rhs_before_last = Signal(range(rows)), Signal(range(rows))
+
+        def set_step(new_step: NMFStep) -> None:
+            h = new_step == NMFStep.H
+            m.d.sync += [step.eq(new_step),
+                         f_single.eq(m_single if h else n_single),
+                         rhs_single.eq(n_single if h else m_single),
+                         f_row_before_last.eq(m_before_last if h else n_before_last),
+                         rhs_before_last.eq(n_before_last if h else m_before_last)]
+
+        def restart_inner() -> None:
+            m.d.sync += [inner.eq(0), inner_last.eq(rank_single)]
+
+        def advance_inner() -> None:
+            m.d.sync += [inner.eq(inner + 1), inner_last.eq(inner == inner_before_last)]
+
+        def restart_outer(new_step: NMFStep | None = None) -> None:
+            """outer = 0 in this half-step, or in the one ``new_step`` starts (set_step's cycle)."""
+            if new_step is None:
+                first_single, rhs_first_single = f_single, rhs_single
+            elif new_step == NMFStep.H:
+                first_single, rhs_first_single = m_single, n_single
+            else:
+                first_single, rhs_first_single = n_single, m_single
+            m.d.sync += [outer.eq(0), outer_last_row.eq(first_single),
+                         outer_last_rhs.eq(rhs_first_single)]
+
+        def advance_outer() -> None:
+            m.d.sync += [outer.eq(outer + 1), outer_last_row.eq(outer == f_row_before_last),
+                         outer_last_rhs.eq(outer == rhs_before_last)]
+
+        # Whether the iteration ending in the next Half-Done of a W-step is the last, registered
+        # every cycle: iteration changes at a start and in a W-step's Half-Done, each at least a
+        # half-step (over 5 cycles) before the next Half-Done.
+        iteration_last = Signal()
+        m.d.sync += iteration_last.eq(iteration + 1 == iterations)
 
         live = Signal(cols)                                    # columns of F not all zero
         # Per column, as flat words (not data.ArrayLayout views: Amaranth names a view's elements
@@ -525,24 +571,28 @@ class ANLSSequencer(wiring.Component):
             with m.If(abort_any):
                 stop(ErrorCode.ABORTED)
 
-        def walk(last_outer, then: str):
-            """Step (outer, inner) over last_outer + 1 rows x rank columns, inner fastest;
-            go to state ``then`` after the last pair."""
-            m.d.sync += inner.eq(inner + 1)
-            with m.If(inner == rank - 1):
-                m.d.sync += [inner.eq(0), outer.eq(outer + 1)]
-                with m.If(outer == last_outer):
-                    m.d.sync += outer.eq(0)
+        def walk(outer_last: Signal, then: str):
+            """Step (outer, inner) over the rows up to the one ``outer_last`` flags x rank
+            columns, inner fastest; go to state ``then`` after the last pair."""
+            advance_inner()
+            with m.If(inner_last):
+                restart_inner()
+                advance_outer()
+                with m.If(outer_last):
+                    restart_outer()
                     m.next = then
 
-        def begin_half_step():
+        def begin_half_step(new_step: NMFStep):
             # fold_second too: an abort in Scan-Fold's first cycle leaves it set.
-            m.d.sync += [outer.eq(0), inner.eq(0), live.eq(0), exp_bad.eq(0),
+            set_step(new_step)
+            restart_outer(new_step)
+            restart_inner()
+            m.d.sync += [live.eq(0), exp_bad.eq(0),
                          error_detail.eq(0), rhs_done.eq(0), fold_second.eq(0)]
             m.next = "Scan-Factor"
 
         def begin_rhs():
-            m.d.sync += [index.eq(0), rhs_max.eq(0), rhs_rows.eq(0)]
+            m.d.sync += [index.eq(0), index_last.eq(f_single), rhs_max.eq(0), rhs_rows.eq(0)]
             m.next = "Scan-RHS"
 
         with m.FSM(init="Idle") as fsm:
@@ -557,8 +607,11 @@ class ANLSSequencer(wiring.Component):
                 # The first half-step's internal state too (begin_half_step and set_step's walk
                 # ends): the controller's refusal -> start -> these enables was the ECP5's worst
                 # path (docs/synthesis.md E36). The start enables only what the host sees.
-                m.d.sync += [outer.eq(0), inner.eq(0), live.eq(0), exp_bad.eq(0), fold_second.eq(0),
-                             abort_pending.eq(0), last_f_row.eq(size_m - 1), last_rhs.eq(size_n - 1)]
+                m.d.sync += [live.eq(0), exp_bad.eq(0), fold_second.eq(0), abort_pending.eq(0),
+                             inner.eq(0), inner_last.eq(rank == 1), outer.eq(0),
+                             outer_last_row.eq(size_m == 1), outer_last_rhs.eq(size_n == 1),
+                             f_single.eq(size_m == 1), rhs_single.eq(size_n == 1),
+                             f_row_before_last.eq(size_m - 2), rhs_before_last.eq(size_n - 2)]
                 with m.If(self.start):
                     m.d.sync += [error.eq(settled_start_error), error_detail.eq(0)]
                     with m.If(settled_start_error != ErrorCode.NONE):
@@ -572,7 +625,7 @@ class ANLSSequencer(wiring.Component):
                 read_factor(factor_address(outer, inner))
                 read_factor_exp(outer)
                 m.d.sync += scan_pending.eq(1)
-                walk(last_f_row, "Scan-Fold")
+                walk(outer_last_row, "Scan-Fold")
                 abortable()
 
             with m.State("Scan-Fold"):
@@ -585,9 +638,10 @@ class ANLSSequencer(wiring.Component):
 
             with m.State("Read-Exponents"):
                 read_factor_exp(rows + inner)
-                m.d.sync += [exp_pending.eq(1), inner.eq(inner + 1)]
-                with m.If(inner == rank - 1):
-                    m.d.sync += inner.eq(0)
+                m.d.sync += exp_pending.eq(1)
+                advance_inner()
+                with m.If(inner_last):
+                    restart_inner()
                     m.next = "Targets"
                 abortable()
 
@@ -595,7 +649,7 @@ class ANLSSequencer(wiring.Component):
                 read_factor(factor_address(outer, inner))
                 read_factor_exp(outer)
                 m.d.sync += target_pending.eq(1)
-                walk(last_f_row, "Program-Start")
+                walk(outer_last_row, "Program-Start")
                 abortable()
 
             # -- program ------------------------------------------------------------------------
@@ -626,8 +680,8 @@ class ANLSSequencer(wiring.Component):
                              self.mask.addr.eq(address >> word_bits), self.mask.en.eq(1)]
                 m.d.sync += [rhs_pending.eq(1), pipe_bit.eq(address[:word_bits]),
                              pipe_i.eq(index),
-                             index.eq(index + 1)]
-                with m.If(index == last_f_row):
+                             index.eq(index + 1), index_last.eq(index == f_row_before_last)]
+                with m.If(index_last):
                     m.next = "Scan-Drain"
                 abortable()
 
@@ -641,8 +695,8 @@ class ANLSSequencer(wiring.Component):
                 abortable()
 
             with m.State("RHS-Decide"):
-                m.d.sync += [shift.eq(highest_set_index(rhs_max)), retries_done.eq(0),
-                             inner.eq(0)]
+                m.d.sync += [shift.eq(highest_set_index(rhs_max)), retries_done.eq(0)]
+                restart_inner()
                 with m.If((rhs_max == 0) | (live == 0)):
                     m.next = "Clear-Row"
                 with m.Else():
@@ -656,9 +710,9 @@ class ANLSSequencer(wiring.Component):
                 with m.If(inner == 0):
                     m.d.comb += [scratch_exp_write.en.eq(1), scratch_exp_write.addr.eq(rhs),
                                  scratch_exp_write.data.eq(0)]
-                m.d.sync += inner.eq(inner + 1)
-                with m.If(inner == rank - 1):
-                    m.d.sync += inner.eq(0)
+                advance_inner()
+                with m.If(inner_last):
+                    restart_inner()
                     m.next = "RHS-Next"
                 abortable()
 
@@ -688,11 +742,12 @@ class ANLSSequencer(wiring.Component):
 
             with m.State("RHS-Next"):
                 m.d.sync += rhs_done.eq(rhs_done + 1)
-                with m.If(rhs == last_rhs):
-                    m.d.sync += [outer.eq(0), inner.eq(0)]
+                with m.If(outer_last_rhs):
+                    restart_outer()
+                    restart_inner()
                     m.next = "Commit"
                 with m.Else():
-                    m.d.sync += outer.eq(outer + 1)
+                    advance_outer()
                     begin_rhs()
                 abortable()
 
@@ -701,32 +756,31 @@ class ANLSSequencer(wiring.Component):
                 m.d.comb += [scratch_read.addr.eq(outer * cols + inner), scratch_read.en.eq(1),
                              scratch_exp_read.addr.eq(outer), scratch_exp_read.en.eq(1)]
                 m.d.sync += commit_pending.eq(1)
-                walk(last_rhs, "Commit-Drain")
+                walk(outer_last_rhs, "Commit-Drain")
 
             with m.State("Commit-Drain"):
                 m.next = "Commit-Exponents"
 
             with m.State("Commit-Exponents"):
                 write_output_exp(rows + inner, new_exp_flat.word_select(inner, exp_bits))
-                m.d.sync += inner.eq(inner + 1)
-                with m.If(inner == rank - 1):
-                    m.d.sync += inner.eq(0)
+                advance_inner()
+                with m.If(inner_last):
+                    restart_inner()
                     m.next = "Half-Done"
 
             with m.State("Half-Done"):
                 with m.If(abort_any):
                     stop(ErrorCode.ABORTED)
                 with m.Elif(h_step):
-                    set_step(NMFStep.W)
-                    begin_half_step()
+                    begin_half_step(NMFStep.W)
                 with m.Else():
                     m.d.comb += self.iteration_done.eq(1)
-                    set_step(NMFStep.H)
                     m.d.sync += iteration.eq(iteration + 1)
-                    with m.If(iteration == iterations - 1):
+                    with m.If(iteration_last):
+                        set_step(NMFStep.H)   # the progress after the last iteration shows H
                         stop(ErrorCode.NONE)
                     with m.Else():
-                        begin_half_step()
+                        begin_half_step(NMFStep.H)
 
             with m.State("Done"):
                 m.d.comb += self.done.eq(1)

@@ -376,6 +376,22 @@ def test_unequal_sizes_dead_component_and_unresolved_over_range_agree_with_the_g
     assert_phase_cycles(rtl, problem)
 
 
+def test_the_walks_edges_one_rhs_full_rank_three_iterations_agree_with_the_golden_model():
+    # The walks' end flags are kept a step ahead (docs/synthesis.md E40): a one-column R (one
+    # right-hand side in the H-step, a one-row factor in the W-step), every row of the build and
+    # the full rank, over three iterations, end each walk where the golden model's loops do.
+    problem = make_problem(m=PARAMS.rows, n=1, k=PARAMS.cols, seed=6, missing=0.0)
+    run = Run(iterations=3)
+    afe = model_afe()
+    golden = golden_for(problem, afe)
+    rtl = run_rtl(problem, run, afe)
+    expected = run.golden(golden, problem, afe.period_ps * rtl.start_cycle / PICOSECONDS_PER_SECOND)
+    assert rtl.error == ErrorCode.NONE.value and rtl.done_cycle == expected.done_cycle
+    assert rtl.iteration_done == 3 and rtl.pulses == expected.pulse_count
+    assert_buffers_equal(rtl.buffers, golden_buffers(golden))
+    assert_phase_cycles(rtl, problem)
+
+
 @pytest.mark.parametrize("k, dead", [(1, ()), (2, (0,))], ids=["k1", "k2-first-dead"])
 def test_the_last_target_write_meets_the_first_fetch_and_the_fetch_sees_it(k, dead):
     # The TARGET pipeline's last write lands in the programmer's first Fetch-Target cycle; with
