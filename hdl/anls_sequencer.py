@@ -352,6 +352,10 @@ class ANLSSequencer(wiring.Component):
         rhs_rows = Signal(rows)                                # observed entries
         shift = Signal(range(p.rhs_exp_max + 1))               # the RHS exponent p
         retries_done = Signal(RETRY_BITS)
+        # Whether an over-range solve is tried again, registered every cycle: retries_done changes
+        # in RHS-Decide and at a retry, each at least a solve before the next done.
+        retries_left = Signal()
+        m.d.sync += retries_left.eq(retries_done < range_retries)
         over_range = Signal()
 
         # --- buffer addresses -------------------------------------------------------------------
@@ -501,6 +505,14 @@ class ANLSSequencer(wiring.Component):
 
         # --- the solve sequencer's RHS reads, served from R; its results, into the scratch ------
         solving = Signal()
+        # The scratch addresses do not depend on the decisions that enable the writes (the
+        # solve's done and error, the retry, in front of the LUT RAM's write address were the ANLS
+        # sequencer's longest path alone, docs/synthesis.md E41): the right-hand side's row, the
+        # column of the result or of Clear-Row's walk.
+        scratch_column = Signal(range(cols))
+        m.d.comb += [scratch_column.eq(self.result.addr),
+                     scratch_write.addr.eq(rhs * cols + scratch_column),
+                     scratch_exp_write.addr.eq(rhs), scratch_exp_write.data.eq(shift)]
         with m.If(solving):
             m.d.comb += [self.r.addr.eq(r_address(rhs, self.rhs.addr)), self.r.en.eq(self.rhs.en)]
         magnitude = ((self.r.data << headroom) >> shift)[:p.dac_bits - 1]
@@ -508,7 +520,6 @@ class ANLSSequencer(wiring.Component):
         with m.If(solving & self.result.en):
             code = self.result.data.code
             m.d.comb += [scratch_write.en.eq(1),
-                         scratch_write.addr.eq(rhs * cols + self.result.addr),
                          scratch_write.data.eq(Mux(code[-1], code[:-1], 0))]   # floored at 0
             m.d.sync += over_range.eq(over_range | self.result.data.over_range)
 
@@ -705,11 +716,10 @@ class ANLSSequencer(wiring.Component):
 
             with m.State("Clear-Row"):
                 # Nothing observed, all zero, or no live column: the solution is 0.
-                m.d.comb += [scratch_write.en.eq(1), scratch_write.addr.eq(rhs * cols + inner),
-                             scratch_write.data.eq(0)]
+                m.d.comb += [scratch_write.en.eq(1), scratch_column.eq(inner),
+                             scratch_write.data.eq(0), scratch_exp_write.data.eq(0)]
                 with m.If(inner == 0):
-                    m.d.comb += [scratch_exp_write.en.eq(1), scratch_exp_write.addr.eq(rhs),
-                                 scratch_exp_write.data.eq(0)]
+                    m.d.comb += scratch_exp_write.en.eq(1)
                 advance_inner()
                 with m.If(inner_last):
                     restart_inner()
@@ -729,15 +739,13 @@ class ANLSSequencer(wiring.Component):
                         stop(solve.error)
                     with m.Elif(abort_any):
                         stop(ErrorCode.ABORTED)
-                    with m.Elif(over_range & (retries_done < range_retries)):
+                    with m.Elif(over_range & retries_left):
                         # Halve the input (one more bit of exponent) and solve again.
                         m.d.comb += self.retry.eq(1)
                         m.d.sync += [shift.eq(shift + 1), retries_done.eq(retries_done + 1)]
                         m.next = "Solve-Start"
                     with m.Else():
-                        m.d.comb += [self.unresolved.eq(over_range),
-                                     scratch_exp_write.en.eq(1), scratch_exp_write.addr.eq(rhs),
-                                     scratch_exp_write.data.eq(shift)]
+                        m.d.comb += [self.unresolved.eq(over_range), scratch_exp_write.en.eq(1)]
                         m.next = "RHS-Next"
 
             with m.State("RHS-Next"):
