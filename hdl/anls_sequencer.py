@@ -436,19 +436,21 @@ class ANLSSequencer(wiring.Component):
         # the comparisons and the enables in one cycle were the ECP5's critical path
         # (docs/synthesis.md E15, E20, E24). Hence two Scan-Fold cycles.
         candidate_now = highest_set_index(fold_factor) + fold_exp
-        peak_valid = Signal()             # a nonzero word's candidate registered
         peak_candidate = Signal.like(candidate_now)
-        peak_c = Signal(range(cols))
+        # The candidate's column one-hot, none for a zero word (no candidate): each column's
+        # update is then its own bit, its "not live yet" and its comparison, one LUT after the
+        # comparison's carry chain (the column picked by a mux after the comparisons and the
+        # enables decoded from it were the ANLS sequencer's longest path alone, E42).
+        peak_columns = Signal(cols)
         fold_second = Signal()            # Scan-Fold's second cycle
-        m.d.sync += peak_valid.eq(fold_valid & (fold_factor != 0))
+        m.d.sync += peak_columns.eq(Mux(fold_valid & (fold_factor != 0), 1 << fold_c, 0))
         with m.If(fold_valid):
-            m.d.sync += [peak_candidate.eq(candidate_now), peak_c.eq(fold_c)]
-        with m.If(peak_valid):
-            # One comparison per column, the column's picked after them (E20).
-            above = Cat(peak_candidate > msb(c) for c in range(cols))
-            with m.If(~live.bit_select(peak_c, 1) | above.bit_select(peak_c, 1)):
-                m.d.sync += [msb_flat.word_select(peak_c, msb_shape.width).eq(peak_candidate),
-                             live.bit_select(peak_c, 1).eq(1)]
+            m.d.sync += peak_candidate.eq(candidate_now)
+        for c in range(cols):
+            # One comparison per column (E20).
+            with m.If(peak_columns[c] & (~live[c] | (peak_candidate > msb(c)))):
+                m.d.sync += [msb_flat.word_select(c, msb_shape.width).eq(peak_candidate),
+                             live[c].eq(1)]
         with m.If(exp_pending):
             next_exp = Signal(signed(exp_bits + 4))
             m.d.comb += next_exp.eq(-headroom - 1 - f_exp_read - pipe_msb)
