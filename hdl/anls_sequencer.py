@@ -475,6 +475,12 @@ class ANLSSequencer(wiring.Component):
         target_distance = [Signal(signed(exp_bits + 4), name="target_distance_1"),
                            Signal(range(product_bits + 1), name="target_distance_2")]
         target_cell = [Signal(p.cell_addr_bits, name=f"target_cell_{stage}") for stage in (1, 2)]
+        # The cell (pipe_i, pipe_c)'s address registered with them, from (outer, inner), the
+        # constant product as shifts and adds: the multiplier (a MULT18X18D) in front of stage 1
+        # was the ANLS sequencer's longest path alone (docs/synthesis.md E43).
+        pipe_cell = Signal(p.cell_addr_bits)
+        m.d.sync += pipe_cell.eq(sum(outer << bit for bit in range(p.total_cols.bit_length())
+                                     if p.total_cols >> bit & 1) + inner)
         target_valid = [Signal(name=f"target_valid_{stage}") for stage in (1, 2)]
         target_product = Signal(product_bits)
         m.d.sync += [target_valid[0].eq(target_pending), target_valid[1].eq(target_valid[0])]
@@ -482,7 +488,7 @@ class ANLSSequencer(wiring.Component):
             m.d.sync += [
                 target_factor.eq(f_read),
                 target_distance[0].eq(target_msb + 1 - f_exp_read),
-                target_cell[0].eq(pipe_i * p.total_cols + pipe_c),
+                target_cell[0].eq(pipe_cell),
             ]
         distance = target_distance[0]
         m.d.sync += [target_product.eq(target_factor * g_span),
