@@ -424,13 +424,13 @@ class ANLSSequencer(wiring.Component):
             m.d.sync += [rhs_entry.eq(self.r.data), rhs_word.eq(self.mask.data),
                          rhs_bit.eq(pipe_bit), rhs_u.eq(pipe_i)]
 
-        pipe_msb = msb(pipe_c)
-        # For the TARGET codes msb[c] is registered with pipe_c (not a mux behind it: that mux and
-        # the distance arithmetic after it were too deep for 100 MHz, docs/synthesis.md E12); msb
-        # is final long before Targets. (Read-Exponents' first column needs the mux: the last
-        # fold lands in its first cycle, E24.)
+        # msb[c] and live[c] registered with pipe_c for the TARGET codes and the new exponents (not
+        # a mux behind pipe_c: that mux and the arithmetic after it were too deep for 100 MHz,
+        # docs/synthesis.md E12, E44). They are final before Read-Exponents' second cycle but for
+        # a rank-1 factor, whose only column's last fold lands in Read-Exponents' first (and only)
+        # cycle (E24): there the registers take the fold's outcome (`fold_write`, below).
         target_msb = Signal(msb_shape)
-        m.d.sync += target_msb.eq(msb(inner))
+        target_live = Signal()
         # The fold in two registered steps: the word's leading one plus the row exponent (the
         # candidate peak), then its comparison with the column's peak and the update; the search,
         # the comparisons and the enables in one cycle were the ECP5's critical path
@@ -446,15 +446,19 @@ class ANLSSequencer(wiring.Component):
         m.d.sync += peak_columns.eq(Mux(fold_valid & (fold_factor != 0), 1 << fold_c, 0))
         with m.If(fold_valid):
             m.d.sync += peak_candidate.eq(candidate_now)
+        fold_write = Signal(cols)
         for c in range(cols):
             # One comparison per column (E20).
-            with m.If(peak_columns[c] & (~live[c] | (peak_candidate > msb(c)))):
+            m.d.comb += fold_write[c].eq(peak_columns[c] & (~live[c] | (peak_candidate > msb(c))))
+            with m.If(fold_write[c]):
                 m.d.sync += [msb_flat.word_select(c, msb_shape.width).eq(peak_candidate),
                              live[c].eq(1)]
+        m.d.sync += [target_msb.eq(Mux(rank_single & fold_write[0], peak_candidate, msb(inner))),
+                     target_live.eq((live | peak_columns).bit_select(inner, 1))]
         with m.If(exp_pending):
             next_exp = Signal(signed(exp_bits + 4))
-            m.d.comb += next_exp.eq(-headroom - 1 - f_exp_read - pipe_msb)
-            alive = live.bit_select(pipe_c, 1)
+            m.d.comb += next_exp.eq(-headroom - 1 - f_exp_read - target_msb)
+            alive = target_live
             m.d.sync += new_exp_flat.word_select(pipe_c, exp_bits).eq(Mux(alive, next_exp, 0))
             # Outside exp_low .. exp_high (the exp_bits-bit signed range) is: the bits from the
             # sign of an exp_bits-bit word up not all equal; no comparator behind the subtraction
