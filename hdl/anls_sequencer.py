@@ -414,7 +414,8 @@ class ANLSSequencer(wiring.Component):
         rhs_bit = Signal(range(MASK_WORD_BITS))
         rhs_u = Signal(range(rows))
         commit_valid = Signal()           # Commit: scratch mantissa registered
-        commit_data = Signal(mantissa_bits)
+        commit_data = Signal(mantissa_bits, reset_less=True)   # no reset LUT after the RAM (E45)
+        commit_live = Signal()            # its column is live (a dead column's entries are 0)
         commit_address = Signal(ceil_log2(rows * cols))
         m.d.sync += [fold_valid.eq(scan_pending), rhs_valid.eq(rhs_pending),
                      commit_valid.eq(commit_pending)]
@@ -506,24 +507,35 @@ class ANLSSequencer(wiring.Component):
                 m.d.sync += rhs_rows.bit_select(rhs_u, 1).eq(1)
                 with m.If(rhs_entry > rhs_max):
                     m.d.sync += rhs_max.eq(rhs_entry)
+        # The mantissa one cycle later, read and registered in every cycle (it counts only with
+        # commit_valid) straight from the block RAM, the dead columns' zero after the register:
+        # the RAM's clock-to-out leaves no room for a LUT in this cycle (docs/synthesis.md E45;
+        # the scratch's ports share one address, below, for the same reason). The row exponent
+        # (LUT RAM) at once.
+        m.d.comb += scratch_read.en.eq(1)
+        m.d.sync += commit_data.eq(scratch_read.data)
         with m.If(commit_pending):
-            # The mantissa one cycle later (registered), the row exponent (LUT RAM) at once.
-            m.d.sync += [commit_data.eq(Mux(live.bit_select(pipe_c, 1), scratch_read.data, 0)),
+            m.d.sync += [commit_live.eq(live.bit_select(pipe_c, 1)),
                          commit_address.eq(output_address(pipe_i, pipe_c))]
             with m.If(pipe_c == 0):
                 write_output_exp(pipe_i, scratch_exp_read.data)
         with m.If(commit_valid):
-            write_output(commit_address, commit_data)
+            write_output(commit_address, Mux(commit_live, commit_data, 0))
 
         # --- the solve sequencer's RHS reads, served from R; its results, into the scratch ------
         solving = Signal()
         # The scratch addresses do not depend on the decisions that enable the writes (the
         # solve's done and error, the retry, in front of the LUT RAM's write address were the ANLS
         # sequencer's longest path alone, docs/synthesis.md E41): the right-hand side's row, the
-        # column of the result or of Clear-Row's walk.
+        # column of the result or of Clear-Row's and Commit's walks. The read port takes the same
+        # address (Commit reads right-hand side `outer`): Yosys then maps both to one port of the
+        # DP16KD; a read port beside a write port gets a bypass mux after the RAM for their
+        # same-address collisions (DP16KD's ports have no defined cross-port read-during-write),
+        # in front of `commit_data` (E45).
         scratch_column = Signal(range(cols))
         m.d.comb += [scratch_column.eq(self.result.addr),
                      scratch_write.addr.eq(rhs * cols + scratch_column),
+                     scratch_read.addr.eq(rhs * cols + scratch_column),
                      scratch_exp_write.addr.eq(rhs), scratch_exp_write.data.eq(shift)]
         with m.If(solving):
             m.d.comb += [self.r.addr.eq(r_address(rhs, self.rhs.addr)), self.r.en.eq(self.rhs.en)]
@@ -773,7 +785,7 @@ class ANLSSequencer(wiring.Component):
 
             # -- commit: runs to its end even when an abort arrives -----------------------------
             with m.State("Commit"):
-                m.d.comb += [scratch_read.addr.eq(outer * cols + inner), scratch_read.en.eq(1),
+                m.d.comb += [scratch_column.eq(inner),
                              scratch_exp_read.addr.eq(outer), scratch_exp_read.en.eq(1)]
                 m.d.sync += commit_pending.eq(1)
                 walk(outer_last_rhs, "Commit-Drain")
