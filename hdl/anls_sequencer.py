@@ -726,6 +726,14 @@ class ANLSSequencer(wiring.Component):
 
             with m.State("Scan-Last"):
                 # The last entry is folded in this cycle: rhs_max and rhs_rows are final after it.
+                m.next = "RHS-Hold"
+                abortable()
+
+            with m.State("RHS-Hold"):
+                # The controller registers the solve sequencer's operands (the mux of the host's,
+                # RUN_NMF's and REFINE's in front of its start checks was the ECP5's worst path,
+                # docs/synthesis.md E46), and the sequencer checks them as they were the cycle
+                # before its start: the row mask must be final two cycles before Solve-Start.
                 m.next = "RHS-Decide"
                 abortable()
 
@@ -825,7 +833,7 @@ class ANLSSequencer(wiring.Component):
         phases = {
             NMFPhase.PREPARE: ("Scan-Factor", "Scan-Fold", "Read-Exponents", "Targets"),
             NMFPhase.PROGRAM: ("Program-Start", "Program-Wait"),
-            NMFPhase.SOLVE: ("Scan-RHS", "Scan-Drain", "Scan-Last", "RHS-Decide", "Clear-Row", "Solve-Start",
+            NMFPhase.SOLVE: ("Scan-RHS", "Scan-Drain", "Scan-Last", "RHS-Hold", "RHS-Decide", "Clear-Row", "Solve-Start",
                              "Solve-Wait", "RHS-Next"),
             NMFPhase.COMMIT: ("Commit", "Commit-Drain", "Commit-Exponents", "Half-Done"),
         }

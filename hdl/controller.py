@@ -546,6 +546,15 @@ class Controller(wiring.Component):
         if refiner is not None:
             solve_drivers.append((refine_running, refiner.solve))
             self._elaborate_refine(m, refiner, regs, host_solve, accepted & is_refine, abort)
+        # The solve sequencer's row mask and its timing operands are selected into registers: the
+        # busy flip-flops' mux in front of the sequencer's start checks and walk loads was the
+        # ECP5's worst path (docs/synthesis.md E16, E46). The sequencer checks its operands as they
+        # were the cycle before its start, so every driver holds them from two cycles before:
+        # the host's registers (written at least REGISTER_WRITE_SPACING cycles before a start),
+        # REFINE's (fixed from its start) and RUN_NMF's (constant, and the row mask final from
+        # RHS-Hold, a cycle before RHS-Decide). The column mask and the mode stay a mux of this
+        # cycle: REFINE's change up to the cycle before its solve's start.
+        registered_solve_operands = ("row_mask", "avg_log2", "dac_settle", "analog_settle", "watchdog_limit")
         for block, signature, host, drivers in (
                 (seq, solve_command_signature(p), host_solve, solve_drivers),
                 (prog, program_command_signature(p), host_program, program_drivers)):
@@ -561,6 +570,10 @@ class Controller(wiring.Component):
                     value = host[name]
                     for busy, command in drivers:
                         value = Mux(busy, getattr(command, name), value)
+                    if block is seq and drivers and name in registered_solve_operands:
+                        selected = Signal.like(port, name=f"solve_{name}")
+                        m.d.sync += selected.eq(value)
+                        value = selected
                     m.d.comb += port.eq(value)
 
         # The cell of a READ_CELL, kept for storing its reading into RESULTS at the end.
