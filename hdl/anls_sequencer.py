@@ -275,21 +275,67 @@ class ANLSSequencer(wiring.Component):
                      self.step.eq(step), self.iteration.eq(iteration),
                      self.rhs_done.eq(rhs_done)]
         f_rows = Mux(h_step, size_m, size_n)   # rows of the stored factor = RHS length
-        # The last factor row (f_rows - 1) and the last right-hand side (the half-step's count
-        # of them, less 1) as registers set with the step (in Idle, from the sizes loaded the
-        # cycle before, and in Half-Done): the walks' end compares are off the
-        # sizes' muxes and subtracters (the ECP5's critical path, docs/synthesis.md E29).
-        last_f_row = Signal.like(size_m - 1)
-        last_rhs = Signal.like(size_m - 1)
-
-        def set_step(new_step: NMFStep) -> None:
-            rows_of_factor, rhs_count = (size_m, size_n) if new_step == NMFStep.H else (size_n, size_m)
-            m.d.sync += [step.eq(new_step), last_f_row.eq(rows_of_factor - 1), last_rhs.eq(rhs_count - 1)]
 
         outer = Signal(range(rows))   # factor row i, or right-hand side t
         inner = Signal(range(cols))   # component c
         index = Signal(range(rows))   # entry u of the right-hand side being scanned
         rhs = outer                   # the right-hand side being solved (t)
+
+        # The walks' end decisions are flags kept a step ahead, set with every assignment of
+        # their counter from registers: `inner_last` (inner = rank - 1), `outer_last_row`
+        # (outer = f - 1, the last factor row), `outer_last_rhs` (outer = the half-step's last
+        # right-hand side), `index_last` (index = f - 1). A counter restarting at 0 takes the
+        # "single" flag of its bound, one advancing compares its value with the bound less 2
+        # (which it then reaches). The compares of the counters with the sizes less 1 in front of
+        # the FSM's enables were the ECP5's worst paths (docs/synthesis.md E29, E40).
+        inner_last, outer_last_row, outer_last_rhs, index_last = (
+            Signal(name=name) for name in ("inner_last", "outer_last_row", "outer_last_rhs", "index_last"))
+        # Of the operands (fixed from the cycle after a start on; registered every cycle):
+        rank_single = Signal()
+        inner_before_last = Signal(range(cols))                 # rank - 2 (wraps for rank 1)
+        m_single, n_single = Signal(), Signal()
+        m_before_last, n_before_last = Signal(range(rows)), Signal(range(rows))
+        m.d.sync += [rank_single.eq(rank == 1), inner_before_last.eq(rank - 2),
+                     m_single.eq(size_m == 1), n_single.eq(size_n == 1),
+                     m_before_last.eq(size_m - 2), n_before_last.eq(size_n - 2)]
+        # Of the step (set with it: in Idle from the sizes, in Half-Done from the registers above):
+        f_single, rhs_single = Signal(), Signal()
+        f_row_before_last, rhs_before_last = Signal(range(rows)), Signal(range(rows))
+
+        def set_step(new_step: NMFStep) -> None:
+            h = new_step == NMFStep.H
+            m.d.sync += [step.eq(new_step),
+                         f_single.eq(m_single if h else n_single),
+                         rhs_single.eq(n_single if h else m_single),
+                         f_row_before_last.eq(m_before_last if h else n_before_last),
+                         rhs_before_last.eq(n_before_last if h else m_before_last)]
+
+        def restart_inner() -> None:
+            m.d.sync += [inner.eq(0), inner_last.eq(rank_single)]
+
+        def advance_inner() -> None:
+            m.d.sync += [inner.eq(inner + 1), inner_last.eq(inner == inner_before_last)]
+
+        def restart_outer(new_step: NMFStep | None = None) -> None:
+            """outer = 0 in this half-step, or in the one ``new_step`` starts (set_step's cycle)."""
+            if new_step is None:
+                first_single, rhs_first_single = f_single, rhs_single
+            elif new_step == NMFStep.H:
+                first_single, rhs_first_single = m_single, n_single
+            else:
+                first_single, rhs_first_single = n_single, m_single
+            m.d.sync += [outer.eq(0), outer_last_row.eq(first_single),
+                         outer_last_rhs.eq(rhs_first_single)]
+
+        def advance_outer() -> None:
+            m.d.sync += [outer.eq(outer + 1), outer_last_row.eq(outer == f_row_before_last),
+                         outer_last_rhs.eq(outer == rhs_before_last)]
+
+        # Whether the iteration ending in the next Half-Done of a W-step is the last, registered
+        # every cycle: iteration changes at a start and in a W-step's Half-Done, each at least a
+        # half-step (over 5 cycles) before the next Half-Done.
+        iteration_last = Signal()
+        m.d.sync += iteration_last.eq(iteration + 1 == iterations)
 
         live = Signal(cols)                                    # columns of F not all zero
         # Per column, as flat words (not data.ArrayLayout views: Amaranth names a view's elements
@@ -306,6 +352,10 @@ class ANLSSequencer(wiring.Component):
         rhs_rows = Signal(rows)                                # observed entries
         shift = Signal(range(p.rhs_exp_max + 1))               # the RHS exponent p
         retries_done = Signal(RETRY_BITS)
+        # Whether an over-range solve is tried again, registered every cycle: retries_done changes
+        # in RHS-Decide and at a retry, each at least a solve before the next done.
+        retries_left = Signal()
+        m.d.sync += retries_left.eq(retries_done < range_retries)
         over_range = Signal()
 
         # --- buffer addresses -------------------------------------------------------------------
@@ -364,7 +414,8 @@ class ANLSSequencer(wiring.Component):
         rhs_bit = Signal(range(MASK_WORD_BITS))
         rhs_u = Signal(range(rows))
         commit_valid = Signal()           # Commit: scratch mantissa registered
-        commit_data = Signal(mantissa_bits)
+        commit_data = Signal(mantissa_bits, reset_less=True)   # no reset LUT after the RAM (E45)
+        commit_live = Signal()            # its column is live (a dead column's entries are 0)
         commit_address = Signal(ceil_log2(rows * cols))
         m.d.sync += [fold_valid.eq(scan_pending), rhs_valid.eq(rhs_pending),
                      commit_valid.eq(commit_pending)]
@@ -374,35 +425,41 @@ class ANLSSequencer(wiring.Component):
             m.d.sync += [rhs_entry.eq(self.r.data), rhs_word.eq(self.mask.data),
                          rhs_bit.eq(pipe_bit), rhs_u.eq(pipe_i)]
 
-        pipe_msb = msb(pipe_c)
-        # For the TARGET codes msb[c] is registered with pipe_c (not a mux behind it: that mux and
-        # the distance arithmetic after it were too deep for 100 MHz, docs/synthesis.md E12); msb
-        # is final long before Targets. (Read-Exponents' first column needs the mux: the last
-        # fold lands in its first cycle, E24.)
+        # msb[c] and live[c] registered with pipe_c for the TARGET codes and the new exponents (not
+        # a mux behind pipe_c: that mux and the arithmetic after it were too deep for 100 MHz,
+        # docs/synthesis.md E12, E44). They are final before Read-Exponents' second cycle but for
+        # a rank-1 factor, whose only column's last fold lands in Read-Exponents' first (and only)
+        # cycle (E24): there the registers take the fold's outcome (`fold_write`, below).
         target_msb = Signal(msb_shape)
-        m.d.sync += target_msb.eq(msb(inner))
+        target_live = Signal()
         # The fold in two registered steps: the word's leading one plus the row exponent (the
         # candidate peak), then its comparison with the column's peak and the update; the search,
         # the comparisons and the enables in one cycle were the ECP5's critical path
         # (docs/synthesis.md E15, E20, E24). Hence two Scan-Fold cycles.
         candidate_now = highest_set_index(fold_factor) + fold_exp
-        peak_valid = Signal()             # a nonzero word's candidate registered
         peak_candidate = Signal.like(candidate_now)
-        peak_c = Signal(range(cols))
+        # The candidate's column one-hot, none for a zero word (no candidate): each column's
+        # update is then its own bit, its "not live yet" and its comparison, one LUT after the
+        # comparison's carry chain (the column picked by a mux after the comparisons and the
+        # enables decoded from it were the ANLS sequencer's longest path alone, E42).
+        peak_columns = Signal(cols)
         fold_second = Signal()            # Scan-Fold's second cycle
-        m.d.sync += peak_valid.eq(fold_valid & (fold_factor != 0))
+        m.d.sync += peak_columns.eq(Mux(fold_valid & (fold_factor != 0), 1 << fold_c, 0))
         with m.If(fold_valid):
-            m.d.sync += [peak_candidate.eq(candidate_now), peak_c.eq(fold_c)]
-        with m.If(peak_valid):
-            # One comparison per column, the column's picked after them (E20).
-            above = Cat(peak_candidate > msb(c) for c in range(cols))
-            with m.If(~live.bit_select(peak_c, 1) | above.bit_select(peak_c, 1)):
-                m.d.sync += [msb_flat.word_select(peak_c, msb_shape.width).eq(peak_candidate),
-                             live.bit_select(peak_c, 1).eq(1)]
+            m.d.sync += peak_candidate.eq(candidate_now)
+        fold_write = Signal(cols)
+        for c in range(cols):
+            # One comparison per column (E20).
+            m.d.comb += fold_write[c].eq(peak_columns[c] & (~live[c] | (peak_candidate > msb(c))))
+            with m.If(fold_write[c]):
+                m.d.sync += [msb_flat.word_select(c, msb_shape.width).eq(peak_candidate),
+                             live[c].eq(1)]
+        m.d.sync += [target_msb.eq(Mux(rank_single & fold_write[0], peak_candidate, msb(inner))),
+                     target_live.eq((live | peak_columns).bit_select(inner, 1))]
         with m.If(exp_pending):
             next_exp = Signal(signed(exp_bits + 4))
-            m.d.comb += next_exp.eq(-headroom - 1 - f_exp_read - pipe_msb)
-            alive = live.bit_select(pipe_c, 1)
+            m.d.comb += next_exp.eq(-headroom - 1 - f_exp_read - target_msb)
+            alive = target_live
             m.d.sync += new_exp_flat.word_select(pipe_c, exp_bits).eq(Mux(alive, next_exp, 0))
             # Outside exp_low .. exp_high (the exp_bits-bit signed range) is: the bits from the
             # sign of an exp_bits-bit word up not all equal; no comparator behind the subtraction
@@ -423,6 +480,12 @@ class ANLSSequencer(wiring.Component):
         target_distance = [Signal(signed(exp_bits + 4), name="target_distance_1"),
                            Signal(range(product_bits + 1), name="target_distance_2")]
         target_cell = [Signal(p.cell_addr_bits, name=f"target_cell_{stage}") for stage in (1, 2)]
+        # The cell (pipe_i, pipe_c)'s address registered with them, from (outer, inner), the
+        # constant product as shifts and adds: the multiplier (a MULT18X18D) in front of stage 1
+        # was the ANLS sequencer's longest path alone (docs/synthesis.md E43).
+        pipe_cell = Signal(p.cell_addr_bits)
+        m.d.sync += pipe_cell.eq(sum(outer << bit for bit in range(p.total_cols.bit_length())
+                                     if p.total_cols >> bit & 1) + inner)
         target_valid = [Signal(name=f"target_valid_{stage}") for stage in (1, 2)]
         target_product = Signal(product_bits)
         m.d.sync += [target_valid[0].eq(target_pending), target_valid[1].eq(target_valid[0])]
@@ -430,7 +493,7 @@ class ANLSSequencer(wiring.Component):
             m.d.sync += [
                 target_factor.eq(f_read),
                 target_distance[0].eq(target_msb + 1 - f_exp_read),
-                target_cell[0].eq(pipe_i * p.total_cols + pipe_c),
+                target_cell[0].eq(pipe_cell),
             ]
         distance = target_distance[0]
         m.d.sync += [target_product.eq(target_factor * g_span),
@@ -444,17 +507,36 @@ class ANLSSequencer(wiring.Component):
                 m.d.sync += rhs_rows.bit_select(rhs_u, 1).eq(1)
                 with m.If(rhs_entry > rhs_max):
                     m.d.sync += rhs_max.eq(rhs_entry)
+        # The mantissa one cycle later, read and registered in every cycle (it counts only with
+        # commit_valid) straight from the block RAM, the dead columns' zero after the register:
+        # the RAM's clock-to-out leaves no room for a LUT in this cycle (docs/synthesis.md E45;
+        # the scratch's ports share one address, below, for the same reason). The row exponent
+        # (LUT RAM) at once.
+        m.d.comb += scratch_read.en.eq(1)
+        m.d.sync += commit_data.eq(scratch_read.data)
         with m.If(commit_pending):
-            # The mantissa one cycle later (registered), the row exponent (LUT RAM) at once.
-            m.d.sync += [commit_data.eq(Mux(live.bit_select(pipe_c, 1), scratch_read.data, 0)),
+            m.d.sync += [commit_live.eq(live.bit_select(pipe_c, 1)),
                          commit_address.eq(output_address(pipe_i, pipe_c))]
             with m.If(pipe_c == 0):
                 write_output_exp(pipe_i, scratch_exp_read.data)
         with m.If(commit_valid):
-            write_output(commit_address, commit_data)
+            write_output(commit_address, Mux(commit_live, commit_data, 0))
 
         # --- the solve sequencer's RHS reads, served from R; its results, into the scratch ------
         solving = Signal()
+        # The scratch addresses do not depend on the decisions that enable the writes (the
+        # solve's done and error, the retry, in front of the LUT RAM's write address were the ANLS
+        # sequencer's longest path alone, docs/synthesis.md E41): the right-hand side's row, the
+        # column of the result or of Clear-Row's and Commit's walks. The read port takes the same
+        # address (Commit reads right-hand side `outer`): Yosys then maps both to one port of the
+        # DP16KD; a read port beside a write port gets a bypass mux after the RAM for their
+        # same-address collisions (DP16KD's ports have no defined cross-port read-during-write),
+        # in front of `commit_data` (E45).
+        scratch_column = Signal(range(cols))
+        m.d.comb += [scratch_column.eq(self.result.addr),
+                     scratch_write.addr.eq(rhs * cols + scratch_column),
+                     scratch_read.addr.eq(rhs * cols + scratch_column),
+                     scratch_exp_write.addr.eq(rhs), scratch_exp_write.data.eq(shift)]
         with m.If(solving):
             m.d.comb += [self.r.addr.eq(r_address(rhs, self.rhs.addr)), self.r.en.eq(self.rhs.en)]
         magnitude = ((self.r.data << headroom) >> shift)[:p.dac_bits - 1]
@@ -462,7 +544,6 @@ class ANLSSequencer(wiring.Component):
         with m.If(solving & self.result.en):
             code = self.result.data.code
             m.d.comb += [scratch_write.en.eq(1),
-                         scratch_write.addr.eq(rhs * cols + self.result.addr),
                          scratch_write.data.eq(Mux(code[-1], code[:-1], 0))]   # floored at 0
             m.d.sync += over_range.eq(over_range | self.result.data.over_range)
 
@@ -525,24 +606,28 @@ class ANLSSequencer(wiring.Component):
             with m.If(abort_any):
                 stop(ErrorCode.ABORTED)
 
-        def walk(last_outer, then: str):
-            """Step (outer, inner) over last_outer + 1 rows x rank columns, inner fastest;
-            go to state ``then`` after the last pair."""
-            m.d.sync += inner.eq(inner + 1)
-            with m.If(inner == rank - 1):
-                m.d.sync += [inner.eq(0), outer.eq(outer + 1)]
-                with m.If(outer == last_outer):
-                    m.d.sync += outer.eq(0)
+        def walk(outer_last: Signal, then: str):
+            """Step (outer, inner) over the rows up to the one ``outer_last`` flags x rank
+            columns, inner fastest; go to state ``then`` after the last pair."""
+            advance_inner()
+            with m.If(inner_last):
+                restart_inner()
+                advance_outer()
+                with m.If(outer_last):
+                    restart_outer()
                     m.next = then
 
-        def begin_half_step():
+        def begin_half_step(new_step: NMFStep):
             # fold_second too: an abort in Scan-Fold's first cycle leaves it set.
-            m.d.sync += [outer.eq(0), inner.eq(0), live.eq(0), exp_bad.eq(0),
+            set_step(new_step)
+            restart_outer(new_step)
+            restart_inner()
+            m.d.sync += [live.eq(0), exp_bad.eq(0),
                          error_detail.eq(0), rhs_done.eq(0), fold_second.eq(0)]
             m.next = "Scan-Factor"
 
         def begin_rhs():
-            m.d.sync += [index.eq(0), rhs_max.eq(0), rhs_rows.eq(0)]
+            m.d.sync += [index.eq(0), index_last.eq(f_single), rhs_max.eq(0), rhs_rows.eq(0)]
             m.next = "Scan-RHS"
 
         with m.FSM(init="Idle") as fsm:
@@ -557,8 +642,11 @@ class ANLSSequencer(wiring.Component):
                 # The first half-step's internal state too (begin_half_step and set_step's walk
                 # ends): the controller's refusal -> start -> these enables was the ECP5's worst
                 # path (docs/synthesis.md E36). The start enables only what the host sees.
-                m.d.sync += [outer.eq(0), inner.eq(0), live.eq(0), exp_bad.eq(0), fold_second.eq(0),
-                             abort_pending.eq(0), last_f_row.eq(size_m - 1), last_rhs.eq(size_n - 1)]
+                m.d.sync += [live.eq(0), exp_bad.eq(0), fold_second.eq(0), abort_pending.eq(0),
+                             inner.eq(0), inner_last.eq(rank == 1), outer.eq(0),
+                             outer_last_row.eq(size_m == 1), outer_last_rhs.eq(size_n == 1),
+                             f_single.eq(size_m == 1), rhs_single.eq(size_n == 1),
+                             f_row_before_last.eq(size_m - 2), rhs_before_last.eq(size_n - 2)]
                 with m.If(self.start):
                     m.d.sync += [error.eq(settled_start_error), error_detail.eq(0)]
                     with m.If(settled_start_error != ErrorCode.NONE):
@@ -572,7 +660,7 @@ class ANLSSequencer(wiring.Component):
                 read_factor(factor_address(outer, inner))
                 read_factor_exp(outer)
                 m.d.sync += scan_pending.eq(1)
-                walk(last_f_row, "Scan-Fold")
+                walk(outer_last_row, "Scan-Fold")
                 abortable()
 
             with m.State("Scan-Fold"):
@@ -585,9 +673,10 @@ class ANLSSequencer(wiring.Component):
 
             with m.State("Read-Exponents"):
                 read_factor_exp(rows + inner)
-                m.d.sync += [exp_pending.eq(1), inner.eq(inner + 1)]
-                with m.If(inner == rank - 1):
-                    m.d.sync += inner.eq(0)
+                m.d.sync += exp_pending.eq(1)
+                advance_inner()
+                with m.If(inner_last):
+                    restart_inner()
                     m.next = "Targets"
                 abortable()
 
@@ -595,7 +684,7 @@ class ANLSSequencer(wiring.Component):
                 read_factor(factor_address(outer, inner))
                 read_factor_exp(outer)
                 m.d.sync += target_pending.eq(1)
-                walk(last_f_row, "Program-Start")
+                walk(outer_last_row, "Program-Start")
                 abortable()
 
             # -- program ------------------------------------------------------------------------
@@ -626,8 +715,8 @@ class ANLSSequencer(wiring.Component):
                              self.mask.addr.eq(address >> word_bits), self.mask.en.eq(1)]
                 m.d.sync += [rhs_pending.eq(1), pipe_bit.eq(address[:word_bits]),
                              pipe_i.eq(index),
-                             index.eq(index + 1)]
-                with m.If(index == last_f_row):
+                             index.eq(index + 1), index_last.eq(index == f_row_before_last)]
+                with m.If(index_last):
                     m.next = "Scan-Drain"
                 abortable()
 
@@ -637,12 +726,20 @@ class ANLSSequencer(wiring.Component):
 
             with m.State("Scan-Last"):
                 # The last entry is folded in this cycle: rhs_max and rhs_rows are final after it.
+                m.next = "RHS-Hold"
+                abortable()
+
+            with m.State("RHS-Hold"):
+                # The controller registers the solve sequencer's operands (the mux of the host's,
+                # RUN_NMF's and REFINE's in front of its start checks was the ECP5's worst path,
+                # docs/synthesis.md E46), and the sequencer checks them as they were the cycle
+                # before its start: the row mask must be final two cycles before Solve-Start.
                 m.next = "RHS-Decide"
                 abortable()
 
             with m.State("RHS-Decide"):
-                m.d.sync += [shift.eq(highest_set_index(rhs_max)), retries_done.eq(0),
-                             inner.eq(0)]
+                m.d.sync += [shift.eq(highest_set_index(rhs_max)), retries_done.eq(0)]
+                restart_inner()
                 with m.If((rhs_max == 0) | (live == 0)):
                     m.next = "Clear-Row"
                 with m.Else():
@@ -651,14 +748,13 @@ class ANLSSequencer(wiring.Component):
 
             with m.State("Clear-Row"):
                 # Nothing observed, all zero, or no live column: the solution is 0.
-                m.d.comb += [scratch_write.en.eq(1), scratch_write.addr.eq(rhs * cols + inner),
-                             scratch_write.data.eq(0)]
+                m.d.comb += [scratch_write.en.eq(1), scratch_column.eq(inner),
+                             scratch_write.data.eq(0), scratch_exp_write.data.eq(0)]
                 with m.If(inner == 0):
-                    m.d.comb += [scratch_exp_write.en.eq(1), scratch_exp_write.addr.eq(rhs),
-                                 scratch_exp_write.data.eq(0)]
-                m.d.sync += inner.eq(inner + 1)
-                with m.If(inner == rank - 1):
-                    m.d.sync += inner.eq(0)
+                    m.d.comb += scratch_exp_write.en.eq(1)
+                advance_inner()
+                with m.If(inner_last):
+                    restart_inner()
                     m.next = "RHS-Next"
                 abortable()
 
@@ -675,58 +771,56 @@ class ANLSSequencer(wiring.Component):
                         stop(solve.error)
                     with m.Elif(abort_any):
                         stop(ErrorCode.ABORTED)
-                    with m.Elif(over_range & (retries_done < range_retries)):
+                    with m.Elif(over_range & retries_left):
                         # Halve the input (one more bit of exponent) and solve again.
                         m.d.comb += self.retry.eq(1)
                         m.d.sync += [shift.eq(shift + 1), retries_done.eq(retries_done + 1)]
                         m.next = "Solve-Start"
                     with m.Else():
-                        m.d.comb += [self.unresolved.eq(over_range),
-                                     scratch_exp_write.en.eq(1), scratch_exp_write.addr.eq(rhs),
-                                     scratch_exp_write.data.eq(shift)]
+                        m.d.comb += [self.unresolved.eq(over_range), scratch_exp_write.en.eq(1)]
                         m.next = "RHS-Next"
 
             with m.State("RHS-Next"):
                 m.d.sync += rhs_done.eq(rhs_done + 1)
-                with m.If(rhs == last_rhs):
-                    m.d.sync += [outer.eq(0), inner.eq(0)]
+                with m.If(outer_last_rhs):
+                    restart_outer()
+                    restart_inner()
                     m.next = "Commit"
                 with m.Else():
-                    m.d.sync += outer.eq(outer + 1)
+                    advance_outer()
                     begin_rhs()
                 abortable()
 
             # -- commit: runs to its end even when an abort arrives -----------------------------
             with m.State("Commit"):
-                m.d.comb += [scratch_read.addr.eq(outer * cols + inner), scratch_read.en.eq(1),
+                m.d.comb += [scratch_column.eq(inner),
                              scratch_exp_read.addr.eq(outer), scratch_exp_read.en.eq(1)]
                 m.d.sync += commit_pending.eq(1)
-                walk(last_rhs, "Commit-Drain")
+                walk(outer_last_rhs, "Commit-Drain")
 
             with m.State("Commit-Drain"):
                 m.next = "Commit-Exponents"
 
             with m.State("Commit-Exponents"):
                 write_output_exp(rows + inner, new_exp_flat.word_select(inner, exp_bits))
-                m.d.sync += inner.eq(inner + 1)
-                with m.If(inner == rank - 1):
-                    m.d.sync += inner.eq(0)
+                advance_inner()
+                with m.If(inner_last):
+                    restart_inner()
                     m.next = "Half-Done"
 
             with m.State("Half-Done"):
                 with m.If(abort_any):
                     stop(ErrorCode.ABORTED)
                 with m.Elif(h_step):
-                    set_step(NMFStep.W)
-                    begin_half_step()
+                    begin_half_step(NMFStep.W)
                 with m.Else():
                     m.d.comb += self.iteration_done.eq(1)
-                    set_step(NMFStep.H)
                     m.d.sync += iteration.eq(iteration + 1)
-                    with m.If(iteration == iterations - 1):
+                    with m.If(iteration_last):
+                        set_step(NMFStep.H)   # the progress after the last iteration shows H
                         stop(ErrorCode.NONE)
                     with m.Else():
-                        begin_half_step()
+                        begin_half_step(NMFStep.H)
 
             with m.State("Done"):
                 m.d.comb += self.done.eq(1)
@@ -739,7 +833,7 @@ class ANLSSequencer(wiring.Component):
         phases = {
             NMFPhase.PREPARE: ("Scan-Factor", "Scan-Fold", "Read-Exponents", "Targets"),
             NMFPhase.PROGRAM: ("Program-Start", "Program-Wait"),
-            NMFPhase.SOLVE: ("Scan-RHS", "Scan-Drain", "Scan-Last", "RHS-Decide", "Clear-Row", "Solve-Start",
+            NMFPhase.SOLVE: ("Scan-RHS", "Scan-Drain", "Scan-Last", "RHS-Hold", "RHS-Decide", "Clear-Row", "Solve-Start",
                              "Solve-Wait", "RHS-Next"),
             NMFPhase.COMMIT: ("Commit", "Commit-Drain", "Commit-Exponents", "Half-Done"),
         }

@@ -82,6 +82,10 @@ class ColumnRemap(wiring.Component):
             "physical_adc_mux": Out(p.col_addr_bits),
             "logical_cell_col": In(p.col_addr_bits),
             "physical_cell_col": Out(p.col_addr_bits),
+            # The controller's record of the last conversion's column, translated after its
+            # register (docs/synthesis.md E47).
+            "logical_recorded_col": In(p.col_addr_bits),
+            "physical_recorded_col": Out(p.col_addr_bits),
             "map_write": In(memory.WritePort.Signature(addr_width=p.col_addr_bits,
                                                         shape=MAP_ENTRY_LAYOUT)),
         })
@@ -117,6 +121,7 @@ class ColumnRemap(wiring.Component):
             self.physical_fault_en.eq(to_physical(self.logical_fault_en)),
             self.physical_adc_mux.eq(physical[self.logical_adc_mux]),
             self.physical_cell_col.eq(physical[self.logical_cell_col]),
+            self.physical_recorded_col.eq(physical[self.logical_recorded_col]),
         ]
 
         # --- REMAP_MAP mirror: one dirty entry written per cycle (all after reset) -------------

@@ -231,11 +231,13 @@ class Controller(wiring.Component):
         # The blocks work in logical columns; the remap translates the column members to
         # physical ones (hdl/column_remap.py).
         translated = ("col_en", "adc_mux", "cell_col")
+        logical_outputs: dict[str, Value] = {}   # the blocks' outputs, before the remap
         for port in AFESignature(p).ports():
             outer = Value.cast(getattr(self.afe, port.name))
             members = [Value.cast(getattr(block, port.name)) for block in afe_blocks]
             if port.flow == wiring.Out:
                 driven = functools.reduce(operator.or_, members)
+                logical_outputs[port.name] = driven
                 if remap is not None and port.name in translated:
                     m.d.comb += [getattr(remap, f"logical_{port.name}").eq(driven),
                                  outer.eq(getattr(remap, f"physical_{port.name}"))]
@@ -546,6 +548,15 @@ class Controller(wiring.Component):
         if refiner is not None:
             solve_drivers.append((refine_running, refiner.solve))
             self._elaborate_refine(m, refiner, regs, host_solve, accepted & is_refine, abort)
+        # The solve sequencer's row mask and its timing operands are selected into registers: the
+        # busy flip-flops' mux in front of the sequencer's start checks and walk loads was the
+        # ECP5's worst path (docs/synthesis.md E16, E46). The sequencer checks its operands as they
+        # were the cycle before its start, so every driver holds them from two cycles before:
+        # the host's registers (written at least REGISTER_WRITE_SPACING cycles before a start),
+        # REFINE's (fixed from its start) and RUN_NMF's (constant, and the row mask final from
+        # RHS-Hold, a cycle before RHS-Decide). The column mask and the mode stay a mux of this
+        # cycle: REFINE's change up to the cycle before its solve's start.
+        registered_solve_operands = ("row_mask", "avg_log2", "dac_settle", "analog_settle", "watchdog_limit")
         for block, signature, host, drivers in (
                 (seq, solve_command_signature(p), host_solve, solve_drivers),
                 (prog, program_command_signature(p), host_program, program_drivers)):
@@ -561,6 +572,10 @@ class Controller(wiring.Component):
                     value = host[name]
                     for busy, command in drivers:
                         value = Mux(busy, getattr(command, name), value)
+                    if block is seq and drivers and name in registered_solve_operands:
+                        selected = Signal.like(port, name=f"solve_{name}")
+                        m.d.sync += selected.eq(value)
+                        value = selected
                     m.d.comb += port.eq(value)
 
         # The cell of a READ_CELL, kept for storing its reading into RESULTS at the end.
@@ -576,22 +591,29 @@ class Controller(wiring.Component):
         # strobe cycle's AFE outputs: the multiply behind them was on the ECP5's critical path).
         # The strobe cycle's values are registered every cycle and recorded one cycle later: the
         # blocks' state -> adc_start as the records' enable, behind the AFE outputs' OR and the
-        # remap, was the ECP5's worst path (docs/synthesis.md E31).
+        # remap, was the ECP5's worst path (docs/synthesis.md E31). The registered values are the
+        # blocks' logical ones, the recorded column (the cell's or the ADC channel) translated by
+        # the remap after that register: the blocks' outputs -> the remap -> the strobe registers
+        # was the ECP5's worst path then (E47). The map is the same in the strobe's cycle and the
+        # next (it changes when a spare trial starts or ends, around the programmer's walk).
         last_was_cell = Signal()
-        last_row, last_col = Signal.like(afe.cell_row), Signal.like(afe.cell_col)
-        last_mux = Signal.like(afe.adc_mux)
+        last_row, last_column = Signal.like(afe.cell_row), Signal.like(afe.cell_col)
         strobe_seen, strobe_cell = Signal(), Signal()
         strobe_row, strobe_col = Signal.like(afe.cell_row), Signal.like(afe.cell_col)
         strobe_mux = Signal.like(afe.adc_mux)
         m.d.sync += [strobe_seen.eq(afe.adc_start), strobe_cell.eq(afe.mode == AFEMode.READ_CELL),
-                     strobe_row.eq(afe.cell_row), strobe_col.eq(afe.cell_col), strobe_mux.eq(afe.adc_mux)]
+                     strobe_row.eq(afe.cell_row), strobe_col.eq(logical_outputs["cell_col"]),
+                     strobe_mux.eq(logical_outputs["adc_mux"])]
+        strobe_column = Mux(strobe_cell, strobe_col, strobe_mux)
+        if remap is not None:
+            m.d.comb += remap.logical_recorded_col.eq(strobe_column)
+            strobe_column = remap.physical_recorded_col
         with m.If(strobe_seen):
-            m.d.sync += [last_was_cell.eq(strobe_cell), last_row.eq(strobe_row),
-                         last_col.eq(strobe_col), last_mux.eq(strobe_mux)]
+            m.d.sync += [last_was_cell.eq(strobe_cell), last_row.eq(strobe_row), last_column.eq(strobe_column)]
         # Registered too: a timeout ends at least the watchdog limit and the safe exit (ROWS + 2
         # cycles) after its conversion started, more than these two cycles; in the done cycle the multiply-add was behind
         # the error_detail selection (docs/synthesis.md I20).
-        target_now = Mux(last_was_cell, last_row * p.total_cols + last_col, last_mux)
+        target_now = Mux(last_was_cell, last_row * p.total_cols + last_column, last_column)
         last_target = Signal(target_now.shape())
         m.d.sync += last_target.eq(target_now)
 

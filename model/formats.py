@@ -501,8 +501,9 @@ def nmf_prepare_cycles(*, rows: int, k: int) -> int:
 def nmf_scan_cycles(*, rows: int) -> int:
     """Cycles from the first read of a right-hand side to the solve's start (or the
     cleared row): ``rows`` reads, one cycle registering the last entry, one folding it, one
-    decision cycle: ``rows + 3``."""
-    return _check_int("rows", rows, 1) + 3
+    holding the final row mask (the controller registers the solve sequencer's operands), one
+    decision cycle: ``rows + 4``."""
+    return _check_int("rows", rows, 1) + 4
 
 
 def nmf_commit_cycles(*, count: int, k: int) -> int:

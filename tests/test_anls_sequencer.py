@@ -376,6 +376,22 @@ def test_unequal_sizes_dead_component_and_unresolved_over_range_agree_with_the_g
     assert_phase_cycles(rtl, problem)
 
 
+def test_the_walks_edges_one_rhs_full_rank_three_iterations_agree_with_the_golden_model():
+    # The walks' end flags are kept a step ahead (docs/synthesis.md E40): a one-column R (one
+    # right-hand side in the H-step, a one-row factor in the W-step), every row of the build and
+    # the full rank, over three iterations, end each walk where the golden model's loops do.
+    problem = make_problem(m=PARAMS.rows, n=1, k=PARAMS.cols, seed=6, missing=0.0)
+    run = Run(iterations=3)
+    afe = model_afe()
+    golden = golden_for(problem, afe)
+    rtl = run_rtl(problem, run, afe)
+    expected = run.golden(golden, problem, afe.period_ps * rtl.start_cycle / PICOSECONDS_PER_SECOND)
+    assert rtl.error == ErrorCode.NONE.value and rtl.done_cycle == expected.done_cycle
+    assert rtl.iteration_done == 3 and rtl.pulses == expected.pulse_count
+    assert_buffers_equal(rtl.buffers, golden_buffers(golden))
+    assert_phase_cycles(rtl, problem)
+
+
 @pytest.mark.parametrize("k, dead", [(1, ()), (2, (0,))], ids=["k1", "k2-first-dead"])
 def test_the_last_target_write_meets_the_first_fetch_and_the_fetch_sees_it(k, dead):
     # The TARGET pipeline's last write lands in the programmer's first Fetch-Target cycle; with
@@ -758,6 +774,45 @@ def test_run_nmf_over_the_bus_equals_the_golden_model_with_counters_progress_and
     assert max(p["rhs_done"] for p in seen["progress"]) >= problem.n - 1
     assert seen["NMF_IRQ"]["progress"] == 1 and seen["irq"] == 1, "the iteration raised the progress interrupt"
     assert seen["IRQ_STATUS"]["done"] == 1 and seen["irq_cleared"] == 0
+
+
+def test_run_nmf_over_the_bus_solves_right_hand_sides_observed_last_as_the_golden_model():
+    # The controller registers the solve sequencer's row mask, and the sequencer checks it (and
+    # whether it has one row) as it was the cycle before its start; RUN_NMF's mask gets its last
+    # entry in Scan-Last, so RHS-Hold keeps it two cycles ahead of Solve-Start (docs/synthesis.md
+    # E46). Right-hand sides observed only in their last entry, or in it and one more, are the
+    # ones a mask a cycle late would refuse (BAD_DIMENSION) or walk as a single row.
+    problem = make_problem(m=6, n=5, k=2, seed=9, missing=0.0)
+    observed = np.ones((problem.m, problem.n), dtype=bool)
+    observed[:, 0] = np.arange(problem.m) == problem.m - 1          # H-step RHS 0: last entry only
+    observed[:, 1] = np.isin(np.arange(problem.m), (2, problem.m - 1))
+    observed[0] = np.arange(problem.n) == problem.n - 1             # W-step RHS 0: last entry only
+    observed[1] = np.isin(np.arange(problem.n), (3, problem.n - 1))
+    problem.observed = observed
+    run = Run(iterations=1)
+    afe = model_afe()
+    bench = NMFBench(PARAMS, model=afe)
+    seen: dict[str, Any] = {}
+
+    async def testbench(ctx):
+        await bench.load(ctx, problem, run, afe)
+        start = await bench.start(ctx, Opcode.RUN_NMF)
+        seen.update(status=await bench.wait_done(ctx), start=start)
+        for window in ("NMF_W", "NMF_H", "NMF_W_EXP", "NMF_H_EXP"):
+            seen[window] = await bench.read_words(ctx, window)
+
+    bench.run(testbench)
+    golden = golden_for(problem, afe)
+    expected = run.golden(golden, problem,
+                          afe.period_ps * bench.afe.seen["nmf_start"][0] / PICOSECONDS_PER_SECOND)
+    assert expected.error == Error.NONE
+    assert seen["status"] == tc.status_word(ErrorCode.NONE)
+    assert bench.status_cycles(seen["start"]) == expected.done_cycle + tc.STATUS_DELAY
+    words = golden_buffers(golden)
+    for window, key in (("NMF_W", "w"), ("NMF_H", "h"), ("NMF_W_EXP", "w_exp"), ("NMF_H_EXP", "h_exp")):
+        assert seen[window] == words[key], window
+    h = np.array(seen["NMF_H"]).reshape(PARAMS.cols, PARAMS.rows)
+    assert h[:problem.k, 0].any(), "the H-step solved the right-hand side observed in its last entry"
 
 
 NMF_REFUSALS = {

@@ -161,6 +161,31 @@ def test_program_matrix_remaps_a_column_with_stuck_cells_and_solves_agree_with_t
     assert seen["results"][:PARAMS.cols] == [solve.words[c] for c in range(PARAMS.cols)]
 
 
+def test_a_timeout_on_a_remapped_column_reports_the_physical_cell():
+    # The controller records the last conversion's logical column and translates it by the map
+    # after its register (docs/synthesis.md E47): a READ_CELL of logical column 2, remapped to
+    # spare 3, that times out reports the physical cell.
+    seed, row = 7, 4
+    afe = model_afe(seed, **STUCK)
+    targets = targets_for(afe, seed)
+    bench = ModelBench(PARAMS, model=afe)
+    seen: dict[str, Any] = {}
+
+    async def testbench(ctx):
+        await bench.configure(ctx, targets, REMAP_CONTROL=1, COL_ENABLE=MAIN)
+        seen["program"], _ = await bench.command(ctx, Opcode.PROGRAM_MATRIX)
+        seen["map"] = await bench.read_words(ctx, "REMAP_MAP")
+        await bench.setup(ctx, WATCHDOG=1)   # shorter than a conversion
+        seen["read"], _ = await bench.command(ctx, Opcode.READ_CELL, row=row, col=2)
+        await bench.setup(ctx, WATCHDOG=WATCHDOG)
+        seen["unmapped"], _ = await bench.command(ctx, Opcode.READ_CELL, row=row, col=1)
+
+    bench.run(testbench)
+    assert seen["program"] == tc.status_word(ErrorCode.NONE) and seen["map"][2] == 3 | 1 << 8
+    assert seen["read"] == tc.status_word(ErrorCode.ADC_TIMEOUT, row * PARAMS.total_cols + 3)
+    assert seen["unmapped"] == tc.status_word(ErrorCode.NONE)
+
+
 def test_without_the_remap_enabled_program_matrix_ends_cells_failed_and_keeps_the_map():
     seed = 7
     afe = model_afe(seed, **STUCK)

@@ -170,7 +170,7 @@ def test_window_codes_and_r_codes():
 
 def test_phase_cycle_formulas():
     assert nmf_prepare_cycles(rows=8, k=3) == 2 * 8 * 3 + 3 + 2
-    assert nmf_scan_cycles(rows=8) == 11
+    assert nmf_scan_cycles(rows=8) == 12
     assert nmf_commit_cycles(count=5, k=2) == 5 * 2 + 1 + 2
     with pytest.raises(ValueError, match=exact("k must be an integer >= 1; got 0")):
         nmf_prepare_cycles(rows=8, k=0)
