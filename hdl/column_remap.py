@@ -144,12 +144,21 @@ class ColumnRemap(wiring.Component):
 
         # --- repair sequence -----------------------------------------------------------------
         pending = Signal(n)        # failed columns of the walk not repaired yet
-        column = Signal(p.col_addr_bits)   # j of the running trial
-        spare = Signal(p.col_addr_bits)    # s of the running trial
         column_was = Signal(p.col_addr_bits)  # physical[j] before the swap
+        # The two entries the running trial swapped, as bits (column j < COLS, spare s >= COLS),
+        # set in Choose: an undo and a trial's end enable them by these flip-flops instead of
+        # index compares behind the programmer's done (the map entries' enables were the
+        # iCE40's critical path, docs/synthesis.md I47).
+        swapped = Signal(n)
+
+        def undo_value(c: int):
+            # Entry c's value before the swap: j's old physical column, or the spare itself.
+            return column_was if c < p.cols else c
 
         def undo_swap():
-            m.d.sync += [physical[column].eq(column_was), physical[spare].eq(spare)]
+            for c in range(n):
+                with m.If(swapped[c]):
+                    m.d.sync += physical[c].eq(undo_value(c))
 
         # busy from a flip-flop (set leaving Idle, cleared by finish), not the state decode: the
         # controller's walk-done and STATUS logic behind it was the iCE40's critical path
@@ -163,11 +172,11 @@ class ColumnRemap(wiring.Component):
             m.d.sync += [busy.eq(0), trial.eq(0)]
             m.next = "Idle"
 
-        # What a trial's end decides, precomputed: pending, free, column and spare are fixed from
-        # Hold to the trial's done (set in Choose), so the registers hold the current outcome in
+        # What a trial's end decides, precomputed: pending, free and swapped are fixed from Hold
+        # to the trial's done (swapped set in Choose), so the registers hold the current outcome in
         # Start and Trial and the done cycle only picks one by the programmer's error.
-        trial_spare_bit = Const(1, n) << spare
-        trial_column_bit = Const(1, n) << column
+        trial_spare_bit = swapped & spare_mask
+        trial_column_bit = swapped & main_mask
         free_after_trial = (free & ~trial_spare_bit) != 0
         more_if_passed, more_if_spare_bad = Signal(), Signal()
         left_if_passed, left_if_spare_bad = Signal(), Signal()
@@ -198,14 +207,21 @@ class ColumnRemap(wiring.Component):
                     m.d.comb += mark_dirty.eq((1 << n) - 1)
 
             with m.State("Choose"):
-                j = lowest_set_index(pending & main_mask)
+                # j and s as one-hot vectors (the lowest set bit), each entry enabled by its own
+                # bit: j is below COLS, s a spare.
+                failed_main = pending & main_mask
+                j_bit = (failed_main & (~failed_main + 1))[:n]
+                s_bit = (free & (~free + 1))[:n]
+                j = lowest_set_index(failed_main)
                 s = lowest_set_index(free)
                 with m.If(self.abort):
                     finish()
                 with m.Else():
-                    m.d.sync += [column.eq(j), spare.eq(s), column_was.eq(physical[j]),
-                                 physical[j].eq(s), physical[s].eq(physical[j]),
-                                 self.trial_col_mask.eq(Const(1, n) << j)]
+                    m.d.sync += [column_was.eq(physical[j]), swapped.eq(j_bit | s_bit),
+                                 self.trial_col_mask.eq(j_bit)]
+                    for c in range(n):
+                        with m.If((j_bit if c < p.cols else s_bit)[c]):
+                            m.d.sync += physical[c].eq(s if c < p.cols else physical[j])
                     m.next = "Hold"
 
             with m.State("Hold"):
@@ -228,25 +244,26 @@ class ColumnRemap(wiring.Component):
                 with m.If(self.prog_done):
                     passed = self.prog_error == ErrorCode.NONE
                     spare_bad = self.prog_error == ErrorCode.CELLS_FAILED
-                    column_bit, spare_bit = trial_column_bit, trial_spare_bit
-                    pending_next = Signal(n)
-                    m.d.comb += pending_next.eq(pending & ~(column_bit & passed.replicate(n)))
-                    # The trial's entries and flags are written whatever the outcome, the outcome
-                    # choosing the data (kept or undone): the error decode in front of their
-                    # enables was the iCE40's critical path (docs/synthesis.md I40).
-                    m.d.sync += [taken.eq(Mux(passed | spare_bad, taken | spare_bit, taken)),
-                                 pending.eq(pending_next)]
-                    for c in range(n):
-                        with m.If((column == c) | (spare == c)):
-                            m.d.sync += physical[c].eq(Mux(passed, physical[c],
-                                                           Mux(column == c, column_was, c)))
-                    with m.If(passed):
-                        m.d.comb += [self.remapped.eq(1), mark_dirty.eq(column_bit | spare_bit)]
                     with m.If(~passed & ~spare_bad | ~Mux(passed, more_if_passed, more_if_spare_bad)):
                         finish()
                     with m.Else():
                         m.d.sync += trial.eq(0)
                         m.next = "Choose"
+
+        # A trial's end (by the `trial` flip-flop, not the state decode): the trial's entries and
+        # flags are written whatever the outcome, the outcome choosing the data (kept or undone):
+        # the error decode in front of their enables was the iCE40's critical path
+        # (docs/synthesis.md I40).
+        with m.If(trial & self.prog_done):
+            passed = self.prog_error == ErrorCode.NONE
+            spare_bad = self.prog_error == ErrorCode.CELLS_FAILED
+            m.d.sync += [taken.eq(Mux(passed | spare_bad, taken | trial_spare_bit, taken)),
+                         pending.eq(pending & ~(trial_column_bit & passed.replicate(n)))]
+            for c in range(n):
+                with m.If(swapped[c]):
+                    m.d.sync += physical[c].eq(Mux(passed, physical[c], undo_value(c)))
+            with m.If(passed):
+                m.d.comb += [self.remapped.eq(1), mark_dirty.eq(swapped)]
 
         # The command ends: a walk's done in Idle that starts no repair (its error), an abort in
         # Choose, Hold or Start (ABORTED), a trial's done with no trial to follow (the trial's own
