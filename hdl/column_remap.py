@@ -51,7 +51,8 @@ class ColumnRemap(wiring.Component):
     host PROGRAM_MATRIX / REFRESH ends this cycle), ``prog_done``, ``prog_error``, ``failed_cols``
     (the programmer's); ``busy`` (a repair runs), ``trial_start``, ``trial_col_mask``,
     ``finished`` / ``outcome`` (the command ends this cycle, with this error), ``remapped``
-    (a swap was kept this cycle), ``spares_left``; translation ``logical_*`` -> ``physical_*``;
+    (a swap was kept this cycle), ``spares_left``; translation ``logical_*`` -> ``physical_*``
+    (the AFE port's members, and the controller's records of a conversion: ``*_recorded_*``);
     ``map_write`` (the REMAP_MAP window, written from ``dirty`` entries one per cycle).
     """
 
@@ -83,6 +84,10 @@ class ColumnRemap(wiring.Component):
             "physical_adc_mux": Out(p.col_addr_bits),
             "logical_cell_col": In(p.col_addr_bits),
             "physical_cell_col": Out(p.col_addr_bits),
+            "logical_recorded_adc_mux": In(p.col_addr_bits),
+            "physical_recorded_adc_mux": Out(p.col_addr_bits),
+            "logical_recorded_cell_col": In(p.col_addr_bits),
+            "physical_recorded_cell_col": Out(p.col_addr_bits),
             "map_write": In(memory.WritePort.Signature(addr_width=p.col_addr_bits,
                                                         shape=MAP_ENTRY_LAYOUT)),
         })
@@ -118,6 +123,12 @@ class ColumnRemap(wiring.Component):
             self.physical_fault_en.eq(to_physical(self.logical_fault_en)),
             self.physical_adc_mux.eq(physical[self.logical_adc_mux]),
             self.physical_cell_col.eq(physical[self.logical_cell_col]),
+            # The controller's record of a conversion's column, registered logical (the blocks'
+            # states -> their AFE outputs -> the translation in front of the record was the
+            # iCE40's critical path, docs/synthesis.md I48): the map does not change while a
+            # block runs.
+            self.physical_recorded_adc_mux.eq(physical[self.logical_recorded_adc_mux]),
+            self.physical_recorded_cell_col.eq(physical[self.logical_recorded_cell_col]),
         ]
 
         # --- REMAP_MAP mirror: one dirty entry written per cycle (all after reset) -------------

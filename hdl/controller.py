@@ -577,10 +577,22 @@ class Controller(wiring.Component):
         strobe_row, strobe_col = Signal.like(afe.cell_row), Signal.like(afe.cell_col)
         strobe_mux = Signal.like(afe.adc_mux)
         m.d.sync += [strobe_seen.eq(afe.adc_start), strobe_cell.eq(afe.mode == AFEMode.READ_CELL),
-                     strobe_row.eq(afe.cell_row), strobe_col.eq(afe.cell_col), strobe_mux.eq(afe.adc_mux)]
+                     strobe_row.eq(afe.cell_row)]
+        if remap is None:
+            m.d.sync += [strobe_col.eq(afe.cell_col), strobe_mux.eq(afe.adc_mux)]
+            recorded_col, recorded_mux = strobe_col, strobe_mux
+        else:
+            # The logical column and mux are registered and translated behind the register (the
+            # map is fixed while a block runs): the blocks' states -> their AFE outputs -> the
+            # remap's translation in front of the register was the iCE40's critical path
+            # (docs/synthesis.md I48).
+            m.d.sync += [strobe_col.eq(remap.logical_cell_col), strobe_mux.eq(remap.logical_adc_mux)]
+            m.d.comb += [remap.logical_recorded_cell_col.eq(strobe_col),
+                         remap.logical_recorded_adc_mux.eq(strobe_mux)]
+            recorded_col, recorded_mux = remap.physical_recorded_cell_col, remap.physical_recorded_adc_mux
         with m.If(strobe_seen):
             m.d.sync += [last_was_cell.eq(strobe_cell), last_row.eq(strobe_row),
-                         last_col.eq(strobe_col), last_mux.eq(strobe_mux)]
+                         last_col.eq(recorded_col), last_mux.eq(recorded_mux)]
         # Registered too: a timeout ends at least the watchdog limit and the safe exit (ROWS + 2
         # cycles) after its conversion started, more than these two cycles; in the done cycle the multiply-add was behind
         # the error_detail selection (docs/synthesis.md I20).

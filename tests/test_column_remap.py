@@ -161,6 +161,30 @@ def test_program_matrix_remaps_a_column_with_stuck_cells_and_solves_agree_with_t
     assert seen["results"][:PARAMS.cols] == [solve.words[c] for c in range(PARAMS.cols)]
 
 
+def test_a_timeout_after_a_remap_reports_the_physical_cell_and_column():
+    # The controller records a conversion's logical column and translates it behind the record
+    # (docs/synthesis.md I48): the detail is still the physical cell (READ_CELL) or column (SOLVE).
+    seed = 7
+    afe = model_afe(seed, **STUCK)
+    targets = targets_for(afe, seed)
+    bench = ModelBench(PARAMS, model=afe)
+    seen: dict[str, Any] = {}
+
+    async def testbench(ctx):
+        await bench.configure(ctx, targets, REMAP_CONTROL=1, COL_ENABLE=MAIN)
+        seen["program"], _ = await bench.command(ctx, Opcode.PROGRAM_MATRIX)
+        seen["map"] = await bench.read_words(ctx, "REMAP_MAP")
+        await bench.setup(ctx, WATCHDOG=1, COL_ENABLE=0b100)   # every conversion times out
+        seen["read"], _ = await bench.command(ctx, Opcode.READ_CELL, row=5, col=2)
+        seen["solve"], _ = await bench.command(ctx, Opcode.SOLVE)
+
+    bench.run(testbench)
+    assert seen["program"] == tc.status_word(ErrorCode.NONE)
+    assert seen["map"][2] == 3 | 1 << 8, "logical column 2 on spare 3"
+    assert seen["read"] == tc.status_word(ErrorCode.ADC_TIMEOUT, 5 * PARAMS.total_cols + 3)
+    assert seen["solve"] == tc.status_word(ErrorCode.ADC_TIMEOUT, 3)
+
+
 def test_without_the_remap_enabled_program_matrix_ends_cells_failed_and_keeps_the_map():
     seed = 7
     afe = model_afe(seed, **STUCK)
