@@ -141,14 +141,14 @@ class ColumnRemap(wiring.Component):
         staged = Signal()
         staged_entry = Signal(range(n))
         staged_physical = Signal(p.col_addr_bits)
-        staged_remapped = Signal()
-        m.d.sync += [staged.eq(dirty != 0), staged_entry.eq(entry), staged_physical.eq(physical[entry]),
-                     staged_remapped.eq(physical[entry] != entry)]
+        m.d.sync += [staged.eq(dirty != 0), staged_entry.eq(entry), staged_physical.eq(physical[entry])]
+        # `remapped` compared behind the registers (in front of them, behind the entry's pick and
+        # its word's mux, it was 7 LUT levels on the iCE40, docs/synthesis.md I49).
         m.d.comb += [
             self.map_write.en.eq(staged),
             self.map_write.addr.eq(staged_entry),
             self.map_write.data.physical.eq(staged_physical),
-            self.map_write.data.remapped.eq(staged_remapped),
+            self.map_write.data.remapped.eq(staged_physical != staged_entry),
         ]
         mark_dirty = Signal(n)
         m.d.sync += dirty.eq((dirty & ~(Const(1, n) << entry)) | mark_dirty)
