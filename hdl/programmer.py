@@ -195,6 +195,13 @@ class WriteVerifyProgrammer(wiring.Component):
         any_failed = Signal()   # failed_count != 0, kept as a flag for the same reason
         fresh = Signal()        # started, the counts not cleared yet (the first Next-Cell does)
         cols_left = Signal(p.total_cols)
+        # cols_left == 0, kept as a flag assigned with every assignment of cols_left: the wide
+        # zero test in Next-Cell was in front of the error's and the walk registers' enables
+        # (the iCE40's 7-LUT paths, docs/synthesis.md I50).
+        cols_empty = Signal(init=1)
+
+        def set_cols_left(value: Value) -> list:
+            return [cols_left.eq(value), cols_empty.eq(value == 0)]
         row = Signal(p.row_addr_bits)
         col = Signal(p.col_addr_bits)
         # TARGET's address row * total_cols + col: the product is registered from the row the
@@ -353,14 +360,14 @@ class WriteVerifyProgrammer(wiring.Component):
                 one_row = Const(1, p.rows) << self.cell_row
                 one_col = Const(1, p.total_cols) << self.cell_col
                 with m.If(self.repeat):
-                    m.d.sync += [rows_left.eq(start_rows), cols_left.eq(self.repeat_col_mask),
+                    m.d.sync += [rows_left.eq(start_rows), *set_cols_left(self.repeat_col_mask),
                                  col_mask.eq(self.repeat_col_mask)]
                 with m.Else():
                     m.d.sync += [
                         command.eq(self.command),
                         start_rows.eq(Mux(single_cell, one_row, self.row_mask)),
                         rows_left.eq(Mux(single_cell, one_row, self.row_mask)),
-                        cols_left.eq(Mux(single_cell, one_col, self.col_mask)),
+                        *set_cols_left(Mux(single_cell, one_col, self.col_mask)),
                         col_mask.eq(Mux(single_cell, one_col, self.col_mask)),
                         tolerance.eq(self.tolerance),
                         amp_start.eq(self.amp_start),
@@ -389,16 +396,16 @@ class WriteVerifyProgrammer(wiring.Component):
                     m.d.sync += [pulse_count.eq(0), failed_count.eq(0), any_failed.eq(0),
                                  failed_cols.eq(0), checked_count.eq(0),
                                  reprogrammed_count.eq(0), fresh.eq(0)]
-                with m.If(cols_left != 0):
+                with m.If(~cols_empty):
                     m.d.sync += [
                         row.eq(lowest_set_index(rows_left)),
                         col.eq(lowest_set_index(cols_left)),
-                        cols_left.eq(cols_left & (cols_left - 1)),
+                        *set_cols_left(cols_left & (cols_left - 1)),
                     ]
                     m.next = "Fetch-Target"
                 with m.Else():
                     # Row finished: the next row starts over with every enabled column.
-                    m.d.sync += [rows_left.eq(rows_after), cols_left.eq(col_mask)]
+                    m.d.sync += [rows_left.eq(rows_after), *set_cols_left(col_mask)]
                     with m.If(on_last_row):
                         m.d.sync += error.eq(Mux(any_failed, ErrorCode.CELLS_FAILED,
                                                  ErrorCode.NONE))
