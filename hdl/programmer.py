@@ -68,7 +68,9 @@ class ProgrammerCommand(enum.Enum, shape=2):
 
 class WriteVerifyProgrammer(wiring.Component):
     """Write-verify of RRAM cells through the AFE. Parameters are sampled at ``start`` and must
-    be held from the cycle before it (the start checks see that cycle's operands).
+    be held from the cycle before it (the start checks see that cycle's operands). ``error`` is
+    the command's outcome from its ``done`` cycle until the next start (while busy it holds
+    scratch values).
 
     Ports (besides start/abort/busy/done/error): ``command``, ``cell_row``, ``cell_col``,
     ``row_mask``, ``col_mask``, ``tolerance`` (codes), ``amp_start``, ``amp_step``,
@@ -388,6 +390,12 @@ class WriteVerifyProgrammer(wiring.Component):
                         m.next = "Next-Cell"
 
             with m.State("Next-Cell"):
+                # The error is written in every cycle of the states that may end the command (the
+                # value that counts is the one of the cycle that leaves for Done or the safe
+                # exit; nothing reads it before done): its enable is then the state decodes and
+                # the abort, not the walk's end, the watchdog and the AFE handshakes behind them
+                # (the iCE40's 7-LUT paths, docs/synthesis.md I52).
+                m.d.sync += error.eq(Mux(any_failed, ErrorCode.CELLS_FAILED, ErrorCode.NONE))
                 # The command's counts are cleared here, in its first Next-Cell (before any
                 # Record), not by the start: the start's fan-out to their enables was the
                 # iCE40's critical path (docs/synthesis.md I36). They keep the last command's
@@ -407,8 +415,6 @@ class WriteVerifyProgrammer(wiring.Component):
                     # Row finished: the next row starts over with every enabled column.
                     m.d.sync += [rows_left.eq(rows_after), *set_cols_left(col_mask)]
                     with m.If(on_last_row):
-                        m.d.sync += error.eq(Mux(any_failed, ErrorCode.CELLS_FAILED,
-                                                 ErrorCode.NONE))
                         m.next = "Done"
                 abortable()
 
@@ -431,10 +437,10 @@ class WriteVerifyProgrammer(wiring.Component):
                 abortable()
 
             with m.State("Read-Wait"):
+                m.d.sync += error.eq(ErrorCode.ADC_TIMEOUT)
                 with m.If(~saw_busy | afe.adc_busy):
                     m.d.sync += saw_busy.eq(saw_busy | afe.adc_busy)
                     with m.If(watchdog.expired):
-                        m.d.sync += error.eq(ErrorCode.ADC_TIMEOUT)
                         m.next = SAFE_EXIT_STATE
                 with m.Else():
                     m.d.comb += self.over_range_sample.eq(afe.adc_ovr)
@@ -471,8 +477,8 @@ class WriteVerifyProgrammer(wiring.Component):
                     # solves) is the reading READ_CELL and REFINE_A get.
                     m.d.sync += [read_code.eq(corrected_product.code),
                                  read_over_range.eq(read_over_range | corrected_product.saturated)]
+                m.d.sync += error.eq(ErrorCode.NONE)
                 with m.If(command == ProgrammerCommand.READ_CELL):
-                    m.d.sync += error.eq(ErrorCode.NONE)
                     m.next = "Done"
                 with m.Elif(within):
                     m.d.sync += cell_failed.eq(0)
@@ -495,10 +501,10 @@ class WriteVerifyProgrammer(wiring.Component):
                 abortable()
 
             with m.State("Pulse-Wait"):
+                m.d.sync += error.eq(ErrorCode.PROGRAM_TIMEOUT)
                 with m.If(afe.prog_done):
                     begin_read()
                 with m.Elif(watchdog.expired):
-                    m.d.sync += error.eq(ErrorCode.PROGRAM_TIMEOUT)
                     m.next = SAFE_EXIT_STATE
                 abortable()
 
