@@ -48,8 +48,9 @@ class ColumnRemap(wiring.Component):
     """Column map, AFE column translation and the repair sequence (module docstring).
 
     Ports: ``enable``, ``clear`` (ignored while busy; never in a ``walk_done`` cycle), ``abort``; ``walk_done`` (the walk of a
-    host PROGRAM_MATRIX / REFRESH ends this cycle), ``prog_done``, ``prog_error``, ``failed_cols``
-    (the programmer's); ``busy`` (a repair runs), ``trial_start``, ``trial_col_mask``,
+    host PROGRAM_MATRIX / REFRESH ends this cycle), ``prog_done``, ``prog_error``,
+    ``prog_error_is_none``, ``prog_error_is_cells_failed`` (its decodes, flip-flops of the
+    programmer: docs/synthesis.md I53), ``failed_cols`` (the programmer's); ``busy`` (a repair runs), ``trial_start``, ``trial_col_mask``,
     ``finished`` / ``outcome`` (the command ends this cycle, with this error), ``remapped``
     (a swap was kept this cycle), ``spares_left``; translation ``logical_*`` -> ``physical_*``
     (the AFE port's members, and the controller's records of a conversion: ``*_recorded_*``);
@@ -68,6 +69,8 @@ class ColumnRemap(wiring.Component):
             "walk_done": In(1),
             "prog_done": In(1),
             "prog_error": In(ErrorCode),
+            "prog_error_is_none": In(1),
+            "prog_error_is_cells_failed": In(1),
             "failed_cols": In(p.total_cols),
             "busy": Out(1),
             "trial_start": Out(1),
@@ -207,7 +210,7 @@ class ColumnRemap(wiring.Component):
         with m.FSM(init="Idle"):
             with m.State("Idle"):
                 with m.If(self.walk_done):
-                    with m.If(self.enable & (self.prog_error == ErrorCode.CELLS_FAILED) & repair_ready):
+                    with m.If(self.enable & self.prog_error_is_cells_failed & repair_ready):
                         m.d.sync += [pending.eq(self.failed_cols), busy.eq(1)]
                         m.next = "Choose"
                 # Not behind walk_done: the controller passes a clear only while no command runs
@@ -253,8 +256,8 @@ class ColumnRemap(wiring.Component):
 
             with m.State("Trial"):
                 with m.If(self.prog_done):
-                    passed = self.prog_error == ErrorCode.NONE
-                    spare_bad = self.prog_error == ErrorCode.CELLS_FAILED
+                    passed = self.prog_error_is_none
+                    spare_bad = self.prog_error_is_cells_failed
                     with m.If(~passed & ~spare_bad | ~Mux(passed, more_if_passed, more_if_spare_bad)):
                         finish()
                     with m.Else():
@@ -266,8 +269,8 @@ class ColumnRemap(wiring.Component):
         # the error decode in front of their enables was the iCE40's critical path
         # (docs/synthesis.md I40).
         with m.If(trial & self.prog_done):
-            passed = self.prog_error == ErrorCode.NONE
-            spare_bad = self.prog_error == ErrorCode.CELLS_FAILED
+            passed = self.prog_error_is_none
+            spare_bad = self.prog_error_is_cells_failed
             m.d.sync += [taken.eq(Mux(passed | spare_bad, taken | trial_spare_bit, taken)),
                          pending.eq(pending & ~(trial_column_bit & passed.replicate(n)))]
             for c in range(n):
@@ -280,8 +283,8 @@ class ColumnRemap(wiring.Component):
         # Choose, Hold or Start (ABORTED), a trial's done with no trial to follow (the trial's own
         # error when it is neither NONE nor CELLS_FAILED; else CELLS_FAILED while a failed column
         # is left unrepaired, NONE when none is).
-        passed = self.prog_error == ErrorCode.NONE
-        spare_bad = self.prog_error == ErrorCode.CELLS_FAILED
+        passed = self.prog_error_is_none
+        spare_bad = self.prog_error_is_cells_failed
         repairs = self.enable & spare_bad & repair_ready
         trial_ends = ~passed & ~spare_bad | ~Mux(passed, more_if_passed, more_if_spare_bad)
         with m.If(~busy):

@@ -633,6 +633,8 @@ class Controller(wiring.Component):
             walk_done = prog.done & walk_running & ~remap.busy
             m.d.comb += [remap.walk_done.eq(walk_done), remap.prog_done.eq(prog.done),
                          remap.prog_error.eq(prog.error), remap.failed_cols.eq(prog.failed_cols),
+                         remap.prog_error_is_none.eq(prog.error_is_none),
+                         remap.prog_error_is_cells_failed.eq(prog.error_is_cells_failed),
                          remap.abort.eq(abort), remap.enable.eq(regs.remap_control.enable),
                          remap.clear.eq(regs.remap_control.clear & ~running_flag)]
             finished = finished | remap.finished
@@ -679,7 +681,7 @@ class Controller(wiring.Component):
         for source_done, source_error in error_sources:
             finished_value = Mux(source_done, source_error, finished_value)
         m.d.comb += finished_error.eq(finished_value)
-        store_reading = prog.done & reading_cell & (prog.error == ErrorCode.NONE)
+        store_reading = prog.done & reading_cell & prog.error_is_none
         results = regs.results.write
         with m.If(seq.result.en):
             m.d.comb += [results.en.eq(1), results.addr.eq(seq.result.addr),

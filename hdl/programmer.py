@@ -70,7 +70,9 @@ class WriteVerifyProgrammer(wiring.Component):
     """Write-verify of RRAM cells through the AFE. Parameters are sampled at ``start`` and must
     be held from the cycle before it (the start checks see that cycle's operands). ``error`` is
     the command's outcome from its ``done`` cycle until the next start (while busy it holds
-    scratch values).
+    scratch values). ``error_is_none`` and ``error_is_cells_failed`` are ``error == NONE`` and
+    ``error == CELLS_FAILED`` as flip-flops written with it (the drivers' end decisions then need
+    no decode of the error code, docs/synthesis.md I53).
 
     Ports (besides start/abort/busy/done/error): ``command``, ``cell_row``, ``cell_col``,
     ``row_mask``, ``col_mask``, ``tolerance`` (codes), ``amp_start``, ``amp_step``,
@@ -121,6 +123,8 @@ class WriteVerifyProgrammer(wiring.Component):
             "busy": Out(1),
             "done": Out(1),
             "error": Out(ErrorCode),
+            "error_is_none": Out(1),
+            "error_is_cells_failed": Out(1),
             "command": In(ProgrammerCommand),
             "cell_row": In(p.row_addr_bits),
             "cell_col": In(p.col_addr_bits),
@@ -236,6 +240,13 @@ class WriteVerifyProgrammer(wiring.Component):
         cell_failed = Signal()
 
         error = Signal(ErrorCode)
+        error_is_none = Signal(init=1)
+        error_is_cells_failed = Signal()
+
+        def set_error(value) -> list:
+            value = Value.cast(value)
+            return [error.eq(value), error_is_none.eq(value == ErrorCode.NONE),
+                    error_is_cells_failed.eq(value == ErrorCode.CELLS_FAILED)]
         read_code = Signal(p.adc_bits)
         read_over_range = Signal()
         pulse_count = Signal.like(self.pulse_count)
@@ -246,7 +257,8 @@ class WriteVerifyProgrammer(wiring.Component):
         m.d.comb += [
             self.failed_cols.eq(failed_cols), self.checked_count.eq(checked_count),
             self.reprogrammed_count.eq(reprogrammed_count),
-            self.error.eq(error), self.read_code.eq(read_code),
+            self.error.eq(error), self.error_is_none.eq(error_is_none),
+            self.error_is_cells_failed.eq(error_is_cells_failed), self.read_code.eq(read_code),
             self.read_over_range.eq(read_over_range), self.pulse_count.eq(pulse_count),
             self.failed_count.eq(failed_count),
         ]
@@ -286,7 +298,7 @@ class WriteVerifyProgrammer(wiring.Component):
 
         def abortable():
             with m.If(self.abort):
-                m.d.sync += error.eq(ErrorCode.ABORTED)
+                m.d.sync += set_error(ErrorCode.ABORTED)
                 m.next = SAFE_EXIT_STATE
 
         def last_sample_index(exponent):
@@ -382,7 +394,7 @@ class WriteVerifyProgrammer(wiring.Component):
                         watchdog_limit.eq(self.watchdog_limit),
                     ]
                 with m.If(self.start):
-                    m.d.sync += error.eq(settled_start_error)
+                    m.d.sync += set_error(settled_start_error)
                     with m.If(settled_start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
@@ -395,7 +407,7 @@ class WriteVerifyProgrammer(wiring.Component):
                 # exit; nothing reads it before done): its enable is then the state decodes and
                 # the abort, not the walk's end, the watchdog and the AFE handshakes behind them
                 # (the iCE40's 7-LUT paths, docs/synthesis.md I52).
-                m.d.sync += error.eq(Mux(any_failed, ErrorCode.CELLS_FAILED, ErrorCode.NONE))
+                m.d.sync += set_error(Mux(any_failed, ErrorCode.CELLS_FAILED, ErrorCode.NONE))
                 # The command's counts are cleared here, in its first Next-Cell (before any
                 # Record), not by the start: the start's fan-out to their enables was the
                 # iCE40's critical path (docs/synthesis.md I36). They keep the last command's
@@ -437,7 +449,7 @@ class WriteVerifyProgrammer(wiring.Component):
                 abortable()
 
             with m.State("Read-Wait"):
-                m.d.sync += error.eq(ErrorCode.ADC_TIMEOUT)
+                m.d.sync += set_error(ErrorCode.ADC_TIMEOUT)
                 with m.If(~saw_busy | afe.adc_busy):
                     m.d.sync += saw_busy.eq(saw_busy | afe.adc_busy)
                     with m.If(watchdog.expired):
@@ -477,7 +489,7 @@ class WriteVerifyProgrammer(wiring.Component):
                     # solves) is the reading READ_CELL and REFINE_A get.
                     m.d.sync += [read_code.eq(corrected_product.code),
                                  read_over_range.eq(read_over_range | corrected_product.saturated)]
-                m.d.sync += error.eq(ErrorCode.NONE)
+                m.d.sync += set_error(ErrorCode.NONE)
                 with m.If(command == ProgrammerCommand.READ_CELL):
                     m.next = "Done"
                 with m.Elif(within):
@@ -501,7 +513,7 @@ class WriteVerifyProgrammer(wiring.Component):
                 abortable()
 
             with m.State("Pulse-Wait"):
-                m.d.sync += error.eq(ErrorCode.PROGRAM_TIMEOUT)
+                m.d.sync += set_error(ErrorCode.PROGRAM_TIMEOUT)
                 with m.If(afe.prog_done):
                     begin_read()
                 with m.Elif(watchdog.expired):
