@@ -158,6 +158,14 @@ class ColumnRemap(wiring.Component):
 
         # --- repair sequence -----------------------------------------------------------------
         pending = Signal(n)        # failed columns of the walk not repaired yet
+        # The lowest of them below COLS (the next trial's j), one-hot, assigned with pending:
+        # Choose reads j's entry by it instead of an index search and a mux behind pending (the
+        # map entries' data were 7 LUT levels on the iCE40, docs/synthesis.md I54).
+        next_column_bit = Signal(n)
+
+        def set_pending(value) -> list:
+            failed_main = (value & main_mask)[:n]
+            return [pending.eq(value), next_column_bit.eq((failed_main & (~failed_main + 1))[:n])]
         column_was = Signal(p.col_addr_bits)  # physical[j] before the swap
         # The two entries the running trial swapped, as bits (column j < COLS, spare s >= COLS),
         # set in Choose: an undo and a trial's end enable them by these flip-flops instead of
@@ -211,7 +219,7 @@ class ColumnRemap(wiring.Component):
             with m.State("Idle"):
                 with m.If(self.walk_done):
                     with m.If(self.enable & self.prog_error_is_cells_failed & repair_ready):
-                        m.d.sync += [pending.eq(self.failed_cols), busy.eq(1)]
+                        m.d.sync += [*set_pending(self.failed_cols), busy.eq(1)]
                         m.next = "Choose"
                 # Not behind walk_done: the controller passes a clear only while no command runs
                 # (the walk-done decision in front of the map's enables was the iCE40's critical
@@ -223,19 +231,21 @@ class ColumnRemap(wiring.Component):
             with m.State("Choose"):
                 # j and s as one-hot vectors (the lowest set bit), each entry enabled by its own
                 # bit: j is below COLS, s a spare.
-                failed_main = pending & main_mask
-                j_bit = (failed_main & (~failed_main + 1))[:n]
+                j_bit = next_column_bit
                 s_bit = (free & (~free + 1))[:n]
-                j = lowest_set_index(failed_main)
                 s = lowest_set_index(free)
+                # physical[j] as an OR of the entries selected by j's bit
+                physical_j = Const(0, p.col_addr_bits)
+                for c in range(p.cols):
+                    physical_j = physical_j | Mux(j_bit[c], physical[c], 0)
                 with m.If(self.abort):
                     finish()
                 with m.Else():
-                    m.d.sync += [column_was.eq(physical[j]), swapped.eq(j_bit | s_bit),
+                    m.d.sync += [column_was.eq(physical_j), swapped.eq(j_bit | s_bit),
                                  self.trial_col_mask.eq(j_bit)]
                     for c in range(n):
                         with m.If((j_bit if c < p.cols else s_bit)[c]):
-                            m.d.sync += physical[c].eq(s if c < p.cols else physical[j])
+                            m.d.sync += physical[c].eq(s if c < p.cols else physical_j)
                     m.next = "Hold"
 
             with m.State("Hold"):
@@ -272,7 +282,7 @@ class ColumnRemap(wiring.Component):
             passed = self.prog_error_is_none
             spare_bad = self.prog_error_is_cells_failed
             m.d.sync += [taken.eq(Mux(passed | spare_bad, taken | trial_spare_bit, taken)),
-                         pending.eq(pending & ~(trial_column_bit & passed.replicate(n)))]
+                         *set_pending(pending & ~(trial_column_bit & passed.replicate(n)))]
             for c in range(n):
                 with m.If(swapped[c]):
                     m.d.sync += physical[c].eq(Mux(passed, physical[c], undo_value(c)))
