@@ -146,7 +146,7 @@ class ColumnRemap(wiring.Component):
         staged_physical = Signal(p.col_addr_bits)
         m.d.sync += [staged.eq(dirty != 0), staged_entry.eq(entry), staged_physical.eq(physical[entry])]
         # `remapped` compared behind the registers (in front of them, behind the entry's pick and
-        # its word's mux, it was 7 LUT levels on the iCE40, docs/synthesis.md I49).
+        # its word's mux, it was 7 LUT levels on the iCE40, docs/synthesis.md I51).
         m.d.comb += [
             self.map_write.en.eq(staged),
             self.map_write.addr.eq(staged_entry),

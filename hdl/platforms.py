@@ -7,7 +7,7 @@ wrapper puts what does not fit behind a **scan chain**: a boundary-scan style sh
 four pins (``scan_sdi``, ``scan_sdo``, ``scan_shift``, ``scan_update``) clocked by the system
 clock. ``scan_shift`` shifts one bit in from ``scan_sdi`` and one out to ``scan_sdo``;
 ``scan_update`` copies the shifted-in bits to the controller inputs they drive and captures the
-controller outputs of the cycle before into the shift register. A host can run the AXI4-Lite bus through it (slowly);
+controller outputs into the shift register. A host can run the AXI4-Lite bus through it (slowly);
 on a real board the host would be an on-chip CPU or a bus bridge instead, and the AFE's wide
 switch vectors would go to shift-register driven analog switches. Every controller port stays
 live, so synthesis keeps all of the controller's logic.
@@ -169,11 +169,7 @@ class ScanChain(Elaboratable):
     (captured into it) over four pins; see the module doc.
 
     ``sdi``, ``shift``, ``update`` are inputs and ``sdo`` the output of the chain (1 bit each).
-    The shift register is as long as the wider of the two sides. ``update`` captures the outputs
-    of the cycle before: they are registered every cycle, so the controller's combinational
-    outputs (the AFE column indices behind the blocks' states and the column remap) end at a
-    register of their own instead of running on into the chain's capture mux (the iCE40's
-    critical path, docs/synthesis.md I49).
+    The shift register is as long as the wider of the two sides.
     """
 
     def __init__(self, inputs: list[Value], outputs: list[Value]) -> None:
@@ -192,13 +188,11 @@ class ScanChain(Elaboratable):
         m = Module()
         chain = Signal(self.length)
         held = Signal(sum(len(v) for v in self.inputs))
-        captured = Signal(sum(len(v) for v in self.outputs))
         m.d.comb += [Cat(*self.inputs).eq(held), self.sdo.eq(chain[0])]
-        m.d.sync += captured.eq(Cat(*self.outputs))
         with m.If(self.update):
             if self.inputs:
                 m.d.sync += held.eq(chain)
-            m.d.sync += chain.eq(captured)
+            m.d.sync += chain.eq(Cat(*self.outputs))
         with m.Elif(self.shift):
             m.d.sync += chain.eq(Cat(chain[1:], self.sdi))
         return m
