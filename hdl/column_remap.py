@@ -16,7 +16,7 @@ free spare s, lowest first:
 * Choose (T + 1): the map swaps j and s; ``trial_col_mask`` = 1 << j.
 * Hold (T + 2): the programmer's operands settle (its start reads the cycle before).
 * Start (T + 3): ``trial_start``: the programmer runs PROGRAM_MATRIX on column j (the walk's
-  rows and settings, which it keeps while ``busy``: its ``repeat`` input), that is on physical
+  rows and settings, which it keeps while ``busy``: its ``rerun`` input), that is on physical
   spare s with column j's targets.
 * Trial, until the programmer's done (cycle U): NONE keeps the swap (``remapped``), the spare
   is taken and j is repaired; CELLS_FAILED undoes the swap and marks s bad (taken); any other
@@ -48,12 +48,10 @@ class ColumnRemap(wiring.Component):
     """Column map, AFE column translation and the repair sequence (module docstring).
 
     Ports: ``enable``, ``clear`` (ignored while busy; never in a ``walk_done`` cycle), ``abort``; ``walk_done`` (the walk of a
-    host PROGRAM_MATRIX / REFRESH ends this cycle), ``prog_done``, ``prog_error``,
-    ``prog_error_is_none``, ``prog_error_is_cells_failed`` (its decodes, flip-flops of the
-    programmer: docs/synthesis.md I53), ``failed_cols`` (the programmer's); ``busy`` (a repair runs), ``trial_start``, ``trial_col_mask``,
+    host PROGRAM_MATRIX / REFRESH ends this cycle), ``prog_done``, ``prog_error``, ``failed_cols``
+    (the programmer's); ``busy`` (a repair runs), ``trial_start``, ``trial_col_mask``,
     ``finished`` / ``outcome`` (the command ends this cycle, with this error), ``remapped``
-    (a swap was kept this cycle), ``spares_left``; translation ``logical_*`` -> ``physical_*``
-    (the AFE port's members, and the controller's records of a conversion: ``*_recorded_*``);
+    (a swap was kept this cycle), ``spares_left``; translation ``logical_*`` -> ``physical_*``;
     ``map_write`` (the REMAP_MAP window, written from ``dirty`` entries one per cycle).
     """
 
@@ -69,8 +67,6 @@ class ColumnRemap(wiring.Component):
             "walk_done": In(1),
             "prog_done": In(1),
             "prog_error": In(ErrorCode),
-            "prog_error_is_none": In(1),
-            "prog_error_is_cells_failed": In(1),
             "failed_cols": In(p.total_cols),
             "busy": Out(1),
             "trial_start": Out(1),
@@ -87,10 +83,6 @@ class ColumnRemap(wiring.Component):
             "physical_adc_mux": Out(p.col_addr_bits),
             "logical_cell_col": In(p.col_addr_bits),
             "physical_cell_col": Out(p.col_addr_bits),
-            "logical_recorded_adc_mux": In(p.col_addr_bits),
-            "physical_recorded_adc_mux": Out(p.col_addr_bits),
-            "logical_recorded_cell_col": In(p.col_addr_bits),
-            "physical_recorded_cell_col": Out(p.col_addr_bits),
             "map_write": In(memory.WritePort.Signature(addr_width=p.col_addr_bits,
                                                         shape=MAP_ENTRY_LAYOUT)),
         })
@@ -126,12 +118,6 @@ class ColumnRemap(wiring.Component):
             self.physical_fault_en.eq(to_physical(self.logical_fault_en)),
             self.physical_adc_mux.eq(physical[self.logical_adc_mux]),
             self.physical_cell_col.eq(physical[self.logical_cell_col]),
-            # The controller's record of a conversion's column, registered logical (the blocks'
-            # states -> their AFE outputs -> the translation in front of the record was the
-            # iCE40's critical path, docs/synthesis.md I48): the map does not change while a
-            # block runs.
-            self.physical_recorded_adc_mux.eq(physical[self.logical_recorded_adc_mux]),
-            self.physical_recorded_cell_col.eq(physical[self.logical_recorded_cell_col]),
         ]
 
         # --- REMAP_MAP mirror: one dirty entry written per cycle (all after reset) -------------
@@ -144,43 +130,26 @@ class ColumnRemap(wiring.Component):
         staged = Signal()
         staged_entry = Signal(range(n))
         staged_physical = Signal(p.col_addr_bits)
-        m.d.sync += [staged.eq(dirty != 0), staged_entry.eq(entry), staged_physical.eq(physical[entry])]
-        # `remapped` compared behind the registers (in front of them, behind the entry's pick and
-        # its word's mux, it was 7 LUT levels on the iCE40, docs/synthesis.md I51).
+        staged_remapped = Signal()
+        m.d.sync += [staged.eq(dirty != 0), staged_entry.eq(entry), staged_physical.eq(physical[entry]),
+                     staged_remapped.eq(physical[entry] != entry)]
         m.d.comb += [
             self.map_write.en.eq(staged),
             self.map_write.addr.eq(staged_entry),
             self.map_write.data.physical.eq(staged_physical),
-            self.map_write.data.remapped.eq(staged_physical != staged_entry),
+            self.map_write.data.remapped.eq(staged_remapped),
         ]
         mark_dirty = Signal(n)
         m.d.sync += dirty.eq((dirty & ~(Const(1, n) << entry)) | mark_dirty)
 
         # --- repair sequence -----------------------------------------------------------------
         pending = Signal(n)        # failed columns of the walk not repaired yet
-        # The lowest of them below COLS (the next trial's j), one-hot, assigned with pending:
-        # Choose reads j's entry by it instead of an index search and a mux behind pending (the
-        # map entries' data were 7 LUT levels on the iCE40, docs/synthesis.md I54).
-        next_column_bit = Signal(n)
-
-        def set_pending(value) -> list:
-            failed_main = (value & main_mask)[:n]
-            return [pending.eq(value), next_column_bit.eq((failed_main & (~failed_main + 1))[:n])]
+        column = Signal(p.col_addr_bits)   # j of the running trial
+        spare = Signal(p.col_addr_bits)    # s of the running trial
         column_was = Signal(p.col_addr_bits)  # physical[j] before the swap
-        # The two entries the running trial swapped, as bits (column j < COLS, spare s >= COLS),
-        # set in Choose: an undo and a trial's end enable them by these flip-flops instead of
-        # index compares behind the programmer's done (the map entries' enables were the
-        # iCE40's critical path, docs/synthesis.md I47).
-        swapped = Signal(n)
-
-        def undo_value(c: int):
-            # Entry c's value before the swap: j's old physical column, or the spare itself.
-            return column_was if c < p.cols else c
 
         def undo_swap():
-            for c in range(n):
-                with m.If(swapped[c]):
-                    m.d.sync += physical[c].eq(undo_value(c))
+            m.d.sync += [physical[column].eq(column_was), physical[spare].eq(spare)]
 
         # busy from a flip-flop (set leaving Idle, cleared by finish), not the state decode: the
         # controller's walk-done and STATUS logic behind it was the iCE40's critical path
@@ -194,11 +163,11 @@ class ColumnRemap(wiring.Component):
             m.d.sync += [busy.eq(0), trial.eq(0)]
             m.next = "Idle"
 
-        # What a trial's end decides, precomputed: pending, free and swapped are fixed from Hold
-        # to the trial's done (swapped set in Choose), so the registers hold the current outcome in
+        # What a trial's end decides, precomputed: pending, free, column and spare are fixed from
+        # Hold to the trial's done (set in Choose), so the registers hold the current outcome in
         # Start and Trial and the done cycle only picks one by the programmer's error.
-        trial_spare_bit = swapped & spare_mask
-        trial_column_bit = swapped & main_mask
+        trial_spare_bit = Const(1, n) << spare
+        trial_column_bit = Const(1, n) << column
         free_after_trial = (free & ~trial_spare_bit) != 0
         more_if_passed, more_if_spare_bad = Signal(), Signal()
         left_if_passed, left_if_spare_bad = Signal(), Signal()
@@ -218,8 +187,8 @@ class ColumnRemap(wiring.Component):
         with m.FSM(init="Idle"):
             with m.State("Idle"):
                 with m.If(self.walk_done):
-                    with m.If(self.enable & self.prog_error_is_cells_failed & repair_ready):
-                        m.d.sync += [*set_pending(self.failed_cols), busy.eq(1)]
+                    with m.If(self.enable & (self.prog_error == ErrorCode.CELLS_FAILED) & repair_ready):
+                        m.d.sync += [pending.eq(self.failed_cols), busy.eq(1)]
                         m.next = "Choose"
                 # Not behind walk_done: the controller passes a clear only while no command runs
                 # (the walk-done decision in front of the map's enables was the iCE40's critical
@@ -229,23 +198,14 @@ class ColumnRemap(wiring.Component):
                     m.d.comb += mark_dirty.eq((1 << n) - 1)
 
             with m.State("Choose"):
-                # j and s as one-hot vectors (the lowest set bit), each entry enabled by its own
-                # bit: j is below COLS, s a spare.
-                j_bit = next_column_bit
-                s_bit = (free & (~free + 1))[:n]
+                j = lowest_set_index(pending & main_mask)
                 s = lowest_set_index(free)
-                # physical[j] as an OR of the entries selected by j's bit
-                physical_j = Const(0, p.col_addr_bits)
-                for c in range(p.cols):
-                    physical_j = physical_j | Mux(j_bit[c], physical[c], 0)
                 with m.If(self.abort):
                     finish()
                 with m.Else():
-                    m.d.sync += [column_was.eq(physical_j), swapped.eq(j_bit | s_bit),
-                                 self.trial_col_mask.eq(j_bit)]
-                    for c in range(n):
-                        with m.If((j_bit if c < p.cols else s_bit)[c]):
-                            m.d.sync += physical[c].eq(s if c < p.cols else physical_j)
+                    m.d.sync += [column.eq(j), spare.eq(s), column_was.eq(physical[j]),
+                                 physical[j].eq(s), physical[s].eq(physical[j]),
+                                 self.trial_col_mask.eq(Const(1, n) << j)]
                     m.next = "Hold"
 
             with m.State("Hold"):
@@ -266,35 +226,34 @@ class ColumnRemap(wiring.Component):
 
             with m.State("Trial"):
                 with m.If(self.prog_done):
-                    passed = self.prog_error_is_none
-                    spare_bad = self.prog_error_is_cells_failed
+                    passed = self.prog_error == ErrorCode.NONE
+                    spare_bad = self.prog_error == ErrorCode.CELLS_FAILED
+                    column_bit, spare_bit = trial_column_bit, trial_spare_bit
+                    pending_next = Signal(n)
+                    m.d.comb += pending_next.eq(pending & ~(column_bit & passed.replicate(n)))
+                    # The trial's entries and flags are written whatever the outcome, the outcome
+                    # choosing the data (kept or undone): the error decode in front of their
+                    # enables was the iCE40's critical path (docs/synthesis.md I40).
+                    m.d.sync += [taken.eq(Mux(passed | spare_bad, taken | spare_bit, taken)),
+                                 pending.eq(pending_next)]
+                    for c in range(n):
+                        with m.If((column == c) | (spare == c)):
+                            m.d.sync += physical[c].eq(Mux(passed, physical[c],
+                                                           Mux(column == c, column_was, c)))
+                    with m.If(passed):
+                        m.d.comb += [self.remapped.eq(1), mark_dirty.eq(column_bit | spare_bit)]
                     with m.If(~passed & ~spare_bad | ~Mux(passed, more_if_passed, more_if_spare_bad)):
                         finish()
                     with m.Else():
                         m.d.sync += trial.eq(0)
                         m.next = "Choose"
 
-        # A trial's end (by the `trial` flip-flop, not the state decode): the trial's entries and
-        # flags are written whatever the outcome, the outcome choosing the data (kept or undone):
-        # the error decode in front of their enables was the iCE40's critical path
-        # (docs/synthesis.md I40).
-        with m.If(trial & self.prog_done):
-            passed = self.prog_error_is_none
-            spare_bad = self.prog_error_is_cells_failed
-            m.d.sync += [taken.eq(Mux(passed | spare_bad, taken | trial_spare_bit, taken)),
-                         *set_pending(pending & ~(trial_column_bit & passed.replicate(n)))]
-            for c in range(n):
-                with m.If(swapped[c]):
-                    m.d.sync += physical[c].eq(Mux(passed, physical[c], undo_value(c)))
-            with m.If(passed):
-                m.d.comb += [self.remapped.eq(1), mark_dirty.eq(swapped)]
-
         # The command ends: a walk's done in Idle that starts no repair (its error), an abort in
         # Choose, Hold or Start (ABORTED), a trial's done with no trial to follow (the trial's own
         # error when it is neither NONE nor CELLS_FAILED; else CELLS_FAILED while a failed column
         # is left unrepaired, NONE when none is).
-        passed = self.prog_error_is_none
-        spare_bad = self.prog_error_is_cells_failed
+        passed = self.prog_error == ErrorCode.NONE
+        spare_bad = self.prog_error == ErrorCode.CELLS_FAILED
         repairs = self.enable & spare_bad & repair_ready
         trial_ends = ~passed & ~spare_bad | ~Mux(passed, more_if_passed, more_if_spare_bad)
         with m.If(~busy):

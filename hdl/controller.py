@@ -518,15 +518,15 @@ class Controller(wiring.Component):
         if calibrator is not None:
             self._elaborate_calibration(m, calibrator, regs, seq, accepted & is_cal, abort, host_solve)
         # A host PROGRAM_MATRIX / REFRESH: its walk's end goes to the remap, which may run spare
-        # trials before the command ends: the programmer repeats the walk (its rows and settings,
+        # trials before the command ends: the programmer runs the walk again (its rows and settings,
         # kept from the walk's start) on the trial's column. The programmer keeps them itself
-        # (`repeat`), so no mux of the host's and the trial's operands sits in front of its start
+        # (`rerun`), so no mux of the host's and the trial's operands sits in front of its start
         # checks (the iCE40's critical path, docs/synthesis.md I45).
         walk_running = Signal()
         walk_is_refresh = Signal()
         walk_failed = Signal.like(prog.failed_count)
         if remap is not None:
-            m.d.comb += [prog.repeat.eq(remap.busy), prog.repeat_col_mask.eq(remap.trial_col_mask)]
+            m.d.comb += [prog.rerun.eq(remap.busy), prog.rerun_col_mask.eq(remap.trial_col_mask)]
             host_program = {**host_program, "start": host_program["start"] | remap.trial_start}
         # While RUN_NMF or REFINE runs, its sequencer drives the blocks' commands (their starts
         # and aborts are ORed: the host cannot start a block then, and all may abort).
@@ -577,22 +577,10 @@ class Controller(wiring.Component):
         strobe_row, strobe_col = Signal.like(afe.cell_row), Signal.like(afe.cell_col)
         strobe_mux = Signal.like(afe.adc_mux)
         m.d.sync += [strobe_seen.eq(afe.adc_start), strobe_cell.eq(afe.mode == AFEMode.READ_CELL),
-                     strobe_row.eq(afe.cell_row)]
-        if remap is None:
-            m.d.sync += [strobe_col.eq(afe.cell_col), strobe_mux.eq(afe.adc_mux)]
-            recorded_col, recorded_mux = strobe_col, strobe_mux
-        else:
-            # The logical column and mux are registered and translated behind the register (the
-            # map is fixed while a block runs): the blocks' states -> their AFE outputs -> the
-            # remap's translation in front of the register was the iCE40's critical path
-            # (docs/synthesis.md I48).
-            m.d.sync += [strobe_col.eq(remap.logical_cell_col), strobe_mux.eq(remap.logical_adc_mux)]
-            m.d.comb += [remap.logical_recorded_cell_col.eq(strobe_col),
-                         remap.logical_recorded_adc_mux.eq(strobe_mux)]
-            recorded_col, recorded_mux = remap.physical_recorded_cell_col, remap.physical_recorded_adc_mux
+                     strobe_row.eq(afe.cell_row), strobe_col.eq(afe.cell_col), strobe_mux.eq(afe.adc_mux)]
         with m.If(strobe_seen):
             m.d.sync += [last_was_cell.eq(strobe_cell), last_row.eq(strobe_row),
-                         last_col.eq(recorded_col), last_mux.eq(recorded_mux)]
+                         last_col.eq(strobe_col), last_mux.eq(strobe_mux)]
         # Registered too: a timeout ends at least the watchdog limit and the safe exit (ROWS + 2
         # cycles) after its conversion started, more than these two cycles; in the done cycle the multiply-add was behind
         # the error_detail selection (docs/synthesis.md I20).
@@ -633,8 +621,6 @@ class Controller(wiring.Component):
             walk_done = prog.done & walk_running & ~remap.busy
             m.d.comb += [remap.walk_done.eq(walk_done), remap.prog_done.eq(prog.done),
                          remap.prog_error.eq(prog.error), remap.failed_cols.eq(prog.failed_cols),
-                         remap.prog_error_is_none.eq(prog.error_is_none),
-                         remap.prog_error_is_cells_failed.eq(prog.error_is_cells_failed),
                          remap.abort.eq(abort), remap.enable.eq(regs.remap_control.enable),
                          remap.clear.eq(regs.remap_control.clear & ~running_flag)]
             finished = finished | remap.finished
@@ -681,7 +667,7 @@ class Controller(wiring.Component):
         for source_done, source_error in error_sources:
             finished_value = Mux(source_done, source_error, finished_value)
         m.d.comb += finished_error.eq(finished_value)
-        store_reading = prog.done & reading_cell & prog.error_is_none
+        store_reading = prog.done & reading_cell & (prog.error == ErrorCode.NONE)
         results = regs.results.write
         with m.If(seq.result.en):
             m.d.comb += [results.en.eq(1), results.addr.eq(seq.result.addr),

@@ -68,11 +68,7 @@ class ProgrammerCommand(enum.Enum, shape=2):
 
 class WriteVerifyProgrammer(wiring.Component):
     """Write-verify of RRAM cells through the AFE. Parameters are sampled at ``start`` and must
-    be held from the cycle before it (the start checks see that cycle's operands). ``error`` is
-    the command's outcome from its ``done`` cycle until the next start (while busy it holds
-    scratch values). ``error_is_none`` and ``error_is_cells_failed`` are ``error == NONE`` and
-    ``error == CELLS_FAILED`` as flip-flops written with it (the drivers' end decisions then need
-    no decode of the error code, docs/synthesis.md I53).
+    be held from the cycle before it (the start checks see that cycle's operands).
 
     Ports (besides start/abort/busy/done/error): ``command``, ``cell_row``, ``cell_col``,
     ``row_mask``, ``col_mask``, ``tolerance`` (codes), ``amp_start``, ``amp_step``,
@@ -91,10 +87,10 @@ class WriteVerifyProgrammer(wiring.Component):
     column) and ``coeff_word`` (that word, one cycle later). The controller's column remap (hdl/column_remap.py) translates the
     columns on the AFE port and the fault map's bit enable: the programmer sees logical columns.
 
-    ``repeat`` (held from the cycle before a start, like the operands): the start runs the last
-    started command again, with its rows and settings, on the columns ``repeat_col_mask``
+    ``rerun`` (held from the cycle before a start, like the operands): the start runs the last
+    started command again, with its rows and settings, on the columns ``rerun_col_mask``
     instead of the operand ports' (the remap's spare trials after a PROGRAM_MATRIX walk). While
-    ``repeat`` is high the idle programmer keeps the operands of its last start instead of
+    ``rerun`` is high the idle programmer keeps the operands of its last start instead of
     loading the ports, and a start skips the checks: those operands passed them at that start.
 
     Errors, checked in this order at start (nothing else happens then): command 3 ->
@@ -123,8 +119,6 @@ class WriteVerifyProgrammer(wiring.Component):
             "busy": Out(1),
             "done": Out(1),
             "error": Out(ErrorCode),
-            "error_is_none": Out(1),
-            "error_is_cells_failed": Out(1),
             "command": In(ProgrammerCommand),
             "cell_row": In(p.row_addr_bits),
             "cell_col": In(p.col_addr_bits),
@@ -139,8 +133,8 @@ class WriteVerifyProgrammer(wiring.Component):
             "avg_log2": In(p.avg_log2_bits),
             "read_settle": In(p.timer_bits),
             "watchdog_limit": In(p.timer_bits),
-            "repeat": In(1),
-            "repeat_col_mask": In(p.total_cols),
+            "rerun": In(1),
+            "rerun_col_mask": In(p.total_cols),
             "target": In(memory.ReadPort.Signature(addr_width=p.cell_addr_bits,
                                                    shape=p.adc_bits)),
             "fault_map": In(memory.WritePort.Signature(addr_width=p.row_addr_bits,
@@ -185,7 +179,7 @@ class WriteVerifyProgrammer(wiring.Component):
         m.d.comb += watchdog.limit.eq(watchdog_limit)
 
         # Cell walk: rows_left holds the current row as its lowest bit; start_rows the rows of the
-        # last start (a repeat walks them again).
+        # last start (a rerun walks them again).
         rows_left = Signal(p.rows)
         start_rows = Signal(p.rows)
         # rows_left without its lowest bit, and whether that leaves none, registered from
@@ -201,13 +195,6 @@ class WriteVerifyProgrammer(wiring.Component):
         any_failed = Signal()   # failed_count != 0, kept as a flag for the same reason
         fresh = Signal()        # started, the counts not cleared yet (the first Next-Cell does)
         cols_left = Signal(p.total_cols)
-        # cols_left == 0, kept as a flag assigned with every assignment of cols_left: the wide
-        # zero test in Next-Cell was in front of the error's and the walk registers' enables
-        # (the iCE40's 7-LUT paths, docs/synthesis.md I50).
-        cols_empty = Signal(init=1)
-
-        def set_cols_left(value: Value) -> list:
-            return [cols_left.eq(value), cols_empty.eq(value == 0)]
         row = Signal(p.row_addr_bits)
         col = Signal(p.col_addr_bits)
         # TARGET's address row * total_cols + col: the product is registered from the row the
@@ -240,13 +227,6 @@ class WriteVerifyProgrammer(wiring.Component):
         cell_failed = Signal()
 
         error = Signal(ErrorCode)
-        error_is_none = Signal(init=1)
-        error_is_cells_failed = Signal()
-
-        def set_error(value) -> list:
-            value = Value.cast(value)
-            return [error.eq(value), error_is_none.eq(value == ErrorCode.NONE),
-                    error_is_cells_failed.eq(value == ErrorCode.CELLS_FAILED)]
         read_code = Signal(p.adc_bits)
         read_over_range = Signal()
         pulse_count = Signal.like(self.pulse_count)
@@ -257,8 +237,7 @@ class WriteVerifyProgrammer(wiring.Component):
         m.d.comb += [
             self.failed_cols.eq(failed_cols), self.checked_count.eq(checked_count),
             self.reprogrammed_count.eq(reprogrammed_count),
-            self.error.eq(error), self.error_is_none.eq(error_is_none),
-            self.error_is_cells_failed.eq(error_is_cells_failed), self.read_code.eq(read_code),
+            self.error.eq(error), self.read_code.eq(read_code),
             self.read_over_range.eq(read_over_range), self.pulse_count.eq(pulse_count),
             self.failed_count.eq(failed_count),
         ]
@@ -289,16 +268,16 @@ class WriteVerifyProgrammer(wiring.Component):
         with m.Else():
             m.d.comb += start_error.eq(ErrorCode.NONE)
         # Registered as in the solve sequencer: a start sees the outcome for the operands of the
-        # cycle before, which both drivers hold (docs/synthesis.md). A repeat's operands passed
-        # the checks at the last start: `repeat` picks NONE behind the checks, so the ports need
+        # cycle before, which both drivers hold (docs/synthesis.md). A rerun's operands passed
+        # the checks at the last start: `rerun` picks NONE behind the checks, so the ports need
         # no source mux in front of them (the remap's select of its trial operands in front of
         # these checks was the iCE40's critical path, docs/synthesis.md I45).
         settled_start_error = Signal(ErrorCode)
-        m.d.sync += settled_start_error.eq(Mux(self.repeat, ErrorCode.NONE, start_error))
+        m.d.sync += settled_start_error.eq(Mux(self.rerun, ErrorCode.NONE, start_error))
 
         def abortable():
             with m.If(self.abort):
-                m.d.sync += set_error(ErrorCode.ABORTED)
+                m.d.sync += error.eq(ErrorCode.ABORTED)
                 m.next = SAFE_EXIT_STATE
 
         def last_sample_index(exponent):
@@ -369,19 +348,19 @@ class WriteVerifyProgrammer(wiring.Component):
             with m.State("Idle"):
                 # The operands are loaded in every idle cycle (internal state, read only after a
                 # start): the start decides the next state and clears the outputs' counts only,
-                # instead of enabling all these registers (docs/synthesis.md). A repeat keeps
-                # them, the walk's rows (`start_rows`) and the repeat's columns.
+                # instead of enabling all these registers (docs/synthesis.md). A rerun keeps
+                # them, the walk's rows (`start_rows`) and the rerun's columns.
                 one_row = Const(1, p.rows) << self.cell_row
                 one_col = Const(1, p.total_cols) << self.cell_col
-                with m.If(self.repeat):
-                    m.d.sync += [rows_left.eq(start_rows), *set_cols_left(self.repeat_col_mask),
-                                 col_mask.eq(self.repeat_col_mask)]
+                with m.If(self.rerun):
+                    m.d.sync += [rows_left.eq(start_rows), cols_left.eq(self.rerun_col_mask),
+                                 col_mask.eq(self.rerun_col_mask)]
                 with m.Else():
                     m.d.sync += [
                         command.eq(self.command),
                         start_rows.eq(Mux(single_cell, one_row, self.row_mask)),
                         rows_left.eq(Mux(single_cell, one_row, self.row_mask)),
-                        *set_cols_left(Mux(single_cell, one_col, self.col_mask)),
+                        cols_left.eq(Mux(single_cell, one_col, self.col_mask)),
                         col_mask.eq(Mux(single_cell, one_col, self.col_mask)),
                         tolerance.eq(self.tolerance),
                         amp_start.eq(self.amp_start),
@@ -394,7 +373,7 @@ class WriteVerifyProgrammer(wiring.Component):
                         watchdog_limit.eq(self.watchdog_limit),
                     ]
                 with m.If(self.start):
-                    m.d.sync += set_error(settled_start_error)
+                    m.d.sync += error.eq(settled_start_error)
                     with m.If(settled_start_error != ErrorCode.NONE):
                         m.next = "Done"
                     with m.Else():
@@ -402,12 +381,6 @@ class WriteVerifyProgrammer(wiring.Component):
                         m.next = "Next-Cell"
 
             with m.State("Next-Cell"):
-                # The error is written in every cycle of the states that may end the command (the
-                # value that counts is the one of the cycle that leaves for Done or the safe
-                # exit; nothing reads it before done): its enable is then the state decodes and
-                # the abort, not the walk's end, the watchdog and the AFE handshakes behind them
-                # (the iCE40's 7-LUT paths, docs/synthesis.md I52).
-                m.d.sync += set_error(Mux(any_failed, ErrorCode.CELLS_FAILED, ErrorCode.NONE))
                 # The command's counts are cleared here, in its first Next-Cell (before any
                 # Record), not by the start: the start's fan-out to their enables was the
                 # iCE40's critical path (docs/synthesis.md I36). They keep the last command's
@@ -416,17 +389,19 @@ class WriteVerifyProgrammer(wiring.Component):
                     m.d.sync += [pulse_count.eq(0), failed_count.eq(0), any_failed.eq(0),
                                  failed_cols.eq(0), checked_count.eq(0),
                                  reprogrammed_count.eq(0), fresh.eq(0)]
-                with m.If(~cols_empty):
+                with m.If(cols_left != 0):
                     m.d.sync += [
                         row.eq(lowest_set_index(rows_left)),
                         col.eq(lowest_set_index(cols_left)),
-                        *set_cols_left(cols_left & (cols_left - 1)),
+                        cols_left.eq(cols_left & (cols_left - 1)),
                     ]
                     m.next = "Fetch-Target"
                 with m.Else():
                     # Row finished: the next row starts over with every enabled column.
-                    m.d.sync += [rows_left.eq(rows_after), *set_cols_left(col_mask)]
+                    m.d.sync += [rows_left.eq(rows_after), cols_left.eq(col_mask)]
                     with m.If(on_last_row):
+                        m.d.sync += error.eq(Mux(any_failed, ErrorCode.CELLS_FAILED,
+                                                 ErrorCode.NONE))
                         m.next = "Done"
                 abortable()
 
@@ -449,10 +424,10 @@ class WriteVerifyProgrammer(wiring.Component):
                 abortable()
 
             with m.State("Read-Wait"):
-                m.d.sync += set_error(ErrorCode.ADC_TIMEOUT)
                 with m.If(~saw_busy | afe.adc_busy):
                     m.d.sync += saw_busy.eq(saw_busy | afe.adc_busy)
                     with m.If(watchdog.expired):
+                        m.d.sync += error.eq(ErrorCode.ADC_TIMEOUT)
                         m.next = SAFE_EXIT_STATE
                 with m.Else():
                     m.d.comb += self.over_range_sample.eq(afe.adc_ovr)
@@ -489,8 +464,8 @@ class WriteVerifyProgrammer(wiring.Component):
                     # solves) is the reading READ_CELL and REFINE_A get.
                     m.d.sync += [read_code.eq(corrected_product.code),
                                  read_over_range.eq(read_over_range | corrected_product.saturated)]
-                m.d.sync += set_error(ErrorCode.NONE)
                 with m.If(command == ProgrammerCommand.READ_CELL):
+                    m.d.sync += error.eq(ErrorCode.NONE)
                     m.next = "Done"
                 with m.Elif(within):
                     m.d.sync += cell_failed.eq(0)
@@ -513,10 +488,10 @@ class WriteVerifyProgrammer(wiring.Component):
                 abortable()
 
             with m.State("Pulse-Wait"):
-                m.d.sync += set_error(ErrorCode.PROGRAM_TIMEOUT)
                 with m.If(afe.prog_done):
                     begin_read()
                 with m.Elif(watchdog.expired):
+                    m.d.sync += error.eq(ErrorCode.PROGRAM_TIMEOUT)
                     m.next = SAFE_EXIT_STATE
                 abortable()
 

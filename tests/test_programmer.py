@@ -353,9 +353,9 @@ def test_start_checks_see_the_operands_of_the_cycle_before_the_start():
     bench.run(testbench)
     assert seen == [ErrorCode.BAD_TIMING]
 
-def test_repeat_walks_the_last_starts_rows_and_settings_on_its_columns_unchecked():
-    # The remap's spare trials (docs/synthesis.md I45): with `repeat` the start runs the last
-    # command again on repeat_col_mask, with that command's rows and settings, whatever the
+def test_rerun_walks_the_last_starts_rows_and_settings_on_its_columns_unchecked():
+    # The remap's spare trials (docs/synthesis.md I45): with `rerun` the start runs the last
+    # command again on rerun_col_mask, with that command's rows and settings, whatever the
     # operand ports hold (here values every check refuses); without it those ports are checked.
     rng = np.random.default_rng(11)
     cells = rng.integers(0, 1024, (SMALL.rows, SMALL.total_cols))
@@ -375,15 +375,15 @@ def test_repeat_walks_the_last_starts_rows_and_settings_on_its_columns_unchecked
         seen["walk"] = await bench.command(ctx, **walk)
         seen["cells"] = afe.cells.copy()
         first_conversion, first_pulse = len(afe.conversions), len(afe.pulses)
-        seen["repeat"] = await bench.command(ctx, **refused, repeat=1, repeat_col_mask=0b10010)
+        seen["rerun"] = await bench.command(ctx, **refused, rerun=1, rerun_col_mask=0b10010)
         seen["conversions"] = afe.conversions[first_conversion:]
         seen["pulses"] = afe.pulses[first_pulse:]
-        seen["checked"] = await bench.command(ctx, **refused, repeat=0)
+        seen["checked"] = await bench.command(ctx, **refused, rerun=0)
 
     bench.run(testbench)
     assert seen["walk"].error == ErrorCode.NONE
-    repeat = seen["repeat"]
-    assert repeat.error == ErrorCode.NONE, "a repeat skips the start checks"
+    rerun = seen["rerun"]
+    assert rerun.error == ErrorCode.NONE, "a rerun skips the start checks"
     visited = list(dict.fromkeys(c.cell for c in seen["conversions"]))
     assert visited == [(r, c) for r in rows for c in (1, 4)]
     assert {c.mode for c in seen["conversions"]} == {AFEMode.READ_CELL.value}
@@ -396,8 +396,8 @@ def test_repeat_walks_the_last_starts_rows_and_settings_on_its_columns_unchecked
             got = [(p.polarity, p.amplitude) for p in seen["pulses"] if (p.row, p.col) == (r, c)]
             assert got == expected, f"cell {(r, c)}: the walk's settings"
     assert {p.width for p in seen["pulses"]} == {7}
-    assert repeat.pulse_count == len(seen["pulses"]) > 0
-    # Without repeat the same ports are checked: READ_CELL with avg_log2 9 is refused at once.
+    assert rerun.pulse_count == len(seen["pulses"]) > 0
+    # Without rerun the same ports are checked: READ_CELL with avg_log2 9 is refused at once.
     assert (seen["checked"].cycles, seen["checked"].error) == (1, ErrorCode.BAD_AVERAGING)
 
 
