@@ -162,8 +162,8 @@ def test_program_matrix_remaps_a_column_with_stuck_cells_and_solves_agree_with_t
 
 
 def test_a_timeout_after_a_remap_reports_the_physical_cell_and_column():
-    # The controller records a conversion's logical column and translates it behind the record
-    # (docs/synthesis.md I48): the detail is still the physical cell (READ_CELL) or column (SOLVE).
+    # The timeout's detail is the physical cell (READ_CELL) or column (SOLVE) the conversion used,
+    # whatever the remap's translation and the record's timing (docs/synthesis.md I48).
     seed = 7
     afe = model_afe(seed, **STUCK)
     targets = targets_for(afe, seed)
