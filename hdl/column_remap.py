@@ -14,9 +14,10 @@ below COLS, with a spare free, is not finished: per such column j, lowest first,
 free spare s, lowest first:
 
 * Choose (T + 1): the map swaps j and s; ``trial_col_mask`` = 1 << j.
-* Hold (T + 2): the programmer's operands settle (its start check reads the cycle before).
-* Start (T + 3): ``trial_start``: the programmer runs PROGRAM_MATRIX on column j (the
-  latched rows and settings), that is on physical spare s with column j's targets.
+* Hold (T + 2): the programmer's operands settle (its start reads the cycle before).
+* Start (T + 3): ``trial_start``: the programmer runs PROGRAM_MATRIX on column j (the walk's
+  rows and settings, which it keeps while ``busy``: its ``rerun`` input), that is on physical
+  spare s with column j's targets.
 * Trial, until the programmer's done (cycle U): NONE keeps the swap (``remapped``), the spare
   is taken and j is repaired; CELLS_FAILED undoes the swap and marks s bad (taken); any other
   error undoes the swap and ends the command with it. With columns and spares left the next

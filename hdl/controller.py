@@ -520,23 +520,16 @@ class Controller(wiring.Component):
         if calibrator is not None:
             self._elaborate_calibration(m, calibrator, regs, seq, accepted & is_cal, abort, host_solve)
         # A host PROGRAM_MATRIX / REFRESH: its walk's end goes to the remap, which may run spare
-        # trials (with the walk's operands, latched at the start) before the command ends.
+        # trials before the command ends: the programmer runs the walk again (its rows and settings,
+        # kept from the walk's start) on the trial's column. The programmer keeps them itself
+        # (`rerun`), so no mux of the host's and the trial's operands sits in front of its start
+        # checks (the iCE40's critical path, docs/synthesis.md I45).
         walk_running = Signal()
         walk_is_refresh = Signal()
         walk_failed = Signal.like(prog.failed_count)
         if remap is not None:
-            latched = {name: Signal.like(host_program[name], name=f"walk_{name}")
-                       for name in host_program if name not in ("start", "abort", "command", "col_mask")}
-            with m.If(accepted & is_matrix):
-                m.d.sync += [latched[name].eq(host_program[name]) for name in latched]
-            repairing = remap.busy
-            host_program = {
-                **{name: Mux(repairing, latched[name], value) if name in latched else value
-                   for name, value in host_program.items()},
-                "start": host_program["start"] | remap.trial_start,
-                "command": Mux(repairing, ProgrammerCommand.PROGRAM_MATRIX, host_program["command"]),
-                "col_mask": Mux(repairing, remap.trial_col_mask, host_program["col_mask"]),
-            }
+            m.d.comb += [prog.rerun.eq(remap.busy), prog.rerun_col_mask.eq(remap.trial_col_mask)]
+            host_program = {**host_program, "start": host_program["start"] | remap.trial_start}
         # While RUN_NMF or REFINE runs, its sequencer drives the blocks' commands (their starts
         # and aborts are ORed: the host cannot start a block then, and all may abort).
         solve_drivers: list[tuple[Value, Any]] = []

@@ -87,6 +87,12 @@ class WriteVerifyProgrammer(wiring.Component):
     column) and ``coeff_word`` (that word, one cycle later). The controller's column remap (hdl/column_remap.py) translates the
     columns on the AFE port and the fault map's bit enable: the programmer sees logical columns.
 
+    ``rerun`` (held from the cycle before a start, like the operands): the start runs the last
+    started command again, with its rows and settings, on the columns ``rerun_col_mask``
+    instead of the operand ports' (the remap's spare trials after a PROGRAM_MATRIX walk). While
+    ``rerun`` is high the idle programmer keeps the operands of its last start instead of
+    loading the ports, and a start skips the checks: those operands passed them at that start.
+
     Errors, checked in this order at start (nothing else happens then): command 3 ->
     UNKNOWN_OPCODE; READ_CELL/PROGRAM_CELL with cell_row >= rows or cell_col >= total_cols,
     or PROGRAM_MATRIX with an empty row or column mask -> BAD_DIMENSION; avg_log2 above
@@ -127,6 +133,8 @@ class WriteVerifyProgrammer(wiring.Component):
             "avg_log2": In(p.avg_log2_bits),
             "read_settle": In(p.timer_bits),
             "watchdog_limit": In(p.timer_bits),
+            "rerun": In(1),
+            "rerun_col_mask": In(p.total_cols),
             "target": In(memory.ReadPort.Signature(addr_width=p.cell_addr_bits,
                                                    shape=p.adc_bits)),
             "fault_map": In(memory.WritePort.Signature(addr_width=p.row_addr_bits,
@@ -170,8 +178,10 @@ class WriteVerifyProgrammer(wiring.Component):
         watchdog_limit = Signal(p.timer_bits)
         m.d.comb += watchdog.limit.eq(watchdog_limit)
 
-        # Cell walk: rows_left holds the current row as its lowest bit.
+        # Cell walk: rows_left holds the current row as its lowest bit; start_rows the rows of the
+        # last start (a rerun walks them again).
         rows_left = Signal(p.rows)
+        start_rows = Signal(p.rows)
         # rows_left without its lowest bit, and whether that leaves none, registered from
         # rows_left in every cycle: rows_left changes only in Next-Cell (and in Idle), and the
         # row-finished branch that reads these is never taken in the cycle after such a change
@@ -258,9 +268,12 @@ class WriteVerifyProgrammer(wiring.Component):
         with m.Else():
             m.d.comb += start_error.eq(ErrorCode.NONE)
         # Registered as in the solve sequencer: a start sees the outcome for the operands of the
-        # cycle before, which both drivers hold (docs/synthesis.md).
+        # cycle before, which both drivers hold (docs/synthesis.md). A rerun's operands passed
+        # the checks at the last start: `rerun` picks NONE behind the checks, so the ports need
+        # no source mux in front of them (the remap's select of its trial operands in front of
+        # these checks was the iCE40's critical path, docs/synthesis.md I45).
         settled_start_error = Signal(ErrorCode)
-        m.d.sync += settled_start_error.eq(start_error)
+        m.d.sync += settled_start_error.eq(Mux(self.rerun, ErrorCode.NONE, start_error))
 
         def abortable():
             with m.If(self.abort):
@@ -335,24 +348,30 @@ class WriteVerifyProgrammer(wiring.Component):
             with m.State("Idle"):
                 # The operands are loaded in every idle cycle (internal state, read only after a
                 # start): the start decides the next state and clears the outputs' counts only,
-                # instead of enabling all these registers (docs/synthesis.md).
+                # instead of enabling all these registers (docs/synthesis.md). A rerun keeps
+                # them, the walk's rows (`start_rows`) and the rerun's columns.
                 one_row = Const(1, p.rows) << self.cell_row
                 one_col = Const(1, p.total_cols) << self.cell_col
-                m.d.sync += [
-                    command.eq(self.command),
-                    rows_left.eq(Mux(single_cell, one_row, self.row_mask)),
-                    cols_left.eq(Mux(single_cell, one_col, self.col_mask)),
-                    col_mask.eq(Mux(single_cell, one_col, self.col_mask)),
-                    tolerance.eq(self.tolerance),
-                    amp_start.eq(self.amp_start),
-                    amp_step.eq(self.amp_step),
-                    amp_max.eq(self.amp_max),
-                    pulse_width.eq(self.pulse_width),
-                    pulse_budget.eq(self.pulse_budget),
-                    avg_log2.eq(self.avg_log2),
-                    read_settle.eq(self.read_settle),
-                    watchdog_limit.eq(self.watchdog_limit),
-                ]
+                with m.If(self.rerun):
+                    m.d.sync += [rows_left.eq(start_rows), cols_left.eq(self.rerun_col_mask),
+                                 col_mask.eq(self.rerun_col_mask)]
+                with m.Else():
+                    m.d.sync += [
+                        command.eq(self.command),
+                        start_rows.eq(Mux(single_cell, one_row, self.row_mask)),
+                        rows_left.eq(Mux(single_cell, one_row, self.row_mask)),
+                        cols_left.eq(Mux(single_cell, one_col, self.col_mask)),
+                        col_mask.eq(Mux(single_cell, one_col, self.col_mask)),
+                        tolerance.eq(self.tolerance),
+                        amp_start.eq(self.amp_start),
+                        amp_step.eq(self.amp_step),
+                        amp_max.eq(self.amp_max),
+                        pulse_width.eq(self.pulse_width),
+                        pulse_budget.eq(self.pulse_budget),
+                        avg_log2.eq(self.avg_log2),
+                        read_settle.eq(self.read_settle),
+                        watchdog_limit.eq(self.watchdog_limit),
+                    ]
                 with m.If(self.start):
                     m.d.sync += error.eq(settled_start_error)
                     with m.If(settled_start_error != ErrorCode.NONE):

@@ -161,11 +161,11 @@ def test_program_matrix_remaps_a_column_with_stuck_cells_and_solves_agree_with_t
     assert seen["results"][:PARAMS.cols] == [solve.words[c] for c in range(PARAMS.cols)]
 
 
-def test_a_timeout_on_a_remapped_column_reports_the_physical_cell():
-    # The controller records the last conversion's logical column and translates it by the map
-    # after its register (docs/synthesis.md E47): a READ_CELL of logical column 2, remapped to
-    # spare 3, that times out reports the physical cell.
-    seed, row = 7, 4
+def test_a_timeout_after_a_remap_reports_the_physical_cell_and_column():
+    # The timeout's detail is the physical cell (READ_CELL) or column (SOLVE) the conversion used,
+    # whatever the remap's translation and the record's timing: the record keeps the
+    # logical column and the remap translates it after the register (docs/synthesis.md E47).
+    seed = 7
     afe = model_afe(seed, **STUCK)
     targets = targets_for(afe, seed)
     bench = ModelBench(PARAMS, model=afe)
@@ -175,15 +175,15 @@ def test_a_timeout_on_a_remapped_column_reports_the_physical_cell():
         await bench.configure(ctx, targets, REMAP_CONTROL=1, COL_ENABLE=MAIN)
         seen["program"], _ = await bench.command(ctx, Opcode.PROGRAM_MATRIX)
         seen["map"] = await bench.read_words(ctx, "REMAP_MAP")
-        await bench.setup(ctx, WATCHDOG=1)   # shorter than a conversion
-        seen["read"], _ = await bench.command(ctx, Opcode.READ_CELL, row=row, col=2)
-        await bench.setup(ctx, WATCHDOG=WATCHDOG)
-        seen["unmapped"], _ = await bench.command(ctx, Opcode.READ_CELL, row=row, col=1)
+        await bench.setup(ctx, WATCHDOG=1, COL_ENABLE=0b100)   # every conversion times out
+        seen["read"], _ = await bench.command(ctx, Opcode.READ_CELL, row=5, col=2)
+        seen["solve"], _ = await bench.command(ctx, Opcode.SOLVE)
 
     bench.run(testbench)
-    assert seen["program"] == tc.status_word(ErrorCode.NONE) and seen["map"][2] == 3 | 1 << 8
-    assert seen["read"] == tc.status_word(ErrorCode.ADC_TIMEOUT, row * PARAMS.total_cols + 3)
-    assert seen["unmapped"] == tc.status_word(ErrorCode.NONE)
+    assert seen["program"] == tc.status_word(ErrorCode.NONE)
+    assert seen["map"][2] == 3 | 1 << 8, "logical column 2 on spare 3"
+    assert seen["read"] == tc.status_word(ErrorCode.ADC_TIMEOUT, 5 * PARAMS.total_cols + 3)
+    assert seen["solve"] == tc.status_word(ErrorCode.ADC_TIMEOUT, 3)
 
 
 def test_without_the_remap_enabled_program_matrix_ends_cells_failed_and_keeps_the_map():

@@ -363,6 +363,54 @@ def test_start_checks_see_the_operands_of_the_cycle_before_the_start():
     bench.run(testbench)
     assert seen == [ErrorCode.BAD_TIMING]
 
+def test_rerun_walks_the_last_starts_rows_and_settings_on_its_columns_unchecked():
+    # The remap's spare trials (docs/synthesis.md I45): with `rerun` the start runs the last
+    # command again on rerun_col_mask, with that command's rows and settings, whatever the
+    # operand ports hold (here values every check refuses); without it those ports are checked.
+    rng = np.random.default_rng(11)
+    cells = rng.integers(0, 1024, (SMALL.rows, SMALL.total_cols))
+    targets = rng.integers(100, 900, (SMALL.rows, SMALL.total_cols))
+    rows = [1, 3]
+    walk = dict(command=ProgrammerCommand.PROGRAM_MATRIX, row_mask=sum(1 << r for r in rows),
+                col_mask=0b101, tolerance=5, amp_start=10, amp_step=10, amp_max=120,
+                pulse_width=7, pulse_budget=30, avg_log2=1, read_settle=1)
+    refused = dict(command=ProgrammerCommand.READ_CELL, row_mask=0, col_mask=0, tolerance=0,
+                   amp_start=1, amp_step=1, amp_max=1, pulse_width=0, pulse_budget=0,
+                   avg_log2=9, read_settle=0, watchdog_limit=0)
+    bench = Bench(SMALL, targets, cells=cells.copy(), pulse_divisor=2)
+    seen = {}
+
+    async def testbench(ctx):
+        afe = bench.afe
+        seen["walk"] = await bench.command(ctx, **walk)
+        seen["cells"] = afe.cells.copy()
+        first_conversion, first_pulse = len(afe.conversions), len(afe.pulses)
+        seen["rerun"] = await bench.command(ctx, **refused, rerun=1, rerun_col_mask=0b10010)
+        seen["conversions"] = afe.conversions[first_conversion:]
+        seen["pulses"] = afe.pulses[first_pulse:]
+        seen["checked"] = await bench.command(ctx, **refused, rerun=0)
+
+    bench.run(testbench)
+    assert seen["walk"].error == ErrorCode.NONE
+    rerun = seen["rerun"]
+    assert rerun.error == ErrorCode.NONE, "a rerun skips the start checks"
+    visited = list(dict.fromkeys(c.cell for c in seen["conversions"]))
+    assert visited == [(r, c) for r in rows for c in (1, 4)]
+    assert {c.mode for c in seen["conversions"]} == {AFEMode.READ_CELL.value}
+    before = seen["cells"]
+    for r in rows:
+        for c in (1, 4):
+            expected, _ = reference_pulses(
+                int(before[r, c]), int(targets[r, c]), tolerance=5, amp_start=10, amp_step=10,
+                amp_max=120, pulse_budget=30, divisor=2)
+            got = [(p.polarity, p.amplitude) for p in seen["pulses"] if (p.row, p.col) == (r, c)]
+            assert got == expected, f"cell {(r, c)}: the walk's settings"
+    assert {p.width for p in seen["pulses"]} == {7}
+    assert rerun.pulse_count == len(seen["pulses"]) > 0
+    # Without rerun the same ports are checked: READ_CELL with avg_log2 9 is refused at once.
+    assert (seen["checked"].cycles, seen["checked"].error) == (1, ErrorCode.BAD_AVERAGING)
+
+
 @pytest.mark.parametrize("name", BAD_COMMANDS)
 def test_bad_parameters_report_the_error_and_change_nothing(name):
     changes, error = BAD_COMMANDS[name]
