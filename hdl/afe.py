@@ -174,7 +174,8 @@ class GroupedWalk:
     state at the first bit of the next non-empty group (a step into it is a mux of registers on
     the group register). :meth:`load` fills those tables from the mask; they stay until the next
     load. Emits into ``m``'s current context: call :meth:`load`, :meth:`restart` and
-    :meth:`step` where those updates apply. Past the last bit a step leaves the walk empty.
+    :meth:`step` where those updates apply. One step past the last bit leaves the walk
+    empty at index 0; after more steps only :meth:`load` or :meth:`restart` defines it again.
 
     ``index`` is the current bit (0 when none is left), ``empty`` whether none is left,
     ``last`` whether at most one is left (registers)."""

@@ -336,7 +336,9 @@ class SolveSequencer(wiring.Component):
             with m.State("Load-DAC"):
                 # Read row r in cycle k, write its DAC in cycle k+1 (buffer read latency).
                 m.d.comb += [self.rhs.en.eq(1), self.rhs.addr.eq(next_row)]
-                row_walk.step()   # past the last row it stays empty: no enable from the FSM's decode
+                # No enable from the FSM's decode: the step in the cycle that leaves (rows_empty)
+                # leaves the walk undefined, and nothing reads it before Convert-Start restarts it.
+                row_walk.step()
                 with m.If(~rows_empty):
                     m.d.sync += [write_row.eq(next_row), write_pending.eq(1)]
                 with m.Else():
