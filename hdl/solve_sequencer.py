@@ -42,7 +42,8 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..model import calibration as cal   # the correction's one definition
-from .afe import SAFE_EXIT_STATE, AFEMode, AFESignature, emit_safe_exit, lowest_set_index
+from .afe import (SAFE_EXIT_STATE, AFEMode, AFESignature, GroupedWalk, at_most_one_set, emit_safe_exit,
+                  lowest_set_index)
 from .codes import ErrorCode
 from .params import BuildParams
 from .watchdog import Watchdog
@@ -94,21 +95,6 @@ def readout_rounding(subtract: Value) -> Value:
     :func:`readout_code` adds to the correction's product (an expression)."""
     gain_frac, frac = cal.GAIN_FRAC_BITS, cal.FRAC_BITS
     return (1 << (gain_frac - 1)) + (((1 << (frac - 1)) - subtract.as_signed()) << gain_frac)
-
-
-def at_most_one_set(vector: Value) -> Value:
-    """Whether ``vector`` has at most one bit set, as a tree (any, two or more) of its halves:
-    no carry chain (``v & (v - 1) == 0`` has one in front of its zero test, E57)."""
-    vector = Value.cast(vector)
-
-    def any_many(bits: Value) -> tuple[Value, Value]:
-        if len(bits) == 1:
-            return bits[0], Const(0, 1)
-        half = len(bits) // 2
-        low_any, low_many = any_many(bits[:half])
-        high_any, high_many = any_many(bits[half:])
-        return low_any | high_any, low_many | high_many | (low_any & high_any)
-    return ~any_many(vector)[1]
 
 
 def scaled_deviation(code: Value) -> Value:
@@ -212,21 +198,11 @@ class SolveSequencer(wiring.Component):
         # Row walk (load and zeroing) and DAC write pipeline.
         # The rows left to visit are kept as registers of what the walk reads: their lowest row,
         # registered with every update (the search over the whole mask in front of the RHS read
-        # address was too deep for 100 MHz, docs/synthesis.md E13); the rows after that one, and
-        # whether the rows left or those are none (the 64-bit subtraction and zero test in front
-        # of the FSM were the ECP5's critical path, E26).
-        next_row = Signal(p.row_addr_bits)
-        rows_after = Signal(p.rows)
-        rows_empty = Signal()
-        rows_after_empty = Signal()
-        # The same four for the whole row mask, which the zeroing walk restarts from: registered
-        # from the held mask every cycle (it is loaded in Idle, at least three cycles before the
-        # last conversion restarts the walk), so the restart copies registers (the mask's
-        # subtraction and zero test there were the iCE40's critical path without the remap).
-        mask_first_row = Signal(p.row_addr_bits)
-        mask_after_first = Signal(p.rows)
-        mask_empty = Signal()
-        mask_after_first_empty = Signal()
+        # address was too deep for 100 MHz, docs/synthesis.md E13), whether none or at most one
+        # is left (E26); each step from registers of the row's group of eight and per-group
+        # tables of the mask, loaded with it in Idle (the 64-bit search was E57's and E63's path).
+        row_walk = GroupedWalk(m, p.rows, "row_walk")
+        next_row, rows_empty, rows_after_empty = row_walk.index, row_walk.empty, row_walk.last
         write_pending = Signal()
         write_row = Signal(p.row_addr_bits)
 
@@ -309,40 +285,12 @@ class SolveSequencer(wiring.Component):
             with m.If(wait_timer == 1):
                 then()
 
-        # Whether the start's row mask has at most one row, registered from the operand (held from
-        # the cycle before the start); the restart of the latched mask uses the registers above:
-        # the sources' subtract and zero test, shared by Yosys behind the FSM's mux, was the
-        # iCE40's critical path (docs/synthesis.md I26).
-        start_mask_single = Signal()
-        m.d.sync += start_mask_single.eq((self.row_mask & (self.row_mask - 1)) == 0)
-
         # Whether the column has samples left and the walk columns left, registered every cycle:
         # samples_left and cols_left change only at a conversion's end (and in Idle), and the next
         # end is at least three cycles later (Convert-Start, two Convert-Wait cycles). The zero
         # tests behind the end's FSM decode were the iCE40's critical path (docs/synthesis.md I37).
         more_samples, more_cols = Signal(), Signal()
         m.d.sync += [more_samples.eq(samples_left != 0), more_cols.eq(cols_left != 0)]
-
-        def set_rows_left(value, single):  # the rows left := value (`single`: it has at most one)
-            rest = value & (value - 1)
-            m.d.sync += [next_row.eq(lowest_set_index(value)), rows_after.eq(rest), rows_empty.eq(value == 0), rows_after_empty.eq(single)]
-
-        rest_of_mask = row_mask & (row_mask - 1)
-        m.d.sync += [mask_first_row.eq(lowest_set_index(row_mask)), mask_after_first.eq(rest_of_mask),
-                     mask_empty.eq(row_mask == 0), mask_after_first_empty.eq(at_most_one_set(row_mask))]
-
-        def restart_rows_left():
-            # The rows left := row_mask, from the registers above.
-            m.d.sync += [next_row.eq(mask_first_row), rows_after.eq(mask_after_first),
-                         rows_empty.eq(mask_empty), rows_after_empty.eq(mask_after_first_empty)]
-
-        def next_rows_left():
-            # The rows left := rows_after, from the registers only; "at most one left" without
-            # the carry chain in front of a zero test (E57).
-            rest = rows_after & (rows_after - 1)
-            m.d.sync += [next_row.eq(lowest_set_index(rows_after)), rows_after.eq(rest),
-                         rows_empty.eq(rows_after_empty),
-                         rows_after_empty.eq(at_most_one_set(rows_after))]
 
         def last_sample_index(exponent):
             # (1 << exponent) - 1 as its bits: no subtracter for Yosys to share with
@@ -374,7 +322,7 @@ class SolveSequencer(wiring.Component):
                     sample_sum.eq(rounding_half(self.avg_log2, p.sum_bits)),
                     sample_over_range.eq(0),
                 ]
-                set_rows_left(self.row_mask, start_mask_single)
+                row_walk.load(self.row_mask)
                 if p.calibration:
                     m.d.sync += cal_enable.eq(self.cal_enable)
                 with m.If(self.start):
@@ -388,9 +336,11 @@ class SolveSequencer(wiring.Component):
             with m.State("Load-DAC"):
                 # Read row r in cycle k, write its DAC in cycle k+1 (buffer read latency).
                 m.d.comb += [self.rhs.en.eq(1), self.rhs.addr.eq(next_row)]
+                # No enable from the FSM's decode: the step in the cycle that leaves (rows_empty)
+                # leaves the walk undefined, and nothing reads it before Convert-Start restarts it.
+                row_walk.step()
                 with m.If(~rows_empty):
                     m.d.sync += [write_row.eq(next_row), write_pending.eq(1)]
-                    next_rows_left()
                 with m.Else():
                     m.d.sync += write_pending.eq(0)
                     m.next = "Load-LDAC"
@@ -420,12 +370,16 @@ class SolveSequencer(wiring.Component):
                 abortable()
 
             with m.State("Convert-Start"):
+                # The zeroing walk restarts in every conversion's states (nothing reads it there),
+                # not only in the last one's end: the end's decisions stay out of its enables (E63).
+                row_walk.restart()
                 m.d.comb += [afe.adc_start.eq(~self.abort), watchdog.restart.eq(1)]
                 m.d.sync += saw_busy.eq(0)
                 m.next = "Convert-Wait"
                 abortable()
 
             with m.State("Convert-Wait"):
+                row_walk.restart()
                 with m.If(~saw_busy):
                     m.d.sync += saw_busy.eq(afe.adc_busy)
                     with m.If(watchdog.expired):
@@ -465,7 +419,6 @@ class SolveSequencer(wiring.Component):
                             ]
                             m.next = "Convert-Start"
                         with m.Else():
-                            restart_rows_left()
                             m.next = "Zero-DAC"
                 abortable()
 
@@ -473,7 +426,7 @@ class SolveSequencer(wiring.Component):
                 # First cycle is the release: mode, loop and switches are back to 0.
                 m.d.comb += [afe.dac_we.eq(1), afe.dac_addr.eq(next_row),
                              afe.dac_data.eq(p.dac_zero_code)]
-                next_rows_left()
+                row_walk.step()
                 with m.If(rows_after_empty):
                     m.next = "Zero-LDAC"
                 abortable()

@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from afe_standin import AFEStandIn
-from anmf.hdl.afe import AFEMode, AFESignature, ProgPolarity, emit_safe_exit, lowest_set_index
+from anmf.hdl.afe import AFEMode, AFESignature, GroupedWalk, ProgPolarity, emit_safe_exit, lowest_set_index
 from anmf.hdl.params import BuildParams
 from anmf.hdl.watchdog import Watchdog
 
@@ -286,3 +286,46 @@ def test_safe_exit_zeroes_every_dac_then_loads_them():
 def test_watchdog_converts_to_verilog(width):
     text = verilog.convert(Watchdog(width), name="watchdog")
     assert f"input [{width - 1}:0] limit;" in text and "output expired;" in text
+
+
+def test_grouped_walk_width_must_be_positive():
+    with pytest.raises(ValueError, match=r"^walk width must be at least 1, not 0$"):
+        GroupedWalk(Module(), 0, "walk")
+
+
+@pytest.mark.parametrize("width", [1, 5, 8, 20, 64])
+def test_grouped_walk_visits_every_set_bit_in_order_then_is_empty(width):
+    # load in cycle 0, then one step per cycle up to one past the last bit, then the same from
+    # a restart: index, empty and last as the set bits left say, every cycle.
+    m = Module()
+    walk = GroupedWalk(m, width, "walk")
+    mask, load, restart = Signal(width), Signal(), Signal()
+    with m.If(load):
+        walk.load(mask)
+    with m.Elif(restart):
+        walk.restart()
+    with m.Else():
+        walk.step()
+    rng = random.Random(width)
+    masks = [0, 1 << (width - 1), (1 << width) - 1] + [rng.getrandbits(width) for _ in range(6)]
+
+    async def bench(ctx):
+        for value in masks:
+            rows = [bit for bit in range(width) if value >> bit & 1]
+            for start in ("load", "restart"):
+                ctx.set(mask, value if start == "load" else 0)   # restart: from the loaded tables
+                ctx.set(load, start == "load")
+                ctx.set(restart, start == "restart")
+                await ctx.tick()
+                ctx.set(load, 0)
+                ctx.set(restart, 0)
+                for left in [rows[i:] for i in range(len(rows) + 1)]:
+                    assert ctx.get(walk.index) == (left[0] if left else 0)
+                    assert ctx.get(walk.empty) == (not left)
+                    assert ctx.get(walk.last) == (len(left) <= 1)
+                    await ctx.tick()
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
