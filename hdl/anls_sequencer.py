@@ -532,7 +532,7 @@ class ANLSSequencer(wiring.Component):
         # DP16KD; a read port beside a write port gets a bypass mux after the RAM for their
         # same-address collisions (DP16KD's ports have no defined cross-port read-during-write),
         # in front of `commit_data` (E45).
-        scratch_column = Signal(range(cols))
+        scratch_column = Signal.like(self.result.addr)   # all of the result address (a column < cols)
         m.d.comb += [scratch_column.eq(self.result.addr),
                      scratch_write.addr.eq(rhs * cols + scratch_column),
                      scratch_read.addr.eq(rhs * cols + scratch_column),
