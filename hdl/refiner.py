@@ -41,11 +41,11 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .afe import AFEMode, lowest_set_index
+from .afe import AFEMode, at_most_one_set, lowest_set_index
 from .anls_sequencer import highest_set_index, solve_command_signature
 from .codes import ErrorCode
 from .params import BuildParams
-from .solve_sequencer import at_most_one_set, result_layout
+from .solve_sequencer import result_layout
 
 __all__ = ["Refiner", "GAIN_BITS", "GAIN_SHIFT_BITS", "PASS_BITS", "HEADROOM_BITS",
            "GRADIENT_FRACTION_BITS", "serve_shifts", "twice_scaled", "twice_rounded", "dac_value"]
@@ -461,8 +461,8 @@ class Refiner(wiring.Component):
         # after Solve-Start (Check clears grading three cycles before that).
         exponent = correction_left - (p.dac_bits - 2)    # msb + headroom - (DAC_BITS - 2)
         serve_exponent = Mux(grading, exponent - fraction, exponent)
-        m.d.sync += [serve_right.eq(serve_shifts(serve_exponent)[0]),
-                     serve_left.eq(serve_shifts(serve_exponent)[1])]
+        right, left = serve_shifts(serve_exponent)
+        m.d.sync += [serve_right.eq(right), serve_left.eq(left)]
         # The row walk takes one step per cycle. Its next row is kept one-hot (after_lowest)
         # beside the mask: a step is the index of a one-hot register (one OR per index bit),
         # the mask less that bit, and the new lowest bit (v & -v, one carry chain); the 64-bit

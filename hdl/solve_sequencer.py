@@ -42,14 +42,13 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..model import calibration as cal   # the correction's one definition
-from .afe import (SAFE_EXIT_STATE, AFEMode, AFESignature, GroupedWalk, at_most_one_set, emit_safe_exit,
-                  lowest_set_index)
+from .afe import SAFE_EXIT_STATE, AFEMode, AFESignature, GroupedWalk, emit_safe_exit, lowest_set_index
 from .codes import ErrorCode
 from .params import BuildParams
 from .watchdog import Watchdog
 
 __all__ = ["SolveSequencer", "result_layout", "solve_cycles", "SOLVE_MODES", "CalEnable", "readout_rounding", "readout_code",
-           "scaled_deviation", "at_most_one_set"]
+           "scaled_deviation"]
 
 #: Which calibration corrections a solve applies (CAL_CONTROL's bits, latched at start).
 CalEnable = data.StructLayout({"adc": 1, "dac": 1, "opamp": 1})

@@ -51,6 +51,7 @@ from .toolchain import ToolMissing
 
 __all__ = ["SynthReport", "FAMILY_CELLS", "YOWASP_TOOLS", "BLOCKS", "check_target", "check_block", "tool_environment",
            "parse_reports", "parse_critical_path", "parse_seeds", "synthesize", "synthesize_block", "reroute_seeds",
+           "synthesize_seeds",
            "format_report", "main"]
 
 #: Amaranth's tool variables and the YoWASP commands that provide them.
@@ -414,6 +415,21 @@ def reroute_seeds(report: SynthReport, build_dir: Path | str, seeds: Sequence[in
     return dataclasses.replace(report, fmax_by_seed={**report.fmax_by_seed, **routed})
 
 
+def synthesize_seeds(target: str, build_dir: Path | str, seeds: Sequence[int] = (1,), *,
+                     params: BuildParams | None = None, block: str | None = None) -> SynthReport:
+    """:func:`synthesize` (or :func:`synthesize_block` of ``block``) with the first of ``seeds``,
+    then :func:`reroute_seeds` with the others (not when the design does not fit)."""
+    if not seeds:
+        raise ValueError("seeds must name at least one nextpnr seed")
+    if block is None:
+        report = synthesize(target, build_dir, params=params, seed=seeds[0])
+    else:
+        report = synthesize_block(block, build_dir, target=target, params=params, seed=seeds[0])
+    if len(seeds) > 1 and report.fmax_mhz is not None:
+        report = reroute_seeds(report, build_dir, seeds)
+    return report
+
+
 def _goal_outcome(report: SynthReport) -> str:
     if report.timing_met:
         return "met" if len(report.fmax_by_seed) < 2 else "met on every seed"
@@ -485,13 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = _seeds_of(args.seed, args.seeds)
         if args.block is not None:
             check_block(args.block, args.target, params or check_target(args.target).params)
-            build_dir = args.build_dir or f"build/synth-{args.target}-{args.block}"
-            report = synthesize_block(args.block, build_dir, target=args.target, params=params, seed=seeds[0])
-        else:
-            build_dir = args.build_dir or f"build/synth-{args.target}"
-            report = synthesize(args.target, build_dir, params=params, seed=seeds[0])
-        if len(seeds) > 1 and report.fmax_mhz is not None:
-            report = reroute_seeds(report, build_dir, seeds)
+        default_dir = f"build/synth-{args.target}" + (f"-{args.block}" if args.block else "")
+        report = synthesize_seeds(args.target, args.build_dir or default_dir, seeds, params=params,
+                                  block=args.block)
     except (ValueError, ToolMissing) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -291,6 +291,14 @@ def golden_for(problem: Problem, afe: AnalogFrontEnd) -> GoldenController:
     return golden
 
 
+def run_rtl_and_golden(problem: Problem, run: Run, afe: AnalogFrontEnd) -> tuple[Outcome, Any, GoldenController]:
+    """RUN_NMF on the RTL and on the golden model (its twin of ``afe``, started at the RTL's start
+    time): (the RTL's outcome, the golden run, the golden controller with its buffers)."""
+    golden = golden_for(problem, afe)
+    rtl = run_rtl(problem, run, afe)
+    return rtl, run.golden(golden, problem, afe.period_ps * rtl.start_cycle / PICOSECONDS_PER_SECOND), golden
+
+
 def golden_buffers(golden: GoldenController) -> dict[str, list[int]]:
     p = golden.params
     return {"w": golden.nmf_w.ravel().tolist(), "h": golden.nmf_h.ravel().tolist(),
@@ -313,9 +321,7 @@ def test_run_nmf_buffers_equal_the_golden_models_bit_for_bit():
     problem.r[3, :] = 0                     # a row of R all zero: skipped in the W-step
     run = Run(iterations=2)
     afe = model_afe()
-    golden = golden_for(problem, afe)
-    rtl = run_rtl(problem, run, afe)
-    expected = run.golden(golden, problem, afe.period_ps * rtl.start_cycle / PICOSECONDS_PER_SECOND)
+    rtl, expected, golden = run_rtl_and_golden(problem, run, afe)
     assert (rtl.error, expected.error) == (ErrorCode.NONE.value, Error.NONE)
     assert_buffers_equal(rtl.buffers, golden_buffers(golden))
     assert rtl.done_cycle == expected.done_cycle
@@ -361,9 +367,7 @@ def test_unequal_sizes_dead_component_and_unresolved_over_range_agree_with_the_g
     problem.w_mantissa[:, 1] = 0             # component 1 dead from the start
     run = Run(iterations=1, range_retries=1, analog_settle=40)
     afe = model_afe(input_gain=64.0)         # large outputs: retries, some unresolved
-    golden = golden_for(problem, afe)
-    rtl = run_rtl(problem, run, afe)
-    expected = run.golden(golden, problem, afe.period_ps * rtl.start_cycle / PICOSECONDS_PER_SECOND)
+    rtl, expected, golden = run_rtl_and_golden(problem, run, afe)
     assert expected.retries > 0 and expected.unresolved > 0, "the case must exercise both"
     assert rtl.error == ErrorCode.NONE.value and rtl.done_cycle == expected.done_cycle
     assert_buffers_equal(rtl.buffers, golden_buffers(golden))
@@ -383,9 +387,7 @@ def test_the_walks_edges_one_rhs_full_rank_three_iterations_agree_with_the_golde
     problem = make_problem(m=PARAMS.rows, n=1, k=PARAMS.cols, seed=6, missing=0.0)
     run = Run(iterations=3)
     afe = model_afe()
-    golden = golden_for(problem, afe)
-    rtl = run_rtl(problem, run, afe)
-    expected = run.golden(golden, problem, afe.period_ps * rtl.start_cycle / PICOSECONDS_PER_SECOND)
+    rtl, expected, golden = run_rtl_and_golden(problem, run, afe)
     assert rtl.error == ErrorCode.NONE.value and rtl.done_cycle == expected.done_cycle
     assert rtl.iteration_done == 3 and rtl.pulses == expected.pulse_count
     assert_buffers_equal(rtl.buffers, golden_buffers(golden))
@@ -404,9 +406,7 @@ def test_the_last_target_write_meets_the_first_fetch_and_the_fetch_sees_it(k, de
         problem.w_mantissa[:, column] = 0
     run = Run(iterations=1)
     afe = model_afe()
-    golden = golden_for(problem, afe)
-    rtl = run_rtl(problem, run, afe)
-    expected = run.golden(golden, problem, afe.period_ps * rtl.start_cycle / PICOSECONDS_PER_SECOND)
+    rtl, expected, golden = run_rtl_and_golden(problem, run, afe)
     assert rtl.error == ErrorCode.NONE.value and rtl.done_cycle == expected.done_cycle
     assert rtl.pulses == expected.pulse_count
     assert_buffers_equal(rtl.buffers, golden_buffers(golden))
@@ -503,9 +503,7 @@ def test_an_exponent_out_of_range_ends_before_programming_with_the_component():
     problem.w_col_exp[1] = 120               # H's exponent for component 1 would be below -128
     run = Run(iterations=1)
     afe = model_afe()
-    golden = golden_for(problem, afe)
-    rtl = run_rtl(problem, run, afe)
-    expected = run.golden(golden, problem, afe.period_ps * rtl.start_cycle / PICOSECONDS_PER_SECOND)
+    rtl, expected, golden = run_rtl_and_golden(problem, run, afe)
     assert (rtl.error, rtl.detail) == (ErrorCode.EXPONENT_RANGE.value, 1)
     assert (expected.error, expected.detail) == (Error.EXPONENT_RANGE, 1)
     assert rtl.done_cycle == expected.done_cycle == 1 + nmf_prepare_cycles(rows=4, k=2) + 1

@@ -19,7 +19,7 @@ from anmf.hdl.params import BuildParams
 from anmf.hdl.platforms import TARGETS, TOP_NAME, ECP5Platform, ICE40UP5KPlatform, PinBudgetError, \
     PinnedController, ScanChain
 from anmf.hdl.synth import BLOCKS, SynthReport, check_block, check_target, format_report, main, \
-    parse_critical_path, parse_reports, parse_seeds, reroute_seeds, synthesize_block
+    parse_critical_path, parse_reports, parse_seeds, reroute_seeds, synthesize_block, synthesize_seeds
 
 JSON_KEYS = {"target", "device", "fmax_mhz", "luts", "ffs", "brams", "dsps", "utilization"}
 # Small: 4 rows, 2 columns, 1 spare, without RUN_NMF (the iCE40's build options at a smaller array).
@@ -350,6 +350,8 @@ def test_the_clock_goal_is_met_only_on_every_seed_routed() -> None:
     assert "41.00 MHz  (goal 40 MHz: MISSED with seed 2)" in format_report(swept)
     assert "by seed     1: 41.00  2: 39.50  3: 40.20 MHz  (lowest 39.50)" in format_report(swept)
     assert swept.to_json()["fmax_lowest_mhz"] == 39.5 and swept.to_json()["timing_met"] is False
+    with pytest.raises(ValueError, match=r"^seeds must name at least one nextpnr seed$"):
+        synthesize_seeds("ice40", "unused", ())
     with pytest.raises(ValueError, match=r"has no build_anmf_controller_top.json: build it first"):
         reroute_seeds(report, "/nonexistent", [2])
 

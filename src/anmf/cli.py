@@ -306,16 +306,13 @@ def _cmd_verilog(args: argparse.Namespace) -> int:
 # --- synth -------------------------------------------------------------------------------
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from anmf.hdl.synth import check_target, format_report, parse_seeds, reroute_seeds, synthesize
+    from anmf.hdl.synth import check_target, format_report, parse_seeds, synthesize_seeds
     from anmf.hdl.toolchain import ToolMissing
 
     try:
         check_target(args.target)
-        seeds = parse_seeds(args.seeds)
-        build_dir = args.build_dir or f"build/synth-{args.target}"
-        report = synthesize(args.target, build_dir, seed=seeds[0])
-        if len(seeds) > 1 and report.fmax_mhz is not None:
-            report = reroute_seeds(report, build_dir, seeds)
+        report = synthesize_seeds(args.target, args.build_dir or f"build/synth-{args.target}",
+                                  parse_seeds(args.seeds))
     except (ValueError, ToolMissing) as exc:
         raise InputError(str(exc)) from None
     print(format_report(report))
